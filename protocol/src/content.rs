@@ -1,0 +1,290 @@
+//! What travels inside an envelope's ciphertext.
+//!
+//! The relay never sees any of this: only the one-byte [`ContentType`] in
+//! the envelope header, which it needs to let only mediators post forwards,
+//! share receipts and system events.
+
+use crate::codec::{Canonical, DecodeError, Reader, Writer};
+use crate::crypto::Digest;
+use crate::identity::Fingerprint;
+use crate::ids::RoomId;
+use crate::roster::Phase;
+
+/// Whether the author lets the mediator carry a message to others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharing {
+    /// For the mediator only, not to be shared (the default in a private
+    /// room). The mediator may forward it only with the author's consent.
+    MediatorOnly,
+    /// The mediator may share it.
+    MayShare,
+}
+
+/// How a forward carries the source message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardMode {
+    /// The author's words, unchanged.
+    Verbatim,
+    /// The mediator's own words.
+    Reframed,
+}
+
+/// A mediator carrying content from one room to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The room the content came from.
+    pub source_room: RoomId,
+    /// The envelope hash of the source message.
+    pub source_message: Digest,
+    /// Verbatim or reframed.
+    pub mode: ForwardMode,
+    /// What is carried across.
+    pub text: String,
+    /// Whether the author consented to sharing *mediator only* content.
+    pub author_consented: bool,
+}
+
+/// Posted in the source room: what of it was shared, where and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareReceipt {
+    /// The envelope hash of the message that was shared.
+    pub source_message: Digest,
+    /// Where it was carried.
+    pub destination_room: RoomId,
+    /// Verbatim or reframed.
+    pub mode: ForwardMode,
+    /// The text as it was shared.
+    pub text: String,
+}
+
+/// A session event announced by a mediator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemEvent {
+    /// A member was admitted.
+    MemberAdmitted(Fingerprint),
+    /// A member was removed.
+    MemberRemoved(Fingerprint),
+    /// The joint room was opened.
+    JointOpened,
+    /// The joint room was closed.
+    JointClosed,
+    /// The mediation moved to a new phase.
+    PhaseChanged(Phase),
+}
+
+impl Canonical for SystemEvent {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Self::MemberAdmitted(m) => {
+                w.u8(1);
+                m.encode(w);
+            }
+            Self::MemberRemoved(m) => {
+                w.u8(2);
+                m.encode(w);
+            }
+            Self::JointOpened => {
+                w.u8(3);
+            }
+            Self::JointClosed => {
+                w.u8(4);
+            }
+            Self::PhaseChanged(p) => {
+                w.u8(5);
+                p.encode(w);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            1 => Ok(Self::MemberAdmitted(Fingerprint::decode(r)?)),
+            2 => Ok(Self::MemberRemoved(Fingerprint::decode(r)?)),
+            3 => Ok(Self::JointOpened),
+            4 => Ok(Self::JointClosed),
+            5 => Ok(Self::PhaseChanged(Phase::decode(r)?)),
+            tag => Err(DecodeError::InvalidTag {
+                what: "system event",
+                tag,
+            }),
+        }
+    }
+}
+
+/// The type of an envelope's content, visible to the relay in the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ContentType {
+    /// [`Content::Text`].
+    Text,
+    /// [`Content::Forward`].
+    Forward,
+    /// [`Content::ShareReceipt`].
+    ShareReceipt,
+    /// [`Content::Consent`].
+    Consent,
+    /// [`Content::System`].
+    System,
+}
+
+impl ContentType {
+    /// Whether only mediators may send content of this type.
+    pub fn mediator_only(self) -> bool {
+        matches!(self, Self::Forward | Self::ShareReceipt | Self::System)
+    }
+
+    fn tag(self) -> u8 {
+        match self {
+            Self::Text => 1,
+            Self::Forward => 2,
+            Self::ShareReceipt => 3,
+            Self::Consent => 4,
+            Self::System => 5,
+        }
+    }
+}
+
+impl Canonical for ContentType {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(self.tag());
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            1 => Ok(Self::Text),
+            2 => Ok(Self::Forward),
+            3 => Ok(Self::ShareReceipt),
+            4 => Ok(Self::Consent),
+            5 => Ok(Self::System),
+            tag => Err(DecodeError::InvalidTag {
+                what: "content type",
+                tag,
+            }),
+        }
+    }
+}
+
+impl Canonical for Sharing {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(match self {
+            Self::MediatorOnly => 1,
+            Self::MayShare => 2,
+        });
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            1 => Ok(Self::MediatorOnly),
+            2 => Ok(Self::MayShare),
+            tag => Err(DecodeError::InvalidTag {
+                what: "sharing",
+                tag,
+            }),
+        }
+    }
+}
+
+impl Canonical for ForwardMode {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(match self {
+            Self::Verbatim => 1,
+            Self::Reframed => 2,
+        });
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            1 => Ok(Self::Verbatim),
+            2 => Ok(Self::Reframed),
+            tag => Err(DecodeError::InvalidTag {
+                what: "forward mode",
+                tag,
+            }),
+        }
+    }
+}
+
+/// The plaintext of an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// A message, with its author's sharing label.
+    Text {
+        /// Whether the mediator may share it.
+        sharing: Sharing,
+        /// The words.
+        body: String,
+    },
+    /// Content carried across by a mediator.
+    Forward(Forward),
+    /// The source room's record of what was shared.
+    ShareReceipt(ShareReceipt),
+    /// A party member's consent to share one of their messages.
+    Consent {
+        /// The envelope hash of the message that may be shared.
+        message: Digest,
+    },
+    /// A session event from a mediator.
+    System(SystemEvent),
+}
+
+impl Content {
+    /// The header content type for this content.
+    pub fn content_type(&self) -> ContentType {
+        match self {
+            Self::Text { .. } => ContentType::Text,
+            Self::Forward(_) => ContentType::Forward,
+            Self::ShareReceipt(_) => ContentType::ShareReceipt,
+            Self::Consent { .. } => ContentType::Consent,
+            Self::System(_) => ContentType::System,
+        }
+    }
+}
+
+impl Canonical for Content {
+    fn encode(&self, w: &mut Writer) {
+        self.content_type().encode(w);
+        match self {
+            Self::Text { sharing, body } => {
+                sharing.encode(w);
+                w.str(body);
+            }
+            Self::Forward(f) => {
+                f.source_room.encode(w);
+                f.source_message.encode(w);
+                f.mode.encode(w);
+                w.str(&f.text).bool(f.author_consented);
+            }
+            Self::ShareReceipt(s) => {
+                s.source_message.encode(w);
+                s.destination_room.encode(w);
+                s.mode.encode(w);
+                w.str(&s.text);
+            }
+            Self::Consent { message } => message.encode(w),
+            Self::System(e) => e.encode(w),
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match ContentType::decode(r)? {
+            ContentType::Text => Self::Text {
+                sharing: Sharing::decode(r)?,
+                body: r.string()?,
+            },
+            ContentType::Forward => Self::Forward(Forward {
+                source_room: RoomId::decode(r)?,
+                source_message: Digest::decode(r)?,
+                mode: ForwardMode::decode(r)?,
+                text: r.string()?,
+                author_consented: r.bool()?,
+            }),
+            ContentType::ShareReceipt => Self::ShareReceipt(ShareReceipt {
+                source_message: Digest::decode(r)?,
+                destination_room: RoomId::decode(r)?,
+                mode: ForwardMode::decode(r)?,
+                text: r.string()?,
+            }),
+            ContentType::Consent => Self::Consent {
+                message: Digest::decode(r)?,
+            },
+            ContentType::System => Self::System(SystemEvent::decode(r)?),
+        })
+    }
+}

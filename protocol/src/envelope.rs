@@ -1,0 +1,187 @@
+//! The envelope: a header the relay can read, the content sealed under a
+//! single-use key, and the sender's signature.
+//!
+//! * **Key and nonce.** Each envelope's content key is
+//!   `HKDF-Expand(room epoch secret, label "caucus/v1/message-key" || header, 32)`
+//!   and the ChaCha20-Poly1305 nonce is all zeros. The header holds the
+//!   sender, its sequence number and 16 fresh random bytes, so no two
+//!   envelopes share a key unless their headers are identical — and then the
+//!   receiver rejects the second as a replay before it matters. A key is
+//!   therefore used for exactly one encryption and a (key, nonce) pair never
+//!   repeats.
+//! * **Associated data** is the canonical header, so the ciphertext cannot be
+//!   moved to another session, room, epoch, sender or position.
+//! * **Signature** by the sender over `bytes(header) || bytes(ciphertext)`.
+
+use crate::codec::{Canonical, DecodeError, Reader, Writer};
+use crate::content::{Content, ContentType};
+use crate::crypto::{Digest, Signature, label};
+use crate::error::Error;
+use crate::identity::{DeviceKeys, Fingerprint, PublicIdentity};
+use crate::ids::{RoomId, SessionId};
+use crate::keys::RoomKey;
+
+/// The protocol version this crate speaks, in headers and wire frames.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The largest plaintext content, in bytes, that may be sealed.
+pub const MAX_CONTENT_LEN: usize = 256 * 1024;
+
+/// An envelope header: everything the relay may read about a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The session.
+    pub session: SessionId,
+    /// The room.
+    pub room: RoomId,
+    /// The room key epoch the content is sealed under.
+    pub epoch: u64,
+    /// The sender's fingerprint.
+    pub sender: Fingerprint,
+    /// The sender's sequence number in this room, from 1.
+    pub seq: u64,
+    /// The envelope hash of the sender's previous message in this room
+    /// ([`Digest::ZERO`] before the first).
+    pub previous: Digest,
+    /// What the content is.
+    pub content_type: ContentType,
+    /// Fresh random bytes that make the message key unique.
+    pub salt: [u8; 16],
+}
+
+impl Canonical for Header {
+    fn encode(&self, w: &mut Writer) {
+        w.u16(PROTOCOL_VERSION);
+        self.session.encode(w);
+        self.room.encode(w);
+        w.u64(self.epoch);
+        self.sender.encode(w);
+        w.u64(self.seq);
+        self.previous.encode(w);
+        self.content_type.encode(w);
+        w.fixed(&self.salt);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let version = r.u16()?;
+        if version != PROTOCOL_VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        Ok(Self {
+            session: SessionId::decode(r)?,
+            room: RoomId::decode(r)?,
+            epoch: r.u64()?,
+            sender: Fingerprint::decode(r)?,
+            seq: r.u64()?,
+            previous: Digest::decode(r)?,
+            content_type: ContentType::decode(r)?,
+            salt: r.array()?,
+        })
+    }
+}
+
+/// A sealed, signed message as it travels and is stored:
+/// `bytes(header) || bytes(ciphertext) || signature(64)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    header_bytes: Vec<u8>,
+    header: Header,
+    ciphertext: Vec<u8>,
+    signature: Signature,
+}
+
+impl Envelope {
+    /// Seal and sign `content` with `key` under `header` (whose content type
+    /// must match). Checks of who may send what are the caller's: see
+    /// [`crate::session::SessionView::seal`].
+    pub(crate) fn seal(
+        sender: &DeviceKeys,
+        key: &RoomKey,
+        header: Header,
+        content: &Content,
+    ) -> Result<Self, Error> {
+        if header.content_type != content.content_type() {
+            return Err(Error::ContentTypeMismatch);
+        }
+        let plaintext = zeroize::Zeroizing::new(content.to_bytes());
+        if plaintext.len() > MAX_CONTENT_LEN {
+            return Err(Error::TooLarge);
+        }
+        let header_bytes = header.to_bytes();
+        let ciphertext = key
+            .message_key(&header_bytes)
+            .seal_once(&header_bytes, &plaintext)?;
+        let signature = sender.sign(label::ENVELOPE, &signed_body(&header_bytes, &ciphertext));
+        Ok(Self {
+            header_bytes,
+            header,
+            ciphertext,
+            signature,
+        })
+    }
+
+    /// The header, readable by anyone (check the envelope before trusting it).
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The envelope hash that names this message (chain links, forwards,
+    /// consents): `SHA-256(label "caucus/v1/envelope-hash" || bytes(header) || bytes(ciphertext))`.
+    pub fn hash(&self) -> Digest {
+        Digest::of(
+            label::ENVELOPE_HASH,
+            &[&signed_body(&self.header_bytes, &self.ciphertext)],
+        )
+    }
+
+    /// The size in bytes of the ciphertext.
+    pub fn ciphertext_len(&self) -> usize {
+        self.ciphertext.len()
+    }
+
+    /// Check the signature by `sender`.
+    pub(crate) fn verify(&self, sender: &PublicIdentity) -> Result<(), Error> {
+        sender.verify(
+            label::ENVELOPE,
+            &signed_body(&self.header_bytes, &self.ciphertext),
+            &self.signature,
+            "envelope",
+        )
+    }
+
+    /// Decrypt with `key` (whose room and epoch the caller has matched to
+    /// the header) and check the content type.
+    pub(crate) fn decrypt(&self, key: &RoomKey) -> Result<Content, Error> {
+        let plaintext = zeroize::Zeroizing::new(
+            key.message_key(&self.header_bytes)
+                .open_once(&self.header_bytes, &self.ciphertext)?,
+        );
+        let content = Content::from_bytes(&plaintext)?;
+        if content.content_type() != self.header.content_type {
+            return Err(Error::ContentTypeMismatch);
+        }
+        Ok(content)
+    }
+}
+
+fn signed_body(header: &[u8], ciphertext: &[u8]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.bytes(header).bytes(ciphertext);
+    w.into_bytes()
+}
+
+impl Canonical for Envelope {
+    fn encode(&self, w: &mut Writer) {
+        w.bytes(&self.header_bytes).bytes(&self.ciphertext);
+        self.signature.encode(w);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let header_bytes = r.bytes()?.to_vec();
+        let header = Header::from_bytes(&header_bytes)?;
+        Ok(Self {
+            header_bytes,
+            header,
+            ciphertext: r.bytes()?.to_vec(),
+            signature: Signature::decode(r)?,
+        })
+    }
+}

@@ -1,0 +1,141 @@
+//! The one error type of the protocol crate.
+
+use thiserror::Error;
+
+use crate::codec::DecodeError;
+use crate::hpke::HpkeError;
+
+/// Everything that can fail when building, sealing, opening or verifying a
+/// Caucus object. Each variant has a stable [`Error::code`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bytes did not decode as the canonical encoding of the expected value.
+    #[error("malformed: {0}")]
+    Decode(#[from] DecodeError),
+    /// HPKE failed: a low-order point, or a sealed key that did not open.
+    #[error("hpke: {0}")]
+    Hpke(#[from] HpkeError),
+    /// The operating system's random number generator failed.
+    #[error("no randomness available")]
+    Randomness,
+    /// A signature did not verify; the string says over what.
+    #[error("bad signature on {0}")]
+    BadSignature(&'static str),
+    /// The object names another session.
+    #[error("object belongs to another session")]
+    WrongSession,
+    /// A roster was not signed by the session's pinned mediator.
+    #[error("roster is not from the pinned mediator")]
+    UnpinnedMediator,
+    /// A roster was not newer than the one already held.
+    #[error("roster version {got} is not newer than held version {held}")]
+    StaleRoster {
+        /// The version already held.
+        held: u64,
+        /// The version offered.
+        got: u64,
+    },
+    /// A roster's previous-roster hash does not name the roster it follows.
+    #[error("roster does not follow the held roster")]
+    RosterChain,
+    /// A roster breaks a structural rule; the string says which.
+    #[error("invalid roster: {0}")]
+    InvalidRoster(&'static str),
+    /// No roster has been accepted yet for this session.
+    #[error("no roster held for this session")]
+    NoRoster,
+    /// The room is not in the roster.
+    #[error("unknown room")]
+    UnknownRoom,
+    /// The (room, epoch) pair is not known from any accepted roster.
+    #[error("unknown epoch {epoch} for this room")]
+    UnknownEpoch {
+        /// The epoch named.
+        epoch: u64,
+    },
+    /// The room key for that epoch has not been received.
+    #[error("no key held for epoch {epoch} of this room")]
+    MissingRoomKey {
+        /// The epoch named.
+        epoch: u64,
+    },
+    /// A key bundle does not match the roster it names; the string says how.
+    #[error("key bundle does not match the roster: {0}")]
+    BundleMismatch(&'static str),
+    /// A key bundle holds no entry for this device.
+    #[error("key bundle holds no key for this device")]
+    NotARecipient,
+    /// The sender is not a member of the room at that epoch.
+    #[error("sender is not a member of this room at this epoch")]
+    NotAMember,
+    /// The sender's role may not send this content here; the string says what.
+    #[error("not permitted: {0}")]
+    NotPermitted(&'static str),
+    /// Authenticated decryption failed.
+    #[error("ciphertext does not decrypt")]
+    DecryptFailed,
+    /// The decrypted content is not of the type the header declares.
+    #[error("content does not match the header's content type")]
+    ContentTypeMismatch,
+    /// A sequence number already seen from this sender in this room.
+    #[error("replay of sequence {seq}")]
+    Replay {
+        /// The repeated sequence number.
+        seq: u64,
+    },
+    /// The sender's hash chain does not link up: the sender signed two
+    /// histories, or a message was altered in a way the chain exposes.
+    #[error("sender's chain is broken at sequence {seq}")]
+    ChainBroken {
+        /// Where the chain fails to link.
+        seq: u64,
+    },
+    /// An invite link did not parse; the string says why.
+    #[error("invalid invite link: {0}")]
+    InvalidInvite(&'static str),
+    /// An invite has expired.
+    #[error("invite has expired")]
+    InviteExpired,
+    /// A join request's proof did not verify against the invite secret.
+    #[error("join proof does not verify")]
+    BadJoinProof,
+    /// A value is larger than the protocol allows.
+    #[error("too large")]
+    TooLarge,
+}
+
+impl Error {
+    /// A stable code for this error, as used on the wire and in logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Decode(DecodeError::UnsupportedVersion(_)) => "unsupported_version",
+            Self::Decode(_) => "malformed",
+            Self::Hpke(HpkeError::NonContributory) => "low_order_point",
+            Self::Hpke(_) => "hpke_failed",
+            Self::Randomness => "no_randomness",
+            Self::BadSignature(_) => "bad_signature",
+            Self::WrongSession => "wrong_session",
+            Self::UnpinnedMediator => "unpinned_mediator",
+            Self::StaleRoster { .. } => "stale_roster",
+            Self::RosterChain => "roster_chain",
+            Self::InvalidRoster(_) => "invalid_roster",
+            Self::NoRoster => "no_roster",
+            Self::UnknownRoom => "unknown_room",
+            Self::UnknownEpoch { .. } => "unknown_epoch",
+            Self::MissingRoomKey { .. } => "missing_room_key",
+            Self::BundleMismatch(_) => "bundle_mismatch",
+            Self::NotARecipient => "not_a_recipient",
+            Self::NotAMember => "not_a_member",
+            Self::NotPermitted(_) => "not_permitted",
+            Self::DecryptFailed => "decrypt_failed",
+            Self::ContentTypeMismatch => "content_type_mismatch",
+            Self::Replay { .. } => "replay",
+            Self::ChainBroken { .. } => "chain_broken",
+            Self::InvalidInvite(_) => "invalid_invite",
+            Self::InviteExpired => "invite_expired",
+            Self::BadJoinProof => "bad_join_proof",
+            Self::TooLarge => "too_large",
+        }
+    }
+}

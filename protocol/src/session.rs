@@ -1,0 +1,387 @@
+//! One client's verified view of one session: the rosters it accepted, the
+//! room keys it holds and every sender's hash chain. This is where rosters,
+//! key bundles and envelopes from the (untrusted) relay are checked; nothing
+//! leaves it as content unless every check passed.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+use crate::content::{Content, ContentType};
+use crate::crypto::Digest;
+use crate::envelope::{Envelope, Header};
+use crate::error::Error;
+use crate::identity::{DeviceKeys, Fingerprint, PublicIdentity};
+use crate::ids::{RoomId, SessionId};
+use crate::keys::{KeyBundle, RoomKey, SignedKeyBundle};
+use crate::roster::{Role, RoomKind, Roster, SignedRoster};
+use crate::signed::Signed;
+
+/// A message that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Its header.
+    pub header: Header,
+    /// Its envelope hash, by which forwards and consents name it.
+    pub hash: Digest,
+    /// The decrypted content.
+    pub content: Content,
+    /// Sequence numbers of this sender in this room that have not been seen
+    /// and now never can be in order: messages the relay dropped or has not
+    /// delivered yet. Show the user that something is missing.
+    pub gap: Option<RangeInclusive<u64>>,
+}
+
+/// Who was in a room at one epoch, fixed by the roster that began it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Epoch {
+    kind: RoomKind,
+    members: Vec<Fingerprint>,
+}
+
+/// One link of a sender's chain: its hash and the hash it points back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Link {
+    hash: Digest,
+    previous: Digest,
+}
+
+/// A client's verified state for one session.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    session: SessionId,
+    mediator: Fingerprint,
+    current: Option<SignedRoster>,
+    /// For each accepted roster, by hash: the epoch of each of its rooms.
+    accepted: BTreeMap<Digest, BTreeMap<RoomId, u64>>,
+    epochs: BTreeMap<(RoomId, u64), Epoch>,
+    identities: BTreeMap<Fingerprint, (PublicIdentity, Role)>,
+    keys: BTreeMap<(RoomId, u64), RoomKey>,
+    chains: BTreeMap<(RoomId, Fingerprint), BTreeMap<u64, Link>>,
+}
+
+impl SessionView {
+    /// A view of `session` whose rosters must be signed by `mediator` — the
+    /// fingerprint pinned from the invite link, or the mediator's own.
+    pub fn new(session: SessionId, mediator: Fingerprint) -> Self {
+        Self {
+            session,
+            mediator,
+            current: None,
+            accepted: BTreeMap::new(),
+            epochs: BTreeMap::new(),
+            identities: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            chains: BTreeMap::new(),
+        }
+    }
+
+    /// The session.
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// The pinned mediator.
+    pub fn mediator(&self) -> Fingerprint {
+        self.mediator
+    }
+
+    /// The newest accepted roster.
+    pub fn roster(&self) -> Option<&Roster> {
+        self.current.as_ref().map(Signed::unverified)
+    }
+
+    /// The newest accepted roster as signed.
+    pub fn signed_roster(&self) -> Option<&SignedRoster> {
+        self.current.as_ref()
+    }
+
+    /// The room key held for `room` at `epoch`.
+    pub fn room_key(&self, room: &RoomId, epoch: u64) -> Option<&RoomKey> {
+        self.keys.get(&(*room, epoch))
+    }
+
+    /// Accept `signed` as the session's new roster, if the pinned mediator
+    /// signed it, it is well formed, newer than the one held and follows it,
+    /// and it changes no room's membership without a new epoch.
+    pub fn accept_roster(&mut self, signed: SignedRoster) -> Result<&Roster, Error> {
+        let roster = signed.verify(&self.mediator)?;
+        if roster.session != self.session {
+            return Err(Error::WrongSession);
+        }
+        if let Some(held) = &self.current {
+            let held_version = held.unverified().version;
+            if roster.version <= held_version {
+                return Err(Error::StaleRoster {
+                    held: held_version,
+                    got: roster.version,
+                });
+            }
+            if roster.version == held_version + 1 && roster.previous != held.hash() {
+                return Err(Error::RosterChain);
+            }
+        }
+        for room in &roster.rooms {
+            let newest = self
+                .epochs
+                .range((room.id, 0)..=(room.id, u64::MAX))
+                .next_back();
+            match newest {
+                Some(((_, e), _)) if room.epoch < *e => {
+                    return Err(Error::InvalidRoster("a room's epoch went backwards"));
+                }
+                Some(((_, e), known))
+                    if room.epoch == *e
+                        && (known.members != room.members || known.kind != room.kind) =>
+                {
+                    return Err(Error::InvalidRoster(
+                        "a room's membership changed without a new epoch",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        // Every check passed: record it.
+        for room in &roster.rooms {
+            self.epochs.entry((room.id, room.epoch)).or_insert(Epoch {
+                kind: room.kind,
+                members: room.members.clone(),
+            });
+        }
+        for m in &roster.members {
+            self.identities.insert(m.id(), (m.identity.clone(), m.role));
+        }
+        self.accepted.insert(
+            signed.hash(),
+            roster.rooms.iter().map(|r| (r.id, r.epoch)).collect(),
+        );
+        Ok(self.current.insert(signed).unverified())
+    }
+
+    fn current(&self) -> Result<&Roster, Error> {
+        self.roster().ok_or(Error::NoRoster)
+    }
+
+    fn lead_identity(&self) -> Result<&PublicIdentity, Error> {
+        self.identities
+            .get(&self.mediator)
+            .map(|(identity, _)| identity)
+            .ok_or(Error::NoRoster)
+    }
+
+    /// As the lead mediator: seal `key` (made by
+    /// [`RosterBuilder::sign`](crate::builder::RosterBuilder::sign) for a
+    /// room's current epoch) to exactly that room's members in the current
+    /// roster, and hold it. Sealing the same epoch again (to re-deliver it)
+    /// must use the same key.
+    pub fn seal_key_bundle(
+        &mut self,
+        mediator: &DeviceKeys,
+        key: &RoomKey,
+    ) -> Result<SignedKeyBundle, Error> {
+        if mediator.fingerprint() != self.mediator {
+            return Err(Error::NotPermitted(
+                "only the lead mediator seals room keys",
+            ));
+        }
+        let signed = self.current.as_ref().ok_or(Error::NoRoster)?;
+        let roster = signed.unverified();
+        let room = roster.room(&key.room()).ok_or(Error::UnknownRoom)?;
+        if room.epoch != key.epoch() {
+            return Err(Error::UnknownEpoch { epoch: key.epoch() });
+        }
+        let slot = (room.id, room.epoch);
+        if self.keys.get(&slot).is_some_and(|held| held != key) {
+            return Err(Error::BundleMismatch("another key is held for this epoch"));
+        }
+        let recipients: Vec<&PublicIdentity> = room
+            .members
+            .iter()
+            .filter_map(|id| roster.member(id).map(|m| &m.identity))
+            .collect();
+        let bundle = KeyBundle::seal(self.session, signed.hash(), key, &recipients)?;
+        self.keys.insert(slot, key.clone());
+        Ok(Signed::sign(bundle, mediator))
+    }
+
+    /// Check a key bundle and open this device's copy: signed by the pinned
+    /// mediator, for this session, naming an accepted roster in which the
+    /// room has that epoch, sealed only to that epoch's members, and holding
+    /// a copy for `me` that opens with the bound HPKE `info`.
+    pub fn open_key_bundle(
+        &mut self,
+        me: &DeviceKeys,
+        signed: &SignedKeyBundle,
+    ) -> Result<&RoomKey, Error> {
+        let bundle = signed.verify_by(self.lead_identity()?)?;
+        if bundle.session != self.session {
+            return Err(Error::WrongSession);
+        }
+        let epochs = self
+            .accepted
+            .get(&bundle.roster)
+            .ok_or(Error::BundleMismatch("names a roster not accepted"))?;
+        if epochs.get(&bundle.room) != Some(&bundle.epoch) {
+            return Err(Error::BundleMismatch("room or epoch not in that roster"));
+        }
+        let epoch = self
+            .epochs
+            .get(&(bundle.room, bundle.epoch))
+            .ok_or(Error::UnknownEpoch {
+                epoch: bundle.epoch,
+            })?;
+        if !epoch.members.contains(&me.fingerprint()) {
+            return Err(Error::NotARecipient);
+        }
+        if !bundle
+            .entries
+            .iter()
+            .all(|e| epoch.members.contains(&e.recipient))
+        {
+            return Err(Error::BundleMismatch("sealed to someone outside the room"));
+        }
+        let key = bundle.open(me)?;
+        Ok(self.keys.entry((bundle.room, bundle.epoch)).or_insert(key))
+    }
+
+    /// Check whether `sender` may send `content_type` in a room of `kind`.
+    fn permitted(role: Role, kind: RoomKind, content_type: ContentType) -> Result<(), Error> {
+        if content_type.mediator_only() && !role.is_mediator() {
+            return Err(Error::NotPermitted("only a mediator sends this content"));
+        }
+        if content_type == ContentType::Consent
+            && (role.is_mediator() || !matches!(kind, RoomKind::Private(_)))
+        {
+            return Err(Error::NotPermitted(
+                "consent is given by a party member in their private room",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Seal `content` from `me` into `room` at its current epoch, as the next
+    /// link of `me`'s chain there. Refuses what the roster does not allow:
+    /// a room `me` is not in, a closed room for a party member, content `me`'s
+    /// role may not send.
+    pub fn seal(
+        &mut self,
+        me: &DeviceKeys,
+        room: &RoomId,
+        content: &Content,
+    ) -> Result<Envelope, Error> {
+        let roster = self.current()?;
+        let sender = me.fingerprint();
+        let r = roster.room(room).ok_or(Error::UnknownRoom)?;
+        if !r.has(&sender) {
+            return Err(Error::NotAMember);
+        }
+        let role = roster.member(&sender).ok_or(Error::NotAMember)?.role;
+        if !r.open && !role.is_mediator() {
+            return Err(Error::NotPermitted("the room is closed"));
+        }
+        Self::permitted(role, r.kind, content.content_type())?;
+        let epoch = r.epoch;
+        let key = self
+            .keys
+            .get(&(*room, epoch))
+            .ok_or(Error::MissingRoomKey { epoch })?;
+        let chain = self.chains.entry((*room, sender)).or_default();
+        let (seq, previous) = match chain.last_key_value() {
+            Some((seq, link)) => (seq + 1, link.hash),
+            None => (1, Digest::ZERO),
+        };
+        let header = Header {
+            session: self.session,
+            room: *room,
+            epoch,
+            sender,
+            seq,
+            previous,
+            content_type: content.content_type(),
+            salt: crate::crypto::random_array()?,
+        };
+        let envelope = Envelope::seal(me, key, header, content)?;
+        chain.insert(
+            seq,
+            Link {
+                hash: envelope.hash(),
+                previous,
+            },
+        );
+        Ok(envelope)
+    }
+
+    /// Verify and decrypt an envelope from the relay. Checks, in order: the
+    /// session; that the epoch is known and its key held; that the sender
+    /// was a member of the room at that epoch; the sender's signature; that
+    /// the sender's role may send this content type in this room; the
+    /// decryption and content type; and the sender's chain (no replay, links
+    /// that match). Only then is the message recorded and returned.
+    pub fn open(&mut self, envelope: &Envelope) -> Result<Opened, Error> {
+        let h = envelope.header();
+        if h.session != self.session {
+            return Err(Error::WrongSession);
+        }
+        let epoch = self
+            .epochs
+            .get(&(h.room, h.epoch))
+            .ok_or(Error::UnknownEpoch { epoch: h.epoch })?;
+        let key = self
+            .keys
+            .get(&(h.room, h.epoch))
+            .ok_or(Error::MissingRoomKey { epoch: h.epoch })?;
+        if !epoch.members.contains(&h.sender) {
+            return Err(Error::NotAMember);
+        }
+        let (identity, role) = self.identities.get(&h.sender).ok_or(Error::NotAMember)?;
+        envelope.verify(identity)?;
+        Self::permitted(*role, epoch.kind, h.content_type)?;
+        let content = envelope.decrypt(key)?;
+        let hash = envelope.hash();
+        let chain = self.chains.entry((h.room, h.sender)).or_default();
+        let gap = check_chain(chain, h.seq, h.previous, hash)?;
+        chain.insert(
+            h.seq,
+            Link {
+                hash,
+                previous: h.previous,
+            },
+        );
+        Ok(Opened {
+            header: h.clone(),
+            hash,
+            content,
+            gap,
+        })
+    }
+}
+
+/// Check that a message at `seq` pointing back to `previous`, with envelope
+/// hash `hash`, fits `chain`; report the sequence numbers it skips.
+fn check_chain(
+    chain: &BTreeMap<u64, Link>,
+    seq: u64,
+    previous: Digest,
+    hash: Digest,
+) -> Result<Option<RangeInclusive<u64>>, Error> {
+    if seq == 0 {
+        return Err(Error::ChainBroken { seq });
+    }
+    if chain.contains_key(&seq) {
+        return Err(Error::Replay { seq });
+    }
+    let expected_previous = if seq == 1 {
+        Some(Digest::ZERO)
+    } else {
+        chain.get(&(seq - 1)).map(|l| l.hash)
+    };
+    if expected_previous.is_some_and(|p| p != previous) {
+        return Err(Error::ChainBroken { seq });
+    }
+    if let Some(next) = chain.get(&(seq + 1))
+        && next.previous != hash
+    {
+        return Err(Error::ChainBroken { seq });
+    }
+    let highest = chain.last_key_value().map_or(0, |(s, _)| *s);
+    Ok((seq > highest + 1).then(|| highest + 1..=seq - 1))
+}

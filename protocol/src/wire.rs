@@ -1,0 +1,496 @@
+//! The frames exchanged between a client and the relay: JSON text frames on
+//! a websocket with subprotocol [`SUBPROTOCOL`], bytes as unpadded base64url.
+//!
+//! Every client frame is a [`Request`] with a protocol version `v`, an `id`
+//! the client chooses, and a `type`; the relay answers each with exactly one
+//! [`Reply`]: `ok` with the same `id`, or `error` with the same `id` and a
+//! stable [`ErrorCode`]. Everything else the relay sends is an [`Event`].
+//! Signed and sealed objects (rosters, key bundles, envelopes, join
+//! requests, identities) travel as [`Encoded`]: the base64url of their exact
+//! canonical bytes, never re-serialized as JSON.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Canonical;
+use crate::crypto::{Digest, Signature};
+use crate::envelope::{Envelope, PROTOCOL_VERSION};
+use crate::identity::{Fingerprint, PublicIdentity};
+use crate::ids::{InviteId, RoomId, SessionId};
+use crate::invite::{AdmissionToken, JoinRequest};
+use crate::keys::SignedKeyBundle;
+use crate::roster::SignedRoster;
+
+/// The websocket subprotocol a client must request.
+pub const SUBPROTOCOL: &str = "caucus.v1";
+
+/// A canonical object carried in JSON as the base64url of its bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Encoded<T>(pub T);
+
+impl<T: fmt::Debug> fmt::Debug for Encoded<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<T: Canonical> Serialize for Encoded<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::b64::encode(&self.0.to_bytes()))
+    }
+}
+
+impl<'de, T: Canonical> Deserialize<'de> for Encoded<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<T: Canonical> serde::de::Visitor<'_> for V<T> {
+            type Value = Encoded<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a canonical object as unpadded base64url")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                let bytes = crate::b64::decode(v).ok_or_else(|| E::custom("not base64url"))?;
+                T::from_bytes(&bytes).map(Encoded).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+/// Where a client resumes one room: deliver envelopes with index > `after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomCursor {
+    /// The room.
+    pub room: RoomId,
+    /// The last index the client holds (0 for none).
+    pub after: u64,
+}
+
+/// A party's status, shown to the mediator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartyStatus {
+    /// Ready to continue.
+    Ready,
+    /// Asking for the mediator.
+    NeedsMediator,
+    /// On a break.
+    OnBreak,
+}
+
+/// One client frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The protocol version: [`PROTOCOL_VERSION`].
+    pub v: u16,
+    /// The client's id for this request, echoed in the reply.
+    pub id: u64,
+    /// What is asked.
+    #[serde(flatten)]
+    pub body: RequestBody,
+}
+
+/// What a client asks of the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RequestBody {
+    /// Answer the relay's challenge: the device's identity and its signature
+    /// over `u8(len) || "caucus/v1/auth" || nonce`.
+    Auth {
+        /// The device's public identity.
+        identity: Encoded<PublicIdentity>,
+        /// The signature over the challenge.
+        signature: Signature,
+    },
+    /// Create a session with its first roster (signed by the caller, who
+    /// becomes its mediator).
+    CreateSession {
+        /// Version 1 of the roster.
+        roster: Encoded<SignedRoster>,
+    },
+    /// Publish a newer roster (mediator only).
+    PublishRoster {
+        /// The roster.
+        roster: Encoded<SignedRoster>,
+    },
+    /// Publish a key bundle (mediator only).
+    PublishKeys {
+        /// The bundle.
+        bundle: Encoded<SignedKeyBundle>,
+    },
+    /// Register an invite's admission token hash (mediator only).
+    CreateInvite {
+        /// The session.
+        session: SessionId,
+        /// The invite.
+        invite: InviteId,
+        /// SHA-256 of the admission token, as [`AdmissionToken::hash`].
+        token_hash: Digest,
+        /// Expiry, seconds since the Unix epoch.
+        expires_at: u64,
+    },
+    /// Knock: enter a session's waiting room with an invite.
+    Join {
+        /// The admission token derived from the invite secret.
+        token: AdmissionToken,
+        /// The join request for the mediator.
+        request: Encoded<JoinRequest>,
+    },
+    /// Turn a waiting joiner away (mediator only).
+    Decline {
+        /// The session.
+        session: SessionId,
+        /// The invite the joiner used.
+        invite: InviteId,
+    },
+    /// Post an envelope in a room.
+    Post {
+        /// The envelope.
+        envelope: Encoded<Envelope>,
+    },
+    /// Receive a session's rosters, key bundles and the envelopes after
+    /// each cursor, then live traffic.
+    Subscribe {
+        /// The session.
+        session: SessionId,
+        /// The last roster version held (0 for none).
+        roster_after: u64,
+        /// Where to resume each room.
+        rooms: Vec<RoomCursor>,
+    },
+    /// Say where the mediator is (mediator only). `room` is `None` when away.
+    Location {
+        /// The session.
+        session: SessionId,
+        /// The room the mediator is with.
+        room: Option<RoomId>,
+        /// Whether the other parties may learn which room.
+        disclose: bool,
+    },
+    /// Set the caller's party status.
+    Status {
+        /// The session.
+        session: SessionId,
+        /// The status.
+        status: PartyStatus,
+    },
+    /// Close the session (mediator only).
+    CloseSession {
+        /// The session.
+        session: SessionId,
+    },
+}
+
+impl RequestBody {
+    /// The `type` string of this request.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Auth { .. } => "auth",
+            Self::CreateSession { .. } => "create_session",
+            Self::PublishRoster { .. } => "publish_roster",
+            Self::PublishKeys { .. } => "publish_keys",
+            Self::CreateInvite { .. } => "create_invite",
+            Self::Join { .. } => "join",
+            Self::Decline { .. } => "decline",
+            Self::Post { .. } => "post",
+            Self::Subscribe { .. } => "subscribe",
+            Self::Location { .. } => "location",
+            Self::Status { .. } => "status",
+            Self::CloseSession { .. } => "close_session",
+        }
+    }
+}
+
+/// Every request `type` this version knows.
+pub const REQUEST_TYPES: &[&str] = &[
+    "auth",
+    "create_session",
+    "publish_roster",
+    "publish_keys",
+    "create_invite",
+    "join",
+    "decline",
+    "post",
+    "subscribe",
+    "location",
+    "status",
+    "close_session",
+];
+
+/// A stable error code in an `error` reply. The set only grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Not JSON, not an object, a missing or mistyped field, bad base64url,
+    /// or bytes that are not the canonical encoding of the expected object.
+    Malformed,
+    /// A `v` (or header version) this relay does not speak.
+    UnsupportedVersion,
+    /// A `type` this relay does not know.
+    UnknownType,
+    /// A frame or object over the relay's size limits.
+    TooLarge,
+    /// Too many requests; slow down.
+    RateLimited,
+    /// The request needs an authenticated connection.
+    Unauthenticated,
+    /// The authentication signature or identity did not verify.
+    AuthFailed,
+    /// The roster does not allow the caller this.
+    Forbidden,
+    /// No such session, room or invite.
+    NotFound,
+    /// The request conflicts with the relay's state (an existing session, a
+    /// sequence number already used).
+    Conflict,
+    /// A signature did not verify.
+    BadSignature,
+    /// A roster not newer than the relay's.
+    StaleRoster,
+    /// A roster or key bundle that breaks the protocol's rules.
+    Invalid,
+    /// An invite token that is unknown, used or expired.
+    InvalidInvite,
+    /// The room is closed to the caller for posting.
+    RoomClosed,
+    /// The session has closed.
+    SessionClosed,
+    /// The relay is at a limit (connections, storage); try again later.
+    Overloaded,
+    /// A fault in the relay; nothing was changed.
+    Internal,
+}
+
+impl From<&crate::error::Error> for ErrorCode {
+    fn from(e: &crate::error::Error) -> Self {
+        use crate::codec::DecodeError;
+        use crate::error::Error as E;
+        match e {
+            E::Decode(DecodeError::UnsupportedVersion(_)) => Self::UnsupportedVersion,
+            E::Decode(_) => Self::Malformed,
+            E::BadSignature(_) => Self::BadSignature,
+            E::StaleRoster { .. } => Self::StaleRoster,
+            E::UnpinnedMediator | E::NotAMember | E::NotPermitted(_) => Self::Forbidden,
+            E::TooLarge => Self::TooLarge,
+            E::InvalidInvite(_) | E::InviteExpired | E::BadJoinProof => Self::InvalidInvite,
+            E::Randomness => Self::Internal,
+            _ => Self::Invalid,
+        }
+    }
+}
+
+/// The relay's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// Done.
+    Ok {
+        /// The protocol version.
+        v: u16,
+        /// The request's id.
+        id: u64,
+        /// For `post`: the envelope's index in its room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<u64>,
+    },
+    /// Refused; nothing was changed.
+    Error {
+        /// The protocol version.
+        v: u16,
+        /// The request's id, if the frame had a readable one.
+        id: Option<u64>,
+        /// The stable code.
+        code: ErrorCode,
+        /// A human-readable explanation (never secret material).
+        message: String,
+    },
+}
+
+impl Reply {
+    /// An `ok` reply.
+    pub fn ok(id: u64) -> Self {
+        Self::Ok {
+            v: PROTOCOL_VERSION,
+            id,
+            index: None,
+        }
+    }
+
+    /// An `error` reply.
+    pub fn error(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            v: PROTOCOL_VERSION,
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where the mediator is, as a party sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "where", content = "room", rename_all = "snake_case")]
+pub enum MediatorWhereabouts {
+    /// Not with anyone.
+    Away,
+    /// In the viewer's own room (named).
+    WithYou(RoomId),
+    /// With another party or group; which is not said.
+    Elsewhere,
+    /// In this room, disclosed by the mediator.
+    In(RoomId),
+}
+
+/// Something the relay tells a client unasked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// Sent once on connect: sign `nonce` to authenticate.
+    Challenge {
+        /// The protocol version.
+        v: u16,
+        /// 32 random bytes.
+        nonce: Digest,
+    },
+    /// A roster of a session the client is in or waiting for.
+    Roster {
+        /// The protocol version.
+        v: u16,
+        /// The session.
+        session: SessionId,
+        /// The roster.
+        roster: Encoded<SignedRoster>,
+    },
+    /// A key bundle that holds a copy for the client.
+    KeyBundle {
+        /// The protocol version.
+        v: u16,
+        /// The session.
+        session: SessionId,
+        /// The bundle.
+        bundle: Encoded<SignedKeyBundle>,
+    },
+    /// An envelope in a room the client is in, with its index there.
+    Envelope {
+        /// The protocol version.
+        v: u16,
+        /// The room's index of this envelope, from 1.
+        index: u64,
+        /// The envelope.
+        envelope: Encoded<Envelope>,
+    },
+    /// To mediators: someone is in the waiting room.
+    JoinRequest {
+        /// The protocol version.
+        v: u16,
+        /// The request.
+        request: Encoded<JoinRequest>,
+    },
+    /// To a joiner: the mediator turned the request away.
+    Declined {
+        /// The protocol version.
+        v: u16,
+        /// The session.
+        session: SessionId,
+    },
+    /// Who is connected, and where the mediator is.
+    Presence {
+        /// The protocol version.
+        v: u16,
+        /// The session.
+        session: SessionId,
+        /// Members connected now.
+        online: Vec<Fingerprint>,
+        /// Where the mediator is, as this client may know it.
+        mediator: MediatorWhereabouts,
+    },
+    /// To mediators: a member's status changed.
+    Status {
+        /// The protocol version.
+        v: u16,
+        /// The session.
+        session: SessionId,
+        /// The member.
+        member: Fingerprint,
+        /// The status.
+        status: PartyStatus,
+    },
+    /// The session has closed.
+    SessionClosed {
+        /// The protocol version.
+        v: u16,
+        /// The session.
+        session: SessionId,
+    },
+}
+
+/// Any frame the relay sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ServerFrame {
+    /// A reply to a request.
+    Reply(Reply),
+    /// An event.
+    Event(Box<Event>),
+}
+
+/// Why a client frame was refused before it could be handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    /// The request id, if one could be read.
+    pub id: Option<u64>,
+    /// The code.
+    pub code: ErrorCode,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl FrameError {
+    /// The `error` reply for this refusal.
+    pub fn reply(&self) -> Reply {
+        Reply::error(self.id, self.code, self.message.clone())
+    }
+}
+
+/// Parse a client text frame, telling apart (in this order) a frame that is
+/// not a JSON object, an unknown `v`, a missing `id`, an unknown `type`, and
+/// fields that do not fit the type.
+pub fn parse_request(text: &str) -> Result<Request, FrameError> {
+    let fail = |id, code, message: String| FrameError { id, code, message };
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| fail(None, ErrorCode::Malformed, format!("not JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| fail(None, ErrorCode::Malformed, "not a JSON object".into()))?;
+    let id = obj.get("id").and_then(serde_json::Value::as_u64);
+    match obj.get("v").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            return Err(fail(
+                id,
+                ErrorCode::UnsupportedVersion,
+                format!("version {v}; this relay speaks {PROTOCOL_VERSION}"),
+            ));
+        }
+        None => return Err(fail(id, ErrorCode::Malformed, "missing v".into())),
+    }
+    if id.is_none() {
+        return Err(fail(None, ErrorCode::Malformed, "missing id".into()));
+    }
+    match obj.get("type").and_then(serde_json::Value::as_str) {
+        Some(t) if REQUEST_TYPES.contains(&t) => {}
+        Some(_) => return Err(fail(id, ErrorCode::UnknownType, "unknown type".into())),
+        None => return Err(fail(id, ErrorCode::Malformed, "missing type".into())),
+    }
+    serde_json::from_value(value).map_err(|e| {
+        let code = if e.to_string().contains("unsupported protocol version") {
+            ErrorCode::UnsupportedVersion
+        } else {
+            ErrorCode::Malformed
+        };
+        fail(id, code, e.to_string())
+    })
+}
