@@ -124,6 +124,12 @@ impl RosterBuilder {
         if role == Role::Mediator {
             return Err(Error::InvalidRoster("a session has one lead mediator"));
         }
+        let party_known = party.is_some_and(|p| self.draft.party(&p).is_some());
+        if role.is_mediator() == party.is_some() || (party.is_some() && !party_known) {
+            return Err(Error::InvalidRoster(
+                "a party member needs a known party; a mediator has none",
+            ));
+        }
         self.draft.members.push(Member {
             identity: identity.clone(),
             role,

@@ -12,7 +12,7 @@ use crate::envelope::{Envelope, Header};
 use crate::error::Error;
 use crate::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use crate::ids::{RoomId, SessionId};
-use crate::keys::{KeyBundle, RoomKey, SignedKeyBundle};
+use crate::keys::{KeyBundle, RoomKey, SealedLabel, SignedKeyBundle};
 use crate::roster::{Role, RoomKind, Roster, SignedRoster};
 use crate::signed::Signed;
 
@@ -98,6 +98,21 @@ impl SessionView {
     /// The room key held for `room` at `epoch`.
     pub fn room_key(&self, room: &RoomId, epoch: u64) -> Option<&RoomKey> {
         self.keys.get(&(*room, epoch))
+    }
+
+    /// Open a party label or member name from the roster (`subject` is the
+    /// party id's or the member fingerprint's bytes), with the joint room key
+    /// of the label's epoch.
+    pub fn open_label(&self, label: &SealedLabel, subject: &[u8]) -> Result<String, Error> {
+        let joint = self
+            .current()?
+            .joint_room()
+            .ok_or(Error::InvalidRoster("exactly one joint room"))?;
+        let key = self
+            .keys
+            .get(&(joint.id, label.epoch))
+            .ok_or(Error::MissingRoomKey { epoch: label.epoch })?;
+        label.open(key, &self.session, subject)
     }
 
     /// Accept `signed` as the session's new roster, if the pinned mediator

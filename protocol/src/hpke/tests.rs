@@ -385,13 +385,18 @@ fn vector_from_json(entry: &serde_json::Value) -> Vector {
 
 #[test]
 fn all_modes_from_env_file() {
-    let Some(path) = std::env::var_os("CAUCUS_HPKE_VECTORS") else {
+    let Some(given) = std::env::var_os("CAUCUS_HPKE_VECTORS") else {
         println!(
             "note: CAUCUS_HPKE_VECTORS is not set; skipping the full RFC 9180 vector run \
              (set it to the path of the RFC 9180 test-vector JSON)"
         );
         return;
     };
+    // A relative path is taken from the workspace root, where the README's
+    // test command runs, not from this crate's directory.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(given);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read CAUCUS_HPKE_VECTORS={path:?}: {e}"));
     let json: serde_json::Value = serde_json::from_str(&text)

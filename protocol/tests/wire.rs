@@ -1,0 +1,170 @@
+//! The JSON frames between client and relay.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
+
+use caucus_protocol::codec::Canonical;
+use caucus_protocol::crypto::{Digest, label};
+use caucus_protocol::identity::DeviceKeys;
+use caucus_protocol::ids::{RoomId, SessionId};
+use caucus_protocol::wire::{
+    Encoded, ErrorCode, Event, Reply, Request, RequestBody, RoomCursor, ServerFrame, parse_request,
+};
+
+fn auth_request() -> Request {
+    let keys = DeviceKeys::generate().unwrap();
+    let nonce = [7u8; 32];
+    Request {
+        v: 1,
+        id: 1,
+        body: RequestBody::Auth {
+            identity: Encoded(keys.public().clone()),
+            signature: keys.sign(label::AUTH, &nonce),
+        },
+    }
+}
+
+#[test]
+fn requests_round_trip_through_json() {
+    let session = SessionId::random().unwrap();
+    let requests = [
+        auth_request(),
+        Request {
+            v: 1,
+            id: 9,
+            body: RequestBody::Subscribe {
+                session,
+                roster_after: 3,
+                rooms: vec![RoomCursor {
+                    room: RoomId::random().unwrap(),
+                    after: 12,
+                }],
+            },
+        },
+        Request {
+            v: 1,
+            id: u64::MAX,
+            body: RequestBody::CloseSession { session },
+        },
+    ];
+    for r in requests {
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(parse_request(&text).unwrap(), r, "{text}");
+    }
+}
+
+#[test]
+fn a_request_frame_has_the_documented_shape() {
+    let session = SessionId([0; 16]);
+    let text = serde_json::to_string(&Request {
+        v: 1,
+        id: 5,
+        body: RequestBody::CloseSession { session },
+    })
+    .unwrap();
+    assert_eq!(
+        text,
+        r#"{"v":1,"id":5,"type":"close_session","session":"AAAAAAAAAAAAAAAAAAAAAA"}"#
+    );
+}
+
+#[test]
+fn bad_frames_get_the_right_code_and_keep_the_id_when_readable() {
+    let cases = [
+        ("not json", None, ErrorCode::Malformed),
+        ("[1,2]", None, ErrorCode::Malformed),
+        (
+            r#"{"v":2,"id":4,"type":"post"}"#,
+            Some(4),
+            ErrorCode::UnsupportedVersion,
+        ),
+        (r#"{"id":4,"type":"post"}"#, Some(4), ErrorCode::Malformed),
+        (r#"{"v":1,"type":"post"}"#, None, ErrorCode::Malformed),
+        (
+            r#"{"v":1,"id":4,"type":"launch"}"#,
+            Some(4),
+            ErrorCode::UnknownType,
+        ),
+        (r#"{"v":1,"id":4}"#, Some(4), ErrorCode::Malformed),
+        (
+            r#"{"v":1,"id":4,"type":"post"}"#,
+            Some(4),
+            ErrorCode::Malformed,
+        ),
+        (
+            r#"{"v":1,"id":4,"type":"post","envelope":"!!"}"#,
+            Some(4),
+            ErrorCode::Malformed,
+        ),
+        (
+            r#"{"v":1,"id":4,"type":"post","envelope":"AAAA"}"#,
+            Some(4),
+            ErrorCode::Malformed,
+        ),
+        (
+            r#"{"v":1,"id":-1,"type":"post"}"#,
+            None,
+            ErrorCode::Malformed,
+        ),
+    ];
+    for (text, id, code) in cases {
+        let err = parse_request(text).unwrap_err();
+        assert_eq!((err.id, err.code), (id, code), "{text}");
+        let reply = serde_json::to_value(err.reply()).unwrap();
+        assert_eq!(reply["type"], "error");
+    }
+}
+
+#[test]
+fn an_envelope_with_an_unknown_header_version_is_unsupported_version() {
+    // bytes(header) whose version is 2: a length, then 0x0002, then junk.
+    let mut header = vec![0, 2];
+    header.extend([0u8; 40]);
+    let mut raw = (header.len() as u32).to_be_bytes().to_vec();
+    raw.extend(header);
+    let text = format!(
+        r#"{{"v":1,"id":8,"type":"post","envelope":"{}"}}"#,
+        caucus_protocol::b64::encode(&raw)
+    );
+    assert_eq!(
+        parse_request(&text).unwrap_err().code,
+        ErrorCode::UnsupportedVersion
+    );
+}
+
+#[test]
+fn server_frames_are_told_apart_by_type() {
+    let ok: ServerFrame = serde_json::from_str(r#"{"type":"ok","v":1,"id":3,"index":7}"#).unwrap();
+    assert_eq!(
+        ok,
+        ServerFrame::Reply(Reply::Ok {
+            v: 1,
+            id: 3,
+            index: Some(7)
+        })
+    );
+    let nonce = Digest([1; 32]);
+    let text = serde_json::to_string(&Event::Challenge { v: 1, nonce }).unwrap();
+    let ev: ServerFrame = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        ev,
+        ServerFrame::Event(Box::new(Event::Challenge { v: 1, nonce }))
+    );
+    let err: ServerFrame = serde_json::from_str(
+        r#"{"type":"error","v":1,"id":null,"code":"rate_limited","message":"slow down"}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        err,
+        ServerFrame::Reply(Reply::Error {
+            code: ErrorCode::RateLimited,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn encoded_objects_are_their_exact_canonical_bytes() {
+    let keys = DeviceKeys::generate().unwrap();
+    let json = serde_json::to_value(Encoded(keys.public().clone())).unwrap();
+    let bytes = caucus_protocol::b64::decode(json.as_str().unwrap()).unwrap();
+    assert_eq!(bytes, keys.public().to_bytes());
+}
