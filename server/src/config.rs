@@ -1,0 +1,131 @@
+//! Configuration: command-line flags, each with an environment variable,
+//! over an optional TOML file, over defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command-line flags. Every flag is also read from the environment variable
+/// named beside it, and from the TOML file's key of the same name with `_`
+/// for `-`.
+#[derive(Debug, Default, Parser, Deserialize)]
+#[command(name = "caucus-server", version, about = "The Caucus relay")]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    /// A TOML file of settings (flags and environment override it).
+    #[arg(long, env = "CAUCUS_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7300].
+    #[arg(long, env = "CAUCUS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the sled store [default: ./caucus-data].
+    #[arg(long, env = "CAUCUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "CAUCUS_LOG_JSON")]
+    pub log_json: Option<bool>,
+    /// Most simultaneous connections [default: 20000].
+    #[arg(long, env = "CAUCUS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Largest websocket frame or message, in bytes [default: 1048576].
+    #[arg(long, env = "CAUCUS_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Frames a connection may queue before it is cut off as too slow [default: 1024].
+    #[arg(long, env = "CAUCUS_OUTBOUND_QUEUE")]
+    pub outbound_queue: Option<usize>,
+    /// Requests per second a connection may sustain [default: 200].
+    #[arg(long, env = "CAUCUS_RATE_PER_SEC")]
+    pub rate_per_sec: Option<u32>,
+    /// Requests a connection may burst above its rate [default: 400].
+    #[arg(long, env = "CAUCUS_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// Seconds between pings to an idle connection [default: 20].
+    #[arg(long, env = "CAUCUS_PING_SECS")]
+    pub ping_secs: Option<u64>,
+    /// Seconds without any frame from a client before it is closed [default: 60].
+    #[arg(long, env = "CAUCUS_IDLE_SECS")]
+    pub idle_secs: Option<u64>,
+    /// Seconds a new connection has to authenticate [default: 10].
+    #[arg(long, env = "CAUCUS_AUTH_SECS")]
+    pub auth_secs: Option<u64>,
+    /// Seconds a closed session's data is kept before deletion [default: 0, at close].
+    #[arg(long, env = "CAUCUS_RETENTION_SECS")]
+    pub retention_secs: Option<u64>,
+}
+
+/// The settings in force.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory of the sled store.
+    pub data_dir: PathBuf,
+    /// Log as JSON lines.
+    pub log_json: bool,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Largest frame or message in bytes.
+    pub max_frame_bytes: usize,
+    /// Outbound frames queued per connection before it is cut off.
+    pub outbound_queue: usize,
+    /// Sustained requests per second per connection.
+    pub rate_per_sec: u32,
+    /// Burst of requests per connection.
+    pub rate_burst: u32,
+    /// Interval between pings.
+    pub ping: Duration,
+    /// Close a connection silent for this long.
+    pub idle: Duration,
+    /// Close a connection not authenticated within this.
+    pub auth: Duration,
+    /// Keep a closed session's data this long.
+    pub retention: Duration,
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("reading {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// The TOML file did not parse.
+    #[error("parsing {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+}
+
+impl Config {
+    /// Settle `args` over the TOML file they name, over the defaults.
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let file: Args = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?
+            }
+            None => Args::default(),
+        };
+        macro_rules! pick {
+            ($field:ident, $default:expr) => {
+                args.$field.or(file.$field).unwrap_or($default)
+            };
+        }
+        Ok(Self {
+            listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 7300))),
+            data_dir: pick!(data_dir, PathBuf::from("caucus-data")),
+            log_json: pick!(log_json, false),
+            max_connections: pick!(max_connections, 20_000),
+            max_frame_bytes: pick!(max_frame_bytes, 1 << 20),
+            outbound_queue: pick!(outbound_queue, 1024),
+            rate_per_sec: pick!(rate_per_sec, 200),
+            rate_burst: pick!(rate_burst, 400),
+            ping: Duration::from_secs(pick!(ping_secs, 20)),
+            idle: Duration::from_secs(pick!(idle_secs, 60)),
+            auth: Duration::from_secs(pick!(auth_secs, 10)),
+            retention: Duration::from_secs(pick!(retention_secs, 0)),
+        })
+    }
+}

@@ -1,0 +1,375 @@
+//! One websocket connection: the handshake, authentication, the request
+//! loop with its rate limit and timers, and the writer fed by the
+//! connection's [`Outbox`].
+//!
+//! Close codes: 1000 normal, 1001 relay shutting down, 1009 frame too big,
+//! 4000 too slow (the outbound queue overflowed; resume with `subscribe`),
+//! 4001 not authenticated in time, 4002 idle.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use caucus_protocol::crypto::{Digest, label};
+use caucus_protocol::envelope::PROTOCOL_VERSION;
+use caucus_protocol::identity::PublicIdentity;
+use caucus_protocol::ids::SessionId;
+use caucus_protocol::wire::{ErrorCode, Event, Reply, RequestBody, SUBPROTOCOL, parse_request};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::hub::{ConnId, Hub, Refusal};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::store::InviteRecord;
+
+/// Close code: the client fell behind its outbound queue.
+pub const CLOSE_TOO_SLOW: u16 = 4000;
+/// Close code: the client did not authenticate in time.
+pub const CLOSE_AUTH_TIMEOUT: u16 = 4001;
+/// Close code: the client was silent too long.
+pub const CLOSE_IDLE: u16 = 4002;
+
+/// Require the `caucus.v1` subprotocol and select it. (The error type is
+/// tungstenite's callback contract.)
+#[allow(clippy::result_large_err)]
+fn negotiate(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+    let offered = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    if !offered {
+        let mut refusal = ErrorResponse::new(Some(format!("subprotocol {SUBPROTOCOL} required")));
+        *refusal.status_mut() = StatusCode::BAD_REQUEST;
+        return Err(refusal);
+    }
+    response.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
+    Ok(response)
+}
+
+/// A token bucket: `rate` per second, up to `burst`.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What a connection knows of itself.
+struct Conn {
+    id: ConnId,
+    hub: Arc<Hub>,
+    outbox: Arc<Outbox>,
+    nonce: Digest,
+    identity: Option<PublicIdentity>,
+    sessions: HashSet<SessionId>,
+}
+
+/// Serve one websocket connection until it closes or the relay shuts down.
+pub(crate) async fn serve(
+    hub: Arc<Hub>,
+    stream: TcpStream,
+    id: ConnId,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let config = &hub.config;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(config.max_frame_bytes * 2)
+        .max_message_size(Some(config.max_frame_bytes))
+        .max_frame_size(Some(config.max_frame_bytes));
+    let handshake =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, negotiate, Some(ws_config));
+    let ws = match tokio::time::timeout(config.auth, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(conn = id, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let (mut sink, mut stream) = ws.split();
+    let (outbox, mut queue) = Outbox::new(config.outbound_queue);
+    let mut nonce = Digest::ZERO;
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce.0).is_err() {
+        tracing::error!("no randomness for a login challenge");
+        return;
+    }
+    let mut conn = Conn {
+        id,
+        hub: hub.clone(),
+        outbox: outbox.clone(),
+        nonce,
+        identity: None,
+        sessions: HashSet::new(),
+    };
+    outbox.send(&Event::Challenge {
+        v: PROTOCOL_VERSION,
+        nonce,
+    });
+    Metrics::add(&hub.metrics.connections, 1);
+    let mut bucket = Bucket {
+        tokens: f64::from(config.rate_burst),
+        rate: f64::from(config.rate_per_sec),
+        burst: f64::from(config.rate_burst),
+        at: Instant::now(),
+    };
+    let mut ping = tokio::time::interval(config.ping);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let auth_deadline = Instant::now() + config.auth;
+    let mut last_heard = Instant::now();
+    let close: Option<(u16, &str)> = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break Some((1001, "relay shutting down")),
+            () = outbox.cut_off() => {
+                Metrics::add(&hub.metrics.slow_consumers, 1);
+                break Some((CLOSE_TOO_SLOW, "too slow: resume with subscribe"));
+            }
+            frame = queue.recv() => {
+                let Some(frame) = frame else { break None };
+                Metrics::add(&hub.metrics.bytes_out, frame.len() as u64);
+                if sink.send(Message::text(frame.as_ref())).await.is_err() {
+                    break None;
+                }
+            }
+            message = stream.next() => {
+                last_heard = Instant::now();
+                match message {
+                    Some(Ok(Message::Text(text))) => {
+                        if bucket.take() {
+                            conn.handle(text.as_str()).await;
+                        } else {
+                            hub.metrics.reject(ErrorCode::RateLimited);
+                            let id = parse_request(text.as_str()).ok().map(|r| r.id);
+                            outbox.send(&Reply::error(id, ErrorCode::RateLimited, "slow down"));
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        hub.metrics.reject(ErrorCode::Malformed);
+                        outbox.send(&Reply::error(None, ErrorCode::Malformed, "binary frames are not accepted; send JSON text"));
+                    }
+                    Some(Ok(Message::Close(_))) | None => break Some((1000, "bye")),
+                    Some(Ok(_)) => {} // ping, pong: tungstenite answers pings itself
+                    Some(Err(WsError::Capacity(_))) => {
+                        hub.metrics.reject(ErrorCode::TooLarge);
+                        break Some((1009, "frame too large"));
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(conn = id, error = %e, "read failed");
+                        break None;
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if conn.identity.is_none() && Instant::now() >= auth_deadline {
+                    break Some((CLOSE_AUTH_TIMEOUT, "authenticate first"));
+                }
+                if last_heard.elapsed() >= config.idle {
+                    break Some((CLOSE_IDLE, "idle"));
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break None;
+                }
+            }
+            () = tokio::time::sleep_until(auth_deadline), if conn.identity.is_none() => {
+                break Some((CLOSE_AUTH_TIMEOUT, "authenticate first"));
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        // Drain what is already queued (replies, the last events), then close.
+        while let Ok(frame) = queue.try_recv() {
+            if code == CLOSE_TOO_SLOW || sink.send(Message::text(frame.as_ref())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            })))
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    }
+    hub.disconnect(id, &conn.sessions);
+    Metrics::sub(&hub.metrics.connections, 1);
+}
+
+impl Conn {
+    /// Handle one text frame; exactly one reply is queued for it (for
+    /// `post`, once the envelope is durable).
+    async fn handle(&mut self, text: &str) {
+        Metrics::add(&self.hub.metrics.bytes_in, text.len() as u64);
+        let request = match parse_request(text) {
+            Ok(r) => r,
+            Err(e) => {
+                self.hub.metrics.reject(e.code);
+                self.outbox.send(&e.reply());
+                return;
+            }
+        };
+        let id = request.id;
+        let kind = request.body.kind();
+        let reply = match self.dispatch(id, request.body).await {
+            Ok(None) => return, // replied later (post)
+            Ok(Some(reply)) => reply,
+            Err(Refusal(code, message)) => {
+                tracing::debug!(conn = self.id, request = kind, code = ?code, "refused");
+                self.hub.metrics.reject(code);
+                Reply::error(Some(id), code, message)
+            }
+        };
+        let reply = match reply {
+            Reply::Ok { index, .. } => Reply::Ok {
+                v: PROTOCOL_VERSION,
+                id,
+                index,
+            },
+            other => other,
+        };
+        self.outbox.send(&reply);
+    }
+
+    async fn dispatch(&mut self, id: u64, body: RequestBody) -> Result<Option<Reply>, Refusal> {
+        let ok = Ok(Some(Reply::ok(0)));
+        if let RequestBody::Auth {
+            identity,
+            signature,
+        } = &body
+        {
+            identity
+                .0
+                .verify(label::AUTH, &self.nonce.0, signature, "auth")
+                .map_err(|_| Refusal::new(ErrorCode::AuthFailed, "signature does not verify"))?;
+            self.identity = Some(identity.0.clone());
+            return ok;
+        }
+        let identity = self
+            .identity
+            .clone()
+            .ok_or_else(|| Refusal::new(ErrorCode::Unauthenticated, "authenticate first"))?;
+        let me = identity.fingerprint();
+        let hub = self.hub.clone();
+        match body {
+            RequestBody::Auth { .. } => ok,
+            RequestBody::CreateSession { roster } => {
+                hub.create_session(&identity, roster.0).await?;
+                ok
+            }
+            RequestBody::PublishRoster { roster } => {
+                hub.publish_roster(&me, roster.0).await?;
+                ok
+            }
+            RequestBody::PublishKeys { bundle } => {
+                hub.publish_keys(&me, bundle.0).await?;
+                ok
+            }
+            RequestBody::CreateInvite {
+                session,
+                invite,
+                token_hash,
+                expires_at,
+            } => {
+                let record = InviteRecord {
+                    token_hash,
+                    expires_at,
+                    joiner: None,
+                };
+                hub.create_invite(&me, session, invite, record).await?;
+                ok
+            }
+            RequestBody::Join { token, request } => {
+                let session = request.0.session;
+                hub.join(self.id, &me, &self.outbox, token, request.0)
+                    .await?;
+                self.sessions.insert(session);
+                ok
+            }
+            RequestBody::Decline { session, invite } => {
+                hub.decline(&me, session, invite).await?;
+                ok
+            }
+            RequestBody::Post { envelope } => {
+                // Answered once durable, without holding up this connection.
+                let outbox = self.outbox.clone();
+                let metrics = hub.metrics.clone();
+                let (index, durable) = hub.post(&me, envelope.0)?;
+                tokio::spawn(async move {
+                    let reply = match durable.await {
+                        Ok(Ok(())) => Reply::Ok {
+                            v: PROTOCOL_VERSION,
+                            id,
+                            index: Some(index),
+                        },
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "commit failed");
+                            metrics.reject(ErrorCode::Internal);
+                            Reply::error(Some(id), ErrorCode::Internal, "store failure")
+                        }
+                        Err(_) => {
+                            metrics.reject(ErrorCode::Internal);
+                            Reply::error(Some(id), ErrorCode::Internal, "relay shutting down")
+                        }
+                    };
+                    outbox.send(&reply);
+                });
+                Ok(None)
+            }
+            RequestBody::Subscribe {
+                session,
+                roster_after,
+                rooms,
+            } => {
+                hub.subscribe(self.id, &me, &self.outbox, session, roster_after, &rooms)?;
+                self.sessions.insert(session);
+                ok
+            }
+            RequestBody::Location {
+                session,
+                room,
+                disclose,
+            } => {
+                hub.location(&me, session, room, disclose)?;
+                ok
+            }
+            RequestBody::Status { session, status } => {
+                hub.status(&me, session, status)?;
+                ok
+            }
+            RequestBody::CloseSession { session } => {
+                hub.close_session(&me, session).await?;
+                ok
+            }
+        }
+    }
+}

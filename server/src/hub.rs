@@ -1,0 +1,868 @@
+//! The relay's shared state: every session in memory, which connections
+//! follow it, and the handling of each request against the roster.
+//!
+//! Locks are `std::sync::Mutex` and are never held across an `.await`. An
+//! envelope's index is assigned under its session's lock and its commit is
+//! queued in the same critical section, so the committer sees commits in
+//! index order; delivery runs on the committer after the flush, in that same
+//! order, so a client never sees an envelope the relay could still lose.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use caucus_protocol::codec::Canonical;
+use caucus_protocol::content::ContentType;
+use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
+use caucus_protocol::identity::{Fingerprint, PublicIdentity};
+use caucus_protocol::ids::{InviteId, RoomId, SessionId};
+use caucus_protocol::invite::{AdmissionToken, JoinRequest};
+use caucus_protocol::keys::SignedKeyBundle;
+use caucus_protocol::roster::{Role, Roster, SignedRoster};
+use caucus_protocol::wire::{
+    Encoded, ErrorCode, Event, MediatorWhereabouts, PartyStatus, RoomCursor,
+};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::store::{self, Commit, InviteRecord, Kind, SessionRecord, Store, StoreError};
+
+/// A refusal: a wire code and a message for the client.
+#[derive(Debug)]
+pub(crate) struct Refusal(pub(crate) ErrorCode, pub(crate) String);
+
+impl Refusal {
+    pub(crate) fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
+        Self(code, msg.into())
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Overloaded => Self::new(ErrorCode::Overloaded, "store is busy; retry"),
+            other => {
+                tracing::error!(error = %other, "store failure");
+                Self::new(ErrorCode::Internal, "store failure")
+            }
+        }
+    }
+}
+
+impl From<caucus_protocol::Error> for Refusal {
+    fn from(e: caucus_protocol::Error) -> Self {
+        Self(ErrorCode::from(&e), e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, Refusal>;
+
+/// An identifier for one connection.
+pub(crate) type ConnId = u64;
+
+/// A connection that follows a session.
+struct Follower {
+    who: Fingerprint,
+    outbox: Arc<Outbox>,
+    /// The highest index delivered, per room.
+    delivered: HashMap<RoomId, u64>,
+}
+
+/// One session in memory.
+struct SessionState {
+    record: SessionRecord,
+    roster: Option<SignedRoster>,
+    /// The highest durable index per room.
+    committed: HashMap<RoomId, u64>,
+    /// The next index to assign per room.
+    next: HashMap<RoomId, u64>,
+    next_bundle: u64,
+    followers: HashMap<ConnId, Follower>,
+    /// Joiners waiting for admission: connection, fingerprint, outbox.
+    waiting: HashMap<ConnId, (Fingerprint, Arc<Outbox>)>,
+    location: Option<(RoomId, bool)>,
+    statuses: BTreeMap<Fingerprint, PartyStatus>,
+}
+
+impl SessionState {
+    fn roster(&self) -> Result<&Roster> {
+        self.roster
+            .as_ref()
+            .map(|r| r.unverified())
+            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such session"))
+    }
+
+    fn mediator_identity(&self) -> Result<&PublicIdentity> {
+        let roster = self.roster()?;
+        roster
+            .member(&self.record.mediator)
+            .map(|m| &m.identity)
+            .ok_or_else(|| Refusal::new(ErrorCode::Internal, "mediator missing from roster"))
+    }
+
+    fn role_of(&self, who: &Fingerprint) -> Option<Role> {
+        self.roster().ok()?.member(who).map(|m| m.role)
+    }
+
+    fn open(&self) -> Result<()> {
+        if self.record.closed_at.is_some() {
+            Err(Refusal::new(
+                ErrorCode::SessionClosed,
+                "the session has closed",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Where the mediator is, as `viewer` may know it.
+    fn whereabouts(&self, viewer: &Fingerprint) -> MediatorWhereabouts {
+        let Some((room, disclose)) = self.location else {
+            return MediatorWhereabouts::Away;
+        };
+        let roster = self.roster().ok();
+        let viewer_is_mediator = roster
+            .and_then(|r| r.member(viewer))
+            .is_some_and(|m| m.role.is_mediator());
+        let viewer_in_room = roster
+            .and_then(|r| r.room(&room))
+            .is_some_and(|r| r.has(viewer));
+        if viewer_in_room && !viewer_is_mediator {
+            MediatorWhereabouts::WithYou(room)
+        } else if viewer_is_mediator || disclose {
+            MediatorWhereabouts::In(room)
+        } else {
+            MediatorWhereabouts::Elsewhere
+        }
+    }
+
+    fn broadcast_presence(&self, session: SessionId) {
+        let mut online: Vec<Fingerprint> = self.followers.values().map(|f| f.who).collect();
+        online.sort();
+        online.dedup();
+        for f in self.followers.values() {
+            f.outbox.send(&Event::Presence {
+                v: PROTOCOL_VERSION,
+                session,
+                online: online.clone(),
+                mediator: self.whereabouts(&f.who),
+            });
+        }
+    }
+
+    fn mediators(&self) -> impl Iterator<Item = &Follower> {
+        let roster = self.roster.as_ref().map(|r| r.unverified());
+        self.followers.values().filter(move |f| {
+            roster
+                .and_then(|r| r.member(&f.who))
+                .is_some_and(|m| m.role.is_mediator())
+        })
+    }
+}
+
+/// The state shared by all connections.
+pub(crate) struct Hub {
+    store: Store,
+    sessions: Mutex<HashMap<SessionId, Arc<Mutex<SessionState>>>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) config: Config,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock is a bug; keep serving the others.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn forbidden(msg: &str) -> Refusal {
+    Refusal::new(ErrorCode::Forbidden, msg)
+}
+
+impl Hub {
+    pub(crate) fn new(store: Store, metrics: Arc<Metrics>, config: Config) -> Self {
+        Self {
+            store,
+            sessions: Mutex::new(HashMap::new()),
+            metrics,
+            config,
+        }
+    }
+
+    /// The session's state, loaded from the store on first use.
+    fn session(&self, id: &SessionId) -> Result<Arc<Mutex<SessionState>>> {
+        if let Some(s) = lock(&self.sessions).get(id) {
+            return Ok(s.clone());
+        }
+        let record: SessionRecord = self
+            .store
+            .get_json(&store::key(Kind::Session, id, &[]))?
+            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such session"))?;
+        let rosters = self.store.scan(&store::key(Kind::Roster, id, &[]))?;
+        let roster = rosters
+            .last()
+            .map(|(_, v)| SignedRoster::from_bytes(v))
+            .transpose()
+            .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
+        let mut committed = HashMap::new();
+        if let Some(r) = &roster {
+            for room in &r.unverified().rooms {
+                let logged = self.store.scan(&store::key(Kind::Log, id, &[&room.id.0]))?;
+                committed.insert(room.id, logged.len() as u64);
+            }
+        }
+        let next_bundle = self.store.scan(&store::key(Kind::Bundle, id, &[]))?.len() as u64;
+        let state = Arc::new(Mutex::new(SessionState {
+            record,
+            roster,
+            next: committed.clone(),
+            committed,
+            next_bundle,
+            followers: HashMap::new(),
+            waiting: HashMap::new(),
+            location: None,
+            statuses: BTreeMap::new(),
+        }));
+        let mut sessions = lock(&self.sessions);
+        let entry = sessions.entry(*id).or_insert_with(|| {
+            Metrics::add(&self.metrics.sessions, 1);
+            state
+        });
+        Ok(entry.clone())
+    }
+
+    /// `create_session`: the caller becomes the mediator of a new session.
+    pub(crate) async fn create_session(
+        &self,
+        caller: &PublicIdentity,
+        roster: SignedRoster,
+    ) -> Result<()> {
+        let me = caller.fingerprint();
+        let r = roster.verify(&me)?;
+        if r.version != 1 {
+            return Err(Refusal::new(
+                ErrorCode::Invalid,
+                "a session starts at roster version 1",
+            ));
+        }
+        let id = r.session;
+        if self
+            .store
+            .get(&store::key(Kind::Session, &id, &[]))?
+            .is_some()
+        {
+            return Err(Refusal::new(ErrorCode::Conflict, "session exists"));
+        }
+        let record = SessionRecord {
+            mediator: me,
+            closed_at: None,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            store::key(Kind::Session, &id, &[]),
+            serde_json::to_vec(&record)
+                .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?,
+        );
+        batch.insert(
+            store::key(Kind::Roster, &id, &[&1u64.to_be_bytes()]),
+            roster.to_bytes(),
+        );
+        self.store.commit(batch).await?;
+        tracing::info!(session = %id, "session created");
+        Ok(())
+    }
+
+    /// `publish_roster`: a newer roster from the session's mediator.
+    pub(crate) async fn publish_roster(
+        &self,
+        caller: &Fingerprint,
+        signed: SignedRoster,
+    ) -> Result<()> {
+        let id = signed.unverified().session;
+        let state = self.session(&id)?;
+        let (batch, version) = {
+            let s = lock(&state);
+            s.open()?;
+            if caller != &s.record.mediator {
+                return Err(forbidden("only the mediator publishes rosters"));
+            }
+            let roster = signed.verify(&s.record.mediator)?;
+            let held = s.roster()?;
+            if roster.version <= held.version {
+                return Err(Refusal::new(
+                    ErrorCode::StaleRoster,
+                    format!("held version is {}", held.version),
+                ));
+            }
+            if roster.version == held.version + 1
+                && s.roster.as_ref().map(SignedRoster::hash) != Some(roster.previous)
+            {
+                return Err(Refusal::new(
+                    ErrorCode::Invalid,
+                    "roster does not follow the held one",
+                ));
+            }
+            let mut batch = sled::Batch::default();
+            batch.insert(
+                store::key(Kind::Roster, &id, &[&roster.version.to_be_bytes()]),
+                signed.to_bytes(),
+            );
+            (batch, roster.version)
+        };
+        self.store.commit(batch).await?;
+        let mut s = lock(&state);
+        if s.roster
+            .as_ref()
+            .is_some_and(|r| r.unverified().version >= version)
+        {
+            return Err(Refusal::new(
+                ErrorCode::StaleRoster,
+                "a newer roster was published",
+            ));
+        }
+        let event: Arc<str> = serde_json::to_string(&Event::Roster {
+            v: PROTOCOL_VERSION,
+            session: id,
+            roster: Encoded(signed.clone()),
+        })
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?
+        .into();
+        let roster = signed.unverified();
+        for room in &roster.rooms {
+            s.committed.entry(room.id).or_insert(0);
+            s.next.entry(room.id).or_insert(0);
+        }
+        // Everyone who follows or waits hears of it; those no longer in the
+        // roster stop following.
+        for f in s.followers.values() {
+            f.outbox.push(event.clone());
+        }
+        for (_, outbox) in s.waiting.values() {
+            outbox.push(event.clone());
+        }
+        s.followers.retain(|_, f| roster.member(&f.who).is_some());
+        s.waiting.retain(|_, (who, _)| roster.member(who).is_none());
+        s.roster = Some(signed);
+        s.broadcast_presence(id);
+        Ok(())
+    }
+
+    /// `publish_keys`: a key bundle from the mediator for a room's current epoch.
+    pub(crate) async fn publish_keys(
+        &self,
+        caller: &Fingerprint,
+        signed: SignedKeyBundle,
+    ) -> Result<()> {
+        let id = signed.unverified().session;
+        let state = self.session(&id)?;
+        let (key, bytes) = {
+            let mut s = lock(&state);
+            s.open()?;
+            if caller != &s.record.mediator {
+                return Err(forbidden("only the mediator publishes key bundles"));
+            }
+            let bundle = signed.verify_by(s.mediator_identity()?)?;
+            let room = s
+                .roster()?
+                .room(&bundle.room)
+                .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such room"))?;
+            if room.epoch != bundle.epoch {
+                return Err(Refusal::new(
+                    ErrorCode::Invalid,
+                    "not the room's current epoch",
+                ));
+            }
+            if !bundle.entries.iter().all(|e| room.has(&e.recipient)) {
+                return Err(Refusal::new(
+                    ErrorCode::Invalid,
+                    "sealed to someone outside the room",
+                ));
+            }
+            let seq = s.next_bundle;
+            s.next_bundle += 1;
+            (
+                store::key(Kind::Bundle, &id, &[&seq.to_be_bytes()]),
+                signed.to_bytes(),
+            )
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(key, bytes);
+        self.store.commit(batch).await?;
+        let s = lock(&state);
+        let recipients: HashSet<Fingerprint> = signed
+            .unverified()
+            .entries
+            .iter()
+            .map(|e| e.recipient)
+            .collect();
+        let event = Event::KeyBundle {
+            v: PROTOCOL_VERSION,
+            session: id,
+            bundle: Encoded(signed),
+        };
+        for f in s.followers.values().filter(|f| recipients.contains(&f.who)) {
+            f.outbox.send(&event);
+        }
+        Ok(())
+    }
+
+    /// `create_invite`: the mediator registers an invite's token hash.
+    pub(crate) async fn create_invite(
+        &self,
+        caller: &Fingerprint,
+        session: SessionId,
+        invite: InviteId,
+        record: InviteRecord,
+    ) -> Result<()> {
+        let state = self.session(&session)?;
+        {
+            let s = lock(&state);
+            s.open()?;
+            if caller != &s.record.mediator {
+                return Err(forbidden("only the mediator creates invites"));
+            }
+        }
+        let key = store::key(Kind::Invite, &session, &[&invite.0]);
+        if self.store.get(&key)?.is_some() {
+            return Err(Refusal::new(ErrorCode::Conflict, "invite exists"));
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            key,
+            serde_json::to_vec(&record)
+                .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?,
+        );
+        self.store.commit(batch).await.map_err(Refusal::from)
+    }
+
+    /// `join`: a joiner knocks with an invite; the request waits for the
+    /// mediator, who hears of it now or when next following the session.
+    pub(crate) async fn join(
+        &self,
+        conn: ConnId,
+        caller: &Fingerprint,
+        outbox: &Arc<Outbox>,
+        token: AdmissionToken,
+        request: JoinRequest,
+    ) -> Result<()> {
+        if &request.identity.fingerprint() != caller {
+            return Err(forbidden(
+                "a join request carries the caller's own identity",
+            ));
+        }
+        let session = request.session;
+        let state = self.session(&session)?;
+        lock(&state).open()?;
+        let key = store::key(Kind::Invite, &session, &[&request.invite.0]);
+        let bad = || Refusal::new(ErrorCode::InvalidInvite, "unknown, used or expired invite");
+        let mut record: InviteRecord = self.store.get_json(&key)?.ok_or_else(bad)?;
+        if record.token_hash != token.hash() || now() > record.expires_at {
+            return Err(bad());
+        }
+        if record.joiner.is_some_and(|j| &j != caller) {
+            return Err(bad());
+        }
+        record.joiner = Some(*caller);
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            key,
+            serde_json::to_vec(&record)
+                .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?,
+        );
+        batch.insert(
+            store::key(Kind::Waiting, &session, &[&request.invite.0]),
+            request.to_bytes(),
+        );
+        self.store.commit(batch).await?;
+        let mut s = lock(&state);
+        let event = Event::JoinRequest {
+            v: PROTOCOL_VERSION,
+            request: Encoded(request),
+        };
+        for m in s.mediators() {
+            m.outbox.send(&event);
+        }
+        s.waiting.insert(conn, (*caller, outbox.clone()));
+        Ok(())
+    }
+
+    /// `decline`: the mediator turns a joiner away; the invite is spent.
+    pub(crate) async fn decline(
+        &self,
+        caller: &Fingerprint,
+        session: SessionId,
+        invite: InviteId,
+    ) -> Result<()> {
+        let state = self.session(&session)?;
+        {
+            let s = lock(&state);
+            if caller != &s.record.mediator {
+                return Err(forbidden("only the mediator declines joiners"));
+            }
+        }
+        let waiting_key = store::key(Kind::Waiting, &session, &[&invite.0]);
+        let request = self
+            .store
+            .get(&waiting_key)?
+            .and_then(|b| JoinRequest::from_bytes(&b).ok())
+            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such waiting joiner"))?;
+        let mut batch = sled::Batch::default();
+        batch.remove(waiting_key);
+        batch.remove(store::key(Kind::Invite, &session, &[&invite.0]));
+        self.store.commit(batch).await?;
+        let joiner = request.identity.fingerprint();
+        let mut s = lock(&state);
+        let event = Event::Declined {
+            v: PROTOCOL_VERSION,
+            session,
+        };
+        s.waiting.retain(|_, (who, outbox)| {
+            if *who == joiner {
+                outbox.send(&event);
+                false
+            } else {
+                true
+            }
+        });
+        Ok(())
+    }
+
+    /// `post`: accept an envelope, give it the room's next index and queue
+    /// its commit; once durable it is delivered to the room and the returned
+    /// receiver resolves. Synchronous, so a connection's posts take indexes
+    /// in the order it sent them.
+    pub(crate) fn post(
+        &self,
+        caller: &Fingerprint,
+        envelope: Envelope,
+    ) -> Result<(
+        u64,
+        tokio::sync::oneshot::Receiver<std::result::Result<(), String>>,
+    )> {
+        let h = envelope.header().clone();
+        let state = self.session(&h.session)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let index = {
+            let mut s = lock(&state);
+            s.open()?;
+            if &h.sender != caller {
+                return Err(forbidden("the header's sender is not the caller"));
+            }
+            let roster = s.roster()?;
+            let room = roster
+                .room(&h.room)
+                .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such room"))?;
+            if !room.has(caller) {
+                return Err(forbidden("not a member of this room"));
+            }
+            if room.epoch != h.epoch {
+                return Err(Refusal::new(
+                    ErrorCode::Invalid,
+                    "not the room's current epoch",
+                ));
+            }
+            let role = s.role_of(caller).ok_or_else(|| forbidden("not a member"))?;
+            if h.content_type.mediator_only() && !role.is_mediator() {
+                return Err(forbidden("only a mediator sends this content type"));
+            }
+            if h.content_type == ContentType::Consent && role.is_mediator() {
+                return Err(forbidden("consent comes from a party member"));
+            }
+            let room_open = room.open;
+            if !room_open && !role.is_mediator() {
+                return Err(Refusal::new(ErrorCode::RoomClosed, "the room is closed"));
+            }
+            let index = s.next.get(&h.room).copied().unwrap_or(0) + 1;
+            let mut batch = sled::Batch::default();
+            let bytes = envelope.to_bytes();
+            let size = bytes.len() as u64;
+            batch.insert(store::log_key(&h.session, &h.room, index), bytes);
+            let event: Arc<str> = serde_json::to_string(&Event::Envelope {
+                v: PROTOCOL_VERSION,
+                index,
+                envelope: Encoded(envelope),
+            })
+            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?
+            .into();
+            let delivery_state = state.clone();
+            let metrics = self.metrics.clone();
+            let room_id = h.room;
+            self.store.submit(Commit {
+                batch,
+                then: Box::new(move |result| {
+                    if result.is_ok() {
+                        let mut s = lock(&delivery_state);
+                        s.committed.insert(room_id, index);
+                        let members: HashSet<Fingerprint> = s
+                            .roster()
+                            .ok()
+                            .and_then(|r| r.room(&room_id))
+                            .map(|r| r.members.iter().copied().collect())
+                            .unwrap_or_default();
+                        for f in s.followers.values_mut() {
+                            let seen = f.delivered.entry(room_id).or_insert(0);
+                            if members.contains(&f.who) && *seen < index {
+                                *seen = index;
+                                if f.outbox.push(event.clone()) {
+                                    Metrics::add(&metrics.envelopes_out, 1);
+                                }
+                            }
+                        }
+                        Metrics::add(&metrics.envelopes_in, 1);
+                        Metrics::add(&metrics.bytes_in, size);
+                    }
+                    let _ = tx.send(result);
+                }),
+            })?;
+            s.next.insert(h.room, index);
+            index
+        };
+        Ok((index, rx))
+    }
+
+    /// `subscribe`: send the rosters after `roster_after`, the key bundles
+    /// for the caller, and each room's envelopes after its cursor, then
+    /// follow the session live.
+    pub(crate) fn subscribe(
+        &self,
+        conn: ConnId,
+        caller: &Fingerprint,
+        outbox: &Arc<Outbox>,
+        session: SessionId,
+        roster_after: u64,
+        cursors: &[RoomCursor],
+    ) -> Result<()> {
+        let state = self.session(&session)?;
+        let mut s = lock(&state);
+        let roster = s.roster()?.clone();
+        if roster.member(caller).is_none() {
+            return Err(forbidden("not a member of this session"));
+        }
+        for (_, bytes) in self.store.scan(&store::key(Kind::Roster, &session, &[]))? {
+            let r = SignedRoster::from_bytes(&bytes)
+                .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
+            if r.unverified().version > roster_after {
+                outbox.send(&Event::Roster {
+                    v: PROTOCOL_VERSION,
+                    session,
+                    roster: Encoded(r),
+                });
+            }
+        }
+        for (_, bytes) in self.store.scan(&store::key(Kind::Bundle, &session, &[]))? {
+            let b = SignedKeyBundle::from_bytes(&bytes)
+                .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
+            if b.unverified()
+                .entries
+                .iter()
+                .any(|e| &e.recipient == caller)
+            {
+                outbox.send(&Event::KeyBundle {
+                    v: PROTOCOL_VERSION,
+                    session,
+                    bundle: Encoded(b),
+                });
+            }
+        }
+        if roster.member(caller).is_some_and(|m| m.role.is_mediator()) {
+            for (_, bytes) in self.store.scan(&store::key(Kind::Waiting, &session, &[]))? {
+                if let Ok(request) = JoinRequest::from_bytes(&bytes) {
+                    outbox.send(&Event::JoinRequest {
+                        v: PROTOCOL_VERSION,
+                        request: Encoded(request),
+                    });
+                }
+            }
+        }
+        let mut delivered = HashMap::new();
+        for room in roster.rooms.iter().filter(|r| r.has(caller)) {
+            let after = cursors
+                .iter()
+                .find(|c| c.room == room.id)
+                .map_or(0, |c| c.after);
+            let upto = s.committed.get(&room.id).copied().unwrap_or(0);
+            if after < upto {
+                let from = store::log_key(&session, &room.id, after + 1);
+                let to = store::log_key(&session, &room.id, upto);
+                for (i, bytes) in self.store.range(&from, &to)?.into_iter().enumerate() {
+                    let envelope = Envelope::from_bytes(&bytes)
+                        .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
+                    if outbox.send(&Event::Envelope {
+                        v: PROTOCOL_VERSION,
+                        index: after + 1 + i as u64,
+                        envelope: Encoded(envelope),
+                    }) {
+                        Metrics::add(&self.metrics.envelopes_out, 1);
+                    }
+                }
+            }
+            delivered.insert(room.id, upto.max(after));
+        }
+        s.followers.insert(
+            conn,
+            Follower {
+                who: *caller,
+                outbox: outbox.clone(),
+                delivered,
+            },
+        );
+        if roster.member(caller).is_some_and(|m| m.role.is_mediator()) {
+            for (member, status) in &s.statuses {
+                outbox.send(&Event::Status {
+                    v: PROTOCOL_VERSION,
+                    session,
+                    member: *member,
+                    status: *status,
+                });
+            }
+        }
+        s.broadcast_presence(session);
+        Ok(())
+    }
+
+    /// `location`: the mediator says which room they are with.
+    pub(crate) fn location(
+        &self,
+        caller: &Fingerprint,
+        session: SessionId,
+        room: Option<RoomId>,
+        disclose: bool,
+    ) -> Result<()> {
+        let state = self.session(&session)?;
+        let mut s = lock(&state);
+        s.open()?;
+        if !s.role_of(caller).is_some_and(Role::is_mediator) {
+            return Err(forbidden("only a mediator sets the location"));
+        }
+        if let Some(r) = room
+            && s.roster()?.room(&r).is_none()
+        {
+            return Err(Refusal::new(ErrorCode::NotFound, "no such room"));
+        }
+        s.location = room.map(|r| (r, disclose));
+        s.broadcast_presence(session);
+        Ok(())
+    }
+
+    /// `status`: a party member's status, shown to the mediators.
+    pub(crate) fn status(
+        &self,
+        caller: &Fingerprint,
+        session: SessionId,
+        status: PartyStatus,
+    ) -> Result<()> {
+        let state = self.session(&session)?;
+        let mut s = lock(&state);
+        s.open()?;
+        if s.role_of(caller) != Some(Role::PartyMember) {
+            return Err(forbidden("only a party member sets a status"));
+        }
+        s.statuses.insert(*caller, status);
+        let event = Event::Status {
+            v: PROTOCOL_VERSION,
+            session,
+            member: *caller,
+            status,
+        };
+        for m in s.mediators() {
+            m.outbox.send(&event);
+        }
+        Ok(())
+    }
+
+    /// `close_session`: end the session for everyone and delete its data
+    /// (after the configured retention).
+    pub(crate) async fn close_session(
+        &self,
+        caller: &Fingerprint,
+        session: SessionId,
+    ) -> Result<()> {
+        let state = self.session(&session)?;
+        {
+            let mut s = lock(&state);
+            s.open()?;
+            if caller != &s.record.mediator {
+                return Err(forbidden("only the mediator closes the session"));
+            }
+            s.record.closed_at = Some(now());
+            let event = Event::SessionClosed {
+                v: PROTOCOL_VERSION,
+                session,
+            };
+            for f in s.followers.values() {
+                f.outbox.send(&event);
+            }
+            for (_, outbox) in s.waiting.values() {
+                outbox.send(&event);
+            }
+            s.followers.clear();
+            s.waiting.clear();
+        }
+        if self.config.retention.is_zero() {
+            self.erase(&session).await?;
+        } else {
+            let record = lock(&state).record.clone();
+            let mut batch = sled::Batch::default();
+            batch.insert(
+                store::key(Kind::Session, &session, &[]),
+                serde_json::to_vec(&record)
+                    .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?,
+            );
+            self.store.commit(batch).await?;
+        }
+        tracing::info!(session = %session, "session closed");
+        Ok(())
+    }
+
+    /// Delete every record of a session, durably.
+    async fn erase(&self, session: &SessionId) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let keys = self.store.session_keys(session)?;
+        let count = keys.len();
+        for key in keys {
+            batch.remove(key);
+        }
+        self.store.commit(batch).await?;
+        if lock(&self.sessions).remove(session).is_some() {
+            Metrics::sub(&self.metrics.sessions, 1);
+        }
+        tracing::info!(session = %session, records = count, "session data erased");
+        Ok(())
+    }
+
+    /// Erase closed sessions whose retention has passed.
+    pub(crate) async fn sweep(&self) -> Result<()> {
+        let retention = self.config.retention.as_secs();
+        for id in self.store.sessions()? {
+            let record: Option<SessionRecord> =
+                self.store.get_json(&store::key(Kind::Session, &id, &[]))?;
+            if record
+                .and_then(|r| r.closed_at)
+                .is_some_and(|at| at.saturating_add(retention) <= now())
+            {
+                self.erase(&id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection went away: stop following and waiting, tell the others.
+    pub(crate) fn disconnect(&self, conn: ConnId, sessions: &HashSet<SessionId>) {
+        for id in sessions {
+            let Some(state) = lock(&self.sessions).get(id).cloned() else {
+                continue;
+            };
+            let mut s = lock(&state);
+            let was_following = s.followers.remove(&conn).is_some();
+            s.waiting.remove(&conn);
+            if was_following {
+                s.broadcast_presence(*id);
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! # caucus-server
+//!
+//! The Caucus relay. It authenticates devices, enforces the mediator-signed
+//! roster, orders, stores and delivers end-to-end encrypted envelopes, and
+//! says who is present. It never holds a content key and never sees
+//! plaintext: every signed object it accepts is checked with
+//! `caucus-protocol`, and it stores what it relays byte for byte.
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | `config` | flags, environment and TOML settings |
+//! | `store` | the sled store and its group committer |
+//! | `hub` | sessions in memory and each request's rules |
+//! | `conn` | one websocket connection: auth, limits, timers |
+//! | `outbox` | a connection's bounded outbound queue |
+//! | `http` | `GET /healthz` and `GET /metrics` |
+//! | `metrics` | Prometheus counters |
+//!
+//! Run it with `cargo run --release -p caucus-server`; embed it with
+//! [`Server`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use caucus_server::{Args, Config, Server};
+//! use clap::Parser;
+//!
+//! let config = Config::from_args(Args::parse_from(["caucus-server", "--listen", "127.0.0.1:0"]))?;
+//! let server = Server::bind(config).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod conn;
+mod http;
+mod hub;
+mod metrics;
+mod outbox;
+mod server;
+mod store;
+
+pub use config::{Args, Config, ConfigError};
+pub use conn::{CLOSE_AUTH_TIMEOUT, CLOSE_IDLE, CLOSE_TOO_SLOW};
+pub use server::{Server, ServerError};

@@ -1,0 +1,139 @@
+//! The listener: accepts connections up to the limit, routes plain HTTP,
+//! hands websockets to [`crate::conn`], sweeps expired sessions, and shuts
+//! down cleanly.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::http::{Route, respond};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// Why the relay could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listening socket failed.
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store failed to open.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A bound relay, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    committer: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Open the store and bind the listening socket.
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let metrics = Arc::new(Metrics::default());
+        let (store, committer) = Store::open(&config.data_dir, 65_536, metrics.clone())?;
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Self {
+            listener,
+            hub: Arc::new(Hub::new(store, metrics, config)),
+            committer,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.hub.config.listen)
+    }
+
+    /// Serve until `shutdown` resolves; then stop accepting, close every
+    /// connection with 1001, and finish every queued commit.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Self {
+            listener,
+            hub,
+            committer,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(hub.config.max_connections));
+        let next_id = AtomicU64::new(1);
+        let mut tasks = JoinSet::new();
+        let mut sweep = tokio::time::interval(Duration::from_secs(30));
+        tracing::info!(addr = %listener.local_addr()?, data_dir = %hub.config.data_dir.display(), "relay listening");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = sweep.tick() => {
+                    if let Err(e) = hub.sweep().await {
+                        tracing::warn!(error = ?e, "retention sweep failed");
+                    }
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let hub = hub.clone();
+                    let stop = stop_rx.clone();
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    let permit = slots.clone().try_acquire_owned();
+                    tasks.spawn(async move {
+                        let route = match crate::http::route(&stream, hub.config.auth).await {
+                            Ok(r) => r,
+                            Err(_) => return,
+                        };
+                        let _ = match route {
+                            Route::Health => respond(stream, "200 OK", "text/plain", "ok\n").await,
+                            Route::Metrics => {
+                                respond(stream, "200 OK", "text/plain; version=0.0.4", &hub.metrics.render()).await
+                            }
+                            Route::NotFound => respond(stream, "404 Not Found", "text/plain", "not found\n").await,
+                            Route::Websocket => match permit {
+                                Ok(_permit) => {
+                                    tracing::debug!(conn = id, %peer, "connection");
+                                    crate::conn::serve(hub, stream, id, stop).await;
+                                    Ok(())
+                                }
+                                Err(_) => {
+                                    hub.metrics.reject(caucus_protocol::wire::ErrorCode::Overloaded);
+                                    respond(stream, "503 Service Unavailable", "text/plain", "too many connections\n").await
+                                }
+                            },
+                        };
+                    });
+                }
+            }
+        }
+        tracing::info!("shutting down");
+        drop(listener);
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+        }
+        drop(hub);
+        let _ = committer.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,233 @@
+//! The relay's durable store: one sled tree, keys prefixed by record kind
+//! and session, written in groups by one committer task so that many
+//! acknowledged envelopes share one flush.
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `S` session | session record (JSON): mediator fingerprint, when closed |
+//! | `R` session version(u64 BE) | signed roster, canonical bytes |
+//! | `B` session seq(u64 BE) | signed key bundle, canonical bytes |
+//! | `L` session room index(u64 BE) | envelope, canonical bytes |
+//! | `I` session invite | invite record (JSON): token hash, expiry, state |
+//! | `W` session invite | a waiting join request, canonical bytes |
+//!
+//! Only ciphertext and the metadata of `docs/security.md` §2 are stored.
+
+use std::path::Path;
+use std::time::Instant;
+
+use caucus_protocol::crypto::Digest;
+use caucus_protocol::identity::Fingerprint;
+use caucus_protocol::ids::{RoomId, SessionId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+/// A failure of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record did not decode.
+    #[error("store record corrupt: {0}")]
+    Corrupt(String),
+    /// The committer has stopped (shutting down).
+    #[error("store is shutting down")]
+    Closed,
+    /// Too many commits are waiting.
+    #[error("store is overloaded")]
+    Overloaded,
+}
+
+/// Record kinds, the first byte of every key.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    Session = b'S' as isize,
+    Roster = b'R' as isize,
+    Bundle = b'B' as isize,
+    Log = b'L' as isize,
+    Invite = b'I' as isize,
+    Waiting = b'W' as isize,
+}
+
+/// Build a key: kind, session, then the given parts.
+pub(crate) fn key(kind: Kind, session: &SessionId, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(kind as u8);
+    k.extend_from_slice(&session.0);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// The key of an envelope in a room's log.
+pub(crate) fn log_key(session: &SessionId, room: &RoomId, index: u64) -> Vec<u8> {
+    key(Kind::Log, session, &[&room.0, &index.to_be_bytes()])
+}
+
+/// What the relay keeps about a session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionRecord {
+    pub(crate) mediator: Fingerprint,
+    /// When the mediator closed it, in seconds since the Unix epoch.
+    pub(crate) closed_at: Option<u64>,
+}
+
+/// What the relay keeps about an invite: never the secret or the token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InviteRecord {
+    pub(crate) token_hash: Digest,
+    pub(crate) expires_at: u64,
+    /// The joiner who knocked with it, once one has.
+    pub(crate) joiner: Option<Fingerprint>,
+}
+
+/// A group of writes that stand or fall together, and what to do once they
+/// are durable.
+pub(crate) struct Commit {
+    pub(crate) batch: sled::Batch,
+    /// Runs on the committer, in commit order, after the flush.
+    pub(crate) then: Box<dyn FnOnce(Result<(), String>) + Send>,
+}
+
+/// The store and its committer.
+#[derive(Clone)]
+pub(crate) struct Store {
+    tree: sled::Tree,
+    commits: mpsc::Sender<Commit>,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir` and start its committer, which
+    /// stops once every `Store` clone is dropped and all commits are done.
+    pub(crate) fn open(
+        dir: &Path,
+        queue: usize,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        let tree = db.open_tree("caucus")?;
+        let (commits, rx) = mpsc::channel(queue);
+        let committer = tokio::spawn(run_committer(db, tree.clone(), rx, metrics));
+        Ok((Self { tree, commits }, committer))
+    }
+
+    /// Queue `commit` without waiting; fails at once if the queue is full.
+    pub(crate) fn submit(&self, commit: Commit) -> Result<(), StoreError> {
+        self.commits.try_send(commit).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })
+    }
+
+    /// Apply `batch` durably and wait for it.
+    pub(crate) async fn commit(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Commit {
+            batch,
+            then: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(StoreError::Corrupt)
+    }
+
+    /// One value.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.tree.get(key)?)
+    }
+
+    /// A JSON record.
+    pub(crate) fn get_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.get(key)?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    /// Values whose keys start with `prefix`, in key order.
+    pub(crate) fn scan(&self, prefix: &[u8]) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|r| r.map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Values for keys in `[from, to]`, in key order.
+    pub(crate) fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<sled::IVec>, StoreError> {
+        self.tree
+            .range(from..=to)
+            .map(|r| r.map(|(_, v)| v).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Every key of a session, of every kind.
+    pub(crate) fn session_keys(&self, session: &SessionId) -> Result<Vec<sled::IVec>, StoreError> {
+        let mut keys = Vec::new();
+        for kind in [
+            Kind::Session,
+            Kind::Roster,
+            Kind::Bundle,
+            Kind::Log,
+            Kind::Invite,
+            Kind::Waiting,
+        ] {
+            for item in self.tree.scan_prefix(key(kind, session, &[])).keys() {
+                keys.push(item?);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The ids of all stored sessions.
+    pub(crate) fn sessions(&self) -> Result<Vec<SessionId>, StoreError> {
+        self.tree
+            .scan_prefix([Kind::Session as u8])
+            .keys()
+            .map(|k| {
+                let k = k?;
+                k.get(1..17)
+                    .and_then(|b| b.try_into().ok())
+                    .map(SessionId)
+                    .ok_or_else(|| StoreError::Corrupt("session key".into()))
+            })
+            .collect()
+    }
+}
+
+/// Apply queued batches in order, one flush per group.
+async fn run_committer(
+    db: sled::Db,
+    tree: sled::Tree,
+    mut rx: mpsc::Receiver<Commit>,
+    metrics: std::sync::Arc<Metrics>,
+) {
+    const MAX_GROUP: usize = 512;
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let started = Instant::now();
+        let mut applied = Vec::with_capacity(group.len());
+        for commit in group.drain(..) {
+            let Commit { batch, then } = commit;
+            let result = tree.apply_batch(batch).map_err(|e| e.to_string());
+            applied.push((result, then));
+        }
+        let flushed = db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        metrics.observe_commit(started.elapsed(), applied.len());
+        for (result, then) in applied {
+            then(result.and(flushed.clone()));
+        }
+    }
+    let _ = db.flush();
+}
