@@ -592,6 +592,7 @@ impl Hub {
             let delivery_state = state.clone();
             let metrics = self.metrics.clone();
             let room_id = h.room;
+            let sender = h.sender;
             self.store.submit(Commit {
                 batch,
                 then: Box::new(move |result| {
@@ -608,7 +609,8 @@ impl Hub {
                             let seen = f.delivered.entry(room_id).or_insert(0);
                             if members.contains(&f.who) && *seen < index {
                                 *seen = index;
-                                if f.outbox.push(event.clone()) {
+                                // The sender learns the index from its reply.
+                                if f.who != sender && f.outbox.push(event.clone()) {
                                     Metrics::add(&metrics.envelopes_out, 1);
                                 }
                             }
