@@ -320,29 +320,9 @@ impl Conn {
                 ok
             }
             RequestBody::Post { envelope } => {
-                // Answered once durable, without holding up this connection.
-                let outbox = self.outbox.clone();
-                let metrics = hub.metrics.clone();
-                let (index, durable) = hub.post(&me, envelope.0)?;
-                tokio::spawn(async move {
-                    let reply = match durable.await {
-                        Ok(Ok(())) => Reply::Ok {
-                            v: PROTOCOL_VERSION,
-                            id,
-                            index: Some(index),
-                        },
-                        Ok(Err(e)) => {
-                            tracing::error!(error = %e, "commit failed");
-                            metrics.reject(ErrorCode::Internal);
-                            Reply::error(Some(id), ErrorCode::Internal, "store failure")
-                        }
-                        Err(_) => {
-                            metrics.reject(ErrorCode::Internal);
-                            Reply::error(Some(id), ErrorCode::Internal, "relay shutting down")
-                        }
-                    };
-                    outbox.send(&reply);
-                });
+                // Answered by the committer once durable, without holding
+                // up this connection.
+                hub.post(&me, envelope.0, id, &self.outbox)?;
                 Ok(None)
             }
             RequestBody::Subscribe {

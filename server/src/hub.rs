@@ -20,7 +20,7 @@ use caucus_protocol::invite::{AdmissionToken, JoinRequest};
 use caucus_protocol::keys::SignedKeyBundle;
 use caucus_protocol::roster::{Role, Roster, SignedRoster};
 use caucus_protocol::wire::{
-    Encoded, ErrorCode, Event, MediatorWhereabouts, PartyStatus, RoomCursor,
+    Encoded, ErrorCode, Event, MediatorWhereabouts, PartyStatus, Reply, RoomCursor,
 };
 
 use crate::config::Config;
@@ -533,21 +533,21 @@ impl Hub {
     }
 
     /// `post`: accept an envelope, give it the room's next index and queue
-    /// its commit; once durable it is delivered to the room and the returned
-    /// receiver resolves. Synchronous, so a connection's posts take indexes
-    /// in the order it sent them.
+    /// its commit; once durable it is delivered to the room and the reply to
+    /// `request` is queued on `outbox`. Synchronous, and replies are sent by
+    /// the committer in commit order, so a connection's posts take indexes,
+    /// and get their replies, in the order it sent them.
     pub(crate) fn post(
         &self,
         caller: &Fingerprint,
         envelope: Envelope,
-    ) -> Result<(
-        u64,
-        tokio::sync::oneshot::Receiver<std::result::Result<(), String>>,
-    )> {
+        request: u64,
+        outbox: &Arc<Outbox>,
+    ) -> Result<()> {
         let h = envelope.header().clone();
         let state = self.session(&h.session)?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let index = {
+        let reply_to = outbox.clone();
+        {
             let mut s = lock(&state);
             s.open()?;
             if &h.sender != caller {
@@ -618,13 +618,24 @@ impl Hub {
                         Metrics::add(&metrics.envelopes_in, 1);
                         Metrics::add(&metrics.bytes_in, size);
                     }
-                    let _ = tx.send(result);
+                    let reply = match result {
+                        Ok(()) => Reply::Ok {
+                            v: PROTOCOL_VERSION,
+                            id: request,
+                            index: Some(index),
+                        },
+                        Err(e) => {
+                            tracing::error!(error = %e, "commit failed");
+                            metrics.reject(ErrorCode::Internal);
+                            Reply::error(Some(request), ErrorCode::Internal, "store failure")
+                        }
+                    };
+                    reply_to.send(&reply);
                 }),
             })?;
             s.next.insert(h.room, index);
-            index
-        };
-        Ok((index, rx))
+        }
+        Ok(())
     }
 
     /// `subscribe`: send the rosters after `roster_after`, the key bundles

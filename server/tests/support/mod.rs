@@ -27,7 +27,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A relay running in this process on its own data directory.
+/// A relay running in this process on its own data directory (or, with
+/// [`Relay::external`], one running elsewhere).
 pub struct Relay {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
@@ -74,6 +75,23 @@ impl Relay {
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// A relay already running at `url` over `dir` (a child process).
+    pub fn external(url: &str, dir: tempfile::TempDir) -> Self {
+        let addr = url.trim_start_matches("ws://").parse().unwrap();
+        Self {
+            addr,
+            dir,
+            stop: None,
+            task: None,
+        }
+    }
+
+    /// Give back the data directory without stopping anything.
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
     }
 
     pub fn url(&self) -> String {
