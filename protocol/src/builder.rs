@@ -30,7 +30,8 @@ pub struct RosterBuilder {
 
 impl RosterBuilder {
     /// Start a session's roster with `mediator` (named `name`) as lead
-    /// mediator and an empty joint room, open.
+    /// mediator, and a joint room holding only the mediator, closed until the
+    /// mediator opens it.
     pub fn new(session: SessionId, mediator: &DeviceKeys, name: &str) -> Result<Self, Error> {
         let joint = RoomId::random()?;
         let id = mediator.fingerprint();

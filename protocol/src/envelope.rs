@@ -24,8 +24,11 @@ use crate::keys::RoomKey;
 /// The protocol version this crate speaks, in headers and wire frames.
 pub const PROTOCOL_VERSION: u16 = 1;
 
-/// The largest plaintext content, in bytes, that may be sealed.
+/// The largest plaintext content, in bytes, that may be sealed or opened.
 pub const MAX_CONTENT_LEN: usize = 256 * 1024;
+
+/// The length of the ChaCha20-Poly1305 tag that follows the ciphertext.
+const TAG_LEN: usize = 16;
 
 /// An envelope header: everything the relay may read about a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +154,9 @@ impl Envelope {
     /// Decrypt with `key` (whose room and epoch the caller has matched to
     /// the header) and check the content type.
     pub(crate) fn decrypt(&self, key: &RoomKey) -> Result<Content, Error> {
+        if self.ciphertext.len() > MAX_CONTENT_LEN + TAG_LEN {
+            return Err(Error::TooLarge);
+        }
         let plaintext = zeroize::Zeroizing::new(
             key.message_key(&self.header_bytes)
                 .open_once(&self.header_bytes, &self.ciphertext)?,

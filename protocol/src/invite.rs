@@ -55,6 +55,7 @@ impl Invite {
         if relay.len() > MAX_URL_LEN {
             return Err(Error::TooLarge);
         }
+        check_relay_url(&relay)?;
         Ok(Self {
             relay,
             session,
@@ -80,9 +81,7 @@ impl Invite {
             .ok_or(Error::InvalidInvite("not a caucus:invite:v1: link"))?;
         let bytes = crate::b64::decode(encoded).ok_or(Error::InvalidInvite("not base64url"))?;
         let invite = Self::from_bytes(&bytes)?;
-        if !(invite.relay.starts_with("ws://") || invite.relay.starts_with("wss://")) {
-            return Err(Error::InvalidInvite("relay URL is not ws:// or wss://"));
-        }
+        check_relay_url(&invite.relay)?;
         Ok(invite)
     }
 
@@ -141,6 +140,14 @@ impl Invite {
         } else {
             Err(Error::BadJoinProof)
         }
+    }
+}
+
+fn check_relay_url(url: &str) -> Result<(), Error> {
+    if url.starts_with("ws://") || url.starts_with("wss://") {
+        Ok(())
+    } else {
+        Err(Error::InvalidInvite("relay URL is not ws:// or wss://"))
     }
 }
 

@@ -116,24 +116,28 @@ impl SessionView {
     }
 
     /// Accept `signed` as the session's new roster, if the pinned mediator
-    /// signed it, it is well formed, newer than the one held and follows it,
-    /// and it changes no room's membership without a new epoch.
+    /// signed it, it is well formed, it is the next version after the one
+    /// held (version 1 first) and names the held one's hash, and it changes
+    /// no room's membership without a new epoch.
     pub fn accept_roster(&mut self, signed: SignedRoster) -> Result<&Roster, Error> {
         let roster = signed.verify(&self.mediator)?;
         if roster.session != self.session {
             return Err(Error::WrongSession);
         }
-        if let Some(held) = &self.current {
-            let held_version = held.unverified().version;
-            if roster.version <= held_version {
-                return Err(Error::StaleRoster {
-                    held: held_version,
-                    got: roster.version,
-                });
-            }
-            if roster.version == held_version + 1 && roster.previous != held.hash() {
-                return Err(Error::RosterChain);
-            }
+        // Rosters are accepted one version at a time, each naming the hash of
+        // the one before, so a client has checked every link of the chain.
+        let (held_version, held_hash) = self
+            .current
+            .as_ref()
+            .map_or((0, Digest::ZERO), |h| (h.unverified().version, h.hash()));
+        if roster.version <= held_version {
+            return Err(Error::StaleRoster {
+                held: held_version,
+                got: roster.version,
+            });
+        }
+        if roster.version != held_version + 1 || roster.previous != held_hash {
+            return Err(Error::RosterChain);
         }
         for room in &roster.rooms {
             let newest = self
@@ -255,7 +259,14 @@ impl SessionView {
             return Err(Error::BundleMismatch("sealed to someone outside the room"));
         }
         let key = bundle.open(me)?;
-        Ok(self.keys.entry((bundle.room, bundle.epoch)).or_insert(key))
+        let held = self
+            .keys
+            .entry((bundle.room, bundle.epoch))
+            .or_insert_with(|| key.clone());
+        if *held != key {
+            return Err(Error::BundleMismatch("another key is held for this epoch"));
+        }
+        Ok(held)
     }
 
     /// Check whether `sender` may send `content_type` in a room of `kind`.

@@ -275,6 +275,8 @@ impl From<&crate::error::Error> for ErrorCode {
             E::StaleRoster { .. } => Self::StaleRoster,
             E::UnpinnedMediator | E::NotAMember | E::NotPermitted(_) => Self::Forbidden,
             E::TooLarge => Self::TooLarge,
+            E::UnknownRoom => Self::NotFound,
+            E::Replay { .. } => Self::Conflict,
             E::InvalidInvite(_) | E::InviteExpired | E::BadJoinProof => Self::InvalidInvite,
             E::Randomness => Self::Internal,
             _ => Self::Invalid,
@@ -485,12 +487,24 @@ pub fn parse_request(text: &str) -> Result<Request, FrameError> {
         Some(_) => return Err(fail(id, ErrorCode::UnknownType, "unknown type".into())),
         None => return Err(fail(id, ErrorCode::Malformed, "missing type".into())),
     }
-    serde_json::from_value(value).map_err(|e| {
-        let code = if e.to_string().contains("unsupported protocol version") {
-            ErrorCode::UnsupportedVersion
-        } else {
-            ErrorCode::Malformed
-        };
-        fail(id, code, e.to_string())
-    })
+    if let Some(version) = envelope_version(obj) {
+        if version != PROTOCOL_VERSION {
+            return Err(fail(
+                id,
+                ErrorCode::UnsupportedVersion,
+                format!("envelope header version {version}; this relay speaks {PROTOCOL_VERSION}"),
+            ));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| fail(id, ErrorCode::Malformed, e.to_string()))
+}
+
+/// The header version of a `post` frame's envelope, if it can be read: the
+/// envelope starts with a `u32` header length, then the header's `u16` version.
+fn envelope_version(obj: &serde_json::Map<String, serde_json::Value>) -> Option<u16> {
+    let text = obj.get("envelope")?.as_str()?;
+    let bytes = crate::b64::decode(text)?;
+    let mut r = crate::codec::Reader::new(&bytes);
+    r.u32().ok()?;
+    r.u16().ok()
 }

@@ -247,3 +247,47 @@ fn party_labels_and_names_are_sealed_and_open_for_members() {
         "Dr D"
     );
 }
+
+#[test]
+fn a_roster_that_skips_a_version_is_rejected() {
+    let mut f = Fixture::new();
+    let mut view = SessionView::new(f.session, f.mediator.keys.fingerprint());
+    f.builder
+        .set_phase(caucus_protocol::roster::Phase::IndividualMeetings);
+    f.publish();
+    // Version 2 exists but is withheld; version 1 was never seen either.
+    assert_eq!(
+        view.accept_roster(f.rosters[1].clone()),
+        Err(Error::RosterChain)
+    );
+    view.accept_roster(f.rosters[0].clone()).unwrap();
+    f.builder
+        .set_phase(caucus_protocol::roster::Phase::Negotiation);
+    f.publish();
+    assert_eq!(
+        view.accept_roster(f.rosters[2].clone()),
+        Err(Error::RosterChain)
+    );
+}
+
+#[test]
+fn a_second_key_for_an_epoch_already_held_is_rejected() {
+    let mut f = Fixture::new();
+    let room = f.claimant_room;
+    let roster = f.mediator.view.roster().unwrap().clone();
+    let epoch = roster.room(&room).unwrap().epoch;
+    // A mediator view that makes a different key for the same epoch.
+    let mut other = SessionView::new(f.session, f.mediator.keys.fingerprint());
+    for r in &f.rosters {
+        other.accept_roster(r.clone()).unwrap();
+    }
+    let rival = caucus_protocol::keys::RoomKey::generate(room, epoch).unwrap();
+    let bundle = other.seal_key_bundle(&f.mediator.keys, &rival).unwrap();
+    assert_eq!(
+        f.claimant
+            .view
+            .open_key_bundle(&f.claimant.keys, &bundle)
+            .map(|_| ()),
+        Err(Error::BundleMismatch("another key is held for this epoch"))
+    );
+}

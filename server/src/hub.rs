@@ -299,8 +299,8 @@ impl Hub {
                     format!("held version is {}", held.version),
                 ));
             }
-            if roster.version == held.version + 1
-                && s.roster.as_ref().map(SignedRoster::hash) != Some(roster.previous)
+            if roster.version != held.version + 1
+                || s.roster.as_ref().map(SignedRoster::hash) != Some(roster.previous)
             {
                 return Err(Refusal::new(
                     ErrorCode::Invalid,
