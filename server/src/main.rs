@@ -12,8 +12,15 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    // tungstenite traces whole frames (admission tokens, envelopes): never
+    // below debug, whatever RUST_LOG asks.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(QUIET_TUNGSTENITE.parse().unwrap_or_default())
+        .add_directive(QUIET_TOKIO_TUNGSTENITE.parse().unwrap_or_default());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if config.log_json {
         logs.json().init();
     } else {
@@ -35,6 +42,9 @@ async fn main() -> std::process::ExitCode {
         }
     }
 }
+
+const QUIET_TUNGSTENITE: &str = "tungstenite=debug";
+const QUIET_TOKIO_TUNGSTENITE: &str = "tokio_tungstenite=debug";
 
 /// SIGINT or SIGTERM.
 async fn shutdown_signal() {
