@@ -1,0 +1,213 @@
+//! Presence, statuses, limits and timers, closing a session, and shutdown.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
+
+mod support;
+
+use std::time::Duration;
+
+use caucus_protocol::identity::DeviceKeys;
+use caucus_protocol::wire::{ErrorCode, Event, MediatorWhereabouts, PartyStatus, RequestBody};
+use futures_util::StreamExt;
+use support::{Client, Mediation, Relay};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn presence(
+    c: &mut Client,
+) -> (
+    Vec<caucus_protocol::identity::Fingerprint>,
+    MediatorWhereabouts,
+) {
+    match c.wait_for(|e| matches!(e, Event::Presence { .. })).await {
+        Event::Presence {
+            online, mediator, ..
+        } => (online, mediator),
+        _ => unreachable!(),
+    }
+}
+
+/// The latest presence event `c` has been sent.
+async fn latest_presence(c: &mut Client) -> MediatorWhereabouts {
+    let mut last = presence(c).await.1;
+    while let Some(e) = c.quiet_for(Duration::from_millis(200)).await {
+        if let Event::Presence { mediator, .. } = e {
+            last = mediator;
+        }
+    }
+    last
+}
+
+async fn close_code(c: &mut Client) -> u16 {
+    loop {
+        match tokio::time::timeout(support::WAIT, c.ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn parties_see_where_the_mediator_is_only_as_far_as_they_may() {
+    let relay = Relay::start().await;
+    let mut m = Mediation::start(&relay).await;
+    let session = m.session;
+    let (online, _) = presence(&mut m.defendant).await;
+    assert!(online.contains(&m.mediator.keys.fingerprint()));
+    // With the claimant's party, undisclosed.
+    let room = m.claimant_room;
+    m.mediator
+        .ok(RequestBody::Location {
+            session,
+            room: Some(room),
+            disclose: false,
+        })
+        .await;
+    assert_eq!(
+        latest_presence(&mut m.claimant).await,
+        MediatorWhereabouts::WithYou(room)
+    );
+    assert_eq!(
+        latest_presence(&mut m.defendant).await,
+        MediatorWhereabouts::Elsewhere
+    );
+    // Disclosed.
+    m.mediator
+        .ok(RequestBody::Location {
+            session,
+            room: Some(room),
+            disclose: true,
+        })
+        .await;
+    assert_eq!(
+        latest_presence(&mut m.defendant).await,
+        MediatorWhereabouts::In(room)
+    );
+    // Away.
+    m.mediator
+        .ok(RequestBody::Location {
+            session,
+            room: None,
+            disclose: false,
+        })
+        .await;
+    assert_eq!(
+        latest_presence(&mut m.claimant).await,
+        MediatorWhereabouts::Away
+    );
+    // A party's status reaches the mediator, not the other party.
+    m.defendant
+        .ok(RequestBody::Status {
+            session,
+            status: PartyStatus::NeedsMediator,
+        })
+        .await;
+    match m
+        .mediator
+        .wait_for(|e| matches!(e, Event::Status { .. }))
+        .await
+    {
+        Event::Status { member, status, .. } => {
+            assert_eq!(member, m.defendant.keys.fingerprint());
+            assert_eq!(status, PartyStatus::NeedsMediator);
+        }
+        _ => unreachable!(),
+    }
+    while let Some(e) = m.claimant.quiet_for(Duration::from_millis(200)).await {
+        assert!(!matches!(e, Event::Status { .. }));
+    }
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_for_not_authenticating() {
+    let relay = Relay::start_with(&["--auth-secs", "1"]).await;
+    let mut ws = support::raw_connect(&relay.url()).await;
+    let code = loop {
+        match tokio::time::timeout(support::WAIT, ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(code, caucus_server::CLOSE_AUTH_TIMEOUT);
+}
+
+#[tokio::test]
+async fn a_connection_over_its_rate_is_told_to_slow_down() {
+    let relay = Relay::start_with(&["--rate-per-sec", "1", "--rate-burst", "3"]).await;
+    let mut c = Client::connect(&relay.url(), DeviceKeys::generate().unwrap()).await;
+    let session = caucus_protocol::ids::SessionId([1; 16]);
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(c.refused(RequestBody::CloseSession { session }).await);
+    }
+    // auth used one token; two more requests fit the burst; then slow down.
+    assert_eq!(
+        codes,
+        [
+            ErrorCode::NotFound,
+            ErrorCode::NotFound,
+            ErrorCode::RateLimited,
+            ErrorCode::RateLimited
+        ]
+    );
+}
+
+#[tokio::test]
+async fn closing_a_session_ends_it_for_everyone_and_erases_its_data() {
+    let relay = Relay::start().await;
+    let mut m = Mediation::start(&relay).await;
+    let session = m.session;
+    assert_eq!(
+        m.claimant
+            .refused(RequestBody::CloseSession { session })
+            .await,
+        ErrorCode::Forbidden
+    );
+    m.mediator.ok(RequestBody::CloseSession { session }).await;
+    for c in [&mut m.claimant, &mut m.defendant] {
+        assert!(matches!(
+            c.wait_for(|e| matches!(e, Event::SessionClosed { .. }))
+                .await,
+            Event::SessionClosed { .. }
+        ));
+    }
+    // Gone: a restart on the same data dir knows nothing of it.
+    let dir = relay.stop().await;
+    let relay = Relay::start_in(dir, &[]).await;
+    let mut again = Client::connect(&relay.url(), m.claimant.keys.clone_for_test()).await;
+    assert_eq!(
+        again
+            .refused(RequestBody::Subscribe {
+                session,
+                roster_after: 0,
+                rooms: vec![]
+            })
+            .await,
+        ErrorCode::NotFound
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_with_1001() {
+    let relay = Relay::start().await;
+    let mut c = Client::connect(&relay.url(), DeviceKeys::generate().unwrap()).await;
+    let stopping = tokio::spawn(relay.stop());
+    assert_eq!(close_code(&mut c).await, 1001);
+    stopping.await.unwrap();
+}
+
+trait CloneForTest {
+    fn clone_for_test(&self) -> DeviceKeys;
+}
+
+impl CloneForTest for DeviceKeys {
+    fn clone_for_test(&self) -> DeviceKeys {
+        DeviceKeys::from_secret_bytes(&self.to_secret_bytes()).unwrap()
+    }
+}
