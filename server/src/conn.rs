@@ -143,7 +143,7 @@ pub(crate) async fn serve(
         burst: f64::from(config.rate_burst),
         at: Instant::now(),
     };
-    let mut ping = tokio::time::interval(config.ping);
+    let mut ping = tokio::time::interval_at(Instant::now() + config.ping, config.ping);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let auth_deadline = Instant::now() + config.auth;
     let mut last_heard = Instant::now();

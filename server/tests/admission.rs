@@ -226,31 +226,16 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_keys_secrets_and_tokens_appear_nowhere_in_the_data_dir_or_logs() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("relay.log");
-    let log = std::fs::File::create(&log_path).unwrap();
     let data = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_caucus-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        // Everything, and the websocket library's frame traces in particular.
-        .env(
-            "RUST_LOG",
-            "trace,tungstenite=trace,tokio_tungstenite=trace",
-        )
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .trim_start_matches("caucus-server listening on ")
-        .to_string();
+    // Everything, and the websocket library's frame traces in particular.
+    let (child, url) = support::spawn_binary(
+        &data,
+        "trace,tungstenite=trace,tokio_tungstenite=trace",
+        Stdio::from(std::fs::File::create(&log_path).unwrap()),
+    );
+    let mut child = child;
     let relay = Relay::external(&url, tempfile::tempdir().unwrap());
     let mut m = Mediation::start(&relay).await;
     let canary = "CANARY-7f3a9c-bottom-line-is-250k";

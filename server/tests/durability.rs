@@ -4,33 +4,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use caucus_protocol::content::{Content, Sharing};
 use caucus_protocol::wire::{Encoded, Event, RequestBody, RoomCursor};
 use support::{Client, Mediation};
 
-/// Start the relay binary on a free port over `dir`; its address.
 fn spawn(dir: &std::path::Path) -> (Child, String) {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_caucus-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("caucus-server listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, url)
+    support::spawn_binary(dir, "warn", Stdio::null())
 }
 
 /// A stand-in for `support::Relay` that points at a child process.

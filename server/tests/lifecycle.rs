@@ -36,19 +36,6 @@ async fn latest_presence(c: &mut Client) -> MediatorWhereabouts {
     last
 }
 
-async fn close_code(c: &mut Client) -> u16 {
-    loop {
-        match tokio::time::timeout(support::WAIT, c.ws.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
-            Some(Ok(_)) => continue,
-            other => panic!("{other:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn parties_see_where_the_mediator_is_only_as_far_as_they_may() {
     let relay = Relay::start().await;
@@ -124,16 +111,7 @@ async fn parties_see_where_the_mediator_is_only_as_far_as_they_may() {
 async fn a_silent_connection_is_closed_for_not_authenticating() {
     let relay = Relay::start_with(&["--auth-secs", "1"]).await;
     let mut ws = support::raw_connect(&relay.url()).await;
-    let code = loop {
-        match tokio::time::timeout(support::WAIT, ws.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
-            Some(Ok(_)) => continue,
-            other => panic!("{other:?}"),
-        }
-    };
+    let code = support::close_code(&mut ws).await;
     assert_eq!(code, caucus_server::CLOSE_AUTH_TIMEOUT);
 }
 
@@ -198,7 +176,7 @@ async fn shutdown_closes_connections_with_1001() {
     let relay = Relay::start().await;
     let mut c = Client::connect(&relay.url(), DeviceKeys::generate().unwrap()).await;
     let stopping = tokio::spawn(relay.stop());
-    assert_eq!(close_code(&mut c).await, 1001);
+    assert_eq!(support::close_code(&mut c.ws).await, 1001);
     stopping.await.unwrap();
 }
 

@@ -309,19 +309,7 @@ async fn bad_input_gets_a_stable_code_and_no_one_else_notices() {
     )
     .await;
     big.send_text("x".repeat(10_000)).await;
-    use futures_util::StreamExt;
-    let closed = loop {
-        match tokio::time::timeout(support::WAIT, big.ws.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
-                break u16::from(f.code);
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("{other:?}"),
-        }
-    };
+    let closed = support::close_code(&mut big.ws).await;
     assert_eq!(closed, 1009);
     // ... and the others carry on: the claimant still posts and is heard.
     let room = m.claimant_room;
@@ -341,8 +329,13 @@ async fn requests_before_authentication_are_refused() {
     ))
     .await
     .unwrap();
-    let reply = ws.next().await.unwrap().unwrap();
-    let value: serde_json::Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+    let reply = loop {
+        match ws.next().await.unwrap().unwrap() {
+            tokio_tungstenite::tungstenite::Message::Text(t) => break t,
+            _ => continue, // pings
+        }
+    };
+    let value: serde_json::Value = serde_json::from_str(reply.as_str()).unwrap();
     assert_eq!(value["type"], "error");
     assert_eq!(value["code"], "unauthenticated");
     assert_eq!(value["id"], 1);
@@ -365,19 +358,7 @@ async fn a_slow_consumer_is_cut_off_while_the_others_keep_receiving() {
         }
     }
     // The defendant finds its connection closed with 4000 after what fitted.
-    use futures_util::StreamExt;
-    let code = loop {
-        match tokio::time::timeout(support::WAIT, m.defendant.ws.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
-                break u16::from(f.code);
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("{other:?}"),
-        }
-    };
+    let code = support::close_code(&mut m.defendant.ws).await;
     assert_eq!(code, caucus_server::CLOSE_TOO_SLOW);
 }
 
