@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::wire::{ErrorCode, Event, MediatorWhereabouts, PartyStatus, RequestBody};
-use futures_util::StreamExt;
 use support::{Client, Mediation, Relay};
-use tokio_tungstenite::tungstenite::Message;
 
 async fn presence(
     c: &mut Client,
