@@ -42,8 +42,8 @@
 //! let mut builder = RosterBuilder::new(session, &mediator, "The mediator")?;
 //! let party = builder.add_party("Claimant")?;
 //! let mut mediator_view = SessionView::new(session, mediator.fingerprint());
-//! let (roster, _keys) = builder.sign(&mediator)?;
-//! mediator_view.accept_roster(roster)?;
+//! let (first, _keys) = builder.sign(&mediator)?;
+//! mediator_view.accept_roster(first.clone())?;
 //!
 //! // An invite link; the joiner proves its identity with the link's secret.
 //! let invite = Invite::new("ws://127.0.0.1:7300".into(), session, mediator.fingerprint(), 2_000_000_000)?;
@@ -60,8 +60,10 @@
 //!     .map(|key| mediator_view.seal_key_bundle(&mediator, key))
 //!     .collect::<Result<Vec<_>, _>>()?;
 //!
-//! // The claimant pins the mediator from the link and checks everything.
+//! // The claimant pins the mediator from the link and checks everything:
+//! // every roster version in turn (the relay serves them all), then its keys.
 //! let mut claimant_view = SessionView::new(session, received.mediator);
+//! claimant_view.accept_roster(first)?;
 //! let room = claimant_view.accept_roster(roster)?.private_room(&party).map(|r| r.id);
 //! for bundle in &bundles {
 //!     claimant_view.open_key_bundle(&claimant, bundle)?;
