@@ -25,8 +25,8 @@ pub struct Args {
     /// Directory of the sled store [default: ./caucus-data].
     #[arg(long, env = "CAUCUS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "CAUCUS_LOG_JSON")]
+    /// Log as JSON lines instead of text (`--log-json`, or `--log-json false`).
+    #[arg(long, env = "CAUCUS_LOG_JSON", num_args = 0..=1, default_missing_value = "true")]
     pub log_json: Option<bool>,
     /// Most simultaneous connections [default: 20000].
     #[arg(long, env = "CAUCUS_MAX_CONNECTIONS")]
@@ -43,7 +43,7 @@ pub struct Args {
     /// Requests a connection may burst above its rate [default: 400].
     #[arg(long, env = "CAUCUS_RATE_BURST")]
     pub rate_burst: Option<u32>,
-    /// Seconds between pings to an idle connection [default: 20].
+    /// Seconds between pings to each connection [default: 20].
     #[arg(long, env = "CAUCUS_PING_SECS")]
     pub ping_secs: Option<u64>,
     /// Seconds without any frame from a client before it is closed [default: 60].
@@ -95,6 +95,9 @@ pub enum ConfigError {
     /// The TOML file did not parse.
     #[error("parsing {0}: {1}")]
     Parse(PathBuf, toml::de::Error),
+    /// A setting is out of range.
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 impl Config {
@@ -113,7 +116,7 @@ impl Config {
                 args.$field.or(file.$field).unwrap_or($default)
             };
         }
-        Ok(Self {
+        let config = Self {
             listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 7300))),
             data_dir: pick!(data_dir, PathBuf::from("caucus-data")),
             log_json: pick!(log_json, false),
@@ -126,6 +129,38 @@ impl Config {
             idle: Duration::from_secs(pick!(idle_secs, 60)),
             auth: Duration::from_secs(pick!(auth_secs, 10)),
             retention: Duration::from_secs(pick!(retention_secs, 0)),
-        })
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigError::Invalid;
+        let checks = [
+            (
+                self.max_connections == 0,
+                "max-connections must be at least 1",
+            ),
+            (
+                self.max_frame_bytes < 4096,
+                "max-frame-bytes must be at least 4096",
+            ),
+            (
+                self.outbound_queue == 0,
+                "outbound-queue must be at least 1",
+            ),
+            (self.rate_per_sec == 0, "rate-per-sec must be at least 1"),
+            (self.rate_burst == 0, "rate-burst must be at least 1"),
+            (self.ping.is_zero(), "ping-secs must be at least 1"),
+            (self.auth.is_zero(), "auth-secs must be at least 1"),
+            (
+                self.idle <= self.ping,
+                "idle-secs must be longer than ping-secs",
+            ),
+        ];
+        match checks.iter().find(|(bad, _)| *bad) {
+            Some((_, why)) => Err(Invalid(why)),
+            None => Ok(()),
+        }
     }
 }

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::hub::{ConnId, Hub, Refusal};
+use crate::hub::{Catchup, ConnId, Hub, Refusal};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::store::InviteRecord;
@@ -81,6 +81,61 @@ impl Bucket {
             false
         }
     }
+}
+
+/// How a request is answered.
+enum Outcome {
+    /// Reply now.
+    Reply(Reply),
+    /// The reply is queued later (a `post`, once durable).
+    Later,
+    /// Write this catch-up, then the `ok` reply (a `subscribe`).
+    Catchup(Catchup),
+}
+
+/// Envelopes read from the store per page of a catch-up.
+const CATCHUP_PAGE: usize = 256;
+
+/// Write a subscription's catch-up and its reply straight to the socket,
+/// ahead of the live frames that queue meanwhile, reading the log a page at a
+/// time so that neither the queue nor memory grows with the backlog.
+async fn write_catchup<S>(hub: &Hub, sink: &mut S, catchup: Catchup, reply: Reply) -> Result<(), ()>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let mut send = async |frame: &str| {
+        Metrics::add(&hub.metrics.bytes_out, frame.len() as u64);
+        sink.send(Message::text(frame)).await.map_err(|_| ())
+    };
+    for frame in &catchup.frames {
+        send(frame).await?;
+    }
+    for (room, mut after, upto) in catchup.rooms {
+        while after < upto {
+            let page = match hub.log_page(&catchup.session, &room, after, upto, CATCHUP_PAGE) {
+                Ok(page) if !page.is_empty() => page,
+                Ok(_) => break,
+                Err(Refusal(code, message)) => {
+                    // The catch-up cannot be completed: say so instead of ok.
+                    let id = match reply {
+                        Reply::Ok { id, .. } => Some(id),
+                        Reply::Error { id, .. } => id,
+                    };
+                    hub.metrics.reject(code);
+                    let refusal =
+                        serde_json::to_string(&Reply::error(id, code, message)).map_err(|_| ())?;
+                    return send(&refusal).await;
+                }
+            };
+            for (index, frame) in page {
+                send(&frame).await?;
+                Metrics::add(&hub.metrics.envelopes_out, 1);
+                after = index;
+            }
+        }
+    }
+    let reply = serde_json::to_string(&reply).map_err(|_| ())?;
+    send(&reply).await
 }
 
 /// What a connection knows of itself.
@@ -167,7 +222,11 @@ pub(crate) async fn serve(
                 match message {
                     Some(Ok(Message::Text(text))) => {
                         if bucket.take() {
-                            conn.handle(text.as_str()).await;
+                            if let Some((catchup, reply)) = conn.handle(text.as_str()).await
+                                && write_catchup(&hub, &mut sink, catchup, reply).await.is_err()
+                            {
+                                break None;
+                            }
                         } else {
                             hub.metrics.reject(ErrorCode::RateLimited);
                             let id = parse_request(text.as_str()).ok().map(|r| r.id);
@@ -227,22 +286,24 @@ pub(crate) async fn serve(
 
 impl Conn {
     /// Handle one text frame; exactly one reply is queued for it (for
-    /// `post`, once the envelope is durable).
-    async fn handle(&mut self, text: &str) {
+    /// `post`, once the envelope is durable), except for `subscribe`, whose
+    /// catch-up and reply are returned for the caller to write.
+    async fn handle(&mut self, text: &str) -> Option<(Catchup, Reply)> {
         Metrics::add(&self.hub.metrics.bytes_in, text.len() as u64);
         let request = match parse_request(text) {
             Ok(r) => r,
             Err(e) => {
                 self.hub.metrics.reject(e.code);
                 self.outbox.send(&e.reply());
-                return;
+                return None;
             }
         };
         let id = request.id;
         let kind = request.body.kind();
         let reply = match self.dispatch(id, request.body).await {
-            Ok(None) => return, // replied later (post)
-            Ok(Some(reply)) => reply,
+            Ok(Outcome::Later) => return None,
+            Ok(Outcome::Catchup(c)) => return Some((c, Reply::ok(id))),
+            Ok(Outcome::Reply(reply)) => reply,
             Err(Refusal(code, message)) => {
                 tracing::debug!(conn = self.id, request = kind, code = ?code, "refused");
                 self.hub.metrics.reject(code);
@@ -258,10 +319,11 @@ impl Conn {
             other => other,
         };
         self.outbox.send(&reply);
+        None
     }
 
-    async fn dispatch(&mut self, id: u64, body: RequestBody) -> Result<Option<Reply>, Refusal> {
-        let ok = Ok(Some(Reply::ok(0)));
+    async fn dispatch(&mut self, id: u64, body: RequestBody) -> Result<Outcome, Refusal> {
+        let ok = Ok(Outcome::Reply(Reply::ok(0)));
         if let RequestBody::Auth {
             identity,
             signature,
@@ -323,16 +385,17 @@ impl Conn {
                 // Answered by the committer once durable, without holding
                 // up this connection.
                 hub.post(&me, envelope.0, id, &self.outbox)?;
-                Ok(None)
+                Ok(Outcome::Later)
             }
             RequestBody::Subscribe {
                 session,
                 roster_after,
                 rooms,
             } => {
-                hub.subscribe(self.id, &me, &self.outbox, session, roster_after, &rooms)?;
+                let catchup =
+                    hub.subscribe(self.id, &me, &self.outbox, session, roster_after, &rooms)?;
                 self.sessions.insert(session);
-                ok
+                Ok(Outcome::Catchup(catchup))
             }
             RequestBody::Location {
                 session,

@@ -58,6 +58,23 @@ impl From<caucus_protocol::Error> for Refusal {
 
 type Result<T> = std::result::Result<T, Refusal>;
 
+/// What a new follower is sent before live traffic (see [`Hub::subscribe`]).
+pub(crate) struct Catchup {
+    /// The session.
+    pub(crate) session: SessionId,
+    /// Rosters, key bundles, join requests and statuses, in order.
+    pub(crate) frames: Vec<Arc<str>>,
+    /// Per room: the stored envelopes with index in `(after, upto]`.
+    pub(crate) rooms: Vec<(RoomId, u64, u64)>,
+}
+
+/// A serialized frame.
+fn frame<T: serde::Serialize>(value: &T) -> Result<Arc<str>> {
+    serde_json::to_string(value)
+        .map(Into::into)
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))
+}
+
 /// An identifier for one connection.
 pub(crate) type ConnId = u64;
 
@@ -212,11 +229,21 @@ impl Hub {
         let mut committed = HashMap::new();
         if let Some(r) = &roster {
             for room in &r.unverified().rooms {
-                let logged = self.store.scan(&store::key(Kind::Log, id, &[&room.id.0]))?;
-                committed.insert(room.id, logged.len() as u64);
+                let last = self
+                    .store
+                    .last_key(&store::key(Kind::Log, id, &[&room.id.0]))?;
+                committed.insert(
+                    room.id,
+                    last.as_deref().and_then(store::key_suffix).unwrap_or(0),
+                );
             }
         }
-        let next_bundle = self.store.scan(&store::key(Kind::Bundle, id, &[]))?.len() as u64;
+        let next_bundle = self
+            .store
+            .last_key(&store::key(Kind::Bundle, id, &[]))?
+            .as_deref()
+            .and_then(store::key_suffix)
+            .map_or(0, |n| n + 1);
         let state = Arc::new(Mutex::new(SessionState {
             record,
             roster,
@@ -312,6 +339,14 @@ impl Hub {
                 store::key(Kind::Roster, &id, &[&roster.version.to_be_bytes()]),
                 signed.to_bytes(),
             );
+            // Joiners this roster admits stop waiting.
+            for (key, bytes) in self.store.scan(&store::key(Kind::Waiting, &id, &[]))? {
+                let admitted = JoinRequest::from_bytes(&bytes)
+                    .is_ok_and(|r| roster.member(&r.identity.fingerprint()).is_some());
+                if admitted {
+                    batch.remove(key);
+                }
+            }
             (batch, roster.version)
         };
         self.store.commit(batch).await?;
@@ -580,7 +615,6 @@ impl Hub {
             let index = s.next.get(&h.room).copied().unwrap_or(0) + 1;
             let mut batch = sled::Batch::default();
             let bytes = envelope.to_bytes();
-            let size = bytes.len() as u64;
             batch.insert(store::log_key(&h.session, &h.room, index), bytes);
             let event: Arc<str> = serde_json::to_string(&Event::Envelope {
                 v: PROTOCOL_VERSION,
@@ -616,7 +650,6 @@ impl Hub {
                             }
                         }
                         Metrics::add(&metrics.envelopes_in, 1);
-                        Metrics::add(&metrics.bytes_in, size);
                     }
                     let reply = match result {
                         Ok(()) => Reply::Ok {
@@ -638,9 +671,13 @@ impl Hub {
         Ok(())
     }
 
-    /// `subscribe`: send the rosters after `roster_after`, the key bundles
-    /// for the caller, and each room's envelopes after its cursor, then
-    /// follow the session live.
+    /// `subscribe`: register `conn` as a follower of the session and return
+    /// what it must be sent first — the rosters after `roster_after`, the key
+    /// bundles holding a copy for the caller, (for mediators) waiting join
+    /// requests and statuses, and for each room the caller is in the range of
+    /// envelopes after its cursor. The connection writes these straight to
+    /// its socket, page by page with [`Hub::log_page`], before anything
+    /// queued, so a catch-up of any length never overflows the live queue.
     pub(crate) fn subscribe(
         &self,
         conn: ConnId,
@@ -649,49 +686,60 @@ impl Hub {
         session: SessionId,
         roster_after: u64,
         cursors: &[RoomCursor],
-    ) -> Result<()> {
+    ) -> Result<Catchup> {
         let state = self.session(&session)?;
         let mut s = lock(&state);
         let roster = s.roster()?.clone();
-        if roster.member(caller).is_none() {
-            return Err(forbidden("not a member of this session"));
-        }
+        let me = roster
+            .member(caller)
+            .ok_or_else(|| forbidden("not a member of this session"))?;
+        let is_mediator = me.role.is_mediator();
+        let mut frames = Vec::new();
+        let corrupt = |e: caucus_protocol::codec::DecodeError| {
+            Refusal::from(StoreError::Corrupt(e.to_string()))
+        };
         for (_, bytes) in self.store.scan(&store::key(Kind::Roster, &session, &[]))? {
-            let r = SignedRoster::from_bytes(&bytes)
-                .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
+            let r = SignedRoster::from_bytes(&bytes).map_err(corrupt)?;
             if r.unverified().version > roster_after {
-                outbox.send(&Event::Roster {
+                frames.push(frame(&Event::Roster {
                     v: PROTOCOL_VERSION,
                     session,
                     roster: Encoded(r),
-                });
+                })?);
             }
         }
         for (_, bytes) in self.store.scan(&store::key(Kind::Bundle, &session, &[]))? {
-            let b = SignedKeyBundle::from_bytes(&bytes)
-                .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
+            let b = SignedKeyBundle::from_bytes(&bytes).map_err(corrupt)?;
             if b.unverified()
                 .entries
                 .iter()
                 .any(|e| &e.recipient == caller)
             {
-                outbox.send(&Event::KeyBundle {
+                frames.push(frame(&Event::KeyBundle {
                     v: PROTOCOL_VERSION,
                     session,
                     bundle: Encoded(b),
-                });
+                })?);
             }
         }
-        if roster.member(caller).is_some_and(|m| m.role.is_mediator()) {
+        if is_mediator {
             for (_, bytes) in self.store.scan(&store::key(Kind::Waiting, &session, &[]))? {
-                if let Ok(request) = JoinRequest::from_bytes(&bytes) {
-                    outbox.send(&Event::JoinRequest {
-                        v: PROTOCOL_VERSION,
-                        request: Encoded(request),
-                    });
-                }
+                let request = JoinRequest::from_bytes(&bytes).map_err(corrupt)?;
+                frames.push(frame(&Event::JoinRequest {
+                    v: PROTOCOL_VERSION,
+                    request: Encoded(request),
+                })?);
+            }
+            for (member, status) in &s.statuses {
+                frames.push(frame(&Event::Status {
+                    v: PROTOCOL_VERSION,
+                    session,
+                    member: *member,
+                    status: *status,
+                })?);
             }
         }
+        let mut rooms = Vec::new();
         let mut delivered = HashMap::new();
         for room in roster.rooms.iter().filter(|r| r.has(caller)) {
             let after = cursors
@@ -700,19 +748,7 @@ impl Hub {
                 .map_or(0, |c| c.after);
             let upto = s.committed.get(&room.id).copied().unwrap_or(0);
             if after < upto {
-                let from = store::log_key(&session, &room.id, after + 1);
-                let to = store::log_key(&session, &room.id, upto);
-                for (i, bytes) in self.store.range(&from, &to)?.into_iter().enumerate() {
-                    let envelope = Envelope::from_bytes(&bytes)
-                        .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
-                    if outbox.send(&Event::Envelope {
-                        v: PROTOCOL_VERSION,
-                        index: after + 1 + i as u64,
-                        envelope: Encoded(envelope),
-                    }) {
-                        Metrics::add(&self.metrics.envelopes_out, 1);
-                    }
-                }
+                rooms.push((room.id, after, upto));
             }
             delivered.insert(room.id, upto.max(after));
         }
@@ -724,18 +760,44 @@ impl Hub {
                 delivered,
             },
         );
-        if roster.member(caller).is_some_and(|m| m.role.is_mediator()) {
-            for (member, status) in &s.statuses {
-                outbox.send(&Event::Status {
-                    v: PROTOCOL_VERSION,
-                    session,
-                    member: *member,
-                    status: *status,
-                });
-            }
-        }
         s.broadcast_presence(session);
-        Ok(())
+        Ok(Catchup {
+            session,
+            frames,
+            rooms,
+        })
+    }
+
+    /// Up to `limit` stored envelopes of `room` with index in `(after, upto]`,
+    /// as `envelope` event frames with their indexes.
+    pub(crate) fn log_page(
+        &self,
+        session: &SessionId,
+        room: &RoomId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Arc<str>)>> {
+        let from = store::log_key(session, room, after.saturating_add(1));
+        let to = store::log_key(session, room, upto);
+        self.store
+            .range(&from, &to, limit)?
+            .into_iter()
+            .map(|(key, bytes)| {
+                let index = store::key_suffix(&key)
+                    .ok_or_else(|| Refusal::from(StoreError::Corrupt("log key".into())))?;
+                let envelope = Envelope::from_bytes(&bytes)
+                    .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
+                Ok((
+                    index,
+                    frame(&Event::Envelope {
+                        v: PROTOCOL_VERSION,
+                        index,
+                        envelope: Encoded(envelope),
+                    })?,
+                ))
+            })
+            .collect()
     }
 
     /// `location`: the mediator says which room they are with.

@@ -114,10 +114,10 @@ impl Metrics {
             get(&self.slow_consumers),
         );
         gauge(
-            "caucus_commit_groups_total",
-            "Store flushes.",
+            "caucus_commits_total",
+            "Batches committed; several share one flush (see caucus_commit_seconds_count).",
             "counter",
-            get(&self.commit_groups),
+            get(&self.commits),
         );
         let _ = writeln!(
             out,

@@ -24,6 +24,14 @@ pub enum ServerError {
     /// The listening socket failed.
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
+    /// The data directory could not be created.
+    #[error("data dir {dir}: {source}")]
+    DataDir {
+        /// The directory.
+        dir: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
     /// The store failed to open.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -39,7 +47,10 @@ pub struct Server {
 impl Server {
     /// Open the store and bind the listening socket.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
         let metrics = Arc::new(Metrics::default());
         let (store, committer) = Store::open(&config.data_dir, 65_536, metrics.clone())?;
         let listener = TcpListener::bind(config.listen).await?;
@@ -85,7 +96,9 @@ impl Server {
                     let (stream, peer) = match accepted {
                         Ok(a) => a,
                         Err(e) => {
+                            // Out of file descriptors, say: back off, don't spin.
                             tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                             continue;
                         }
                     };
@@ -95,9 +108,16 @@ impl Server {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
                     let permit = slots.clone().try_acquire_owned();
                     tasks.spawn(async move {
-                        let route = match crate::http::route(&stream, hub.config.auth).await {
-                            Ok(r) => r,
-                            Err(_) => return,
+                        // A socket that never sends a request head gives up its
+                        // slot after the authentication timeout.
+                        let route = match tokio::time::timeout(
+                            hub.config.auth,
+                            crate::http::route(&stream, hub.config.auth),
+                        )
+                        .await
+                        {
+                            Ok(Ok(r)) => r,
+                            _ => return,
                         };
                         let _ = match route {
                             Route::Health => respond(stream, "200 OK", "text/plain", "ok\n").await,

@@ -68,6 +68,12 @@ pub(crate) fn log_key(session: &SessionId, room: &RoomId, index: u64) -> Vec<u8>
     key(Kind::Log, session, &[&room.0, &index.to_be_bytes()])
 }
 
+/// The `u64` that ends a key (a log index, a roster version, a bundle number).
+pub(crate) fn key_suffix(key: &[u8]) -> Option<u64> {
+    let tail = key.len().checked_sub(8).and_then(|at| key.get(at..))?;
+    tail.try_into().ok().map(u64::from_be_bytes)
+}
+
 /// What the relay keeps about a session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SessionRecord {
@@ -160,12 +166,28 @@ impl Store {
             .collect()
     }
 
-    /// Values for keys in `[from, to]`, in key order.
-    pub(crate) fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<sled::IVec>, StoreError> {
+    /// Up to `limit` entries with keys in `[from, to]`, in key order.
+    pub(crate) fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
         self.tree
             .range(from..=to)
-            .map(|r| r.map(|(_, v)| v).map_err(StoreError::from))
+            .take(limit)
+            .map(|r| r.map_err(StoreError::from))
             .collect()
+    }
+
+    /// The last key starting with `prefix`.
+    pub(crate) fn last_key(&self, prefix: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self
+            .tree
+            .scan_prefix(prefix)
+            .keys()
+            .next_back()
+            .transpose()?)
     }
 
     /// Every key of a session, of every kind.

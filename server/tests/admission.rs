@@ -128,6 +128,23 @@ async fn a_joiner_waits_until_the_mediator_connects_and_admits_them() {
         }
     }
     assert!(bundles >= 2);
+    // Admitted, the request no longer waits: a mediator subscribing afresh
+    // is not shown it again.
+    let again = DeviceKeys::from_secret_bytes(&m.mediator.keys.to_secret_bytes()).unwrap();
+    let mut fresh = Client::connect(&relay.url(), again).await;
+    fresh
+        .ok(RequestBody::Subscribe {
+            session: m.session,
+            roster_after: 0,
+            rooms: vec![],
+        })
+        .await;
+    assert!(
+        !fresh
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::JoinRequest { .. }))
+    );
     let epoch = view.roster().unwrap().room(&m.claimant_room).unwrap().epoch;
     assert!(view.room_key(&m.claimant_room, epoch).is_some());
 }

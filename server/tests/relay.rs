@@ -258,11 +258,8 @@ async fn bad_input_gets_a_stable_code_and_no_one_else_notices() {
     ];
     for (frame, code) in cases {
         m.defendant.send_text(frame.clone()).await;
-        match m.defendant.next_frame().await {
-            caucus_protocol::wire::ServerFrame::Reply(caucus_protocol::wire::Reply::Error {
-                code: got,
-                ..
-            }) => {
+        match m.defendant.next_reply().await {
+            caucus_protocol::wire::Reply::Error { code: got, .. } => {
                 assert_eq!(got, code, "{frame}")
             }
             other => panic!("{frame}: {other:?}"),
@@ -278,11 +275,11 @@ async fn bad_input_gets_a_stable_code_and_no_one_else_notices() {
         .await
         .unwrap();
     assert!(matches!(
-        m.defendant.next_frame().await,
-        caucus_protocol::wire::ServerFrame::Reply(caucus_protocol::wire::Reply::Error {
+        m.defendant.next_reply().await,
+        caucus_protocol::wire::Reply::Error {
             code: ErrorCode::Malformed,
             ..
-        })
+        }
     ));
     // A roster with a bad signature: one byte of the signature flipped.
     let roster = m.views[0].signed_roster().unwrap().clone();
@@ -388,4 +385,36 @@ async fn health_and_metrics_answer_on_the_same_port() {
     assert!(metrics.contains("caucus_connections 4"), "{metrics}");
     assert!(metrics.contains("caucus_commit_seconds_count"), "{metrics}");
     assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+}
+
+#[tokio::test]
+async fn a_catch_up_longer_than_the_outbound_queue_completes() {
+    // The queue holds 8 frames; the solicitor comes back 60 envelopes behind.
+    let relay = Relay::start_with(&["--outbound-queue", "8"]).await;
+    let mut m = Mediation::start(&relay).await;
+    let room = m.claimant_room;
+    let keys = caucus_protocol::identity::DeviceKeys::from_secret_bytes(
+        &m.solicitor.keys.to_secret_bytes(),
+    )
+    .unwrap();
+    m.solicitor.ws.close(None).await.unwrap();
+    for n in 0..60 {
+        post(&mut m, 1, room, &text(&format!("{n}"))).await;
+        // The mediator reads as it goes, so it is not cut off itself.
+        next_envelope(&mut m.mediator).await;
+    }
+    let mut back = Client::connect(&relay.url(), keys).await;
+    back.ok(RequestBody::Subscribe {
+        session: m.session,
+        roster_after: 2,
+        rooms: vec![RoomCursor { room, after: 0 }],
+    })
+    .await;
+    let mut indexes = Vec::new();
+    while indexes.len() < 60 {
+        let (idx, env) = next_envelope(&mut back).await;
+        m.views[2].open(&env).unwrap();
+        indexes.push(idx);
+    }
+    assert_eq!(indexes, (1..=60).collect::<Vec<_>>());
 }

@@ -203,6 +203,16 @@ impl Client {
         }
     }
 
+    /// The next reply, whatever its id, keeping events for later.
+    pub async fn next_reply(&mut self) -> Reply {
+        loop {
+            match self.next_frame().await {
+                ServerFrame::Reply(r) => return r,
+                ServerFrame::Event(e) => self.events.push_back(*e),
+            }
+        }
+    }
+
     pub async fn ok(&mut self, body: RequestBody) -> Option<u64> {
         match self.request(body).await {
             Reply::Ok { index, .. } => index,
