@@ -181,6 +181,11 @@ impl SessionState {
 /// The state shared by all connections.
 pub(crate) struct Hub {
     store: Store,
+    /// Serializes the requests that check the store and then commit
+    /// (creating sessions and invites, knocking, rosters, bundles, closing),
+    /// so two of them never both pass a check that only one may pass. They
+    /// are rare; posts do not take it.
+    writes: tokio::sync::Mutex<()>,
     sessions: Mutex<HashMap<SessionId, Arc<Mutex<SessionState>>>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: Config,
@@ -205,6 +210,7 @@ impl Hub {
     pub(crate) fn new(store: Store, metrics: Arc<Metrics>, config: Config) -> Self {
         Self {
             store,
+            writes: tokio::sync::Mutex::new(()),
             sessions: Mutex::new(HashMap::new()),
             metrics,
             config,
@@ -269,6 +275,7 @@ impl Hub {
         caller: &PublicIdentity,
         roster: SignedRoster,
     ) -> Result<()> {
+        let _serial = self.writes.lock().await;
         let me = caller.fingerprint();
         let r = roster.verify(&me)?;
         if r.version != 1 {
@@ -310,6 +317,7 @@ impl Hub {
         caller: &Fingerprint,
         signed: SignedRoster,
     ) -> Result<()> {
+        let _serial = self.writes.lock().await;
         let id = signed.unverified().session;
         let state = self.session(&id)?;
         let (batch, version) = {
@@ -393,6 +401,7 @@ impl Hub {
         caller: &Fingerprint,
         signed: SignedKeyBundle,
     ) -> Result<()> {
+        let _serial = self.writes.lock().await;
         let id = signed.unverified().session;
         let state = self.session(&id)?;
         let (key, bytes) = {
@@ -454,6 +463,7 @@ impl Hub {
         invite: InviteId,
         record: InviteRecord,
     ) -> Result<()> {
+        let _serial = self.writes.lock().await;
         let state = self.session(&session)?;
         {
             let s = lock(&state);
@@ -485,6 +495,7 @@ impl Hub {
         token: AdmissionToken,
         request: JoinRequest,
     ) -> Result<()> {
+        let _serial = self.writes.lock().await;
         if &request.identity.fingerprint() != caller {
             return Err(forbidden(
                 "a join request carries the caller's own identity",
@@ -533,6 +544,7 @@ impl Hub {
         session: SessionId,
         invite: InviteId,
     ) -> Result<()> {
+        let _serial = self.writes.lock().await;
         let state = self.session(&session)?;
         {
             let s = lock(&state);
@@ -857,6 +869,7 @@ impl Hub {
         caller: &Fingerprint,
         session: SessionId,
     ) -> Result<()> {
+        let _serial = self.writes.lock().await;
         let state = self.session(&session)?;
         {
             let mut s = lock(&state);
@@ -912,6 +925,7 @@ impl Hub {
 
     /// Erase closed sessions whose retention has passed.
     pub(crate) async fn sweep(&self) -> Result<()> {
+        let _serial = self.writes.lock().await;
         let retention = self.config.retention.as_secs();
         for id in self.store.sessions()? {
             let record: Option<SessionRecord> =
@@ -919,8 +933,10 @@ impl Hub {
             if record
                 .and_then(|r| r.closed_at)
                 .is_some_and(|at| at.saturating_add(retention) <= now())
+                && let Err(Refusal(_, why)) = self.erase(&id).await
             {
-                self.erase(&id).await?;
+                // Keep sweeping the others; this one is retried next time.
+                tracing::warn!(session = %id, error = %why, "erase failed");
             }
         }
         Ok(())

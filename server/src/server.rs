@@ -80,17 +80,12 @@ impl Server {
         let slots = Arc::new(Semaphore::new(hub.config.max_connections));
         let next_id = AtomicU64::new(1);
         let mut tasks = JoinSet::new();
-        let mut sweep = tokio::time::interval(Duration::from_secs(30));
+        let sweeper = tokio::spawn(sweep(hub.clone(), stop_rx.clone()));
         tracing::info!(addr = %listener.local_addr()?, data_dir = %hub.config.data_dir.display(), "relay listening");
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = sweep.tick() => {
-                    if let Err(e) = hub.sweep().await {
-                        tracing::warn!(error = ?e, "retention sweep failed");
-                    }
-                }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
@@ -151,9 +146,30 @@ impl Server {
         if drained.is_err() {
             tasks.abort_all();
         }
+        let _ = sweeper.await;
         drop(hub);
         let _ = committer.await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Erase closed sessions whose retention has passed, until shutdown: every
+/// 30 seconds, or every retention period if that is shorter (at least 1 s).
+async fn sweep(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+    let period = hub
+        .config
+        .retention
+        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut every = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = every.tick() => {
+                if let Err(e) = hub.sweep().await {
+                    tracing::warn!(error = ?e, "retention sweep failed");
+                }
+            }
+        }
     }
 }

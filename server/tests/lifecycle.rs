@@ -187,3 +187,47 @@ impl CloneForTest for DeviceKeys {
         DeviceKeys::from_secret_bytes(&self.to_secret_bytes()).unwrap()
     }
 }
+
+#[tokio::test]
+async fn a_closed_sessions_data_is_kept_for_the_retention_period_then_erased() {
+    let relay = Relay::start_with(&["--retention-secs", "2"]).await;
+    let mut m = Mediation::start(&relay).await;
+    let session = m.session;
+    m.mediator.ok(RequestBody::CloseSession { session }).await;
+    // Closed but retained: it is known, and refuses as closed.
+    let mut c = Client::connect(&relay.url(), m.claimant.keys.clone_for_test()).await;
+    assert_eq!(
+        c.refused(RequestBody::Status {
+            session,
+            status: PartyStatus::Ready
+        })
+        .await,
+        ErrorCode::SessionClosed
+    );
+    // After the period, the sweep erases it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // Until then a member may still collect what it missed.
+        let reply = c
+            .request(RequestBody::Subscribe {
+                session,
+                roster_after: 0,
+                rooms: vec![],
+            })
+            .await;
+        if matches!(
+            reply,
+            caucus_protocol::wire::Reply::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still there: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
