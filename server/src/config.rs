@@ -25,6 +25,12 @@ pub struct Args {
     /// Directory of the sled store [default: ./caucus-data].
     #[arg(long, env = "CAUCUS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PEM certificate chain for TLS (wss); with --tls-key.
+    #[arg(long, env = "CAUCUS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS; with --tls-cert.
+    #[arg(long, env = "CAUCUS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Log as JSON lines instead of text (`--log-json`, or `--log-json false`).
     #[arg(long, env = "CAUCUS_LOG_JSON", num_args = 0..=1, default_missing_value = "true")]
     pub log_json: Option<bool>,
@@ -64,6 +70,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory of the sled store.
     pub data_dir: PathBuf,
+    /// TLS certificate chain and key (PEM), when serving wss.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Log as JSON lines.
     pub log_json: bool,
     /// Most simultaneous connections.
@@ -119,6 +127,14 @@ impl Config {
         let config = Self {
             listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 7300))),
             data_dir: pick!(data_dir, PathBuf::from("caucus-data")),
+            tls: match (
+                args.tls_cert.or(file.tls_cert),
+                args.tls_key.or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => return Err(ConfigError::Invalid("--tls-cert and --tls-key go together")),
+            },
             log_json: pick!(log_json, false),
             max_connections: pick!(max_connections, 20_000),
             max_frame_bytes: pick!(max_frame_bytes, 1 << 20),

@@ -16,7 +16,6 @@ use caucus_protocol::identity::PublicIdentity;
 use caucus_protocol::ids::SessionId;
 use caucus_protocol::wire::{ErrorCode, Event, Reply, RequestBody, SUBPROTOCOL, parse_request};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -149,12 +148,14 @@ struct Conn {
 }
 
 /// Serve one websocket connection until it closes or the relay shuts down.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S>(
     hub: Arc<Hub>,
-    stream: TcpStream,
+    stream: S,
     id: ConnId,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let config = &hub.config;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4096)

@@ -13,7 +13,8 @@
 //! | `hub` | sessions in memory and each request's rules |
 //! | `conn` | one websocket connection: auth, limits, timers |
 //! | `outbox` | a connection's bounded outbound queue |
-//! | `http` | `GET /healthz` and `GET /metrics` |
+//! | `http` | the request head: `GET /healthz`, `GET /metrics`, or a websocket |
+//! | `tls` | rustls (ring provider) from a PEM certificate and key |
 //! | `metrics` | Prometheus counters |
 //!
 //! Run it with `cargo run --release -p caucus-server`; embed it with
@@ -39,7 +40,9 @@ mod metrics;
 mod outbox;
 mod server;
 mod store;
+mod tls;
 
 pub use config::{Args, Config, ConfigError};
 pub use conn::{CLOSE_AUTH_TIMEOUT, CLOSE_IDLE, CLOSE_TOO_SLOW};
 pub use server::{Server, ServerError};
+pub use tls::TlsError;

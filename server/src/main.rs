@@ -33,7 +33,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    println!("caucus-server listening on ws://{}", server.local_addr());
+    println!("caucus-server listening on {}", server.url());
     match server.run(shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
-use crate::http::{Route, respond};
+use crate::http::{Prefixed, Route, read_head, respond};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -35,11 +37,15 @@ pub enum ServerError {
     /// The store failed to open.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The TLS certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A bound relay, ready to run.
 pub struct Server {
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     hub: Arc<Hub>,
     committer: tokio::task::JoinHandle<()>,
 }
@@ -53,9 +59,14 @@ impl Server {
         })?;
         let metrics = Arc::new(Metrics::default());
         let (store, committer) = Store::open(&config.data_dir, 65_536, metrics.clone())?;
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
             listener,
+            tls,
             hub: Arc::new(Hub::new(store, metrics, config)),
             committer,
         })
@@ -68,11 +79,18 @@ impl Server {
             .unwrap_or_else(|_| self.hub.config.listen)
     }
 
+    /// The relay's websocket URL: `ws://ADDR`, or `wss://ADDR` with TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.local_addr())
+    }
+
     /// Serve until `shutdown` resolves; then stop accepting, close every
     /// connection with 1001, and finish every queued commit.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Self {
             listener,
+            tls,
             hub,
             committer,
         } = self;
@@ -102,36 +120,20 @@ impl Server {
                     let stop = stop_rx.clone();
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
                     let permit = slots.clone().try_acquire_owned();
+                    let tls = tls.clone();
                     tasks.spawn(async move {
-                        // A socket that never sends a request head gives up its
-                        // slot after the authentication timeout.
-                        let route = match tokio::time::timeout(
-                            hub.config.auth,
-                            crate::http::route(&stream, hub.config.auth),
-                        )
-                        .await
-                        {
-                            Ok(Ok(r)) => r,
-                            _ => return,
-                        };
-                        let _ = match route {
-                            Route::Health => respond(stream, "200 OK", "text/plain", "ok\n").await,
-                            Route::Metrics => {
-                                respond(stream, "200 OK", "text/plain; version=0.0.4", &hub.metrics.render()).await
+                        // A socket that does not finish its TLS handshake and
+                        // request head within the authentication timeout
+                        // gives up its slot.
+                        let limit = hub.config.auth;
+                        match tls {
+                            Some(tls) => {
+                                if let Ok(Ok(stream)) = tokio::time::timeout(limit, tls.accept(stream)).await {
+                                    route(hub, stream, id, peer, permit, stop).await;
+                                }
                             }
-                            Route::NotFound => respond(stream, "404 Not Found", "text/plain", "not found\n").await,
-                            Route::Websocket => match permit {
-                                Ok(_permit) => {
-                                    tracing::debug!(conn = id, %peer, "connection");
-                                    crate::conn::serve(hub, stream, id, stop).await;
-                                    Ok(())
-                                }
-                                Err(_) => {
-                                    hub.metrics.reject(caucus_protocol::wire::ErrorCode::Overloaded);
-                                    respond(stream, "503 Service Unavailable", "text/plain", "too many connections\n").await
-                                }
-                            },
-                        };
+                            None => route(hub, stream, id, peer, permit, stop).await,
+                        }
                     });
                 }
             }
@@ -172,4 +174,48 @@ async fn sweep(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// Read a connection's request head and serve it: health, metrics, 404, or
+/// (holding a connection slot) a websocket.
+async fn route<S>(
+    hub: Arc<Hub>,
+    mut stream: S,
+    id: u64,
+    peer: SocketAddr,
+    permit: Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::TryAcquireError>,
+    stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(Ok((route, head))) = tokio::time::timeout(hub.config.auth, read_head(&mut stream)).await
+    else {
+        return;
+    };
+    let _ = match route {
+        Route::Health => respond(stream, "200 OK", "text/plain", "ok\n").await,
+        Route::Metrics => {
+            let body = hub.metrics.render();
+            respond(stream, "200 OK", "text/plain; version=0.0.4", &body).await
+        }
+        Route::NotFound => respond(stream, "404 Not Found", "text/plain", "not found\n").await,
+        Route::Websocket => match permit {
+            Ok(_permit) => {
+                tracing::debug!(conn = id, %peer, "connection");
+                crate::conn::serve(hub, Prefixed::new(head, stream), id, stop).await;
+                Ok(())
+            }
+            Err(_) => {
+                hub.metrics
+                    .reject(caucus_protocol::wire::ErrorCode::Overloaded);
+                respond(
+                    stream,
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "too many connections\n",
+                )
+                .await
+            }
+        },
+    };
 }
