@@ -298,6 +298,24 @@ async fn bad_input_gets_a_stable_code_and_no_one_else_notices() {
             ..
         }
     ));
+    // A key bundle with a bad signature.
+    let key = m.builder.room_key(&m.claimant_room).unwrap().clone();
+    let bundle = m.views[0].seal_key_bundle(&m.mediator.keys, &key).unwrap();
+    let mut bytes = caucus_protocol::codec::Canonical::to_bytes(&bundle);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let frame = format!(
+        r#"{{"v":1,"id":78,"type":"publish_keys","bundle":"{}"}}"#,
+        caucus_protocol::b64::encode(&bytes)
+    );
+    m.mediator.send_text(frame).await;
+    assert!(matches!(
+        m.mediator.reply_to(78).await,
+        caucus_protocol::wire::Reply::Error {
+            code: ErrorCode::BadSignature,
+            ..
+        }
+    ));
     // An oversized frame closes that connection with 1009 ...
     let relay_small = Relay::start_with(&["--max-frame-bytes", "4096"]).await;
     let mut big = Client::connect(
