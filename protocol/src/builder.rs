@@ -10,6 +10,7 @@ use crate::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use crate::ids::{PartyId, RoomId, SessionId};
 use crate::keys::{RoomKey, SealedLabel};
 use crate::roster::{Member, Party, Phase, Role, Room, RoomKind, Roster, SignedRoster};
+use crate::session::SessionView;
 
 /// Builds and signs successive rosters of one session, as its lead mediator.
 ///
@@ -62,6 +63,41 @@ impl RosterBuilder {
             last_hash: None,
             labels,
             keys: BTreeMap::new(),
+        })
+    }
+
+    /// Pick up where the last signed roster left off, from the lead
+    /// mediator's own view (after a restart, say): the view's newest roster
+    /// becomes the draft, its labels are opened with the joint room's key,
+    /// and the current room keys are taken from the view.
+    pub fn resume(view: &SessionView) -> Result<Self, Error> {
+        let signed = view.signed_roster().ok_or(Error::NoRoster)?;
+        let draft = view.roster().ok_or(Error::NoRoster)?.clone();
+        let mut labels = BTreeMap::new();
+        for p in &draft.parties {
+            labels.insert(p.id.0.to_vec(), view.open_label(&p.label, &p.id.0)?);
+        }
+        for m in &draft.members {
+            let id = m.id();
+            labels.insert(id.0.to_vec(), view.open_label(&m.name, &id.0)?);
+        }
+        let mut keys = BTreeMap::new();
+        for room in &draft.rooms {
+            let key = view
+                .room_key(&room.id, room.epoch)
+                .ok_or(Error::MissingRoomKey { epoch: room.epoch })?;
+            keys.insert(room.id, key.clone());
+        }
+        Ok(Self {
+            signed_members: draft
+                .rooms
+                .iter()
+                .map(|r| (r.id, r.members.clone()))
+                .collect(),
+            last_hash: Some(signed.hash()),
+            draft,
+            labels,
+            keys,
         })
     }
 

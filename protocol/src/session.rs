@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-use crate::content::{Content, ContentType};
+use zeroize::Zeroizing;
+
+use crate::codec::{Canonical, DecodeError, Reader, Writer};
+use crate::content::{Content, ContentType, Forward, ForwardMode, ShareReceipt, Sharing};
 use crate::crypto::Digest;
 use crate::envelope::{Envelope, Header};
 use crate::error::Error;
@@ -31,6 +34,61 @@ pub struct Opened {
     pub gap: Option<RangeInclusive<u64>>,
 }
 
+impl Opened {
+    /// As a mediator: carry this message to `destination`, verbatim or (with
+    /// `reframed`) in the mediator's own words, and the share receipt for its
+    /// room. Only text is carried. *Mediator only* text is carried only with
+    /// `consent`: a consent its own author posted in the same room naming
+    /// this message.
+    pub fn forward(
+        &self,
+        destination: RoomId,
+        reframed: Option<String>,
+        consent: Option<&Opened>,
+    ) -> Result<(Forward, ShareReceipt), Error> {
+        let Content::Text { sharing, body } = &self.content else {
+            return Err(Error::NotPermitted("only text is forwarded"));
+        };
+        if let Some(c) = consent {
+            let names_this = c.content == Content::Consent { message: self.hash };
+            if !names_this
+                || c.header.sender != self.header.sender
+                || c.header.room != self.header.room
+            {
+                return Err(Error::NotPermitted(
+                    "the consent is not its author's for this message",
+                ));
+            }
+        }
+        if *sharing == Sharing::MediatorOnly && consent.is_none() {
+            return Err(Error::NotPermitted(
+                "mediator-only content is forwarded only with its author's consent",
+            ));
+        }
+        let mode = if reframed.is_some() {
+            ForwardMode::Reframed
+        } else {
+            ForwardMode::Verbatim
+        };
+        let text = reframed.unwrap_or_else(|| body.clone());
+        Ok((
+            Forward {
+                source_room: self.header.room,
+                source_message: self.hash,
+                mode,
+                text: text.clone(),
+                author_consented: consent.is_some(),
+            },
+            ShareReceipt {
+                source_message: self.hash,
+                destination_room: destination,
+                mode,
+                text,
+            },
+        ))
+    }
+}
+
 /// Who was in a room at one epoch, fixed by the roster that began it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Epoch {
@@ -50,7 +108,8 @@ struct Link {
 pub struct SessionView {
     session: SessionId,
     mediator: Fingerprint,
-    current: Option<SignedRoster>,
+    /// Every accepted roster, oldest first.
+    history: Vec<SignedRoster>,
     /// For each accepted roster, by hash: the epoch of each of its rooms.
     accepted: BTreeMap<Digest, BTreeMap<RoomId, u64>>,
     epochs: BTreeMap<(RoomId, u64), Epoch>,
@@ -66,7 +125,7 @@ impl SessionView {
         Self {
             session,
             mediator,
-            current: None,
+            history: Vec::new(),
             accepted: BTreeMap::new(),
             epochs: BTreeMap::new(),
             identities: BTreeMap::new(),
@@ -87,12 +146,12 @@ impl SessionView {
 
     /// The newest accepted roster.
     pub fn roster(&self) -> Option<&Roster> {
-        self.current.as_ref().map(Signed::unverified)
+        self.history.last().map(Signed::unverified)
     }
 
     /// The newest accepted roster as signed.
     pub fn signed_roster(&self) -> Option<&SignedRoster> {
-        self.current.as_ref()
+        self.history.last()
     }
 
     /// The room key held for `room` at `epoch`.
@@ -127,8 +186,8 @@ impl SessionView {
         // Rosters are accepted one version at a time, each naming the hash of
         // the one before, so a client has checked every link of the chain.
         let (held_version, held_hash) = self
-            .current
-            .as_ref()
+            .history
+            .last()
             .map_or((0, Digest::ZERO), |h| (h.unverified().version, h.hash()));
         if roster.version <= held_version {
             return Err(Error::StaleRoster {
@@ -173,7 +232,8 @@ impl SessionView {
             signed.hash(),
             roster.rooms.iter().map(|r| (r.id, r.epoch)).collect(),
         );
-        Ok(self.current.insert(signed).unverified())
+        self.history.push(signed);
+        self.roster().ok_or(Error::NoRoster)
     }
 
     fn current(&self) -> Result<&Roster, Error> {
@@ -202,7 +262,7 @@ impl SessionView {
                 "only the lead mediator seals room keys",
             ));
         }
-        let signed = self.current.as_ref().ok_or(Error::NoRoster)?;
+        let signed = self.history.last().ok_or(Error::NoRoster)?;
         let roster = signed.unverified();
         let room = roster.room(&key.room()).ok_or(Error::UnknownRoom)?;
         if room.epoch != key.epoch() {
@@ -378,6 +438,90 @@ impl SessionView {
             content,
             gap,
         })
+    }
+}
+
+/// The version of [`SessionView::to_state_bytes`]'s layout.
+const STATE_VERSION: u16 = 1;
+
+impl SessionView {
+    /// Everything the view holds, for a client to store between runs: the
+    /// accepted rosters (as signed), the room keys and every sender's chain.
+    /// It contains room keys: keep it as secret as the device's own keys.
+    pub fn to_state_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Writer::new();
+        w.u16(STATE_VERSION);
+        self.session.encode(&mut w);
+        self.mediator.encode(&mut w);
+        w.list(&self.history, |w, r| {
+            w.bytes(&r.to_bytes());
+        });
+        let keys: Vec<&RoomKey> = self.keys.values().collect();
+        w.list(&keys, |w, k| {
+            k.room().encode(w);
+            w.u64(k.epoch()).fixed(k.secret());
+        });
+        let chains: Vec<_> = self.chains.iter().collect();
+        w.list(&chains, |w, ((room, sender), links)| {
+            room.encode(w);
+            sender.encode(w);
+            let links: Vec<_> = links.iter().collect();
+            w.list(&links, |w, (seq, link)| {
+                w.u64(**seq);
+                link.hash.encode(w);
+                link.previous.encode(w);
+            });
+        });
+        Zeroizing::new(w.into_bytes())
+    }
+
+    /// Restore a view stored by [`SessionView::to_state_bytes`]. The rosters
+    /// are accepted again, one by one, so a tampered file cannot smuggle in a
+    /// roster the pinned mediator did not sign.
+    pub fn from_state_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        type Chain = (RoomId, Fingerprint, Vec<(u64, Link)>);
+        let (session, mediator, rosters, keys, chains) = Reader::decode_all(bytes, |r| {
+            let version = r.u16()?;
+            if version != STATE_VERSION {
+                return Err(DecodeError::UnsupportedVersion(version));
+            }
+            let session = SessionId::decode(r)?;
+            let mediator = Fingerprint::decode(r)?;
+            let rosters = r.list(|r| SignedRoster::from_bytes(r.bytes()?))?;
+            let keys = r.list(|r| {
+                let room = RoomId::decode(r)?;
+                let epoch = r.u64()?;
+                let secret = Zeroizing::new(r.array::<32>()?);
+                Ok(RoomKey::from_secret(room, epoch, *secret))
+            })?;
+            let chains: Vec<Chain> = r.list(|r| {
+                let room = RoomId::decode(r)?;
+                let sender = Fingerprint::decode(r)?;
+                let links = r.list(|r| {
+                    Ok((
+                        r.u64()?,
+                        Link {
+                            hash: Digest::decode(r)?,
+                            previous: Digest::decode(r)?,
+                        },
+                    ))
+                })?;
+                Ok((room, sender, links))
+            })?;
+            Ok((session, mediator, rosters, keys, chains))
+        })?;
+        let mut view = Self::new(session, mediator);
+        for roster in rosters {
+            view.accept_roster(roster)?;
+        }
+        for key in keys {
+            view.keys.insert((key.room(), key.epoch()), key);
+        }
+        for (room, sender, links) in chains {
+            view.chains
+                .insert((room, sender), links.into_iter().collect());
+        }
+        Ok(view)
     }
 }
 
