@@ -330,6 +330,9 @@ impl Conn {
             signature,
         } = &body
         {
+            if self.identity.is_some() {
+                return Err(Refusal::new(ErrorCode::Conflict, "already authenticated"));
+            }
             identity
                 .0
                 .verify(label::AUTH, &self.nonce.0, signature, "auth")

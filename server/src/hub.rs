@@ -762,7 +762,9 @@ impl Hub {
             if after < upto {
                 rooms.push((room.id, after, upto));
             }
-            delivered.insert(room.id, upto.max(after));
+            // Live delivery resumes after what the catch-up covers, whatever
+            // cursor the client claimed.
+            delivered.insert(room.id, upto);
         }
         s.followers.insert(
             conn,
