@@ -1,0 +1,3 @@
+//! `caucus`: the command-line client.
+
+fn main() {}

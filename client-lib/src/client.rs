@@ -1,0 +1,961 @@
+//! The client: one device, its state directory and its connection to one
+//! relay. All cryptography goes through `caucus-protocol`; the relay is
+//! untrusted. An engine task verifies everything the relay sends, keeps the
+//! state directory current, and turns it into [`Event`]s; the methods here
+//! seal, sign and post.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use caucus_protocol::builder::RosterBuilder;
+use caucus_protocol::content::{Content, Sharing, SystemEvent};
+use caucus_protocol::crypto::Digest;
+use caucus_protocol::identity::{DeviceKeys, Fingerprint};
+use caucus_protocol::ids::{PartyId, RoomId, SessionId};
+use caucus_protocol::invite::Invite;
+use caucus_protocol::keys::SignedKeyBundle;
+use caucus_protocol::roster::{Role, RoomKind, Roster, SignedRoster};
+use caucus_protocol::session::{Opened, SessionView};
+use caucus_protocol::wire::{self, Encoded, PartyStatus, RequestBody, RoomCursor};
+use tokio::sync::mpsc;
+
+use crate::error::ClientError;
+use crate::event::{Event, Warning};
+use crate::store::{InviteEntry, Meta, SessionState, StateDir};
+use crate::transport::{Incoming, Transport};
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What the engine and the methods share.
+struct Shared {
+    keys: DeviceKeys,
+    dir: StateDir,
+    relay: String,
+    transport: Transport,
+    sessions: Mutex<HashMap<SessionId, SessionState>>,
+    events: mpsc::Sender<Event>,
+}
+
+/// A Caucus participant's device, connected to a relay.
+///
+/// Dropping it stops its engine and closes its connection.
+pub struct Client {
+    shared: Arc<Shared>,
+    events: mpsc::Receiver<Event>,
+    /// Dropped with the client, which stops the engine.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+impl Shared {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<SessionId, SessionState>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Run `f` on a session's state and save it.
+    fn with_session<T>(
+        &self,
+        id: &SessionId,
+        f: impl FnOnce(&mut SessionState, &DeviceKeys) -> Result<T>,
+    ) -> Result<T> {
+        let mut sessions = self.sessions();
+        let state = sessions.get_mut(id).ok_or(ClientError::UnknownSession)?;
+        let out = f(state, &self.keys)?;
+        self.dir.save(state)?;
+        Ok(out)
+    }
+
+    fn emit(&self, event: Event) {
+        // The application may have stopped listening; that is its choice.
+        let _ = self.events.try_send(event);
+    }
+
+    fn subscribe_body(&self, id: &SessionId) -> Option<RequestBody> {
+        let sessions = self.sessions();
+        let state = sessions.get(id)?;
+        Some(RequestBody::Subscribe {
+            session: *id,
+            roster_after: state.view.roster().map_or(0, |r| r.version),
+            rooms: state
+                .meta
+                .cursors
+                .iter()
+                .map(|(room, after)| RoomCursor {
+                    room: *room,
+                    after: *after,
+                })
+                .collect(),
+        })
+    }
+
+    /// Subscribe in the background (from the engine, which must never wait
+    /// for a reply itself).
+    fn resubscribe(self: &Arc<Self>, id: SessionId) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            if let Some(body) = shared.subscribe_body(&id)
+                && let Err(e) = shared.transport.request_ordered(body).await
+            {
+                tracing::warn!(session = %id, error = %e, "subscribe failed");
+            }
+        });
+    }
+}
+
+impl Client {
+    /// Open the state directory (creating the device identity on first use),
+    /// connect to `relay`, and catch up every session kept there for it.
+    pub async fn open(dir: StateDir, relay: &str) -> Result<Self> {
+        let keys = dir.identity_or_create()?;
+        let mut sessions = HashMap::new();
+        for id in dir.sessions()? {
+            let state = dir.load(&id)?;
+            if state.meta.relay == relay {
+                sessions.insert(id, state);
+            }
+        }
+        let (transport, incoming) = Transport::start(relay.to_owned(), clone_keys(&keys)?);
+        let (events_tx, events) = mpsc::channel(4096);
+        let shared = Arc::new(Shared {
+            keys,
+            dir,
+            relay: relay.to_owned(),
+            transport,
+            sessions: Mutex::new(sessions),
+            events: events_tx,
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(engine(shared.clone(), incoming, stopped));
+        let client = Self {
+            shared,
+            events,
+            _stop: stop,
+        };
+        let ids: Vec<SessionId> = client.shared.sessions().keys().copied().collect();
+        for id in ids {
+            let joined = client
+                .shared
+                .sessions()
+                .get(&id)
+                .is_some_and(|s| s.meta.joined && !s.meta.closed);
+            if joined {
+                client.sync(&id).await?;
+            }
+        }
+        Ok(client)
+    }
+
+    /// Join a session from an invite link: connect to the link's relay and
+    /// knock. The mediator's key is pinned from the link. [`Event::Joined`]
+    /// arrives once the mediator admits this device.
+    pub async fn join(dir: StateDir, link: &str) -> Result<(Self, SessionId)> {
+        let invite = Invite::from_link(link)?;
+        let client = Self::open(dir, &invite.relay).await?;
+        let session = invite.session;
+        {
+            let mut sessions = client.shared.sessions();
+            let state = sessions.entry(session).or_insert_with(|| SessionState {
+                view: SessionView::new(session, invite.mediator),
+                meta: Meta {
+                    relay: invite.relay.clone(),
+                    ..Meta::default()
+                },
+                messages: Vec::new(),
+            });
+            client.shared.dir.save(state)?;
+        }
+        client
+            .shared
+            .transport
+            .request(RequestBody::Join {
+                token: invite.admission_token(),
+                request: Encoded(invite.join_request(client.shared.keys.public())),
+            })
+            .await?;
+        Ok((client, session))
+    }
+
+    /// This device's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.shared.keys.fingerprint()
+    }
+
+    /// The relay's URL.
+    pub fn relay(&self) -> &str {
+        &self.shared.relay
+    }
+
+    /// The next event, or `None` once the client has stopped.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The next event if one comes within `wait`.
+    pub async fn next_event_within(&mut self, wait: std::time::Duration) -> Option<Event> {
+        tokio::time::timeout(wait, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Catch up with the relay on `session`: every roster, key and message
+    /// missed. Resolves once all of it has been verified and applied.
+    pub async fn sync(&self, session: &SessionId) -> Result<()> {
+        let body = self
+            .shared
+            .subscribe_body(session)
+            .ok_or(ClientError::UnknownSession)?;
+        self.shared.transport.request_ordered(body).await?;
+        Ok(())
+    }
+
+    /// The sessions this client holds.
+    pub fn sessions(&self) -> Vec<SessionId> {
+        self.shared.sessions().keys().copied().collect()
+    }
+
+    /// The newest verified roster of `session`.
+    pub fn roster(&self, session: &SessionId) -> Result<Roster> {
+        self.shared
+            .sessions()
+            .get(session)
+            .and_then(|s| s.view.roster().cloned())
+            .ok_or(ClientError::UnknownSession)
+    }
+
+    /// The parties of `session` with their labels (as far as this device can
+    /// open them).
+    pub fn parties(&self, session: &SessionId) -> Result<Vec<(PartyId, String)>> {
+        let sessions = self.shared.sessions();
+        let state = sessions.get(session).ok_or(ClientError::UnknownSession)?;
+        let roster = state.view.roster().ok_or(ClientError::UnknownSession)?;
+        Ok(roster
+            .parties
+            .iter()
+            .map(|p| {
+                let label = state
+                    .view
+                    .open_label(&p.label, &p.id.0)
+                    .unwrap_or_else(|_| "(unreadable)".into());
+                (p.id, label)
+            })
+            .collect())
+    }
+
+    /// A member's name as the roster gives it (sealed to the members).
+    pub fn name_of(&self, session: &SessionId, member: &Fingerprint) -> Option<String> {
+        let sessions = self.shared.sessions();
+        let state = sessions.get(session)?;
+        let m = state.view.roster()?.member(member)?.clone();
+        state.view.open_label(&m.name, &member.0).ok()
+    }
+
+    /// A room's label for people: "joint", "side", or the party's label.
+    pub fn room_label(&self, session: &SessionId, room: &RoomId) -> String {
+        let Ok(roster) = self.roster(session) else {
+            return "?".into();
+        };
+        match roster.room(room).map(|r| r.kind) {
+            Some(RoomKind::Joint) => "joint".into(),
+            Some(RoomKind::Side) => "side".into(),
+            Some(RoomKind::Private(p)) => self
+                .parties(session)
+                .ok()
+                .and_then(|ps| ps.into_iter().find(|(id, _)| *id == p).map(|(_, l)| l))
+                .map_or_else(|| "private".into(), |l| format!("{l} (private)")),
+            None => "?".into(),
+        }
+    }
+
+    /// The joint room.
+    pub fn joint_room(&self, session: &SessionId) -> Result<RoomId> {
+        self.roster(session)?
+            .joint_room()
+            .map(|r| r.id)
+            .ok_or(ClientError::Usage("the roster has no joint room"))
+    }
+
+    /// The private room of `party`.
+    pub fn party_room(&self, session: &SessionId, party: &PartyId) -> Result<RoomId> {
+        self.roster(session)?
+            .private_room(party)
+            .map(|r| r.id)
+            .ok_or(ClientError::Usage("no such party"))
+    }
+
+    /// This device's own private room (a party member's).
+    pub fn my_room(&self, session: &SessionId) -> Result<RoomId> {
+        let roster = self.roster(session)?;
+        let party = roster
+            .member(&self.fingerprint())
+            .and_then(|m| m.party)
+            .ok_or(ClientError::Usage("this device is not a party member here"))?;
+        roster
+            .private_room(&party)
+            .map(|r| r.id)
+            .ok_or(ClientError::Usage("no private room"))
+    }
+
+    /// A message this client has opened, by hash.
+    pub fn message(&self, session: &SessionId, hash: &Digest) -> Option<Opened> {
+        let sessions = self.shared.sessions();
+        sessions
+            .get(session)?
+            .messages
+            .iter()
+            .find(|m| &m.hash == hash)
+            .cloned()
+    }
+
+    // ----- as a party member, or anyone in a room -----
+
+    /// Seal and post `content` in `room`; its index once the relay has
+    /// stored it durably.
+    pub async fn post(&self, session: &SessionId, room: &RoomId, content: &Content) -> Result<u64> {
+        let envelope = self.shared.with_session(session, |s, keys| {
+            let envelope = s.view.seal(keys, room, content)?;
+            // Keep our own words too: to consent to them, or to forward them.
+            s.messages.push(Opened {
+                header: envelope.header().clone(),
+                hash: envelope.hash(),
+                content: content.clone(),
+                gap: None,
+            });
+            Ok(envelope)
+        })?;
+        let index = self
+            .shared
+            .transport
+            .request(RequestBody::Post {
+                envelope: Encoded(envelope),
+            })
+            .await?
+            .ok_or(ClientError::Connection(
+                "post acknowledged without an index".into(),
+            ))?;
+        self.shared.with_session(session, |s, _| {
+            let cursor = s.meta.cursors.entry(*room).or_insert(0);
+            *cursor = (*cursor).max(index);
+            Ok(())
+        })?;
+        Ok(index)
+    }
+
+    /// Send text in `room` with a sharing label (*mediator only* is the
+    /// practice in a private room).
+    pub async fn send(
+        &self,
+        session: &SessionId,
+        room: &RoomId,
+        text: &str,
+        sharing: Sharing,
+    ) -> Result<u64> {
+        let content = Content::Text {
+            sharing,
+            body: text.to_owned(),
+        };
+        self.post(session, room, &content).await
+    }
+
+    /// Let the mediator share one of this device's own messages.
+    pub async fn consent(&self, session: &SessionId, message: &Digest) -> Result<u64> {
+        let original = self
+            .message(session, message)
+            .ok_or(ClientError::Usage("no such message"))?;
+        if original.header.sender != self.fingerprint() {
+            return Err(ClientError::Usage(
+                "one consents only to one's own messages",
+            ));
+        }
+        let room = original.header.room;
+        self.post(session, &room, &Content::Consent { message: *message })
+            .await
+    }
+
+    /// Tell the mediator this party member's status.
+    pub async fn set_status(&self, session: &SessionId, status: PartyStatus) -> Result<()> {
+        self.shared
+            .transport
+            .request(RequestBody::Status {
+                session: *session,
+                status,
+            })
+            .await?;
+        Ok(())
+    }
+
+    // ----- as the mediator -----
+
+    /// Create a session with this device as lead mediator (named `name`) and
+    /// one party per label, each with its private room; the joint room
+    /// starts closed. Returns the session and its parties in order.
+    pub async fn create_session(
+        &self,
+        name: &str,
+        parties: &[&str],
+    ) -> Result<(SessionId, Vec<PartyId>)> {
+        let keys = &self.shared.keys;
+        let session = SessionId::random()?;
+        let mut builder = RosterBuilder::new(session, keys, name)?;
+        let party_ids = parties
+            .iter()
+            .map(|p| builder.add_party(p))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let (roster, room_keys) = builder.sign(keys)?;
+        let mut view = SessionView::new(session, keys.fingerprint());
+        view.accept_roster(roster.clone())?;
+        let bundles = room_keys
+            .iter()
+            .map(|k| view.seal_key_bundle(keys, k))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let state = SessionState {
+            view,
+            meta: Meta {
+                relay: self.shared.relay.clone(),
+                joined: true,
+                ..Meta::default()
+            },
+            messages: Vec::new(),
+        };
+        self.shared.dir.save(&state)?;
+        self.shared.sessions().insert(session, state);
+        self.shared
+            .transport
+            .request(RequestBody::CreateSession {
+                roster: Encoded(roster),
+            })
+            .await?;
+        self.publish_bundles(bundles).await?;
+        self.sync(&session).await?;
+        Ok((session, party_ids))
+    }
+
+    async fn publish_bundles(&self, bundles: Vec<SignedKeyBundle>) -> Result<()> {
+        for bundle in bundles {
+            self.shared
+                .transport
+                .request(RequestBody::PublishKeys {
+                    bundle: Encoded(bundle),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Change the roster with `edit`, sign it as the next version, and
+    /// publish it with the keys of every new epoch.
+    async fn publish(
+        &self,
+        session: &SessionId,
+        edit: impl FnOnce(&mut RosterBuilder) -> std::result::Result<(), caucus_protocol::Error>,
+    ) -> Result<()> {
+        publish(&self.shared, session, edit).await
+    }
+
+    /// An invite link for one person joining `party` (named `name`), valid
+    /// until `expires_at` (seconds since the Unix epoch). Send it to them
+    /// privately: it holds the invite secret.
+    pub async fn invite(
+        &self,
+        session: &SessionId,
+        party: &PartyId,
+        name: &str,
+        expires_at: u64,
+    ) -> Result<String> {
+        let invite = Invite::new(
+            self.shared.relay.clone(),
+            *session,
+            self.fingerprint(),
+            expires_at,
+        )?;
+        self.roster(session)?
+            .party(party)
+            .ok_or(ClientError::Usage("no such party"))?;
+        self.shared
+            .transport
+            .request(RequestBody::CreateInvite {
+                session: *session,
+                invite: invite.id,
+                token_hash: invite.admission_token().hash(),
+                expires_at,
+            })
+            .await?;
+        let link = invite.to_link();
+        self.shared.with_session(session, |s, _| {
+            s.meta.invites.push(InviteEntry {
+                link: link.clone(),
+                party: *party,
+                name: name.to_owned(),
+                used: false,
+            });
+            Ok(())
+        })?;
+        Ok(link)
+    }
+
+    /// Remove a member: every room they were in starts a new epoch whose key
+    /// they never receive.
+    pub async fn remove_member(&self, session: &SessionId, member: &Fingerprint) -> Result<()> {
+        self.publish(session, |b| b.remove_member(member)).await?;
+        let room = self.joint_room(session)?;
+        self.post(
+            session,
+            &room,
+            &Content::System(SystemEvent::MemberRemoved(*member)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Open or close the joint room to the parties, and say so there.
+    pub async fn set_joint_open(&self, session: &SessionId, open: bool) -> Result<()> {
+        let room = self.joint_room(session)?;
+        self.publish(session, |b| b.set_open(&room, open)).await?;
+        let event = if open {
+            SystemEvent::JointOpened
+        } else {
+            SystemEvent::JointClosed
+        };
+        self.post(session, &room, &Content::System(event)).await?;
+        Ok(())
+    }
+
+    /// Say which room the mediator is with (`None`: away); with `disclose`,
+    /// the other parties learn which.
+    pub async fn set_location(
+        &self,
+        session: &SessionId,
+        room: Option<RoomId>,
+        disclose: bool,
+    ) -> Result<()> {
+        self.shared
+            .transport
+            .request(RequestBody::Location {
+                session: *session,
+                room,
+                disclose,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Carry a message to `destination`, verbatim or (with `reframed`) in the
+    /// mediator's words, and post the share receipt in its source room.
+    /// *Mediator only* text is refused unless its author has consented.
+    pub async fn forward(
+        &self,
+        session: &SessionId,
+        message: &Digest,
+        destination: &RoomId,
+        reframed: Option<String>,
+    ) -> Result<()> {
+        let (forward, receipt, source_room) = {
+            let sessions = self.shared.sessions();
+            let state = sessions.get(session).ok_or(ClientError::UnknownSession)?;
+            let source = state
+                .messages
+                .iter()
+                .find(|m| &m.hash == message)
+                .ok_or(ClientError::Usage("no such message"))?;
+            let consent = state.messages.iter().find(|c| {
+                c.content == Content::Consent { message: *message }
+                    && c.header.sender == source.header.sender
+                    && c.header.room == source.header.room
+            });
+            let (forward, receipt) = source.forward(*destination, reframed, consent)?;
+            (forward, receipt, source.header.room)
+        };
+        self.post(session, destination, &Content::Forward(forward))
+            .await?;
+        self.post(session, &source_room, &Content::ShareReceipt(receipt))
+            .await?;
+        Ok(())
+    }
+
+    /// Close the session for everyone; the relay erases it.
+    pub async fn close_session(&self, session: &SessionId) -> Result<()> {
+        self.shared
+            .transport
+            .request(RequestBody::CloseSession { session: *session })
+            .await?;
+        self.shared.with_session(session, |s, _| {
+            s.meta.closed = true;
+            Ok(())
+        })
+    }
+}
+
+/// A copy of the device keys for the connection task.
+fn clone_keys(keys: &DeviceKeys) -> Result<DeviceKeys> {
+    Ok(DeviceKeys::from_secret_bytes(&keys.to_secret_bytes())?)
+}
+
+async fn publish(
+    shared: &Shared,
+    session: &SessionId,
+    edit: impl FnOnce(&mut RosterBuilder) -> std::result::Result<(), caucus_protocol::Error>,
+) -> Result<()> {
+    let (roster, bundles) = shared.with_session(session, |s, keys| {
+        let mut builder = RosterBuilder::resume(&s.view)?;
+        edit(&mut builder)?;
+        let (roster, room_keys) = builder.sign(keys)?;
+        s.view.accept_roster(roster.clone())?;
+        let bundles = room_keys
+            .iter()
+            .map(|k| s.view.seal_key_bundle(keys, k))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok((roster, bundles))
+    })?;
+    shared
+        .transport
+        .request(RequestBody::PublishRoster {
+            roster: Encoded(roster),
+        })
+        .await?;
+    for bundle in bundles {
+        shared
+            .transport
+            .request(RequestBody::PublishKeys {
+                bundle: Encoded(bundle),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Verify and apply everything the relay sends, in order.
+/// Stops when the client is dropped; with it go the last references to the
+/// shared state, and so the connection.
+async fn engine(
+    shared: Arc<Shared>,
+    mut incoming: mpsc::Receiver<Incoming>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut connections = 0u64;
+    loop {
+        let item = tokio::select! {
+            _ = &mut stopped => return,
+            item = incoming.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+        };
+        match item {
+            Incoming::Connected => {
+                connections += 1;
+                if connections > 1 {
+                    let ids: Vec<SessionId> = shared
+                        .sessions()
+                        .iter()
+                        .filter(|(_, s)| s.meta.joined && !s.meta.closed)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in ids {
+                        shared.resubscribe(id);
+                    }
+                }
+            }
+            Incoming::Reply(reply, waiter) => {
+                let _ = waiter.send(reply);
+            }
+            Incoming::Event(event) => handle(&shared, *event),
+        }
+    }
+}
+
+fn warn(shared: &Shared, session: SessionId, kind: Warning, detail: impl Into<String>) {
+    shared.emit(Event::Warning {
+        session,
+        kind,
+        detail: detail.into(),
+    });
+}
+
+fn handle(shared: &Arc<Shared>, event: wire::Event) {
+    match event {
+        wire::Event::Roster {
+            session, roster, ..
+        } => on_roster(shared, session, roster.0),
+        wire::Event::KeyBundle {
+            session, bundle, ..
+        } => {
+            let result = shared.with_session(&session, |s, keys| {
+                s.view.open_key_bundle(keys, &bundle.0)?;
+                Ok(())
+            });
+            if let Err(e) = result {
+                warn(
+                    shared,
+                    session,
+                    Warning::Verification,
+                    format!("key bundle refused: {e}"),
+                );
+            }
+        }
+        wire::Event::Envelope {
+            index, envelope, ..
+        } => on_envelope(shared, index, envelope.0),
+        wire::Event::JoinRequest { request, .. } => on_join_request(shared, request.0),
+        wire::Event::Declined { session, .. } => shared.emit(Event::Declined { session }),
+        wire::Event::Presence {
+            session,
+            online,
+            mediator,
+            ..
+        } => shared.emit(Event::Presence {
+            session,
+            online,
+            mediator,
+        }),
+        wire::Event::Status {
+            session,
+            member,
+            status,
+            ..
+        } => shared.emit(Event::Status {
+            session,
+            member,
+            status,
+        }),
+        wire::Event::SessionClosed { session, .. } => {
+            let _ = shared.with_session(&session, |s, _| {
+                s.meta.closed = true;
+                Ok(())
+            });
+            shared.emit(Event::Closed { session });
+        }
+        wire::Event::Challenge { .. } => {}
+    }
+}
+
+fn on_roster(shared: &Arc<Shared>, session: SessionId, roster: SignedRoster) {
+    let me = shared.keys.fingerprint();
+    let held = shared
+        .sessions()
+        .get(&session)
+        .map(|s| s.view.roster().map_or(0, |r| r.version));
+    let Some(held) = held else { return };
+    let offered = roster.unverified().version;
+    if offered <= held {
+        return; // already applied (our own, or a repeat)
+    }
+    let result = shared.with_session(&session, |s, _| {
+        let accepted = s.view.accept_roster(roster)?;
+        let newly_joined = !s.meta.joined && accepted.member(&me).is_some();
+        s.meta.joined |= newly_joined;
+        Ok(newly_joined)
+    });
+    match result {
+        Ok(newly_joined) => {
+            shared.emit(Event::Roster {
+                session,
+                version: offered,
+            });
+            if newly_joined {
+                shared.emit(Event::Joined { session });
+                shared.resubscribe(session);
+            }
+        }
+        // Versions are missing (a joiner hears only the newest): fetch them.
+        Err(ClientError::Protocol(caucus_protocol::Error::RosterChain)) if offered > held + 1 => {
+            shared.resubscribe(session);
+        }
+        Err(e) => warn(
+            shared,
+            session,
+            Warning::Verification,
+            format!("roster refused: {e}"),
+        ),
+    }
+}
+
+fn on_envelope(shared: &Arc<Shared>, index: u64, envelope: caucus_protocol::envelope::Envelope) {
+    let session = envelope.header().session;
+    let room = envelope.header().room;
+    let me = shared.keys.fingerprint();
+    let result = shared.with_session(&session, |s, _| {
+        let cursor = s.meta.cursors.entry(room).or_insert(0);
+        *cursor = (*cursor).max(index);
+        match s.view.open(&envelope) {
+            Ok(opened) => {
+                s.messages.push(opened.clone());
+                Ok(Some(opened))
+            }
+            // Our own message, met again in a catch-up.
+            Err(caucus_protocol::Error::Replay { .. }) if envelope.header().sender == me => {
+                Ok(None)
+            }
+            Err(e) => Err(ClientError::Protocol(e)),
+        }
+    });
+    match result {
+        Ok(Some(opened)) => emit_opened(shared, session, index, opened),
+        Ok(None) => {}
+        Err(ClientError::Protocol(caucus_protocol::Error::Replay { seq })) => warn(
+            shared,
+            session,
+            Warning::Replay,
+            format!("replay of sequence {seq} from {}", envelope.header().sender),
+        ),
+        Err(e) => warn(
+            shared,
+            session,
+            Warning::Verification,
+            format!("envelope refused: {e}"),
+        ),
+    }
+}
+
+fn emit_opened(shared: &Shared, session: SessionId, index: u64, opened: Opened) {
+    let h = &opened.header;
+    if let Some(missing) = opened.gap.clone() {
+        warn(
+            shared,
+            session,
+            Warning::Gap {
+                sender: h.sender,
+                room: h.room,
+                missing,
+            },
+            "messages from this sender are missing",
+        );
+    }
+    let event = match opened.content {
+        Content::Text { sharing, body } => Event::Message {
+            session,
+            room: h.room,
+            index,
+            sender: h.sender,
+            hash: opened.hash,
+            sharing,
+            text: body,
+        },
+        Content::Forward(f) => Event::Forwarded {
+            session,
+            room: h.room,
+            index,
+            mediator: h.sender,
+            from_room: f.source_room,
+            mode: f.mode,
+            text: f.text,
+            author_consented: f.author_consented,
+        },
+        Content::ShareReceipt(r) => Event::Shared {
+            session,
+            room: h.room,
+            source: r.source_message,
+            destination: r.destination_room,
+            mode: r.mode,
+            text: r.text,
+        },
+        Content::Consent { message } => Event::Consent {
+            session,
+            room: h.room,
+            member: h.sender,
+            message,
+        },
+        Content::System(event) => Event::System {
+            session,
+            room: h.room,
+            event,
+        },
+    };
+    shared.emit(event);
+}
+
+/// As the lead mediator: admit a joiner whose proof verifies against an
+/// unused, unexpired invite of ours; turn anyone else away.
+fn on_join_request(shared: &Arc<Shared>, request: caucus_protocol::invite::JoinRequest) {
+    let session = request.session;
+    let me = shared.keys.fingerprint();
+    let verdict = {
+        let sessions = shared.sessions();
+        let Some(state) = sessions.get(&session) else {
+            return;
+        };
+        if state.view.mediator() != me {
+            return;
+        }
+        let joiner = request.identity.fingerprint();
+        if state
+            .view
+            .roster()
+            .is_some_and(|r| r.member(&joiner).is_some())
+        {
+            return; // already admitted
+        }
+        let entry = state
+            .meta
+            .invites
+            .iter()
+            .find(|e| Invite::from_link(&e.link).is_ok_and(|i| i.id == request.invite));
+        match entry {
+            None => Err("no such invite".to_string()),
+            Some(e) if e.used => Err("the invite has been used".into()),
+            Some(e) => match Invite::from_link(&e.link).map(|i| i.verify_join(&request, now())) {
+                Ok(Ok(())) => Ok((e.party, e.name.clone())),
+                Ok(Err(err)) | Err(err) => Err(err.to_string()),
+            },
+        }
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let invite = request.invite;
+        match verdict {
+            Ok((party, name)) => {
+                let identity = request.identity.clone();
+                let member = identity.fingerprint();
+                let admitted = async {
+                    shared.with_session(&session, |s, _| {
+                        if let Some(e) = s
+                            .meta
+                            .invites
+                            .iter_mut()
+                            .find(|e| Invite::from_link(&e.link).is_ok_and(|i| i.id == invite))
+                        {
+                            e.used = true;
+                        }
+                        Ok(())
+                    })?;
+                    publish(&shared, &session, |b| {
+                        b.add_member(&identity, Role::PartyMember, Some(party), &name)
+                    })
+                    .await
+                }
+                .await;
+                match admitted {
+                    Ok(()) => shared.emit(Event::Admitted {
+                        session,
+                        invite,
+                        member,
+                    }),
+                    Err(e) => shared.emit(Event::Rejected {
+                        session,
+                        invite,
+                        reason: format!("admission failed: {e}"),
+                    }),
+                }
+            }
+            Err(reason) => {
+                let _ = shared
+                    .transport
+                    .request(RequestBody::Decline { session, invite })
+                    .await;
+                shared.emit(Event::Rejected {
+                    session,
+                    invite,
+                    reason,
+                });
+            }
+        }
+    });
+}

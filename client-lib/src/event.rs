@@ -1,0 +1,175 @@
+//! What a client is told: one typed stream of verified events. Only
+//! content that passed every check in `caucus-protocol` appears; anything
+//! else arrives as a [`Warning`].
+
+use std::ops::RangeInclusive;
+
+use caucus_protocol::content::{ForwardMode, Sharing, SystemEvent};
+use caucus_protocol::crypto::Digest;
+use caucus_protocol::identity::Fingerprint;
+use caucus_protocol::ids::{InviteId, RoomId, SessionId};
+use caucus_protocol::wire::{MediatorWhereabouts, PartyStatus};
+
+/// Something that happened in a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A message, verified and decrypted.
+    Message {
+        /// The session.
+        session: SessionId,
+        /// The room.
+        room: RoomId,
+        /// Its index in the room.
+        index: u64,
+        /// Who wrote it.
+        sender: Fingerprint,
+        /// Its envelope hash (to consent to or forward it).
+        hash: Digest,
+        /// Its author's sharing label.
+        sharing: Sharing,
+        /// The words.
+        text: String,
+    },
+    /// Content the mediator carried across from another room.
+    Forwarded {
+        /// The session.
+        session: SessionId,
+        /// The room it arrived in.
+        room: RoomId,
+        /// Its index in the room.
+        index: u64,
+        /// The mediator who carried it.
+        mediator: Fingerprint,
+        /// The room it came from.
+        from_room: RoomId,
+        /// Verbatim or reframed in the mediator's words.
+        mode: ForwardMode,
+        /// What was carried.
+        text: String,
+        /// Whether the author consented (for *mediator only* content).
+        author_consented: bool,
+    },
+    /// In the source room: what of it was shared, where and how.
+    Shared {
+        /// The session.
+        session: SessionId,
+        /// The source room.
+        room: RoomId,
+        /// The message that was shared.
+        source: Digest,
+        /// Where it went.
+        destination: RoomId,
+        /// Verbatim or reframed.
+        mode: ForwardMode,
+        /// The text as shared.
+        text: String,
+    },
+    /// A party member consented to sharing one of their messages.
+    Consent {
+        /// The session.
+        session: SessionId,
+        /// The room.
+        room: RoomId,
+        /// Who consented.
+        member: Fingerprint,
+        /// The message.
+        message: Digest,
+    },
+    /// An event announced by a mediator.
+    System {
+        /// The session.
+        session: SessionId,
+        /// The room.
+        room: RoomId,
+        /// What happened.
+        event: SystemEvent,
+    },
+    /// A new roster was accepted.
+    Roster {
+        /// The session.
+        session: SessionId,
+        /// Its version.
+        version: u64,
+    },
+    /// This client was admitted to a session it knocked on.
+    Joined {
+        /// The session.
+        session: SessionId,
+    },
+    /// (Mediator) a joiner's proof verified and they were admitted.
+    Admitted {
+        /// The session.
+        session: SessionId,
+        /// The invite they used.
+        invite: InviteId,
+        /// The new member.
+        member: Fingerprint,
+    },
+    /// (Mediator) a join request was refused: a bad proof, an expired or
+    /// used invite.
+    Rejected {
+        /// The session.
+        session: SessionId,
+        /// The invite named.
+        invite: InviteId,
+        /// Why.
+        reason: String,
+    },
+    /// This client's join request was declined.
+    Declined {
+        /// The session.
+        session: SessionId,
+    },
+    /// Who is connected and where the mediator is.
+    Presence {
+        /// The session.
+        session: SessionId,
+        /// Members connected.
+        online: Vec<Fingerprint>,
+        /// Where the mediator is, as far as this client may know.
+        mediator: MediatorWhereabouts,
+    },
+    /// (Mediator) a party member's status.
+    Status {
+        /// The session.
+        session: SessionId,
+        /// The member.
+        member: Fingerprint,
+        /// Their status.
+        status: PartyStatus,
+    },
+    /// The session has closed.
+    Closed {
+        /// The session.
+        session: SessionId,
+    },
+    /// Something failed verification or is missing; nothing of it is shown.
+    Warning {
+        /// The session.
+        session: SessionId,
+        /// What kind of problem.
+        kind: Warning,
+        /// Details for a log.
+        detail: String,
+    },
+}
+
+/// Kinds of [`Event::Warning`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Warning {
+    /// Messages of a sender are missing: the relay dropped or withheld them.
+    Gap {
+        /// The sender.
+        sender: Fingerprint,
+        /// The room.
+        room: RoomId,
+        /// The missing sequence numbers.
+        missing: RangeInclusive<u64>,
+    },
+    /// An envelope, roster or key bundle failed verification.
+    Verification,
+    /// An envelope was a replay of one already seen.
+    Replay,
+}

@@ -1,0 +1,202 @@
+//! The client's state directory: the device's keys and, per session, the
+//! verified view, cursors, invites and the messages opened so far. Files are
+//! written whole, through a temporary file and a rename, readable by the
+//! owner only.
+//!
+//! ```text
+//! STATE/device.key                      the device's secret keys
+//! STATE/sessions/SESSION/view.bin       rosters, room keys, chains
+//! STATE/sessions/SESSION/meta.json      relay, cursors, invites (secret), party
+//! STATE/sessions/SESSION/messages.bin   the opened messages
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use caucus_protocol::codec::{Canonical, Reader, Writer};
+use caucus_protocol::crypto::Digest;
+use caucus_protocol::envelope::Header;
+use caucus_protocol::identity::DeviceKeys;
+use caucus_protocol::ids::{PartyId, RoomId, SessionId};
+use caucus_protocol::session::{Opened, SessionView};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClientError;
+
+/// An invite this (mediator) client issued. The link holds the secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InviteEntry {
+    pub(crate) link: String,
+    pub(crate) party: PartyId,
+    pub(crate) name: String,
+    pub(crate) used: bool,
+}
+
+/// What a client keeps about a session besides its view.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Meta {
+    /// The relay's URL.
+    pub(crate) relay: String,
+    /// The last index held per room.
+    pub(crate) cursors: BTreeMap<RoomId, u64>,
+    /// Invites issued (mediator).
+    pub(crate) invites: Vec<InviteEntry>,
+    /// Whether this client is a member yet (a joiner waits until admitted).
+    pub(crate) joined: bool,
+    /// Whether the session has closed.
+    pub(crate) closed: bool,
+}
+
+/// A session as the client keeps it.
+pub(crate) struct SessionState {
+    pub(crate) view: SessionView,
+    pub(crate) meta: Meta,
+    pub(crate) messages: Vec<Opened>,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+fn private_dir(path: &Path) -> Result<(), ClientError> {
+    std::fs::create_dir_all(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Write `bytes` to `path` whole: a temporary file readable by the owner
+/// only, synced, then renamed over the old one.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Corrupt(e.to_string())
+}
+
+impl StateDir {
+    /// Open (creating) a state directory, readable by the owner only.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, ClientError> {
+        let root = root.into();
+        private_dir(&root)?;
+        Ok(Self { root })
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.root.join("device.key")
+    }
+
+    /// The device's keys, if an identity has been created here.
+    pub fn identity(&self) -> Result<Option<DeviceKeys>, ClientError> {
+        match std::fs::read(self.key_path()) {
+            Ok(bytes) => {
+                let bytes = zeroize::Zeroizing::new(bytes);
+                Ok(Some(DeviceKeys::from_secret_bytes(&bytes)?))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The device's keys, created on first use.
+    pub fn identity_or_create(&self) -> Result<DeviceKeys, ClientError> {
+        if let Some(keys) = self.identity()? {
+            return Ok(keys);
+        }
+        let keys = DeviceKeys::generate()?;
+        write_private(&self.key_path(), &keys.to_secret_bytes())?;
+        Ok(keys)
+    }
+
+    fn session_dir(&self, id: &SessionId) -> PathBuf {
+        self.root.join("sessions").join(id.to_string())
+    }
+
+    /// The sessions kept here.
+    pub fn sessions(&self) -> Result<Vec<SessionId>, ClientError> {
+        let dir = self.root.join("sessions");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name();
+            if let Some(id) = name.to_str().and_then(SessionId::parse) {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub(crate) fn save(&self, state: &SessionState) -> Result<(), ClientError> {
+        let dir = self.session_dir(&state.view.session());
+        private_dir(&dir)?;
+        write_private(&dir.join("view.bin"), &state.view.to_state_bytes())?;
+        write_private(
+            &dir.join("meta.json"),
+            &serde_json::to_vec_pretty(&state.meta).map_err(corrupt)?,
+        )?;
+        let mut w = Writer::new();
+        w.list(&state.messages, |w, m| {
+            w.bytes(&m.header.to_bytes());
+            m.hash.encode(w);
+            w.bytes(&m.content.to_bytes());
+        });
+        write_private(
+            &dir.join("messages.bin"),
+            &zeroize::Zeroizing::new(w.into_bytes()),
+        )
+    }
+
+    pub(crate) fn load(&self, id: &SessionId) -> Result<SessionState, ClientError> {
+        let dir = self.session_dir(id);
+        let view_bytes = zeroize::Zeroizing::new(std::fs::read(dir.join("view.bin"))?);
+        let view = SessionView::from_state_bytes(&view_bytes)?;
+        let meta: Meta =
+            serde_json::from_slice(&std::fs::read(dir.join("meta.json"))?).map_err(corrupt)?;
+        let raw = zeroize::Zeroizing::new(std::fs::read(dir.join("messages.bin"))?);
+        let messages = Reader::decode_all(&raw, |r| {
+            r.list(|r| {
+                Ok(Opened {
+                    header: Header::from_bytes(r.bytes()?)?,
+                    hash: Digest::decode(r)?,
+                    content: caucus_protocol::content::Content::from_bytes(r.bytes()?)?,
+                    gap: None,
+                })
+            })
+        })
+        .map_err(corrupt)?;
+        Ok(SessionState {
+            view,
+            meta,
+            messages,
+        })
+    }
+}

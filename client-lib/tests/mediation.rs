@@ -1,0 +1,426 @@
+//! The client library against a real relay: real websockets, real sled and
+//! state directories, several clients per test.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
+
+use std::time::Duration;
+
+use caucus_client::{Client, Event, StateDir};
+use caucus_protocol::content::{ForwardMode, Sharing};
+use caucus_protocol::ids::{PartyId, SessionId};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Relay {
+    url: String,
+    /// The relay's data directory.
+    dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn relay() -> Relay {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let args = caucus_server::Args::parse_from([
+        "caucus-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let server = caucus_server::Server::bind(caucus_server::Config::from_args(args).unwrap())
+        .await
+        .unwrap();
+    let url = server.url();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Relay {
+        url,
+        dir,
+        _stop: stop,
+    }
+}
+
+/// Wait for the first event matching `pred`.
+async fn wait_for(client: &mut Client, mut pred: impl FnMut(&Event) -> bool) -> Event {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.next_event_within(left).await {
+            Some(e) if pred(&e) => return e,
+            Some(_) => continue,
+            None => panic!("no matching event within {WAIT:?}"),
+        }
+    }
+}
+
+/// The mediator, a claimant with a solicitor, and a defendant, all admitted.
+struct Cast {
+    session: SessionId,
+    claimant_party: PartyId,
+    mediator: Client,
+    claimant: Client,
+    solicitor: Client,
+    defendant: Client,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+async fn cast(relay: &Relay) -> Cast {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let state = |i: usize| StateDir::open(dirs[i].path()).unwrap();
+    let mut mediator = Client::open(state(0), &relay.url).await.unwrap();
+    let (session, parties) = mediator
+        .create_session("The mediator", &["Claimant", "Defendant trust"])
+        .await
+        .unwrap();
+    let mut joined = Vec::new();
+    for (i, (party, name)) in [
+        (parties[0], "Ms C"),
+        (parties[0], "Mr S (solicitor)"),
+        (parties[1], "Dr D"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let link = mediator
+            .invite(&session, &party, name, caucus_client::now() + 3600)
+            .await
+            .unwrap();
+        let (mut client, s) = Client::join(state(i + 1), &link).await.unwrap();
+        assert_eq!(s, session);
+        wait_for(&mut mediator, |e| matches!(e, Event::Admitted { .. })).await;
+        wait_for(&mut client, |e| matches!(e, Event::Joined { .. })).await;
+        client.sync(&session).await.unwrap();
+        joined.push(client);
+    }
+    let defendant = joined.pop().unwrap();
+    let solicitor = joined.pop().unwrap();
+    let claimant = joined.pop().unwrap();
+    Cast {
+        session,
+        claimant_party: parties[0],
+        mediator,
+        claimant,
+        solicitor,
+        defendant,
+        dirs,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_message_reaches_its_party_and_the_mediator_only() {
+    let relay = relay().await;
+    let mut c = cast(&relay).await;
+    let room = c.claimant.my_room(&c.session).unwrap();
+    assert_eq!(
+        room,
+        c.mediator
+            .party_room(&c.session, &c.claimant_party)
+            .unwrap()
+    );
+    let canary = "CANARY-3c1f-our-walk-away-figure-is-40k";
+    c.claimant
+        .send(&c.session, &room, canary, Sharing::MediatorOnly)
+        .await
+        .unwrap();
+    for client in [&mut c.mediator, &mut c.solicitor] {
+        match wait_for(client, |e| matches!(e, Event::Message { .. })).await {
+            Event::Message { text, sharing, .. } => {
+                assert_eq!((text.as_str(), sharing), (canary, Sharing::MediatorOnly));
+            }
+            _ => unreachable!(),
+        }
+    }
+    while let Some(e) = c
+        .defendant
+        .next_event_within(Duration::from_millis(500))
+        .await
+    {
+        assert!(
+            !matches!(e, Event::Message { .. } | Event::Forwarded { .. }),
+            "{e:?}"
+        );
+    }
+    // The canary is nowhere in the relay's data directory, nor in the other
+    // party's state; it is in the claimant's own (encrypted at rest is the
+    // device's business, not the relay's).
+    assert!(!dir_contains(relay.dir.path(), canary.as_bytes()));
+    assert!(!dir_contains(c.dirs[3].path(), canary.as_bytes()));
+    assert!(dir_contains(c.dirs[1].path(), canary.as_bytes()));
+}
+
+/// Whether any file under `dir` contains `needle`.
+fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            dir_contains(&path, needle)
+        } else {
+            std::fs::read(&path)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        }
+    })
+}
+
+async fn next_message(client: &mut Client) -> (caucus_protocol::crypto::Digest, String) {
+    match wait_for(client, |e| matches!(e, Event::Message { .. })).await {
+        Event::Message { hash, text, .. } => (hash, text),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_carry_provenance_and_the_source_room_gets_a_receipt() {
+    let relay = relay().await;
+    let mut c = cast(&relay).await;
+    let session = c.session;
+    let defendant_room = c.defendant.my_room(&session).unwrap();
+    let claimant_room = c.claimant.my_room(&session).unwrap();
+    let joint = c.mediator.joint_room(&session).unwrap();
+    c.defendant
+        .send(
+            &session,
+            &defendant_room,
+            "we can offer 60k",
+            Sharing::MediatorOnly,
+        )
+        .await
+        .unwrap();
+    let (hash, _) = next_message(&mut c.mediator).await;
+    // Mediator-only: refused without the author's consent, in any form.
+    for reframed in [None, Some("They have moved.".to_string())] {
+        let refused = c
+            .mediator
+            .forward(&session, &hash, &claimant_room, reframed)
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(caucus_client::ClientError::Protocol(
+                    caucus_protocol::Error::NotPermitted(_)
+                ))
+            ),
+            "{refused:?}"
+        );
+    }
+    // The defendant consents to that message.
+    c.defendant.consent(&session, &hash).await.unwrap();
+    wait_for(
+        &mut c.mediator,
+        |e| matches!(e, Event::Consent { message, .. } if *message == hash),
+    )
+    .await;
+    // Verbatim to the claimant's room.
+    c.mediator
+        .forward(&session, &hash, &claimant_room, None)
+        .await
+        .unwrap();
+    match wait_for(&mut c.claimant, |e| matches!(e, Event::Forwarded { .. })).await {
+        Event::Forwarded {
+            mediator,
+            from_room,
+            mode,
+            text,
+            author_consented,
+            ..
+        } => {
+            assert_eq!(mediator, c.mediator.fingerprint());
+            assert_eq!(from_room, defendant_room);
+            assert_eq!(mode, ForwardMode::Verbatim);
+            assert_eq!(text, "we can offer 60k");
+            assert!(author_consented);
+        }
+        _ => unreachable!(),
+    }
+    // The defendant's room is told what was shared, where, how.
+    match wait_for(&mut c.defendant, |e| matches!(e, Event::Shared { .. })).await {
+        Event::Shared {
+            source,
+            destination,
+            mode,
+            text,
+            ..
+        } => {
+            assert_eq!(
+                (source, destination, mode),
+                (hash, claimant_room, ForwardMode::Verbatim)
+            );
+            assert_eq!(text, "we can offer 60k");
+        }
+        _ => unreachable!(),
+    }
+    // A may-share message, reframed, into the joint room (opened first).
+    c.mediator.set_joint_open(&session, true).await.unwrap();
+    c.claimant
+        .send(
+            &session,
+            &claimant_room,
+            "I want an apology most of all",
+            Sharing::MayShare,
+        )
+        .await
+        .unwrap();
+    let (hash2, _) = loop {
+        let (h, t) = next_message(&mut c.mediator).await;
+        if t.contains("apology") {
+            break (h, t);
+        }
+    };
+    c.mediator
+        .forward(
+            &session,
+            &hash2,
+            &joint,
+            Some("An acknowledgement matters to the claimant.".into()),
+        )
+        .await
+        .unwrap();
+    for client in [&mut c.defendant, &mut c.solicitor] {
+        match wait_for(
+            client,
+            |e| matches!(e, Event::Forwarded { room, .. } if *room == joint),
+        )
+        .await
+        {
+            Event::Forwarded {
+                mode,
+                text,
+                author_consented,
+                ..
+            } => {
+                assert_eq!(mode, ForwardMode::Reframed);
+                assert_eq!(text, "An acknowledgement matters to the claimant.");
+                assert!(!author_consented);
+            }
+            _ => unreachable!(),
+        }
+    }
+    match wait_for(&mut c.claimant, |e| matches!(e, Event::Shared { .. })).await {
+        Event::Shared {
+            destination, mode, ..
+        } => assert_eq!((destination, mode), (joint, ForwardMode::Reframed)),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_cannot_read_what_is_sent_after() {
+    let relay = relay().await;
+    let mut c = cast(&relay).await;
+    let session = c.session;
+    let room = c.claimant.my_room(&session).unwrap();
+    let solicitor = c.solicitor.fingerprint();
+    c.mediator
+        .remove_member(&session, &solicitor)
+        .await
+        .unwrap();
+    // The claimant hears of the new roster before sending.
+    let version = c.mediator.roster(&session).unwrap().version;
+    wait_for(
+        &mut c.claimant,
+        |e| matches!(e, Event::Roster { version: v, .. } if *v == version),
+    )
+    .await;
+    c.claimant
+        .send(
+            &session,
+            &room,
+            "after the solicitor left",
+            Sharing::MediatorOnly,
+        )
+        .await
+        .unwrap();
+    let (_, text) = next_message(&mut c.mediator).await;
+    assert_eq!(text, "after the solicitor left");
+    // The solicitor sees the roster that removes them, and never the message.
+    while let Some(e) = c
+        .solicitor
+        .next_event_within(Duration::from_millis(700))
+        .await
+    {
+        assert!(
+            !matches!(&e, Event::Message { text, .. } if text.contains("after the solicitor")),
+            "{e:?}"
+        );
+    }
+    let roster = c.solicitor.roster(&session).unwrap();
+    assert!(roster.member(&solicitor).is_none());
+    assert!(!roster.room(&room).unwrap().has(&solicitor));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_client_resumes_with_nothing_lost_and_nothing_duplicated() {
+    let relay = relay().await;
+    let Cast {
+        session,
+        mut claimant,
+        mut solicitor,
+        dirs,
+        mediator: _mediator,
+        ..
+    } = cast(&relay).await;
+    let room = claimant.my_room(&session).unwrap();
+    for n in 0..3 {
+        claimant
+            .send(
+                &session,
+                &room,
+                &format!("before {n}"),
+                Sharing::MediatorOnly,
+            )
+            .await
+            .unwrap();
+        next_message(&mut solicitor).await;
+    }
+    // The solicitor's process stops; the conversation goes on.
+    drop(solicitor);
+    for n in 0..4 {
+        claimant
+            .send(
+                &session,
+                &room,
+                &format!("while away {n}"),
+                Sharing::MediatorOnly,
+            )
+            .await
+            .unwrap();
+    }
+    let dir = StateDir::open(dirs[2].path()).unwrap();
+    // It restarts on the same state directory.
+    let mut back = Client::open(dir, &relay.url).await.unwrap();
+    let mut texts = Vec::new();
+    while let Some(e) = back.next_event_within(Duration::from_millis(700)).await {
+        if let Event::Message { text, .. } = e {
+            texts.push(text);
+        }
+    }
+    assert_eq!(
+        texts,
+        [
+            "while away 0",
+            "while away 1",
+            "while away 2",
+            "while away 3"
+        ]
+    );
+    // Live traffic continues; the restarted client can still send, and its
+    // chain continues where it left off (no replay warning anywhere).
+    claimant
+        .send(&session, &room, "live", Sharing::MediatorOnly)
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut back).await.1, "live");
+    back.send(&session, &room, "I'm back", Sharing::MediatorOnly)
+        .await
+        .unwrap();
+    match wait_for(&mut claimant, |e| {
+        matches!(e, Event::Message { .. } | Event::Warning { .. })
+    })
+    .await
+    {
+        Event::Message { text, .. } => assert_eq!(text, "I'm back"),
+        other => panic!("{other:?}"),
+    }
+}
