@@ -39,7 +39,16 @@ struct Shared {
     relay: String,
     transport: Transport,
     sessions: Mutex<HashMap<SessionId, SessionState>>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// A message the relay has stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Its index in its room.
+    pub index: u64,
+    /// Its message id (envelope hash), to consent to or forward it.
+    pub message: Digest,
 }
 
 /// A Caucus participant's device, connected to a relay.
@@ -47,7 +56,7 @@ struct Shared {
 /// Dropping it stops its engine and closes its connection.
 pub struct Client {
     shared: Arc<Shared>,
-    events: mpsc::Receiver<Event>,
+    events: mpsc::UnboundedReceiver<Event>,
     /// Dropped with the client, which stops the engine.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -75,8 +84,9 @@ impl Shared {
     }
 
     fn emit(&self, event: Event) {
-        // The application may have stopped listening; that is its choice.
-        let _ = self.events.try_send(event);
+        // Events are kept until the application reads them (it may also
+        // have stopped listening, which is its choice).
+        let _ = self.events.send(event);
     }
 
     fn subscribe_body(&self, id: &SessionId) -> Option<RequestBody> {
@@ -124,7 +134,7 @@ impl Client {
             }
         }
         let (transport, incoming) = Transport::start(relay.to_owned(), clone_keys(&keys)?);
-        let (events_tx, events) = mpsc::channel(4096);
+        let (events_tx, events) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             keys,
             dir,
@@ -305,33 +315,50 @@ impl Client {
             .ok_or(ClientError::Usage("no private room"))
     }
 
-    /// A message this client has opened, by hash.
+    /// A message this client has opened or sent, by id.
     pub fn message(&self, session: &SessionId, hash: &Digest) -> Option<Opened> {
         let sessions = self.shared.sessions();
         sessions
             .get(session)?
             .messages
             .iter()
-            .find(|m| &m.hash == hash)
-            .cloned()
+            .find(|(_, m)| &m.hash == hash)
+            .map(|(_, m)| m.clone())
+    }
+
+    /// Everything said in `session` that this device has seen or sent, in
+    /// order, as events (without the warnings of the moment).
+    pub fn history(&self, session: &SessionId) -> Vec<Event> {
+        let sessions = self.shared.sessions();
+        sessions.get(session).map_or_else(Vec::new, |s| {
+            s.messages
+                .iter()
+                .map(|(index, m)| event_of(*session, *index, m.clone()))
+                .collect()
+        })
     }
 
     // ----- as a party member, or anyone in a room -----
 
-    /// Seal and post `content` in `room`; its index once the relay has
-    /// stored it durably.
-    pub async fn post(&self, session: &SessionId, room: &RoomId, content: &Content) -> Result<u64> {
-        let envelope = self.shared.with_session(session, |s, keys| {
+    /// Seal and post `content` in `room`; once the relay has stored it
+    /// durably, its index and its message id.
+    pub async fn post(
+        &self,
+        session: &SessionId,
+        room: &RoomId,
+        content: &Content,
+    ) -> Result<Sent> {
+        let (envelope, own) = self.shared.with_session(session, |s, keys| {
             let envelope = s.view.seal(keys, room, content)?;
-            // Keep our own words too: to consent to them, or to forward them.
-            s.messages.push(Opened {
+            let own = Opened {
                 header: envelope.header().clone(),
                 hash: envelope.hash(),
                 content: content.clone(),
                 gap: None,
-            });
-            Ok(envelope)
+            };
+            Ok((envelope, own))
         })?;
+        let message = own.hash;
         let index = self
             .shared
             .transport
@@ -345,9 +372,14 @@ impl Client {
         self.shared.with_session(session, |s, _| {
             let cursor = s.meta.cursors.entry(*room).or_insert(0);
             *cursor = (*cursor).max(index);
+            // Keep our own words too: to consent to them, or to forward them.
+            s.messages.push((index, own.clone()));
             Ok(())
         })?;
-        Ok(index)
+        // The relay does not echo our own posts; the event stream shows them
+        // once stored, like anyone else's.
+        emit_opened(&self.shared, *session, index, own);
+        Ok(Sent { index, message })
     }
 
     /// Send text in `room` with a sharing label (*mediator only* is the
@@ -358,7 +390,7 @@ impl Client {
         room: &RoomId,
         text: &str,
         sharing: Sharing,
-    ) -> Result<u64> {
+    ) -> Result<Sent> {
         let content = Content::Text {
             sharing,
             body: text.to_owned(),
@@ -367,7 +399,7 @@ impl Client {
     }
 
     /// Let the mediator share one of this device's own messages.
-    pub async fn consent(&self, session: &SessionId, message: &Digest) -> Result<u64> {
+    pub async fn consent(&self, session: &SessionId, message: &Digest) -> Result<Sent> {
         let original = self
             .message(session, message)
             .ok_or(ClientError::Usage("no such message"))?;
@@ -564,9 +596,10 @@ impl Client {
             let source = state
                 .messages
                 .iter()
+                .map(|(_, m)| m)
                 .find(|m| &m.hash == message)
                 .ok_or(ClientError::Usage("no such message"))?;
-            let consent = state.messages.iter().find(|c| {
+            let consent = state.messages.iter().map(|(_, m)| m).find(|c| {
                 c.content == Content::Consent { message: *message }
                     && c.header.sender == source.header.sender
                     && c.header.room == source.header.room
@@ -787,7 +820,7 @@ fn on_envelope(shared: &Arc<Shared>, index: u64, envelope: caucus_protocol::enve
         *cursor = (*cursor).max(index);
         match s.view.open(&envelope) {
             Ok(opened) => {
-                s.messages.push(opened.clone());
+                s.messages.push((index, opened.clone()));
                 Ok(Some(opened))
             }
             // Our own message, met again in a catch-up.
@@ -829,7 +862,13 @@ fn emit_opened(shared: &Shared, session: SessionId, index: u64, opened: Opened) 
             "messages from this sender are missing",
         );
     }
-    let event = match opened.content {
+    shared.emit(event_of(session, index, opened));
+}
+
+/// The event for a verified message.
+fn event_of(session: SessionId, index: u64, opened: Opened) -> Event {
+    let h = &opened.header;
+    match opened.content {
         Content::Text { sharing, body } => Event::Message {
             session,
             room: h.room,
@@ -868,8 +907,7 @@ fn emit_opened(shared: &Shared, session: SessionId, index: u64, opened: Opened) 
             room: h.room,
             event,
         },
-    };
-    shared.emit(event);
+    }
 }
 
 /// As the lead mediator: admit a joiner whose proof verifies against an

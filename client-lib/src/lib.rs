@@ -33,7 +33,7 @@ mod event;
 mod store;
 mod transport;
 
-pub use client::{Client, now};
+pub use client::{Client, Sent, now};
 pub use error::ClientError;
 pub use event::{Event, Warning};
 pub use store::StateDir;

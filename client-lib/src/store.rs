@@ -52,7 +52,9 @@ pub(crate) struct Meta {
 pub(crate) struct SessionState {
     pub(crate) view: SessionView,
     pub(crate) meta: Meta,
-    pub(crate) messages: Vec<Opened>,
+    /// Every message opened or sent, with its index in its room, in the
+    /// order they came.
+    pub(crate) messages: Vec<(u64, Opened)>,
 }
 
 /// The state directory.
@@ -164,7 +166,8 @@ impl StateDir {
             &serde_json::to_vec_pretty(&state.meta).map_err(corrupt)?,
         )?;
         let mut w = Writer::new();
-        w.list(&state.messages, |w, m| {
+        w.list(&state.messages, |w, (index, m)| {
+            w.u64(*index);
             w.bytes(&m.header.to_bytes());
             m.hash.encode(w);
             w.bytes(&m.content.to_bytes());
@@ -184,12 +187,16 @@ impl StateDir {
         let raw = zeroize::Zeroizing::new(std::fs::read(dir.join("messages.bin"))?);
         let messages = Reader::decode_all(&raw, |r| {
             r.list(|r| {
-                Ok(Opened {
-                    header: Header::from_bytes(r.bytes()?)?,
-                    hash: Digest::decode(r)?,
-                    content: caucus_protocol::content::Content::from_bytes(r.bytes()?)?,
-                    gap: None,
-                })
+                let index = r.u64()?;
+                Ok((
+                    index,
+                    Opened {
+                        header: Header::from_bytes(r.bytes()?)?,
+                        hash: Digest::decode(r)?,
+                        content: caucus_protocol::content::Content::from_bytes(r.bytes()?)?,
+                        gap: None,
+                    },
+                ))
             })
         })
         .map_err(corrupt)?;

@@ -1,3 +1,0 @@
-//! `caucus`: the command-line client.
-
-fn main() {}

@@ -1,0 +1,478 @@
+//! `caucus`: the Caucus command-line client. Every workflow is scriptable:
+//! `--json` prints one JSON object per line. See README.md for a walk
+//! through each command.
+
+mod demo;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use caucus_client::{Client, ClientError, Event, StateDir};
+use caucus_protocol::content::Sharing;
+use caucus_protocol::crypto::Digest;
+use caucus_protocol::ids::{PartyId, RoomId, SessionId};
+use caucus_protocol::wire::PartyStatus;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use output::{describe, print};
+
+#[derive(Parser)]
+#[command(
+    name = "caucus",
+    version,
+    about = "The Caucus client: remote shuttle mediation, end-to-end encrypted"
+)]
+struct Cli {
+    /// This device's state directory (identity, sessions).
+    #[arg(
+        long,
+        env = "CAUCUS_STATE",
+        default_value = "caucus-state",
+        global = true
+    )]
+    state: PathBuf,
+    /// Print one JSON object per line.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create this device's identity (if there is none) and show it.
+    Init,
+    /// Show this device's fingerprint and safety code.
+    Whoami,
+    /// Sessions (as the mediator).
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+    /// Make an invite link for one person joining a party (mediator).
+    Invite {
+        #[command(flatten)]
+        at: At,
+        /// The party: its label or id.
+        #[arg(long)]
+        party: String,
+        /// The invitee's name, shown to the session's members.
+        #[arg(long)]
+        name: String,
+        /// Hours until the link expires.
+        #[arg(long, default_value_t = 72)]
+        valid_hours: u64,
+    },
+    /// Join a session from an invite link and wait to be admitted.
+    Join {
+        /// The invite link.
+        link: String,
+        /// Seconds to wait for the mediator.
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
+    },
+    /// Send a message.
+    Send {
+        #[command(flatten)]
+        at: At,
+        /// The room: `mine` (your party's private room), `joint`, or a party's label or id.
+        #[arg(long, default_value = "mine")]
+        room: String,
+        /// Let the mediator share it (the default in a private room is mediator only).
+        #[arg(long)]
+        may_share: bool,
+        /// The message.
+        text: String,
+    },
+    /// Print what has arrived (and, with --follow, what arrives).
+    Listen {
+        #[command(flatten)]
+        at: At,
+        /// Keep listening. As the mediator, this also admits joiners.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Carry a message to another room (mediator).
+    Forward {
+        #[command(flatten)]
+        at: At,
+        /// The message (its id as `listen` prints it).
+        #[arg(long)]
+        message: String,
+        /// Where to: `joint`, or a party's label or id.
+        #[arg(long)]
+        to: String,
+        /// Carry it in these words instead of verbatim.
+        #[arg(long)]
+        reframe: Option<String>,
+    },
+    /// Let the mediator share one of your messages.
+    Consent {
+        #[command(flatten)]
+        at: At,
+        /// The message (its id as `listen` prints it).
+        #[arg(long)]
+        message: String,
+    },
+    /// Tell the mediator your status.
+    Status {
+        #[command(flatten)]
+        at: At,
+        /// ready, needs-mediator or on-break.
+        status: StatusArg,
+    },
+    /// Open or close the joint room (mediator).
+    Joint {
+        #[command(flatten)]
+        at: At,
+        /// open or close.
+        action: JointAction,
+    },
+    /// Close the session for everyone (mediator).
+    Close {
+        #[command(flatten)]
+        at: At,
+    },
+    /// Play a whole shuttle mediation against a running relay and show what
+    /// each participant saw.
+    Demo {
+        /// The relay's base URL, e.g. ws://127.0.0.1:7300.
+        #[arg(long, env = "CAUCUS_SERVER")]
+        server: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// Create a session with named parties; you are its mediator.
+    Create {
+        /// The relay's base URL.
+        #[arg(long, env = "CAUCUS_SERVER")]
+        server: String,
+        /// Your name, as the members see it.
+        #[arg(long, default_value = "Mediator")]
+        name: String,
+        /// A party's label (repeat for each party).
+        #[arg(long = "party", required = true)]
+        parties: Vec<String>,
+    },
+}
+
+/// Which relay and session a command is about.
+#[derive(clap::Args)]
+struct At {
+    /// The relay's base URL.
+    #[arg(long, env = "CAUCUS_SERVER")]
+    server: String,
+    /// The session id.
+    #[arg(long, env = "CAUCUS_SESSION")]
+    session: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StatusArg {
+    Ready,
+    NeedsMediator,
+    OnBreak,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum JointAction {
+    Open,
+    Close,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("caucus: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn session_id(text: &str) -> Result<SessionId, ClientError> {
+    SessionId::parse(text).ok_or(ClientError::Usage("not a session id"))
+}
+
+fn message_id(text: &str) -> Result<Digest, ClientError> {
+    caucus_protocol::b64::decode_array(text)
+        .map(Digest)
+        .ok_or(ClientError::Usage("not a message id"))
+}
+
+fn party(client: &Client, session: &SessionId, name: &str) -> Result<PartyId, ClientError> {
+    client
+        .parties(session)?
+        .into_iter()
+        .find(|(id, label)| label.eq_ignore_ascii_case(name) || id.to_string() == name)
+        .map(|(id, _)| id)
+        .ok_or(ClientError::Usage("no party with that label or id"))
+}
+
+fn room(client: &Client, session: &SessionId, name: &str) -> Result<RoomId, ClientError> {
+    match name {
+        "mine" => client.my_room(session),
+        "joint" => client.joint_room(session),
+        other => client.party_room(session, &party(client, session, other)?),
+    }
+}
+
+async fn open(cli: &Cli, server: &str) -> Result<Client, ClientError> {
+    Client::open(StateDir::open(&cli.state)?, server).await
+}
+
+/// Whether an event is part of the session's history (a message, a
+/// forward, a receipt, a consent, a system event), which `listen` prints
+/// from the stored history rather than as it arrives.
+fn in_history(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Message { .. }
+            | Event::Forwarded { .. }
+            | Event::Shared { .. }
+            | Event::Consent { .. }
+            | Event::System { .. }
+    )
+}
+
+/// Print what this state directory has not shown yet — every other event
+/// that arrived while catching up, then the history since the last `listen`
+/// — and with `follow`, everything that arrives from then on.
+async fn listen(
+    client: &mut Client,
+    state: &std::path::Path,
+    session: &SessionId,
+    follow: bool,
+    json_mode: bool,
+) -> Result<(), ClientError> {
+    let mark = state.join(format!("listen-{session}.seen"));
+    let mut seen: usize = std::fs::read_to_string(&mark)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    while let Some(event) = client.next_event_within(Duration::from_millis(300)).await {
+        if !in_history(&event) {
+            let (text, value) = describe(client, &event);
+            print(json_mode, &text, value);
+        }
+    }
+    let history = client.history(session);
+    for event in history.iter().skip(seen) {
+        let (text, value) = describe(client, event);
+        print(json_mode, &text, value);
+    }
+    seen = history.len();
+    std::fs::write(&mark, seen.to_string())?;
+    if !follow {
+        return Ok(());
+    }
+    while let Some(event) = client.next_event().await {
+        let (text, value) = describe(client, &event);
+        print(json_mode, &text, value);
+        if in_history(&event) {
+            seen += 1;
+            std::fs::write(&mark, seen.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Print every event that has arrived, waiting `quiet` for more.
+async fn drain(client: &mut Client, json_mode: bool, quiet: Duration) {
+    while let Some(event) = client.next_event_within(quiet).await {
+        let (text, value) = describe(client, &event);
+        print(json_mode, &text, value);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    let json_mode = cli.json;
+    match &cli.command {
+        Command::Init | Command::Whoami => {
+            let dir = StateDir::open(&cli.state)?;
+            let keys = match cli.command {
+                Command::Init => dir.identity_or_create()?,
+                _ => dir
+                    .identity()?
+                    .ok_or(ClientError::Usage("no identity here: run `caucus init`"))?,
+            };
+            let fingerprint = keys.fingerprint();
+            let code = fingerprint.safety_code();
+            print(
+                json_mode,
+                &format!("fingerprint: {fingerprint}\nsafety code: {code}"),
+                json!({"fingerprint": fingerprint, "safety_code": code}),
+            );
+        }
+        Command::Session {
+            command:
+                SessionCommand::Create {
+                    server,
+                    name,
+                    parties,
+                },
+        } => {
+            let client = open(&cli, server).await?;
+            let labels: Vec<&str> = parties.iter().map(String::as_str).collect();
+            let (session, ids) = client.create_session(name, &labels).await?;
+            let listed: Vec<_> = ids
+                .iter()
+                .zip(&labels)
+                .map(|(id, label)| json!({"party": id, "label": label}))
+                .collect();
+            let text = format!(
+                "session {session}\n{}",
+                ids.iter()
+                    .zip(&labels)
+                    .map(|(id, l)| format!("party {l}: {id}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            print(
+                json_mode,
+                &text,
+                json!({"session": session, "parties": listed}),
+            );
+        }
+        Command::Invite {
+            at,
+            party: p,
+            name,
+            valid_hours,
+        } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            let party_id = party(&client, &session, p)?;
+            let expires = caucus_client::now() + valid_hours * 3600;
+            let link = client.invite(&session, &party_id, name, expires).await?;
+            print(
+                json_mode,
+                &link,
+                json!({"link": link, "expires_at": expires}),
+            );
+        }
+        Command::Join { link, wait } => {
+            let (mut client, session) = Client::join(StateDir::open(&cli.state)?, link).await?;
+            let roster_mediator = caucus_protocol::invite::Invite::from_link(link)?.mediator;
+            if !json_mode {
+                eprintln!(
+                    "waiting for the mediator (safety code {}) to admit you...",
+                    roster_mediator.safety_code()
+                );
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(*wait);
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match client.next_event_within(left).await {
+                    Some(Event::Joined { .. }) => break,
+                    Some(Event::Declined { .. }) => {
+                        return Err(ClientError::Usage("the mediator declined the request"));
+                    }
+                    Some(_) => {}
+                    None => return Err(ClientError::Timeout),
+                }
+            }
+            client.sync(&session).await?;
+            print(
+                json_mode,
+                &format!("joined session {session}"),
+                json!({"joined": session}),
+            );
+        }
+        Command::Send {
+            at,
+            room: r,
+            may_share,
+            text,
+        } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            let target = room(&client, &session, r)?;
+            let sharing = if *may_share {
+                Sharing::MayShare
+            } else {
+                Sharing::MediatorOnly
+            };
+            let sent = client.send(&session, &target, text, sharing).await?;
+            let id = caucus_protocol::b64::encode(&sent.message.0);
+            print(
+                json_mode,
+                &format!("sent (index {}; message {id})", sent.index),
+                json!({"sent": sent.index, "message": sent.message, "room": target}),
+            );
+        }
+        Command::Listen { at, follow } => {
+            let mut client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            listen(&mut client, &cli.state, &session, *follow, json_mode).await?;
+        }
+        Command::Forward {
+            at,
+            message,
+            to,
+            reframe,
+        } => {
+            let mut client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            let destination = room(&client, &session, to)?;
+            client
+                .forward(
+                    &session,
+                    &message_id(message)?,
+                    &destination,
+                    reframe.clone(),
+                )
+                .await?;
+            drain(&mut client, true, Duration::from_millis(1)).await;
+            print(
+                json_mode,
+                "forwarded",
+                json!({"forwarded": message, "to": destination}),
+            );
+        }
+        Command::Consent { at, message } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            client.consent(&session, &message_id(message)?).await?;
+            print(json_mode, "consent given", json!({"consented": message}));
+        }
+        Command::Status { at, status } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            let s = match status {
+                StatusArg::Ready => PartyStatus::Ready,
+                StatusArg::NeedsMediator => PartyStatus::NeedsMediator,
+                StatusArg::OnBreak => PartyStatus::OnBreak,
+            };
+            client.set_status(&session, s).await?;
+            print(json_mode, "status set", json!({"status": s}));
+        }
+        Command::Joint { at, action } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            let open_it = matches!(action, JointAction::Open);
+            client.set_joint_open(&session, open_it).await?;
+            let word = if open_it { "open" } else { "closed" };
+            print(
+                json_mode,
+                &format!("the joint room is {word}"),
+                json!({"joint": word}),
+            );
+        }
+        Command::Close { at } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            client.close_session(&session).await?;
+            print(json_mode, "session closed", json!({"closed": session}));
+        }
+        Command::Demo { server } => demo::run(server, json_mode).await?,
+    }
+    Ok(())
+}

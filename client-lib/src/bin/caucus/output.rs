@@ -1,0 +1,234 @@
+//! How events and results are printed: readable lines, or with `--json` one
+//! JSON object per line.
+
+use caucus_client::{Client, Event, Warning};
+use caucus_protocol::content::{ForwardMode, Sharing, SystemEvent};
+use caucus_protocol::identity::Fingerprint;
+use caucus_protocol::ids::SessionId;
+use caucus_protocol::wire::{MediatorWhereabouts, PartyStatus};
+use serde_json::{Value, json};
+
+/// Print one record: `text` for people, `value` with `--json`.
+pub(crate) fn print(json_mode: bool, text: &str, value: Value) {
+    if json_mode {
+        line(&value.to_string());
+    } else {
+        line(text);
+    }
+}
+
+/// Write a line to stdout; a closed pipe (`caucus listen | head`) is not an
+/// error worth a panic.
+pub(crate) fn line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+fn who(client: &Client, session: &SessionId, member: &Fingerprint) -> String {
+    if *member == client.fingerprint() {
+        return "you".into();
+    }
+    client
+        .name_of(session, member)
+        .unwrap_or_else(|| format!("member {}", &member.to_string()[..8]))
+}
+
+fn sharing(s: Sharing) -> &'static str {
+    match s {
+        Sharing::MediatorOnly => "mediator only",
+        Sharing::MayShare => "may share",
+    }
+}
+
+fn mode(m: ForwardMode) -> &'static str {
+    match m {
+        ForwardMode::Verbatim => "verbatim",
+        ForwardMode::Reframed => "reframed",
+    }
+}
+
+fn status(s: PartyStatus) -> &'static str {
+    match s {
+        PartyStatus::Ready => "ready",
+        PartyStatus::NeedsMediator => "needs the mediator",
+        PartyStatus::OnBreak => "on a break",
+    }
+}
+
+/// The readable line and the JSON object for an event.
+pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
+    match event {
+        Event::Message {
+            session,
+            room,
+            index,
+            sender,
+            hash,
+            sharing: s,
+            text,
+        } => (
+            format!(
+                "[{}] {}: {text}   ({}; message {hash_s})",
+                client.room_label(session, room),
+                who(client, session, sender),
+                sharing(*s),
+                hash_s = caucus_protocol::b64::encode(&hash.0)
+            ),
+            json!({"event": "message", "session": session, "room": room, "room_label": client.room_label(session, room),
+                   "index": index, "sender": sender, "sender_name": who(client, session, sender),
+                   "message": hash, "sharing": s, "text": text}),
+        ),
+        Event::Forwarded {
+            session,
+            room,
+            index,
+            mediator,
+            from_room,
+            mode: m,
+            text,
+            author_consented,
+        } => (
+            format!(
+                "[{}] forwarded by the mediator from {} ({}{}): {text}",
+                client.room_label(session, room),
+                client.room_label(session, from_room),
+                mode(*m),
+                if *author_consented {
+                    ", with the author's consent"
+                } else {
+                    ""
+                }
+            ),
+            json!({"event": "forwarded", "session": session, "room": room, "room_label": client.room_label(session, room),
+                   "index": index, "mediator": mediator, "from_room": from_room, "mode": m, "text": text,
+                   "author_consented": author_consented}),
+        ),
+        Event::Shared {
+            session,
+            room,
+            source,
+            destination,
+            mode: m,
+            text,
+        } => (
+            format!(
+                "[{}] the mediator shared {} with {} ({}): {text}",
+                client.room_label(session, room),
+                caucus_protocol::b64::encode(&source.0),
+                client.room_label(session, destination),
+                mode(*m)
+            ),
+            json!({"event": "shared", "session": session, "room": room, "message": source, "destination": destination,
+                   "destination_label": client.room_label(session, destination), "mode": m, "text": text}),
+        ),
+        Event::Consent {
+            session,
+            room,
+            member,
+            message,
+        } => (
+            format!(
+                "[{}] {} consents to sharing {}",
+                client.room_label(session, room),
+                who(client, session, member),
+                caucus_protocol::b64::encode(&message.0)
+            ),
+            json!({"event": "consent", "session": session, "room": room, "member": member, "message": message}),
+        ),
+        Event::System {
+            session,
+            room,
+            event,
+        } => {
+            let what = match event {
+                SystemEvent::MemberAdmitted(m) => {
+                    format!("{} was admitted", who(client, session, m))
+                }
+                SystemEvent::MemberRemoved(m) => format!("{} was removed", who(client, session, m)),
+                SystemEvent::JointOpened => "the joint room is open".into(),
+                SystemEvent::JointClosed => "the joint room is closed".into(),
+                SystemEvent::PhaseChanged(p) => format!("the mediation moved to {p:?}"),
+            };
+            (
+                format!("[{}] {what}", client.room_label(session, room)),
+                json!({"event": "system", "session": session, "room": room, "what": what}),
+            )
+        }
+        Event::Roster { session, version } => (
+            format!("roster version {version} accepted"),
+            json!({"event": "roster", "session": session, "version": version}),
+        ),
+        Event::Joined { session } => (
+            "admitted by the mediator".into(),
+            json!({"event": "joined", "session": session}),
+        ),
+        Event::Admitted {
+            session,
+            invite,
+            member,
+        } => (
+            format!(
+                "admitted {} (invite {invite})",
+                who(client, session, member)
+            ),
+            json!({"event": "admitted", "session": session, "invite": invite, "member": member}),
+        ),
+        Event::Rejected {
+            session,
+            invite,
+            reason,
+        } => (
+            format!("refused a join request on invite {invite}: {reason}"),
+            json!({"event": "rejected", "session": session, "invite": invite, "reason": reason}),
+        ),
+        Event::Declined { session } => (
+            "the mediator declined the request to join".into(),
+            json!({"event": "declined", "session": session}),
+        ),
+        Event::Presence {
+            session,
+            online,
+            mediator,
+        } => {
+            let place = match mediator {
+                MediatorWhereabouts::Away => "away".to_string(),
+                MediatorWhereabouts::WithYou(_) => "with you".into(),
+                MediatorWhereabouts::Elsewhere => "with another party".into(),
+                MediatorWhereabouts::In(r) => format!("in {}", client.room_label(session, r)),
+            };
+            (
+                format!("the mediator is {place} ({} online)", online.len()),
+                json!({"event": "presence", "session": session, "online": online, "mediator": place}),
+            )
+        }
+        Event::Status {
+            session,
+            member,
+            status: s,
+        } => (
+            format!("{} is {}", who(client, session, member), status(*s)),
+            json!({"event": "status", "session": session, "member": member, "status": s}),
+        ),
+        Event::Closed { session } => (
+            "the session has closed".into(),
+            json!({"event": "closed", "session": session}),
+        ),
+        Event::Warning {
+            session,
+            kind,
+            detail,
+        } => {
+            let kind_s = match kind {
+                Warning::Gap { .. } => "gap",
+                Warning::Verification => "verification",
+                Warning::Replay => "replay",
+                _ => "other",
+            };
+            (
+                format!("WARNING ({kind_s}): {detail}"),
+                json!({"event": "warning", "session": session, "kind": kind_s, "detail": detail}),
+            )
+        }
+        other => (format!("{other:?}"), json!({"event": "other"})),
+    }
+}

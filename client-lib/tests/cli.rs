@@ -1,0 +1,294 @@
+//! The `caucus` command against a real relay: `caucus demo`, and a whole
+//! scripted exchange with `--json`.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
+
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+async fn relay() -> (String, tokio::sync::oneshot::Sender<()>, tempfile::TempDir) {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let args = caucus_server::Args::parse_from([
+        "caucus-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let server = caucus_server::Server::bind(caucus_server::Config::from_args(args).unwrap())
+        .await
+        .unwrap();
+    let url = server.url();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    (url, stop, dir)
+}
+
+/// Run `caucus` with `args` (off the async runtime's threads).
+async fn caucus(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_caucus"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "caucus failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caucus_demo_plays_a_whole_shuttle_mediation() {
+    let (url, _stop, _dir) = relay().await;
+    let out = ok(&caucus(vec!["demo".into(), "--server".into(), url.clone()]).await);
+    let section = |title: &str| -> String {
+        let start = out
+            .find(&format!("== {title} —"))
+            .unwrap_or_else(|| panic!("no {title} in\n{out}"));
+        let rest = &out[start + 3..];
+        rest[..rest.find("\n== ").unwrap_or(rest.len())].to_string()
+    };
+    let mediator = section("Mediator");
+    let claimant = section("Claimant");
+    let defendant = section("Defendant trust");
+    // The mediator heard everything in confidence, and the consent.
+    assert!(mediator.contains("I want them to admit the operation went wrong."));
+    assert!(mediator.contains("The trust can offer £120,000"));
+    assert!(mediator.contains("consents to sharing"));
+    // The claimant never saw the trust's private room, only the forward.
+    assert!(claimant.contains("forwarded by the mediator from Defendant trust (private) (verbatim, with the author's consent): The trust can offer £120,000"));
+    assert!(claimant.contains("the mediator is with another party"));
+    assert!(!claimant.contains("[Defendant trust (private)]"));
+    // The trust never saw the claimant's words, only the reframing, and was
+    // told what of its own was shared.
+    assert!(!defendant.contains("I want them to admit"));
+    assert!(!defendant.contains("An apology would matter"));
+    assert!(defendant.contains(
+        "(reframed): The claimant's side says an apology matters as much as the amount."
+    ));
+    assert!(defendant.contains("the mediator shared"));
+    assert!(!defendant.contains("on a break"));
+    assert!(mediator.contains("Ms Claimant is on a break"));
+    for s in [&mediator, &claimant, &defendant] {
+        assert!(s.contains("the session has closed"));
+        assert!(!s.contains("WARNING"), "{s}");
+    }
+    // --json: one object per line, each naming its participant.
+    let json = ok(&caucus(vec!["demo".into(), "--server".into(), url, "--json".into()]).await);
+    let lines = json_lines(&json);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["participant"].is_string() && l["event"]["event"].is_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_session_with_the_caucus_command() {
+    let (url, _stop, _dir) = relay().await;
+    let mediator_dir = tempfile::tempdir().unwrap();
+    let party_dir = tempfile::tempdir().unwrap();
+    let m = |args: &[&str]| {
+        let mut all = vec![
+            "--json".to_string(),
+            "--state".into(),
+            mediator_dir.path().display().to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        all
+    };
+    let p = |args: &[&str]| {
+        let mut all = vec![
+            "--json".to_string(),
+            "--state".into(),
+            party_dir.path().display().to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        all
+    };
+    let me = json_lines(&ok(&caucus(m(&["init"])).await));
+    assert_eq!(me[0]["safety_code"].as_str().unwrap().len(), 35);
+    let created = json_lines(&ok(&caucus(m(&[
+        "session",
+        "create",
+        "--server",
+        &url,
+        "--party",
+        "Partner A",
+        "--party",
+        "Partner B",
+    ]))
+    .await));
+    let session = created[0]["session"].as_str().unwrap().to_string();
+    let link = json_lines(&ok(&caucus(m(&[
+        "invite",
+        "--server",
+        &url,
+        "--session",
+        &session,
+        "--party",
+        "Partner A",
+        "--name",
+        "Dr A",
+    ]))
+    .await));
+    let link = link[0]["link"].as_str().unwrap().to_string();
+    // The party joins; the mediator's `listen --follow` admits them.
+    let follow = {
+        let args = m(&[
+            "listen",
+            "--follow",
+            "--server",
+            &url,
+            "--session",
+            &session,
+        ]);
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_caucus"))
+                .args(&args)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let joined = json_lines(&ok(&caucus(p(&["join", &link, "--wait", "20"])).await));
+    assert_eq!(joined[0]["joined"], Value::String(session.clone()));
+    let mut follow = follow;
+    follow.kill().unwrap();
+    let _ = follow.wait();
+    // The party writes in confidence; the mediator reads it, and it carries a message id.
+    let sent = json_lines(&ok(&caucus(p(&[
+        "send",
+        "--server",
+        &url,
+        "--session",
+        &session,
+        "I feel the practice owes me my share",
+    ]))
+    .await));
+    let message = sent[0]["message"].as_str().unwrap().to_string();
+    let heard = json_lines(&ok(&caucus(m(&[
+        "listen",
+        "--server",
+        &url,
+        "--session",
+        &session,
+    ]))
+    .await));
+    let msg = heard.iter().find(|e| e["event"] == "message").unwrap();
+    assert_eq!(msg["text"], "I feel the practice owes me my share");
+    assert_eq!(msg["sharing"], "mediator_only");
+    assert_eq!(msg["message"], Value::String(message.clone()));
+    // Forwarding it without consent is refused; after consent it goes.
+    let refused = caucus(m(&[
+        "forward",
+        "--server",
+        &url,
+        "--session",
+        &session,
+        "--message",
+        &message,
+        "--to",
+        "Partner B",
+    ]))
+    .await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("consent"));
+    ok(&caucus(p(&[
+        "consent",
+        "--server",
+        &url,
+        "--session",
+        &session,
+        "--message",
+        &message,
+    ]))
+    .await);
+    ok(&caucus(m(&["listen", "--server", &url, "--session", &session])).await);
+    ok(&caucus(m(&[
+        "forward",
+        "--server",
+        &url,
+        "--session",
+        &session,
+        "--message",
+        &message,
+        "--to",
+        "Partner B",
+        "--reframe",
+        "Partner A feels their share is owed.",
+    ]))
+    .await);
+    ok(&caucus(p(&[
+        "status",
+        "--server",
+        &url,
+        "--session",
+        &session,
+        "needs-mediator",
+    ]))
+    .await);
+    ok(&caucus(m(&[
+        "joint",
+        "--server",
+        &url,
+        "--session",
+        &session,
+        "open",
+    ]))
+    .await);
+    ok(&caucus(p(&[
+        "send",
+        "--server",
+        &url,
+        "--session",
+        &session,
+        "--room",
+        "joint",
+        "--may-share",
+        "Hello all",
+    ]))
+    .await);
+    let party_saw = json_lines(&ok(&caucus(p(&[
+        "listen",
+        "--server",
+        &url,
+        "--session",
+        &session,
+    ]))
+    .await));
+    assert!(
+        party_saw
+            .iter()
+            .any(|e| e["event"] == "shared" && e["mode"] == "reframed")
+    );
+    assert!(
+        party_saw
+            .iter()
+            .any(|e| e["event"] == "system" && e["what"] == "the joint room is open")
+    );
+    ok(&caucus(m(&["close", "--server", &url, "--session", &session])).await);
+    let whoami = json_lines(&ok(&caucus(p(&["whoami"])).await));
+    assert!(whoami[0]["fingerprint"].is_string());
+}
