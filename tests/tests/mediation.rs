@@ -1,4 +1,4 @@
-//! The client library against a real relay: real websockets, real sled and
+//! The client library end to end against a real relay: real websockets, real sled and
 //! state directories, several clients per test.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
@@ -8,52 +8,7 @@ use caucus_client::{Client, Event, StateDir};
 use caucus_protocol::content::{ForwardMode, Sharing};
 use caucus_protocol::ids::{PartyId, SessionId};
 
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Relay {
-    url: String,
-    /// The relay's data directory.
-    dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn relay() -> Relay {
-    use clap::Parser;
-    let dir = tempfile::tempdir().unwrap();
-    let args = caucus_server::Args::parse_from([
-        "caucus-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    let server = caucus_server::Server::bind(caucus_server::Config::from_args(args).unwrap())
-        .await
-        .unwrap();
-    let url = server.url();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    Relay {
-        url,
-        dir,
-        _stop: stop,
-    }
-}
-
-/// Wait for the first event matching `pred`.
-async fn wait_for(client: &mut Client, mut pred: impl FnMut(&Event) -> bool) -> Event {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match client.next_event_within(left).await {
-            Some(e) if pred(&e) => return e,
-            Some(_) => continue,
-            None => panic!("no matching event within {WAIT:?}"),
-        }
-    }
-}
+use caucus_tests::{Relay, dir_contains, wait_for};
 
 /// The mediator, a claimant with a solicitor, and a defendant, all admitted.
 struct Cast {
@@ -110,7 +65,7 @@ async fn cast(relay: &Relay) -> Cast {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_message_reaches_its_party_and_the_mediator_only() {
-    let relay = relay().await;
+    let relay = Relay::start(&[]).await;
     let mut c = cast(&relay).await;
     let room = c.claimant.my_room(&c.session).unwrap();
     assert_eq!(
@@ -150,20 +105,6 @@ async fn a_private_message_reaches_its_party_and_the_mediator_only() {
     assert!(dir_contains(c.dirs[1].path(), canary.as_bytes()));
 }
 
-/// Whether any file under `dir` contains `needle`.
-fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
-    std::fs::read_dir(dir).unwrap().any(|entry| {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            dir_contains(&path, needle)
-        } else {
-            std::fs::read(&path)
-                .map(|b| b.windows(needle.len()).any(|w| w == needle))
-                .unwrap_or(false)
-        }
-    })
-}
-
 async fn next_message(client: &mut Client) -> (caucus_protocol::crypto::Digest, String) {
     match wait_for(client, |e| matches!(e, Event::Message { .. })).await {
         Event::Message { hash, text, .. } => (hash, text),
@@ -173,7 +114,7 @@ async fn next_message(client: &mut Client) -> (caucus_protocol::crypto::Digest, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_carry_provenance_and_the_source_room_gets_a_receipt() {
-    let relay = relay().await;
+    let relay = Relay::start(&[]).await;
     let mut c = cast(&relay).await;
     let session = c.session;
     let defendant_room = c.defendant.my_room(&session).unwrap();
@@ -307,7 +248,7 @@ async fn forwards_carry_provenance_and_the_source_room_gets_a_receipt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_member_cannot_read_what_is_sent_after() {
-    let relay = relay().await;
+    let relay = Relay::start(&[]).await;
     let mut c = cast(&relay).await;
     let session = c.session;
     let room = c.claimant.my_room(&session).unwrap();
@@ -352,7 +293,7 @@ async fn a_removed_member_cannot_read_what_is_sent_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_client_resumes_with_nothing_lost_and_nothing_duplicated() {
-    let relay = relay().await;
+    let relay = Relay::start(&[]).await;
     let Cast {
         session,
         mut claimant,

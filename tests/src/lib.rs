@@ -1,0 +1,77 @@
+//! Shared harness for the end-to-end tests in `tests/tests/`: a real relay
+//! on a loopback port over a real sled directory, and helpers to wait for
+//! client events.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test harness
+
+use std::time::Duration;
+
+use caucus_client::{Client, Event};
+
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A relay running in this process.
+pub struct Relay {
+    /// Its websocket URL.
+    pub url: String,
+    /// Its data directory.
+    pub dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Relay {
+    /// Start a relay on `127.0.0.1:0` over a fresh data directory, with
+    /// extra `flags`.
+    pub async fn start(flags: &[&str]) -> Self {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "caucus-server".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir.path().display().to_string(),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let config =
+            caucus_server::Config::from_args(caucus_server::Args::parse_from(args)).unwrap();
+        let server = caucus_server::Server::bind(config).await.unwrap();
+        let url = server.url();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            url,
+            dir,
+            _stop: stop,
+        }
+    }
+}
+
+/// Wait for the first event matching `pred`, passing over others.
+pub async fn wait_for(client: &mut Client, mut pred: impl FnMut(&Event) -> bool) -> Event {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.next_event_within(left).await {
+            Some(e) if pred(&e) => return e,
+            Some(_) => continue,
+            None => panic!("no matching event within {WAIT:?}"),
+        }
+    }
+}
+
+/// Whether any file under `dir` contains `needle`.
+pub fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            dir_contains(&path, needle)
+        } else {
+            std::fs::read(&path)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        }
+    })
+}
