@@ -16,19 +16,32 @@ pub struct Relay {
     pub url: String,
     /// Its data directory.
     pub dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Relay {
     /// Start a relay on `127.0.0.1:0` over a fresh data directory, with
     /// extra `flags`.
     pub async fn start(flags: &[&str]) -> Self {
+        Self::start_at(tempfile::tempdir().unwrap(), "127.0.0.1:0", flags).await
+    }
+
+    /// Stop gracefully (clients are closed with 1001) and start again on
+    /// the same address and data directory.
+    pub async fn restart(self) -> Self {
+        let addr = self.url.trim_start_matches("ws://").to_string();
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+        Self::start_at(self.dir, &addr, &[]).await
+    }
+
+    async fn start_at(dir: tempfile::TempDir, listen: &str, flags: &[&str]) -> Self {
         use clap::Parser;
-        let dir = tempfile::tempdir().unwrap();
         let mut args = vec![
             "caucus-server".to_string(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            listen.into(),
             "--data-dir".into(),
             dir.path().display().to_string(),
         ];
@@ -38,13 +51,19 @@ impl Relay {
         let server = caucus_server::Server::bind(config).await.unwrap();
         let url = server.url();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
         Self {
             url,
             dir,
-            _stop: stop,
+            stop,
+            task,
         }
     }
 }

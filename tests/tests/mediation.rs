@@ -367,3 +367,115 @@ async fn a_restarted_client_resumes_with_nothing_lost_and_nothing_duplicated() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reconnect_by_themselves_when_the_relay_restarts() {
+    let relay = Relay::start(&[]).await;
+    let mut c = cast(&relay).await;
+    let session = c.session;
+    let room = c.claimant.my_room(&session).unwrap();
+    let claimant_id = c.claimant.fingerprint();
+    // The relay goes down and comes back on the same address and data.
+    let relay = relay.restart().await;
+    // The claimant posts as soon as it is back (the request waits for the
+    // reconnection); the solicitor, which did nothing, catches up by itself.
+    c.claimant
+        .send(&session, &room, "after the restart", Sharing::MediatorOnly)
+        .await
+        .unwrap();
+    match wait_for(
+        &mut c.solicitor,
+        |e| matches!(e, Event::Message { sender, .. } if *sender == claimant_id),
+    )
+    .await
+    {
+        Event::Message { text, .. } => assert_eq!(text, "after the restart"),
+        _ => unreachable!(),
+    }
+    let _ = relay;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_request_with_a_bad_proof_is_rejected_and_reported() {
+    use caucus_protocol::crypto::label;
+    use caucus_protocol::wire::{Encoded, Request, RequestBody};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut mediator = Client::open(StateDir::open(dir.path()).unwrap(), &relay.url)
+        .await
+        .unwrap();
+    let (session, parties) = mediator.create_session("M", &["P"]).await.unwrap();
+    let link = mediator
+        .invite(&session, &parties[0], "someone", caucus_client::now() + 600)
+        .await
+        .unwrap();
+    // Someone with the admission token (the relay's knowledge) but not the
+    // secret knocks with a proof that does not verify.
+    let invite = caucus_protocol::invite::Invite::from_link(&link).unwrap();
+    let keys = caucus_protocol::identity::DeviceKeys::generate().unwrap();
+    let mut request = invite.join_request(keys.public());
+    request.proof[0] ^= 1;
+    let mut http = relay.url.as_str().into_client_request().unwrap();
+    http.headers_mut()
+        .insert("sec-websocket-protocol", "caucus.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(http).await.unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    let nonce = loop {
+        if let Some(Ok(Message::Text(t))) = ws.next().await {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == "challenge" {
+                break caucus_protocol::b64::decode_array::<32>(v["nonce"].as_str().unwrap())
+                    .unwrap();
+            }
+        }
+    };
+    for (id, body) in [
+        (
+            1,
+            RequestBody::Auth {
+                identity: Encoded(keys.public().clone()),
+                signature: keys.sign(label::AUTH, &nonce),
+            },
+        ),
+        (
+            2,
+            RequestBody::Join {
+                token: invite.admission_token(),
+                request: Encoded(request),
+            },
+        ),
+    ] {
+        let frame = serde_json::to_string(&Request { v: 1, id, body }).unwrap();
+        ws.send(Message::text(frame)).await.unwrap();
+    }
+    match wait_for(&mut mediator, |e| {
+        matches!(e, Event::Rejected { .. } | Event::Admitted { .. })
+    })
+    .await
+    {
+        Event::Rejected { reason, .. } => assert!(reason.contains("proof"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // The knocker is told, and is not in the roster.
+    let declined = loop {
+        match tokio::time::timeout(caucus_tests::WAIT, ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Text(t))) if t.as_str().contains("\"declined\"") => break true,
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(declined);
+    assert!(
+        mediator
+            .roster(&session)
+            .unwrap()
+            .member(&keys.fingerprint())
+            .is_none()
+    );
+}
