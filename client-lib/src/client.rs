@@ -348,38 +348,7 @@ impl Client {
         room: &RoomId,
         content: &Content,
     ) -> Result<Sent> {
-        let (envelope, own) = self.shared.with_session(session, |s, keys| {
-            let envelope = s.view.seal(keys, room, content)?;
-            let own = Opened {
-                header: envelope.header().clone(),
-                hash: envelope.hash(),
-                content: content.clone(),
-                gap: None,
-            };
-            Ok((envelope, own))
-        })?;
-        let message = own.hash;
-        let index = self
-            .shared
-            .transport
-            .request(RequestBody::Post {
-                envelope: Encoded(envelope),
-            })
-            .await?
-            .ok_or(ClientError::Connection(
-                "post acknowledged without an index".into(),
-            ))?;
-        self.shared.with_session(session, |s, _| {
-            let cursor = s.meta.cursors.entry(*room).or_insert(0);
-            *cursor = (*cursor).max(index);
-            // Keep our own words too: to consent to them, or to forward them.
-            s.messages.push((index, own.clone()));
-            Ok(())
-        })?;
-        // The relay does not echo our own posts; the event stream shows them
-        // once stored, like anyone else's.
-        emit_opened(&self.shared, *session, index, own);
-        Ok(Sent { index, message })
+        post_as(&self.shared, session, room, content).await
     }
 
     /// Send text in `room` with a sharing label (*mediator only* is the
@@ -411,6 +380,15 @@ impl Client {
         let room = original.header.room;
         self.post(session, &room, &Content::Consent { message: *message })
             .await
+    }
+
+    /// Withdraw this device's party from the mediation: a signed notice in
+    /// the party's private room. The mediator's client marks the party
+    /// withdrawn in the roster and tells the joint room that a party has
+    /// withdrawn (not which).
+    pub async fn withdraw(&self, session: &SessionId) -> Result<Sent> {
+        let room = self.my_room(session)?;
+        self.post(session, &room, &Content::Withdrawal).await
     }
 
     /// Tell the mediator this party member's status.
@@ -627,6 +605,46 @@ impl Client {
     }
 }
 
+/// Seal and post `content` in `room` as this device (see [`Client::post`]).
+async fn post_as(
+    shared: &Shared,
+    session: &SessionId,
+    room: &RoomId,
+    content: &Content,
+) -> Result<Sent> {
+    let (envelope, own) = shared.with_session(session, |s, keys| {
+        let envelope = s.view.seal(keys, room, content)?;
+        let own = Opened {
+            header: envelope.header().clone(),
+            hash: envelope.hash(),
+            content: content.clone(),
+            gap: None,
+        };
+        Ok((envelope, own))
+    })?;
+    let message = own.hash;
+    let index = shared
+        .transport
+        .request(RequestBody::Post {
+            envelope: Encoded(envelope),
+        })
+        .await?
+        .ok_or(ClientError::Connection(
+            "post acknowledged without an index".into(),
+        ))?;
+    shared.with_session(session, |s, _| {
+        let cursor = s.meta.cursors.entry(*room).or_insert(0);
+        *cursor = (*cursor).max(index);
+        // Keep our own words too: to consent to them, or to forward them.
+        s.messages.push((index, own.clone()));
+        Ok(())
+    })?;
+    // The relay does not echo our own posts; the event stream shows them
+    // once stored, like anyone else's.
+    emit_opened(shared, *session, index, own);
+    Ok(Sent { index, message })
+}
+
 /// A copy of the device keys for the connection task.
 fn clone_keys(keys: &DeviceKeys) -> Result<DeviceKeys> {
     Ok(DeviceKeys::from_secret_bytes(&keys.to_secret_bytes())?)
@@ -831,7 +849,12 @@ fn on_envelope(shared: &Arc<Shared>, index: u64, envelope: caucus_protocol::enve
         }
     });
     match result {
-        Ok(Some(opened)) => emit_opened(shared, session, index, opened),
+        Ok(Some(opened)) => {
+            if opened.content == Content::Withdrawal {
+                on_withdrawal(shared, session, opened.header.sender);
+            }
+            emit_opened(shared, session, index, opened);
+        }
         Ok(None) => {}
         Err(ClientError::Protocol(caucus_protocol::Error::Replay { seq })) => warn(
             shared,
@@ -907,7 +930,62 @@ fn event_of(session: SessionId, index: u64, opened: Opened) -> Event {
             room: h.room,
             event,
         },
+        Content::Withdrawal => Event::Withdrew {
+            session,
+            room: h.room,
+            member: h.sender,
+        },
     }
+}
+
+/// As the lead mediator: a party member withdrew their party. Mark it in
+/// the roster and tell the joint room that a party has withdrawn.
+fn on_withdrawal(shared: &Arc<Shared>, session: SessionId, member: Fingerprint) {
+    let party = {
+        let sessions = shared.sessions();
+        let Some(state) = sessions.get(&session) else {
+            return;
+        };
+        if state.view.mediator() != shared.keys.fingerprint() {
+            return;
+        }
+        let Some(party) = state
+            .view
+            .roster()
+            .and_then(|r| r.member(&member))
+            .and_then(|m| m.party)
+        else {
+            return;
+        };
+        party
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let done = async {
+            publish(&shared, &session, |b| b.set_withdrawn(&party, true)).await?;
+            let joint = shared
+                .sessions()
+                .get(&session)
+                .and_then(|s| s.view.roster().and_then(|r| r.joint_room()).map(|r| r.id))
+                .ok_or(ClientError::UnknownSession)?;
+            post_as(
+                &shared,
+                &session,
+                &joint,
+                &Content::System(SystemEvent::PartyWithdrew),
+            )
+            .await
+        }
+        .await;
+        if let Err(e) = done {
+            warn(
+                &shared,
+                session,
+                Warning::Verification,
+                format!("recording a withdrawal failed: {e}"),
+            );
+        }
+    });
 }
 
 /// As the lead mediator: admit a joiner whose proof verifies against an

@@ -85,6 +85,16 @@ pub enum Event {
         /// What happened.
         event: SystemEvent,
     },
+    /// A party member gave notice that their party withdraws from the
+    /// mediation (seen in their party's private room).
+    Withdrew {
+        /// The session.
+        session: SessionId,
+        /// Their private room.
+        room: RoomId,
+        /// Who gave notice.
+        member: Fingerprint,
+    },
     /// A new roster was accepted.
     Roster {
         /// The session.

@@ -72,6 +72,8 @@ pub enum SystemEvent {
     JointClosed,
     /// The mediation moved to a new phase.
     PhaseChanged(Phase),
+    /// A party has withdrawn from the mediation (which one is not said).
+    PartyWithdrew,
 }
 
 impl Canonical for SystemEvent {
@@ -95,6 +97,9 @@ impl Canonical for SystemEvent {
                 w.u8(5);
                 p.encode(w);
             }
+            Self::PartyWithdrew => {
+                w.u8(6);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -104,6 +109,7 @@ impl Canonical for SystemEvent {
             3 => Ok(Self::JointOpened),
             4 => Ok(Self::JointClosed),
             5 => Ok(Self::PhaseChanged(Phase::decode(r)?)),
+            6 => Ok(Self::PartyWithdrew),
             tag => Err(DecodeError::InvalidTag {
                 what: "system event",
                 tag,
@@ -123,6 +129,8 @@ pub enum ContentType {
     ShareReceipt,
     /// [`Content::Consent`].
     Consent,
+    /// [`Content::Withdrawal`].
+    Withdrawal,
     /// [`Content::System`].
     System,
 }
@@ -133,12 +141,19 @@ impl ContentType {
         matches!(self, Self::Forward | Self::ShareReceipt | Self::System)
     }
 
+    /// Whether only a party member may send content of this type, and only
+    /// in their own party's private room.
+    pub fn party_only(self) -> bool {
+        matches!(self, Self::Consent | Self::Withdrawal)
+    }
+
     fn tag(self) -> u8 {
         match self {
             Self::Text => 1,
             Self::Forward => 2,
             Self::ShareReceipt => 3,
             Self::Consent => 4,
+            Self::Withdrawal => 6,
             Self::System => 5,
         }
     }
@@ -154,6 +169,7 @@ impl Canonical for ContentType {
             2 => Ok(Self::Forward),
             3 => Ok(Self::ShareReceipt),
             4 => Ok(Self::Consent),
+            6 => Ok(Self::Withdrawal),
             5 => Ok(Self::System),
             tag => Err(DecodeError::InvalidTag {
                 what: "content type",
@@ -222,6 +238,8 @@ pub enum Content {
     },
     /// A session event from a mediator.
     System(SystemEvent),
+    /// A party member's notice that their party withdraws from the mediation.
+    Withdrawal,
 }
 
 impl Content {
@@ -233,6 +251,7 @@ impl Content {
             Self::ShareReceipt(_) => ContentType::ShareReceipt,
             Self::Consent { .. } => ContentType::Consent,
             Self::System(_) => ContentType::System,
+            Self::Withdrawal => ContentType::Withdrawal,
         }
     }
 }
@@ -259,6 +278,7 @@ impl Canonical for Content {
             }
             Self::Consent { message } => message.encode(w),
             Self::System(e) => e.encode(w),
+            Self::Withdrawal => {}
         }
     }
 
@@ -285,6 +305,7 @@ impl Canonical for Content {
                 message: Digest::decode(r)?,
             },
             ContentType::System => Self::System(SystemEvent::decode(r)?),
+            ContentType::Withdrawal => Self::Withdrawal,
         })
     }
 }

@@ -334,11 +334,11 @@ impl SessionView {
         if content_type.mediator_only() && !role.is_mediator() {
             return Err(Error::NotPermitted("only a mediator sends this content"));
         }
-        if content_type == ContentType::Consent
+        if content_type.party_only()
             && (role.is_mediator() || !matches!(kind, RoomKind::Private(_)))
         {
             return Err(Error::NotPermitted(
-                "consent is given by a party member in their private room",
+                "consent and withdrawal come from a party member in their private room",
             ));
         }
         Ok(())

@@ -177,7 +177,7 @@ fn a_forward_carries_the_mediators_attestation_not_the_authors_signature() {
 }
 
 #[test]
-fn consent_is_given_only_by_a_party_member_in_their_private_room() {
+fn consent_and_withdrawal_come_only_from_a_party_member_in_their_private_room() {
     let mut f = Fixture::new();
     let consent = Content::Consent {
         message: caucus_protocol::crypto::Digest::ZERO,
@@ -198,6 +198,26 @@ fn consent_is_given_only_by_a_party_member_in_their_private_room() {
         f.mediator
             .view
             .seal(&f.mediator.keys, &f.claimant_room, &consent),
+        Err(Error::NotPermitted(_))
+    ));
+    // A withdrawal follows the same rule.
+    let withdrawal = Content::Withdrawal;
+    let env = f
+        .defendant
+        .view
+        .seal(&f.defendant.keys, &f.defendant_room, &withdrawal)
+        .unwrap();
+    assert_eq!(f.mediator.view.open(&env).unwrap().content, withdrawal);
+    assert!(matches!(
+        f.defendant
+            .view
+            .seal(&f.defendant.keys, &f.joint_room, &withdrawal),
+        Err(Error::NotPermitted(_))
+    ));
+    assert!(matches!(
+        f.mediator
+            .view
+            .seal(&f.mediator.keys, &f.joint_room, &withdrawal),
         Err(Error::NotPermitted(_))
     ));
 }

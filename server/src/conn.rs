@@ -102,9 +102,14 @@ async fn write_catchup<S>(hub: &Hub, sink: &mut S, catchup: Catchup, reply: Repl
 where
     S: futures_util::Sink<Message> + Unpin,
 {
+    // A reader that takes no frame for the idle period is dropped.
+    let patience = hub.config.idle;
     let mut send = async |frame: &str| {
         Metrics::add(&hub.metrics.bytes_out, frame.len() as u64);
-        sink.send(Message::text(frame)).await.map_err(|_| ())
+        match tokio::time::timeout(patience, sink.send(Message::text(frame))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
     };
     for frame in &catchup.frames {
         send(frame).await?;
@@ -223,10 +228,12 @@ pub(crate) async fn serve<S>(
                 match message {
                     Some(Ok(Message::Text(text))) => {
                         if bucket.take() {
-                            if let Some((catchup, reply)) = conn.handle(text.as_str()).await
-                                && write_catchup(&hub, &mut sink, catchup, reply).await.is_err()
-                            {
-                                break None;
+                            if let Some((catchup, reply)) = conn.handle(text.as_str()).await {
+                                if write_catchup(&hub, &mut sink, catchup, reply).await.is_err() {
+                                    break None;
+                                }
+                                // A long catch-up is activity, not silence.
+                                last_heard = Instant::now();
                             }
                         } else {
                             hub.metrics.reject(ErrorCode::RateLimited);

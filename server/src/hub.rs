@@ -12,13 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use caucus_protocol::codec::Canonical;
-use caucus_protocol::content::ContentType;
 use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
 use caucus_protocol::identity::{Fingerprint, PublicIdentity};
 use caucus_protocol::ids::{InviteId, RoomId, SessionId};
 use caucus_protocol::invite::{AdmissionToken, JoinRequest};
 use caucus_protocol::keys::SignedKeyBundle;
-use caucus_protocol::roster::{Role, Roster, SignedRoster};
+use caucus_protocol::roster::{Role, RoomKind, Roster, SignedRoster};
 use caucus_protocol::wire::{
     Encoded, ErrorCode, Event, MediatorWhereabouts, PartyStatus, Reply, RoomCursor,
 };
@@ -617,8 +616,12 @@ impl Hub {
             if h.content_type.mediator_only() && !role.is_mediator() {
                 return Err(forbidden("only a mediator sends this content type"));
             }
-            if h.content_type == ContentType::Consent && role.is_mediator() {
-                return Err(forbidden("consent comes from a party member"));
+            if h.content_type.party_only()
+                && (role.is_mediator() || !matches!(room.kind, RoomKind::Private(_)))
+            {
+                return Err(forbidden(
+                    "consent and withdrawal come from a party member in their private room",
+                ));
             }
             let room_open = room.open;
             if !room_open && !role.is_mediator() {

@@ -479,3 +479,40 @@ async fn a_join_request_with_a_bad_proof_is_rejected_and_reported() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_party_may_withdraw_and_the_others_learn_only_that_a_party_has() {
+    let relay = Relay::start(&[]).await;
+    let mut c = cast(&relay).await;
+    let session = c.session;
+    let defendant = c.defendant.fingerprint();
+    c.defendant.withdraw(&session).await.unwrap();
+    match wait_for(&mut c.mediator, |e| matches!(e, Event::Withdrew { .. })).await {
+        Event::Withdrew { member, .. } => assert_eq!(member, defendant),
+        _ => unreachable!(),
+    }
+    // The claimant's side hears that a party has withdrawn, in the joint room.
+    match wait_for(&mut c.claimant, |e| matches!(e, Event::System { .. })).await {
+        Event::System { event, room, .. } => {
+            assert_eq!(event, caucus_protocol::content::SystemEvent::PartyWithdrew);
+            assert_eq!(room, c.claimant.joint_room(&session).unwrap());
+        }
+        _ => unreachable!(),
+    }
+    // The signed roster records it.
+    let roster = c.claimant.roster(&session).unwrap();
+    let party = roster.member(&defendant).unwrap().party.unwrap();
+    assert!(roster.party(&party).unwrap().withdrawn);
+    // Nobody but a party member can give that notice.
+    let joint = c.mediator.joint_room(&session).unwrap();
+    assert!(
+        c.mediator
+            .post(
+                &session,
+                &joint,
+                &caucus_protocol::content::Content::Withdrawal
+            )
+            .await
+            .is_err()
+    );
+}

@@ -117,6 +117,11 @@ enum Command {
         #[arg(long)]
         message: String,
     },
+    /// Withdraw your party from the mediation.
+    Withdraw {
+        #[command(flatten)]
+        at: At,
+    },
     /// Tell the mediator your status.
     Status {
         #[command(flatten)]
@@ -442,6 +447,16 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             let session = session_id(&at.session)?;
             client.consent(&session, &message_id(message)?).await?;
             print(json_mode, "consent given", json!({"consented": message}));
+        }
+        Command::Withdraw { at } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            client.withdraw(&session).await?;
+            print(
+                json_mode,
+                "withdrawn from the mediation",
+                json!({"withdrawn": session}),
+            );
         }
         Command::Status { at, status } => {
             let client = open(&cli, &at.server).await?;

@@ -148,12 +148,25 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
                 SystemEvent::JointOpened => "the joint room is open".into(),
                 SystemEvent::JointClosed => "the joint room is closed".into(),
                 SystemEvent::PhaseChanged(p) => format!("the mediation moved to {p:?}"),
+                SystemEvent::PartyWithdrew => "a party has withdrawn from the mediation".into(),
             };
             (
                 format!("[{}] {what}", client.room_label(session, room)),
                 json!({"event": "system", "session": session, "room": room, "what": what}),
             )
         }
+        Event::Withdrew {
+            session,
+            room,
+            member,
+        } => (
+            format!(
+                "[{}] {} withdraws their party from the mediation",
+                client.room_label(session, room),
+                who(client, session, member)
+            ),
+            json!({"event": "withdrew", "session": session, "room": room, "member": member}),
+        ),
         Event::Roster { session, version } => (
             format!("roster version {version} accepted"),
             json!({"event": "roster", "session": session, "version": version}),
