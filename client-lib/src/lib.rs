@@ -6,24 +6,41 @@
 //! from the relay is verified with `caucus-protocol` before it becomes an
 //! [`Event`]; the relay is untrusted.
 //!
-//! ```no_run
+//! A whole exchange, against a relay started here for the example:
+//!
+//! ```
 //! use caucus_client::{Client, Event, StateDir};
 //! use caucus_protocol::content::Sharing;
 //!
-//! # async fn demo() -> Result<(), caucus_client::ClientError> {
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use clap::Parser;
+//! # let data = tempfile::tempdir()?;
+//! # let args = caucus_server::Args::parse_from(["caucus-server", "--listen", "127.0.0.1:0", "--data-dir", &data.path().display().to_string()]);
+//! # let server = caucus_server::Server::bind(caucus_server::Config::from_args(args)?).await?;
+//! # let relay = server.url();
+//! # tokio::spawn(server.run(std::future::pending()));
+//! # let (mediator_state, claimant_state) = (tempfile::tempdir()?, tempfile::tempdir()?);
 //! // The mediator creates a session with two parties and invites a claimant.
-//! let mediator = Client::open(StateDir::open("mediator-state")?, "ws://127.0.0.1:7300").await?;
+//! let mut mediator = Client::open(StateDir::open(mediator_state.path())?, &relay).await?;
 //! let (session, parties) = mediator.create_session("The mediator", &["Claimant", "Defendant"]).await?;
 //! let link = mediator.invite(&session, &parties[0], "A. Claimant", caucus_client::now() + 86_400).await?;
 //!
-//! // The claimant joins from the link (the mediator's client admits them
-//! // once their proof verifies) and writes to the mediator in confidence.
-//! let (mut claimant, session) = Client::join(StateDir::open("claimant-state")?, &link).await?;
-//! while let Some(event) = claimant.next_event().await {
-//!     if let Event::Joined { .. } = event { break; }
-//! }
+//! // The claimant joins from the link; the mediator's client admits them
+//! // once their proof verifies.
+//! let (mut claimant, _) = Client::join(StateDir::open(claimant_state.path())?, &link).await?;
+//! while !matches!(claimant.next_event().await, Some(Event::Joined { .. })) {}
+//! claimant.sync(&session).await?;
+//!
+//! // The claimant writes to the mediator in confidence.
 //! let room = claimant.my_room(&session)?;
 //! claimant.send(&session, &room, "Our bottom line is...", Sharing::MediatorOnly).await?;
+//! let heard = loop {
+//!     if let Some(Event::Message { text, .. }) = mediator.next_event().await {
+//!         break text;
+//!     }
+//! };
+//! assert_eq!(heard, "Our bottom line is...");
 //! # Ok(()) }
 //! ```
 
