@@ -14,12 +14,10 @@
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # use clap::Parser;
 //! # let data = tempfile::tempdir()?;
-//! # let args = caucus_server::Args::parse_from(["caucus-server", "--listen", "127.0.0.1:0", "--data-dir", &data.path().display().to_string()]);
-//! # let server = caucus_server::Server::bind(caucus_server::Config::from_args(args)?).await?;
-//! # let relay = server.url();
-//! # tokio::spawn(server.run(std::future::pending()));
+//! # let data_dir = data.path().display().to_string();
+//! # let running = caucus_server::Server::spawn(&["--listen", "127.0.0.1:0", "--data-dir", &data_dir]).await?;
+//! # let relay = running.url().to_string();
 //! # let (mediator_state, claimant_state) = (tempfile::tempdir()?, tempfile::tempdir()?);
 //! // The mediator creates a session with two parties and invites a claimant.
 //! let mut mediator = Client::open(StateDir::open(mediator_state.path())?, &relay).await?;

@@ -6,25 +6,13 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-async fn relay() -> (String, tokio::sync::oneshot::Sender<()>, tempfile::TempDir) {
-    use clap::Parser;
+async fn relay() -> (String, caucus_server::Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let args = caucus_server::Args::parse_from([
-        "caucus-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    let server = caucus_server::Server::bind(caucus_server::Config::from_args(args).unwrap())
+    let data = dir.path().display().to_string();
+    let running = caucus_server::Server::spawn(&["--listen", "127.0.0.1:0", "--data-dir", &data])
         .await
         .unwrap();
-    let url = server.url();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    (url, stop, dir)
+    (running.url().to_string(), running, dir)
 }
 
 /// Run `caucus` with `args` (off the async runtime's threads).

@@ -44,5 +44,5 @@ mod tls;
 
 pub use config::{Args, Config, ConfigError};
 pub use conn::{CLOSE_AUTH_TIMEOUT, CLOSE_IDLE, CLOSE_TOO_SLOW};
-pub use server::{Server, ServerError};
+pub use server::{Running, Server, ServerError};
 pub use tls::TlsError;

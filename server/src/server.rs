@@ -40,6 +40,9 @@ pub enum ServerError {
     /// The TLS certificate or key could not be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The flags given to [`Server::spawn`] did not parse or fit together.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// A bound relay, ready to run.
@@ -50,7 +53,49 @@ pub struct Server {
     committer: tokio::task::JoinHandle<()>,
 }
 
+/// A relay running in the background, from [`Server::spawn`].
+pub struct Running {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    /// Its websocket URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Shut it down gracefully and wait until every commit is done.
+    pub async fn stop(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .map_err(|e| ServerError::Config(format!("relay task failed: {e}")))?
+    }
+}
+
 impl Server {
+    /// Start a relay on the current tokio runtime, configured by `flags` as
+    /// on the command line (`["--listen", "127.0.0.1:0", "--data-dir", …]`):
+    /// for embedding, examples and tests. Dropping the handle leaves it
+    /// running until the runtime ends; [`Running::stop`] stops it.
+    pub async fn spawn(flags: &[&str]) -> Result<Running, ServerError> {
+        use clap::Parser;
+        let args = crate::config::Args::try_parse_from(
+            std::iter::once("caucus-server").chain(flags.iter().copied()),
+        )
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+        let config = Config::from_args(args).map_err(|e| ServerError::Config(e.to_string()))?;
+        let server = Self::bind(config).await?;
+        let url = server.url();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Ok(Running { url, stop, task })
+    }
+
     /// Open the store and bind the listening socket.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {

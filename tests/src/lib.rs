@@ -16,8 +16,7 @@ pub struct Relay {
     pub url: String,
     /// Its data directory.
     pub dir: tempfile::TempDir,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    running: caucus_server::Running,
 }
 
 impl Relay {
@@ -31,39 +30,19 @@ impl Relay {
     /// the same address and data directory.
     pub async fn restart(self) -> Self {
         let addr = self.url.trim_start_matches("ws://").to_string();
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
+        self.running.stop().await.unwrap();
         Self::start_at(self.dir, &addr, &[]).await
     }
 
     async fn start_at(dir: tempfile::TempDir, listen: &str, flags: &[&str]) -> Self {
-        use clap::Parser;
-        let mut args = vec![
-            "caucus-server".to_string(),
-            "--listen".into(),
-            listen.into(),
-            "--data-dir".into(),
-            dir.path().display().to_string(),
-        ];
-        args.extend(flags.iter().map(|f| f.to_string()));
-        let config =
-            caucus_server::Config::from_args(caucus_server::Args::parse_from(args)).unwrap();
-        let server = caucus_server::Server::bind(config).await.unwrap();
-        let url = server.url();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let data = dir.path().display().to_string();
+        let mut all = vec!["--listen", listen, "--data-dir", &data];
+        all.extend_from_slice(flags);
+        let running = caucus_server::Server::spawn(&all).await.unwrap();
         Self {
-            url,
+            url: running.url().to_string(),
             dir,
-            stop,
-            task,
+            running,
         }
     }
 }

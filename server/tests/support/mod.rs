@@ -32,8 +32,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct Relay {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    running: Option<caucus_server::Running>,
 }
 
 impl Relay {
@@ -47,33 +46,20 @@ impl Relay {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, flags: &[&str]) -> Self {
-        use clap::Parser;
-        let mut args = vec![
-            "caucus-server".to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--data-dir".into(),
-            dir.path().display().to_string(),
-        ];
-        args.extend(flags.iter().map(|s| s.to_string()));
-        let config =
-            caucus_server::Config::from_args(caucus_server::Args::parse_from(args)).unwrap();
-        let server = caucus_server::Server::bind(config).await.unwrap();
-        let addr = server.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            server
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let data = dir.path().display().to_string();
+        let mut all = vec!["--listen", "127.0.0.1:0", "--data-dir", &data];
+        all.extend_from_slice(flags);
+        let running = caucus_server::Server::spawn(&all).await.unwrap();
+        let addr = running
+            .url()
+            .trim_start_matches("ws://")
+            .trim_start_matches("wss://")
+            .parse()
+            .unwrap();
         Self {
             addr,
             dir,
-            stop: Some(stop),
-            task: Some(task),
+            running: Some(running),
         }
     }
 
@@ -83,8 +69,7 @@ impl Relay {
         Self {
             addr,
             dir,
-            stop: None,
-            task: None,
+            running: None,
         }
     }
 
@@ -100,11 +85,8 @@ impl Relay {
 
     /// Stop gracefully and give back the data directory.
     pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
+        if let Some(running) = self.running.take() {
+            running.stop().await.unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.dir, dir)
