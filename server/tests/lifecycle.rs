@@ -231,3 +231,41 @@ async fn a_closed_sessions_data_is_kept_for_the_retention_period_then_erased() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test]
+async fn a_silent_client_is_closed_as_idle() {
+    let relay = Relay::start_with(&["--ping-secs", "1", "--idle-secs", "2"]).await;
+    let mut c = Client::connect(&relay.url(), DeviceKeys::generate().unwrap()).await;
+    // Read nothing (so answer no ping) for longer than the idle period.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        support::close_code(&mut c.ws).await,
+        caucus_server::CLOSE_IDLE
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_while_health_still_answers() {
+    let relay = Relay::start_with(&["--max-connections", "1"]).await;
+    let _first = Client::connect(&relay.url(), DeviceKeys::generate().unwrap()).await;
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(relay.url())
+            .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "caucus.v1".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+        }
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
