@@ -114,9 +114,9 @@ where
     for frame in &catchup.frames {
         send(frame).await?;
     }
-    for (room, mut after, upto) in catchup.rooms {
-        while after < upto {
-            let page = match hub.log_page(&catchup.session, &room, after, upto, CATCHUP_PAGE) {
+    for mut part in catchup.rooms {
+        while part.after < part.upto {
+            let page = match hub.log_page(&catchup.session, &part, CATCHUP_PAGE) {
                 Ok(page) if !page.is_empty() => page,
                 Ok(_) => break,
                 Err(Refusal(code, message)) => {
@@ -132,9 +132,11 @@ where
                 }
             };
             for (index, frame) in page {
-                send(&frame).await?;
-                Metrics::add(&hub.metrics.envelopes_out, 1);
-                after = index;
+                if let Some(frame) = frame {
+                    send(&frame).await?;
+                    Metrics::add(&hub.metrics.envelopes_out, 1);
+                }
+                part.after = index;
             }
         }
     }

@@ -63,8 +63,17 @@ pub(crate) struct Catchup {
     pub(crate) session: SessionId,
     /// Rosters, key bundles, join requests and statuses, in order.
     pub(crate) frames: Vec<Arc<str>>,
-    /// Per room: the stored envelopes with index in `(after, upto]`.
-    pub(crate) rooms: Vec<(RoomId, u64, u64)>,
+    /// Per room, what of its log to send.
+    pub(crate) rooms: Vec<RoomCatchup>,
+}
+
+/// The part of one room's log a new follower is sent: the envelopes with
+/// index in `(after, upto]` sealed at epoch `since` or later.
+pub(crate) struct RoomCatchup {
+    pub(crate) room: RoomId,
+    pub(crate) after: u64,
+    pub(crate) upto: u64,
+    pub(crate) since: u64,
 }
 
 /// A serialized frame.
@@ -713,8 +722,14 @@ impl Hub {
         let corrupt = |e: caucus_protocol::codec::DecodeError| {
             Refusal::from(StoreError::Corrupt(e.to_string()))
         };
+        // The first epoch of each room that the caller was in: envelopes of
+        // earlier epochs are not theirs to see, not even their headers.
+        let mut first_epoch: HashMap<RoomId, u64> = HashMap::new();
         for (_, bytes) in self.store.scan(&store::key(Kind::Roster, &session, &[]))? {
             let r = SignedRoster::from_bytes(&bytes).map_err(corrupt)?;
+            for room in r.unverified().rooms.iter().filter(|room| room.has(caller)) {
+                first_epoch.entry(room.id).or_insert(room.epoch);
+            }
             if r.unverified().version > roster_after {
                 frames.push(frame(&Event::Roster {
                     v: PROTOCOL_VERSION,
@@ -763,7 +778,13 @@ impl Hub {
                 .map_or(0, |c| c.after);
             let upto = s.committed.get(&room.id).copied().unwrap_or(0);
             if after < upto {
-                rooms.push((room.id, after, upto));
+                let since = first_epoch.get(&room.id).copied().unwrap_or(room.epoch);
+                rooms.push(RoomCatchup {
+                    room: room.id,
+                    after,
+                    upto,
+                    since,
+                });
             }
             // Live delivery resumes after what the catch-up covers, whatever
             // cursor the client claimed.
@@ -785,18 +806,17 @@ impl Hub {
         })
     }
 
-    /// Up to `limit` stored envelopes of `room` with index in `(after, upto]`,
-    /// as `envelope` event frames with their indexes.
+    /// The next page of a room's catch-up: up to `limit` stored entries
+    /// after `part.after`, each with its index and, if it was sealed at epoch
+    /// `part.since` or later, its `envelope` event frame.
     pub(crate) fn log_page(
         &self,
         session: &SessionId,
-        room: &RoomId,
-        after: u64,
-        upto: u64,
+        part: &RoomCatchup,
         limit: usize,
-    ) -> Result<Vec<(u64, Arc<str>)>> {
-        let from = store::log_key(session, room, after.saturating_add(1));
-        let to = store::log_key(session, room, upto);
+    ) -> Result<Vec<(u64, Option<Arc<str>>)>> {
+        let from = store::log_key(session, &part.room, part.after.saturating_add(1));
+        let to = store::log_key(session, &part.room, part.upto);
         self.store
             .range(&from, &to, limit)?
             .into_iter()
@@ -805,14 +825,15 @@ impl Hub {
                     .ok_or_else(|| Refusal::from(StoreError::Corrupt("log key".into())))?;
                 let envelope = Envelope::from_bytes(&bytes)
                     .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
-                Ok((
+                if envelope.header().epoch < part.since {
+                    return Ok((index, None));
+                }
+                let event = Event::Envelope {
+                    v: PROTOCOL_VERSION,
                     index,
-                    frame(&Event::Envelope {
-                        v: PROTOCOL_VERSION,
-                        index,
-                        envelope: Encoded(envelope),
-                    })?,
-                ))
+                    envelope: Encoded(envelope),
+                };
+                Ok((index, Some(frame(&event)?)))
             })
             .collect()
     }

@@ -42,6 +42,23 @@ async fn a_joiner_waits_until_the_mediator_connects_and_admits_them() {
     let relay = Relay::start().await;
     let mut m = Mediation::start(&relay).await;
     let link = invite(&mut m, &relay.url(), FAR_FUTURE).await.to_link();
+    // Before the newcomer is admitted, the claimant confides in the mediator.
+    let room = m.claimant_room;
+    let before = m.views[1]
+        .seal(
+            &m.claimant.keys,
+            &room,
+            &Content::Text {
+                sharing: Sharing::MediatorOnly,
+                body: "said before you came".into(),
+            },
+        )
+        .unwrap();
+    m.claimant
+        .ok(RequestBody::Post {
+            envelope: Encoded(before),
+        })
+        .await;
     // The mediator goes offline.
     let mediator_keys = DeviceKeys::from_secret_bytes(&m.mediator.keys.to_secret_bytes()).unwrap();
     m.mediator.ws.close(None).await.unwrap();
@@ -124,6 +141,11 @@ async fn a_joiner_waits_until_the_mediator_connects_and_admits_them() {
                 view.open_key_bundle(&joiner_keys, &bundle.0).unwrap();
                 bundles += 1;
             }
+            // Nothing of an epoch before it joined reaches it, not even a header.
+            Event::Envelope { envelope, .. } => panic!(
+                "sent an earlier epoch's envelope: {:?}",
+                envelope.0.header()
+            ),
             _ => {}
         }
     }
