@@ -9,15 +9,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use caucus_protocol::builder::RosterBuilder;
-use caucus_protocol::content::{Content, Sharing, SystemEvent};
+use caucus_protocol::content::{Content, Sharing, Step, SystemEvent};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::{DeviceKeys, Fingerprint};
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::invite::Invite;
 use caucus_protocol::keys::SignedKeyBundle;
-use caucus_protocol::roster::{Role, RoomKind, Roster, SignedRoster};
+use caucus_protocol::roster::{Phase, Role, RoomKind, Roster, SignedRoster};
 use caucus_protocol::session::{Opened, SessionView};
-use caucus_protocol::wire::{self, Encoded, PartyStatus, RequestBody, RoomCursor};
+use caucus_protocol::wire::{self, Encoded, ErrorCode, PartyStatus, RequestBody, RoomCursor};
 use tokio::sync::mpsc;
 
 use crate::error::ClientError;
@@ -40,6 +40,8 @@ struct Shared {
     transport: Transport,
     sessions: Mutex<HashMap<SessionId, SessionState>>,
     events: mpsc::UnboundedSender<Event>,
+    /// Held while a roster change is built and published.
+    publishing: tokio::sync::Mutex<()>,
 }
 
 /// A message the relay has stored.
@@ -107,6 +109,37 @@ impl Shared {
         })
     }
 
+    /// For a session this device has knocked on but not yet been admitted
+    /// to: if it has been admitted meanwhile, catch up; if not, knock again
+    /// with the stored link (its waiting-room place went with its old
+    /// connection). In the background.
+    fn knock_again(self: &Arc<Self>, id: SessionId) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let Some(body) = shared.subscribe_body(&id) else {
+                return;
+            };
+            match shared.transport.request_ordered(body).await {
+                Err(ClientError::Refused {
+                    code: ErrorCode::Forbidden,
+                    ..
+                }) => {}
+                _ => return,
+            }
+            let link = shared.sessions().get(&id).and_then(|s| s.meta.link.clone());
+            let Some(invite) = link.and_then(|l| Invite::from_link(&l).ok()) else {
+                return;
+            };
+            let knock = RequestBody::Join {
+                token: invite.admission_token(),
+                request: Encoded(invite.join_request(shared.keys.public())),
+            };
+            if let Err(e) = shared.transport.request(knock).await {
+                tracing::warn!(session = %id, error = %e, "knocking again failed");
+            }
+        });
+    }
+
     /// Subscribe in the background (from the engine, which must never wait
     /// for a reply itself).
     fn resubscribe(self: &Arc<Self>, id: SessionId) {
@@ -142,6 +175,7 @@ impl Client {
             transport,
             sessions: Mutex::new(sessions),
             events: events_tx,
+            publishing: tokio::sync::Mutex::new(()),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(engine(shared.clone(), incoming, stopped));
@@ -152,13 +186,36 @@ impl Client {
         };
         let ids: Vec<SessionId> = client.shared.sessions().keys().copied().collect();
         for id in ids {
-            let joined = client
+            let (joined, waiting) = client
                 .shared
                 .sessions()
                 .get(&id)
-                .is_some_and(|s| s.meta.joined && !s.meta.closed);
-            if joined {
-                client.sync(&id).await?;
+                .map_or((false, false), |s| {
+                    let live = !s.meta.closed;
+                    (live && s.meta.joined, live && !s.meta.joined)
+                });
+            if waiting {
+                client.shared.knock_again(id);
+                continue;
+            }
+            if !joined {
+                continue;
+            }
+            match client.sync(&id).await {
+                Ok(()) => {}
+                // Erased, or this device was removed: the session is over for
+                // this device; the others are still served.
+                Err(ClientError::Refused {
+                    code: ErrorCode::NotFound | ErrorCode::Forbidden | ErrorCode::SessionClosed,
+                    ..
+                }) => {
+                    client.shared.with_session(&id, |s, _| {
+                        s.meta.closed = true;
+                        Ok(())
+                    })?;
+                    client.shared.emit(Event::Closed { session: id });
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(client)
@@ -177,6 +234,7 @@ impl Client {
                 view: SessionView::new(session, invite.mediator),
                 meta: Meta {
                     relay: invite.relay.clone(),
+                    link: Some(link.trim().to_owned()),
                     ..Meta::default()
                 },
                 messages: Vec::new(),
@@ -391,6 +449,15 @@ impl Client {
         self.post(session, &room, &Content::Withdrawal).await
     }
 
+    /// Agree, for this device's party, to a step of the process: to continue
+    /// after the individual meeting, or to meet the others jointly. A signed
+    /// record in the party's private room; the mediator's client will not
+    /// move on without every party's.
+    pub async fn agree(&self, session: &SessionId, step: Step) -> Result<Sent> {
+        let room = self.my_room(session)?;
+        self.post(session, &room, &Content::Agree { step }).await
+    }
+
     /// Tell the mediator this party member's status.
     pub async fn set_status(&self, session: &SessionId, status: PartyStatus) -> Result<()> {
         self.shared
@@ -432,6 +499,7 @@ impl Client {
             meta: Meta {
                 relay: self.shared.relay.clone(),
                 joined: true,
+                ready: true,
                 ..Meta::default()
             },
             messages: Vec::new(),
@@ -526,8 +594,84 @@ impl Client {
         Ok(())
     }
 
-    /// Open or close the joint room to the parties, and say so there.
+    /// The parties still in the mediation that have not agreed to `step`
+    /// since they last withdrew, as this (mediator) device has seen.
+    pub fn parties_not_agreed(&self, session: &SessionId, step: Step) -> Result<Vec<PartyId>> {
+        let sessions = self.shared.sessions();
+        let state = sessions.get(session).ok_or(ClientError::UnknownSession)?;
+        let roster = state.view.roster().ok_or(ClientError::UnknownSession)?;
+        let party_of = |m: &Fingerprint| roster.member(m).and_then(|m| m.party);
+        let mut agreed = std::collections::BTreeSet::new();
+        for (_, m) in &state.messages {
+            let Some(party) = party_of(&m.header.sender) else {
+                continue;
+            };
+            match &m.content {
+                Content::Agree { step: s } if *s == step => {
+                    agreed.insert(party);
+                }
+                Content::Withdrawal => {
+                    agreed.remove(&party);
+                }
+                _ => {}
+            }
+        }
+        Ok(roster
+            .parties
+            .iter()
+            .filter(|p| !p.withdrawn && !agreed.contains(&p.id))
+            .map(|p| p.id)
+            .collect())
+    }
+
+    /// Move the mediation to `phase`, and say so in the joint room. Moving on
+    /// from the individual meetings needs every party's agreement to
+    /// continue.
+    pub async fn set_phase(&self, session: &SessionId, phase: Phase) -> Result<()> {
+        let current = self.roster(session)?.phase;
+        if current <= Phase::IndividualMeetings
+            && phase > Phase::IndividualMeetings
+            && !self.parties_not_agreed(session, Step::Continue)?.is_empty()
+        {
+            return Err(ClientError::Usage(
+                "every party must first agree to continue after its individual meeting",
+            ));
+        }
+        self.publish(session, |b| {
+            b.set_phase(phase);
+            Ok(())
+        })
+        .await?;
+        let joint = self.joint_room(session)?;
+        self.post(
+            session,
+            &joint,
+            &Content::System(SystemEvent::PhaseChanged(phase)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Open or close the joint room to the parties, and say so there. It
+    /// opens only in the negotiation or agreement phase, and only once every
+    /// party still in the mediation has agreed to a joint meeting.
     pub async fn set_joint_open(&self, session: &SessionId, open: bool) -> Result<()> {
+        if open {
+            let phase = self.roster(session)?.phase;
+            if !matches!(phase, Phase::Negotiation | Phase::Agreement) {
+                return Err(ClientError::Usage(
+                    "the joint room opens only in the negotiation or agreement phase",
+                ));
+            }
+            if !self
+                .parties_not_agreed(session, Step::JointMeeting)?
+                .is_empty()
+            {
+                return Err(ClientError::Usage(
+                    "every party must first agree to a joint meeting",
+                ));
+            }
+        }
         let room = self.joint_room(session)?;
         self.publish(session, |b| b.set_open(&room, open)).await?;
         let event = if open {
@@ -537,6 +681,41 @@ impl Client {
         };
         self.post(session, &room, &Content::System(event)).await?;
         Ok(())
+    }
+
+    /// Readmit a party that withdrew, and say so in the joint room.
+    pub async fn readmit(&self, session: &SessionId, party: &PartyId) -> Result<()> {
+        self.publish(session, |b| b.set_withdrawn(party, false))
+            .await?;
+        let joint = self.joint_room(session)?;
+        self.post(
+            session,
+            &joint,
+            &Content::System(SystemEvent::PartyRejoined),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Open a side room for `members` (the mediators are always in it): the
+    /// lawyers only, say. Its key is sealed to exactly those members.
+    pub async fn create_side_room(
+        &self,
+        session: &SessionId,
+        members: &[Fingerprint],
+    ) -> Result<RoomId> {
+        let mut created = None;
+        self.publish(session, |b| {
+            created = Some(b.add_side_room(members)?);
+            Ok(())
+        })
+        .await?;
+        created.ok_or(ClientError::Usage("no side room was made"))
+    }
+
+    /// Close a side room: it leaves the roster, and no one can post in it.
+    pub async fn close_side_room(&self, session: &SessionId, room: &RoomId) -> Result<()> {
+        self.publish(session, |b| b.remove_side_room(room)).await
     }
 
     /// Say which room the mediator is with (`None`: away); with `disclose`,
@@ -612,6 +791,19 @@ async fn post_as(
     room: &RoomId,
     content: &Content,
 ) -> Result<Sent> {
+    // Just after a roster change, the new epoch's key may still be on its
+    // way (bundles follow the roster): wait for it a little.
+    for _ in 0..100 {
+        let waiting = shared.sessions().get(session).is_some_and(|s| {
+            s.view.roster().and_then(|r| r.room(room)).is_some_and(|r| {
+                r.has(&shared.keys.fingerprint()) && s.view.room_key(room, r.epoch).is_none()
+            })
+        });
+        if !waiting {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let (envelope, own) = shared.with_session(session, |s, keys| {
         let envelope = s.view.seal(keys, room, content)?;
         let own = Opened {
@@ -623,9 +815,12 @@ async fn post_as(
         Ok((envelope, own))
     })?;
     let message = own.hash;
+    // Ordered: the reply is taken only after every envelope that reached
+    // the socket before it has been applied, so moving the room's cursor to
+    // our own index cannot skip anyone else's message.
     let index = shared
         .transport
-        .request(RequestBody::Post {
+        .request_ordered(RequestBody::Post {
             envelope: Encoded(envelope),
         })
         .await?
@@ -655,23 +850,33 @@ async fn publish(
     session: &SessionId,
     edit: impl FnOnce(&mut RosterBuilder) -> std::result::Result<(), caucus_protocol::Error>,
 ) -> Result<()> {
-    let (roster, bundles) = shared.with_session(session, |s, keys| {
-        let mut builder = RosterBuilder::resume(&s.view)?;
+    // One roster change at a time: each is built on the one before.
+    let _one_at_a_time = shared.publishing.lock().await;
+    let (roster, room_keys) = {
+        let sessions = shared.sessions();
+        let state = sessions.get(session).ok_or(ClientError::UnknownSession)?;
+        let mut builder = RosterBuilder::resume(&state.view)?;
         edit(&mut builder)?;
-        let (roster, room_keys) = builder.sign(keys)?;
-        s.view.accept_roster(roster.clone())?;
-        let bundles = room_keys
-            .iter()
-            .map(|k| s.view.seal_key_bundle(keys, k))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok((roster, bundles))
-    })?;
+        builder.sign(&shared.keys)?
+    };
+    // The relay first: only a roster it accepted becomes ours, so the two
+    // never diverge if it refuses or the connection drops.
     shared
         .transport
-        .request(RequestBody::PublishRoster {
-            roster: Encoded(roster),
+        .request_ordered(RequestBody::PublishRoster {
+            roster: Encoded(roster.clone()),
         })
         .await?;
+    let bundles = shared.with_session(session, |s, keys| {
+        // The relay's own copy of the event may have been applied already.
+        if s.view.signed_roster().map(SignedRoster::hash) != Some(roster.hash()) {
+            s.view.accept_roster(roster)?;
+        }
+        Ok(room_keys
+            .iter()
+            .map(|k| s.view.seal_key_bundle(keys, k))
+            .collect::<std::result::Result<Vec<_>, _>>()?)
+    })?;
     for bundle in bundles {
         shared
             .transport
@@ -704,14 +909,18 @@ async fn engine(
             Incoming::Connected => {
                 connections += 1;
                 if connections > 1 {
-                    let ids: Vec<SessionId> = shared
+                    let ids: Vec<(SessionId, bool)> = shared
                         .sessions()
                         .iter()
-                        .filter(|(_, s)| s.meta.joined && !s.meta.closed)
-                        .map(|(id, _)| *id)
+                        .filter(|(_, s)| !s.meta.closed)
+                        .map(|(id, s)| (*id, s.meta.joined))
                         .collect();
-                    for id in ids {
-                        shared.resubscribe(id);
+                    for (id, joined) in ids {
+                        if joined {
+                            shared.resubscribe(id);
+                        } else {
+                            shared.knock_again(id);
+                        }
                     }
                 }
             }
@@ -743,6 +952,9 @@ fn handle(shared: &Arc<Shared>, event: wire::Event) {
                 s.view.open_key_bundle(keys, &bundle.0)?;
                 Ok(())
             });
+            if result.is_ok() {
+                announce_if_ready(shared, session);
+            }
             if let Err(e) = result {
                 warn(
                     shared,
@@ -803,6 +1015,10 @@ fn on_roster(shared: &Arc<Shared>, session: SessionId, roster: SignedRoster) {
         let accepted = s.view.accept_roster(roster)?;
         let newly_joined = !s.meta.joined && accepted.member(&me).is_some();
         s.meta.joined |= newly_joined;
+        if newly_joined {
+            // Admitted: the link (and its secret) is no longer needed.
+            s.meta.link = None;
+        }
         Ok(newly_joined)
     });
     match result {
@@ -812,9 +1028,10 @@ fn on_roster(shared: &Arc<Shared>, session: SessionId, roster: SignedRoster) {
                 version: offered,
             });
             if newly_joined {
-                shared.emit(Event::Joined { session });
+                // The key bundles follow the roster: fetch them with the rest.
                 shared.resubscribe(session);
             }
+            announce_if_ready(shared, session);
         }
         // Versions are missing (a joiner hears only the newest): fetch them.
         Err(ClientError::Protocol(caucus_protocol::Error::RosterChain)) if offered > held + 1 => {
@@ -829,14 +1046,36 @@ fn on_roster(shared: &Arc<Shared>, session: SessionId, roster: SignedRoster) {
     }
 }
 
+/// Give [`Event::Joined`] once this device is a member and holds the key
+/// of every room it is in, so that it can read and write at once.
+fn announce_if_ready(shared: &Shared, session: SessionId) {
+    let me = shared.keys.fingerprint();
+    let ready = shared.with_session(&session, |s, _| {
+        if s.meta.ready || !s.meta.joined {
+            return Ok(false);
+        }
+        let Some(roster) = s.view.roster() else {
+            return Ok(false);
+        };
+        let keyed = roster
+            .rooms
+            .iter()
+            .filter(|r| r.has(&me))
+            .all(|r| s.view.room_key(&r.id, r.epoch).is_some());
+        s.meta.ready = keyed;
+        Ok(keyed)
+    });
+    if ready.unwrap_or(false) {
+        shared.emit(Event::Joined { session });
+    }
+}
+
 fn on_envelope(shared: &Arc<Shared>, index: u64, envelope: caucus_protocol::envelope::Envelope) {
     let session = envelope.header().session;
     let room = envelope.header().room;
     let me = shared.keys.fingerprint();
     let result = shared.with_session(&session, |s, _| {
-        let cursor = s.meta.cursors.entry(room).or_insert(0);
-        *cursor = (*cursor).max(index);
-        match s.view.open(&envelope) {
+        let outcome = match s.view.open(&envelope) {
             Ok(opened) => {
                 s.messages.push((index, opened.clone()));
                 Ok(Some(opened))
@@ -845,9 +1084,27 @@ fn on_envelope(shared: &Arc<Shared>, index: u64, envelope: caucus_protocol::enve
             Err(caucus_protocol::Error::Replay { .. }) if envelope.header().sender == me => {
                 Ok(None)
             }
-            Err(e) => Err(ClientError::Protocol(e)),
+            Err(e) => Err(e),
+        };
+        // The cursor moves past a message once it is opened, or refused for
+        // good; a key that may still come (a bundle in flight) does not
+        // count as for good, so the message is fetched again next time.
+        let may_come_later = matches!(
+            outcome,
+            Err(caucus_protocol::Error::MissingRoomKey { .. }
+                | caucus_protocol::Error::UnknownEpoch { .. })
+        );
+        if !may_come_later {
+            let cursor = s.meta.cursors.entry(room).or_insert(0);
+            *cursor = (*cursor).max(index);
         }
+        Ok(outcome)
     });
+    let result = match result {
+        Ok(Ok(opened)) => Ok(opened),
+        Ok(Err(e)) => Err(ClientError::Protocol(e)),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(Some(opened)) => {
             if opened.content == Content::Withdrawal {
@@ -935,6 +1192,12 @@ fn event_of(session: SessionId, index: u64, opened: Opened) -> Event {
             room: h.room,
             member: h.sender,
         },
+        Content::Agree { step } => Event::Agreed {
+            session,
+            room: h.room,
+            member: h.sender,
+            step,
+        },
     }
 }
 
@@ -949,14 +1212,16 @@ fn on_withdrawal(shared: &Arc<Shared>, session: SessionId, member: Fingerprint) 
         if state.view.mediator() != shared.keys.fingerprint() {
             return;
         }
-        let Some(party) = state
-            .view
-            .roster()
-            .and_then(|r| r.member(&member))
-            .and_then(|m| m.party)
-        else {
+        let Some(roster) = state.view.roster() else {
             return;
         };
+        let Some(party) = roster.member(&member).and_then(|m| m.party) else {
+            return;
+        };
+        // Already recorded: a repeated notice changes nothing.
+        if roster.party(&party).is_none_or(|p| p.withdrawn) {
+            return;
+        }
         party
     };
     let shared = shared.clone();

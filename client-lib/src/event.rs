@@ -4,7 +4,7 @@
 
 use std::ops::RangeInclusive;
 
-use caucus_protocol::content::{ForwardMode, Sharing, SystemEvent};
+use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::{InviteId, RoomId, SessionId};
@@ -95,6 +95,17 @@ pub enum Event {
         /// Who gave notice.
         member: Fingerprint,
     },
+    /// A party member agreed, for their party, to a step of the process.
+    Agreed {
+        /// The session.
+        session: SessionId,
+        /// Their private room.
+        room: RoomId,
+        /// Who agreed.
+        member: Fingerprint,
+        /// To what.
+        step: Step,
+    },
     /// A new roster was accepted.
     Roster {
         /// The session.
@@ -102,7 +113,8 @@ pub enum Event {
         /// Its version.
         version: u64,
     },
-    /// This client was admitted to a session it knocked on.
+    /// This client was admitted to a session it knocked on, and holds the
+    /// keys of its rooms.
     Joined {
         /// The session.
         session: SessionId,

@@ -44,6 +44,14 @@ pub(crate) struct Meta {
     pub(crate) invites: Vec<InviteEntry>,
     /// Whether this client is a member yet (a joiner waits until admitted).
     pub(crate) joined: bool,
+    /// The invite link this client joined with, to knock again if its
+    /// connection drops while it waits. It holds the invite secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) link: Option<String>,
+    /// Whether [`Event::Joined`](crate::Event::Joined) has been given: once
+    /// a member, with the keys of every room this device is in.
+    #[serde(default)]
+    pub(crate) ready: bool,
     /// Whether the session has closed.
     pub(crate) closed: bool,
 }

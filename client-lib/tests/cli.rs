@@ -237,7 +237,9 @@ async fn a_scripted_session_with_the_caucus_command() {
         "needs-mediator",
     ]))
     .await);
-    ok(&caucus(m(&[
+    // The consent gates: no joint room in preparation; no negotiation phase
+    // until every party (Partner B has no one yet) agrees to continue.
+    let refused = caucus(m(&[
         "joint",
         "--server",
         &url,
@@ -245,19 +247,37 @@ async fn a_scripted_session_with_the_caucus_command() {
         &session,
         "open",
     ]))
-    .await);
-    ok(&caucus(p(&[
-        "send",
+    .await;
+    assert!(!refused.status.success());
+    ok(&caucus(m(&[
+        "phase",
         "--server",
         &url,
         "--session",
         &session,
-        "--room",
-        "joint",
-        "--may-share",
-        "Hello all",
+        "individual-meetings",
     ]))
     .await);
+    ok(&caucus(p(&[
+        "agree",
+        "--server",
+        &url,
+        "--session",
+        &session,
+        "continue",
+    ]))
+    .await);
+    ok(&caucus(m(&["listen", "--server", &url, "--session", &session])).await);
+    let refused = caucus(m(&[
+        "phase",
+        "--server",
+        &url,
+        "--session",
+        &session,
+        "negotiation",
+    ]))
+    .await;
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("agree to continue"));
     let party_saw = json_lines(&ok(&caucus(p(&[
         "listen",
         "--server",
@@ -271,11 +291,9 @@ async fn a_scripted_session_with_the_caucus_command() {
             .iter()
             .any(|e| e["event"] == "shared" && e["mode"] == "reframed")
     );
-    assert!(
-        party_saw
-            .iter()
-            .any(|e| e["event"] == "system" && e["what"] == "the joint room is open")
-    );
+    assert!(party_saw.iter().any(
+        |e| e["event"] == "system" && e["what"] == "the mediation moved to individual meetings"
+    ));
     ok(&caucus(m(&["close", "--server", &url, "--session", &session])).await);
     let whoami = json_lines(&ok(&caucus(p(&["whoami"])).await));
     assert!(whoami[0]["fingerprint"].is_string());

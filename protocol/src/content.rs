@@ -74,6 +74,8 @@ pub enum SystemEvent {
     PhaseChanged(Phase),
     /// A party has withdrawn from the mediation (which one is not said).
     PartyWithdrew,
+    /// A party that had withdrawn has been readmitted.
+    PartyRejoined,
 }
 
 impl Canonical for SystemEvent {
@@ -100,6 +102,9 @@ impl Canonical for SystemEvent {
             Self::PartyWithdrew => {
                 w.u8(6);
             }
+            Self::PartyRejoined => {
+                w.u8(7);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -110,10 +115,39 @@ impl Canonical for SystemEvent {
             4 => Ok(Self::JointClosed),
             5 => Ok(Self::PhaseChanged(Phase::decode(r)?)),
             6 => Ok(Self::PartyWithdrew),
+            7 => Ok(Self::PartyRejoined),
             tag => Err(DecodeError::InvalidTag {
                 what: "system event",
                 tag,
             }),
+        }
+    }
+}
+
+/// A step of the process a party agrees to take.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// To continue with the mediation after the individual meeting.
+    Continue,
+    /// To meet the other parties in the joint room.
+    JointMeeting,
+}
+
+impl Canonical for Step {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(match self {
+            Self::Continue => 1,
+            Self::JointMeeting => 2,
+        });
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            1 => Ok(Self::Continue),
+            2 => Ok(Self::JointMeeting),
+            tag => Err(DecodeError::InvalidTag { what: "step", tag }),
         }
     }
 }
@@ -133,6 +167,8 @@ pub enum ContentType {
     Withdrawal,
     /// [`Content::System`].
     System,
+    /// [`Content::Agree`].
+    Agree,
 }
 
 impl ContentType {
@@ -144,7 +180,7 @@ impl ContentType {
     /// Whether only a party member may send content of this type, and only
     /// in their own party's private room.
     pub fn party_only(self) -> bool {
-        matches!(self, Self::Consent | Self::Withdrawal)
+        matches!(self, Self::Consent | Self::Withdrawal | Self::Agree)
     }
 
     fn tag(self) -> u8 {
@@ -154,6 +190,7 @@ impl ContentType {
             Self::ShareReceipt => 3,
             Self::Consent => 4,
             Self::Withdrawal => 6,
+            Self::Agree => 7,
             Self::System => 5,
         }
     }
@@ -170,6 +207,7 @@ impl Canonical for ContentType {
             3 => Ok(Self::ShareReceipt),
             4 => Ok(Self::Consent),
             6 => Ok(Self::Withdrawal),
+            7 => Ok(Self::Agree),
             5 => Ok(Self::System),
             tag => Err(DecodeError::InvalidTag {
                 what: "content type",
@@ -240,6 +278,12 @@ pub enum Content {
     System(SystemEvent),
     /// A party member's notice that their party withdraws from the mediation.
     Withdrawal,
+    /// A party member's signed agreement, for their party, to take a step of
+    /// the process (to continue; to meet jointly).
+    Agree {
+        /// The step.
+        step: Step,
+    },
 }
 
 impl Content {
@@ -252,6 +296,7 @@ impl Content {
             Self::Consent { .. } => ContentType::Consent,
             Self::System(_) => ContentType::System,
             Self::Withdrawal => ContentType::Withdrawal,
+            Self::Agree { .. } => ContentType::Agree,
         }
     }
 }
@@ -279,6 +324,7 @@ impl Canonical for Content {
             Self::Consent { message } => message.encode(w),
             Self::System(e) => e.encode(w),
             Self::Withdrawal => {}
+            Self::Agree { step } => step.encode(w),
         }
     }
 
@@ -306,6 +352,9 @@ impl Canonical for Content {
             },
             ContentType::System => Self::System(SystemEvent::decode(r)?),
             ContentType::Withdrawal => Self::Withdrawal,
+            ContentType::Agree => Self::Agree {
+                step: Step::decode(r)?,
+            },
         })
     }
 }

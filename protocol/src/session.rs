@@ -533,7 +533,9 @@ fn check_chain(
     previous: Digest,
     hash: Digest,
 ) -> Result<Option<RangeInclusive<u64>>, Error> {
-    if seq == 0 {
+    // Sequence numbers run from 1 and never reach u64::MAX (so `seq + 1`
+    // below cannot overflow, whatever a sender claims).
+    if seq == 0 || seq == u64::MAX {
         return Err(Error::ChainBroken { seq });
     }
     if chain.contains_key(&seq) {
@@ -553,5 +555,24 @@ fn check_chain(
         return Err(Error::ChainBroken { seq });
     }
     let highest = chain.last_key_value().map_or(0, |(s, _)| *s);
-    Ok((seq > highest + 1).then(|| highest + 1..=seq - 1))
+    let next = highest.saturating_add(1);
+    Ok((seq > next).then(|| next..=seq - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extreme_sequence_numbers_are_refused_not_overflowed() {
+        let empty = BTreeMap::new();
+        for seq in [0, u64::MAX] {
+            assert_eq!(
+                check_chain(&empty, seq, Digest::ZERO, Digest::ZERO),
+                Err(Error::ChainBroken { seq })
+            );
+        }
+        let gap = check_chain(&empty, u64::MAX - 1, Digest([1; 32]), Digest([2; 32]));
+        assert_eq!(gap, Ok(Some(1..=u64::MAX - 2)));
+    }
 }

@@ -105,6 +105,37 @@ async fn a_private_message_reaches_its_party_and_the_mediator_only() {
     assert!(dir_contains(c.dirs[1].path(), canary.as_bytes()));
 }
 
+/// Both parties agree to continue and to meet; the mediator moves to
+/// negotiation and opens the joint room.
+async fn open_joint_room(c: &mut Cast) {
+    use caucus_protocol::content::Step;
+    use caucus_protocol::roster::Phase;
+    let session = c.session;
+    c.mediator
+        .set_phase(&session, Phase::IndividualMeetings)
+        .await
+        .unwrap();
+    for step in [Step::Continue, Step::JointMeeting] {
+        for party in [&mut c.claimant, &mut c.defendant] {
+            party.agree(&session, step).await.unwrap();
+        }
+        for _ in 0..2 {
+            wait_for(
+                &mut c.mediator,
+                |e| matches!(e, Event::Agreed { step: s, .. } if *s == step),
+            )
+            .await;
+        }
+        if step == Step::Continue {
+            c.mediator
+                .set_phase(&session, Phase::Negotiation)
+                .await
+                .unwrap();
+        }
+    }
+    c.mediator.set_joint_open(&session, true).await.unwrap();
+}
+
 async fn next_message(client: &mut Client) -> (caucus_protocol::crypto::Digest, String) {
     match wait_for(client, |e| matches!(e, Event::Message { .. })).await {
         Event::Message { hash, text, .. } => (hash, text),
@@ -193,7 +224,7 @@ async fn forwards_carry_provenance_and_the_source_room_gets_a_receipt() {
         _ => unreachable!(),
     }
     // A may-share message, reframed, into the joint room (opened first).
-    c.mediator.set_joint_open(&session, true).await.unwrap();
+    open_joint_room(&mut c).await;
     c.claimant
         .send(
             &session,
@@ -512,6 +543,195 @@ async fn a_party_may_withdraw_and_the_others_learn_only_that_a_party_has() {
                 &joint,
                 &caucus_protocol::content::Content::Withdrawal
             )
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_joint_room_opens_only_once_every_party_has_agreed() {
+    use caucus_protocol::content::Step;
+    use caucus_protocol::roster::Phase;
+    let relay = Relay::start(&[]).await;
+    let mut c = cast(&relay).await;
+    let session = c.session;
+    // Not in the preparation phase, whatever anyone says.
+    assert!(c.mediator.set_joint_open(&session, true).await.is_err());
+    c.mediator
+        .set_phase(&session, Phase::IndividualMeetings)
+        .await
+        .unwrap();
+    // Moving on needs both parties' agreement to continue.
+    c.claimant.agree(&session, Step::Continue).await.unwrap();
+    wait_for(&mut c.mediator, |e| matches!(e, Event::Agreed { .. })).await;
+    assert!(
+        c.mediator
+            .set_phase(&session, Phase::Negotiation)
+            .await
+            .is_err()
+    );
+    c.defendant.agree(&session, Step::Continue).await.unwrap();
+    wait_for(&mut c.mediator, |e| matches!(e, Event::Agreed { .. })).await;
+    c.mediator
+        .set_phase(&session, Phase::Negotiation)
+        .await
+        .unwrap();
+    // The joint room needs both parties' agreement to meet.
+    c.defendant
+        .agree(&session, Step::JointMeeting)
+        .await
+        .unwrap();
+    wait_for(&mut c.mediator, |e| {
+        matches!(
+            e,
+            Event::Agreed {
+                step: Step::JointMeeting,
+                ..
+            }
+        )
+    })
+    .await;
+    let refused = c.mediator.set_joint_open(&session, true).await;
+    assert!(
+        matches!(refused, Err(caucus_client::ClientError::Usage(_))),
+        "{refused:?}"
+    );
+    let missing = c
+        .mediator
+        .parties_not_agreed(&session, Step::JointMeeting)
+        .unwrap();
+    assert_eq!(missing, vec![c.claimant_party]);
+    // A withdrawal cancels a party's agreement; readmitted, it must agree again.
+    c.claimant
+        .agree(&session, Step::JointMeeting)
+        .await
+        .unwrap();
+    wait_for(&mut c.mediator, |e| {
+        matches!(
+            e,
+            Event::Agreed {
+                step: Step::JointMeeting,
+                ..
+            }
+        )
+    })
+    .await;
+    c.defendant.withdraw(&session).await.unwrap();
+    wait_for(&mut c.mediator, |e| matches!(e, Event::Withdrew { .. })).await;
+    let defendant_party = c
+        .mediator
+        .roster(&session)
+        .unwrap()
+        .member(&c.defendant.fingerprint())
+        .unwrap()
+        .party
+        .unwrap();
+    // (With the trust withdrawn, only the claimant's agreement is needed.)
+    wait_for(&mut c.mediator, |e| matches!(e, Event::System { .. })).await;
+    c.mediator
+        .readmit(&session, &defendant_party)
+        .await
+        .unwrap();
+    assert!(c.mediator.set_joint_open(&session, true).await.is_err());
+    c.defendant
+        .agree(&session, Step::JointMeeting)
+        .await
+        .unwrap();
+    wait_for(&mut c.mediator, |e| {
+        matches!(
+            e,
+            Event::Agreed {
+                step: Step::JointMeeting,
+                ..
+            }
+        )
+    })
+    .await;
+    c.mediator.set_joint_open(&session, true).await.unwrap();
+    // Everyone is told the phase changed and the joint room opened.
+    wait_for(&mut c.solicitor, |e| {
+        matches!(
+            e,
+            Event::System {
+                event: caucus_protocol::content::SystemEvent::JointOpened,
+                ..
+            }
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_side_room_holds_exactly_its_members() {
+    let relay = Relay::start(&[]).await;
+    let mut c = cast(&relay).await;
+    let session = c.session;
+    // The lawyers' room: the claimant's solicitor and the trust's member, with the mediator.
+    let members = [c.solicitor.fingerprint(), c.defendant.fingerprint()];
+    let side = c
+        .mediator
+        .create_side_room(&session, &members)
+        .await
+        .unwrap();
+    let version = c.mediator.roster(&session).unwrap().version;
+    for client in [&mut c.solicitor, &mut c.defendant, &mut c.claimant] {
+        wait_for(
+            client,
+            |e| matches!(e, Event::Roster { version: v, .. } if *v == version),
+        )
+        .await;
+    }
+    c.solicitor
+        .send(
+            &session,
+            &side,
+            "Between us lawyers: costs are the sticking point.",
+            Sharing::MayShare,
+        )
+        .await
+        .unwrap();
+    match wait_for(
+        &mut c.defendant,
+        |e| matches!(e, Event::Message { room, .. } if *room == side),
+    )
+    .await
+    {
+        Event::Message { text, .. } => assert!(text.contains("costs")),
+        _ => unreachable!(),
+    }
+    wait_for(
+        &mut c.mediator,
+        |e| matches!(e, Event::Message { room, .. } if *room == side),
+    )
+    .await;
+    // The claimant is not in it: cannot post, and never hears it.
+    assert!(
+        c.claimant
+            .send(&session, &side, "let me in", Sharing::MayShare)
+            .await
+            .is_err()
+    );
+    while let Some(e) = c
+        .claimant
+        .next_event_within(Duration::from_millis(500))
+        .await
+    {
+        assert!(
+            !matches!(&e, Event::Message { room, .. } if *room == side),
+            "{e:?}"
+        );
+    }
+    // Closed, it is gone from the roster and no one posts in it.
+    c.mediator.close_side_room(&session, &side).await.unwrap();
+    let version = c.mediator.roster(&session).unwrap().version;
+    wait_for(
+        &mut c.solicitor,
+        |e| matches!(e, Event::Roster { version: v, .. } if *v == version),
+    )
+    .await;
+    assert!(
+        c.solicitor
+            .send(&session, &side, "still here?", Sharing::MayShare)
             .await
             .is_err()
     );

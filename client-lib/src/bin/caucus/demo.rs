@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use caucus_client::{Client, ClientError, Event, StateDir};
-use caucus_protocol::content::Sharing;
+use caucus_protocol::content::{Sharing, Step};
 use caucus_protocol::ids::SessionId;
+use caucus_protocol::roster::Phase;
 use caucus_protocol::wire::PartyStatus;
 use serde_json::json;
 
@@ -110,7 +111,11 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
         mediator.client.party_room(&session, &parties[1])?,
     );
 
-    // Individual meeting with the claimant's side.
+    // Individual meetings.
+    mediator
+        .client
+        .set_phase(&session, Phase::IndividualMeetings)
+        .await?;
     mediator
         .client
         .set_location(&session, Some(claimant_room), false)
@@ -153,10 +158,25 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
     mediator
         .until(|e| matches!(e, Event::Consent { message, .. } if *message == offer.message))
         .await?;
+    // Both sides agree to go on; the mediator moves to negotiation.
+    for i in [0, 2] {
+        people[i].client.agree(&session, Step::Continue).await?;
+        mediator
+            .until(|e| {
+                matches!(
+                    e,
+                    Event::Agreed {
+                        step: Step::Continue,
+                        ..
+                    }
+                )
+            })
+            .await?;
+    }
     mediator
-        .until(|e| matches!(e, Event::Message { hash, .. } if *hash == shareable.message))
-        .await
-        .ok();
+        .client
+        .set_phase(&session, Phase::Negotiation)
+        .await?;
 
     // Shuttle: the offer verbatim to the claimant's side; the apology point
     // reframed to the trust.
@@ -183,6 +203,20 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
         .await?;
 
     // Both sides agree to meet: the joint room opens.
+    for i in [0, 2] {
+        people[i].client.agree(&session, Step::JointMeeting).await?;
+        mediator
+            .until(|e| {
+                matches!(
+                    e,
+                    Event::Agreed {
+                        step: Step::JointMeeting,
+                        ..
+                    }
+                )
+            })
+            .await?;
+    }
     mediator.client.set_joint_open(&session, true).await?;
     let joint = mediator.client.joint_room(&session)?;
     mediator

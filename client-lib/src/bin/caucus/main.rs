@@ -10,9 +10,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use caucus_client::{Client, ClientError, Event, StateDir};
-use caucus_protocol::content::Sharing;
+use caucus_protocol::content::{Sharing, Step};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
+use caucus_protocol::roster::Phase;
 use caucus_protocol::wire::PartyStatus;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
@@ -117,6 +118,21 @@ enum Command {
         #[arg(long)]
         message: String,
     },
+    /// Agree, for your party, to continue after the individual meeting or to
+    /// a joint meeting.
+    Agree {
+        #[command(flatten)]
+        at: At,
+        /// continue or joint-meeting.
+        step: StepArg,
+    },
+    /// Move the mediation to another phase (mediator).
+    Phase {
+        #[command(flatten)]
+        at: At,
+        /// individual-meetings, negotiation or agreement.
+        phase: PhaseArg,
+    },
     /// Withdraw your party from the mediation.
     Withdraw {
         #[command(flatten)]
@@ -182,6 +198,19 @@ enum StatusArg {
     Ready,
     NeedsMediator,
     OnBreak,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StepArg {
+    Continue,
+    JointMeeting,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PhaseArg {
+    IndividualMeetings,
+    Negotiation,
+    Agreement,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -447,6 +476,31 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             let session = session_id(&at.session)?;
             client.consent(&session, &message_id(message)?).await?;
             print(json_mode, "consent given", json!({"consented": message}));
+        }
+        Command::Agree { at, step } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            let step = match step {
+                StepArg::Continue => Step::Continue,
+                StepArg::JointMeeting => Step::JointMeeting,
+            };
+            client.agree(&session, step).await?;
+            print(json_mode, "agreed", json!({"agreed": step}));
+        }
+        Command::Phase { at, phase } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            let phase = match phase {
+                PhaseArg::IndividualMeetings => Phase::IndividualMeetings,
+                PhaseArg::Negotiation => Phase::Negotiation,
+                PhaseArg::Agreement => Phase::Agreement,
+            };
+            client.set_phase(&session, phase).await?;
+            print(
+                json_mode,
+                &format!("phase: {phase:?}"),
+                json!({"phase": phase}),
+            );
         }
         Command::Withdraw { at } => {
             let client = open(&cli, &at.server).await?;

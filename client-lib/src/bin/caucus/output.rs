@@ -2,9 +2,10 @@
 //! JSON object per line.
 
 use caucus_client::{Client, Event, Warning};
-use caucus_protocol::content::{ForwardMode, Sharing, SystemEvent};
+use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
 use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::SessionId;
+use caucus_protocol::roster::Phase;
 use caucus_protocol::wire::{MediatorWhereabouts, PartyStatus};
 use serde_json::{Value, json};
 
@@ -13,8 +14,23 @@ pub(crate) fn print(json_mode: bool, text: &str, value: Value) {
     if json_mode {
         line(&value.to_string());
     } else {
-        line(text);
+        line(&printable(text));
     }
+}
+
+/// `text` with control characters (newlines, terminal escapes) shown as
+/// escapes, so that what a participant wrote cannot pose as another line,
+/// a forward from the mediator, say.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 /// Write a line to stdout; a closed pipe (`caucus listen | head`) is not an
@@ -44,6 +60,16 @@ fn mode(m: ForwardMode) -> &'static str {
     match m {
         ForwardMode::Verbatim => "verbatim",
         ForwardMode::Reframed => "reframed",
+    }
+}
+
+fn phase(p: Phase) -> &'static str {
+    match p {
+        Phase::Preparation => "preparation",
+        Phase::IndividualMeetings => "individual meetings",
+        Phase::Negotiation => "negotiation",
+        Phase::Agreement => "agreement",
+        Phase::Closed => "closed",
     }
 }
 
@@ -147,8 +173,9 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
                 SystemEvent::MemberRemoved(m) => format!("{} was removed", who(client, session, m)),
                 SystemEvent::JointOpened => "the joint room is open".into(),
                 SystemEvent::JointClosed => "the joint room is closed".into(),
-                SystemEvent::PhaseChanged(p) => format!("the mediation moved to {p:?}"),
+                SystemEvent::PhaseChanged(p) => format!("the mediation moved to {}", phase(*p)),
                 SystemEvent::PartyWithdrew => "a party has withdrawn from the mediation".into(),
+                SystemEvent::PartyRejoined => "a party has rejoined the mediation".into(),
             };
             (
                 format!("[{}] {what}", client.room_label(session, room)),
@@ -167,6 +194,28 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
             ),
             json!({"event": "withdrew", "session": session, "room": room, "member": member}),
         ),
+        Event::Agreed {
+            session,
+            room,
+            member,
+            step,
+        } => {
+            let what = match step {
+                Step::Continue => "to continue with the mediation",
+                Step::JointMeeting => "to a joint meeting",
+            };
+            (
+                format!(
+                    "[{}] {} {what}",
+                    client.room_label(session, room),
+                    match who(client, session, member).as_str() {
+                        "you" => "you agree, for your party,".to_string(),
+                        name => format!("{name} agrees, for their party,"),
+                    }
+                ),
+                json!({"event": "agreed", "session": session, "room": room, "member": member, "step": step}),
+            )
+        }
         Event::Roster { session, version } => (
             format!("roster version {version} accepted"),
             json!({"event": "roster", "session": session, "version": version}),
