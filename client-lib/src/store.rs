@@ -4,11 +4,16 @@
 //! owner only.
 //!
 //! ```text
-//! STATE/device.key                      the device's secret keys
-//! STATE/sessions/SESSION/view.bin       rosters, room keys, chains
-//! STATE/sessions/SESSION/meta.json      relay, cursors, invites (secret), party
-//! STATE/sessions/SESSION/messages.bin   the opened messages
+//! STATE/lock                      held by the one process using the directory
+//! STATE/device.key                the device's secret keys
+//! STATE/sessions/SESSION.state    one file per session: its verified view
+//!                                 (rosters, room keys, chains), what the
+//!                                 client keeps about it (relay, cursors,
+//!                                 invites it issued) and its messages
 //! ```
+//!
+//! A session's file is written whole and renamed into place, and the
+//! directory is synced, so a crash leaves either the old state or the new.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -65,10 +70,12 @@ pub(crate) struct SessionState {
     pub(crate) messages: Vec<(u64, Opened)>,
 }
 
-/// The state directory.
+/// The state directory, locked for the one process that uses it: two
+/// processes writing one device's state would reuse sequence numbers.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    _lock: std::sync::Arc<std::fs::File>,
 }
 
 fn private_dir(path: &Path) -> Result<(), ClientError> {
@@ -96,6 +103,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 
@@ -105,10 +115,29 @@ fn corrupt(e: impl std::fmt::Display) -> ClientError {
 
 impl StateDir {
     /// Open (creating) a state directory, readable by the owner only.
+    ///
+    /// Fails if another process holds it.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, ClientError> {
         let root = root.into();
         private_dir(&root)?;
-        Ok(Self { root })
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join("lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ClientError::Usage(
+                    "another process is using this state directory",
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        Ok(Self {
+            root,
+            _lock: std::sync::Arc::new(lock),
+        })
     }
 
     /// Where it is.
@@ -142,8 +171,8 @@ impl StateDir {
         Ok(keys)
     }
 
-    fn session_dir(&self, id: &SessionId) -> PathBuf {
-        self.root.join("sessions").join(id.to_string())
+    fn session_file(&self, id: &SessionId) -> PathBuf {
+        self.root.join("sessions").join(format!("{id}.state"))
     }
 
     /// The sessions kept here.
@@ -157,7 +186,11 @@ impl StateDir {
         let mut out = Vec::new();
         for entry in entries {
             let name = entry?.file_name();
-            if let Some(id) = name.to_str().and_then(SessionId::parse) {
+            let id = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".state"))
+                .and_then(SessionId::parse);
+            if let Some(id) = id {
                 out.push(id);
             }
         }
@@ -165,36 +198,29 @@ impl StateDir {
         Ok(out)
     }
 
+    /// Write a session's whole state: `bytes(view state) || bytes(meta as
+    /// JSON) || list(u64 index || bytes(header) || digest || bytes(content))`.
     pub(crate) fn save(&self, state: &SessionState) -> Result<(), ClientError> {
-        let dir = self.session_dir(&state.view.session());
-        private_dir(&dir)?;
-        write_private(&dir.join("view.bin"), &state.view.to_state_bytes())?;
-        write_private(
-            &dir.join("meta.json"),
-            &serde_json::to_vec_pretty(&state.meta).map_err(corrupt)?,
-        )?;
+        private_dir(&self.root.join("sessions"))?;
         let mut w = Writer::new();
+        w.bytes(&state.view.to_state_bytes());
+        w.bytes(&serde_json::to_vec(&state.meta).map_err(corrupt)?);
         w.list(&state.messages, |w, (index, m)| {
             w.u64(*index);
             w.bytes(&m.header.to_bytes());
             m.hash.encode(w);
             w.bytes(&m.content.to_bytes());
         });
-        write_private(
-            &dir.join("messages.bin"),
-            &zeroize::Zeroizing::new(w.into_bytes()),
-        )
+        let bytes = zeroize::Zeroizing::new(w.into_bytes());
+        write_private(&self.session_file(&state.view.session()), &bytes)
     }
 
     pub(crate) fn load(&self, id: &SessionId) -> Result<SessionState, ClientError> {
-        let dir = self.session_dir(id);
-        let view_bytes = zeroize::Zeroizing::new(std::fs::read(dir.join("view.bin"))?);
-        let view = SessionView::from_state_bytes(&view_bytes)?;
-        let meta: Meta =
-            serde_json::from_slice(&std::fs::read(dir.join("meta.json"))?).map_err(corrupt)?;
-        let raw = zeroize::Zeroizing::new(std::fs::read(dir.join("messages.bin"))?);
-        let messages = Reader::decode_all(&raw, |r| {
-            r.list(|r| {
+        let raw = zeroize::Zeroizing::new(std::fs::read(self.session_file(id))?);
+        let (view, meta, messages) = Reader::decode_all(&raw, |r| {
+            let view = r.bytes()?;
+            let meta = r.bytes()?;
+            let messages = r.list(|r| {
                 let index = r.u64()?;
                 Ok((
                     index,
@@ -205,12 +231,13 @@ impl StateDir {
                         gap: None,
                     },
                 ))
-            })
+            })?;
+            Ok((view, meta, messages))
         })
         .map_err(corrupt)?;
         Ok(SessionState {
-            view,
-            meta,
+            view: SessionView::from_state_bytes(view)?,
+            meta: serde_json::from_slice(meta).map_err(corrupt)?,
             messages,
         })
     }

@@ -141,8 +141,9 @@ impl Envelope {
         self.ciphertext.len()
     }
 
-    /// Check the signature by `sender`.
-    pub(crate) fn verify(&self, sender: &PublicIdentity) -> Result<(), Error> {
+    /// Check the signature by `sender` (the relay does this before storing;
+    /// [`crate::session::SessionView::open`] does it and everything else).
+    pub fn verify(&self, sender: &PublicIdentity) -> Result<(), Error> {
         sender.verify(
             label::ENVELOPE,
             &signed_body(&self.header_bytes, &self.ciphertext),

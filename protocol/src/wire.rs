@@ -487,14 +487,14 @@ pub fn parse_request(text: &str) -> Result<Request, FrameError> {
         Some(_) => return Err(fail(id, ErrorCode::UnknownType, "unknown type".into())),
         None => return Err(fail(id, ErrorCode::Malformed, "missing type".into())),
     }
-    if let Some(version) = envelope_version(obj) {
-        if version != PROTOCOL_VERSION {
-            return Err(fail(
-                id,
-                ErrorCode::UnsupportedVersion,
-                format!("envelope header version {version}; this relay speaks {PROTOCOL_VERSION}"),
-            ));
-        }
+    if let Some(version) = envelope_version(obj)
+        && version != PROTOCOL_VERSION
+    {
+        return Err(fail(
+            id,
+            ErrorCode::UnsupportedVersion,
+            format!("envelope header version {version}; this relay speaks {PROTOCOL_VERSION}"),
+        ));
     }
     serde_json::from_value(value).map_err(|e| fail(id, ErrorCode::Malformed, e.to_string()))
 }

@@ -621,7 +621,13 @@ impl Hub {
                     "not the room's current epoch",
                 ));
             }
-            let role = s.role_of(caller).ok_or_else(|| forbidden("not a member"))?;
+            let member = roster
+                .member(caller)
+                .ok_or_else(|| forbidden("not a member"))?;
+            // Stored only if its sender really signed it: a relay keeps no
+            // forgery for clients to trip over.
+            envelope.verify(&member.identity)?;
+            let role = member.role;
             if h.content_type.mediator_only() && !role.is_mediator() {
                 return Err(forbidden("only a mediator sends this content type"));
             }

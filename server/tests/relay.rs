@@ -298,6 +298,25 @@ async fn bad_input_gets_a_stable_code_and_no_one_else_notices() {
             ..
         }
     ));
+    // An envelope whose signature does not verify is not stored.
+    let envelope = m.views[1]
+        .seal(&m.claimant.keys, &m.claimant_room, &text("forged?"))
+        .unwrap();
+    let mut bytes = caucus_protocol::codec::Canonical::to_bytes(&envelope);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let frame = format!(
+        r#"{{"v":1,"id":79,"type":"post","envelope":"{}"}}"#,
+        caucus_protocol::b64::encode(&bytes)
+    );
+    m.claimant.send_text(frame).await;
+    assert!(matches!(
+        m.claimant.reply_to(79).await,
+        caucus_protocol::wire::Reply::Error {
+            code: ErrorCode::BadSignature,
+            ..
+        }
+    ));
     // A key bundle with a bad signature.
     let key = m.builder.room_key(&m.claimant_room).unwrap().clone();
     let bundle = m.views[0].seal_key_bundle(&m.mediator.keys, &key).unwrap();
