@@ -21,3 +21,15 @@ fn the_device_key_and_its_directory_are_the_owners_alone() {
             .contains(&caucus_protocol::b64::encode(&keys.to_secret_bytes())[..12])
     );
 }
+
+#[test]
+fn only_one_process_at_a_time_uses_a_state_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let first = StateDir::open(root.path()).unwrap();
+    assert!(matches!(
+        StateDir::open(root.path()),
+        Err(caucus_client::ClientError::Usage(_))
+    ));
+    drop(first);
+    assert!(StateDir::open(root.path()).is_ok());
+}
