@@ -549,15 +549,37 @@ impl Client {
         name: &str,
         expires_at: u64,
     ) -> Result<String> {
+        self.roster(session)?
+            .party(party)
+            .ok_or(ClientError::Usage("no such party"))?;
+        self.issue_invite(session, Some(*party), name, expires_at)
+            .await
+    }
+
+    /// An invite link for a co-mediator (named `name`): once admitted, a
+    /// mediator's rights in every room.
+    pub async fn invite_co_mediator(
+        &self,
+        session: &SessionId,
+        name: &str,
+        expires_at: u64,
+    ) -> Result<String> {
+        self.issue_invite(session, None, name, expires_at).await
+    }
+
+    async fn issue_invite(
+        &self,
+        session: &SessionId,
+        party: Option<PartyId>,
+        name: &str,
+        expires_at: u64,
+    ) -> Result<String> {
         let invite = Invite::new(
             self.shared.relay.clone(),
             *session,
             self.fingerprint(),
             expires_at,
         )?;
-        self.roster(session)?
-            .party(party)
-            .ok_or(ClientError::Usage("no such party"))?;
         self.shared
             .transport
             .request(RequestBody::CreateInvite {
@@ -571,7 +593,7 @@ impl Client {
         self.shared.with_session(session, |s, _| {
             s.meta.invites.push(InviteEntry {
                 link: link.clone(),
-                party: *party,
+                party,
                 name: name.to_owned(),
                 used: false,
             });
@@ -1308,7 +1330,12 @@ fn on_join_request(shared: &Arc<Shared>, request: caucus_protocol::invite::JoinR
                         Ok(())
                     })?;
                     publish(&shared, &session, |b| {
-                        b.add_member(&identity, Role::PartyMember, Some(party), &name)
+                        let role = if party.is_some() {
+                            Role::PartyMember
+                        } else {
+                            Role::CoMediator
+                        };
+                        b.add_member(&identity, role, party, &name)
                     })
                     .await
                 }

@@ -33,7 +33,8 @@ use crate::error::ClientError;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct InviteEntry {
     pub(crate) link: String,
-    pub(crate) party: PartyId,
+    /// The party the invitee joins; `None` for a co-mediator.
+    pub(crate) party: Option<PartyId>,
     pub(crate) name: String,
     pub(crate) used: bool,
 }

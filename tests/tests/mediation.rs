@@ -736,3 +736,63 @@ async fn a_side_room_holds_exactly_its_members() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_co_mediator_has_a_mediators_rights_in_every_room() {
+    let relay = Relay::start(&[]).await;
+    let mut c = cast(&relay).await;
+    let session = c.session;
+    let link = c
+        .mediator
+        .invite_co_mediator(&session, "Mr Co-mediator", caucus_client::now() + 600)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut co, _) = Client::join(StateDir::open(dir.path()).unwrap(), &link)
+        .await
+        .unwrap();
+    wait_for(&mut c.mediator, |e| matches!(e, Event::Admitted { .. })).await;
+    wait_for(&mut co, |e| matches!(e, Event::Joined { .. })).await;
+    let roster = co.roster(&session).unwrap();
+    let me = co.fingerprint();
+    assert_eq!(
+        roster.member(&me).unwrap().role,
+        caucus_protocol::roster::Role::CoMediator
+    );
+    assert!(roster.rooms.iter().all(|r| r.has(&me)));
+    // The claimant hears of the new roster, then confides; the co-mediator reads it.
+    let version = roster.version;
+    wait_for(
+        &mut c.claimant,
+        |e| matches!(e, Event::Roster { version: v, .. } if *v == version),
+    )
+    .await;
+    let room = c.claimant.my_room(&session).unwrap();
+    c.claimant
+        .send(&session, &room, "for both mediators", Sharing::MayShare)
+        .await
+        .unwrap();
+    let hash = match wait_for(&mut co, |e| matches!(e, Event::Message { .. })).await {
+        Event::Message { text, hash, .. } => {
+            assert_eq!(text, "for both mediators");
+            hash
+        }
+        _ => unreachable!(),
+    };
+    // And carries it to the other party, as a mediator may.
+    let other = co.party_room(&session, &c.claimant_party).unwrap();
+    assert_eq!(other, room);
+    let defendant_room = c.defendant.my_room(&session).unwrap();
+    co.forward(
+        &session,
+        &hash,
+        &defendant_room,
+        Some("The claimant's side wrote to us both.".into()),
+    )
+    .await
+    .unwrap();
+    match wait_for(&mut c.defendant, |e| matches!(e, Event::Forwarded { .. })).await {
+        Event::Forwarded { mediator, .. } => assert_eq!(mediator, me),
+        _ => unreachable!(),
+    }
+}
