@@ -47,6 +47,12 @@ pub mod label {
     pub const JOIN_PROOF: &str = "caucus/v1/join-proof";
     /// A device's signature answering the relay's login challenge.
     pub const AUTH: &str = "caucus/v1/auth";
+    /// The hash that names an agreement.
+    pub const AGREEMENT: &str = "caucus/v1/agreement";
+    /// A signatory's signature on an agreement.
+    pub const AGREEMENT_SIGN: &str = "caucus/v1/agreement-sign";
+    /// The mediator's countersignature on a signed agreement.
+    pub const AGREEMENT_COUNTERSIGN: &str = "caucus/v1/agreement-countersign";
 }
 
 /// Length of a SHA-256 digest.

@@ -18,6 +18,7 @@
 //! | [`session`] | a client's verified view of one session: where everything is checked |
 //! | [`invite`] | invite links, admission tokens and join proofs |
 //! | [`wire`] | the JSON frames between clients and the relay |
+//! | [`agreement`] | the signed outcome, verifiable offline |
 //!
 //! ## A whole exchange
 //!
@@ -78,6 +79,7 @@
 //! # }
 //! ```
 
+pub mod agreement;
 pub mod b64;
 pub mod builder;
 pub mod codec;
