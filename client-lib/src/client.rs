@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use caucus_protocol::agreement::{Agreement, Signatory, SignedAgreement};
 use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::content::{Content, Sharing, Step, SystemEvent};
 use caucus_protocol::crypto::Digest;
@@ -740,6 +741,116 @@ impl Client {
         self.publish(session, |b| b.remove_side_room(room)).await
     }
 
+    /// Propose an agreement: the exact `terms`, with a reality-testing
+    /// `checklist`, for every member of every party still in the mediation to
+    /// sign. Posted in the joint room and in each party's private room, so
+    /// that it can be shuttled as well as read together. Returns its hash.
+    pub async fn propose_agreement(
+        &self,
+        session: &SessionId,
+        title: &str,
+        terms: &str,
+        checklist: &[String],
+    ) -> Result<Digest> {
+        let (agreement, rooms) = {
+            let sessions = self.shared.sessions();
+            let state = sessions.get(session).ok_or(ClientError::UnknownSession)?;
+            let roster = state.view.roster().ok_or(ClientError::UnknownSession)?;
+            let name = |m: &caucus_protocol::roster::Member| {
+                state
+                    .view
+                    .open_label(&m.name, &m.id().0)
+                    .unwrap_or_default()
+            };
+            let mediator = roster
+                .member(&self.fingerprint())
+                .filter(|m| m.role == Role::Mediator)
+                .ok_or(ClientError::Usage(
+                    "only the lead mediator proposes the agreement",
+                ))?;
+            let mut signatories = Vec::new();
+            for party in roster.parties.iter().filter(|p| !p.withdrawn) {
+                let label = state
+                    .view
+                    .open_label(&party.label, &party.id.0)
+                    .unwrap_or_default();
+                for m in roster.members.iter().filter(|m| m.party == Some(party.id)) {
+                    signatories.push(Signatory {
+                        identity: m.identity.clone(),
+                        name: name(m),
+                        party: Some((party.id, label.clone())),
+                    });
+                }
+            }
+            let agreement = Agreement {
+                session: *session,
+                title: title.to_owned(),
+                terms: terms.to_owned(),
+                checklist: checklist.to_vec(),
+                mediator: Signatory {
+                    identity: mediator.identity.clone(),
+                    name: name(mediator),
+                    party: None,
+                },
+                signatories,
+                drafted_at: now(),
+            };
+            (agreement, everyones_rooms(roster))
+        };
+        let hash = agreement.hash();
+        for room in rooms {
+            self.post(session, &room, &Content::AgreementDraft(agreement.clone()))
+                .await?;
+        }
+        Ok(hash)
+    }
+
+    /// Sign a proposed agreement, exactly as drafted (after reading it: the
+    /// terms are in the [`Event::AgreementProposed`]).
+    pub async fn sign_agreement(&self, session: &SessionId, agreement: &Digest) -> Result<Sent> {
+        let draft = self
+            .draft(session, agreement)
+            .ok_or(ClientError::Usage("no such proposed agreement"))?;
+        let signature = draft.sign(&self.shared.keys)?;
+        let room = self.my_room(session)?;
+        self.post(
+            session,
+            &room,
+            &Content::AgreementSignature {
+                agreement: *agreement,
+                signature,
+            },
+        )
+        .await
+    }
+
+    fn draft(&self, session: &SessionId, hash: &Digest) -> Option<Agreement> {
+        let sessions = self.shared.sessions();
+        sessions
+            .get(session)?
+            .messages
+            .iter()
+            .find_map(|(_, m)| match &m.content {
+                Content::AgreementDraft(a) if a.hash() == *hash => Some(a.clone()),
+                _ => None,
+            })
+    }
+
+    /// The concluded agreement of `session`, signed by everyone and
+    /// countersigned, if this device holds it.
+    pub fn agreement(&self, session: &SessionId) -> Option<SignedAgreement> {
+        let sessions = self.shared.sessions();
+        sessions
+            .get(session)?
+            .messages
+            .iter()
+            .rev()
+            .find_map(|(_, m)| match &m.content {
+                Content::AgreementFinal(a) => Some(a.clone()),
+                _ => None,
+            })
+    }
+
     /// Say which room the mediator is with (`None`: away); with `disclose`,
     /// the other parties learn which.
     pub async fn set_location(
@@ -860,6 +971,95 @@ async fn post_as(
     // once stored, like anyone else's.
     emit_opened(shared, *session, index, own);
     Ok(Sent { index, message })
+}
+
+/// The joint room and every party's private room: where everyone's copy of
+/// the agreement goes.
+fn everyones_rooms(roster: &Roster) -> Vec<RoomId> {
+    roster
+        .rooms
+        .iter()
+        .filter(|r| matches!(r.kind, RoomKind::Joint | RoomKind::Private(_)))
+        .map(|r| r.id)
+        .collect()
+}
+
+/// As the lead mediator: a signatory signed a draft. Once every signatory
+/// has, countersign and give everyone the copy.
+fn on_agreement_signature(shared: &Arc<Shared>, session: SessionId, agreement: Digest) {
+    let concluded = {
+        let sessions = shared.sessions();
+        let Some(state) = sessions.get(&session) else {
+            return;
+        };
+        if state.view.mediator() != shared.keys.fingerprint() {
+            return;
+        }
+        let already = state.messages.iter().any(|(_, m)| {
+            matches!(&m.content, Content::AgreementFinal(a) if a.agreement.hash() == agreement)
+        });
+        let Some(draft) = state.messages.iter().find_map(|(_, m)| match &m.content {
+            Content::AgreementDraft(a) if a.hash() == agreement => Some(a.clone()),
+            _ => None,
+        }) else {
+            return;
+        };
+        if already {
+            return;
+        }
+        // The signature each signatory posted for this draft, if it verifies.
+        let signatures: Option<Vec<_>> = draft
+            .signatories
+            .iter()
+            .map(|s| {
+                let who = s.identity.fingerprint();
+                state.messages.iter().find_map(|(_, m)| match &m.content {
+                    Content::AgreementSignature {
+                        agreement: a,
+                        signature,
+                    } if *a == agreement && m.header.sender == who => Some(*signature),
+                    _ => None,
+                })
+            })
+            .collect();
+        let Some(signatures) = signatures else {
+            return; // not everyone yet
+        };
+        let rooms = state.view.roster().map(everyones_rooms).unwrap_or_default();
+        match SignedAgreement::countersign(draft, signatures, &shared.keys) {
+            Ok(signed) => (signed, rooms),
+            Err(e) => {
+                warn(
+                    shared,
+                    session,
+                    Warning::Verification,
+                    format!("agreement not countersigned: {e}"),
+                );
+                return;
+            }
+        }
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let (signed, rooms) = concluded;
+        for room in rooms {
+            if let Err(e) = post_as(
+                &shared,
+                &session,
+                &room,
+                &Content::AgreementFinal(signed.clone()),
+            )
+            .await
+            {
+                warn(
+                    &shared,
+                    session,
+                    Warning::Verification,
+                    format!("giving out the agreement failed: {e}"),
+                );
+            }
+        }
+    });
 }
 
 /// A copy of the device keys for the connection task.
@@ -1129,8 +1329,12 @@ fn on_envelope(shared: &Arc<Shared>, index: u64, envelope: caucus_protocol::enve
     };
     match result {
         Ok(Some(opened)) => {
-            if opened.content == Content::Withdrawal {
-                on_withdrawal(shared, session, opened.header.sender);
+            match &opened.content {
+                Content::Withdrawal => on_withdrawal(shared, session, opened.header.sender),
+                Content::AgreementSignature { agreement, .. } => {
+                    on_agreement_signature(shared, session, *agreement);
+                }
+                _ => {}
             }
             emit_opened(shared, session, index, opened);
         }
@@ -1219,6 +1423,25 @@ fn event_of(session: SessionId, index: u64, opened: Opened) -> Event {
             room: h.room,
             member: h.sender,
             step,
+        },
+        Content::AgreementDraft(a) => Event::AgreementProposed {
+            session,
+            room: h.room,
+            agreement: a.hash(),
+            title: a.title,
+            terms: a.terms,
+            checklist: a.checklist,
+        },
+        Content::AgreementSignature { agreement, .. } => Event::AgreementSigned {
+            session,
+            room: h.room,
+            member: h.sender,
+            agreement,
+        },
+        Content::AgreementFinal(a) => Event::AgreementConcluded {
+            session,
+            room: h.room,
+            agreement: a.agreement.hash(),
         },
     }
 }

@@ -106,6 +106,42 @@ pub enum Event {
         /// To what.
         step: Step,
     },
+    /// The mediator proposed an agreement to sign.
+    AgreementProposed {
+        /// The session.
+        session: SessionId,
+        /// Where it was posted.
+        room: RoomId,
+        /// The agreement's hash, to sign it.
+        agreement: Digest,
+        /// Its title.
+        title: String,
+        /// Its terms, exactly as they would be signed.
+        terms: String,
+        /// The reality-testing checklist.
+        checklist: Vec<String>,
+    },
+    /// A signatory signed a proposed agreement.
+    AgreementSigned {
+        /// The session.
+        session: SessionId,
+        /// Where the signature was posted.
+        room: RoomId,
+        /// Who signed.
+        member: Fingerprint,
+        /// What they signed.
+        agreement: Digest,
+    },
+    /// The agreement is signed by everyone and countersigned: this device
+    /// holds a copy that verifies offline ([`crate::Client::agreement`]).
+    AgreementConcluded {
+        /// The session.
+        session: SessionId,
+        /// Where it was posted.
+        room: RoomId,
+        /// Its hash.
+        agreement: Digest,
+    },
     /// A new roster was accepted.
     Roster {
         /// The session.

@@ -4,8 +4,9 @@
 //! the envelope header, which it needs to let only mediators post forwards,
 //! share receipts and system events.
 
+use crate::agreement::{Agreement, SignedAgreement};
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
-use crate::crypto::Digest;
+use crate::crypto::{Digest, Signature};
 use crate::identity::Fingerprint;
 use crate::ids::RoomId;
 use crate::roster::Phase;
@@ -169,12 +170,25 @@ pub enum ContentType {
     System,
     /// [`Content::Agree`].
     Agree,
+    /// [`Content::AgreementDraft`].
+    AgreementDraft,
+    /// [`Content::AgreementSignature`].
+    AgreementSignature,
+    /// [`Content::AgreementFinal`].
+    AgreementFinal,
 }
 
 impl ContentType {
     /// Whether only mediators may send content of this type.
     pub fn mediator_only(self) -> bool {
-        matches!(self, Self::Forward | Self::ShareReceipt | Self::System)
+        matches!(
+            self,
+            Self::Forward
+                | Self::ShareReceipt
+                | Self::System
+                | Self::AgreementDraft
+                | Self::AgreementFinal
+        )
     }
 
     /// Whether only a party member may send content of this type, and only
@@ -191,6 +205,9 @@ impl ContentType {
             Self::Consent => 4,
             Self::Withdrawal => 6,
             Self::Agree => 7,
+            Self::AgreementDraft => 8,
+            Self::AgreementSignature => 9,
+            Self::AgreementFinal => 10,
             Self::System => 5,
         }
     }
@@ -208,6 +225,9 @@ impl Canonical for ContentType {
             4 => Ok(Self::Consent),
             6 => Ok(Self::Withdrawal),
             7 => Ok(Self::Agree),
+            8 => Ok(Self::AgreementDraft),
+            9 => Ok(Self::AgreementSignature),
+            10 => Ok(Self::AgreementFinal),
             5 => Ok(Self::System),
             tag => Err(DecodeError::InvalidTag {
                 what: "content type",
@@ -284,6 +304,19 @@ pub enum Content {
         /// The step.
         step: Step,
     },
+    /// The mediator's draft of the outcome, for the parties to reality-test
+    /// and sign.
+    AgreementDraft(Agreement),
+    /// A signatory's signature on a draft.
+    AgreementSignature {
+        /// The draft's hash.
+        agreement: Digest,
+        /// The signature over it.
+        signature: Signature,
+    },
+    /// The agreement with every signature and the mediator's
+    /// countersignature: everyone's copy.
+    AgreementFinal(SignedAgreement),
 }
 
 impl Content {
@@ -297,6 +330,9 @@ impl Content {
             Self::System(_) => ContentType::System,
             Self::Withdrawal => ContentType::Withdrawal,
             Self::Agree { .. } => ContentType::Agree,
+            Self::AgreementDraft(_) => ContentType::AgreementDraft,
+            Self::AgreementSignature { .. } => ContentType::AgreementSignature,
+            Self::AgreementFinal(_) => ContentType::AgreementFinal,
         }
     }
 }
@@ -325,6 +361,19 @@ impl Canonical for Content {
             Self::System(e) => e.encode(w),
             Self::Withdrawal => {}
             Self::Agree { step } => step.encode(w),
+            Self::AgreementDraft(a) => {
+                w.bytes(&a.to_bytes());
+            }
+            Self::AgreementSignature {
+                agreement,
+                signature,
+            } => {
+                agreement.encode(w);
+                signature.encode(w);
+            }
+            Self::AgreementFinal(a) => {
+                w.bytes(&a.to_bytes());
+            }
         }
     }
 
@@ -355,6 +404,14 @@ impl Canonical for Content {
             ContentType::Agree => Self::Agree {
                 step: Step::decode(r)?,
             },
+            ContentType::AgreementDraft => Self::AgreementDraft(Agreement::from_bytes(r.bytes()?)?),
+            ContentType::AgreementSignature => Self::AgreementSignature {
+                agreement: Digest::decode(r)?,
+                signature: Signature::decode(r)?,
+            },
+            ContentType::AgreementFinal => {
+                Self::AgreementFinal(SignedAgreement::from_bytes(r.bytes()?)?)
+            }
         })
     }
 }

@@ -334,6 +334,11 @@ impl SessionView {
         if content_type.mediator_only() && !role.is_mediator() {
             return Err(Error::NotPermitted("only a mediator sends this content"));
         }
+        if content_type == ContentType::AgreementSignature && role.is_mediator() {
+            return Err(Error::NotPermitted(
+                "a mediator countersigns; party members sign",
+            ));
+        }
         if content_type.party_only()
             && (role.is_mediator() || !matches!(kind, RoomKind::Private(_)))
         {

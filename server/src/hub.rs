@@ -631,6 +631,11 @@ impl Hub {
             if h.content_type.mediator_only() && !role.is_mediator() {
                 return Err(forbidden("only a mediator sends this content type"));
             }
+            if h.content_type == caucus_protocol::content::ContentType::AgreementSignature
+                && role.is_mediator()
+            {
+                return Err(forbidden("a mediator countersigns; party members sign"));
+            }
             if h.content_type.party_only()
                 && (role.is_mediator() || !matches!(room.kind, RoomKind::Private(_)))
             {

@@ -1,0 +1,1589 @@
+#!/usr/bin/env python3
+"""A minimal Caucus protocol version 1 client in Python, written from
+docs/protocol.md alone, to show that the document is enough to interoperate
+with the reference relay and the reference Rust client.
+
+Usage:
+    caucus_interop.py [options] RELAY_URL INVITE_LINK TEXT
+    caucus_interop.py --self-test [--hpke-vectors FILE]
+
+RELAY_URL, INVITE_LINK and TEXT may instead come from the environment
+variables CAUCUS_RELAY, CAUCUS_LINK and CAUCUS_TEXT. RELAY_URL may be "-" to
+use the relay URL inside the invite link (11.1).
+
+As a party member it: joins the session from the link (11.6); waits for a
+roster that names it; subscribes from roster 0; accepts every roster against
+the mediator pinned by the link (7.5, 7.6); opens its key bundles (8.5); posts
+one Text with the given sharing in its own party's private room (10.3); then
+waits until it has verified (a) a Text from the lead mediator in that private
+room and (b) a Forward from the lead mediator. Every verified content event is
+printed on stdout as one JSON line, for example
+    {"event": "message", "text": "...", ...}
+    {"event": "forward", "mode": "Reframed", "text": "...", ...}
+and its own post as {"event": "sent", ...}. Exit status 0 once both were seen; 1 on a verification failure, a refusal by
+the relay, a decline or a timeout (--timeout, default 30 s), with the reason
+on stderr; 2 on bad usage.
+
+Dependencies: `websockets` and `cryptography` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import struct
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+
+# ---------------------------------------------------------------------------
+# Errors (section 14)
+# ---------------------------------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """A failed check; `code` is the protocol error code of section 14."""
+
+    def __init__(self, code: str, detail: str = ""):
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+
+
+def fail(code: str, detail: str = ""):
+    raise ProtocolError(code, detail)
+
+
+# ---------------------------------------------------------------------------
+# Unpadded base64url (1.6)
+# ---------------------------------------------------------------------------
+
+_B64_ALPHABET = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64d(text: str, size: Optional[int] = None) -> bytes:
+    """Strict decoder: no padding, only the url-safe alphabet, zero trailing
+    bits, and (for fixed-size values) exactly `size` bytes."""
+    if not isinstance(text, str):
+        fail("malformed", "expected a base64url string")
+    raw = text.encode("ascii", "replace")
+    if any(c not in _B64_ALPHABET for c in raw) or len(raw) % 4 == 1:
+        fail("malformed", "not unpadded base64url")
+    out = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    if b64e(out) != text:  # non-zero trailing bits
+        fail("malformed", "non-canonical base64url (trailing bits)")
+    if size is not None and len(out) != size:
+        fail("malformed", f"expected {size} bytes, got {len(out)}")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Canonical encoding (section 4)
+# ---------------------------------------------------------------------------
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def u8(self, x: int) -> "Writer":
+        self.buf += struct.pack(">B", x)
+        return self
+
+    def u16(self, x: int) -> "Writer":
+        self.buf += struct.pack(">H", x)
+        return self
+
+    def u32(self, x: int) -> "Writer":
+        self.buf += struct.pack(">I", x)
+        return self
+
+    def u64(self, x: int) -> "Writer":
+        self.buf += struct.pack(">Q", x)
+        return self
+
+    def boolean(self, x: bool) -> "Writer":
+        return self.u8(1 if x else 0)
+
+    def fixed(self, b: bytes) -> "Writer":
+        self.buf += b
+        return self
+
+    def bytes(self, b: bytes) -> "Writer":
+        return self.u32(len(b)).fixed(b)
+
+    def string(self, s: str) -> "Writer":
+        return self.bytes(s.encode("utf-8"))
+
+    def list(self, items, write_item: Callable[["Writer", object], None]) -> "Writer":
+        self.u32(len(items))
+        for item in items:
+            write_item(self, item)
+        return self
+
+    def option(self, value, write_value: Callable[["Writer", object], None]) -> "Writer":
+        if value is None:
+            return self.u8(0)
+        self.u8(1)
+        write_value(self, value)
+        return self
+
+    def done(self) -> bytes:
+        return bytes(self.buf)
+
+
+class Reader:
+    """Strict canonical decoder (4.1). Errors are `malformed`."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = bytes(data)
+        self.pos = 0
+
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def fixed(self, n: int) -> bytes:
+        if self.remaining() < n:
+            fail("malformed", "truncated")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return self.fixed(1)[0]
+
+    def u16(self) -> int:
+        return struct.unpack(">H", self.fixed(2))[0]
+
+    def u32(self) -> int:
+        return struct.unpack(">I", self.fixed(4))[0]
+
+    def u64(self) -> int:
+        return struct.unpack(">Q", self.fixed(8))[0]
+
+    def boolean(self) -> bool:
+        b = self.u8()
+        if b > 1:
+            fail("malformed", "invalid boolean byte")
+        return b == 1
+
+    def tag(self, allowed) -> int:
+        t = self.u8()
+        if t not in allowed:
+            fail("malformed", f"invalid tag {t}")
+        return t
+
+    def bytes(self) -> bytes:
+        return self.fixed(self.u32())
+
+    def string(self) -> str:
+        try:
+            return self.bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            fail("malformed", "invalid UTF-8")
+
+    def list(self, read_item: Callable[["Reader"], object]) -> list:
+        count = self.u32()
+        if count > self.remaining():  # every item takes at least one byte
+            fail("malformed", "truncated list")
+        return [read_item(self) for _ in range(count)]
+
+    def option(self, read_value: Callable[["Reader"], object]):
+        t = self.u8()
+        if t == 0:
+            return None
+        if t == 1:
+            return read_value(self)
+        fail("malformed", "invalid option tag")
+
+    def end(self) -> None:
+        if self.remaining():
+            fail("malformed", "trailing bytes")
+
+
+def decode_exact(data: bytes, read: Callable[[Reader], object]):
+    r = Reader(data)
+    value = read(r)
+    r.end()
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Labelled primitives (sections 2.3 and 3)
+# ---------------------------------------------------------------------------
+
+L_IDENTITY = b"caucus/v1/identity"
+L_FINGERPRINT = b"caucus/v1/fingerprint"
+L_ROSTER = b"caucus/v1/roster"
+L_ROSTER_HASH = b"caucus/v1/roster-hash"
+L_LABEL_KEY = b"caucus/v1/roster-label-key"
+L_KEY_BUNDLE = b"caucus/v1/key-bundle"
+L_ROOM_KEY = b"caucus/v1/room-key"
+L_ENVELOPE = b"caucus/v1/envelope"
+L_ENVELOPE_HASH = b"caucus/v1/envelope-hash"
+L_MESSAGE_KEY = b"caucus/v1/message-key"
+L_ADMISSION_TOKEN = b"caucus/v1/admission-token"
+L_ADMISSION_TOKEN_HASH = b"caucus/v1/admission-token-hash"
+L_JOIN_MAC_KEY = b"caucus/v1/join-mac-key"
+L_JOIN_PROOF = b"caucus/v1/join-proof"
+L_AUTH = b"caucus/v1/auth"
+
+ZERO32 = bytes(32)
+ZERO_NONCE = bytes(12)
+MAX_CONTENT_LEN = 262144
+
+
+def prefix(label: bytes) -> bytes:
+    assert len(label) < 256
+    return bytes([len(label)]) + label
+
+
+def labelled_hash(label: bytes, m: bytes) -> bytes:
+    return hashlib.sha256(prefix(label) + m).digest()
+
+
+def hmac_sha256(key: bytes, m: bytes) -> bytes:
+    h = hmac.HMAC(key, hashes.SHA256())
+    h.update(m)
+    return h.finalize()
+
+
+def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(prk)
+
+
+def expand(secret: bytes, label: bytes, m: bytes) -> bytes:
+    """Expand(S, L, m): HKDF-Expand with S as the PRK, no Extract step."""
+    return hkdf_expand(secret, prefix(label) + m, 32)
+
+
+def mac(key: bytes, label: bytes, m: bytes) -> bytes:
+    return hmac_sha256(key, prefix(label) + m)
+
+
+def mac_verify(key: bytes, label: bytes, m: bytes, tag: bytes) -> bool:
+    h = hmac.HMAC(key, hashes.SHA256())
+    h.update(prefix(label) + m)
+    try:
+        h.verify(tag)  # constant time
+        return True
+    except InvalidSignature:
+        return False
+
+
+def seal_once(key: bytes, aad: bytes, pt: bytes) -> bytes:
+    return ChaCha20Poly1305(key).encrypt(ZERO_NONCE, pt, aad)
+
+
+def open_once(key: bytes, aad: bytes, ct: bytes) -> bytes:
+    try:
+        return ChaCha20Poly1305(key).decrypt(ZERO_NONCE, ct, aad)
+    except InvalidTag:
+        fail("decrypt_failed")
+
+
+def verify_sig(signing_key: bytes, label: bytes, m: bytes, sig: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(signing_key).verify(sig, prefix(label) + m)
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------
+# HPKE base mode, DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / ChaCha20Poly1305 (2.4)
+# ---------------------------------------------------------------------------
+
+SUITE_ID_KEM = b"KEM" + struct.pack(">H", 0x0020)
+SUITE_ID = b"HPKE" + struct.pack(">HHH", 0x0020, 0x0001, 0x0003)
+
+
+def _labeled_extract(sid: bytes, salt: bytes, label: bytes, ikm: bytes) -> bytes:
+    return hmac_sha256(salt, b"HPKE-v1" + sid + label + ikm)
+
+
+def _labeled_expand(sid: bytes, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+    return hkdf_expand(prk, struct.pack(">H", length) + b"HPKE-v1" + sid + label + info, length)
+
+
+def _dh(sk: bytes, pk: bytes) -> bytes:
+    try:
+        out = X25519PrivateKey.from_private_bytes(sk).exchange(X25519PublicKey.from_public_bytes(pk))
+    except ValueError:  # OpenSSL refuses an all-zero result itself
+        fail("low_order_point")
+    if out == ZERO32:
+        fail("low_order_point")
+    return out
+
+
+def _key_schedule(dh: bytes, enc: bytes, pk_r: bytes, info: bytes):
+    kem_context = enc + pk_r
+    eae_prk = _labeled_extract(SUITE_ID_KEM, b"", b"eae_prk", dh)
+    shared_secret = _labeled_expand(SUITE_ID_KEM, eae_prk, b"shared_secret", kem_context, 32)
+    psk_id_hash = _labeled_extract(SUITE_ID, b"", b"psk_id_hash", b"")
+    info_hash = _labeled_extract(SUITE_ID, b"", b"info_hash", info)
+    ctx = b"\x00" + psk_id_hash + info_hash
+    secret = _labeled_extract(SUITE_ID, shared_secret, b"secret", b"")
+    key = _labeled_expand(SUITE_ID, secret, b"key", ctx, 32)
+    base_nonce = _labeled_expand(SUITE_ID, secret, b"base_nonce", ctx, 12)
+    return key, base_nonce
+
+
+def x25519_public(sk: bytes) -> bytes:
+    return (
+        X25519PrivateKey.from_private_bytes(sk)
+        .public_key()
+        .public_bytes(Encoding.Raw, PublicFormat.Raw)
+    )
+
+
+def hpke_open(sk_r: bytes, enc: bytes, info: bytes, ct: bytes, aad: bytes = b"") -> bytes:
+    if len(enc) != 32:
+        fail("hpke_failed", "enc is not 32 bytes")
+    pk_r = x25519_public(sk_r)
+    dh = _dh(sk_r, enc)
+    key, base_nonce = _key_schedule(dh, enc, pk_r, info)
+    try:
+        return ChaCha20Poly1305(key).decrypt(base_nonce, ct, aad)
+    except InvalidTag:
+        fail("hpke_failed")
+
+
+def hpke_seal(pk_r: bytes, info: bytes, pt: bytes, sk_e: Optional[bytes] = None, aad: bytes = b""):
+    sk_e = sk_e if sk_e is not None else os.urandom(32)
+    enc = x25519_public(sk_e)
+    dh = _dh(sk_e, pk_r)
+    key, base_nonce = _key_schedule(dh, enc, pk_r, info)
+    return enc, ChaCha20Poly1305(key).encrypt(base_nonce, pt, aad)
+
+
+# ---------------------------------------------------------------------------
+# Identities (section 5)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublicIdentity:
+    signing_key: bytes
+    dh_key: bytes
+    self_signature: bytes
+
+    def encode(self) -> bytes:
+        return self.signing_key + self.dh_key + self.self_signature
+
+    @staticmethod
+    def read(r: Reader) -> "PublicIdentity":
+        ident = PublicIdentity(r.fixed(32), r.fixed(32), r.fixed(64))
+        # 5.2: decoding verifies the self-signature; failure is `malformed`.
+        if not verify_sig(ident.signing_key, L_IDENTITY, ident.signing_key + ident.dh_key, ident.self_signature):
+            fail("malformed", "identity self-signature does not verify")
+        return ident
+
+    @property
+    def fingerprint(self) -> bytes:
+        return labelled_hash(L_FINGERPRINT, self.signing_key + self.dh_key)
+
+
+def safety_code(fp: bytes) -> str:
+    groups = []
+    for i in range(6):
+        n = int.from_bytes(fp[5 * i : 5 * i + 5], "big")
+        groups.append(f"{n % 100000:05d}")
+    return " ".join(groups)
+
+
+class DeviceKeys:
+    def __init__(self, ed_seed: Optional[bytes] = None, x_secret: Optional[bytes] = None):
+        self.ed = Ed25519PrivateKey.from_private_bytes(ed_seed) if ed_seed else Ed25519PrivateKey.generate()
+        self.x_secret = x_secret if x_secret is not None else os.urandom(32)
+        signing_key = self.ed.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        dh_key = x25519_public(self.x_secret)
+        self.public = PublicIdentity(signing_key, dh_key, self.sign(L_IDENTITY, signing_key + dh_key))
+
+    def sign(self, label: bytes, m: bytes) -> bytes:
+        return self.ed.sign(prefix(label) + m)
+
+    @property
+    def fingerprint(self) -> bytes:
+        return self.public.fingerprint
+
+
+# ---------------------------------------------------------------------------
+# Rosters (section 7) and sealed labels (8.2)
+# ---------------------------------------------------------------------------
+
+ROLE_MEDIATOR, ROLE_COMEDIATOR, ROLE_PARTY_MEMBER = 1, 2, 3
+ROLE_NAMES = {1: "Mediator", 2: "CoMediator", 3: "PartyMember"}
+KIND_PRIVATE, KIND_JOINT, KIND_SIDE = 1, 2, 3
+
+
+def is_mediator_role(role: int) -> bool:
+    return role in (ROLE_MEDIATOR, ROLE_COMEDIATOR)
+
+
+@dataclass(frozen=True)
+class SealedLabel:
+    epoch: int
+    salt: bytes
+    ciphertext: bytes
+
+    @staticmethod
+    def read(r: Reader) -> "SealedLabel":
+        return SealedLabel(r.u64(), r.fixed(16), r.bytes())
+
+
+@dataclass(frozen=True)
+class Party:
+    id: bytes
+    label: SealedLabel
+    withdrawn: bool
+
+
+@dataclass(frozen=True)
+class Member:
+    identity: PublicIdentity
+    role: int
+    party: Optional[bytes]
+    name: SealedLabel
+
+    @property
+    def fingerprint(self) -> bytes:
+        return self.identity.fingerprint
+
+
+@dataclass(frozen=True)
+class Room:
+    id: bytes
+    kind: tuple  # (KIND_PRIVATE, party_id) | (KIND_JOINT,) | (KIND_SIDE,)
+    open: bool
+    epoch: int
+    members: tuple
+
+
+@dataclass
+class Roster:
+    session: bytes
+    version: int
+    previous: bytes
+    phase: int
+    parties: list
+    members: list
+    rooms: list
+
+    @staticmethod
+    def read(r: Reader) -> "Roster":
+        session, version, previous = r.fixed(16), r.u64(), r.fixed(32)
+        phase = r.tag({1, 2, 3, 4, 5})
+        parties = r.list(lambda r: Party(r.fixed(16), SealedLabel.read(r), r.boolean()))
+        members = r.list(
+            lambda r: Member(
+                PublicIdentity.read(r), r.tag({1, 2, 3}), r.option(lambda r: r.fixed(16)), SealedLabel.read(r)
+            )
+        )
+
+        def room(r: Reader) -> Room:
+            rid = r.fixed(16)
+            kind = r.tag({1, 2, 3})
+            kind_t = (kind, r.fixed(16)) if kind == KIND_PRIVATE else (kind,)
+            return Room(rid, kind_t, r.boolean(), r.u64(), tuple(r.list(lambda r: r.fixed(32))))
+
+        return Roster(session, version, previous, phase, parties, members, r.list(room))
+
+    def lead(self) -> Member:
+        return next(m for m in self.members if m.role == ROLE_MEDIATOR)
+
+    def member(self, fp: bytes) -> Optional[Member]:
+        return next((m for m in self.members if m.fingerprint == fp), None)
+
+    def room(self, rid: bytes) -> Optional[Room]:
+        return next((x for x in self.rooms if x.id == rid), None)
+
+    def joint(self) -> Room:
+        return next(x for x in self.rooms if x.kind[0] == KIND_JOINT)
+
+    def validate(self) -> None:
+        """The well-formedness rules of 7.4, in order; `invalid_roster`."""
+
+        def bad(why: str):
+            fail("invalid_roster", why)
+
+        if self.version == 0:
+            bad("version 0")
+        if (self.version == 1) != (self.previous == ZERO32):
+            bad("version 1 if and only if previous is zero")
+        if sum(1 for m in self.members if m.role == ROLE_MEDIATOR) != 1:
+            bad("not exactly one lead mediator")
+        party_ids = [p.id for p in self.parties]
+        if len(set(party_ids)) != len(party_ids):
+            bad("duplicate party id")
+        fps = [m.fingerprint for m in self.members]
+        if len(set(fps)) != len(fps):
+            bad("duplicate member")
+        room_ids = [x.id for x in self.rooms]
+        if len(set(room_ids)) != len(room_ids):
+            bad("duplicate room id")
+        for m in self.members:
+            if is_mediator_role(m.role) and m.party is not None:
+                bad("a mediator with a party")
+            if m.role == ROLE_PARTY_MEMBER and (m.party is None or m.party not in party_ids):
+                bad("a party member without a known party")
+        if sum(1 for x in self.rooms if x.kind[0] == KIND_JOINT) != 1:
+            bad("not exactly one joint room")
+        for p in party_ids:
+            if sum(1 for x in self.rooms if x.kind == (KIND_PRIVATE, p)) != 1:
+                bad("a party without exactly one private room")
+        by_fp = {m.fingerprint: m for m in self.members}
+        mediators = [m.fingerprint for m in self.members if is_mediator_role(m.role)]
+        for x in self.rooms:
+            if any(a >= b for a, b in zip(x.members, x.members[1:])):
+                bad("room members not strictly ascending")
+            if any(fp not in by_fp for fp in x.members):
+                bad("a room member not in the roster")
+            if any(fp not in x.members for fp in mediators):
+                bad("a mediator missing from a room")
+            if x.epoch < 1:
+                bad("room epoch 0")
+            if x.kind[0] == KIND_PRIVATE:
+                if x.kind[1] not in party_ids:
+                    bad("private room of an unknown party")
+                for fp in x.members:
+                    m = by_fp[fp]
+                    if not is_mediator_role(m.role) and m.party != x.kind[1]:
+                        bad("another party's member in a private room")
+
+
+@dataclass
+class SignedObject:
+    body: bytes
+    signature: bytes
+    value: object
+
+
+def read_signed(data: bytes, read_body: Callable[[Reader], object]) -> SignedObject:
+    """Signed<T> (section 6): the body must decode as exactly one T."""
+    r = Reader(data)
+    body = r.bytes()
+    value = decode_exact(body, read_body)
+    sig = r.fixed(64)
+    r.end()
+    return SignedObject(body, sig, value)
+
+
+def verify_roster(signed: SignedObject, pinned: bytes) -> Roster:
+    """7.5."""
+    roster: Roster = signed.value
+    roster.validate()
+    lead = roster.lead()
+    if lead.fingerprint != pinned:
+        fail("unpinned_mediator")
+    if not verify_sig(lead.identity.signing_key, L_ROSTER, signed.body, signed.signature):
+        fail("bad_signature", "roster signature")
+    return roster
+
+
+# ---------------------------------------------------------------------------
+# Key bundles (8.4)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class KeyBundle:
+    session: bytes
+    room: bytes
+    epoch: int
+    roster: bytes
+    entries: list  # (recipient, enc, ciphertext)
+
+    @staticmethod
+    def read(r: Reader) -> "KeyBundle":
+        return KeyBundle(
+            r.fixed(16), r.fixed(16), r.u64(), r.fixed(32),
+            r.list(lambda r: (r.fixed(32), r.fixed(32), r.bytes())),
+        )
+
+
+def room_key_info(session: bytes, room: bytes, epoch: int, recipient: bytes, roster_hash: bytes) -> bytes:
+    return prefix(L_ROOM_KEY) + session + room + struct.pack(">Q", epoch) + recipient + roster_hash
+
+
+# ---------------------------------------------------------------------------
+# Content (section 9)
+# ---------------------------------------------------------------------------
+
+CT_TEXT, CT_FORWARD, CT_SHARE_RECEIPT, CT_CONSENT, CT_SYSTEM, CT_WITHDRAWAL, CT_AGREE = 1, 2, 3, 4, 5, 6, 7
+CONTENT_TYPES = {1, 2, 3, 4, 5, 6, 7}
+SHARING = {"MediatorOnly": 1, "MayShare": 2}
+SHARING_NAMES = {v: k for k, v in SHARING.items()}
+MODE_NAMES = {1: "Verbatim", 2: "Reframed"}
+SYSTEM_NAMES = {1: "MemberAdmitted", 2: "MemberRemoved", 3: "JointOpened", 4: "JointClosed",
+                5: "PhaseChanged", 6: "PartyWithdrew", 7: "PartyRejoined"}
+STEP_NAMES = {1: "Continue", 2: "JointMeeting"}
+PHASE_NAMES = {1: "Preparation", 2: "IndividualMeetings", 3: "Negotiation", 4: "Agreement", 5: "Closed"}
+
+
+def read_content(r: Reader) -> dict:
+    t = r.tag(CONTENT_TYPES)
+    if t == CT_TEXT:
+        return {"type": t, "sharing": r.tag({1, 2}), "body": r.string()}
+    if t == CT_FORWARD:
+        return {"type": t, "source_room": r.fixed(16), "source_message": r.fixed(32),
+                "mode": r.tag({1, 2}), "text": r.string(), "author_consented": r.boolean()}
+    if t == CT_SHARE_RECEIPT:
+        return {"type": t, "source_message": r.fixed(32), "destination_room": r.fixed(16),
+                "mode": r.tag({1, 2}), "text": r.string()}
+    if t == CT_CONSENT:
+        return {"type": t, "message": r.fixed(32)}
+    if t == CT_SYSTEM:
+        ev = r.tag(set(SYSTEM_NAMES))
+        arg = r.fixed(32) if ev in (1, 2) else (r.tag({1, 2, 3, 4, 5}) if ev == 5 else None)
+        return {"type": t, "event": ev, "arg": arg}
+    if t == CT_AGREE:
+        return {"type": t, "step": r.tag({1, 2})}
+    return {"type": t}  # Withdrawal
+
+
+def text_content(sharing: int, body: str) -> bytes:
+    return Writer().u8(CT_TEXT).u8(sharing).string(body).done()
+
+
+def permitted(role: int, kind: tuple, content_type: int) -> None:
+    """9.3."""
+    if content_type in (CT_FORWARD, CT_SHARE_RECEIPT, CT_SYSTEM) and not is_mediator_role(role):
+        fail("not_permitted", "mediator-only content type")
+    if content_type in (CT_CONSENT, CT_WITHDRAWAL, CT_AGREE) and (
+        is_mediator_role(role) or kind[0] != KIND_PRIVATE
+    ):
+        fail("not_permitted", "party-member-only content type outside a private room")
+
+
+# ---------------------------------------------------------------------------
+# Envelopes (section 10)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Header:
+    session: bytes
+    room: bytes
+    epoch: int
+    sender: bytes
+    seq: int
+    previous: bytes
+    content_type: int
+    salt: bytes
+
+    def encode(self) -> bytes:
+        return (Writer().u16(1).fixed(self.session).fixed(self.room).u64(self.epoch).fixed(self.sender)
+                .u64(self.seq).fixed(self.previous).u8(self.content_type).fixed(self.salt).done())
+
+    @staticmethod
+    def read(r: Reader) -> "Header":
+        if r.u16() != 1:  # the version rule: read first, stop at once
+            fail("unsupported_version")
+        return Header(r.fixed(16), r.fixed(16), r.u64(), r.fixed(32), r.u64(), r.fixed(32),
+                      r.tag(CONTENT_TYPES), r.fixed(16))
+
+
+@dataclass
+class Envelope:
+    header_bytes: bytes
+    header: Header
+    ciphertext: bytes
+    signature: bytes
+
+    @staticmethod
+    def decode(data: bytes) -> "Envelope":
+        r = Reader(data)
+        hb = r.bytes()
+        header = decode_exact(hb, Header.read)
+        ct = r.bytes()
+        sig = r.fixed(64)
+        r.end()
+        return Envelope(hb, header, ct, sig)
+
+    @property
+    def signed_body(self) -> bytes:
+        return Writer().bytes(self.header_bytes).bytes(self.ciphertext).done()
+
+    @property
+    def hash(self) -> bytes:
+        return labelled_hash(L_ENVELOPE_HASH, self.signed_body)
+
+    def encode(self) -> bytes:
+        return self.signed_body + self.signature
+
+
+def seal_envelope(keys: DeviceKeys, room_secret: bytes, header: Header, content: bytes) -> Envelope:
+    """10.3."""
+    if content[0] != header.content_type:
+        fail("content_type_mismatch")
+    if len(content) > MAX_CONTENT_LEN:
+        fail("too_large")
+    hb = header.encode()
+    ct = seal_once(expand(room_secret, L_MESSAGE_KEY, hb), hb, content)
+    env = Envelope(hb, header, ct, b"")
+    env.signature = keys.sign(L_ENVELOPE, env.signed_body)
+    return env
+
+
+# ---------------------------------------------------------------------------
+# Invites and joining (section 11)
+# ---------------------------------------------------------------------------
+
+LINK_PREFIX = "caucus:invite:v1:"
+
+
+@dataclass
+class Invite:
+    relay: str
+    session: bytes
+    id: bytes
+    secret: bytes
+    mediator: bytes
+    expires_at: int
+
+    @staticmethod
+    def read(r: Reader) -> "Invite":
+        relay = r.string()
+        inv = Invite(relay, r.fixed(16), r.fixed(16), r.fixed(32), r.fixed(32), r.u64())
+        if len(relay.encode("utf-8")) > 2048:
+            fail("malformed", "relay URL longer than 2048 bytes")
+        return inv
+
+    def encode(self) -> bytes:
+        return (Writer().string(self.relay).fixed(self.session).fixed(self.id).fixed(self.secret)
+                .fixed(self.mediator).u64(self.expires_at).done())
+
+    @staticmethod
+    def from_link(link: str) -> "Invite":
+        link = link.strip()
+        if not link.startswith(LINK_PREFIX):
+            fail("invalid_invite", "not a caucus:invite:v1: link")
+        try:
+            raw = b64d(link[len(LINK_PREFIX):])
+        except ProtocolError:
+            fail("invalid_invite", "bad base64url")
+        inv = decode_exact(raw, Invite.read)
+        if not (inv.relay.startswith("ws://") or inv.relay.startswith("wss://")):
+            fail("invalid_invite", "relay is not ws:// or wss://")
+        return inv
+
+    def admission_token(self) -> bytes:
+        return expand(self.secret, L_ADMISSION_TOKEN, self.session + self.id)
+
+    def join_mac_key(self) -> bytes:
+        return expand(self.secret, L_JOIN_MAC_KEY, self.session + self.id)
+
+    def join_request(self, ident: PublicIdentity) -> bytes:
+        proof = mac(self.join_mac_key(), L_JOIN_PROOF, self.session + self.id + ident.encode())
+        return self.session + self.id + ident.encode() + proof
+
+
+def token_hash(token: bytes) -> bytes:
+    return labelled_hash(L_ADMISSION_TOKEN_HASH, token)
+
+
+# ---------------------------------------------------------------------------
+# A member's view of one session: rosters, keys, chains (7.6, 8.5, 10.5, 10.6)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Opened:
+    header: Header
+    hash: bytes
+    content: dict
+    gap: Optional[tuple]
+
+
+@dataclass
+class SessionView:
+    session: bytes
+    pinned: bytes
+    me: DeviceKeys
+    held: Optional[Roster] = None
+    held_hash: bytes = ZERO32
+    accepted: dict = field(default_factory=dict)        # roster hash -> {room: epoch}
+    accepted_bodies: set = field(default_factory=set)   # exact bodies accepted
+    epochs: dict = field(default_factory=dict)          # (room, epoch) -> (kind, members)
+    identities: dict = field(default_factory=dict)      # fingerprint -> (identity, role)
+    keys: dict = field(default_factory=dict)            # (room, epoch) -> secret
+    chains: dict = field(default_factory=dict)          # (room, sender) -> {seq: (hash, previous)}
+
+    # 7.6
+    def accept_roster(self, data: bytes) -> Roster:
+        signed = read_signed(data, Roster.read)
+        roster = verify_roster(signed, self.pinned)
+        if roster.session != self.session:
+            fail("wrong_session")
+        held_version = self.held.version if self.held else 0
+        if roster.version <= held_version:
+            fail("stale_roster", f"held version is {held_version}")
+        if roster.version != held_version + 1 or roster.previous != self.held_hash:
+            fail("roster_chain", f"version {roster.version} after {held_version}")
+        for x in roster.rooms:
+            recorded = [e for (rid, e) in self.epochs if rid == x.id]
+            if recorded:
+                highest = max(recorded)
+                if x.epoch < highest:
+                    fail("invalid_roster", "a room's epoch went backwards")
+                if x.epoch == highest and self.epochs[(x.id, highest)] != (x.kind, x.members):
+                    fail("invalid_roster", "a room's membership changed without a new epoch")
+        for x in roster.rooms:
+            self.epochs.setdefault((x.id, x.epoch), (x.kind, x.members))
+        for m in roster.members:
+            self.identities[m.fingerprint] = (m.identity, m.role)
+        rhash = labelled_hash(L_ROSTER_HASH, signed.body)
+        self.accepted[rhash] = {x.id: x.epoch for x in roster.rooms}
+        self.accepted_bodies.add(signed.body)
+        self.held, self.held_hash = roster, rhash
+        return roster
+
+    # 8.5
+    def open_key_bundle(self, data: bytes) -> tuple:
+        signed = read_signed(data, KeyBundle.read)
+        lead = self.identities.get(self.pinned)
+        if lead is None:
+            fail("no_roster")
+        if not verify_sig(lead[0].signing_key, L_KEY_BUNDLE, signed.body, signed.signature):
+            fail("bad_signature", "key bundle signature")
+        b: KeyBundle = signed.value
+        if b.session != self.session:
+            fail("wrong_session")
+        if b.roster not in self.accepted:
+            fail("bundle_mismatch", "names a roster not accepted")
+        if self.accepted[b.roster].get(b.room) != b.epoch:
+            fail("bundle_mismatch", "the room does not have that epoch in that roster")
+        record = self.epochs.get((b.room, b.epoch))
+        if record is None:
+            fail("unknown_epoch")
+        members = record[1]
+        me = self.me.fingerprint
+        if me not in members:
+            fail("not_a_recipient")
+        if any(rcpt not in members for rcpt, _, _ in b.entries):
+            fail("bundle_mismatch", "sealed to someone outside the room")
+        entry = next((e for e in b.entries if e[0] == me), None)
+        if entry is None:
+            fail("not_a_recipient")
+        secret = hpke_open(self.me.x_secret, entry[1], room_key_info(b.session, b.room, b.epoch, me, b.roster), entry[2])
+        if len(secret) != 32:
+            fail("bundle_mismatch", "the secret is not 32 bytes")
+        held = self.keys.get((b.room, b.epoch))
+        if held is not None and held != secret:
+            fail("bundle_mismatch", "another key is held for this epoch")
+        self.keys[(b.room, b.epoch)] = secret
+        return b.room, b.epoch
+
+    # 8.2
+    def open_label(self, label: SealedLabel, subject: bytes) -> str:
+        if self.held is None:
+            fail("no_roster")
+        joint = self.held.joint()
+        key = self.keys.get((joint.id, label.epoch))
+        if key is None:
+            fail("missing_room_key", "joint room key for the label's epoch")
+        lkey = expand(key, L_LABEL_KEY, self.session + joint.id + struct.pack(">Q", label.epoch) + subject + label.salt)
+        try:
+            return open_once(lkey, b"", label.ciphertext).decode("utf-8")
+        except UnicodeDecodeError:
+            fail("malformed", "label is not UTF-8")
+
+    # 10.6
+    def check_chain(self, room: bytes, sender: bytes, seq: int, previous: bytes, h: bytes):
+        chain = self.chains.get((room, sender), {})
+        if seq == 0:
+            fail("chain_broken", "seq 0")
+        if seq in chain:
+            fail("replay", f"seq {seq} already seen")
+        expected = ZERO32 if seq == 1 else (chain[seq - 1][0] if seq - 1 in chain else None)
+        if expected is not None and expected != previous:
+            fail("chain_broken", "previous does not link")
+        if seq + 1 in chain and chain[seq + 1][1] != h:
+            fail("chain_broken", "next does not link")
+        highest = max(chain) if chain else 0
+        return (highest + 1, seq - 1) if seq > highest + 1 else None
+
+    def record_link(self, room: bytes, sender: bytes, seq: int, h: bytes, previous: bytes) -> None:
+        self.chains.setdefault((room, sender), {})[seq] = (h, previous)
+
+    # 10.5
+    def open_envelope(self, data: bytes) -> Opened:
+        env = Envelope.decode(data)
+        h = env.header
+        if h.session != self.session:
+            fail("wrong_session")
+        record = self.epochs.get((h.room, h.epoch))
+        if record is None:
+            fail("unknown_epoch")
+        secret = self.keys.get((h.room, h.epoch))
+        if secret is None:
+            fail("missing_room_key")
+        kind, members = record
+        if h.sender not in members or h.sender not in self.identities:
+            fail("not_a_member")
+        ident, role = self.identities[h.sender]
+        if not verify_sig(ident.signing_key, L_ENVELOPE, env.signed_body, env.signature):
+            fail("bad_signature", "envelope signature")
+        permitted(role, kind, h.content_type)
+        if len(env.ciphertext) > MAX_CONTENT_LEN + 16:
+            fail("too_large")
+        pt = open_once(expand(secret, L_MESSAGE_KEY, env.header_bytes), env.header_bytes, env.ciphertext)
+        content = decode_exact(pt, read_content)
+        if content["type"] != h.content_type:
+            fail("content_type_mismatch")
+        eh = env.hash
+        gap = self.check_chain(h.room, h.sender, h.seq, h.previous, eh)
+        self.record_link(h.room, h.sender, h.seq, eh, h.previous)
+        return Opened(h, eh, content, gap)
+
+    # 10.3
+    def seal(self, room_id: bytes, content: bytes) -> Envelope:
+        if self.held is None:
+            fail("no_roster")
+        room = self.held.room(room_id)
+        if room is None:
+            fail("unknown_room")
+        me = self.me.fingerprint
+        member = self.held.member(me)
+        if me not in room.members or member is None:
+            fail("not_a_member")
+        if not room.open and not is_mediator_role(member.role):
+            fail("not_permitted", "the room is closed")
+        permitted(member.role, room.kind, content[0])
+        secret = self.keys.get((room.id, room.epoch))
+        if secret is None:
+            fail("missing_room_key")
+        chain = self.chains.get((room.id, me), {})
+        seq = max(chain) + 1 if chain else 1
+        previous = chain[seq - 1][0] if chain else ZERO32
+        header = Header(self.session, room.id, room.epoch, me, seq, previous, content[0], os.urandom(16))
+        env = seal_envelope(self.me, secret, header, content)
+        self.record_link(room.id, me, seq, env.hash, previous)
+        return env
+
+
+# ---------------------------------------------------------------------------
+# Wire protocol (section 12)
+# ---------------------------------------------------------------------------
+
+
+class Fatal(Exception):
+    """Ends the run with exit status 1."""
+
+
+def log(msg: str) -> None:
+    print(f"caucus_interop: {msg}", file=sys.stderr, flush=True)
+
+
+def emit(obj: dict) -> None:
+    print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+class WireClient:
+    def __init__(self, ws, view: SessionView, invite: Invite):
+        self.ws = ws
+        self.view = view
+        self.invite = invite
+        self.next_id = 1
+        self.admitted = False
+        self.following = False
+        self.pending_envelopes: list = []  # (index, bytes) waiting for a roster or key
+        self.pending_bundles: list = []
+        self.my_room: Optional[bytes] = None
+        self.got_text = False
+        self.got_forward = False
+        self.labels_shown = False
+
+    async def recv(self) -> dict:
+        msg = await self.ws.recv()
+        if not isinstance(msg, str):
+            raise Fatal("the relay sent a binary frame")
+        try:
+            frame = json.loads(msg)
+        except ValueError:
+            raise Fatal(f"the relay sent a frame that is not JSON: {msg[:200]!r}")
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            raise Fatal(f"the relay sent a frame without a type: {msg[:200]!r}")
+        if frame.get("v") != 1:
+            raise Fatal(f"the relay sent a frame with v={frame.get('v')!r}")
+        return frame
+
+    async def request(self, type_: str, **fields) -> dict:
+        """Send a request, handle events until its reply, return the reply."""
+        rid = self.next_id
+        self.next_id += 1
+        await self.ws.send(json.dumps({"v": 1, "id": rid, "type": type_, **fields}))
+        while True:
+            frame = await self.recv()
+            if frame["type"] in ("ok", "error"):
+                if frame.get("id") != rid:
+                    raise Fatal(f"reply to an unknown request: {frame}")
+                if frame["type"] == "error":
+                    raise Fatal(f"the relay refused {type_}: {frame.get('code')}: {frame.get('message')}")
+                return frame
+            self.on_event(frame)
+
+    async def pump_until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            frame = await self.recv()
+            if frame["type"] in ("ok", "error"):
+                raise Fatal(f"unexpected reply: {frame}")
+            self.on_event(frame)
+
+    # -- events --------------------------------------------------------------
+
+    def on_event(self, ev: dict) -> None:
+        t = ev["type"]
+        try:
+            if t == "roster":
+                self.on_roster(ev)
+            elif t == "key_bundle":
+                self.pending_bundles.append(b64d(ev["bundle"]))
+                self.retry()
+            elif t == "envelope":
+                if not isinstance(ev["index"], int) or isinstance(ev["index"], bool) or ev["index"] < 1:
+                    fail("malformed", "envelope index is not a positive integer")
+                self.pending_envelopes.append((ev["index"], b64d(ev["envelope"])))
+                self.retry()
+            elif t == "declined":
+                raise Fatal("the mediator declined the join request")
+            elif t == "session_closed":
+                raise Fatal("the session was closed")
+            elif t in ("presence", "status", "join_request", "challenge"):
+                pass
+            else:
+                log(f"ignoring unknown event type {t!r}")
+        except ProtocolError as e:
+            raise Fatal(f"verification failed on a {t} event: {e}")
+        except (KeyError, TypeError) as e:
+            raise Fatal(f"malformed {t} event (field {e}): {json.dumps(ev)[:300]}")
+
+    def on_roster(self, ev: dict) -> None:
+        if b64d(ev["session"], 16) != self.view.session:
+            fail("wrong_session", "roster event for another session")
+        data = b64d(ev["roster"])
+        if not self.following:
+            # 11.6 step 4: while waiting, a roster that names us is the signal
+            # to subscribe. It is still checked against the pinned mediator.
+            roster = verify_roster(read_signed(data, Roster.read), self.view.pinned)
+            if roster.session != self.view.session:
+                fail("wrong_session")
+            if roster.member(self.view.me.fingerprint) is not None:
+                log(f"admitted: roster version {roster.version} names us")
+                self.admitted = True
+            return
+        signed = read_signed(data, Roster.read)
+        if signed.body in self.view.accepted_bodies:
+            log("a roster already accepted was delivered again (13.5.9); ignored")
+            return
+        was_member = self.view.held is not None and self.view.held.member(self.view.me.fingerprint) is not None
+        roster = self.view.accept_roster(data)
+        log(f"accepted roster version {roster.version}")
+        if was_member and roster.member(self.view.me.fingerprint) is None:
+            raise Fatal("a roster removed us from the session")
+        self.retry()
+
+    def retry(self) -> None:
+        """Open what is pending. Bundles wait for rosters (`no_roster`);
+        envelopes wait for their epoch's roster or key."""
+        progress = True
+        while progress:
+            progress = False
+            for data in list(self.pending_bundles):
+                try:
+                    room, epoch = self.view.open_key_bundle(data)
+                except ProtocolError as e:
+                    if e.code in ("no_roster",) or (e.code == "bundle_mismatch" and "not accepted" in e.detail):
+                        continue
+                    raise
+                self.pending_bundles.remove(data)
+                log(f"opened the key for room {b64e(room)} epoch {epoch}")
+                progress = True
+            for item in list(self.pending_envelopes):
+                try:
+                    opened = self.view.open_envelope(item[1])
+                except ProtocolError as e:
+                    if e.code in ("unknown_epoch", "missing_room_key"):
+                        continue
+                    if e.code == "replay" and self.is_own_replay(item[1]):
+                        self.pending_envelopes.remove(item)
+                        log(f"own envelope at index {item[0]} delivered back; ignored (10.6)")
+                        continue
+                    raise
+                self.pending_envelopes.remove(item)
+                self.on_opened(item[0], opened)
+                progress = True
+        self.show_labels()
+
+    def is_own_replay(self, data: bytes) -> bool:
+        env = Envelope.decode(data)
+        link = self.view.chains.get((env.header.room, env.header.sender), {}).get(env.header.seq)
+        return link is not None and link[0] == env.hash
+
+    def show_labels(self) -> None:
+        """Open the sealed party labels and member names (8.2) once the joint
+        key they are sealed under is held. Informative, but a failure is a
+        verification failure."""
+        v = self.view
+        if self.labels_shown or v.held is None:
+            return
+        joint = v.held.joint()
+        needed = {p.label.epoch for p in v.held.parties} | {m.name.epoch for m in v.held.members}
+        if any((joint.id, e) not in v.keys for e in needed):
+            return
+        for p in v.held.parties:
+            log(f"party {b64e(p.id)}: {v.open_label(p.label, p.id)!r}")
+        for m in v.held.members:
+            log(f"member {b64e(m.fingerprint)} ({ROLE_NAMES[m.role]}): {v.open_label(m.name, m.fingerprint)!r}")
+        self.labels_shown = True
+
+    def on_opened(self, index: int, o: Opened) -> None:
+        h, c = o.header, o.content
+        v = self.view
+        base = {"room": b64e(h.room), "sender": b64e(h.sender), "index": index, "seq": h.seq,
+                "hash": b64e(o.hash)}
+        if o.gap:
+            base["gap"] = list(o.gap)
+        from_lead = h.sender == v.pinned
+        if c["type"] == CT_TEXT:
+            emit({"event": "message", "text": c["body"], "sharing": SHARING_NAMES[c["sharing"]], **base})
+            if from_lead and h.room == self.my_room:
+                self.got_text = True
+        elif c["type"] == CT_FORWARD:
+            emit({"event": "forward", "mode": MODE_NAMES[c["mode"]], "text": c["text"],
+                  "author_consented": c["author_consented"], "source_room": b64e(c["source_room"]),
+                  "source_message": b64e(c["source_message"]), **base})
+            if from_lead:
+                self.got_forward = True
+        elif c["type"] == CT_SHARE_RECEIPT:
+            emit({"event": "share_receipt", "mode": MODE_NAMES[c["mode"]], "text": c["text"],
+                  "source_message": b64e(c["source_message"]),
+                  "destination_room": b64e(c["destination_room"]), **base})
+        elif c["type"] == CT_SYSTEM:
+            arg = c["arg"]
+            arg = b64e(arg) if isinstance(arg, bytes) else (PHASE_NAMES[arg] if arg else None)
+            emit({"event": "system", "system": SYSTEM_NAMES[c["event"]], "arg": arg, **base})
+        elif c["type"] == CT_CONSENT:
+            emit({"event": "consent", "message": b64e(c["message"]), **base})
+        elif c["type"] == CT_AGREE:
+            emit({"event": "agree", "step": STEP_NAMES[c["step"]], **base})
+        else:
+            emit({"event": "withdrawal", **base})
+
+
+async def run(relay_url: str, invite: Invite, text: str, sharing: int) -> None:
+    try:
+        from websockets.asyncio.client import connect
+    except ImportError:  # websockets < 13
+        from websockets import connect  # type: ignore
+
+    keys = DeviceKeys()
+    view = SessionView(invite.session, invite.mediator, keys)
+    log(f"our fingerprint {b64e(keys.fingerprint)}, safety code {safety_code(keys.fingerprint)}")
+    log(f"pinned mediator {b64e(invite.mediator)}, safety code {safety_code(invite.mediator)}")
+    async with connect(relay_url, subprotocols=["caucus.v1"], max_size=16 * 1024 * 1024) as ws:
+        if ws.subprotocol != "caucus.v1":
+            raise Fatal(f"the relay selected subprotocol {ws.subprotocol!r}, not caucus.v1")
+        c = WireClient(ws, view, invite)
+        # 12.3: challenge, auth.
+        challenge = await c.recv()
+        if challenge["type"] != "challenge":
+            raise Fatal(f"expected a challenge first, got {challenge['type']}")
+        try:
+            nonce = b64d(challenge["nonce"], 32)
+        except ProtocolError as e:
+            raise Fatal(f"bad challenge nonce: {e}")
+        await c.request("auth", identity=b64e(keys.public.encode()), signature=b64e(keys.sign(L_AUTH, nonce)))
+        log("authenticated")
+        # 11.6: join, wait for a roster that names us.
+        await c.request("join", token=b64e(invite.admission_token()),
+                        request=b64e(invite.join_request(keys.public)))
+        log("waiting to be admitted")
+        await c.pump_until(lambda: c.admitted)
+        # Subscribe from nothing: every roster from version 1, our bundles,
+        # and the rooms' envelopes from our first epoch (13.5.9).
+        c.following = True
+        await c.request("subscribe", session=b64e(invite.session), roster_after=0, rooms=[])
+        if view.held is None or view.held.member(keys.fingerprint) is None:
+            raise Fatal("subscribed, but no accepted roster names us")
+        me = view.held.member(keys.fingerprint)
+        if me.role != ROLE_PARTY_MEMBER:
+            raise Fatal("the roster does not make us a party member")
+        room = next(x for x in view.held.rooms if x.kind == (KIND_PRIVATE, me.party))
+        c.my_room = room.id
+        log(f"our private room is {b64e(room.id)}")
+        # Wait for the key of the room's current epoch (bundles can arrive live).
+        await c.pump_until(lambda: (c.my_room, view.held.room(c.my_room).epoch) in view.keys)
+        env = view.seal(c.my_room, text_content(sharing, text))
+        reply = await c.request("post", envelope=b64e(env.encode()))
+        log(f"posted our message at index {reply.get('index')} (hash {b64e(env.hash)})")
+        emit({"event": "sent", "text": text, "sharing": SHARING_NAMES[sharing], "room": b64e(c.my_room),
+              "index": reply.get("index"), "hash": b64e(env.hash)})
+        await c.pump_until(lambda: c.got_text and c.got_forward)
+        log("received a text and a forward from the mediator; done")
+
+
+# ---------------------------------------------------------------------------
+# Self-test against Appendix A of docs/protocol.md
+# ---------------------------------------------------------------------------
+
+VECTORS = {
+    # Appendix A values, hex, copied from docs/protocol.md.
+    "MED_SIGNING": "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8",
+    "MED_DH": "358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd166254",
+    "MED_SELFSIG": (
+        "88141f006dcbca5e639d50030b8ef00cd2b8a09a6290fd5158178e1f637467fb172b70cb0b5d7dfe23518bdb61d62900"
+        "a84d35413c9954409559b3bfcd556f04"
+    ),
+    "MED_FP": "aaa4cbe92c47a7af3c0bcc84f18d6459998ae1b838e43241da921862c40a02e2",
+    "CLA_FP": "4c2badd0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f78388",
+    "HEADER_1": (
+        "0001111111111111111111111111111111114444444444444444444444444444444400000000000000014c2badd0e00f"
+        "b63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f7838800000000000000010000000000000000000000000000"
+        "00000000000000000000000000000000000001abababababababababababababababab"
+    ),
+    "CONTENT_TEXT": "0101000000144d7920626f74746f6d206c696e652069732e2e2e",
+    "CONTENT_FORWARD": (
+        "0244444444444444444444444444444444cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"
+        "cd02000000195468657920636f756c64206d6f7665206f6e2070726963652e00"
+    ),
+    "CONTENT_RECEIPT": (
+        "03cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd333333333333333333333333333333"
+        "3301000000026869"
+    ),
+    "CONTENT_CONSENT": "04cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd",
+    "CONTENT_SYS_ADMITTED": "05014c2badd0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f78388",
+    "CONTENT_SYS_JOINT_OPENED": "0503",
+    "CONTENT_SYS_PHASE": "050503",
+    "LABEL_KEY_PARTY": "42dd525e68f3418032b7e52c562741bd5109b25c876edc1f1feecd0e84aff7be",
+    "LABEL_PARTY": (
+        "00000000000000019999999999999999999999999999999900000018a4e6a80dc8167604beef4449241558797da75d16"
+        "879fd197"
+    ),
+    "LABEL_MED": (
+        "00000000000000019a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a0000001c0c93d2bbaf8bb39637d40118a900708304c31126"
+        "bb62a4886bba07f4"
+    ),
+    "LABEL_CLA": (
+        "00000000000000019b9b9b9b9b9b9b9b9b9b9b9b9b9b9b9b0000001b36625bf578c4862a667d0f60d12ddb881d5a56ab"
+        "c83d7e8f8e337a"
+    ),
+    "SIGNED_ROSTER": (
+        "000002d91111111111111111111111111111111100000000000000010000000000000000000000000000000000000000"
+        "000000000000000000000000010000000122222222222222222222222222222222000000000000000199999999999999"
+        "99999999999999999900000018a4e6a80dc8167604beef4449241558797da75d16879fd197000000000203a107bff3ce"
+        "10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8358072d6365880d1aeea329adf9121383851ed21a28e"
+        "3b75e965d0d2cd16625488141f006dcbca5e639d50030b8ef00cd2b8a09a6290fd5158178e1f637467fb172b70cb0b5d"
+        "7dfe23518bdb61d62900a84d35413c9954409559b3bfcd556f04010000000000000000019a9a9a9a9a9a9a9a9a9a9a9a"
+        "9a9a9a9a0000001c0c93d2bbaf8bb39637d40118a900708304c31126bb62a4886bba07f42543b92ff1095511476adc83"
+        "69db6ddc933665a11978dda1404ee1066ca9559d675dd574ed7789310b3d2e7681f3790b466c773b1521fecf36577958"
+        "371ea52f75058fbf7337e67355ba254c5639b843dc715026524ab51d840c90c8dafbc707e815d478ed4928918acabd30"
+        "e78f2b3051ca11a6212f2b7ff3e4ab0a0b50e90803012222222222222222222222222222222200000000000000019b9b"
+        "9b9b9b9b9b9b9b9b9b9b9b9b9b9b0000001b36625bf578c4862a667d0f60d12ddb881d5a56abc83d7e8f8e337a000000"
+        "023333333333333333333333333333333302010000000000000001000000024c2badd0e00fb63a7881e2544dcf8c3f8a"
+        "56e1cc83ff3e0fab1c89a1c0f78388aaa4cbe92c47a7af3c0bcc84f18d6459998ae1b838e43241da921862c40a02e244"
+        "4444444444444444444444444444440122222222222222222222222222222222010000000000000001000000024c2bad"
+        "d0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f78388aaa4cbe92c47a7af3c0bcc84f18d6459998ae1"
+        "b838e43241da921862c40a02e26852a1bf476623635626fc453aa905b1074bf6872316f7ec336d9fbd4b9f49e56b33e0"
+        "9d6142f368c3334be61ee8f2d119b69c9b75645f073c37648442fb080d"
+    ),
+    "ROSTER_HASH": "2d3e8ebe5befc492042c6ae52ec040adfd94b9dec74ca69bd34a2dca820393f6",
+    "SIGNED_BUNDLE": (
+        "00000134111111111111111111111111111111114444444444444444444444444444444400000000000000012d3e8ebe"
+        "5befc492042c6ae52ec040adfd94b9dec74ca69bd34a2dca820393f6000000024c2badd0e00fb63a7881e2544dcf8c3f"
+        "8a56e1cc83ff3e0fab1c89a1c0f783884d61ed9b29abb6350d0f697e4d83cd439c11724395e4419721e53c2fb6c87369"
+        "0000003068a37440460ebdbf042eafa24b391f1da4b5ea32c4f575104e8cb6e116b8dc4ae7b8436927b6293c016173c7"
+        "8a006f3aaaa4cbe92c47a7af3c0bcc84f18d6459998ae1b838e43241da921862c40a02e23bfb3d3968280e36b1b29d2f"
+        "f871fbc22c272881f1232f41dcae6993d1d5004c00000030698f12b307cb9262f526740e055a804d49f1483bdfcba8a7"
+        "1ac5da187e7e150a4724cec663fa8667d48da7729b38ea7a7d87bdc11f5b05a549c0742d4355c3b2e7ed4f0fcf602870"
+        "0625c18dcdb2d595f7c5386753512d8988d0fb1b832ee957657538e542f0bf28bdf4c6c537e55e04"
+    ),
+    "MSG_KEY_1": "5d1d0e09272d5d2966f4700602310ddc5fc6e3daa67f7f8e47a9e6981fb9cf53",
+    "CT_1": "c21936d1fff9f85372d1548dfb653618fc45d3dde1e808ff5d6ebd75268c890719428b11e1ec370db658",
+    "SIG_1": (
+        "66fe5188d376ed5fc1fd8b47c6740661c5281c1c6bbfd2074a6be0ab050ceb65f4711d49bc4d3b935fa5c8fc7f743b8a"
+        "a147f02b36968aac94d844e0b9c30306"
+    ),
+    "ENVELOPE_1": (
+        "000000830001111111111111111111111111111111114444444444444444444444444444444400000000000000014c2b"
+        "add0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f78388000000000000000100000000000000000000"
+        "0000000000000000000000000000000000000000000001abababababababababababababababab0000002ac21936d1ff"
+        "f9f85372d1548dfb653618fc45d3dde1e808ff5d6ebd75268c890719428b11e1ec370db65866fe5188d376ed5fc1fd8b"
+        "47c6740661c5281c1c6bbfd2074a6be0ab050ceb65f4711d49bc4d3b935fa5c8fc7f743b8aa147f02b36968aac94d844"
+        "e0b9c30306"
+    ),
+    "ENV_HASH_1": "8abd50d37dda827a09f41452987e544f8958ab9745ca20ca3aabf5d7df4b6ae9",
+    "MSG_KEY_2": "f47e4ab7dde3752d3deb50b617a925f0d89bc9f3e58ca484e0f10021acbc4d18",
+    "ENVELOPE_2": (
+        "000000830001111111111111111111111111111111114444444444444444444444444444444400000000000000014c2b"
+        "add0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f7838800000000000000028abd50d37dda827a09f4"
+        "1452987e544f8958ab9745ca20ca3aabf5d7df4b6ae901acacacacacacacacacacacacacacacac0000002af7ae597b2d"
+        "f20551ebd3e7f895a625cc95170852c368a8ef05b4ee87e0c208571b2d54c307f0f42d9172f6bdb23cce68129d8a52e1"
+        "48ca9b0e69e1d94aa6cf62d16d8b7855073d670e18411073dcdc8c501bcb734a0fe83cb8de674bbf5aa950b97b4d3118"
+        "747d54ed06"
+    ),
+    "ENV_HASH_2": "a0fe92443a5676b97a7edf5b69dbbc153357aebbb8c65c1205546aa3c837ffe1",
+    "CANON_INVITE": (
+        "000000137773733a2f2f72656c61792e6578616d706c6511111111111111111111111111111111555555555555555555"
+        "555555555555556666666666666666666666666666666666666666666666666666666666666666aaa4cbe92c47a7af3c"
+        "0bcc84f18d6459998ae1b838e43241da921862c40a02e20000000077359400"
+    ),
+    "TOKEN": "af6da23504addf3d53d53edba7414d7c480b7e7cc77887b513d47f74f052d8ed",
+    "TOKEN_HASH": "e7fc10034596f30d23c0fb49663ee7189b727a54ba7d5e6a8e2010dcdff4aa15",
+    "JOIN_MAC_KEY": "ba93312b38c0e57cd970857d8106da62f840ef40af5058a76102010735a2a8e2",
+    "JOIN_PROOF": "264c332f4e31ccf9c0956cc6c74345e8b014ee1485bdb5dc106fc541ff9096c4",
+    "JOIN_REQUEST": (
+        "11111111111111111111111111111111555555555555555555555555555555552543b92ff1095511476adc8369db6ddc"
+        "933665a11978dda1404ee1066ca9559d675dd574ed7789310b3d2e7681f3790b466c773b1521fecf36577958371ea52f"
+        "75058fbf7337e67355ba254c5639b843dc715026524ab51d840c90c8dafbc707e815d478ed4928918acabd30e78f2b30"
+        "51ca11a6212f2b7ff3e4ab0a0b50e908264c332f4e31ccf9c0956cc6c74345e8b014ee1485bdb5dc106fc541ff9096c4"
+    ),
+    "AUTH_SIG": (
+        "c161d3b1b3cca8c1c3bfad06e339bdd8781beea3fb06a9a539a96bdc218b1d9081697191c779d6a90669ce834956b14a"
+        "00fe7e9322ecaff3a6a86fb52bd82800"
+    ),
+}
+
+
+def self_test(hpke_vectors: Optional[str]) -> None:
+    X = {k: bytes.fromhex(v) for k, v in VECTORS.items()}
+    checks = 0
+
+    def eq(what: str, got, want) -> None:
+        nonlocal checks
+        if got != want:
+            raise Fatal(f"self-test: {what}: got {got!r}, want {want!r}")
+        checks += 1
+
+    # 4.2
+    w = (Writer().u16(0x0102).u64(3).boolean(True).bytes(b"ab").string("c")
+         .option(7, lambda w, x: w.u8(x)).option(None, None).list([1, 2], lambda w, x: w.u8(x)))
+    eq("4.2 encoding", w.done().hex(), "01020000000000000003010000000261620000000163010700000000020102")
+    # 1.6 base64url strictness
+    eq("b64 AA", b64d("AA"), b"\x00")
+    for bad in ("AB", "AA==", "A+", "A"):
+        try:
+            b64d(bad)
+            raise Fatal(f"self-test: base64url {bad!r} accepted")
+        except ProtocolError:
+            checks += 1
+    # A.3 identities
+    med = DeviceKeys(bytes(range(0x00, 0x20)), bytes(range(0x20, 0x40)))
+    cla = DeviceKeys(bytes(range(0x40, 0x60)), bytes(range(0x60, 0x80)))
+    eq("A.3 mediator signing key", med.public.signing_key, X["MED_SIGNING"])
+    eq("A.3 mediator DH key", med.public.dh_key, X["MED_DH"])
+    eq("A.3 mediator self-signature", med.public.self_signature, X["MED_SELFSIG"])
+    eq("A.3 mediator fingerprint", med.fingerprint, X["MED_FP"])
+    eq("A.3 mediator fingerprint b64", b64e(med.fingerprint), "qqTL6SxHp688C8yE8Y1kWZmK4bg45DJB2pIYYsQKAuI")
+    eq("A.3 mediator safety code", safety_code(med.fingerprint), "67244 57259 51268 05144 67482 51114")
+    eq("A.3 claimant fingerprint", cla.fingerprint, X["CLA_FP"])
+    eq("A.3 claimant safety code", safety_code(cla.fingerprint), "25984 94689 94444 89356 73099 63575")
+    eq("A.3 identity round trip", decode_exact(cla.public.encode(), PublicIdentity.read), cla.public)
+    tampered = bytearray(cla.public.encode())
+    tampered[100] ^= 1
+    try:
+        decode_exact(bytes(tampered), PublicIdentity.read)
+        raise Fatal("self-test: a bad self-signature decoded")
+    except ProtocolError as e:
+        eq("5.2 bad self-signature", e.code, "malformed")
+    # A.1
+    eq("A.1 envelope prefix", prefix(L_ENVELOPE).hex(), "126361756375732f76312f656e76656c6f7065")
+    # A.4 header
+    session, party, joint, private = b"\x11" * 16, b"\x22" * 16, b"\x33" * 16, b"\x44" * 16
+    h1 = Header(session, private, 1, cla.fingerprint, 1, ZERO32, CT_TEXT, b"\xab" * 16)
+    eq("A.4 header", h1.encode(), X["HEADER_1"])
+    # A.5 contents
+    eq("A.5 text", text_content(1, "My bottom line is..."), X["CONTENT_TEXT"])
+    for name in ("CONTENT_TEXT", "CONTENT_FORWARD", "CONTENT_RECEIPT", "CONTENT_CONSENT",
+                 "CONTENT_SYS_ADMITTED", "CONTENT_SYS_JOINT_OPENED", "CONTENT_SYS_PHASE"):
+        decode_exact(X[name], read_content)
+        checks += 1
+    # 9.1, 9.2: Agree (7) with its Step, System(PartyRejoined) (7); unknown tags refused
+    eq("9.2 agree", decode_exact(bytes([7, 2]), read_content), {"type": CT_AGREE, "step": 2})
+    eq("9.2 rejoined", decode_exact(bytes([5, 7]), read_content)["event"], 7)
+    for bad in (bytes([7, 3]), bytes([8]), bytes([5, 8]), bytes([7, 1, 0])):
+        try:
+            decode_exact(bad, read_content)
+            raise Fatal(f"self-test: content {bad.hex()} decoded")
+        except ProtocolError as e:
+            eq("4.1 bad content", e.code, "malformed")
+    fwd = decode_exact(X["CONTENT_FORWARD"], read_content)
+    eq("A.5 forward", (fwd["mode"], fwd["text"], fwd["author_consented"]), (2, "They could move on price.", False))
+    # A.7 roster: decode, verify, accept
+    view = SessionView(session, med.fingerprint, cla)
+    roster = view.accept_roster(X["SIGNED_ROSTER"])
+    eq("A.7 roster hash", view.held_hash, X["ROSTER_HASH"])
+    eq("A.7 roster version", roster.version, 1)
+    eq("A.7 joint members", roster.joint().members, (cla.fingerprint, med.fingerprint))
+    try:
+        view.accept_roster(X["SIGNED_ROSTER"])
+        raise Fatal("self-test: a roster was accepted twice")
+    except ProtocolError as e:
+        eq("7.6 same roster again", e.code, "stale_roster")
+    other = SessionView(session, cla.fingerprint, cla)
+    try:
+        other.accept_roster(X["SIGNED_ROSTER"])
+        raise Fatal("self-test: unpinned mediator accepted")
+    except ProtocolError as e:
+        eq("7.5 unpinned", e.code, "unpinned_mediator")
+    bad = bytearray(X["SIGNED_ROSTER"])
+    bad[-1] ^= 1
+    try:
+        SessionView(session, med.fingerprint, cla).accept_roster(bytes(bad))
+        raise Fatal("self-test: a bad roster signature was accepted")
+    except ProtocolError as e:
+        eq("7.5 bad signature", e.code, "bad_signature")
+    # A.8 key bundle, opened by the claimant
+    eq("A.8 bundle", view.open_key_bundle(X["SIGNED_BUNDLE"]), (private, 1))
+    eq("A.8 secret", view.keys[(private, 1)], b"\x88" * 32)
+    # A.6 labels need the joint key, which A.8 does not deliver: install it.
+    view.keys[(joint, 1)] = b"\x77" * 32
+    eq("A.6 party label", view.open_label(roster.parties[0].label, party), "Claimant")
+    eq("A.6 mediator name", view.open_label(roster.member(med.fingerprint).name, med.fingerprint), "The mediator")
+    eq("A.6 claimant name", view.open_label(roster.member(cla.fingerprint).name, cla.fingerprint), "A. Claimant")
+    eq("A.6 label key", expand(b"\x77" * 32, L_LABEL_KEY, session + joint + struct.pack(">Q", 1) + party + b"\x99" * 16),
+       X["LABEL_KEY_PARTY"])
+    # A.9 envelopes: sealing reproduces them byte for byte (Ed25519 is deterministic)
+    env1 = seal_envelope(cla, b"\x88" * 32, h1, text_content(1, "My bottom line is..."))
+    eq("A.9 message key 1", expand(b"\x88" * 32, L_MESSAGE_KEY, h1.encode()), X["MSG_KEY_1"])
+    eq("A.9 ciphertext 1", env1.ciphertext, X["CT_1"])
+    eq("A.9 signature 1", env1.signature, X["SIG_1"])
+    eq("A.9 envelope 1", env1.encode(), X["ENVELOPE_1"])
+    eq("A.9 hash 1", env1.hash, X["ENV_HASH_1"])
+    h2 = Header(session, private, 1, cla.fingerprint, 2, X["ENV_HASH_1"], CT_TEXT, b"\xac" * 16)
+    eq("A.9 message key 2", expand(b"\x88" * 32, L_MESSAGE_KEY, h2.encode()), X["MSG_KEY_2"])
+    eq("A.9 envelope 2", seal_envelope(cla, b"\x88" * 32, h2, text_content(2, "...but I could move.")).encode(),
+       X["ENVELOPE_2"])
+    # ... and the mediator's view opens them, in order, and refuses a replay.
+    mview = SessionView(session, med.fingerprint, med)
+    mview.accept_roster(X["SIGNED_ROSTER"])
+    mview.keys[(private, 1)] = b"\x88" * 32
+    o2 = mview.open_envelope(X["ENVELOPE_2"])  # out of order: gap 1..=1
+    eq("10.6 gap", o2.gap, (1, 1))
+    o1 = mview.open_envelope(X["ENVELOPE_1"])
+    eq("A.9 open 1", (o1.content["body"], o1.hash, o1.gap), ("My bottom line is...", X["ENV_HASH_1"], None))
+    eq("A.9 open 2", (o2.content["body"], o2.hash), ("...but I could move.", X["ENV_HASH_2"]))
+    try:
+        mview.open_envelope(X["ENVELOPE_1"])
+        raise Fatal("self-test: replay accepted")
+    except ProtocolError as e:
+        eq("10.6 replay", e.code, "replay")
+    # A.10 invite
+    link = (
+        "caucus:invite:v1:AAAAE3dzczovL3JlbGF5LmV4YW1wbGURERERERERERERERERERERVVVVVVVVVVVVVVVVVVVVVWZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmqqTL6SxHp688C8yE8Y1kWZmK4bg45DJB2pIYYsQKAuIAAAAAdzWUAA"
+    )
+    inv = Invite.from_link("  " + link + "\n")
+    eq("A.10 invite", inv.encode(), X["CANON_INVITE"])
+    eq("A.10 relay", (inv.relay, inv.expires_at, inv.mediator), ("wss://relay.example", 2000000000, med.fingerprint))
+    eq("A.10 link", LINK_PREFIX + b64e(inv.encode()), link)
+    eq("A.10 token", inv.admission_token(), X["TOKEN"])
+    eq("A.10 token hash", token_hash(inv.admission_token()), X["TOKEN_HASH"])
+    eq("A.10 join MAC key", inv.join_mac_key(), X["JOIN_MAC_KEY"])
+    eq("A.10 join request", inv.join_request(cla.public), X["JOIN_REQUEST"])
+    eq("11.3 proof verifies", mac_verify(inv.join_mac_key(), L_JOIN_PROOF, session + inv.id + cla.public.encode(),
+                                         X["JOIN_PROOF"]), True)
+    # A.11 auth
+    eq("A.11 auth signature", med.sign(L_AUTH, b"\xcc" * 32), X["AUTH_SIG"])
+    # 2.4 HPKE round trip and low-order refusal
+    info = room_key_info(session, private, 1, cla.fingerprint, X["ROSTER_HASH"])
+    enc, ct = hpke_seal(cla.public.dh_key, info, b"\x5a" * 32)
+    eq("2.4 HPKE round trip", hpke_open(cla.x_secret, enc, info, ct), b"\x5a" * 32)
+    try:
+        hpke_open(cla.x_secret, bytes(32), info, ct)
+        raise Fatal("self-test: low-order enc accepted")
+    except ProtocolError as e:
+        eq("2.4 low order", e.code, "low_order_point")
+    if hpke_vectors:
+        with open(hpke_vectors) as f:
+            for vec in json.load(f):
+                if int(vec["mode"]) != 0:
+                    continue
+                g = {k: bytes.fromhex(vec[k]) for k in ("skRm", "enc", "info", "skEm", "pkRm")}
+                e0 = vec["encryptions"][0]
+                pt = hpke_open(g["skRm"], g["enc"], g["info"], bytes.fromhex(e0["ct"]), bytes.fromhex(e0["aad"]))
+                eq("RFC 9180 base-mode open", pt, bytes.fromhex(e0["pt"]))
+                enc, ct = hpke_seal(g["pkRm"], g["info"], bytes.fromhex(e0["pt"]), g["skEm"], bytes.fromhex(e0["aad"]))
+                eq("RFC 9180 base-mode seal", (enc, ct), (g["enc"], bytes.fromhex(e0["ct"])))
+    emit({"event": "self_test", "ok": True, "checks": checks})
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("relay", nargs="?", default=os.environ.get("CAUCUS_RELAY"),
+                   help="relay websocket URL, or '-' for the link's (env CAUCUS_RELAY)")
+    p.add_argument("link", nargs="?", default=os.environ.get("CAUCUS_LINK"),
+                   help="invite link caucus:invite:v1:... (env CAUCUS_LINK)")
+    p.add_argument("text", nargs="?", default=os.environ.get("CAUCUS_TEXT"),
+                   help="the message to send (env CAUCUS_TEXT)")
+    p.add_argument("--sharing", choices=sorted(SHARING), default="MediatorOnly",
+                   help="sharing of the message sent (default MediatorOnly)")
+    p.add_argument("--timeout", type=float, default=float(os.environ.get("CAUCUS_TIMEOUT", "30")),
+                   help="seconds before giving up (default 30)")
+    p.add_argument("--self-test", action="store_true",
+                   help="check this implementation against Appendix A of docs/protocol.md and exit")
+    p.add_argument("--hpke-vectors", default=None, help="with --self-test: RFC 9180 vector JSON file")
+    a = p.parse_args(argv)
+    try:
+        if a.self_test:
+            self_test(a.hpke_vectors)
+            return 0
+        if not (a.relay and a.link and a.text is not None):
+            p.print_usage(sys.stderr)
+            log("RELAY_URL, INVITE_LINK and TEXT are required (or CAUCUS_RELAY, CAUCUS_LINK, CAUCUS_TEXT)")
+            return 2
+        try:
+            invite = Invite.from_link(a.link)
+        except ProtocolError as e:
+            raise Fatal(f"bad invite link: {e}")
+        relay = invite.relay if a.relay == "-" else a.relay
+        asyncio.run(asyncio.wait_for(run(relay, invite, a.text, SHARING[a.sharing]), a.timeout))
+        return 0
+    except Fatal as e:
+        log(f"FAILED: {e}")
+        return 1
+    except ProtocolError as e:
+        log(f"FAILED: verification failed: {e}")
+        return 1
+    except (asyncio.TimeoutError, TimeoutError):
+        log(f"FAILED: timed out after {a.timeout:g} s")
+        return 1
+    except (OSError, EOFError) as e:
+        log(f"FAILED: connection: {e!r}")
+        return 1
+    except Exception as e:  # websockets' ConnectionClosed, InvalidStatus, ...
+        log(f"FAILED: {type(e).__name__}: {e}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
