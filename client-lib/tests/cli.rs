@@ -298,3 +298,59 @@ async fn a_scripted_session_with_the_caucus_command() {
     let whoami = json_lines(&ok(&caucus(p(&["whoami"])).await));
     assert!(whoami[0]["fingerprint"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caucus_agreement_verify_checks_a_copy_offline() {
+    use caucus_protocol::agreement::{Agreement, Signatory, SignedAgreement};
+    use caucus_protocol::codec::Canonical;
+    use caucus_protocol::identity::DeviceKeys;
+    use caucus_protocol::ids::{PartyId, SessionId};
+    let mediator = DeviceKeys::generate().unwrap();
+    let partner = DeviceKeys::generate().unwrap();
+    let agreement = Agreement {
+        session: SessionId::random().unwrap(),
+        title: "Partnership agreement".into(),
+        terms: "Dr A retires on 31 March; the practice buys her share.".into(),
+        checklist: vec![],
+        mediator: Signatory {
+            identity: mediator.public().clone(),
+            name: "Ms Mediator".into(),
+            party: None,
+        },
+        signatories: vec![Signatory {
+            identity: partner.public().clone(),
+            name: "Dr A".into(),
+            party: Some((PartyId::random().unwrap(), "Partner A".into())),
+        }],
+        drafted_at: 1_900_000_000,
+    };
+    let signature = agreement.sign(&partner).unwrap();
+    let copy = SignedAgreement::countersign(agreement, vec![signature], &mediator).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("agreement.md");
+    std::fs::write(&md, copy.to_markdown()).unwrap();
+    let out = ok(&caucus(vec![
+        "agreement".into(),
+        "verify".into(),
+        md.display().to_string(),
+    ])
+    .await);
+    assert!(
+        out.contains("signed by Dr A (Partner A), Ms Mediator (mediator)"),
+        "{out}"
+    );
+    // One byte changed in the signed copy: refused.
+    let mut bytes = copy.to_bytes();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, caucus_protocol::b64::encode(&bytes)).unwrap();
+    let out = caucus(vec![
+        "agreement".into(),
+        "verify".into(),
+        bad.display().to_string(),
+    ])
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signature"));
+}

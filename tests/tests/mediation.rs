@@ -796,3 +796,52 @@ async fn a_co_mediator_has_a_mediators_rights_in_every_room() {
         _ => unreachable!(),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agreement_is_signed_by_every_party_member_and_verifies_offline() {
+    let relay = Relay::start(&[]).await;
+    let mut c = cast(&relay).await;
+    let session = c.session;
+    let terms = "1. The trust pays £150,000 within 28 days.\n2. The trust apologises in writing.";
+    let checklist = vec!["Will it work in practice?".to_string()];
+    let hash = c
+        .mediator
+        .propose_agreement(&session, "Settlement agreement", terms, &checklist)
+        .await
+        .unwrap();
+    // Each party member reads the exact terms, then signs.
+    for party in [&mut c.claimant, &mut c.solicitor, &mut c.defendant] {
+        match wait_for(party, |e| matches!(e, Event::AgreementProposed { .. })).await {
+            Event::AgreementProposed {
+                agreement,
+                terms: t,
+                ..
+            } => {
+                assert_eq!((agreement, t.as_str()), (hash, terms));
+            }
+            _ => unreachable!(),
+        }
+        party.sign_agreement(&session, &hash).await.unwrap();
+    }
+    // The mediator's client countersigns once all have signed; everyone
+    // receives the copy.
+    for party in [&mut c.claimant, &mut c.solicitor, &mut c.defendant] {
+        wait_for(party, |e| matches!(e, Event::AgreementConcluded { .. })).await;
+        let copy = party.agreement(&session).unwrap();
+        let report = copy.verify().unwrap();
+        assert_eq!(report.agreement, hash);
+        assert_eq!(report.signers.len(), 4); // three party members and the mediator
+    }
+    // The copy stands alone: its bytes verify with no relay; a changed byte fails.
+    let copy = c.claimant.agreement(&session).unwrap();
+    let bytes = caucus_protocol::codec::Canonical::to_bytes(&copy);
+    drop(relay);
+    let again: caucus_protocol::agreement::SignedAgreement =
+        caucus_protocol::codec::Canonical::from_bytes(&bytes).unwrap();
+    assert!(again.verify().is_ok());
+    let at = bytes.len() / 2;
+    let mut bad = bytes.clone();
+    bad[at] ^= 1;
+    let tampered = <caucus_protocol::agreement::SignedAgreement as caucus_protocol::codec::Canonical>::from_bytes(&bad);
+    assert!(tampered.map_or(true, |a| a.verify().is_err()));
+}

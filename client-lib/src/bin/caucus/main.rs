@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use caucus_client::{Client, ClientError, Event, StateDir};
+use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Sharing, Step};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
@@ -157,12 +158,37 @@ enum Command {
         #[command(flatten)]
         at: At,
     },
+    /// The signed agreement: export your copy, or verify one offline.
+    Agreement {
+        #[command(subcommand)]
+        command: AgreementCommand,
+    },
     /// Play a whole shuttle mediation against a running relay and show what
     /// each participant saw.
     Demo {
         /// The relay's base URL, e.g. ws://127.0.0.1:7300.
         #[arg(long, env = "CAUCUS_SERVER")]
         server: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgreementCommand {
+    /// Write this device's copy of the concluded agreement: Markdown (a
+    /// readable document carrying the signatures) or JSON.
+    Export {
+        #[command(flatten)]
+        at: At,
+        /// md or json.
+        #[arg(long, default_value = "md")]
+        format: String,
+    },
+    /// Check a copy (Markdown or JSON export, or the bare signed bytes in
+    /// base64url) with no relay: who signed what; a changed byte or a
+    /// missing signature fails.
+    Verify {
+        /// The file.
+        file: PathBuf,
     },
 }
 
@@ -260,6 +286,20 @@ fn room(client: &Client, session: &SessionId, name: &str) -> Result<RoomId, Clie
 
 async fn open(cli: &Cli, server: &str) -> Result<Client, ClientError> {
     Client::open(StateDir::open(&cli.state)?, server).await
+}
+
+/// Find the signed copy in an export (the longest base64url run: the JSON
+/// `signed` field, or the Markdown's code block) and verify it.
+fn verify_copy(text: &str) -> Result<caucus_protocol::agreement::Verified, ClientError> {
+    let candidate = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .max_by_key(|t| t.len())
+        .unwrap_or_default();
+    let bytes = caucus_protocol::b64::decode(candidate)
+        .ok_or(ClientError::Usage("no signed copy found in the file"))?;
+    let copy = caucus_protocol::agreement::SignedAgreement::from_bytes(&bytes)
+        .map_err(caucus_protocol::Error::from)?;
+    Ok(copy.verify()?)
 }
 
 /// Whether an event is part of the session's history (a message, a
@@ -540,6 +580,51 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             let session = session_id(&at.session)?;
             client.close_session(&session).await?;
             print(json_mode, "session closed", json!({"closed": session}));
+        }
+        Command::Agreement {
+            command: AgreementCommand::Export { at, format },
+        } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            let copy = client.agreement(&session).ok_or(ClientError::Usage(
+                "no concluded agreement in this session yet",
+            ))?;
+            let text = match format.as_str() {
+                "json" => json!({
+                    "title": copy.agreement.title,
+                    "terms": copy.agreement.terms,
+                    "checklist": copy.agreement.checklist,
+                    "agreement": copy.agreement.hash(),
+                    "signed": caucus_protocol::b64::encode(&copy.to_bytes()),
+                })
+                .to_string(),
+                _ => copy.to_markdown(),
+            };
+            output::line(&text);
+        }
+        Command::Agreement {
+            command: AgreementCommand::Verify { file },
+        } => {
+            let text = std::fs::read_to_string(file)?;
+            let report = verify_copy(&text)?;
+            let signers: Vec<String> = report
+                .signers
+                .iter()
+                .map(|(name, party, _)| match party {
+                    Some(p) => format!("{name} ({p})"),
+                    None => format!("{name} (mediator)"),
+                })
+                .collect();
+            print(
+                json_mode,
+                &format!(
+                    "valid: \"{}\" ({}) signed by {}",
+                    report.title,
+                    caucus_protocol::b64::encode(&report.agreement.0),
+                    signers.join(", ")
+                ),
+                json!({"valid": true, "report": report}),
+            );
         }
         Command::Demo { server } => demo::run(server, json_mode).await?,
     }
