@@ -358,13 +358,6 @@ async fn listen(
     Ok(())
 }
 
-/// Print every event that has arrived, waiting `quiet` for more.
-async fn drain(client: &mut Client, json_mode: bool, quiet: Duration) {
-    while let Some(event) = client.next_event_within(quiet).await {
-        let (text, value) = describe(client, &event);
-        print(json_mode, &text, value);
-    }
-}
 
 async fn run(cli: Cli) -> Result<(), ClientError> {
     let json_mode = cli.json;
@@ -493,7 +486,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             to,
             reframe,
         } => {
-            let mut client = open(&cli, &at.server).await?;
+            let client = open(&cli, &at.server).await?;
             let session = session_id(&at.session)?;
             let destination = room(&client, &session, to)?;
             client
@@ -504,7 +497,6 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                     reframe.clone(),
                 )
                 .await?;
-            drain(&mut client, true, Duration::from_millis(1)).await;
             print(
                 json_mode,
                 "forwarded",
