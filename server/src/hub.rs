@@ -76,6 +76,11 @@ pub(crate) struct RoomCatchup {
     pub(crate) since: u64,
 }
 
+/// A stored record as JSON.
+fn record_json<T: serde::Serialize>(record: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))
+}
+
 /// A serialized frame.
 fn frame<T: serde::Serialize>(value: &T) -> Result<Arc<str>> {
     serde_json::to_string(value)
@@ -305,11 +310,7 @@ impl Hub {
             closed_at: None,
         };
         let mut batch = sled::Batch::default();
-        batch.insert(
-            store::key(Kind::Session, &id, &[]),
-            serde_json::to_vec(&record)
-                .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?,
-        );
+        batch.insert(store::key(Kind::Session, &id, &[]), record_json(&record)?);
         batch.insert(
             store::key(Kind::Roster, &id, &[&1u64.to_be_bytes()]),
             roster.to_bytes(),
@@ -376,13 +377,11 @@ impl Hub {
                 "a newer roster was published",
             ));
         }
-        let event: Arc<str> = serde_json::to_string(&Event::Roster {
+        let event: Arc<str> = frame(&Event::Roster {
             v: PROTOCOL_VERSION,
             session: id,
             roster: Encoded(signed.clone()),
-        })
-        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?
-        .into();
+        })?;
         let roster = signed.unverified();
         for room in &roster.rooms {
             s.committed.entry(room.id).or_insert(0);
@@ -485,11 +484,7 @@ impl Hub {
             return Err(Refusal::new(ErrorCode::Conflict, "invite exists"));
         }
         let mut batch = sled::Batch::default();
-        batch.insert(
-            key,
-            serde_json::to_vec(&record)
-                .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?,
-        );
+        batch.insert(key, record_json(&record)?);
         self.store.commit(batch).await.map_err(Refusal::from)
     }
 
@@ -523,11 +518,7 @@ impl Hub {
         }
         record.joiner = Some(*caller);
         let mut batch = sled::Batch::default();
-        batch.insert(
-            key,
-            serde_json::to_vec(&record)
-                .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?,
-        );
+        batch.insert(key, record_json(&record)?);
         batch.insert(
             store::key(Kind::Waiting, &session, &[&request.invite.0]),
             request.to_bytes(),
@@ -651,13 +642,11 @@ impl Hub {
             let mut batch = sled::Batch::default();
             let bytes = envelope.to_bytes();
             batch.insert(store::log_key(&h.session, &h.room, index), bytes);
-            let event: Arc<str> = serde_json::to_string(&Event::Envelope {
+            let event: Arc<str> = frame(&Event::Envelope {
                 v: PROTOCOL_VERSION,
                 index,
                 envelope: Encoded(envelope),
-            })
-            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?
-            .into();
+            })?;
             let delivery_state = state.clone();
             let metrics = self.metrics.clone();
             let room_id = h.room;
@@ -935,8 +924,7 @@ impl Hub {
             let mut batch = sled::Batch::default();
             batch.insert(
                 store::key(Kind::Session, &session, &[]),
-                serde_json::to_vec(&record)
-                    .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?,
+                record_json(&record)?,
             );
             self.store.commit(batch).await?;
         }

@@ -358,7 +358,6 @@ async fn listen(
     Ok(())
 }
 
-
 async fn run(cli: Cli) -> Result<(), ClientError> {
     let json_mode = cli.json;
     match &cli.command {
