@@ -84,8 +84,8 @@ impl Bucket {
 
 /// How a request is answered.
 enum Outcome {
-    /// Reply now.
-    Reply(Reply),
+    /// Done: reply `ok` now.
+    Done,
     /// The reply is queued later (a `post`, once durable).
     Later,
     /// Write this catch-up, then the `ok` reply (a `subscribe`).
@@ -98,7 +98,7 @@ const CATCHUP_PAGE: usize = 256;
 /// Write a subscription's catch-up and its reply straight to the socket,
 /// ahead of the live frames that queue meanwhile, reading the log a page at a
 /// time so that neither the queue nor memory grows with the backlog.
-async fn write_catchup<S>(hub: &Hub, sink: &mut S, catchup: Catchup, reply: Reply) -> Result<(), ()>
+async fn write_catchup<S>(hub: &Hub, sink: &mut S, catchup: Catchup, id: u64) -> Result<(), ()>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
@@ -121,13 +121,9 @@ where
                 Ok(_) => break,
                 Err(Refusal(code, message)) => {
                     // The catch-up cannot be completed: say so instead of ok.
-                    let id = match reply {
-                        Reply::Ok { id, .. } => Some(id),
-                        Reply::Error { id, .. } => id,
-                    };
                     hub.metrics.reject(code);
-                    let refusal =
-                        serde_json::to_string(&Reply::error(id, code, message)).map_err(|_| ())?;
+                    let refusal = serde_json::to_string(&Reply::error(Some(id), code, message))
+                        .map_err(|_| ())?;
                     return send(&refusal).await;
                 }
             };
@@ -140,7 +136,7 @@ where
             }
         }
     }
-    let reply = serde_json::to_string(&reply).map_err(|_| ())?;
+    let reply = serde_json::to_string(&Reply::ok(id)).map_err(|_| ())?;
     send(&reply).await
 }
 
@@ -230,8 +226,8 @@ pub(crate) async fn serve<S>(
                 match message {
                     Some(Ok(Message::Text(text))) => {
                         if bucket.take() {
-                            if let Some((catchup, reply)) = conn.handle(text.as_str()).await {
-                                if write_catchup(&hub, &mut sink, catchup, reply).await.is_err() {
+                            if let Some((catchup, id)) = conn.handle(text.as_str()).await {
+                                if write_catchup(&hub, &mut sink, catchup, id).await.is_err() {
                                     break None;
                                 }
                                 // A long catch-up is activity, not silence.
@@ -298,7 +294,7 @@ impl Conn {
     /// Handle one text frame; exactly one reply is queued for it (for
     /// `post`, once the envelope is durable), except for `subscribe`, whose
     /// catch-up and reply are returned for the caller to write.
-    async fn handle(&mut self, text: &str) -> Option<(Catchup, Reply)> {
+    async fn handle(&mut self, text: &str) -> Option<(Catchup, u64)> {
         Metrics::add(&self.hub.metrics.bytes_in, text.len() as u64);
         let request = match parse_request(text) {
             Ok(r) => r,
@@ -311,29 +307,21 @@ impl Conn {
         let id = request.id;
         let kind = request.body.kind();
         let reply = match self.dispatch(id, request.body).await {
+            Ok(Outcome::Done) => Reply::ok(id),
             Ok(Outcome::Later) => return None,
-            Ok(Outcome::Catchup(c)) => return Some((c, Reply::ok(id))),
-            Ok(Outcome::Reply(reply)) => reply,
+            Ok(Outcome::Catchup(c)) => return Some((c, id)),
             Err(Refusal(code, message)) => {
                 tracing::debug!(conn = self.id, request = kind, code = ?code, "refused");
                 self.hub.metrics.reject(code);
                 Reply::error(Some(id), code, message)
             }
         };
-        let reply = match reply {
-            Reply::Ok { index, .. } => Reply::Ok {
-                v: PROTOCOL_VERSION,
-                id,
-                index,
-            },
-            other => other,
-        };
         self.outbox.send(&reply);
         None
     }
 
     async fn dispatch(&mut self, id: u64, body: RequestBody) -> Result<Outcome, Refusal> {
-        let ok = Ok(Outcome::Reply(Reply::ok(0)));
+        let ok = Ok(Outcome::Done);
         if let RequestBody::Auth {
             identity,
             signature,
