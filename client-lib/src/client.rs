@@ -593,6 +593,7 @@ impl Client {
         let link = invite.to_link();
         self.shared.with_session(session, |s, _| {
             s.meta.invites.push(InviteEntry {
+                id: invite.id,
                 link: link.clone(),
                 party,
                 name: name.to_owned(),
@@ -1519,11 +1520,7 @@ fn on_join_request(shared: &Arc<Shared>, request: caucus_protocol::invite::JoinR
         {
             return; // already admitted
         }
-        let entry = state
-            .meta
-            .invites
-            .iter()
-            .find(|e| Invite::from_link(&e.link).is_ok_and(|i| i.id == request.invite));
+        let entry = state.meta.invites.iter().find(|e| e.id == request.invite);
         match entry {
             None => Err("no such invite".to_string()),
             Some(e) if e.used => Err("the invite has been used".into()),
@@ -1542,12 +1539,7 @@ fn on_join_request(shared: &Arc<Shared>, request: caucus_protocol::invite::JoinR
                 let member = identity.fingerprint();
                 let admitted = async {
                     shared.with_session(&session, |s, _| {
-                        if let Some(e) = s
-                            .meta
-                            .invites
-                            .iter_mut()
-                            .find(|e| Invite::from_link(&e.link).is_ok_and(|i| i.id == invite))
-                        {
+                        if let Some(e) = s.meta.invites.iter_mut().find(|e| e.id == invite) {
                             e.used = true;
                         }
                         Ok(())

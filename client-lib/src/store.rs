@@ -23,7 +23,7 @@ use caucus_protocol::codec::{Canonical, Reader, Writer};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::envelope::Header;
 use caucus_protocol::identity::DeviceKeys;
-use caucus_protocol::ids::{PartyId, RoomId, SessionId};
+use caucus_protocol::ids::{InviteId, PartyId, RoomId, SessionId};
 use caucus_protocol::session::{Opened, SessionView};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,8 @@ use crate::error::ClientError;
 /// An invite this (mediator) client issued. The link holds the secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct InviteEntry {
+    /// The invite's id (also inside the link).
+    pub(crate) id: InviteId,
     pub(crate) link: String,
     /// The party the invitee joins; `None` for a co-mediator.
     pub(crate) party: Option<PartyId>,
