@@ -65,60 +65,63 @@ impl Metrics {
     pub(crate) fn render(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
+        let simple: [(&str, &str, &str, &AtomicU64); 8] = [
+            (
+                "caucus_connections",
+                "Open websocket connections.",
+                "gauge",
+                &self.connections,
+            ),
+            (
+                "caucus_sessions",
+                "Sessions held in memory.",
+                "gauge",
+                &self.sessions,
+            ),
+            (
+                "caucus_envelopes_in_total",
+                "Envelopes accepted.",
+                "counter",
+                &self.envelopes_in,
+            ),
+            (
+                "caucus_envelopes_out_total",
+                "Envelopes delivered.",
+                "counter",
+                &self.envelopes_out,
+            ),
+            (
+                "caucus_bytes_in_total",
+                "Frame bytes received.",
+                "counter",
+                &self.bytes_in,
+            ),
+            (
+                "caucus_bytes_out_total",
+                "Frame bytes sent.",
+                "counter",
+                &self.bytes_out,
+            ),
+            (
+                "caucus_slow_consumers_total",
+                "Connections cut off for falling behind.",
+                "counter",
+                &self.slow_consumers,
+            ),
+            (
+                "caucus_commits_total",
+                "Batches committed; several share one flush (see caucus_commit_seconds_count).",
+                "counter",
+                &self.commits,
+            ),
+        ];
+        for (name, help, kind, value) in simple {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                get(value)
             );
-        };
-        gauge(
-            "caucus_connections",
-            "Open websocket connections.",
-            "gauge",
-            get(&self.connections),
-        );
-        gauge(
-            "caucus_sessions",
-            "Sessions held in memory.",
-            "gauge",
-            get(&self.sessions),
-        );
-        gauge(
-            "caucus_envelopes_in_total",
-            "Envelopes accepted.",
-            "counter",
-            get(&self.envelopes_in),
-        );
-        gauge(
-            "caucus_envelopes_out_total",
-            "Envelopes delivered.",
-            "counter",
-            get(&self.envelopes_out),
-        );
-        gauge(
-            "caucus_bytes_in_total",
-            "Frame bytes received.",
-            "counter",
-            get(&self.bytes_in),
-        );
-        gauge(
-            "caucus_bytes_out_total",
-            "Frame bytes sent.",
-            "counter",
-            get(&self.bytes_out),
-        );
-        gauge(
-            "caucus_slow_consumers_total",
-            "Connections cut off for falling behind.",
-            "counter",
-            get(&self.slow_consumers),
-        );
-        gauge(
-            "caucus_commits_total",
-            "Batches committed; several share one flush (see caucus_commit_seconds_count).",
-            "counter",
-            get(&self.commits),
-        );
+        }
         let _ = writeln!(
             out,
             "# HELP caucus_commit_seconds Store group-commit latency (apply and flush).\n# TYPE caucus_commit_seconds histogram"
