@@ -281,60 +281,20 @@ async fn bad_input_gets_a_stable_code_and_no_one_else_notices() {
             ..
         }
     ));
-    // A roster with a bad signature: one byte of the signature flipped.
+    // Signed objects whose signature (their last byte) is flipped: a
+    // roster, an envelope (not stored), a key bundle.
     let roster = m.views[0].signed_roster().unwrap().clone();
-    let mut bytes = caucus_protocol::codec::Canonical::to_bytes(&roster);
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    let frame = format!(
-        r#"{{"v":1,"id":77,"type":"publish_roster","roster":"{}"}}"#,
-        caucus_protocol::b64::encode(&bytes)
-    );
-    m.mediator.send_text(frame).await;
-    assert!(matches!(
-        m.mediator.reply_to(77).await,
-        caucus_protocol::wire::Reply::Error {
-            code: ErrorCode::BadSignature,
-            ..
-        }
-    ));
-    // An envelope whose signature does not verify is not stored.
+    let code = post_flipped(&mut m.mediator, "publish_roster", "roster", &roster).await;
+    assert_eq!(code, ErrorCode::BadSignature);
     let envelope = m.views[1]
         .seal(&m.claimant.keys, &m.claimant_room, &text("forged?"))
         .unwrap();
-    let mut bytes = caucus_protocol::codec::Canonical::to_bytes(&envelope);
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    let frame = format!(
-        r#"{{"v":1,"id":79,"type":"post","envelope":"{}"}}"#,
-        caucus_protocol::b64::encode(&bytes)
-    );
-    m.claimant.send_text(frame).await;
-    assert!(matches!(
-        m.claimant.reply_to(79).await,
-        caucus_protocol::wire::Reply::Error {
-            code: ErrorCode::BadSignature,
-            ..
-        }
-    ));
-    // A key bundle with a bad signature.
+    let code = post_flipped(&mut m.claimant, "post", "envelope", &envelope).await;
+    assert_eq!(code, ErrorCode::BadSignature);
     let key = m.builder.room_key(&m.claimant_room).unwrap().clone();
     let bundle = m.views[0].seal_key_bundle(&m.mediator.keys, &key).unwrap();
-    let mut bytes = caucus_protocol::codec::Canonical::to_bytes(&bundle);
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    let frame = format!(
-        r#"{{"v":1,"id":78,"type":"publish_keys","bundle":"{}"}}"#,
-        caucus_protocol::b64::encode(&bytes)
-    );
-    m.mediator.send_text(frame).await;
-    assert!(matches!(
-        m.mediator.reply_to(78).await,
-        caucus_protocol::wire::Reply::Error {
-            code: ErrorCode::BadSignature,
-            ..
-        }
-    ));
+    let code = post_flipped(&mut m.mediator, "publish_keys", "bundle", &bundle).await;
+    assert_eq!(code, ErrorCode::BadSignature);
     // An oversized frame closes that connection with 1009 ...
     let relay_small = Relay::start_with(&["--max-frame-bytes", "4096"]).await;
     let mut big = Client::connect(
@@ -350,6 +310,28 @@ async fn bad_input_gets_a_stable_code_and_no_one_else_notices() {
     post(&mut m, 1, room, &text("still here")).await;
     let (_, env) = next_envelope(&mut m.mediator).await;
     assert_eq!(m.views[0].open(&env).unwrap().content, text("still here"));
+}
+
+/// Send `object` with its last byte flipped as the `field` of a `kind`
+/// request; the error code of the reply.
+async fn post_flipped(
+    c: &mut Client,
+    kind: &str,
+    field: &str,
+    object: &impl caucus_protocol::codec::Canonical,
+) -> ErrorCode {
+    let mut bytes = object.to_bytes();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let frame = format!(
+        r#"{{"v":1,"id":77,"type":"{kind}","{field}":"{}"}}"#,
+        caucus_protocol::b64::encode(&bytes)
+    );
+    c.send_text(frame).await;
+    match c.reply_to(77).await {
+        caucus_protocol::wire::Reply::Error { code, .. } => code,
+        other => panic!("expected an error, got {other:?}"),
+    }
 }
 
 #[tokio::test]
