@@ -38,6 +38,17 @@ fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// `caucus --json --state DIR ARGS…`.
+fn as_device(dir: &std::path::Path, args: &[&str]) -> Vec<String> {
+    let mut all = vec![
+        "--json".to_string(),
+        "--state".into(),
+        dir.display().to_string(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    all
+}
+
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -95,24 +106,8 @@ async fn a_scripted_session_with_the_caucus_command() {
     let (url, _stop, _dir) = relay().await;
     let mediator_dir = tempfile::tempdir().unwrap();
     let party_dir = tempfile::tempdir().unwrap();
-    let m = |args: &[&str]| {
-        let mut all = vec![
-            "--json".to_string(),
-            "--state".into(),
-            mediator_dir.path().display().to_string(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        all
-    };
-    let p = |args: &[&str]| {
-        let mut all = vec![
-            "--json".to_string(),
-            "--state".into(),
-            party_dir.path().display().to_string(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        all
-    };
+    let m = |args: &[&str]| as_device(mediator_dir.path(), args);
+    let p = |args: &[&str]| as_device(party_dir.path(), args);
     let me = json_lines(&ok(&caucus(m(&["init"])).await));
     assert_eq!(me[0]["safety_code"].as_str().unwrap().len(), 35);
     let created = json_lines(&ok(&caucus(m(&[
