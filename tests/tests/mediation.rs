@@ -105,6 +105,21 @@ async fn a_private_message_reaches_its_party_and_the_mediator_only() {
     assert!(dir_contains(c.dirs[1].path(), canary.as_bytes()));
 }
 
+/// `party` agrees to `step`; wait until the mediator has it.
+async fn agree_heard(
+    party: &mut Client,
+    mediator: &mut Client,
+    session: &SessionId,
+    step: caucus_protocol::content::Step,
+) {
+    party.agree(session, step).await.unwrap();
+    wait_for(
+        mediator,
+        |e| matches!(e, Event::Agreed { step: s, .. } if *s == step),
+    )
+    .await;
+}
+
 /// Both parties agree to continue and to meet; the mediator moves to
 /// negotiation and opens the joint room.
 async fn open_joint_room(c: &mut Cast) {
@@ -117,14 +132,7 @@ async fn open_joint_room(c: &mut Cast) {
         .unwrap();
     for step in [Step::Continue, Step::JointMeeting] {
         for party in [&mut c.claimant, &mut c.defendant] {
-            party.agree(&session, step).await.unwrap();
-        }
-        for _ in 0..2 {
-            wait_for(
-                &mut c.mediator,
-                |e| matches!(e, Event::Agreed { step: s, .. } if *s == step),
-            )
-            .await;
+            agree_heard(party, &mut c.mediator, &session, step).await;
         }
         if step == Step::Continue {
             c.mediator
@@ -562,34 +570,25 @@ async fn the_joint_room_opens_only_once_every_party_has_agreed() {
         .await
         .unwrap();
     // Moving on needs both parties' agreement to continue.
-    c.claimant.agree(&session, Step::Continue).await.unwrap();
-    wait_for(&mut c.mediator, |e| matches!(e, Event::Agreed { .. })).await;
+    agree_heard(&mut c.claimant, &mut c.mediator, &session, Step::Continue).await;
     assert!(
         c.mediator
             .set_phase(&session, Phase::Negotiation)
             .await
             .is_err()
     );
-    c.defendant.agree(&session, Step::Continue).await.unwrap();
-    wait_for(&mut c.mediator, |e| matches!(e, Event::Agreed { .. })).await;
+    agree_heard(&mut c.defendant, &mut c.mediator, &session, Step::Continue).await;
     c.mediator
         .set_phase(&session, Phase::Negotiation)
         .await
         .unwrap();
     // The joint room needs both parties' agreement to meet.
-    c.defendant
-        .agree(&session, Step::JointMeeting)
-        .await
-        .unwrap();
-    wait_for(&mut c.mediator, |e| {
-        matches!(
-            e,
-            Event::Agreed {
-                step: Step::JointMeeting,
-                ..
-            }
-        )
-    })
+    agree_heard(
+        &mut c.defendant,
+        &mut c.mediator,
+        &session,
+        Step::JointMeeting,
+    )
     .await;
     let refused = c.mediator.set_joint_open(&session, true).await;
     assert!(
@@ -602,19 +601,12 @@ async fn the_joint_room_opens_only_once_every_party_has_agreed() {
         .unwrap();
     assert_eq!(missing, vec![c.claimant_party]);
     // A withdrawal cancels a party's agreement; readmitted, it must agree again.
-    c.claimant
-        .agree(&session, Step::JointMeeting)
-        .await
-        .unwrap();
-    wait_for(&mut c.mediator, |e| {
-        matches!(
-            e,
-            Event::Agreed {
-                step: Step::JointMeeting,
-                ..
-            }
-        )
-    })
+    agree_heard(
+        &mut c.claimant,
+        &mut c.mediator,
+        &session,
+        Step::JointMeeting,
+    )
     .await;
     c.defendant.withdraw(&session).await.unwrap();
     wait_for(&mut c.mediator, |e| matches!(e, Event::Withdrew { .. })).await;
@@ -626,26 +618,19 @@ async fn the_joint_room_opens_only_once_every_party_has_agreed() {
         .unwrap()
         .party
         .unwrap();
-    // (With the trust withdrawn, only the claimant's agreement is needed.)
+    // The withdrawal is recorded and announced before the readmission.
     wait_for(&mut c.mediator, |e| matches!(e, Event::System { .. })).await;
     c.mediator
         .readmit(&session, &defendant_party)
         .await
         .unwrap();
     assert!(c.mediator.set_joint_open(&session, true).await.is_err());
-    c.defendant
-        .agree(&session, Step::JointMeeting)
-        .await
-        .unwrap();
-    wait_for(&mut c.mediator, |e| {
-        matches!(
-            e,
-            Event::Agreed {
-                step: Step::JointMeeting,
-                ..
-            }
-        )
-    })
+    agree_heard(
+        &mut c.defendant,
+        &mut c.mediator,
+        &session,
+        Step::JointMeeting,
+    )
     .await;
     c.mediator.set_joint_open(&session, true).await.unwrap();
     // Everyone is told the phase changed and the joint room opened.
