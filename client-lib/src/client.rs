@@ -10,12 +10,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use caucus_protocol::agreement::{Agreement, Signatory, SignedAgreement};
 use caucus_protocol::builder::RosterBuilder;
-use caucus_protocol::content::{Content, Sharing, Step, SystemEvent};
+use caucus_protocol::codec::Canonical;
+use caucus_protocol::content::{Content, ShareReceipt, Sharing, Step, SystemEvent};
 use caucus_protocol::crypto::Digest;
+use caucus_protocol::deletion::SignedDeletionStatement;
 use caucus_protocol::identity::{DeviceKeys, Fingerprint};
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::invite::Invite;
 use caucus_protocol::keys::SignedKeyBundle;
+use caucus_protocol::offer::Offer;
 use caucus_protocol::roster::{Phase, Role, RoomKind, Roster, SignedRoster};
 use caucus_protocol::session::{Opened, SessionView};
 use caucus_protocol::wire::{self, Encoded, ErrorCode, PartyStatus, RequestBody, RoomCursor};
@@ -23,7 +26,8 @@ use tokio::sync::mpsc;
 
 use crate::error::ClientError;
 use crate::event::{Event, Warning};
-use crate::store::{InviteEntry, Meta, SessionState, StateDir};
+use crate::offers::OfferEntry;
+use crate::store::{InviteEntry, Kept, Meta, SessionState, StateDir};
 use crate::transport::{Incoming, Transport};
 
 /// Seconds since the Unix epoch.
@@ -441,6 +445,42 @@ impl Client {
             .await
     }
 
+    /// Record a settlement offer or counter-offer for this device's party,
+    /// in its private room, for the mediator to carry across.
+    pub async fn make_offer(&self, session: &SessionId, offer: &Offer) -> Result<Sent> {
+        offer.validate()?;
+        let room = self.my_room(session)?;
+        self.post(session, &room, &Content::Offer(offer.clone()))
+            .await
+    }
+
+    /// The offers log: every offer this device has seen made or carried in
+    /// `session`, in the order they came. A party sees what it made and
+    /// what it received; a mediator sees every party's.
+    pub fn offers(&self, session: &SessionId) -> Vec<OfferEntry> {
+        let sessions = self.shared.sessions();
+        sessions
+            .get(session)
+            .map_or_else(Vec::new, |s| crate::offers::log(&s.messages))
+    }
+
+    /// Erase this device's copy of a session: its room keys, chains and
+    /// messages. The concluded agreement, if any, and the relay's deletion
+    /// statement are kept (under `kept/` in the state directory); nothing
+    /// else of the session remains here.
+    pub fn erase(&self, session: &SessionId) -> Result<()> {
+        if let Some(agreement) = self.agreement(session) {
+            self.shared
+                .dir
+                .keep(session, Kept::Agreement, &agreement.to_bytes())?;
+        }
+        let removed = self.shared.sessions().remove(session);
+        if removed.is_none() {
+            return Err(ClientError::UnknownSession);
+        }
+        self.shared.dir.erase(session)
+    }
+
     /// Withdraw this device's party from the mediation: a signed notice in
     /// the party's private room. The mediator's client marks the party
     /// withdrawn in the roster and tells the joint room that a party has
@@ -840,16 +880,16 @@ impl Client {
     /// The concluded agreement of `session`, signed by everyone and
     /// countersigned, if this device holds it.
     pub fn agreement(&self, session: &SessionId) -> Option<SignedAgreement> {
-        let sessions = self.shared.sessions();
-        sessions
-            .get(session)?
-            .messages
-            .iter()
-            .rev()
-            .find_map(|(_, m)| match &m.content {
+        let held = self.shared.sessions().get(session).and_then(|s| {
+            s.messages.iter().rev().find_map(|(_, m)| match &m.content {
                 Content::AgreementFinal(a) => Some(a.clone()),
                 _ => None,
             })
+        });
+        held.or_else(|| {
+            let kept = self.shared.dir.kept(session, Kept::Agreement).ok()??;
+            SignedAgreement::from_bytes(&kept).ok()
+        })
     }
 
     /// Say which room the mediator is with (`None`: away); with `disclose`,
@@ -880,8 +920,55 @@ impl Client {
         message: &Digest,
         destination: &RoomId,
         reframed: Option<String>,
-    ) -> Result<()> {
-        let (forward, receipt, source_room) = {
+    ) -> Result<Sent> {
+        self.carry(session, message, destination, |source, consent| {
+            let (forward, receipt) = source.forward(*destination, reframed, consent)?;
+            Ok((Content::Forward(forward), receipt))
+        })
+        .await
+    }
+
+    /// Record a settlement offer for a party, in its private room (when the
+    /// party asks the mediator to put it for them).
+    pub async fn make_offer_for(
+        &self,
+        session: &SessionId,
+        party: &PartyId,
+        offer: &Offer,
+    ) -> Result<Sent> {
+        offer.validate()?;
+        let room = self.party_room(session, party)?;
+        self.post(session, &room, &Content::Offer(offer.clone()))
+            .await
+    }
+
+    /// Carry an offer to `destination` (another party's private room, or
+    /// the joint room), verbatim or `restated` in the mediator's terms, and
+    /// post the share receipt where it was made. Returns the carried copy.
+    pub async fn carry_offer(
+        &self,
+        session: &SessionId,
+        offer: &Digest,
+        destination: &RoomId,
+        restated: Option<Offer>,
+    ) -> Result<Sent> {
+        self.carry(session, offer, destination, |source, _| {
+            let (carried, receipt) = source.carry_offer(*destination, restated)?;
+            Ok((Content::CarriedOffer(carried), receipt))
+        })
+        .await
+    }
+
+    /// Carry `message` to `destination` as `make` builds it from the source
+    /// and its author's consent, then post the receipt in the source room.
+    async fn carry(
+        &self,
+        session: &SessionId,
+        message: &Digest,
+        destination: &RoomId,
+        make: impl FnOnce(&Opened, Option<&Opened>) -> Result<(Content, ShareReceipt)>,
+    ) -> Result<Sent> {
+        let (content, receipt, source_room) = {
             let sessions = self.shared.sessions();
             let state = sessions.get(session).ok_or(ClientError::UnknownSession)?;
             let source = state
@@ -895,26 +982,73 @@ impl Client {
                     && c.header.sender == source.header.sender
                     && c.header.room == source.header.room
             });
-            let (forward, receipt) = source.forward(*destination, reframed, consent)?;
-            (forward, receipt, source.header.room)
+            let (content, receipt) = make(source, consent)?;
+            (content, receipt, source.header.room)
         };
-        self.post(session, destination, &Content::Forward(forward))
-            .await?;
+        let sent = self.post(session, destination, &content).await?;
         self.post(session, &source_room, &Content::ShareReceipt(receipt))
             .await?;
-        Ok(())
+        Ok(sent)
     }
 
-    /// Close the session for everyone; the relay erases it.
-    pub async fn close_session(&self, session: &SessionId) -> Result<()> {
-        self.shared
+    /// Close the session for everyone. If the relay erases it at once, its
+    /// signed statement of what it erased, checked and kept (see
+    /// [`Client::deletion_statement`] for a relay that keeps data for a
+    /// while first).
+    pub async fn close_session(
+        &self,
+        session: &SessionId,
+    ) -> Result<Option<SignedDeletionStatement>> {
+        let accepted = self
+            .shared
             .transport
             .request(RequestBody::CloseSession { session: *session })
             .await?;
         self.shared.with_session(session, |s, _| {
             s.meta.closed = true;
             Ok(())
-        })
+        })?;
+        accepted
+            .statement
+            .map(|s| self.keep_statement(session, s))
+            .transpose()
+    }
+
+    /// The relay's signed statement of what it erased of this (closed)
+    /// session: the copy kept here, or else asked of the relay, checked and
+    /// kept. The relay refuses while it still keeps the session's data.
+    pub async fn deletion_statement(&self, session: &SessionId) -> Result<SignedDeletionStatement> {
+        if let Some(bytes) = self.shared.dir.kept(session, Kept::Deletion)? {
+            return Ok(SignedDeletionStatement::from_bytes(&bytes)
+                .map_err(caucus_protocol::Error::from)?);
+        }
+        let statement = self
+            .shared
+            .transport
+            .request(RequestBody::DeletionStatement { session: *session })
+            .await?
+            .statement
+            .ok_or(ClientError::Connection(
+                "the relay answered without a statement".into(),
+            ))?;
+        self.keep_statement(session, statement)
+    }
+
+    fn keep_statement(
+        &self,
+        session: &SessionId,
+        statement: SignedDeletionStatement,
+    ) -> Result<SignedDeletionStatement> {
+        let relay = self
+            .shared
+            .transport
+            .relay_fingerprint()
+            .ok_or(ClientError::Connection("no relay identity yet".into()))?;
+        statement.verify_for(session, &self.fingerprint(), &relay)?;
+        self.shared
+            .dir
+            .keep(session, Kept::Deletion, &statement.to_bytes())?;
+        Ok(statement)
     }
 }
 
@@ -958,6 +1092,7 @@ async fn post_as(
             envelope: Encoded(envelope),
         })
         .await?
+        .index
         .ok_or(ClientError::Connection(
             "post acknowledged without an index".into(),
         ))?;
@@ -1443,6 +1578,24 @@ fn event_of(session: SessionId, index: u64, opened: Opened) -> Event {
             session,
             room: h.room,
             agreement: a.agreement.hash(),
+        },
+        Content::Offer(offer) => Event::Offer {
+            session,
+            room: h.room,
+            index,
+            by: h.sender,
+            message: opened.hash,
+            offer,
+        },
+        Content::CarriedOffer(c) => Event::OfferCarried {
+            session,
+            room: h.room,
+            index,
+            mediator: h.sender,
+            message: opened.hash,
+            from_room: c.source_room,
+            mode: c.mode,
+            offer: c.offer,
         },
     }
 }

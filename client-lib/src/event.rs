@@ -8,6 +8,7 @@ use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::{InviteId, RoomId, SessionId};
+use caucus_protocol::offer::Offer;
 use caucus_protocol::wire::{MediatorWhereabouts, PartyStatus};
 
 /// Something that happened in a session.
@@ -141,6 +142,41 @@ pub enum Event {
         room: RoomId,
         /// Its hash.
         agreement: Digest,
+    },
+    /// A settlement offer made in a private room (by the party, or by the
+    /// mediator for it).
+    Offer {
+        /// The session.
+        session: SessionId,
+        /// The private room it was made in.
+        room: RoomId,
+        /// Its index in the room.
+        index: u64,
+        /// Who recorded it.
+        by: Fingerprint,
+        /// Its message id (to carry it, or to answer it).
+        message: Digest,
+        /// The offer.
+        offer: Offer,
+    },
+    /// An offer the mediator carried into this room.
+    OfferCarried {
+        /// The session.
+        session: SessionId,
+        /// The room it arrived in.
+        room: RoomId,
+        /// Its index in the room.
+        index: u64,
+        /// The mediator who carried it.
+        mediator: Fingerprint,
+        /// Its message id here (a counter-offer names it).
+        message: Digest,
+        /// The room it was made in.
+        from_room: RoomId,
+        /// Verbatim or restated by the mediator.
+        mode: ForwardMode,
+        /// The offer as carried.
+        offer: Offer,
     },
     /// A new roster was accepted.
     Roster {

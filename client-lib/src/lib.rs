@@ -45,10 +45,12 @@
 mod client;
 mod error;
 mod event;
+mod offers;
 mod store;
 mod transport;
 
 pub use client::{Client, Sent, now};
 pub use error::ClientError;
 pub use event::{Event, Warning};
+pub use offers::{Direction, OfferEntry};
 pub use store::StateDir;

@@ -10,7 +10,14 @@
 //!                                 (rosters, room keys, chains), what the
 //!                                 client keeps about it (relay, cursors,
 //!                                 invites it issued) and its messages
+//! STATE/kept/SESSION.agreement    the concluded agreement, signed (kept
+//!                                 when the session is erased)
+//! STATE/kept/SESSION.deletion     the relay's signed deletion statement
 //! ```
+//!
+//! Erasing a session ([`StateDir::erase`]) removes its file, and with it its
+//! room keys and messages; what is under `kept/` is the participant's own
+//! record of the outcome and stays until they delete it.
 //!
 //! A session's file is written whole and renamed into place, and the
 //! directory is synced, so a crash leaves either the old state or the new.
@@ -62,6 +69,15 @@ pub(crate) struct Meta {
     pub(crate) ready: bool,
     /// Whether the session has closed.
     pub(crate) closed: bool,
+}
+
+/// What is kept of a session after it is erased.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kept {
+    /// The concluded, signed agreement.
+    Agreement,
+    /// The relay's deletion statement.
+    Deletion,
 }
 
 /// A session as the client keeps it.
@@ -199,6 +215,43 @@ impl StateDir {
         }
         out.sort();
         Ok(out)
+    }
+
+    fn kept_file(&self, id: &SessionId, what: Kept) -> PathBuf {
+        let ext = match what {
+            Kept::Agreement => "agreement",
+            Kept::Deletion => "deletion",
+        };
+        self.root.join("kept").join(format!("{id}.{ext}"))
+    }
+
+    /// Keep a record of a session that outlives its erasure.
+    pub(crate) fn keep(&self, id: &SessionId, what: Kept, bytes: &[u8]) -> Result<(), ClientError> {
+        private_dir(&self.root.join("kept"))?;
+        write_private(&self.kept_file(id, what), bytes)
+    }
+
+    /// A kept record, if there is one.
+    pub(crate) fn kept(&self, id: &SessionId, what: Kept) -> Result<Option<Vec<u8>>, ClientError> {
+        match std::fs::read(self.kept_file(id, what)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Delete a session's state file: its room keys, chains and messages.
+    pub(crate) fn erase(&self, id: &SessionId) -> Result<(), ClientError> {
+        let path = self.session_file(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Write a session's whole state: `bytes(view state) || bytes(meta as

@@ -3,10 +3,12 @@
 //! breaks. Requests wait (up to a timeout) while it is down.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use caucus_protocol::crypto::label;
-use caucus_protocol::identity::DeviceKeys;
+use caucus_protocol::deletion::SignedDeletionStatement;
+use caucus_protocol::identity::{DeviceKeys, Fingerprint};
 use caucus_protocol::wire::{
     Encoded, Event, Reply, Request, RequestBody, SUBPROTOCOL, ServerFrame,
 };
@@ -43,17 +45,33 @@ struct Pending {
 #[derive(Clone)]
 pub(crate) struct Transport {
     out: mpsc::Sender<(RequestBody, Pending)>,
+    /// The relay identity shown in the latest connection's challenge.
+    relay: Arc<Mutex<Option<Fingerprint>>>,
+}
+
+/// What an `ok` reply carries.
+#[derive(Debug, Default)]
+pub(crate) struct Accepted {
+    /// For `post`: the envelope's index.
+    pub(crate) index: Option<u64>,
+    /// For `close_session` and `deletion_statement`: the relay's statement.
+    pub(crate) statement: Option<SignedDeletionStatement>,
 }
 
 fn outcome(
     reply: Result<Result<Reply, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
-) -> Result<Option<u64>, ClientError> {
+) -> Result<Accepted, ClientError> {
     match reply {
         Err(_) => Err(ClientError::Timeout),
         Ok(Err(_)) => Err(ClientError::Connection(
             "connection lost before the reply".into(),
         )),
-        Ok(Ok(Reply::Ok { index, .. })) => Ok(index),
+        Ok(Ok(Reply::Ok {
+            index, statement, ..
+        })) => Ok(Accepted {
+            index,
+            statement: statement.map(|s| s.0),
+        }),
         Ok(Ok(Reply::Error { code, message, .. })) => Err(ClientError::Refused { code, message }),
     }
 }
@@ -63,27 +81,33 @@ impl Transport {
     pub(crate) fn start(url: String, keys: DeviceKeys) -> (Self, mpsc::Receiver<Incoming>) {
         let (out, requests) = mpsc::channel(256);
         let (events, incoming) = mpsc::channel(1024);
-        tokio::spawn(supervise(url, keys, requests, events));
-        (Self { out }, incoming)
+        let relay = Arc::new(Mutex::new(None));
+        tokio::spawn(supervise(url, keys, requests, events, relay.clone()));
+        (Self { out, relay }, incoming)
+    }
+
+    /// The fingerprint of the relay's identity, as its latest challenge
+    /// showed it (`None` before the first connection).
+    pub(crate) fn relay_fingerprint(&self) -> Option<Fingerprint> {
+        *self
+            .relay
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Send a request and wait for its reply; an `error` reply is an `Err`.
-    /// Returns the `index` of an `ok` (set for `post`).
-    pub(crate) async fn request(&self, body: RequestBody) -> Result<Option<u64>, ClientError> {
+    pub(crate) async fn request(&self, body: RequestBody) -> Result<Accepted, ClientError> {
         self.send(body, false).await
     }
 
     /// As [`Transport::request`], but the reply resolves only once the
     /// events that arrived before it have been handled (see
     /// [`Incoming::Reply`]).
-    pub(crate) async fn request_ordered(
-        &self,
-        body: RequestBody,
-    ) -> Result<Option<u64>, ClientError> {
+    pub(crate) async fn request_ordered(&self, body: RequestBody) -> Result<Accepted, ClientError> {
         self.send(body, true).await
     }
 
-    async fn send(&self, body: RequestBody, ordered: bool) -> Result<Option<u64>, ClientError> {
+    async fn send(&self, body: RequestBody, ordered: bool) -> Result<Accepted, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.out
             .send((body, Pending { reply, ordered }))
@@ -96,7 +120,8 @@ impl Transport {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(url: &str, keys: &DeviceKeys) -> Result<Socket, ClientError> {
+/// Connect and authenticate; the socket and the relay's identity.
+async fn connect(url: &str, keys: &DeviceKeys) -> Result<(Socket, Fingerprint), ClientError> {
     let conn = |e: &dyn std::fmt::Display| ClientError::Connection(e.to_string());
     let mut request = url.into_client_request().map_err(|e| conn(&e))?;
     request.headers_mut().insert(
@@ -106,12 +131,12 @@ async fn connect(url: &str, keys: &DeviceKeys) -> Result<Socket, ClientError> {
     let (mut ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .map_err(|e| conn(&e))?;
-    let nonce = loop {
+    let (nonce, relay) = loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerFrame>(t.as_str()) {
                 Ok(ServerFrame::Event(e)) => {
-                    if let Event::Challenge { nonce, .. } = *e {
-                        break nonce;
+                    if let Event::Challenge { nonce, relay, .. } = *e {
+                        break (nonce, relay.0.fingerprint());
                     }
                 }
                 _ => return Err(ClientError::Connection("expected a challenge".into())),
@@ -138,7 +163,7 @@ async fn connect(url: &str, keys: &DeviceKeys) -> Result<Socket, ClientError> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerFrame>(t.as_str()) {
-                Ok(ServerFrame::Reply(Reply::Ok { id: 0, .. })) => return Ok(ws),
+                Ok(ServerFrame::Reply(Reply::Ok { id: 0, .. })) => return Ok((ws, relay)),
                 Ok(ServerFrame::Reply(Reply::Error { message, .. })) => {
                     return Err(ClientError::Connection(format!(
                         "authentication refused: {message}"
@@ -163,12 +188,18 @@ async fn supervise(
     keys: DeviceKeys,
     mut requests: mpsc::Receiver<(RequestBody, Pending)>,
     events: mpsc::Sender<Incoming>,
+    relay: Arc<Mutex<Option<Fingerprint>>>,
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut next_id: u64 = 1;
     loop {
         let mut ws = match connect(&url, &keys).await {
-            Ok(ws) => ws,
+            Ok((ws, identity)) => {
+                *relay
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(identity);
+                ws
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "connect failed; retrying");
                 tokio::time::sleep(backoff).await;

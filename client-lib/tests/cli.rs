@@ -197,7 +197,11 @@ async fn a_scripted_session_with_the_caucus_command() {
     ]))
     .await;
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("consent"));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("consent"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     ok(&caucus(p(&[
         "consent",
         "--server",

@@ -7,9 +7,11 @@
 use crate::agreement::{Agreement, SignedAgreement};
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
 use crate::crypto::{Digest, Signature};
+use crate::error::Error;
 use crate::identity::Fingerprint;
 use crate::ids::RoomId;
-use crate::roster::Phase;
+use crate::offer::{CarriedOffer, Offer};
+use crate::roster::{Phase, Role, RoomKind};
 
 /// Whether the author lets the mediator carry a message to others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -176,6 +178,10 @@ pub enum ContentType {
     AgreementSignature,
     /// [`Content::AgreementFinal`].
     AgreementFinal,
+    /// [`Content::Offer`].
+    Offer,
+    /// [`Content::CarriedOffer`].
+    CarriedOffer,
 }
 
 impl ContentType {
@@ -188,6 +194,7 @@ impl ContentType {
                 | Self::System
                 | Self::AgreementDraft
                 | Self::AgreementFinal
+                | Self::CarriedOffer
         )
     }
 
@@ -195,6 +202,31 @@ impl ContentType {
     /// in their own party's private room.
     pub fn party_only(self) -> bool {
         matches!(self, Self::Consent | Self::Withdrawal | Self::Agree)
+    }
+
+    /// Whether a member of `role` may send this content type in a room of
+    /// `kind`: the rules a receiver and the relay both apply.
+    pub fn check_sender(self, role: Role, kind: RoomKind) -> Result<(), Error> {
+        if self.mediator_only() && !role.is_mediator() {
+            return Err(Error::NotPermitted("only a mediator sends this content"));
+        }
+        if self == Self::AgreementSignature && role.is_mediator() {
+            return Err(Error::NotPermitted(
+                "a mediator countersigns; party members sign",
+            ));
+        }
+        let private = matches!(kind, RoomKind::Private(_));
+        if self.party_only() && (role.is_mediator() || !private) {
+            return Err(Error::NotPermitted(
+                "consent and withdrawal come from a party member in their private room",
+            ));
+        }
+        if self == Self::Offer && !private {
+            return Err(Error::NotPermitted(
+                "an offer is made in the offering party's private room",
+            ));
+        }
+        Ok(())
     }
 
     fn tag(self) -> u8 {
@@ -208,6 +240,8 @@ impl ContentType {
             Self::AgreementDraft => 8,
             Self::AgreementSignature => 9,
             Self::AgreementFinal => 10,
+            Self::Offer => 11,
+            Self::CarriedOffer => 12,
             Self::System => 5,
         }
     }
@@ -228,6 +262,8 @@ impl Canonical for ContentType {
             8 => Ok(Self::AgreementDraft),
             9 => Ok(Self::AgreementSignature),
             10 => Ok(Self::AgreementFinal),
+            11 => Ok(Self::Offer),
+            12 => Ok(Self::CarriedOffer),
             5 => Ok(Self::System),
             tag => Err(DecodeError::InvalidTag {
                 what: "content type",
@@ -317,6 +353,11 @@ pub enum Content {
     /// The agreement with every signature and the mediator's
     /// countersignature: everyone's copy.
     AgreementFinal(SignedAgreement),
+    /// A settlement offer or counter-offer, made in the offering party's
+    /// private room by one of its members or by a mediator for it.
+    Offer(Offer),
+    /// An offer carried by a mediator to another room.
+    CarriedOffer(CarriedOffer),
 }
 
 impl Content {
@@ -333,6 +374,8 @@ impl Content {
             Self::AgreementDraft(_) => ContentType::AgreementDraft,
             Self::AgreementSignature { .. } => ContentType::AgreementSignature,
             Self::AgreementFinal(_) => ContentType::AgreementFinal,
+            Self::Offer(_) => ContentType::Offer,
+            Self::CarriedOffer(_) => ContentType::CarriedOffer,
         }
     }
 }
@@ -374,6 +417,8 @@ impl Canonical for Content {
             Self::AgreementFinal(a) => {
                 w.bytes(&a.to_bytes());
             }
+            Self::Offer(o) => o.encode(w),
+            Self::CarriedOffer(c) => c.encode(w),
         }
     }
 
@@ -412,6 +457,8 @@ impl Canonical for Content {
             ContentType::AgreementFinal => {
                 Self::AgreementFinal(SignedAgreement::from_bytes(r.bytes()?)?)
             }
+            ContentType::Offer => Self::Offer(Offer::decode(r)?),
+            ContentType::CarriedOffer => Self::CarriedOffer(CarriedOffer::decode(r)?),
         })
     }
 }

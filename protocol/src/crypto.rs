@@ -53,6 +53,8 @@ pub mod label {
     pub const AGREEMENT_SIGN: &str = "caucus/v1/agreement-sign";
     /// The mediator's countersignature on a signed agreement.
     pub const AGREEMENT_COUNTERSIGN: &str = "caucus/v1/agreement-countersign";
+    /// A relay's statement of what it erased when a session closed.
+    pub const DELETION: &str = "caucus/v1/deletion";
 }
 
 /// Length of a SHA-256 digest.

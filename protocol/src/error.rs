@@ -103,6 +103,12 @@ pub enum Error {
     /// A value is larger than the protocol allows.
     #[error("too large")]
     TooLarge,
+    /// An offer breaks a rule; the string says which.
+    #[error("invalid offer: {0}")]
+    InvalidOffer(&'static str),
+    /// A relay's deletion statement does not match what was asked.
+    #[error("deletion statement: {0}")]
+    BadStatement(&'static str),
 }
 
 impl Error {
@@ -136,6 +142,8 @@ impl Error {
             Self::InviteExpired => "invite_expired",
             Self::BadJoinProof => "bad_join_proof",
             Self::TooLarge => "too_large",
+            Self::InvalidOffer(_) => "invalid_offer",
+            Self::BadStatement(_) => "bad_statement",
         }
     }
 }

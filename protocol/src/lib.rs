@@ -18,7 +18,9 @@
 //! | [`session`] | a client's verified view of one session: where everything is checked |
 //! | [`invite`] | invite links, admission tokens and join proofs |
 //! | [`wire`] | the JSON frames between clients and the relay |
+//! | [`offer`] | settlement offers and counter-offers, and their carried copies |
 //! | [`agreement`] | the signed outcome, verifiable offline |
+//! | [`deletion`] | the relay's signed statement of what it erased at close |
 //!
 //! ## A whole exchange
 //!
@@ -85,6 +87,7 @@ pub mod builder;
 pub mod codec;
 pub mod content;
 pub mod crypto;
+pub mod deletion;
 pub mod envelope;
 mod error;
 pub mod hpke;
@@ -93,6 +96,7 @@ pub mod ids;
 pub mod invite;
 pub mod keys;
 mod macros;
+pub mod offer;
 pub mod roster;
 pub mod session;
 pub mod signed;

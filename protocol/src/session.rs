@@ -9,13 +9,14 @@ use std::ops::RangeInclusive;
 use zeroize::Zeroizing;
 
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
-use crate::content::{Content, ContentType, Forward, ForwardMode, ShareReceipt, Sharing};
+use crate::content::{Content, Forward, ForwardMode, ShareReceipt, Sharing};
 use crate::crypto::Digest;
 use crate::envelope::{Envelope, Header};
 use crate::error::Error;
 use crate::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use crate::ids::{RoomId, SessionId};
 use crate::keys::{KeyBundle, RoomKey, SealedLabel, SignedKeyBundle};
+use crate::offer::{CarriedOffer, Offer};
 use crate::roster::{Role, RoomKind, Roster, SignedRoster};
 use crate::signed::Signed;
 
@@ -65,27 +66,67 @@ impl Opened {
                 "mediator-only content is forwarded only with its author's consent",
             ));
         }
-        let mode = if reframed.is_some() {
-            ForwardMode::Reframed
-        } else {
-            ForwardMode::Verbatim
-        };
+        let mode = mode_of(reframed.is_some());
         let text = reframed.unwrap_or_else(|| body.clone());
+        let receipt = self.receipt(destination, mode, text.clone());
         Ok((
             Forward {
                 source_room: self.header.room,
                 source_message: self.hash,
                 mode,
-                text: text.clone(),
+                text,
                 author_consented: consent.is_some(),
             },
-            ShareReceipt {
-                source_message: self.hash,
-                destination_room: destination,
-                mode,
-                text,
-            },
+            receipt,
         ))
+    }
+
+    /// Carry this offer to `destination`: verbatim, or as `restated` in the
+    /// mediator's terms. An offer needs no separate consent: making it is
+    /// asking the mediator to carry it.
+    pub fn carry_offer(
+        &self,
+        destination: RoomId,
+        restated: Option<Offer>,
+    ) -> Result<(CarriedOffer, ShareReceipt), Error> {
+        let Content::Offer(offer) = &self.content else {
+            return Err(Error::NotPermitted("only an offer is carried as an offer"));
+        };
+        if destination == self.header.room {
+            return Err(Error::NotPermitted("an offer is carried to another room"));
+        }
+        if let Some(o) = &restated {
+            o.validate()?;
+        }
+        let mode = mode_of(restated.is_some());
+        let offer = restated.unwrap_or_else(|| offer.clone());
+        let receipt = self.receipt(destination, mode, offer.summary());
+        Ok((
+            CarriedOffer {
+                source_room: self.header.room,
+                source_message: self.hash,
+                mode,
+                offer,
+            },
+            receipt,
+        ))
+    }
+
+    fn receipt(&self, destination: RoomId, mode: ForwardMode, text: String) -> ShareReceipt {
+        ShareReceipt {
+            source_message: self.hash,
+            destination_room: destination,
+            mode,
+            text,
+        }
+    }
+}
+
+fn mode_of(reframed: bool) -> ForwardMode {
+    if reframed {
+        ForwardMode::Reframed
+    } else {
+        ForwardMode::Verbatim
     }
 }
 
@@ -329,26 +370,6 @@ impl SessionView {
         Ok(held)
     }
 
-    /// Check whether `sender` may send `content_type` in a room of `kind`.
-    fn permitted(role: Role, kind: RoomKind, content_type: ContentType) -> Result<(), Error> {
-        if content_type.mediator_only() && !role.is_mediator() {
-            return Err(Error::NotPermitted("only a mediator sends this content"));
-        }
-        if content_type == ContentType::AgreementSignature && role.is_mediator() {
-            return Err(Error::NotPermitted(
-                "a mediator countersigns; party members sign",
-            ));
-        }
-        if content_type.party_only()
-            && (role.is_mediator() || !matches!(kind, RoomKind::Private(_)))
-        {
-            return Err(Error::NotPermitted(
-                "consent and withdrawal come from a party member in their private room",
-            ));
-        }
-        Ok(())
-    }
-
     /// Seal `content` from `me` into `room` at its current epoch, as the next
     /// link of `me`'s chain there. Refuses what the roster does not allow:
     /// a room `me` is not in, a closed room for a party member, content `me`'s
@@ -369,7 +390,7 @@ impl SessionView {
         if !r.open && !role.is_mediator() {
             return Err(Error::NotPermitted("the room is closed"));
         }
-        Self::permitted(role, r.kind, content.content_type())?;
+        content.content_type().check_sender(role, r.kind)?;
         let epoch = r.epoch;
         let key = self
             .keys
@@ -425,7 +446,7 @@ impl SessionView {
         }
         let (identity, role) = self.identities.get(&h.sender).ok_or(Error::NotAMember)?;
         envelope.verify(identity)?;
-        Self::permitted(*role, epoch.kind, h.content_type)?;
+        h.content_type.check_sender(*role, epoch.kind)?;
         let content = envelope.decrypt(key)?;
         let hash = envelope.hash();
         let chain = self.chains.entry((h.room, h.sender)).or_default();

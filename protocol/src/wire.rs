@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Canonical;
 use crate::crypto::{Digest, Signature};
+use crate::deletion::SignedDeletionStatement;
 use crate::envelope::{Envelope, PROTOCOL_VERSION};
 use crate::identity::{Fingerprint, PublicIdentity};
 use crate::ids::{InviteId, RoomId, SessionId};
@@ -181,6 +182,12 @@ pub enum RequestBody {
         /// The session.
         session: SessionId,
     },
+    /// Ask for the relay's signed statement of what it erased of a closed
+    /// session (its lead mediator only).
+    DeletionStatement {
+        /// The session.
+        session: SessionId,
+    },
 }
 
 impl RequestBody {
@@ -199,6 +206,7 @@ impl RequestBody {
             Self::Location { .. } => "location",
             Self::Status { .. } => "status",
             Self::CloseSession { .. } => "close_session",
+            Self::DeletionStatement { .. } => "deletion_statement",
         }
     }
 }
@@ -217,6 +225,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "location",
     "status",
     "close_session",
+    "deletion_statement",
 ];
 
 /// A stable error code in an `error` reply. The set only grows.
@@ -297,6 +306,11 @@ pub enum Reply {
         /// For `post`: the envelope's index in its room.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         index: Option<u64>,
+        /// For `close_session` (when the relay erases at once) and
+        /// `deletion_statement`: the relay's signed statement of what it
+        /// erased.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        statement: Option<Box<Encoded<SignedDeletionStatement>>>,
     },
     /// Refused; nothing was changed.
     Error {
@@ -318,6 +332,27 @@ impl Reply {
             v: PROTOCOL_VERSION,
             id,
             index: None,
+            statement: None,
+        }
+    }
+
+    /// An `ok` reply to a `post`, with the envelope's index.
+    pub fn posted(id: u64, index: u64) -> Self {
+        Self::Ok {
+            v: PROTOCOL_VERSION,
+            id,
+            index: Some(index),
+            statement: None,
+        }
+    }
+
+    /// An `ok` reply carrying the relay's deletion statement.
+    pub fn erased(id: u64, statement: SignedDeletionStatement) -> Self {
+        Self::Ok {
+            v: PROTOCOL_VERSION,
+            id,
+            index: None,
+            statement: Some(Box::new(Encoded(statement))),
         }
     }
 
@@ -356,6 +391,8 @@ pub enum Event {
         v: u16,
         /// 32 random bytes.
         nonce: Digest,
+        /// The relay's own identity, which signs its deletion statements.
+        relay: Encoded<PublicIdentity>,
     },
     /// A roster of a session the client is in or waiting for.
     Roster {

@@ -133,21 +133,13 @@ fn an_envelope_with_an_unknown_header_version_is_unsupported_version() {
 #[test]
 fn server_frames_are_told_apart_by_type() {
     let ok: ServerFrame = serde_json::from_str(r#"{"type":"ok","v":1,"id":3,"index":7}"#).unwrap();
-    assert_eq!(
-        ok,
-        ServerFrame::Reply(Reply::Ok {
-            v: 1,
-            id: 3,
-            index: Some(7)
-        })
-    );
+    assert_eq!(ok, ServerFrame::Reply(Reply::posted(3, 7)));
     let nonce = Digest([1; 32]);
-    let text = serde_json::to_string(&Event::Challenge { v: 1, nonce }).unwrap();
+    let relay = Encoded(DeviceKeys::generate().unwrap().public().clone());
+    let challenge = Event::Challenge { v: 1, nonce, relay };
+    let text = serde_json::to_string(&challenge).unwrap();
     let ev: ServerFrame = serde_json::from_str(&text).unwrap();
-    assert_eq!(
-        ev,
-        ServerFrame::Event(Box::new(Event::Challenge { v: 1, nonce }))
-    );
+    assert_eq!(ev, ServerFrame::Event(Box::new(challenge)));
     let err: ServerFrame = serde_json::from_str(
         r#"{"type":"error","v":1,"id":null,"code":"rate_limited","message":"slow down"}"#,
     )

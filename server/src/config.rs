@@ -61,6 +61,10 @@ pub struct Args {
     /// Seconds a closed session's data is kept before deletion [default: 0, at close].
     #[arg(long, env = "CAUCUS_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
+    /// Seconds a signed deletion statement is kept for the mediator to
+    /// collect [default: 2592000, 30 days].
+    #[arg(long, env = "CAUCUS_STATEMENT_RETENTION_SECS")]
+    pub statement_retention_secs: Option<u64>,
 }
 
 /// The settings in force.
@@ -92,6 +96,8 @@ pub struct Config {
     pub auth: Duration,
     /// Keep a closed session's data this long.
     pub retention: Duration,
+    /// Keep a deletion statement this long after the erasure.
+    pub statement_retention: Duration,
 }
 
 /// Why the configuration could not be read.
@@ -145,6 +151,7 @@ impl Config {
             idle: Duration::from_secs(pick!(idle_secs, 60)),
             auth: Duration::from_secs(pick!(auth_secs, 10)),
             retention: Duration::from_secs(pick!(retention_secs, 0)),
+            statement_retention: Duration::from_secs(pick!(statement_retention_secs, 2_592_000)),
         };
         config.validate()?;
         Ok(config)

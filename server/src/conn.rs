@@ -11,10 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caucus_protocol::crypto::{Digest, label};
+use caucus_protocol::deletion::SignedDeletionStatement;
 use caucus_protocol::envelope::PROTOCOL_VERSION;
 use caucus_protocol::identity::PublicIdentity;
 use caucus_protocol::ids::SessionId;
-use caucus_protocol::wire::{ErrorCode, Event, Reply, RequestBody, SUBPROTOCOL, parse_request};
+use caucus_protocol::wire::{
+    Encoded, ErrorCode, Event, Reply, RequestBody, SUBPROTOCOL, parse_request,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -86,6 +89,8 @@ impl Bucket {
 enum Outcome {
     /// Done: reply `ok` now.
     Done,
+    /// Done: reply `ok` now, with the relay's deletion statement.
+    Statement(Box<SignedDeletionStatement>),
     /// The reply is queued later (a `post`, once durable).
     Later,
     /// Write this catch-up, then the `ok` reply (a `subscribe`).
@@ -194,6 +199,7 @@ pub(crate) async fn serve<S>(
     outbox.send(&Event::Challenge {
         v: PROTOCOL_VERSION,
         nonce,
+        relay: Encoded(hub.relay.public().clone()),
     });
     Metrics::add(&hub.metrics.connections, 1);
     let mut bucket = Bucket {
@@ -284,7 +290,18 @@ pub(crate) async fn serve<S>(
                 reason: reason.into(),
             })))
             .await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+        // The closing handshake: give the peer a moment to read our close
+        // and answer it, so that it sees the code rather than a reset.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = sink.flush().await;
+            while let Some(Ok(m)) = stream.next().await {
+                if m.is_close() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        })
+        .await;
     }
     hub.disconnect(id, &conn.sessions);
     Metrics::sub(&hub.metrics.connections, 1);
@@ -308,6 +325,7 @@ impl Conn {
         let kind = request.body.kind();
         let reply = match self.dispatch(id, request.body).await {
             Ok(Outcome::Done) => Reply::ok(id),
+            Ok(Outcome::Statement(statement)) => Reply::erased(id, *statement),
             Ok(Outcome::Later) => return None,
             Ok(Outcome::Catchup(c)) => return Some((c, id)),
             Err(Refusal(code, message)) => {
@@ -411,8 +429,15 @@ impl Conn {
                 ok
             }
             RequestBody::CloseSession { session } => {
-                hub.close_session(&me, session).await?;
-                ok
+                Ok(match hub.close_session(&me, session).await? {
+                    Some(statement) => Outcome::Statement(Box::new(statement)),
+                    None => Outcome::Done,
+                })
+            }
+            RequestBody::DeletionStatement { session } => {
+                Ok(Outcome::Statement(Box::new(
+                    hub.deletion_statement(&me, session)?,
+                )))
             }
         }
     }

@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use caucus_protocol::codec::Canonical;
+use caucus_protocol::deletion::{DeletionStatement, Erased, SignedDeletionStatement};
 use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
-use caucus_protocol::identity::{Fingerprint, PublicIdentity};
+use caucus_protocol::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use caucus_protocol::ids::{InviteId, RoomId, SessionId};
 use caucus_protocol::invite::{AdmissionToken, JoinRequest};
 use caucus_protocol::keys::SignedKeyBundle;
-use caucus_protocol::roster::{Role, RoomKind, Roster, SignedRoster};
+use caucus_protocol::roster::{Role, Roster, SignedRoster};
 use caucus_protocol::wire::{
     Encoded, ErrorCode, Event, MediatorWhereabouts, PartyStatus, Reply, RoomCursor,
 };
@@ -202,6 +203,8 @@ pub(crate) struct Hub {
     sessions: Mutex<HashMap<SessionId, Arc<Mutex<SessionState>>>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: Config,
+    /// The relay's own identity, which signs deletion statements.
+    pub(crate) relay: DeviceKeys,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -220,9 +223,15 @@ fn forbidden(msg: &str) -> Refusal {
 }
 
 impl Hub {
-    pub(crate) fn new(store: Store, metrics: Arc<Metrics>, config: Config) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        metrics: Arc<Metrics>,
+        config: Config,
+        relay: DeviceKeys,
+    ) -> Self {
         Self {
             store,
+            relay,
             writes: tokio::sync::Mutex::new(()),
             sessions: Mutex::new(HashMap::new()),
             metrics,
@@ -235,10 +244,14 @@ impl Hub {
         if let Some(s) = lock(&self.sessions).get(id) {
             return Ok(s.clone());
         }
-        let record: SessionRecord = self
-            .store
-            .get_json(&store::key(Kind::Session, id, &[]))?
-            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such session"))?;
+        let record: Option<SessionRecord> =
+            self.store.get_json(&store::key(Kind::Session, id, &[]))?;
+        let Some(record) = record else {
+            return Err(match self.statement(id)? {
+                Some(_) => Refusal::new(ErrorCode::SessionClosed, "the session has closed"),
+                None => Refusal::new(ErrorCode::NotFound, "no such session"),
+            });
+        };
         let rosters = self.store.scan(&store::key(Kind::Roster, id, &[]))?;
         let roster = rosters
             .last()
@@ -302,6 +315,7 @@ impl Hub {
             .store
             .get(&store::key(Kind::Session, &id, &[]))?
             .is_some()
+            || self.statement(&id)?.is_some()
         {
             return Err(Refusal::new(ErrorCode::Conflict, "session exists"));
         }
@@ -619,21 +633,9 @@ impl Hub {
             // forgery for clients to trip over.
             envelope.verify(&member.identity)?;
             let role = member.role;
-            if h.content_type.mediator_only() && !role.is_mediator() {
-                return Err(forbidden("only a mediator sends this content type"));
-            }
-            if h.content_type == caucus_protocol::content::ContentType::AgreementSignature
-                && role.is_mediator()
-            {
-                return Err(forbidden("a mediator countersigns; party members sign"));
-            }
-            if h.content_type.party_only()
-                && (role.is_mediator() || !matches!(room.kind, RoomKind::Private(_)))
-            {
-                return Err(forbidden(
-                    "consent and withdrawal come from a party member in their private room",
-                ));
-            }
+            h.content_type
+                .check_sender(role, room.kind)
+                .map_err(|e| forbidden(&e.to_string()))?;
             let room_open = room.open;
             if !room_open && !role.is_mediator() {
                 return Err(Refusal::new(ErrorCode::RoomClosed, "the room is closed"));
@@ -676,11 +678,7 @@ impl Hub {
                         Metrics::add(&metrics.envelopes_in, 1);
                     }
                     let reply = match result {
-                        Ok(()) => Reply::Ok {
-                            v: PROTOCOL_VERSION,
-                            id: request,
-                            index: Some(index),
-                        },
+                        Ok(()) => Reply::posted(request, index),
                         Err(e) => {
                             tracing::error!(error = %e, "commit failed");
                             metrics.reject(ErrorCode::Internal);
@@ -889,15 +887,16 @@ impl Hub {
     }
 
     /// `close_session`: end the session for everyone and delete its data
-    /// (after the configured retention).
+    /// (after the configured retention). With no retention, the relay's
+    /// signed statement of what it erased.
     pub(crate) async fn close_session(
         &self,
         caller: &Fingerprint,
         session: SessionId,
-    ) -> Result<()> {
+    ) -> Result<Option<SignedDeletionStatement>> {
         let _serial = self.writes.lock().await;
         let state = self.session(&session)?;
-        {
+        let record = {
             let mut s = lock(&state);
             s.open()?;
             if caller != &s.record.mediator {
@@ -916,54 +915,133 @@ impl Hub {
             }
             s.followers.clear();
             s.waiting.clear();
-        }
-        if self.config.retention.is_zero() {
-            self.erase(&session).await?;
-        } else {
-            let record = lock(&state).record.clone();
-            let mut batch = sled::Batch::default();
-            batch.insert(
-                store::key(Kind::Session, &session, &[]),
-                record_json(&record)?,
-            );
-            self.store.commit(batch).await?;
-        }
+            s.record.clone()
+        };
         tracing::info!(session = %session, "session closed");
-        Ok(())
+        if self.config.retention.is_zero() {
+            return self.erase(&session, &record).await.map(Some);
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            store::key(Kind::Session, &session, &[]),
+            record_json(&record)?,
+        );
+        self.store.commit(batch).await?;
+        Ok(None)
     }
 
-    /// Delete every record of a session, durably.
-    async fn erase(&self, session: &SessionId) -> Result<()> {
+    /// Delete every record of a closed session, durably, and in the same
+    /// batch keep the signed statement of what went.
+    async fn erase(
+        &self,
+        session: &SessionId,
+        record: &SessionRecord,
+    ) -> Result<SignedDeletionStatement> {
+        let mut erased = Erased::default();
         let mut batch = sled::Batch::default();
-        let keys = self.store.session_keys(session)?;
-        let count = keys.len();
-        for key in keys {
+        for (kind, key, size) in self.store.session_records(session)? {
+            let count = match kind {
+                Kind::Session => &mut erased.sessions,
+                Kind::Roster => &mut erased.rosters,
+                Kind::Bundle => &mut erased.key_bundles,
+                Kind::Log => &mut erased.envelopes,
+                Kind::Invite => &mut erased.invites,
+                Kind::Waiting => &mut erased.join_requests,
+                Kind::Deleted => continue,
+            };
+            *count += 1;
+            erased.bytes += size;
             batch.remove(key);
         }
+        let statement = DeletionStatement {
+            relay: self.relay.public().clone(),
+            session: *session,
+            mediator: record.mediator,
+            closed_at: record.closed_at.unwrap_or_else(now),
+            erased_at: now(),
+            erased,
+        }
+        .sign(&self.relay)?;
+        batch.insert(
+            store::key(Kind::Deleted, session, &[]),
+            statement.to_bytes(),
+        );
         self.store.commit(batch).await?;
         if lock(&self.sessions).remove(session).is_some() {
             Metrics::sub(&self.metrics.sessions, 1);
         }
-        tracing::info!(session = %session, records = count, "session data erased");
-        Ok(())
+        tracing::info!(session = %session, envelopes = erased.envelopes, bytes = erased.bytes, "session data erased");
+        Ok(statement)
     }
 
-    /// Erase closed sessions whose retention has passed.
+    /// The deletion statement of an erased session, if the relay keeps one.
+    fn statement(&self, session: &SessionId) -> Result<Option<SignedDeletionStatement>> {
+        self.store
+            .get(&store::key(Kind::Deleted, session, &[]))?
+            .map(|v| SignedDeletionStatement::from_bytes(&v))
+            .transpose()
+            .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))
+    }
+
+    /// `deletion_statement`: what the relay erased of a closed session, for
+    /// its lead mediator.
+    pub(crate) fn deletion_statement(
+        &self,
+        caller: &Fingerprint,
+        session: SessionId,
+    ) -> Result<SignedDeletionStatement> {
+        if let Some(statement) = self.statement(&session)? {
+            if &statement.unverified().mediator != caller {
+                return Err(forbidden("the statement is for the session's mediator"));
+            }
+            return Ok(statement);
+        }
+        let state = self.session(&session)?;
+        let s = lock(&state);
+        if &s.record.mediator != caller {
+            return Err(forbidden("the statement is for the session's mediator"));
+        }
+        Err(match s.record.closed_at {
+            None => Refusal::new(ErrorCode::Conflict, "the session is still open"),
+            Some(at) => Refusal::new(
+                ErrorCode::NotFound,
+                format!(
+                    "not yet erased: kept until {}",
+                    at.saturating_add(self.config.retention.as_secs())
+                ),
+            ),
+        })
+    }
+
+    /// Erase closed sessions whose retention has passed, and forget
+    /// deletion statements kept for longer than theirs.
     pub(crate) async fn sweep(&self) -> Result<()> {
         let _serial = self.writes.lock().await;
         let retention = self.config.retention.as_secs();
-        for id in self.store.sessions()? {
+        for id in self.store.sessions(Kind::Session)? {
             let record: Option<SessionRecord> =
                 self.store.get_json(&store::key(Kind::Session, &id, &[]))?;
-            if record
-                .and_then(|r| r.closed_at)
-                .is_some_and(|at| at.saturating_add(retention) <= now())
-                && let Err(Refusal(_, why)) = self.erase(&id).await
+            if let Some(record) = record
+                && record
+                    .closed_at
+                    .is_some_and(|at| at.saturating_add(retention) <= now())
+                && let Err(Refusal(_, why)) = self.erase(&id, &record).await
             {
                 // Keep sweeping the others; this one is retried next time.
                 tracing::warn!(session = %id, error = %why, "erase failed");
             }
         }
+        let keep = self.config.statement_retention.as_secs();
+        let mut batch = sled::Batch::default();
+        for id in self.store.sessions(Kind::Deleted)? {
+            if self
+                .statement(&id)?
+                .is_some_and(|s| s.unverified().erased_at.saturating_add(keep) <= now())
+            {
+                batch.remove(store::key(Kind::Deleted, &id, &[]));
+            }
+        }
+        self.store.commit(batch).await?;
         Ok(())
     }
 

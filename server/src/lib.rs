@@ -38,6 +38,7 @@ mod http;
 mod hub;
 mod metrics;
 mod outbox;
+mod relay_key;
 mod server;
 mod store;
 mod tls;

@@ -40,6 +40,9 @@ pub enum ServerError {
     /// The TLS certificate or key could not be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The relay's key file could not be read or made.
+    #[error("relay key {0}")]
+    RelayKey(String),
     /// The flags given to [`Server::spawn`] did not parse or fit together.
     #[error("configuration: {0}")]
     Config(String),
@@ -103,6 +106,7 @@ impl Server {
             source,
         })?;
         let metrics = Arc::new(Metrics::default());
+        let relay = crate::relay_key::load_or_create(&config.data_dir)?;
         let (store, committer) = Store::open(&config.data_dir, 65_536, metrics.clone())?;
         let tls = match &config.tls {
             Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
@@ -112,7 +116,7 @@ impl Server {
         Ok(Self {
             listener,
             tls,
-            hub: Arc::new(Hub::new(store, metrics, config)),
+            hub: Arc::new(Hub::new(store, metrics, config, relay)),
             committer,
         })
     }

@@ -10,6 +10,7 @@
 //! | `L` session room index(u64 BE) | envelope, canonical bytes |
 //! | `I` session invite | invite record (JSON): token hash, expiry, state |
 //! | `W` session invite | a waiting join request, canonical bytes |
+//! | `D` session | after erasure: the signed deletion statement, canonical bytes |
 //!
 //! Only ciphertext and the metadata of `docs/security.md` §2 are stored.
 
@@ -50,6 +51,7 @@ pub(crate) enum Kind {
     Log = b'L' as isize,
     Invite = b'I' as isize,
     Waiting = b'W' as isize,
+    Deleted = b'D' as isize,
 }
 
 /// Build a key: kind, session, then the given parts.
@@ -190,9 +192,13 @@ impl Store {
             .transpose()?)
     }
 
-    /// Every key of a session, of every kind.
-    pub(crate) fn session_keys(&self, session: &SessionId) -> Result<Vec<sled::IVec>, StoreError> {
-        let mut keys = Vec::new();
+    /// Every record of a session (all but its deletion statement): each
+    /// key, its kind and its stored size (key and value).
+    pub(crate) fn session_records(
+        &self,
+        session: &SessionId,
+    ) -> Result<Vec<(Kind, sled::IVec, u64)>, StoreError> {
+        let mut records = Vec::new();
         for kind in [
             Kind::Session,
             Kind::Roster,
@@ -201,17 +207,19 @@ impl Store {
             Kind::Invite,
             Kind::Waiting,
         ] {
-            for item in self.tree.scan_prefix(key(kind, session, &[])).keys() {
-                keys.push(item?);
+            for item in self.tree.scan_prefix(key(kind, session, &[])) {
+                let (k, v) = item?;
+                let size = (k.len() + v.len()) as u64;
+                records.push((kind, k, size));
             }
         }
-        Ok(keys)
+        Ok(records)
     }
 
-    /// The ids of all stored sessions.
-    pub(crate) fn sessions(&self) -> Result<Vec<SessionId>, StoreError> {
+    /// The ids of the sessions with a record of `kind`.
+    pub(crate) fn sessions(&self, kind: Kind) -> Result<Vec<SessionId>, StoreError> {
         self.tree
-            .scan_prefix([Kind::Session as u8])
+            .scan_prefix([kind as u8])
             .keys()
             .map(|k| {
                 let k = k?;

@@ -5,8 +5,11 @@ mod support;
 
 use std::time::Duration;
 
+use caucus_protocol::deletion::DeletionStatement;
 use caucus_protocol::identity::DeviceKeys;
-use caucus_protocol::wire::{ErrorCode, Event, MediatorWhereabouts, PartyStatus, RequestBody};
+use caucus_protocol::wire::{
+    ErrorCode, Event, MediatorWhereabouts, PartyStatus, Reply, RequestBody,
+};
 use support::{Client, Mediation, Relay};
 
 async fn presence(
@@ -134,18 +137,48 @@ async fn a_connection_over_its_rate_is_told_to_slow_down() {
     );
 }
 
+/// The statement in an `ok` reply, checked as the mediator's client checks it.
+fn statement_in(reply: Reply, m: &Mediation) -> DeletionStatement {
+    let Reply::Ok {
+        statement: Some(statement),
+        ..
+    } = reply
+    else {
+        panic!("no deletion statement in {reply:?}");
+    };
+    statement
+        .0
+        .verify_for(
+            &m.session,
+            &m.mediator.keys.fingerprint(),
+            &m.mediator.relay.fingerprint(),
+        )
+        .unwrap()
+        .clone()
+}
+
 #[tokio::test]
 async fn closing_a_session_ends_it_for_everyone_and_erases_its_data() {
     let relay = Relay::start().await;
     let mut m = Mediation::start(&relay).await;
     let session = m.session;
+    let room = m.claimant_room;
+    m.post(1, room, "private words").await;
     assert_eq!(
         m.claimant
             .refused(RequestBody::CloseSession { session })
             .await,
         ErrorCode::Forbidden
     );
-    m.mediator.ok(RequestBody::CloseSession { session }).await;
+    let reply = m
+        .mediator
+        .request(RequestBody::CloseSession { session })
+        .await;
+    let statement = statement_in(reply, &m);
+    assert_eq!(statement.erased.sessions, 1);
+    assert_eq!(statement.erased.envelopes, 1);
+    assert!(statement.erased.rosters >= 2 && statement.erased.key_bundles >= 1);
+    assert!(statement.erased_at >= statement.closed_at);
     for c in [&mut m.claimant, &mut m.defendant] {
         assert!(matches!(
             c.wait_for(|e| matches!(e, Event::SessionClosed { .. }))
@@ -153,10 +186,13 @@ async fn closing_a_session_ends_it_for_everyone_and_erases_its_data() {
             Event::SessionClosed { .. }
         ));
     }
-    // Gone: a restart on the same data dir knows nothing of it.
+    // Gone: a restart on the same data dir knows only that it closed, and
+    // still holds the statement for the mediator alone, signed by the same
+    // relay identity.
     let dir = relay.stop().await;
     let relay = Relay::start_in(dir, &[]).await;
     let mut again = Client::connect(&relay.url(), m.claimant.keys.clone_for_test()).await;
+    assert_eq!(again.relay, m.mediator.relay);
     assert_eq!(
         again
             .refused(RequestBody::Subscribe {
@@ -165,8 +201,31 @@ async fn closing_a_session_ends_it_for_everyone_and_erases_its_data() {
                 rooms: vec![]
             })
             .await,
-        ErrorCode::NotFound
+        ErrorCode::SessionClosed
     );
+    assert_eq!(
+        again
+            .refused(RequestBody::DeletionStatement { session })
+            .await,
+        ErrorCode::Forbidden
+    );
+    let mut mediator = Client::connect(&relay.url(), m.mediator.keys.clone_for_test()).await;
+    let kept = statement_in(
+        mediator
+            .request(RequestBody::DeletionStatement { session })
+            .await,
+        &m,
+    );
+    assert_eq!(kept, statement);
+}
+
+#[tokio::test]
+async fn the_relay_key_file_is_the_owners_alone() {
+    let relay = Relay::start().await;
+    let dir = relay.stop().await;
+    let meta = std::fs::metadata(dir.path().join("relay.key")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }
 
 #[tokio::test]
@@ -190,11 +249,26 @@ impl CloneForTest for DeviceKeys {
 
 #[tokio::test]
 async fn a_closed_sessions_data_is_kept_for_the_retention_period_then_erased() {
-    let relay = Relay::start_with(&["--retention-secs", "2"]).await;
+    // Whole seconds: the sweep may come up to a second early in wall time.
+    let relay = Relay::start_with(&["--retention-secs", "4"]).await;
     let mut m = Mediation::start(&relay).await;
     let session = m.session;
-    m.mediator.ok(RequestBody::CloseSession { session }).await;
-    // Closed but retained: it is known, and refuses as closed.
+    let reply = m
+        .mediator
+        .request(RequestBody::CloseSession { session })
+        .await;
+    assert!(
+        matches!(
+            reply,
+            Reply::Ok {
+                statement: None,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    // Closed but retained: it is known, and refuses as closed; there is
+    // no statement yet.
     let mut c = Client::connect(&relay.url(), m.claimant.keys.clone_for_test()).await;
     assert_eq!(
         c.refused(RequestBody::Status {
@@ -204,32 +278,47 @@ async fn a_closed_sessions_data_is_kept_for_the_retention_period_then_erased() {
         .await,
         ErrorCode::SessionClosed
     );
-    // After the period, the sweep erases it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    assert_eq!(
+        m.mediator
+            .refused(RequestBody::DeletionStatement { session })
+            .await,
+        ErrorCode::NotFound
+    );
+    // After the period, the sweep erases it; until then a member may still
+    // collect what it missed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        // Until then a member may still collect what it missed.
-        let reply = c
-            .request(RequestBody::Subscribe {
-                session,
-                roster_after: 0,
-                rooms: vec![],
-            })
+        let reply = m
+            .mediator
+            .request(RequestBody::DeletionStatement { session })
             .await;
-        if matches!(
-            reply,
-            caucus_protocol::wire::Reply::Error {
-                code: ErrorCode::NotFound,
-                ..
-            }
-        ) {
+        if matches!(reply, Reply::Ok { .. }) {
+            let statement = statement_in(reply, &m);
+            assert!(statement.erased_at >= statement.closed_at + 4);
+            assert!(statement.erased.rosters >= 2);
             break;
         }
+        c.ok(RequestBody::Subscribe {
+            session,
+            roster_after: 0,
+            rooms: vec![],
+        })
+        .await;
         assert!(
             tokio::time::Instant::now() < deadline,
             "still there: {reply:?}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    assert_eq!(
+        c.refused(RequestBody::Subscribe {
+            session,
+            roster_after: 0,
+            rooms: vec![]
+        })
+        .await,
+        ErrorCode::SessionClosed
+    );
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::crypto::label;
-use caucus_protocol::identity::DeviceKeys;
+use caucus_protocol::identity::{DeviceKeys, PublicIdentity};
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::roster::Role;
 use caucus_protocol::session::SessionView;
@@ -98,6 +98,8 @@ pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub keys: DeviceKeys,
     pub events: VecDeque<Event>,
+    /// The relay's identity, from its challenge.
+    pub relay: PublicIdentity,
     next_id: u64,
 }
 
@@ -117,18 +119,24 @@ pub async fn raw_connect(url: &str) -> WebSocketStream<MaybeTlsStream<TcpStream>
 impl Client {
     /// Connect and authenticate as `keys`.
     pub async fn connect(url: &str, keys: DeviceKeys) -> Self {
-        let mut c = Self {
-            ws: raw_connect(url).await,
-            keys,
-            events: VecDeque::new(),
-            next_id: 1,
+        let mut ws = raw_connect(url).await;
+        let first = match ws.next().await {
+            Some(Ok(Message::Text(t))) => t,
+            other => panic!("expected a challenge, got {other:?}"),
         };
-        let nonce = match c.next_frame().await {
+        let (nonce, relay) = match serde_json::from_str(first.as_str()).unwrap() {
             ServerFrame::Event(e) => match *e {
-                Event::Challenge { nonce, .. } => nonce,
+                Event::Challenge { nonce, relay, .. } => (nonce, relay.0),
                 other => panic!("expected a challenge, got {other:?}"),
             },
             other => panic!("expected a challenge, got {other:?}"),
+        };
+        let mut c = Self {
+            ws,
+            keys,
+            events: VecDeque::new(),
+            relay,
+            next_id: 1,
         };
         let signature = c.keys.sign(label::AUTH, &nonce.0);
         let identity = Encoded(c.keys.public().clone());
@@ -316,6 +324,22 @@ impl Mediation {
             m.subscribe(i, 0).await;
         }
         m
+    }
+
+    /// Seal `body` as participant `i` in `room` and post it; its index.
+    pub async fn post(&mut self, i: usize, room: RoomId, body: &str) -> u64 {
+        let content = caucus_protocol::content::Content::Text {
+            sharing: caucus_protocol::content::Sharing::MayShare,
+            body: body.into(),
+        };
+        let keys = DeviceKeys::from_secret_bytes(&self.client(i).keys.to_secret_bytes()).unwrap();
+        let envelope = self.views[i].seal(&keys, &room, &content).unwrap();
+        self.client(i)
+            .ok(RequestBody::Post {
+                envelope: Encoded(envelope),
+            })
+            .await
+            .unwrap()
     }
 
     pub fn client(&mut self, i: usize) -> &mut Client {

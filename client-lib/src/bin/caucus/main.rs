@@ -9,11 +9,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use caucus_client::{Client, ClientError, Event, StateDir};
+use caucus_client::{Client, ClientError, Direction, Event, StateDir};
 use caucus_protocol::codec::Canonical;
-use caucus_protocol::content::{Sharing, Step};
+use caucus_protocol::content::{Content, Sharing, Step};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
+use caucus_protocol::offer::{Amount, Offer, OfferKind};
 use caucus_protocol::roster::Phase;
 use caucus_protocol::wire::PartyStatus;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -153,8 +154,53 @@ enum Command {
         /// open or close.
         action: JointAction,
     },
-    /// Close the session for everyone (mediator).
+    /// Record a settlement offer or counter-offer for your party (or, as the
+    /// mediator, for a party with --for).
+    Offer {
+        #[command(flatten)]
+        at: At,
+        /// The sum, e.g. 250000.00 (with as many decimals as the currency uses).
+        #[arg(long)]
+        amount: Option<String>,
+        /// The sum's currency (ISO 4217).
+        #[arg(long, default_value = "GBP")]
+        currency: String,
+        /// Non-financial terms, in words.
+        #[arg(long, default_value = "")]
+        terms: String,
+        /// A condition attached (repeat for each).
+        #[arg(long = "condition")]
+        conditions: Vec<String>,
+        /// Answer an offer you received (its message id): a counter-offer.
+        #[arg(long)]
+        counter_to: Option<String>,
+        /// (Mediator) record it for this party: its label or id.
+        #[arg(long = "for")]
+        for_party: Option<String>,
+    },
+    /// The offers log: what your side made and received, in order.
+    Offers {
+        #[command(flatten)]
+        at: At,
+    },
+    /// Close the session for everyone (mediator). Prints the relay's signed
+    /// statement of what it erased, if it erased at once.
     Close {
+        #[command(flatten)]
+        at: At,
+        /// Also erase this device's copy (as `caucus erase`).
+        #[arg(long)]
+        erase: bool,
+    },
+    /// Show the relay's signed statement of what it erased of a closed
+    /// session (mediator).
+    DeletionStatement {
+        #[command(flatten)]
+        at: At,
+    },
+    /// Delete this device's copy of a session: its room keys and messages.
+    /// The signed agreement and the relay's deletion statement are kept.
+    Erase {
         #[command(flatten)]
         at: At,
     },
@@ -313,6 +359,8 @@ fn in_history(event: &Event) -> bool {
             | Event::Shared { .. }
             | Event::Consent { .. }
             | Event::System { .. }
+            | Event::Offer { .. }
+            | Event::OfferCarried { .. }
     )
 }
 
@@ -488,14 +536,24 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             let client = open(&cli, &at.server).await?;
             let session = session_id(&at.session)?;
             let destination = room(&client, &session, to)?;
-            client
-                .forward(
-                    &session,
-                    &message_id(message)?,
-                    &destination,
-                    reframe.clone(),
-                )
-                .await?;
+            let id = message_id(message)?;
+            let is_offer = client
+                .message(&session, &id)
+                .is_some_and(|m| matches!(m.content, Content::Offer(_)));
+            if is_offer {
+                if reframe.is_some() {
+                    return Err(ClientError::Usage(
+                        "an offer is carried verbatim here; restate it with `caucus offer --for`",
+                    ));
+                }
+                client
+                    .carry_offer(&session, &id, &destination, None)
+                    .await?;
+            } else {
+                client
+                    .forward(&session, &id, &destination, reframe.clone())
+                    .await?;
+            }
             print(
                 json_mode,
                 "forwarded",
@@ -566,11 +624,100 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 json!({"joint": word}),
             );
         }
-        Command::Close { at } => {
+        Command::Offer {
+            at,
+            amount,
+            currency,
+            terms,
+            conditions,
+            counter_to,
+            for_party,
+        } => {
             let client = open(&cli, &at.server).await?;
             let session = session_id(&at.session)?;
-            client.close_session(&session).await?;
+            let responds_to = counter_to.as_deref().map(message_id).transpose()?;
+            let offer = Offer {
+                kind: if responds_to.is_some() {
+                    OfferKind::CounterOffer
+                } else {
+                    OfferKind::Offer
+                },
+                amount: amount
+                    .as_deref()
+                    .map(|a| Amount::parse(currency, a))
+                    .transpose()?,
+                terms: terms.clone(),
+                conditions: conditions.clone(),
+                responds_to,
+            };
+            let sent = match for_party {
+                Some(p) => {
+                    let p = party(&client, &session, p)?;
+                    client.make_offer_for(&session, &p, &offer).await?
+                }
+                None => client.make_offer(&session, &offer).await?,
+            };
+            print(
+                json_mode,
+                &format!(
+                    "recorded: {} (message {})",
+                    offer.summary(),
+                    caucus_protocol::b64::encode(&sent.message.0)
+                ),
+                json!({"offer": output::offer(&offer), "message": sent.message, "index": sent.index}),
+            );
+        }
+        Command::Offers { at } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            for entry in client.offers(&session) {
+                let (word, place) = match entry.direction {
+                    Direction::Made => ("made", client.room_label(&session, &entry.room)),
+                    Direction::Received => ("received", client.room_label(&session, &entry.room)),
+                };
+                print(
+                    json_mode,
+                    &format!(
+                        "{word} [{place}] {}   (message {})",
+                        entry.offer.summary(),
+                        caucus_protocol::b64::encode(&entry.message.0)
+                    ),
+                    json!({"direction": entry.direction, "room": entry.room, "room_label": place,
+                           "index": entry.index, "message": entry.message, "by": entry.by,
+                           "offer": output::offer(&entry.offer)}),
+                );
+            }
+        }
+        Command::Close { at, erase } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            let statement = client.close_session(&session).await?;
             print(json_mode, "session closed", json!({"closed": session}));
+            if let Some(s) = statement {
+                let (text, value) = output::statement(s.unverified());
+                print(json_mode, &text, json!({"deletion_statement": value}));
+            }
+            if *erase {
+                client.erase(&session)?;
+                print(json_mode, "local copy erased", json!({"erased": session}));
+            }
+        }
+        Command::DeletionStatement { at } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            let s = client.deletion_statement(&session).await?;
+            let (text, value) = output::statement(s.unverified());
+            print(json_mode, &text, json!({"deletion_statement": value}));
+        }
+        Command::Erase { at } => {
+            let client = open(&cli, &at.server).await?;
+            let session = session_id(&at.session)?;
+            client.erase(&session)?;
+            print(
+                json_mode,
+                "local copy erased: room keys and messages deleted",
+                json!({"erased": session}),
+            );
         }
         Command::Agreement {
             command: AgreementCommand::Export { at, format },

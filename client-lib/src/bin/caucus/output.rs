@@ -3,8 +3,10 @@
 
 use caucus_client::{Client, Event, Warning};
 use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
+use caucus_protocol::deletion::DeletionStatement;
 use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::SessionId;
+use caucus_protocol::offer::Offer;
 use caucus_protocol::roster::Phase;
 use caucus_protocol::wire::{MediatorWhereabouts, PartyStatus};
 use serde_json::{Value, json};
@@ -79,6 +81,42 @@ fn status(s: PartyStatus) -> &'static str {
         PartyStatus::NeedsMediator => "needs the mediator",
         PartyStatus::OnBreak => "on a break",
     }
+}
+
+/// An offer as JSON: the amount both in minor units and as written.
+pub(crate) fn offer(o: &Offer) -> Value {
+    json!({
+        "kind": o.kind,
+        "amount": o.amount.map(|a| json!({"minor": a.minor, "currency": a.currency(), "exponent": a.exponent, "text": a.to_string()})),
+        "terms": o.terms,
+        "conditions": o.conditions,
+        "responds_to": o.responds_to,
+    })
+}
+
+/// A deletion statement, readable and as JSON.
+pub(crate) fn statement(s: &DeletionStatement) -> (String, Value) {
+    let e = &s.erased;
+    (
+        format!(
+            "the relay ({}) erased session {} at {} (closed at {}): {} envelopes, {} rosters, {} key bundles, {} invites, {} join requests, {} bytes",
+            s.relay.fingerprint(),
+            s.session,
+            s.erased_at,
+            s.closed_at,
+            e.envelopes,
+            e.rosters,
+            e.key_bundles,
+            e.invites,
+            e.join_requests,
+            e.bytes
+        ),
+        json!({"relay": s.relay.fingerprint(), "session": s.session, "mediator": s.mediator,
+               "closed_at": s.closed_at, "erased_at": s.erased_at,
+               "erased": {"envelopes": e.envelopes, "rosters": e.rosters, "key_bundles": e.key_bundles,
+                          "invites": e.invites, "join_requests": e.join_requests, "sessions": e.sessions,
+                          "bytes": e.bytes}}),
+    )
 }
 
 /// The readable line and the JSON object for an event.
@@ -270,6 +308,46 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
         } => (
             format!("{} is {}", who(client, session, member), status(*s)),
             json!({"event": "status", "session": session, "member": member, "status": s}),
+        ),
+        Event::Offer {
+            session,
+            room,
+            index,
+            by,
+            message,
+            offer: o,
+        } => (
+            format!(
+                "[{}] {} recorded {}   (message {})",
+                client.room_label(session, room),
+                who(client, session, by),
+                o.summary(),
+                caucus_protocol::b64::encode(&message.0)
+            ),
+            json!({"event": "offer", "session": session, "room": room, "room_label": client.room_label(session, room),
+                   "index": index, "by": by, "message": message, "offer": offer(o)}),
+        ),
+        Event::OfferCarried {
+            session,
+            room,
+            index,
+            mediator,
+            message,
+            from_room,
+            mode: m,
+            offer: o,
+        } => (
+            format!(
+                "[{}] the mediator carried from {} ({}): {}   (message {})",
+                client.room_label(session, room),
+                client.room_label(session, from_room),
+                mode(*m),
+                o.summary(),
+                caucus_protocol::b64::encode(&message.0)
+            ),
+            json!({"event": "offer_carried", "session": session, "room": room, "room_label": client.room_label(session, room),
+                   "index": index, "mediator": mediator, "message": message, "from_room": from_room, "mode": m,
+                   "offer": offer(o)}),
         ),
         Event::Closed { session } => (
             "the session has closed".into(),
