@@ -434,11 +434,9 @@ impl Conn {
                     None => Outcome::Done,
                 })
             }
-            RequestBody::DeletionStatement { session } => {
-                Ok(Outcome::Statement(Box::new(
-                    hub.deletion_statement(&me, session)?,
-                )))
-            }
+            RequestBody::DeletionStatement { session } => Ok(Outcome::Statement(Box::new(
+                hub.deletion_statement(&me, session)?,
+            ))),
         }
     }
 }
