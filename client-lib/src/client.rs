@@ -701,6 +701,11 @@ impl Client {
                 "every party must first agree to continue after its individual meeting",
             ));
         }
+        self.enter_phase(session, phase).await
+    }
+
+    /// Publish `phase` in the roster and announce it in the joint room.
+    async fn enter_phase(&self, session: &SessionId, phase: Phase) -> Result<()> {
         self.publish(session, |b| {
             b.set_phase(phase);
             Ok(())
@@ -991,7 +996,9 @@ impl Client {
         Ok(sent)
     }
 
-    /// Close the session for everyone. If the relay erases it at once, its
+    /// Close the session for everyone: the roster moves to the closed phase
+    /// (so every member sees it, signed), then the relay closes the session.
+    /// If the relay erases it at once, its
     /// signed statement of what it erased, checked and kept (see
     /// [`Client::deletion_statement`] for a relay that keeps data for a
     /// while first).
@@ -999,6 +1006,10 @@ impl Client {
         &self,
         session: &SessionId,
     ) -> Result<Option<SignedDeletionStatement>> {
+        // Every member sees the end in the signed roster first.
+        if self.roster(session)?.phase != Phase::Closed {
+            self.enter_phase(session, Phase::Closed).await?;
+        }
         let accepted = self
             .shared
             .transport

@@ -34,6 +34,12 @@ impl Relay {
         Self::start_at(self.dir, &addr, &[]).await
     }
 
+    /// Stop gracefully; the data directory, to look into.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.running.stop().await.unwrap();
+        self.dir
+    }
+
     async fn start_at(dir: tempfile::TempDir, listen: &str, flags: &[&str]) -> Self {
         let data = dir.path().display().to_string();
         let mut all = vec!["--listen", listen, "--data-dir", &data];
@@ -58,6 +64,20 @@ pub async fn wait_for(client: &mut Client, mut pred: impl FnMut(&Event) -> bool)
             None => panic!("no matching event within {WAIT:?}"),
         }
     }
+}
+
+/// The relay's stored records (by key) that belong to `session`, read from
+/// its sled directory (the relay must be stopped): every key holds the
+/// session id in bytes 1..17, after its one-byte kind.
+pub fn stored_records(dir: &std::path::Path, session: &caucus_protocol::ids::SessionId) -> Vec<u8> {
+    let db = sled::open(dir).unwrap();
+    let tree = db.open_tree("caucus").unwrap();
+    tree.iter()
+        .keys()
+        .map(Result::unwrap)
+        .filter(|k| k.get(1..17) == Some(&session.0[..]))
+        .map(|k| k[0])
+        .collect()
 }
 
 /// Whether any file under `dir` contains `needle`.
