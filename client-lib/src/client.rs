@@ -345,7 +345,8 @@ impl Client {
                 .ok()
                 .and_then(|ps| ps.into_iter().find(|(id, _)| *id == p).map(|(_, l)| l))
                 .map_or_else(|| "private".into(), |l| format!("{l} (private)")),
-            None => "?".into(),
+            // A side room the mediator has since closed.
+            None => "closed room".into(),
         }
     }
 

@@ -69,36 +69,63 @@ async fn caucus_demo_plays_a_whole_shuttle_mediation() {
     let mediator = section("Mediator");
     let claimant = section("Claimant");
     let defendant = section("Defendant trust");
-    // The mediator heard everything in confidence, and the consent.
+    let trust_solicitor = section("Trust's solicitor");
+    // The mediator heard everything in confidence, including the trust's offer.
     assert!(mediator.contains("I want them to admit the operation went wrong."));
-    assert!(mediator.contains("The trust can offer £120,000"));
-    assert!(mediator.contains("consents to sharing"));
-    // The claimant never saw the trust's private room, only the forward.
-    assert!(claimant.contains("forwarded by the mediator from Defendant trust (private) (verbatim, with the author's consent): The trust can offer £120,000"));
+    assert!(mediator.contains("Dr Defendant recorded Offer: GBP 120000.00"));
+    // The claimant never saw the trust's private room, only the offer carried.
+    assert!(claimant.contains(
+        "the mediator carried from Defendant trust (private) (verbatim): Offer: GBP 120000.00"
+    ));
+    assert!(claimant.contains("Mr Solicitor recorded Counter-offer: GBP 180000.00"));
     assert!(claimant.contains("the mediator is with another party"));
     assert!(!claimant.contains("[Defendant trust (private)]"));
-    // The trust never saw the claimant's words, only the reframing, and was
-    // told what of its own was shared.
+    // The trust never saw the claimant's words, only the reframing and the
+    // counter-offer, and was told what of its own was shared.
     assert!(!defendant.contains("I want them to admit"));
     assert!(!defendant.contains("An apology would matter"));
     assert!(defendant.contains(
         "(reframed): The claimant's side says an apology matters as much as the amount."
     ));
+    assert!(defendant.contains("carried from Claimant (private) (verbatim): Counter-offer"));
     assert!(defendant.contains("the mediator shared"));
     assert!(!defendant.contains("on a break"));
     assert!(mediator.contains("Ms Claimant is on a break"));
-    for s in [&mediator, &claimant, &defendant] {
+    // The lawyers' side meeting: only they and the mediator heard it.
+    assert!(trust_solicitor.contains("Costs are the sticking point"));
+    assert!(!claimant.contains("Costs are the sticking point"));
+    assert!(!defendant.contains("Costs are the sticking point"));
+    for s in [&mediator, &claimant, &defendant, &trust_solicitor] {
+        assert!(s.contains("the mediator proposes \"Settlement agreement\""));
+        assert!(s.contains("the agreement is signed by everyone and countersigned"));
+        assert!(s.contains("the mediation moved to closed"));
         assert!(s.contains("the session has closed"));
         assert!(!s.contains("WARNING"), "{s}");
     }
-    // --json: one object per line, each naming its participant.
+    assert!(out.contains(
+        "verifies offline, signed by Ms Claimant, Mr Solicitor, Dr Defendant, Ms Trust Solicitor, Ms Mediator"
+    ));
+    assert!(out.contains("== The relay's signed deletion statement =="));
+    assert!(out.contains("every device deleted its room keys and messages"));
+    // --json: one object per line, each naming its participant, then the
+    // agreement, the relay's statement and the erasure.
     let json = ok(&caucus(vec!["demo".into(), "--server".into(), url, "--json".into()]).await);
     let lines = json_lines(&json);
-    assert!(
-        lines
-            .iter()
-            .all(|l| l["participant"].is_string() && l["event"]["event"].is_string())
+    let (transcript, after): (Vec<_>, Vec<_>) =
+        lines.iter().partition(|l| l["participant"].is_string());
+    assert!(transcript.iter().all(|l| l["event"]["event"].is_string()));
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(
+        after[0]["agreement"]["signers"].as_array().unwrap().len(),
+        5
     );
+    assert!(
+        after[1]["deletion_statement"]["erased"]["envelopes"]
+            .as_u64()
+            .unwrap()
+            > 20
+    );
+    assert!(after[2]["erased"].is_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,4 +379,24 @@ async fn caucus_agreement_verify_checks_a_copy_offline() {
     .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("signature"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_that_begin_with_a_hyphen_are_taken_as_ids_not_flags() {
+    // Session and message ids are base64url: one in 64 begins with `-`.
+    let (url, _stop, _dir) = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "consent",
+        "--server",
+        &url,
+        "--session",
+        "-AAAAAAAAAAAAAAAAAAAAA",
+        "--message",
+        "-not-a-message-id",
+    ];
+    let out = caucus(as_device(dir.path(), &args)).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a message id"), "{err}");
 }

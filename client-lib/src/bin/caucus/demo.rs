@@ -1,6 +1,10 @@
 //! `caucus demo`: a whole shuttle mediation against a running relay — a
-//! mediator; a claimant with her solicitor; a defendant trust — with each
-//! participant's own client and state directory, then what each one saw.
+//! mediator; a claimant with her solicitor; a defendant trust with its
+//! solicitor — with each participant's own client and state directory:
+//! individual meetings, consent to go on and to meet, offers carried both
+//! ways, a side meeting of the lawyers, the joint meeting, the signed
+//! agreement, close with the relay's deletion statement, and erasure. Then
+//! what each one saw.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,6 +12,7 @@ use std::time::Duration;
 use caucus_client::{Client, ClientError, Event, StateDir};
 use caucus_protocol::content::{Sharing, Step};
 use caucus_protocol::ids::SessionId;
+use caucus_protocol::offer::{Amount, Offer, OfferKind};
 use caucus_protocol::roster::Phase;
 use caucus_protocol::wire::PartyStatus;
 use serde_json::json;
@@ -58,9 +63,20 @@ impl Drop for Scratch {
     }
 }
 
-/// Whether an event is worth showing in the transcript.
-fn shown(event: &Event) -> bool {
-    !matches!(event, Event::Roster { .. })
+/// Whether an event is worth showing in the transcript: not roster
+/// versions, and an agreement's draft and conclusion once (each is posted
+/// in every room the reader is in).
+fn shown(event: &Event, earlier: &[Event]) -> bool {
+    match event {
+        Event::Roster { .. } => false,
+        Event::AgreementProposed { agreement, .. } => !earlier
+            .iter()
+            .any(|e| matches!(e, Event::AgreementProposed { agreement: a, .. } if a == agreement)),
+        Event::AgreementConcluded { agreement, .. } => !earlier
+            .iter()
+            .any(|e| matches!(e, Event::AgreementConcluded { agreement: a, .. } if a == agreement)),
+        _ => true,
+    }
 }
 
 pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError> {
@@ -88,6 +104,12 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
             "Mr Solicitor",
         ),
         ("Defendant trust", "defendant", parties[1], "Dr Defendant"),
+        (
+            "Trust's solicitor",
+            "trust-solicitor",
+            parties[1],
+            "Ms Trust Solicitor",
+        ),
     ] {
         let link = mediator
             .client
@@ -139,24 +161,22 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
         )
         .await?;
 
-    // Individual meeting with the trust, which makes an offer in confidence,
-    // then lets the mediator carry it.
+    // Individual meeting with the trust, which records a settlement offer
+    // for the mediator to carry.
     mediator
         .client
         .set_location(&session, Some(defendant_room), false)
         .await?;
-    let offer = people[2]
-        .client
-        .send(
-            &session,
-            &defendant_room,
-            "The trust can offer £120,000, without admission of liability.",
-            Sharing::MediatorOnly,
-        )
-        .await?;
-    people[2].client.consent(&session, &offer.message).await?;
+    let first = Offer {
+        kind: OfferKind::Offer,
+        amount: Some(Amount::parse("GBP", "120000.00")?),
+        terms: String::new(),
+        conditions: vec!["Without admission of liability".into()],
+        responds_to: None,
+    };
+    let offer = people[2].client.make_offer(&session, &first).await?;
     mediator
-        .until(|e| matches!(e, Event::Consent { message, .. } if *message == offer.message))
+        .until(|e| matches!(e, Event::Offer { message, .. } if *message == offer.message))
         .await?;
     // Both sides agree to go on; the mediator moves to negotiation.
     for i in [0, 2] {
@@ -178,15 +198,15 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
         .set_phase(&session, Phase::Negotiation)
         .await?;
 
-    // Shuttle: the offer verbatim to the claimant's side; the apology point
-    // reframed to the trust.
+    // Shuttle: the offer to the claimant's side; the apology point reframed
+    // to the trust.
     mediator
         .client
         .set_location(&session, Some(claimant_room), false)
         .await?;
-    mediator
+    let carried = mediator
         .client
-        .forward(&session, &offer.message, &claimant_room, None)
+        .carry_offer(&session, &offer.message, &claimant_room, None)
         .await?;
     mediator
         .client
@@ -197,10 +217,54 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
             Some("The claimant's side says an apology matters as much as the amount.".into()),
         )
         .await?;
+    // The claimant's solicitor counters; the mediator restates it for the trust.
+    people[1]
+        .until(|e| matches!(e, Event::OfferCarried { message, .. } if *message == carried.message))
+        .await?;
+    let counter = Offer {
+        kind: OfferKind::CounterOffer,
+        amount: Some(Amount::parse("GBP", "180000.00")?),
+        terms: "A written apology".into(),
+        conditions: vec!["The trust pays the claimant's costs".into()],
+        responds_to: Some(carried.message),
+    };
+    let countered = people[1].client.make_offer(&session, &counter).await?;
+    mediator
+        .until(|e| matches!(e, Event::Offer { message, .. } if *message == countered.message))
+        .await?;
+    mediator
+        .client
+        .carry_offer(&session, &countered.message, &defendant_room, None)
+        .await?;
     people[0]
         .client
         .set_status(&session, PartyStatus::OnBreak)
         .await?;
+
+    // A side meeting of the two solicitors with the mediator.
+    let lawyers = [
+        people[1].client.fingerprint(),
+        people[3].client.fingerprint(),
+    ];
+    let side = mediator.client.create_side_room(&session, &lawyers).await?;
+    mediator
+        .client
+        .set_location(&session, Some(side), false)
+        .await?;
+    people[3].client.sync(&session).await?;
+    people[3]
+        .client
+        .send(
+            &session,
+            &side,
+            "Costs are the sticking point; could we meet at £150,000 with costs?",
+            Sharing::MayShare,
+        )
+        .await?;
+    people[1]
+        .until(|e| matches!(e, Event::Message { room, .. } if *room == side))
+        .await?;
+    mediator.client.close_side_room(&session, &side).await?;
 
     // Both sides agree to meet: the joint room opens.
     for i in [0, 2] {
@@ -223,15 +287,6 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
         .client
         .set_location(&session, Some(joint), true)
         .await?;
-    mediator
-        .client
-        .send(
-            &session,
-            &joint,
-            "Thank you both for agreeing to meet. Shall we start with the apology?",
-            Sharing::MayShare,
-        )
-        .await?;
     people[2]
         .client
         .send(
@@ -241,9 +296,46 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
             Sharing::MayShare,
         )
         .await?;
-    mediator.settle().await;
-    mediator.client.close_session(&session).await?;
 
+    // Reality-testing and the signed agreement.
+    mediator
+        .client
+        .set_phase(&session, Phase::Agreement)
+        .await?;
+    let terms = "1. The trust pays the claimant £150,000 and her costs within 28 days.\n\
+                 2. The trust apologises in writing.";
+    let checklist = [
+        "Will it work in practice?",
+        "What if payment is late?",
+        "Who else must see it?",
+    ]
+    .map(String::from);
+    let hash = mediator
+        .client
+        .propose_agreement(&session, "Settlement agreement", terms, &checklist)
+        .await?;
+    for person in &mut people {
+        person
+            .until(
+                |e| matches!(e, Event::AgreementProposed { agreement, .. } if *agreement == hash),
+            )
+            .await?;
+        person.client.sign_agreement(&session, &hash).await?;
+    }
+    for person in &mut people {
+        person
+            .until(|e| matches!(e, Event::AgreementConcluded { .. }))
+            .await?;
+    }
+    let copy = people[0]
+        .client
+        .agreement(&session)
+        .ok_or(ClientError::Usage("no agreement concluded"))?;
+    let report = copy.verify()?;
+
+    // Close: the relay erases the session and signs a statement of it.
+    mediator.settle().await;
+    let statement = mediator.client.close_session(&session).await?;
     mediator.settle().await;
     for person in &mut people {
         person.settle().await;
@@ -262,7 +354,10 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
             line(&format!("== {} — {name} — what they saw ==", person.title));
         }
         let mut last_presence = String::new();
-        for event in person.seen.iter().filter(|e| shown(e)) {
+        for (at, event) in person.seen.iter().enumerate() {
+            if !shown(event, &person.seen[..at]) {
+                continue;
+            }
             let (text, value) = describe(&person.client, event);
             // Presence is shown only when where the mediator is changes.
             if let Event::Presence { .. } = event {
@@ -282,5 +377,37 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
             line("");
         }
     }
+    let heading = |title: &str| {
+        if !json_mode {
+            line(&format!("== {title} =="));
+        }
+    };
+    let signers: Vec<String> = report.signers.iter().map(|(n, _, _)| n.clone()).collect();
+    heading("The agreement");
+    print(
+        json_mode,
+        &format!("  verifies offline, signed by {}", signers.join(", ")),
+        json!({"agreement": report}),
+    );
+    if let Some(s) = statement {
+        let (text, value) = crate::output::statement(s.unverified());
+        heading("The relay's signed deletion statement");
+        print(
+            json_mode,
+            &format!("  {text}"),
+            json!({"deletion_statement": value}),
+        );
+    }
+    // Nothing kept longer than agreed: every device deletes its copy,
+    // keeping only the signed agreement.
+    for person in std::iter::once(&mediator).chain(people.iter()) {
+        person.client.erase(&session)?;
+    }
+    heading("Erased");
+    print(
+        json_mode,
+        "  every device deleted its room keys and messages; each keeps the signed agreement",
+        json!({"erased": session}),
+    );
     Ok(())
 }

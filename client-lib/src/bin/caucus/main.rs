@@ -102,8 +102,8 @@ enum Command {
     Forward {
         #[command(flatten)]
         at: At,
-        /// The message (its id as `listen` prints it).
-        #[arg(long)]
+        /// The message (its id as `listen` prints it; ids may begin with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         message: String,
         /// Where to: `joint`, or a party's label or id.
         #[arg(long)]
@@ -116,8 +116,8 @@ enum Command {
     Consent {
         #[command(flatten)]
         at: At,
-        /// The message (its id as `listen` prints it).
-        #[arg(long)]
+        /// The message (its id as `listen` prints it; ids may begin with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         message: String,
     },
     /// Agree, for your party, to continue after the individual meeting or to
@@ -172,7 +172,7 @@ enum Command {
         #[arg(long = "condition")]
         conditions: Vec<String>,
         /// Answer an offer you received (its message id): a counter-offer.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         counter_to: Option<String>,
         /// (Mediator) record it for this party: its label or id.
         #[arg(long = "for")]
@@ -260,8 +260,8 @@ struct At {
     /// The relay's base URL.
     #[arg(long, env = "CAUCUS_SERVER")]
     server: String,
-    /// The session id.
-    #[arg(long, env = "CAUCUS_SESSION")]
+    /// The session id (ids may begin with `-`).
+    #[arg(long, env = "CAUCUS_SESSION", allow_hyphen_values = true)]
     session: String,
 }
 

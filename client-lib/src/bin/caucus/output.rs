@@ -254,6 +254,48 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
                 json!({"event": "agreed", "session": session, "room": room, "member": member, "step": step}),
             )
         }
+        Event::AgreementProposed {
+            session,
+            room,
+            agreement,
+            title,
+            terms,
+            checklist,
+        } => (
+            format!(
+                "[{}] the mediator proposes \"{title}\" (agreement {}): {terms} — reality-testing: {}",
+                client.room_label(session, room),
+                caucus_protocol::b64::encode(&agreement.0),
+                checklist.join(" / ")
+            ),
+            json!({"event": "agreement_proposed", "session": session, "room": room, "agreement": agreement,
+                   "title": title, "terms": terms, "checklist": checklist}),
+        ),
+        Event::AgreementSigned {
+            session,
+            room,
+            member,
+            agreement,
+        } => (
+            format!(
+                "[{}] {} signed the agreement",
+                client.room_label(session, room),
+                who(client, session, member)
+            ),
+            json!({"event": "agreement_signed", "session": session, "room": room, "member": member,
+                   "agreement": agreement}),
+        ),
+        Event::AgreementConcluded {
+            session,
+            room,
+            agreement,
+        } => (
+            format!(
+                "[{}] the agreement is signed by everyone and countersigned: this device holds a copy (`caucus agreement export`)",
+                client.room_label(session, room)
+            ),
+            json!({"event": "agreement_concluded", "session": session, "room": room, "agreement": agreement}),
+        ),
         Event::Roster { session, version } => (
             format!("roster version {version} accepted"),
             json!({"event": "roster", "session": session, "version": version}),
