@@ -354,6 +354,8 @@ async fn peek_head(tcp: &TcpStream) -> Option<String> {
 }
 
 /// One client connection: the handshake through to the relay, then frames.
+// The handshake callbacks' error type is tungstenite's.
+#[allow(clippy::result_large_err)]
 async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
     let Some(head) = peek_head(&tcp).await else {
         return;
@@ -362,7 +364,10 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
     let Ok(mut upstream) = shared.relay.as_str().into_client_request() else {
         return;
     };
-    if let Some(p) = offered.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+    if let Some(p) = offered
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
         upstream.headers_mut().insert("sec-websocket-protocol", p);
     }
     let relay = tokio_tungstenite::connect_async(upstream).await;
