@@ -1379,7 +1379,8 @@ fn on_roster(shared: &Arc<Shared>, session: SessionId, roster: SignedRoster) {
     let Some(held) = held else { return };
     let offered = roster.unverified().version;
     if offered <= held {
-        return; // already applied (our own, or a repeat)
+        stale_roster(shared, session, &roster);
+        return;
     }
     let result = shared.with_session(&session, |s, _| {
         let accepted = s.view.accept_roster(roster)?;
@@ -1408,6 +1409,41 @@ fn on_roster(shared: &Arc<Shared>, session: SessionId, roster: SignedRoster) {
             shared.resubscribe(session);
         }
         Err(e) => warn(
+            shared,
+            session,
+            Warning::Verification,
+            format!("roster refused: {e}"),
+        ),
+    }
+}
+
+/// A roster not newer than the one held: a repeat of one this client
+/// accepted is harmless (the relay repeats rosters honestly too, when a
+/// catch-up and live delivery overlap) and is passed over; anything else
+/// is reported, and the held roster stays.
+fn stale_roster(shared: &Shared, session: SessionId, roster: &SignedRoster) {
+    let verdict = shared.sessions().get(&session).and_then(|s| {
+        (!s.view.is_accepted(&roster.hash())).then(|| {
+            let r = roster.verify(&s.view.mediator())?;
+            if r.session == session {
+                Ok(())
+            } else {
+                Err(caucus_protocol::Error::WrongSession)
+            }
+        })
+    });
+    match verdict {
+        None => {}
+        Some(Ok(())) => warn(
+            shared,
+            session,
+            Warning::Rollback,
+            format!(
+                "roster refused: version {} signed by the mediator but not the one accepted",
+                roster.unverified().version
+            ),
+        ),
+        Some(Err(e)) => warn(
             shared,
             session,
             Warning::Verification,

@@ -266,4 +266,8 @@ pub enum Warning {
     Verification,
     /// An envelope was a replay of one already seen.
     Replay,
+    /// The relay served a roster that is not newer than the one held, is
+    /// signed by the mediator, and is not the roster this client accepted
+    /// at that version: an older or abandoned branch. The held roster stays.
+    Rollback,
 }

@@ -195,6 +195,11 @@ impl SessionView {
         self.history.last()
     }
 
+    /// Whether the roster whose hash is `roster` is one this view accepted.
+    pub fn is_accepted(&self, roster: &Digest) -> bool {
+        self.accepted.contains_key(roster)
+    }
+
     /// The room key held for `room` at `epoch`.
     pub fn room_key(&self, room: &RoomId, epoch: u64) -> Option<&RoomKey> {
         self.keys.get(&(*room, epoch))

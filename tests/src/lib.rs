@@ -1,7 +1,10 @@
 //! Shared harness for the end-to-end tests in `tests/tests/`: a real relay
-//! on a loopback port over a real sled directory, and helpers to wait for
-//! client events.
+//! on a loopback port over a real sled directory, helpers to wait for
+//! client events, and ([`proxy`]) a hostile relay under the test's control
+//! that sits between real clients and the real relay.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test harness
+
+pub mod proxy;
 
 use std::time::Duration;
 

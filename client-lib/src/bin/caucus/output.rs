@@ -404,6 +404,7 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
                 Warning::Gap { .. } => "gap",
                 Warning::Verification => "verification",
                 Warning::Replay => "replay",
+                Warning::Rollback => "rollback",
                 _ => "other",
             };
             (
