@@ -1195,6 +1195,34 @@ async fn a_forged_forward_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_carried_offer_is_refused() {
+    let mut s = stage().await;
+    let session = s.session;
+    let mut attacker = Attacker::new(session);
+    let roster = s.mediator.roster(&session).unwrap();
+    let words = "FORGED-offer-the-trust-will-pay-everything";
+    let carried = Content::CarriedOffer(caucus_protocol::offer::CarriedOffer {
+        source_room: s.defendant_room,
+        source_message: Digest([2; 32]),
+        mode: ForwardMode::Verbatim,
+        offer: caucus_protocol::offer::Offer {
+            kind: caucus_protocol::offer::OfferKind::Offer,
+            amount: Some(caucus_protocol::offer::Amount::parse("GBP", "9999999.00").unwrap()),
+            terms: words.into(),
+            conditions: vec![],
+            responds_to: None,
+        },
+    });
+    let header = next_header(&s.proxy, &roster, s.claimant_room, s.m());
+    let env = attacker.envelope(header, &carried);
+    s.proxy.inject_to(&s.c(), envelope_event(1, &env)).await;
+    let events = settle(&mut s.claimant, &session).await;
+    assert_eq!(warnings(&events), vec![Warning::Verification]);
+    assert_refused(&s.claimant, &session, &events, &verification(), words);
+    assert!(s.claimant.offers(&session).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_share_receipt_is_refused() {
     let mut s = stage().await;
     let session = s.session;
