@@ -337,6 +337,27 @@ fn posted(proxy: &Proxy, who: &Fingerprint, client: &Client, session: &SessionId
 }
 
 /// Send `text` from `from` in `room` and wait until `to` shows it.
+/// The claimant says `words` in its private room: its envelope as posted,
+/// and a copy whose header names `room` at that room's current epoch.
+async fn said_then_moved(s: &mut Stage, words: &str, room: RoomId) -> (Envelope, Envelope) {
+    let session = s.session;
+    let own = s.claimant_room;
+    say(&s.claimant, &mut s.mediator, &session, &own, words).await;
+    let env = posted(&s.proxy, &s.c(), &s.mediator, &session);
+    let epoch = s
+        .mediator
+        .roster(&session)
+        .unwrap()
+        .room(&room)
+        .unwrap()
+        .epoch;
+    let into = moved(&env, |h| {
+        h.room = room;
+        h.epoch = epoch;
+    });
+    (env, into)
+}
+
 async fn say(from: &Client, to: &mut Client, session: &SessionId, room: &RoomId, text: &str) {
     from.send(session, room, text, Sharing::MayShare)
         .await
@@ -657,26 +678,8 @@ async fn an_envelope_moved_from_a_private_room_to_the_joint_room_is_refused() {
     let mut s = stage().await;
     let session = s.session;
     let words = "MOVED-private-to-joint-our-bottom-line";
-    say(
-        &s.claimant,
-        &mut s.mediator,
-        &session,
-        &s.claimant_room,
-        words,
-    )
-    .await;
-    let env = posted(&s.proxy, &s.c(), &s.mediator, &session);
-    let joint_epoch = s
-        .mediator
-        .roster(&session)
-        .unwrap()
-        .room(&s.joint)
-        .unwrap()
-        .epoch;
-    let into_joint = moved(&env, |h| {
-        h.room = s.joint;
-        h.epoch = joint_epoch;
-    });
+    let joint = s.joint;
+    let (env, into_joint) = said_then_moved(&mut s, words, joint).await;
     // To the other party: moved into a room they are in, and as it was.
     s.proxy
         .inject_to(&s.d(), envelope_event(1, &into_joint))
@@ -709,26 +712,8 @@ async fn an_envelope_moved_to_another_partys_room_is_refused() {
     let mut s = stage().await;
     let session = s.session;
     let words = "MOVED-to-the-other-party";
-    say(
-        &s.claimant,
-        &mut s.mediator,
-        &session,
-        &s.claimant_room,
-        words,
-    )
-    .await;
-    let env = posted(&s.proxy, &s.c(), &s.mediator, &session);
-    let epoch = s
-        .mediator
-        .roster(&session)
-        .unwrap()
-        .room(&s.defendant_room)
-        .unwrap()
-        .epoch;
-    let into_theirs = moved(&env, |h| {
-        h.room = s.defendant_room;
-        h.epoch = epoch;
-    });
+    let theirs = s.defendant_room;
+    let (_, into_theirs) = said_then_moved(&mut s, words, theirs).await;
     for who in [s.d(), s.m()] {
         s.proxy
             .inject_to(&who, envelope_event(1, &into_theirs))
