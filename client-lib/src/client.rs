@@ -1031,8 +1031,10 @@ impl Client {
     /// kept. The relay refuses while it still keeps the session's data.
     pub async fn deletion_statement(&self, session: &SessionId) -> Result<SignedDeletionStatement> {
         if let Some(bytes) = self.shared.dir.kept(session, Kept::Deletion)? {
-            return Ok(SignedDeletionStatement::from_bytes(&bytes)
-                .map_err(caucus_protocol::Error::from)?);
+            let kept = SignedDeletionStatement::from_bytes(&bytes)
+                .map_err(caucus_protocol::Error::from)?;
+            kept.verify()?;
+            return Ok(kept);
         }
         let statement = self
             .shared

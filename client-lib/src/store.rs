@@ -110,7 +110,9 @@ fn private_dir(path: &Path) -> Result<(), ClientError> {
 /// Write `bytes` to `path` whole: a temporary file readable by the owner
 /// only, synced, then renamed over the old one.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -1033,15 +1033,19 @@ impl Hub {
         }
         let keep = self.config.statement_retention.as_secs();
         let mut batch = sled::Batch::default();
+        let mut expired = 0;
         for id in self.store.sessions(Kind::Deleted)? {
             if self
                 .statement(&id)?
                 .is_some_and(|s| s.unverified().erased_at.saturating_add(keep) <= now())
             {
                 batch.remove(store::key(Kind::Deleted, &id, &[]));
+                expired += 1;
             }
         }
-        self.store.commit(batch).await?;
+        if expired > 0 {
+            self.store.commit(batch).await?;
+        }
         Ok(())
     }
 

@@ -148,7 +148,7 @@ impl Server {
         let next_id = AtomicU64::new(1);
         let mut tasks = JoinSet::new();
         let sweeper = tokio::spawn(sweep(hub.clone(), stop_rx.clone()));
-        tracing::info!(addr = %listener.local_addr()?, data_dir = %hub.config.data_dir.display(), "relay listening");
+        tracing::info!(addr = %listener.local_addr()?, data_dir = %hub.config.data_dir.display(), relay = %hub.relay.fingerprint(), "relay listening");
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

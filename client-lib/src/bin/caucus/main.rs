@@ -543,7 +543,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             if is_offer {
                 if reframe.is_some() {
                     return Err(ClientError::Usage(
-                        "an offer is carried verbatim here; restate it with `caucus offer --for`",
+                        "the command line carries an offer verbatim (the library's carry_offer can restate it)",
                     ));
                 }
                 client
