@@ -240,7 +240,9 @@ impl<'a> Reader<'a> {
     ///
     /// The count is not trusted for allocation: every item takes at least one
     /// byte, so a count larger than the remaining input fails before any
-    /// allocation is made.
+    /// allocation is made. An item can take far more memory than input, so
+    /// the space reserved up front is also capped at the size of the
+    /// remaining input; a longer list grows as its items actually decode.
     pub fn list<T>(
         &mut self,
         mut f: impl FnMut(&mut Self) -> Result<T, DecodeError>,
@@ -251,7 +253,8 @@ impl<'a> Reader<'a> {
                 needed: count - self.rest.len(),
             });
         }
-        let mut out = Vec::with_capacity(count);
+        let fits = self.rest.len() / std::mem::size_of::<T>().max(1);
+        let mut out = Vec::with_capacity(count.min(fits));
         for _ in 0..count {
             out.push(f(self)?);
         }
