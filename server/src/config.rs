@@ -61,6 +61,11 @@ pub struct Args {
     /// Seconds a closed session's data is kept before deletion [default: 0, at close].
     #[arg(long, env = "CAUCUS_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
+    /// BENCHMARKING AID, UNSAFE: acknowledge and deliver writes once applied
+    /// in memory, before the flush; a crash or `kill -9` can lose what was
+    /// acknowledged [default: false].
+    #[arg(long, env = "CAUCUS_UNSAFE_ACK_BEFORE_COMMIT", num_args = 0..=1, default_missing_value = "true")]
+    pub unsafe_ack_before_commit: Option<bool>,
 }
 
 /// The settings in force.
@@ -92,6 +97,9 @@ pub struct Config {
     pub auth: Duration,
     /// Keep a closed session's data this long.
     pub retention: Duration,
+    /// Benchmarking aid, unsafe: acknowledge writes before their flush
+    /// (`--unsafe-ack-before-commit`; see `docs/operations.md`).
+    pub unsafe_ack_before_commit: bool,
 }
 
 /// Why the configuration could not be read.
@@ -145,6 +153,7 @@ impl Config {
             idle: Duration::from_secs(pick!(idle_secs, 60)),
             auth: Duration::from_secs(pick!(auth_secs, 10)),
             retention: Duration::from_secs(pick!(retention_secs, 0)),
+            unsafe_ack_before_commit: pick!(unsafe_ack_before_commit, false),
         };
         config.validate()?;
         Ok(config)

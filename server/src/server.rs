@@ -103,7 +103,13 @@ impl Server {
             source,
         })?;
         let metrics = Arc::new(Metrics::default());
-        let (store, committer) = Store::open(&config.data_dir, 65_536, metrics.clone())?;
+        let durable = !config.unsafe_ack_before_commit;
+        if !durable {
+            tracing::warn!(
+                "--unsafe-ack-before-commit: acknowledged writes can be lost in a crash (benchmarking aid)"
+            );
+        }
+        let (store, committer) = Store::open(&config.data_dir, 65_536, metrics.clone(), durable)?;
         let tls = match &config.tls {
             Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
             None => None,

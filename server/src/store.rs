@@ -109,15 +109,18 @@ pub(crate) struct Store {
 impl Store {
     /// Open (or create) the store in `dir` and start its committer, which
     /// stops once every `Store` clone is dropped and all commits are done.
+    /// With `durable` false (`--unsafe-ack-before-commit`, a benchmarking
+    /// aid) a commit's follow-up runs before the flush.
     pub(crate) fn open(
         dir: &Path,
         queue: usize,
         metrics: std::sync::Arc<Metrics>,
+        durable: bool,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), StoreError> {
         let db = sled::Config::new().path(dir).open()?;
         let tree = db.open_tree("caucus")?;
         let (commits, rx) = mpsc::channel(queue);
-        let committer = tokio::spawn(run_committer(db, tree.clone(), rx, metrics));
+        let committer = tokio::spawn(run_committer(db, tree.clone(), rx, metrics, durable));
         Ok((Self { tree, commits }, committer))
     }
 
@@ -224,22 +227,34 @@ impl Store {
     }
 }
 
-/// Apply queued batches in order, one flush per group.
+/// Apply queued batches in order, one flush per group. Not `durable`: run
+/// each follow-up as soon as its batch is applied and leave the flush to
+/// sled's own background flusher (every 500 ms).
 async fn run_committer(
     db: sled::Db,
     tree: sled::Tree,
     mut rx: mpsc::Receiver<Commit>,
     metrics: std::sync::Arc<Metrics>,
+    durable: bool,
 ) {
     const MAX_GROUP: usize = 512;
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         let started = Instant::now();
-        let mut applied = Vec::with_capacity(group.len());
+        let size = group.len();
+        let mut applied = Vec::with_capacity(size);
         for commit in group.drain(..) {
             let Commit { batch, then } = commit;
             let result = tree.apply_batch(batch).map_err(|e| e.to_string());
-            applied.push((result, then));
+            if durable {
+                applied.push((result, then));
+            } else {
+                then(result);
+            }
+        }
+        if !durable {
+            metrics.observe_commit(started.elapsed(), size);
+            continue;
         }
         let flushed = db
             .flush_async()
