@@ -179,11 +179,11 @@ impl Server {
                         let limit = hub.config.auth;
                         match tls {
                             Some(tls) => {
-                                if let Ok(Ok(stream)) = tokio::time::timeout(limit, tls.accept(stream)).await {
-                                    route(hub, stream, id, peer, permit, stop).await;
+                                if let Ok(Ok(stream)) = tokio::time::timeout(limit, Box::pin(tls.accept(stream))).await {
+                                    Box::pin(route(hub, stream, id, peer, permit, stop)).await;
                                 }
                             }
-                            None => route(hub, stream, id, peer, permit, stop).await,
+                            None => Box::pin(route(hub, stream, id, peer, permit, stop)).await,
                         }
                     });
                 }
@@ -242,7 +242,8 @@ async fn route<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(Ok((route, head))) = tokio::time::timeout(hub.config.auth, read_head(&mut stream)).await
+    let Ok(Ok((route, head))) =
+        tokio::time::timeout(hub.config.auth, Box::pin(read_head(&mut stream))).await
     else {
         return;
     };
