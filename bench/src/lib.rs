@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn the_key_is_the_tail_of_the_envelope_text() {
         let b64 = "AAAAgwABEREREREREREREREREREREUREREREREREREREREREREQ";
-        assert_eq!(key_of(b64), Some("REREREREREREREEQ"));
+        assert_eq!(key_of(b64), Some("EREREREREREREREQ"));
         assert_eq!(key_of("short"), None);
         let frame = format!(r#"{{"type":"envelope","v":1,"index":7,"envelope":"{b64}"}}"#);
         assert_eq!(key_in_event(&frame), key_of(b64));

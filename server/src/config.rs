@@ -189,3 +189,22 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(flags: &[&str]) -> Config {
+        let args =
+            Args::try_parse_from(std::iter::once("caucus-server").chain(flags.iter().copied()));
+        Config::from_args(args.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn acknowledgements_wait_for_the_flush_unless_the_benchmarking_flag_says_otherwise() {
+        assert!(!parse(&[]).unsafe_ack_before_commit);
+        assert!(parse(&["--unsafe-ack-before-commit"]).unsafe_ack_before_commit);
+        assert!(!parse(&["--unsafe-ack-before-commit", "false"]).unsafe_ack_before_commit);
+    }
+}

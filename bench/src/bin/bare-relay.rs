@@ -63,8 +63,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 async fn connection(stream: tokio::net::TcpStream, id: u64, rooms: Arc<Rooms>) {
     // The Caucus relay's websocket settings.
     let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
+        .read_buffer_size(1024)
+        .write_buffer_size(8 * 1024)
         .max_write_buffer_size(2 << 20)
         .max_message_size(Some(1 << 20))
         .max_frame_size(Some(1 << 20));
