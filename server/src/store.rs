@@ -227,9 +227,16 @@ impl Store {
     }
 }
 
-/// Apply queued batches in order, one flush per group. Not `durable`: run
-/// each follow-up as soon as its batch is applied and leave the flush to
-/// sled's own background flusher (every 500 ms).
+/// Batches applied but not yet flushed, with their follow-ups.
+type Applied = Vec<(
+    Result<(), String>,
+    Box<dyn FnOnce(Result<(), String>) + Send>,
+)>;
+
+/// Apply queued batches in order, up to 512 at a time, and hand each group to
+/// the flusher; applying the next group overlaps with flushing the last.
+/// Not `durable`: run each follow-up as soon as its batch is applied and
+/// leave the flush to sled's own background flusher (every 500 ms).
 async fn run_committer(
     db: sled::Db,
     tree: sled::Tree,
@@ -238,11 +245,13 @@ async fn run_committer(
     durable: bool,
 ) {
     const MAX_GROUP: usize = 512;
+    let (to_flusher, applied_groups) = mpsc::channel(4);
+    let flusher = tokio::spawn(run_flusher(db.clone(), applied_groups, metrics.clone()));
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         let started = Instant::now();
         let size = group.len();
-        let mut applied = Vec::with_capacity(size);
+        let mut applied: Applied = Vec::with_capacity(size);
         for commit in group.drain(..) {
             let Commit { batch, then } = commit;
             let result = tree.apply_batch(batch).map_err(|e| e.to_string());
@@ -254,17 +263,36 @@ async fn run_committer(
         }
         if !durable {
             metrics.observe_commit(started.elapsed(), size);
-            continue;
+        } else if to_flusher.send((started, applied)).await.is_err() {
+            break;
         }
+    }
+    drop(to_flusher);
+    let _ = flusher.await;
+    let _ = db.flush();
+}
+
+/// Flush the groups the committer has applied, every group waiting at once,
+/// then run their follow-ups in commit order. A flush covers every write
+/// applied before it starts, so no follow-up runs before its batch is
+/// durable.
+async fn run_flusher(
+    db: sled::Db,
+    mut rx: mpsc::Receiver<(Instant, Applied)>,
+    metrics: std::sync::Arc<Metrics>,
+) {
+    let mut groups = Vec::new();
+    while rx.recv_many(&mut groups, 64).await > 0 {
         let flushed = db
             .flush_async()
             .await
             .map(|_| ())
             .map_err(|e| e.to_string());
-        metrics.observe_commit(started.elapsed(), applied.len());
-        for (result, then) in applied {
-            then(result.and(flushed.clone()));
+        for (started, applied) in groups.drain(..) {
+            metrics.observe_commit(started.elapsed(), applied.len());
+            for (result, then) in applied {
+                then(result.and(flushed.clone()));
+            }
         }
     }
-    let _ = db.flush();
 }

@@ -61,6 +61,10 @@ pub(crate) struct Run {
     pub(crate) loadgen_cpu: f64,
     pub(crate) errors: u64,
     pub(crate) unknown: u64,
+    /// Caucus only: mean group-commit time (apply and flush), ms.
+    pub(crate) commit_ms: f64,
+    /// Caucus only: mean batches per group commit.
+    pub(crate) commit_group: f64,
 }
 
 struct Slot {
@@ -408,8 +412,9 @@ pub(crate) async fn drive(
     sockets: Vec<Ws>,
     mode: Mode,
     timing: Timing,
-    relay_pid: u32,
+    relay: (u32, &str),
 ) -> anyhow::Result<Run> {
+    let (relay_pid, relay_url) = relay;
     // Slots: each member's pool, in member order.
     let mut slots = Vec::new();
     let mut keys = HashMap::new();
@@ -495,6 +500,7 @@ pub(crate) async fn drive(
     let pid = relay_pid.to_string();
     tokio::time::sleep(timing.warmup).await;
     table.measuring.store(true, Ordering::Relaxed);
+    let commits0 = crate::procs::commits(relay_url).await;
     let (relay0, self0, t0) = (
         crate::procs::cpu_seconds(&pid),
         crate::procs::cpu_seconds("self"),
@@ -507,6 +513,7 @@ pub(crate) async fn drive(
         crate::procs::cpu_seconds(&pid),
         crate::procs::cpu_seconds("self"),
     );
+    let commits = commits0.since(crate::procs::commits(relay_url).await);
     let _ = stop_tx.send(true);
     let mut samples = Vec::new();
     for w in writers {
@@ -527,6 +534,8 @@ pub(crate) async fn drive(
         loadgen_cpu: (self1 - self0) / elapsed,
         errors: table.errors.load(Ordering::Relaxed),
         unknown: table.unknown.load(Ordering::Relaxed),
+        commit_ms: 1000.0 * commits.seconds / commits.groups.max(1.0),
+        commit_group: commits.batches / commits.groups.max(1.0),
     })
 }
 

@@ -140,7 +140,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 window: args.window,
             },
             timing,
-            0,
+            (0, url),
         )
         .await?;
         println!("{run:#?}");
@@ -230,11 +230,7 @@ async fn measure_all(
         .unwrap_or_default();
     let half = median(&caucus_posts) / 2.0;
     report.half_load_posts_per_sec = half;
-    let mut half_load: Vec<(Kind, Vec<Run>)> = kinds
-        .iter()
-        .filter(|k| **k != Kind::CaucusNoFlush)
-        .map(|k| (*k, Vec::new()))
-        .collect();
+    let mut half_load: Vec<(Kind, Vec<Run>)> = kinds.iter().map(|k| (*k, Vec::new())).collect();
     for round in 0..args.repeat {
         for (kind, runs) in &mut half_load {
             let run = one_run(
@@ -306,7 +302,15 @@ async fn one_run(
     let relay = Relay::start(kind, bins, scratch).await?;
     let result = async {
         let socks = drive::join_all(kind, &relay.url, sessions).await?;
-        drive::drive(kind, sessions, socks, mode, timing, relay.pid()).await
+        drive::drive(
+            kind,
+            sessions,
+            socks,
+            mode,
+            timing,
+            (relay.pid(), &relay.url),
+        )
+        .await
     }
     .await;
     relay.stop().await;
@@ -492,6 +496,15 @@ fn runs_of<'a>(list: &'a [(String, Vec<Run>)], kind: Kind) -> Option<&'a [Run]> 
         .map(|(_, r)| r.as_slice())
 }
 
+fn commit_cell(runs: &[Run]) -> String {
+    let group = med(runs, |x| x.commit_group);
+    if group > 0.0 {
+        format!("{:.1} / {group:.0}", med(runs, |x| x.commit_ms))
+    } else {
+        "—".into()
+    }
+}
+
 fn status(met: bool) -> &'static str {
     if met { "MET" } else { "NOT MET" }
 }
@@ -508,13 +521,13 @@ fn print_report(r: &Report) {
     println!();
     println!("Saturation (closed loop)");
     println!(
-        "| relay | delivered env/s | posts/s | p50 µs | p99 µs | p99.9 µs | relay CPU (cores) | relay peak RSS MiB | load-gen CPU |"
+        "| relay | delivered env/s | posts/s | p50 µs | p99 µs | p99.9 µs | relay CPU (cores) | relay peak RSS MiB | load-gen CPU | group commit ms / batches |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, runs) in &r.saturation {
         let l = med_latency(runs);
         println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {} |",
             med(runs, |x| x.delivered_per_sec),
             med(runs, |x| x.posts_per_sec),
             l.p50,
@@ -523,6 +536,7 @@ fn print_report(r: &Report) {
             med(runs, |x| x.relay_cpu),
             med(runs, |x| x.relay_peak_mib),
             med(runs, |x| x.loadgen_cpu),
+            commit_cell(runs),
         );
     }
     println!();
@@ -530,17 +544,20 @@ fn print_report(r: &Report) {
         "Half of Caucus's durable saturation: {:.0} posts/s offered, open loop",
         r.half_load_posts_per_sec
     );
-    println!("| relay | delivered env/s | p50 µs | p99 µs | p99.9 µs | relay CPU (cores) |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| relay | delivered env/s | p50 µs | p99 µs | p99.9 µs | relay CPU (cores) | group commit ms / batches |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, runs) in &r.half_load {
         let l = med_latency(runs);
         println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {} |",
             med(runs, |x| x.delivered_per_sec),
             l.p50,
             l.p99,
             l.p999,
             med(runs, |x| x.relay_cpu),
+            commit_cell(runs),
         );
     }
     println!();

@@ -183,3 +183,54 @@ pub(crate) fn mem_kib_total() -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// The Caucus relay's group commits so far, from `GET /metrics`: how many
+/// groups, how many batches, and the seconds they took (apply and flush).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub(crate) struct Commits {
+    pub(crate) groups: f64,
+    pub(crate) batches: f64,
+    pub(crate) seconds: f64,
+}
+
+impl Commits {
+    /// The commits between `self` (earlier) and `later`.
+    pub(crate) fn since(self, later: Self) -> Self {
+        Self {
+            groups: later.groups - self.groups,
+            batches: later.batches - self.batches,
+            seconds: later.seconds - self.seconds,
+        }
+    }
+}
+
+/// Read the relay's commit counters (zero if it has none, as for the
+/// bare relay and nats-server).
+pub(crate) async fn commits(url: &str) -> Commits {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(addr) = url.strip_prefix("ws://") else {
+        return Commits::default();
+    };
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return Commits::default();
+    };
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut body = String::new();
+    if s.write_all(request.as_bytes()).await.is_err() || s.read_to_string(&mut body).await.is_err()
+    {
+        return Commits::default();
+    }
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    Commits {
+        groups: value("caucus_commit_seconds_count "),
+        batches: value("caucus_commits_total "),
+        seconds: value("caucus_commit_seconds_sum "),
+    }
+}
