@@ -65,6 +65,11 @@ pub struct Args {
     /// collect [default: 2592000, 30 days].
     #[arg(long, env = "CAUCUS_STATEMENT_RETENTION_SECS")]
     pub statement_retention_secs: Option<u64>,
+    /// BENCHMARKING AID, UNSAFE: acknowledge and deliver writes once applied
+    /// in memory, before the flush; a crash or `kill -9` can lose what was
+    /// acknowledged [default: false].
+    #[arg(long, env = "CAUCUS_UNSAFE_ACK_BEFORE_COMMIT", num_args = 0..=1, default_missing_value = "true")]
+    pub unsafe_ack_before_commit: Option<bool>,
 }
 
 /// The settings in force.
@@ -98,6 +103,9 @@ pub struct Config {
     pub retention: Duration,
     /// Keep a deletion statement this long after the erasure.
     pub statement_retention: Duration,
+    /// Benchmarking aid, unsafe: acknowledge writes before their flush
+    /// (`--unsafe-ack-before-commit`; see `docs/operations.md`).
+    pub unsafe_ack_before_commit: bool,
 }
 
 /// Why the configuration could not be read.
@@ -152,6 +160,7 @@ impl Config {
             auth: Duration::from_secs(pick!(auth_secs, 10)),
             retention: Duration::from_secs(pick!(retention_secs, 0)),
             statement_retention: Duration::from_secs(pick!(statement_retention_secs, 2_592_000)),
+            unsafe_ack_before_commit: pick!(unsafe_ack_before_commit, false),
         };
         config.validate()?;
         Ok(config)
@@ -185,5 +194,24 @@ impl Config {
             Some((_, why)) => Err(Invalid(why)),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(flags: &[&str]) -> Config {
+        let args =
+            Args::try_parse_from(std::iter::once("caucus-server").chain(flags.iter().copied()));
+        Config::from_args(args.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn acknowledgements_wait_for_the_flush_unless_the_benchmarking_flag_says_otherwise() {
+        assert!(!parse(&[]).unsafe_ack_before_commit);
+        assert!(parse(&["--unsafe-ack-before-commit"]).unsafe_ack_before_commit);
+        assert!(!parse(&["--unsafe-ack-before-commit", "false"]).unsafe_ack_before_commit);
     }
 }

@@ -643,12 +643,8 @@ impl Hub {
             let index = s.next.get(&h.room).copied().unwrap_or(0) + 1;
             let mut batch = sled::Batch::default();
             let bytes = envelope.to_bytes();
+            let event = crate::outbox::envelope_frame(index, &bytes);
             batch.insert(store::log_key(&h.session, &h.room, index), bytes);
-            let event: Arc<str> = frame(&Event::Envelope {
-                v: PROTOCOL_VERSION,
-                index,
-                envelope: Encoded(envelope),
-            })?;
             let delivery_state = state.clone();
             let metrics = self.metrics.clone();
             let room_id = h.room;
@@ -826,12 +822,7 @@ impl Hub {
                 if envelope.header().epoch < part.since {
                     return Ok((index, None));
                 }
-                let event = Event::Envelope {
-                    v: PROTOCOL_VERSION,
-                    index,
-                    envelope: Encoded(envelope),
-                };
-                Ok((index, Some(frame(&event)?)))
+                Ok((index, Some(crate::outbox::envelope_frame(index, &bytes))))
             })
             .collect()
     }

@@ -2,11 +2,30 @@
 //! reader: a frame that does not fit marks the connection as lagging, and its
 //! task closes it with close code 4000 so the client can resume.
 
+use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use caucus_protocol::envelope::PROTOCOL_VERSION;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
+
+/// An `envelope` event frame for the envelope whose canonical bytes are
+/// `envelope`: exactly the JSON of serializing `Event::Envelope`, written
+/// directly. The hot paths (every delivery, every envelope of a catch-up)
+/// so skip decoding and re-encoding the envelope and scanning its
+/// base64url, which never needs escaping, for characters to escape.
+pub(crate) fn envelope_frame(index: u64, envelope: &[u8]) -> Arc<str> {
+    let b64 = caucus_protocol::b64::encode(envelope);
+    let mut frame = String::with_capacity(b64.len() + 64);
+    let _ = write!(
+        frame,
+        "{{\"type\":\"envelope\",\"v\":{PROTOCOL_VERSION},\"index\":{index},\"envelope\":\""
+    );
+    frame.push_str(&b64);
+    frame.push_str("\"}");
+    frame.into()
+}
 
 /// The sending half of one connection's queue.
 pub(crate) struct Outbox {
@@ -63,6 +82,52 @@ impl Outbox {
     pub(crate) async fn cut_off(&self) {
         if !self.lagged() {
             self.cut.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use caucus_protocol::codec::Canonical;
+    use caucus_protocol::content::{Content, Sharing};
+    use caucus_protocol::identity::DeviceKeys;
+    use caucus_protocol::ids::SessionId;
+    use caucus_protocol::wire::{Encoded, Event};
+
+    #[test]
+    fn envelope_frames_are_the_serialized_event() {
+        let mediator = DeviceKeys::generate().unwrap();
+        let session = SessionId::random().unwrap();
+        let mut builder =
+            caucus_protocol::builder::RosterBuilder::new(session, &mediator, "M").unwrap();
+        builder.add_party("P").unwrap();
+        let (roster, keys) = builder.sign(&mediator).unwrap();
+        let mut view = caucus_protocol::session::SessionView::new(session, mediator.fingerprint());
+        view.accept_roster(roster.clone()).unwrap();
+        for k in &keys {
+            view.seal_key_bundle(&mediator, k).unwrap();
+        }
+        let room = roster.unverified().rooms[0].id;
+        let envelope = view
+            .seal(
+                &mediator,
+                &room,
+                &Content::Text {
+                    sharing: Sharing::MediatorOnly,
+                    body: "words \"quoted\" \\ and more".into(),
+                },
+            )
+            .unwrap();
+        for index in [1, 42, u64::MAX] {
+            let serde = serde_json::to_string(&Event::Envelope {
+                v: PROTOCOL_VERSION,
+                index,
+                envelope: Encoded(envelope.clone()),
+            })
+            .unwrap();
+            assert_eq!(&*envelope_frame(index, &envelope.to_bytes()), serde);
         }
     }
 }

@@ -107,7 +107,13 @@ impl Server {
         })?;
         let metrics = Arc::new(Metrics::default());
         let relay = crate::relay_key::load_or_create(&config.data_dir)?;
-        let (store, committer) = Store::open(&config.data_dir, 65_536, metrics.clone())?;
+        let durable = !config.unsafe_ack_before_commit;
+        if !durable {
+            tracing::warn!(
+                "--unsafe-ack-before-commit: acknowledged writes can be lost in a crash (benchmarking aid)"
+            );
+        }
+        let (store, committer) = Store::open(&config.data_dir, 65_536, metrics.clone(), durable)?;
         let tls = match &config.tls {
             Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
             None => None,
@@ -177,11 +183,11 @@ impl Server {
                         let limit = hub.config.auth;
                         match tls {
                             Some(tls) => {
-                                if let Ok(Ok(stream)) = tokio::time::timeout(limit, tls.accept(stream)).await {
-                                    route(hub, stream, id, peer, permit, stop).await;
+                                if let Ok(Ok(stream)) = tokio::time::timeout(limit, Box::pin(tls.accept(stream))).await {
+                                    Box::pin(route(hub, stream, id, peer, permit, stop)).await;
                                 }
                             }
-                            None => route(hub, stream, id, peer, permit, stop).await,
+                            None => Box::pin(route(hub, stream, id, peer, permit, stop)).await,
                         }
                     });
                 }
@@ -240,7 +246,8 @@ async fn route<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(Ok((route, head))) = tokio::time::timeout(hub.config.auth, read_head(&mut stream)).await
+    let Ok(Ok((route, head))) =
+        tokio::time::timeout(hub.config.auth, Box::pin(read_head(&mut stream))).await
     else {
         return;
     };

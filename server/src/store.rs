@@ -111,15 +111,18 @@ pub(crate) struct Store {
 impl Store {
     /// Open (or create) the store in `dir` and start its committer, which
     /// stops once every `Store` clone is dropped and all commits are done.
+    /// With `durable` false (`--unsafe-ack-before-commit`, a benchmarking
+    /// aid) a commit's follow-up runs before the flush.
     pub(crate) fn open(
         dir: &Path,
         queue: usize,
         metrics: std::sync::Arc<Metrics>,
+        durable: bool,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), StoreError> {
         let db = sled::Config::new().path(dir).open()?;
         let tree = db.open_tree("caucus")?;
         let (commits, rx) = mpsc::channel(queue);
-        let committer = tokio::spawn(run_committer(db, tree.clone(), rx, metrics));
+        let committer = tokio::spawn(run_committer(db, tree.clone(), rx, metrics, durable));
         Ok((Self { tree, commits }, committer))
     }
 
@@ -232,32 +235,72 @@ impl Store {
     }
 }
 
-/// Apply queued batches in order, one flush per group.
+/// Batches applied but not yet flushed, with their follow-ups.
+type Applied = Vec<(
+    Result<(), String>,
+    Box<dyn FnOnce(Result<(), String>) + Send>,
+)>;
+
+/// Apply queued batches in order, up to 512 at a time, and hand each group to
+/// the flusher; applying the next group overlaps with flushing the last.
+/// Not `durable`: run each follow-up as soon as its batch is applied and
+/// leave the flush to sled's own background flusher (every 500 ms).
 async fn run_committer(
     db: sled::Db,
     tree: sled::Tree,
     mut rx: mpsc::Receiver<Commit>,
     metrics: std::sync::Arc<Metrics>,
+    durable: bool,
 ) {
     const MAX_GROUP: usize = 512;
+    let (to_flusher, applied_groups) = mpsc::channel(4);
+    let flusher = tokio::spawn(run_flusher(db.clone(), applied_groups, metrics.clone()));
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         let started = Instant::now();
-        let mut applied = Vec::with_capacity(group.len());
+        let size = group.len();
+        let mut applied: Applied = Vec::with_capacity(size);
         for commit in group.drain(..) {
             let Commit { batch, then } = commit;
             let result = tree.apply_batch(batch).map_err(|e| e.to_string());
-            applied.push((result, then));
+            if durable {
+                applied.push((result, then));
+            } else {
+                then(result);
+            }
         }
+        if !durable {
+            metrics.observe_commit(started.elapsed(), size);
+        } else if to_flusher.send((started, applied)).await.is_err() {
+            break;
+        }
+    }
+    drop(to_flusher);
+    let _ = flusher.await;
+    let _ = db.flush();
+}
+
+/// Flush the groups the committer has applied, every group waiting at once,
+/// then run their follow-ups in commit order. A flush covers every write
+/// applied before it starts, so no follow-up runs before its batch is
+/// durable.
+async fn run_flusher(
+    db: sled::Db,
+    mut rx: mpsc::Receiver<(Instant, Applied)>,
+    metrics: std::sync::Arc<Metrics>,
+) {
+    let mut groups = Vec::new();
+    while rx.recv_many(&mut groups, 64).await > 0 {
         let flushed = db
             .flush_async()
             .await
             .map(|_| ())
             .map_err(|e| e.to_string());
-        metrics.observe_commit(started.elapsed(), applied.len());
-        for (result, then) in applied {
-            then(result.and(flushed.clone()));
+        for (started, applied) in groups.drain(..) {
+            metrics.observe_commit(started.elapsed(), applied.len());
+            for (result, then) in applied {
+                then(result.and(flushed.clone()));
+            }
         }
     }
-    let _ = db.flush();
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The Caucus benchmark, end to end (docs/performance.md):
+#
+#   bench/run.sh [caucus-bench flags…]     e.g. bench/run.sh --repeat 5 --json figures.json
+#
+# Installs nats-server from Debian's package if it is missing, builds the
+# relay, the bare relay and the load generator in release mode, raises the
+# file-descriptor limit for the 10,000-connection measurement, and runs
+# caucus-bench, which starts each relay on loopback in turn (its own scratch
+# directory under $TMPDIR), drives it, prints the figures, the ratios and
+# each target as met or not met, and stops every relay it started. A
+# default run takes about five minutes on two cores.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+    echo "installing nats-server (Debian package)…" >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server >/dev/null
+    # The package enables a system service; the benchmark runs its own.
+    $SUDO systemctl disable --now nats-server >/dev/null 2>&1 || true
+fi
+NATS="$(command -v nats-server || echo /usr/sbin/nats-server)"
+
+cargo build --release --locked -p caucus-server -p caucus-bench
+
+# 10,000 client sockets in the load generator and as many in the relay, plus
+# the relays' own files: each process needs well over 10,000 descriptors.
+want=20000
+hard="$(ulimit -Hn)"
+if [ "$hard" != "unlimited" ] && [ "$hard" -lt "$want" ]; then want="$hard"; fi
+ulimit -n "$want"
+if [ "$want" -lt 10100 ]; then
+    echo "warning: only $want file descriptors; pass --idle-connections N with N < $((want - 100))" >&2
+fi
+
+exec target/release/caucus-bench --nats "$NATS" "$@"

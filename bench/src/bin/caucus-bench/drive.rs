@@ -1,0 +1,660 @@
+//! Driving a relay: one websocket per member, the same fan-out on every
+//! relay, and the bookkeeping that turns deliveries into throughput and
+//! send-to-delivery latency.
+//!
+//! Every pre-sealed envelope is a *slot*. A slot is sent, then counts down
+//! its deliveries (one per other member of its room); when the last arrives
+//! it goes back to its sender, which may send it again. A sender so never has
+//! more than its window of envelopes undelivered, on any relay, whether or
+//! not the relay acknowledges.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use caucus_bench::{key_in_event, key_of, nats};
+use caucus_protocol::codec::Canonical;
+use caucus_protocol::crypto::label;
+use caucus_protocol::identity::DeviceKeys;
+use caucus_protocol::ids::SessionId;
+use caucus_protocol::wire::{
+    Encoded, Event, Reply, Request, RequestBody, SUBPROTOCOL, ServerFrame,
+};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::procs::Kind;
+use crate::world::Session;
+
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Sink = SplitSink<Ws, Message>;
+type Source = SplitStream<Ws>;
+
+/// How the senders send.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mode {
+    /// As fast as deliveries allow, `window` undelivered envelopes per sender.
+    Closed { window: usize },
+    /// At `posts_per_sec` in all, evenly spread over the senders.
+    Open { posts_per_sec: f64 },
+}
+
+/// What one measured run found.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub(crate) struct Run {
+    pub(crate) posts_per_sec: f64,
+    pub(crate) delivered_per_sec: f64,
+    pub(crate) latency: caucus_bench::stats::Latency,
+    /// Relay CPU, in cores (CPU seconds per second).
+    pub(crate) relay_cpu: f64,
+    /// Relay peak resident memory, MiB.
+    pub(crate) relay_peak_mib: f64,
+    /// The load generator's own CPU, in cores.
+    pub(crate) loadgen_cpu: f64,
+    pub(crate) errors: u64,
+    pub(crate) unknown: u64,
+    /// Caucus only: mean group-commit time (apply and flush), ms.
+    pub(crate) commit_ms: f64,
+    /// Caucus only: mean batches per group commit.
+    pub(crate) commit_group: f64,
+}
+
+struct Slot {
+    sent_ns: AtomicU64,
+    remaining: AtomicU32,
+    owner: u32,
+    recipients: u32,
+}
+
+/// The shared bookkeeping of a run.
+struct Table {
+    start: Instant,
+    slots: Vec<Slot>,
+    keys: HashMap<Box<str>, u32>,
+    free: Vec<mpsc::UnboundedSender<u32>>,
+    measuring: AtomicBool,
+    delivered: AtomicU64,
+    posted: AtomicU64,
+    errors: AtomicU64,
+    unknown: AtomicU64,
+}
+
+impl Table {
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn sent(&self, slot: u32, at_ns: u64) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            s.remaining.store(s.recipients, Ordering::Relaxed);
+            s.sent_ns.store(at_ns, Ordering::Release);
+            if self.measuring.load(Ordering::Relaxed) {
+                self.posted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn release(&self, slot: u32) {
+        if let Some(s) = self.slots.get(slot as usize)
+            && let Some(tx) = self.free.get(s.owner as usize)
+        {
+            let _ = tx.send(slot);
+        }
+    }
+
+    fn delivered(&self, key: Option<&str>, samples: &mut Vec<u32>) {
+        let Some(&slot) = key.and_then(|k| self.keys.get(k)) else {
+            self.unknown.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(s) = self.slots.get(slot as usize) else {
+            return;
+        };
+        if self.measuring.load(Ordering::Relaxed) {
+            let now = self.now_ns();
+            let sent = s.sent_ns.load(Ordering::Acquire);
+            self.delivered.fetch_add(1, Ordering::Relaxed);
+            samples.push((now.saturating_sub(sent) / 1000).min(u64::from(u32::MAX)) as u32);
+        }
+        if s.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.release(slot);
+        }
+    }
+
+    fn refused(&self, slot: u32) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = self.slots.get(slot as usize) {
+            s.remaining.store(0, Ordering::Relaxed);
+        }
+        self.release(slot);
+    }
+}
+
+/// The load generator's websocket settings (small buffers, so that 10,000
+/// connections fit in the load generator too).
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 << 20)
+}
+
+/// Open a websocket to `url`, offering the Caucus subprotocol if `caucus`.
+pub(crate) async fn connect(url: &str, caucus: bool) -> anyhow::Result<Ws> {
+    let mut request = url.into_client_request()?;
+    if caucus {
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", SUBPROTOCOL.parse()?);
+    }
+    let mut tries = 0;
+    loop {
+        match tokio_tungstenite::connect_async_with_config(
+            request.clone(),
+            Some(client_config()),
+            true,
+        )
+        .await
+        {
+            Ok((ws, _)) => return Ok(ws),
+            Err(e) if tries < 20 => {
+                tries += 1;
+                tracing_less_sleep(e.to_string(), tries).await;
+            }
+            Err(e) => return Err(anyhow!("connect {url}: {e}")),
+        }
+    }
+}
+
+async fn tracing_less_sleep(_why: String, tries: u32) {
+    tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
+}
+
+/// Read the next text frame (skipping pings and pongs).
+async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(t.as_str().to_owned()),
+            Ok(Some(Ok(Message::Binary(b)))) => {
+                return Ok(String::from_utf8_lossy(&b).into_owned());
+            }
+            Ok(Some(Ok(Message::Close(c)))) => bail!("closed by the relay: {c:?}"),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => bail!("read: {e}"),
+            Ok(None) => bail!("connection ended"),
+            Err(_) => bail!("no frame for 60 s"),
+        }
+    }
+}
+
+/// Send a Caucus request and wait for its reply, skipping events.
+pub(crate) async fn request(ws: &mut Ws, id: u64, body: RequestBody) -> anyhow::Result<Reply> {
+    let text = serde_json::to_string(&Request {
+        v: caucus_protocol::envelope::PROTOCOL_VERSION,
+        id,
+        body,
+    })?;
+    ws.send(Message::text(text)).await?;
+    loop {
+        let frame = next_text(ws).await?;
+        if let Ok(ServerFrame::Reply(reply)) = serde_json::from_str::<ServerFrame>(&frame) {
+            match &reply {
+                Reply::Ok { id: got, .. } if *got == id => return Ok(reply),
+                Reply::Error {
+                    id: Some(got),
+                    code,
+                    message,
+                    ..
+                } if *got == id => bail!("refused: {code:?} {message}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Connect to a Caucus relay and authenticate as `keys`.
+pub(crate) async fn caucus_login(url: &str, keys: &DeviceKeys) -> anyhow::Result<Ws> {
+    let mut ws = connect(url, true).await?;
+    let nonce = loop {
+        let frame = next_text(&mut ws).await?;
+        if let Ok(ServerFrame::Event(e)) = serde_json::from_str::<ServerFrame>(&frame)
+            && let Event::Challenge { nonce, .. } = *e
+        {
+            break nonce;
+        }
+    };
+    request(
+        &mut ws,
+        0,
+        RequestBody::Auth {
+            identity: Encoded(keys.public().clone()),
+            signature: keys.sign(label::AUTH, &nonce.0),
+        },
+    )
+    .await?;
+    Ok(ws)
+}
+
+/// Subscribe to `session` from the start; returns once the catch-up's `ok`
+/// has arrived, with the number of envelope events in the catch-up.
+pub(crate) async fn caucus_subscribe(
+    ws: &mut Ws,
+    id: u64,
+    session: SessionId,
+) -> anyhow::Result<u64> {
+    let text = serde_json::to_string(&Request {
+        v: caucus_protocol::envelope::PROTOCOL_VERSION,
+        id,
+        body: RequestBody::Subscribe {
+            session,
+            roster_after: 0,
+            rooms: Vec::new(),
+        },
+    })?;
+    ws.send(Message::text(text)).await?;
+    let ok = format!("{{\"type\":\"ok\",\"v\":1,\"id\":{id}}}");
+    let mut envelopes = 0;
+    loop {
+        let frame = next_text(ws).await?;
+        if frame.starts_with("{\"type\":\"envelope\"") {
+            envelopes += 1;
+        } else if frame == ok {
+            return Ok(envelopes);
+        } else if frame.starts_with("{\"type\":\"error\"")
+            && frame.contains(&format!("\"id\":{id},"))
+        {
+            bail!("subscribe refused: {frame}");
+        }
+    }
+}
+
+/// Give the relay a session as its mediator does: create it, publish the
+/// room keys.
+pub(crate) async fn caucus_create(ws: &mut Ws, session: &Session) -> anyhow::Result<()> {
+    request(
+        ws,
+        1,
+        RequestBody::CreateSession {
+            roster: Encoded(session.roster.clone()),
+        },
+    )
+    .await
+    .context("create_session")?;
+    for (n, bundle) in session.bundles.iter().enumerate() {
+        request(
+            ws,
+            2 + n as u64,
+            RequestBody::PublishKeys {
+                bundle: Encoded(bundle.clone()),
+            },
+        )
+        .await
+        .context("publish_keys")?;
+    }
+    Ok(())
+}
+
+/// Connect one member for `kind` and follow its rooms; the mediator of a
+/// Caucus session creates it first.
+async fn join(kind: Kind, url: &str, session: &Session, member: usize) -> anyhow::Result<Ws> {
+    let m = session.members.get(member).context("no such member")?;
+    match kind {
+        Kind::Caucus | Kind::CaucusNoFlush => {
+            let mut ws = caucus_login(url, &m.keys).await?;
+            if member == 0 {
+                caucus_create(&mut ws, session).await?;
+            }
+            caucus_subscribe(&mut ws, 100, session.id).await?;
+            Ok(ws)
+        }
+        Kind::Bare => {
+            let mut ws = connect(url, false).await?;
+            ws.send(Message::text(caucus_bench::bare::subscribe(
+                m.rooms.iter().map(|r| r.as_ref()),
+            )))
+            .await?;
+            let ack = next_text(&mut ws).await?;
+            if ack != "K" {
+                bail!("bare relay answered {ack:?}");
+            }
+            Ok(ws)
+        }
+        Kind::Nats => {
+            let mut ws = connect(url, false).await?;
+            let mut ops = String::from(nats::CONNECT);
+            for (sid, room) in m.rooms.iter().enumerate() {
+                ops.push_str(&format!("SUB {room} {}\r\n", sid + 1));
+            }
+            ops.push_str("PING\r\n");
+            ws.send(Message::binary(ops.into_bytes())).await?;
+            let mut parser = nats::Parser::default();
+            loop {
+                let data = next_text(&mut ws).await?;
+                let mut pong = false;
+                let mut err = None;
+                parser
+                    .feed(data.as_bytes(), |op| match op {
+                        nats::Op::Pong => pong = true,
+                        nats::Op::Err(e) => err = Some(e.to_owned()),
+                        _ => {}
+                    })
+                    .map_err(|e| anyhow!("nats: {e:?}"))?;
+                if let Some(e) = err {
+                    bail!("nats: {e}");
+                }
+                if pong {
+                    return Ok(ws);
+                }
+            }
+        }
+    }
+}
+
+/// Connect every member of every session: sessions in parallel (a few at a
+/// time), the mediator of each first. Returns the sockets in member order.
+pub(crate) async fn join_all(
+    kind: Kind,
+    url: &str,
+    sessions: &Arc<Vec<Session>>,
+) -> anyhow::Result<Vec<Ws>> {
+    let gate = Arc::new(Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for s in 0..sessions.len() {
+        let (gate, sessions, url) = (gate.clone(), sessions.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await?;
+            let session = sessions.get(s).context("session")?;
+            let mut socks = Vec::new();
+            for member in 0..session.members.len() {
+                socks.push(join(kind, &url, session, member).await?);
+            }
+            Ok::<_, anyhow::Error>(socks)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(all)
+}
+
+/// The frame that posts `envelope` (base64url) in `room` on `kind`.
+fn post_frame(kind: Kind, slot: u32, room: &str, envelope: &str) -> Message {
+    match kind {
+        Kind::Caucus | Kind::CaucusNoFlush => Message::text(format!(
+            "{{\"v\":1,\"id\":{slot},\"type\":\"post\",\"envelope\":\"{envelope}\"}}"
+        )),
+        Kind::Bare => Message::text(caucus_bench::bare::publish(room, envelope)),
+        Kind::Nats => Message::binary(nats::publish(room, envelope.as_bytes())),
+    }
+}
+
+/// Timings of one measured run.
+#[derive(Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) warmup: Duration,
+    pub(crate) measure: Duration,
+}
+
+/// Drive `sockets` (from [`join_all`]) with `mode`; `relay_pid` is sampled
+/// for CPU over the measured interval.
+pub(crate) async fn drive(
+    kind: Kind,
+    sessions: &Arc<Vec<Session>>,
+    sockets: Vec<Ws>,
+    mode: Mode,
+    timing: Timing,
+    relay: (u32, &str),
+) -> anyhow::Result<Run> {
+    let (relay_pid, relay_url) = relay;
+    // Slots: each member's pool, in member order.
+    let mut slots = Vec::new();
+    let mut keys = HashMap::new();
+    let mut frames: Vec<Vec<(u32, Message)>> = Vec::new();
+    let mut free_tx = Vec::new();
+    let mut free_rx = Vec::new();
+    for member in sessions.iter().flat_map(|s| s.members.iter()) {
+        let owner = frames.len() as u32;
+        let mut mine = Vec::new();
+        for m in &member.pool {
+            let slot = slots.len() as u32;
+            slots.push(Slot {
+                sent_ns: AtomicU64::new(0),
+                remaining: AtomicU32::new(0),
+                owner,
+                recipients: m.recipients,
+            });
+            if let Some(k) = key_of(&m.envelope) {
+                keys.insert(k.into(), slot);
+            }
+            mine.push((slot, post_frame(kind, slot, &m.room, &m.envelope)));
+        }
+        frames.push(mine);
+        let (tx, rx) = mpsc::unbounded_channel();
+        free_tx.push(tx);
+        free_rx.push(rx);
+    }
+    if frames.len() != sockets.len() {
+        bail!("{} sockets for {} members", sockets.len(), frames.len());
+    }
+    let table = Arc::new(Table {
+        start: Instant::now(),
+        slots,
+        keys,
+        free: free_tx,
+        measuring: AtomicBool::new(false),
+        delivered: AtomicU64::new(0),
+        posted: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        unknown: AtomicU64::new(0),
+    });
+    let senders = sockets.len().max(1);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for (n, ((ws, mine), free)) in sockets.into_iter().zip(frames).zip(free_rx).enumerate() {
+        let (sink, source) = ws.split();
+        let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
+        let window = match mode {
+            Mode::Closed { window } => window.min(mine.len()),
+            Mode::Open { .. } => mine.len(),
+        };
+        for (slot, _) in mine.iter().take(window) {
+            table.release(*slot);
+        }
+        let frames: HashMap<u32, Message> = mine.into_iter().collect();
+        readers.push(tokio::spawn(read(
+            kind,
+            source,
+            table.clone(),
+            ctrl_tx,
+            stop_rx.clone(),
+        )));
+        let pace = match mode {
+            Mode::Closed { .. } => None,
+            Mode::Open { posts_per_sec } => {
+                let period = Duration::from_secs_f64(senders as f64 / posts_per_sec.max(1.0));
+                // Spread the senders' phases over one period.
+                let phase = period.mul_f64((n as f64 * 0.618_034) % 1.0);
+                Some((period, phase))
+            }
+        };
+        writers.push(tokio::spawn(write(
+            sink,
+            frames,
+            free,
+            ctrl_rx,
+            table.clone(),
+            pace,
+            stop_rx.clone(),
+        )));
+    }
+    let pid = relay_pid.to_string();
+    tokio::time::sleep(timing.warmup).await;
+    table.measuring.store(true, Ordering::Relaxed);
+    let commits0 = crate::procs::commits(relay_url).await;
+    let (relay0, self0, t0) = (
+        crate::procs::cpu_seconds(&pid),
+        crate::procs::cpu_seconds("self"),
+        Instant::now(),
+    );
+    tokio::time::sleep(timing.measure).await;
+    table.measuring.store(false, Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (relay1, self1) = (
+        crate::procs::cpu_seconds(&pid),
+        crate::procs::cpu_seconds("self"),
+    );
+    let commits = commits0.since(crate::procs::commits(relay_url).await);
+    let _ = stop_tx.send(true);
+    let mut samples = Vec::new();
+    for w in writers {
+        let _ = w.await;
+    }
+    for r in readers {
+        if let Ok(mut s) = r.await {
+            samples.append(&mut s);
+        }
+    }
+    let latency = caucus_bench::stats::Latency::of(&mut samples);
+    Ok(Run {
+        posts_per_sec: table.posted.load(Ordering::Relaxed) as f64 / elapsed,
+        delivered_per_sec: table.delivered.load(Ordering::Relaxed) as f64 / elapsed,
+        latency,
+        relay_cpu: (relay1 - relay0) / elapsed,
+        relay_peak_mib: crate::procs::mem_kib(&pid, "VmHWM:") / 1024.0,
+        loadgen_cpu: (self1 - self0) / elapsed,
+        errors: table.errors.load(Ordering::Relaxed),
+        unknown: table.unknown.load(Ordering::Relaxed),
+        commit_ms: 1000.0 * commits.seconds / commits.groups.max(1.0),
+        commit_group: commits.batches / commits.groups.max(1.0),
+    })
+}
+
+/// One sender: take a delivered slot back, (pace,) stamp and send it.
+async fn write(
+    mut sink: Sink,
+    frames: HashMap<u32, Message>,
+    mut free: mpsc::UnboundedReceiver<u32>,
+    mut ctrl: mpsc::UnboundedReceiver<Message>,
+    table: Arc<Table>,
+    pace: Option<(Duration, Duration)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = pace.map(|(period, phase)| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        i
+    });
+    loop {
+        // Open loop: the time the post was due is its send time, so a sender
+        // held up (by the relay or by this generator) counts against latency.
+        let due = match &mut ticks {
+            Some(i) => tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                Some(m) = ctrl.recv() => { if sink.send(m).await.is_err() { break } continue }
+                at = i.tick() => Some(at.into_std()),
+            },
+            None => None,
+        };
+        let slot = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            Some(m) = ctrl.recv() => { if sink.send(m).await.is_err() { break } continue }
+            slot = free.recv() => match slot { Some(s) => s, None => break },
+        };
+        let Some(frame) = frames.get(&slot) else {
+            continue;
+        };
+        let at = due.map_or_else(
+            || table.now_ns(),
+            |d| d.saturating_duration_since(table.start).as_nanos() as u64,
+        );
+        table.sent(slot, at);
+        if sink.send(frame.clone()).await.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// One receiver: count deliveries, note acknowledgements and refusals.
+async fn read(
+    kind: Kind,
+    mut source: Source,
+    table: Arc<Table>,
+    ctrl: mpsc::UnboundedSender<Message>,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<u32> {
+    let mut samples = Vec::new();
+    let mut parser = nats::Parser::default();
+    loop {
+        let message = tokio::select! {
+            _ = stop.changed() => break,
+            m = source.next() => m,
+        };
+        let (text, bytes): (Option<&str>, &[u8]) = match &message {
+            Some(Ok(Message::Text(t))) => (Some(t.as_str()), t.as_str().as_bytes()),
+            Some(Ok(Message::Binary(b))) => (std::str::from_utf8(b).ok(), b.as_ref()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue,
+        };
+        match kind {
+            Kind::Caucus | Kind::CaucusNoFlush => {
+                let text = text.unwrap_or_default();
+                if text.starts_with("{\"type\":\"envelope\"") {
+                    table.delivered(key_in_event(text), &mut samples);
+                } else if text.starts_with("{\"type\":\"error\"") {
+                    match serde_json::from_str::<Reply>(text) {
+                        Ok(Reply::Error { id: Some(id), .. }) => table.refused(id as u32),
+                        _ => {
+                            table.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            Kind::Bare => table.delivered(text.and_then(key_of), &mut samples),
+            Kind::Nats => {
+                let fed = parser.feed(bytes, |op| match op {
+                    nats::Op::Msg { payload, .. } => {
+                        let text = std::str::from_utf8(payload).ok();
+                        table.delivered(text.and_then(key_of), &mut samples);
+                    }
+                    nats::Op::Ping => {
+                        let _ = ctrl.send(Message::binary(b"PONG\r\n".to_vec()));
+                    }
+                    nats::Op::Err(_) => {
+                        table.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                });
+                if fed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    samples
+}
+
+/// Make sure a decoded envelope is what was sealed (a cheap self-check of
+/// the pools, run once at start).
+pub(crate) fn check_pool(sessions: &[Session]) -> anyhow::Result<()> {
+    for m in sessions.iter().flat_map(|s| s.members.iter()).take(8) {
+        for msg in m.pool.iter().take(2) {
+            let bytes = caucus_protocol::b64::decode(&msg.envelope).context("base64")?;
+            caucus_protocol::envelope::Envelope::from_bytes(&bytes)
+                .map_err(|e| anyhow!("pool envelope: {e}"))?;
+        }
+    }
+    Ok(())
+}
