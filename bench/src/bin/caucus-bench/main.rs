@@ -490,7 +490,7 @@ fn med_latency(runs: &[Run]) -> Latency {
     }
 }
 
-fn runs_of<'a>(list: &'a [(String, Vec<Run>)], kind: Kind) -> Option<&'a [Run]> {
+fn runs_of(list: &[(String, Vec<Run>)], kind: Kind) -> Option<&[Run]> {
     list.iter()
         .find(|(k, _)| k == kind.name())
         .map(|(_, r)| r.as_slice())
