@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz every decoder of caucus-protocol that reads untrusted bytes.
 #
-#   bash fuzz/run.sh [SECONDS]      (default 60 seconds per target)
+#   bash fuzz/run.sh [SECONDS] [TARGET...]   (default 60 seconds per target;
+#                                              every target unless named)
 #
 # Installs cargo-fuzz if it is missing, generates the seed corpora from real
 # objects (src/bin/gen-seeds.rs), builds every target with the nightly
@@ -15,7 +16,7 @@ set -euo pipefail
 seconds="${1:-60}"
 case "$seconds" in
     '' | *[!0-9]*)
-        echo "usage: bash fuzz/run.sh [SECONDS]" >&2
+        echo "usage: bash fuzz/run.sh [SECONDS] [TARGET...]" >&2
         exit 2
         ;;
 esac
@@ -35,6 +36,9 @@ cargo +nightly fuzz build >&2
 mkdir -p logs artifacts
 # Every target in fuzz_targets/ (cargo fuzz list also names the gen-seeds bin).
 targets=$(cargo +nightly fuzz list | while read -r t; do [ -f "fuzz_targets/$t.rs" ] && echo "$t"; done)
+if [ "$#" -gt 1 ]; then
+    targets="${*:2}"
+fi
 rows=()
 failed=0
 for target in $targets; do

@@ -33,8 +33,10 @@ pub const SOLICITOR: u8 = 2;
 pub const DEFENDANT: u8 = 3;
 /// A co-mediator (admitted in the second roster).
 pub const CO_MEDIATOR: u8 = 4;
+/// The relay's own identity (it signs deletion statements).
+pub const RELAY: u8 = 5;
 /// How many fixed device keys there are.
-pub const PEOPLE: u8 = 5;
+pub const PEOPLE: u8 = 6;
 
 /// Ed25519 PKCS#8 v2 as ring writes it: this prefix, the 32-byte seed,
 /// [`PKCS8_MIDDLE`], the 32-byte public key.

@@ -11,18 +11,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use caucus_fuzz::{
-    CLAIMANT, CO_MEDIATOR, DEFENDANT, INVITE_EXPIRES, ItemKind, MEDIATOR, SESSION, SOLICITOR,
-    Transcript, invite, keys,
+    CLAIMANT, CO_MEDIATOR, DEFENDANT, INVITE_EXPIRES, ItemKind, MEDIATOR, RELAY, SESSION,
+    SOLICITOR, Transcript, invite, keys,
 };
 use caucus_protocol::agreement::{Agreement, Signatory, SignedAgreement};
 use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Content, ForwardMode, Sharing, Step, SystemEvent};
 use caucus_protocol::crypto::{Digest, Signature};
+use caucus_protocol::deletion::{DeletionStatement, Erased};
 use caucus_protocol::envelope::Envelope;
 use caucus_protocol::ids::{InviteId, RoomId};
 use caucus_protocol::invite::Invite;
 use caucus_protocol::keys::SignedKeyBundle;
+use caucus_protocol::offer::{Amount, CarriedOffer, Offer, OfferKind};
 use caucus_protocol::roster::{Phase, Role, SignedRoster};
 use caucus_protocol::session::SessionView;
 use caucus_protocol::wire::{
@@ -197,6 +199,39 @@ fn main() {
         &Content::Agree {
             step: Step::JointMeeting,
         },
+    );
+    // An offer made in the defendant's room, carried to the claimant's,
+    // and a counter-offer answering it.
+    let offer = Offer {
+        kind: OfferKind::Offer,
+        amount: Some(Amount::parse("GBP", "120000.00").expect("amount")),
+        terms: "Without admission of liability".into(),
+        conditions: vec!["Full and final settlement".into()],
+        responds_to: None,
+    };
+    world.post(DEFENDANT, defendant_room, &Content::Offer(offer.clone()));
+    let made = world.envelopes.last().expect("the offer").hash();
+    world.post(
+        MEDIATOR,
+        claimant_room,
+        &Content::CarriedOffer(CarriedOffer {
+            source_room: defendant_room,
+            source_message: made,
+            mode: ForwardMode::Verbatim,
+            offer,
+        }),
+    );
+    let carried = world.envelopes.last().expect("the carried offer").hash();
+    world.post(
+        CLAIMANT,
+        claimant_room,
+        &Content::Offer(Offer {
+            kind: OfferKind::CounterOffer,
+            amount: Some(Amount::parse("GBP", "180000").expect("amount")),
+            terms: String::new(),
+            conditions: vec![],
+            responds_to: Some(carried),
+        }),
     );
     world.post(DEFENDANT, defendant_room, &Content::Withdrawal);
 
@@ -486,14 +521,32 @@ fn main() {
     );
     seeds.put("wire_request", "not-an-object", b"[1,2,3]");
 
+    // The relay's statement of what it erased.
+    let statement = DeletionStatement {
+        relay: keys(RELAY).public().clone(),
+        session: SESSION,
+        mediator: keys(MEDIATOR).fingerprint(),
+        closed_at: 1_900_000_000,
+        erased_at: 1_900_000_060,
+        erased: Erased {
+            rosters: 4,
+            key_bundles: 9,
+            envelopes: 20,
+            invites: 3,
+            join_requests: 0,
+            sessions: 1,
+            bytes: 12_345,
+        },
+    }
+    .sign(keys(RELAY))
+    .expect("sign the statement");
+    seeds.put("deletion", "statement", &statement.to_bytes());
+
     // Relay frames: every reply and event.
     let frames = vec![
         ServerFrame::Reply(Reply::ok(3)),
-        ServerFrame::Reply(Reply::Ok {
-            v: 1,
-            id: 4,
-            index: Some(42),
-        }),
+        ServerFrame::Reply(Reply::posted(4, 42)),
+        ServerFrame::Reply(Reply::erased(5, statement.clone())),
         ServerFrame::Reply(Reply::error(None, ErrorCode::Malformed, "not JSON")),
         ServerFrame::Reply(Reply::error(
             Some(9),
@@ -503,6 +556,7 @@ fn main() {
         ServerFrame::Event(Box::new(Event::Challenge {
             v: 1,
             nonce: Digest([0xcc; 32]),
+            relay: Encoded(keys(RELAY).public().clone()),
         })),
         ServerFrame::Event(Box::new(Event::Roster {
             v: 1,
