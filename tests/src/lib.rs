@@ -37,6 +37,18 @@ impl Relay {
         Self::start_at(self.dir, &addr, &[]).await
     }
 
+    /// A new device with a fresh state directory, connected to this relay.
+    pub async fn device(&self) -> (Client, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let client = Client::open(
+            caucus_client::StateDir::open(dir.path()).unwrap(),
+            &self.url,
+        )
+        .await
+        .unwrap();
+        (client, dir)
+    }
+
     /// Stop gracefully; the data directory, to look into.
     pub async fn stop(self) -> tempfile::TempDir {
         self.running.stop().await.unwrap();

@@ -14,7 +14,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use caucus_client::{Client, Event, StateDir};
+use caucus_client::{Client, Event};
 use caucus_protocol::content::Sharing;
 use caucus_tests::Relay;
 
@@ -209,10 +209,7 @@ fn the_python_client_reproduces_the_documents_examples() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_party_joins_sends_and_receives_from_the_rust_mediator() {
     let relay = Relay::start(&[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut mediator = Client::open(StateDir::open(dir.path()).unwrap(), &relay.url)
-        .await
-        .unwrap();
+    let (mut mediator, _dir) = relay.device().await;
     let (session, parties) = mediator
         .create_session("The mediator", &["Claimant", "Respondent"])
         .await
@@ -302,10 +299,7 @@ async fn a_python_party_joins_sends_and_receives_from_the_rust_mediator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_refuses_rosters_not_signed_by_the_pinned_mediator() {
     let relay = Relay::start(&[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut mediator = Client::open(StateDir::open(dir.path()).unwrap(), &relay.url)
-        .await
-        .unwrap();
+    let (mut mediator, _dir) = relay.device().await;
     let (session, parties) = mediator.create_session("M", &["P"]).await.unwrap();
     let link = mediator
         .invite(&session, &parties[0], "P", caucus_client::now() + 3600)

@@ -442,10 +442,7 @@ async fn a_join_request_with_a_bad_proof_is_rejected_and_reported() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     let relay = Relay::start(&[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut mediator = Client::open(StateDir::open(dir.path()).unwrap(), &relay.url)
-        .await
-        .unwrap();
+    let (mut mediator, _dir) = relay.device().await;
     let (session, parties) = mediator.create_session("M", &["P"]).await.unwrap();
     let link = mediator
         .invite(&session, &parties[0], "someone", caucus_client::now() + 600)

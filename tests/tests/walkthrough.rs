@@ -20,15 +20,6 @@ struct Person {
     dir: tempfile::TempDir,
 }
 
-/// The mediator's device, with its state directory.
-async fn mediator(relay: &Relay) -> (Client, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let client = Client::open(StateDir::open(dir.path()).unwrap(), &relay.url)
-        .await
-        .unwrap();
-    (client, dir)
-}
-
 /// Invite `name` to `party` and admit them.
 async fn admit(mediator: &mut Client, session: &SessionId, party: &PartyId, name: &str) -> Person {
     let link = mediator
@@ -155,7 +146,7 @@ fn verify_offline_and_reject_changes(copy: &SignedAgreement, signers: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clinical_negligence_mediation_from_invitation_to_erasure() {
     let relay = Relay::start(&[]).await;
-    let (mut mediator, mediator_dir) = mediator(&relay).await;
+    let (mut mediator, mediator_dir) = relay.device().await;
 
     // ---- Preparation: the session, its parties, and everyone admitted.
     let (session, parties) = mediator
@@ -494,7 +485,7 @@ async fn a_clinical_negligence_mediation_from_invitation_to_erasure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gp_partnership_dispute_settled_by_shuttle_alone() {
     let relay = Relay::start(&[]).await;
-    let (mut mediator, _mediator_dir) = mediator(&relay).await;
+    let (mut mediator, _mediator_dir) = relay.device().await;
     let (session, parties) = mediator
         .create_session("Mr N (mediator)", &["Dr A", "Dr B", "Dr C"])
         .await
