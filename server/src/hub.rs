@@ -323,7 +323,7 @@ impl Hub {
             mediator: me,
             closed_at: None,
         };
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Batch::default();
         batch.insert(store::key(Kind::Session, &id, &[]), record_json(&record)?);
         batch.insert(
             store::key(Kind::Roster, &id, &[&1u64.to_be_bytes()]),
@@ -365,7 +365,7 @@ impl Hub {
                     "roster does not follow the held one",
                 ));
             }
-            let mut batch = sled::Batch::default();
+            let mut batch = store::Batch::default();
             batch.insert(
                 store::key(Kind::Roster, &id, &[&roster.version.to_be_bytes()]),
                 signed.to_bytes(),
@@ -455,7 +455,7 @@ impl Hub {
                 signed.to_bytes(),
             )
         };
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Batch::default();
         batch.insert(key, bytes);
         self.store.commit(batch).await?;
         let s = lock(&state);
@@ -497,7 +497,7 @@ impl Hub {
         if self.store.get(&key)?.is_some() {
             return Err(Refusal::new(ErrorCode::Conflict, "invite exists"));
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Batch::default();
         batch.insert(key, record_json(&record)?);
         self.store.commit(batch).await.map_err(Refusal::from)
     }
@@ -531,7 +531,7 @@ impl Hub {
             return Err(bad());
         }
         record.joiner = Some(*caller);
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Batch::default();
         batch.insert(key, record_json(&record)?);
         batch.insert(
             store::key(Kind::Waiting, &session, &[&request.invite.0]),
@@ -571,7 +571,7 @@ impl Hub {
             .get(&waiting_key)?
             .and_then(|b| JoinRequest::from_bytes(&b).ok())
             .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such waiting joiner"))?;
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Batch::default();
         batch.remove(waiting_key);
         batch.remove(store::key(Kind::Invite, &session, &[&invite.0]));
         self.store.commit(batch).await?;
@@ -641,7 +641,7 @@ impl Hub {
                 return Err(Refusal::new(ErrorCode::RoomClosed, "the room is closed"));
             }
             let index = s.next.get(&h.room).copied().unwrap_or(0) + 1;
-            let mut batch = sled::Batch::default();
+            let mut batch = store::Batch::default();
             let bytes = envelope.to_bytes();
             let event = crate::outbox::envelope_frame(index, &bytes);
             batch.insert(store::log_key(&h.session, &h.room, index), bytes);
@@ -912,7 +912,7 @@ impl Hub {
         if self.config.retention.is_zero() {
             return self.erase(&session, &record).await.map(Some);
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Batch::default();
         batch.insert(
             store::key(Kind::Session, &session, &[]),
             record_json(&record)?,
@@ -929,7 +929,7 @@ impl Hub {
         record: &SessionRecord,
     ) -> Result<SignedDeletionStatement> {
         let mut erased = Erased::default();
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Batch::default();
         for (kind, key, size) in self.store.session_records(session)? {
             let count = match kind {
                 Kind::Session => &mut erased.sessions,
@@ -1023,7 +1023,7 @@ impl Hub {
             }
         }
         let keep = self.config.statement_retention.as_secs();
-        let mut batch = sled::Batch::default();
+        let mut batch = store::Batch::default();
         let mut expired = 0;
         for id in self.store.sessions(Kind::Deleted)? {
             if self
