@@ -9,7 +9,9 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
-use crate::crypto::{Digest, Signature, label, signing_input, verify_signature};
+use ed25519_dalek::VerifyingKey;
+
+use crate::crypto::{Digest, Signature, label, signing_input, verify_signature, verifying_key};
 use crate::error::Error;
 
 /// The SHA-256 fingerprint of a public identity. It is also how a member is
@@ -54,10 +56,11 @@ impl fmt::Debug for Fingerprint {
 
 /// A device's public identity: its Ed25519 and X25519 public keys, signed by
 /// the Ed25519 key. A value of this type has always had its self-signature
-/// checked: decoding verifies it.
+/// checked: decoding verifies it. It keeps the signing key decoded, so that
+/// checking its signatures does not decode the key each time.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicIdentity {
-    signing_key: [u8; 32],
+    signing_key: VerifyingKey,
     dh_key: [u8; 32],
     self_signature: Signature,
 }
@@ -71,7 +74,7 @@ impl PublicIdentity {
 
     /// The Ed25519 public key.
     pub fn signing_key(&self) -> &[u8; 32] {
-        &self.signing_key
+        self.signing_key.as_bytes()
     }
 
     /// The X25519 public key that room keys are sealed to.
@@ -81,7 +84,7 @@ impl PublicIdentity {
 
     /// The fingerprint: `SHA-256(label "caucus/v1/fingerprint" || signing key || DH key)`.
     pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint(Digest::of(label::FINGERPRINT, &[&self.signing_key, &self.dh_key]).0)
+        Fingerprint(Digest::of(label::FINGERPRINT, &[self.signing_key(), &self.dh_key]).0)
     }
 
     /// Check a signature made by this identity.
@@ -106,7 +109,7 @@ impl fmt::Debug for PublicIdentity {
 
 impl Canonical for PublicIdentity {
     fn encode(&self, w: &mut Writer) {
-        w.fixed(&self.signing_key)
+        w.fixed(self.signing_key())
             .fixed(&self.dh_key)
             .fixed(&self.self_signature.0);
     }
@@ -115,14 +118,16 @@ impl Canonical for PublicIdentity {
         let signing_key = r.array()?;
         let dh_key = r.array()?;
         let self_signature = Signature(r.array()?);
+        let bad = DecodeError::Invalid("identity self-signature does not verify");
+        let signing_key = verifying_key(&signing_key).ok_or(bad.clone())?;
         verify_signature(
             &signing_key,
             label::IDENTITY,
-            &Self::signed_body(&signing_key, &dh_key),
+            &Self::signed_body(signing_key.as_bytes(), &dh_key),
             &self_signature,
             "identity",
         )
-        .map_err(|_| DecodeError::Invalid("identity self-signature does not verify"))?;
+        .map_err(|_| bad)?;
         Ok(Self {
             signing_key,
             dh_key,
@@ -162,7 +167,9 @@ impl DeviceKeys {
         let mut self_signature = [0u8; 64];
         self_signature.copy_from_slice(sig.as_ref());
         let public = PublicIdentity {
-            signing_key,
+            signing_key: verifying_key(&signing_key).ok_or(Error::Decode(DecodeError::Invalid(
+                "Ed25519 PKCS#8 key's public key",
+            )))?,
             dh_key,
             self_signature: Signature(self_signature),
         };
