@@ -2,11 +2,12 @@
 //! and session, written in groups by one committer task so that many
 //! acknowledged envelopes share one `apply_batch` and one flush.
 //!
-//! Each commit is a [`Batch`] of writes that stand or fall together; the
-//! committer folds every commit waiting into one sled batch. That matters:
-//! sled 0.34 writes out and syncs its IO buffer twice for every
-//! `apply_batch`, whatever its size, which cost about 150 µs of CPU per
-//! post when each post was applied on its own (docs/performance.md).
+//! Each commit is a [`Batch`] of writes that stand or fall together. A
+//! commit of one write (every post) is applied with a plain `insert`, and
+//! only a commit of several with sled's `apply_batch`: sled 0.34 writes out
+//! and syncs its IO buffer twice for every `apply_batch`, whatever its size,
+//! which cost about 150 µs of CPU per post when every post was applied that
+//! way (docs/performance.md).
 //!
 //! | key | value |
 //! | --- | --- |
@@ -117,12 +118,22 @@ impl Batch {
         self.writes.push((key.into(), None));
     }
 
-    /// Add these writes, after the ones already in `into`.
-    fn append_to(self, into: &mut sled::Batch) {
-        for (key, value) in self.writes {
-            match value {
-                Some(value) => into.insert(key, value),
-                None => into.remove(key),
+    /// Apply the writes to `tree`, atomically.
+    fn apply(self, tree: &sled::Tree) -> sled::Result<()> {
+        let mut writes = self.writes.into_iter();
+        match (writes.next(), writes.len()) {
+            (None, _) => Ok(()),
+            (Some((key, Some(value))), 0) => tree.insert(key, value).map(drop),
+            (Some((key, None)), 0) => tree.remove(key).map(drop),
+            (Some(first), _) => {
+                let mut batch = sled::Batch::default();
+                for (key, value) in std::iter::once(first).chain(writes) {
+                    match value {
+                        Some(value) => batch.insert(key, value),
+                        None => batch.remove(key),
+                    }
+                }
+                tree.apply_batch(batch)
             }
         }
     }
@@ -270,20 +281,16 @@ impl Store {
     }
 }
 
-/// A group applied but not yet flushed: when it started, how it went, and
-/// its commits' follow-ups in commit order.
-type Applied = (
-    Instant,
+/// Commits applied but not yet flushed, with their follow-ups.
+type Applied = Vec<(
     Result<(), String>,
-    Vec<Box<dyn FnOnce(Result<(), String>) + Send>>,
-);
+    Box<dyn FnOnce(Result<(), String>) + Send>,
+)>;
 
-/// Take up to 512 queued commits at a time, apply them as one sled batch (in
-/// commit order, so a later write to a key wins, as applied one by one) and
-/// hand the group to the flusher; applying the next group overlaps with
-/// flushing the last. The group stands or falls together. Not `durable`: run
-/// the follow-ups as soon as the group is applied and leave the flush to
-/// sled's own background flusher (every 500 ms).
+/// Apply queued commits in order, up to 512 at a time, and hand each group to
+/// the flusher; applying the next group overlaps with flushing the last.
+/// Not `durable`: run each follow-up as soon as its commit is applied and
+/// leave the flush to sled's own background flusher (every 500 ms).
 async fn run_committer(
     db: sled::Db,
     tree: sled::Tree,
@@ -297,26 +304,20 @@ async fn run_committer(
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         let started = Instant::now();
-        let mut writes = sled::Batch::default();
-        let mut follow_ups = Vec::with_capacity(group.len());
+        let size = group.len();
+        let mut applied: Applied = Vec::with_capacity(size);
         for Commit { batch, then } in group.drain(..) {
-            batch.append_to(&mut writes);
-            follow_ups.push(then);
+            let result = batch.apply(&tree).map_err(|e| e.to_string());
+            if durable {
+                applied.push((result, then));
+            } else {
+                then(result);
+            }
         }
-        let result = tree.apply_batch(writes).map_err(|e| e.to_string());
-        if durable {
-            if to_flusher
-                .send((started, result, follow_ups))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        } else {
-            metrics.observe_commit(started.elapsed(), follow_ups.len());
-            for then in follow_ups {
-                then(result.clone());
-            }
+        if !durable {
+            metrics.observe_commit(started.elapsed(), size);
+        } else if to_flusher.send((started, applied)).await.is_err() {
+            break;
         }
     }
     drop(to_flusher);
@@ -330,7 +331,7 @@ async fn run_committer(
 /// durable.
 async fn run_flusher(
     db: sled::Db,
-    mut rx: mpsc::Receiver<Applied>,
+    mut rx: mpsc::Receiver<(Instant, Applied)>,
     metrics: std::sync::Arc<Metrics>,
 ) {
     let mut groups = Vec::new();
@@ -340,11 +341,10 @@ async fn run_flusher(
             .await
             .map(|_| ())
             .map_err(|e| e.to_string());
-        for (started, result, follow_ups) in groups.drain(..) {
-            metrics.observe_commit(started.elapsed(), follow_ups.len());
-            let result = result.and(flushed.clone());
-            for then in follow_ups {
-                then(result.clone());
+        for (started, applied) in groups.drain(..) {
+            metrics.observe_commit(started.elapsed(), applied.len());
+            for (result, then) in applied {
+                then(result.and(flushed.clone()));
             }
         }
     }
@@ -356,9 +356,9 @@ mod tests {
 
     use super::*;
 
-    /// Commits queued together are applied as one sled batch; the result
-    /// must be what applying them one after another gives, and their
-    /// follow-ups must run in commit order, after the flush.
+    /// Commits queued together, of one write and of several, must leave
+    /// what applying them one after another gives, and their follow-ups
+    /// must run in commit order, after the flush.
     #[tokio::test(flavor = "current_thread")]
     async fn a_group_of_commits_applies_in_order() {
         let dir = tempfile::tempdir().unwrap();
