@@ -122,7 +122,7 @@ crate::macros::fixed_bytes!(Signature);
 
 /// Check an Ed25519 signature by `public_key` over `label`-prefixed `body`:
 /// RFC 8032 section 5.1.7 without the cofactor, `S < L` required, the
-/// encoding of `[S]B - [k]A` compared with `R` (protocol.md section 3).
+/// encoding of `[S]B - [k]A` compared with `R` (protocol.md section 2.1).
 /// Signatures are made with `ring`; they are checked with `ed25519-dalek`,
 /// which accepts the same signatures and, using the CPU's vector unit, takes
 /// two thirds of the time (docs/performance.md).
@@ -316,10 +316,11 @@ mod tests {
 
     /// Signatures are made with ring and checked with ed25519-dalek: the two
     /// must accept exactly the same signatures. One-bit changes (every
-    /// seventh bit) of each vector's signature and key, a longer message, `S + L` (non-canonical `S`), and
-    /// the small-order and non-canonical keys with the signature
-    /// `(R = A, S = 0)`, which a cofactorless check accepts for the identity
-    /// point's canonical encoding whatever the message.
+    /// seventh bit) of each vector's signature and key, a longer message,
+    /// `S + L` (non-canonical `S`), and the small-order and non-canonical
+    /// keys with the signature `(R = A, S = 0)`, which a cofactorless check
+    /// accepts for the identity point's canonical encoding whatever the
+    /// message.
     #[test]
     fn verification_accepts_exactly_what_ring_accepts() {
         let mut cases: Vec<([u8; 32], Vec<u8>, [u8; 64])> = Vec::new();

@@ -1,16 +1,16 @@
-//! Device identities: an Ed25519 signing key (ring) and an X25519 key
+//! Device identities: an Ed25519 signing key (signed with ring, checked
+//! with ed25519-dalek) and an X25519 key
 //! (x25519-dalek) per device, the self-signed public identity, its
 //! fingerprint and the safety code people compare aloud.
 
 use std::fmt;
 
+use ed25519_dalek::VerifyingKey;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
-use ed25519_dalek::VerifyingKey;
-
 use crate::crypto::{Digest, Signature, label, signing_input, verify_signature, verifying_key};
 use crate::error::Error;
 

@@ -1,6 +1,6 @@
 //! The relay's durable store: one sled tree, keys prefixed by record kind
 //! and session, written in groups by one committer task so that many
-//! acknowledged envelopes share one `apply_batch` and one flush.
+//! acknowledged envelopes share one flush.
 //!
 //! Each commit is a [`Batch`] of writes that stand or fall together. A
 //! commit of one write (every post) is applied with a plain `insert`, and
