@@ -1,15 +1,17 @@
 //! # caucus-client
 //!
-//! The Caucus client library: a device identity kept in a state directory,
-//! a connection to the relay that reconnects and catches up by itself, and
-//! the mediator's and the parties' operations. Every roster, key and message
-//! from the relay is verified with `caucus-protocol` before it becomes an
-//! [`Event`]; the relay is untrusted.
+//! The native Caucus client: the client machine of `caucus-client-core`
+//! (where every check and decision is) driven by tokio — a device identity
+//! and its sessions kept in a state directory, a connection to the relay
+//! that reconnects and catches up by itself, and the mediator's and the
+//! parties' operations as `async` methods. Every roster, key and message
+//! from the relay is verified before it becomes an [`Event`]; the relay is
+//! untrusted.
 //!
 //! A whole exchange, against a relay started here for the example:
 //!
 //! ```
-//! use caucus_client::{Client, Event, StateDir};
+//! use caucus_client::{Admission, Client, Event, StateDir};
 //! use caucus_protocol::content::Sharing;
 //!
 //! # #[tokio::main]
@@ -22,11 +24,21 @@
 //! // The mediator creates a session with two parties and invites a claimant.
 //! let mut mediator = Client::open(StateDir::open(mediator_state.path())?, &relay).await?;
 //! let (session, parties) = mediator.create_session("The mediator", &["Claimant", "Defendant"]).await?;
-//! let link = mediator.invite(&session, &parties[0], "A. Claimant", caucus_client::now() + 86_400).await?;
+//! let link = mediator
+//!     .invite(&session, &parties[0], "A. Claimant", caucus_client::now() + 86_400, Admission::ByMediator)
+//!     .await?;
 //!
-//! // The claimant joins from the link; the mediator's client admits them
-//! // once their proof verifies.
+//! // The claimant joins from the link and waits; the mediator sees them in
+//! // the waiting room, compares safety codes with them, and admits them.
 //! let (mut claimant, _) = Client::join(StateDir::open(claimant_state.path())?, &link).await?;
+//! let joiner = loop {
+//!     if let Some(Event::Knocking { member, name, .. }) = mediator.next_event().await {
+//!         assert_eq!(name, "A. Claimant");
+//!         break member;
+//!     }
+//! };
+//! assert_eq!(joiner.safety_code(), claimant.fingerprint().safety_code());
+//! mediator.admit(&session, &joiner)?;
 //! while !matches!(claimant.next_event().await, Some(Event::Joined { .. })) {}
 //! claimant.sync(&session).await?;
 //!
@@ -43,14 +55,11 @@
 //! ```
 
 mod client;
-mod error;
-mod event;
-mod offers;
 mod store;
 mod transport;
 
-pub use client::{Client, Sent, now};
-pub use error::ClientError;
-pub use event::{Event, Warning};
-pub use offers::{Direction, OfferEntry};
+pub use caucus_client_core::{
+    Admission, ClientError, Direction, Event, Membership, OfferEntry, Sent, Warning,
+};
+pub use client::{Client, now};
 pub use store::StateDir;

@@ -1,92 +1,44 @@
-//! The client's state directory: the device's keys and, per session, the
-//! verified view, cursors, invites and the messages opened so far. Files are
-//! written whole, through a temporary file and a rename, readable by the
+//! The state directory: the device's keys and, per session, a snapshot and
+//! an append-only message log (see `caucus_client_core::state` for what
+//! each holds and why they are saved apart). Files are readable by the
 //! owner only.
 //!
 //! ```text
 //! STATE/lock                      held by the one process using the directory
 //! STATE/device.key                the device's secret keys
-//! STATE/sessions/SESSION.state    one file per session: its verified view
-//!                                 (rosters, room keys, chains), what the
+//! STATE/sessions/SESSION.state    the session's snapshot: its verified view
+//!                                 (rosters, room keys, chains) and what the
 //!                                 client keeps about it (relay, cursors,
-//!                                 invites it issued) and its messages
+//!                                 invites, membership); replaced whole, by a
+//!                                 temporary file and a rename, when it changes
+//! STATE/sessions/SESSION.log      its messages, one frame each, appended:
+//!                                 u32 length (big-endian) || record
 //! STATE/kept/SESSION.agreement    the concluded agreement, signed (kept
 //!                                 when the session is erased)
 //! STATE/kept/SESSION.deletion     the relay's signed deletion statement
 //! ```
 //!
-//! Erasing a session ([`StateDir::erase`]) removes its file, and with it its
-//! room keys and messages; what is under `kept/` is the participant's own
-//! record of the outcome and stays until they delete it.
+//! One batch of changes is saved as: the log appended and synced, then the
+//! snapshot renamed into place and the directory synced. A crash leaves the
+//! old snapshot or the new, and a log at least as new as the snapshot; a
+//! frame cut short by the crash is dropped when the log is read.
 //!
-//! A session's file is written whole and renamed into place, and the
-//! directory is synced, so a crash leaves either the old state or the new.
+//! Erasing a session removes both files, and with them its room keys and
+//! messages; what is under `kept/` is the participant's own record of the
+//! outcome and stays until they delete it.
 
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use caucus_protocol::codec::{Canonical, Reader, Writer};
-use caucus_protocol::crypto::Digest;
-use caucus_protocol::envelope::Header;
+use caucus_client_core::{Changes, ClientError, Kept};
 use caucus_protocol::identity::DeviceKeys;
-use caucus_protocol::ids::{InviteId, PartyId, RoomId, SessionId};
-use caucus_protocol::session::{Opened, SessionView};
-use serde::{Deserialize, Serialize};
+use caucus_protocol::ids::SessionId;
+use zeroize::Zeroizing;
 
-use crate::error::ClientError;
-
-/// An invite this (mediator) client issued. The link holds the secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct InviteEntry {
-    /// The invite's id (also inside the link).
-    pub(crate) id: InviteId,
-    pub(crate) link: String,
-    /// The party the invitee joins; `None` for a co-mediator.
-    pub(crate) party: Option<PartyId>,
-    pub(crate) name: String,
-    pub(crate) used: bool,
-}
-
-/// What a client keeps about a session besides its view.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct Meta {
-    /// The relay's URL.
-    pub(crate) relay: String,
-    /// The last index held per room.
-    pub(crate) cursors: BTreeMap<RoomId, u64>,
-    /// Invites issued (mediator).
-    pub(crate) invites: Vec<InviteEntry>,
-    /// Whether this client is a member yet (a joiner waits until admitted).
-    pub(crate) joined: bool,
-    /// The invite link this client joined with, to knock again if its
-    /// connection drops while it waits. It holds the invite secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) link: Option<String>,
-    /// Whether [`Event::Joined`](crate::Event::Joined) has been given: once
-    /// a member, with the keys of every room this device is in.
-    #[serde(default)]
-    pub(crate) ready: bool,
-    /// Whether the session has closed.
-    pub(crate) closed: bool,
-}
-
-/// What is kept of a session after it is erased.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Kept {
-    /// The concluded, signed agreement.
-    Agreement,
-    /// The relay's deletion statement.
-    Deletion,
-}
-
-/// A session as the client keeps it.
-pub(crate) struct SessionState {
-    pub(crate) view: SessionView,
-    pub(crate) meta: Meta,
-    /// Every message opened or sent, with its index in its room, in the
-    /// order they came.
-    pub(crate) messages: Vec<(u64, Opened)>,
+/// A session as saved: its snapshot and its log records, in order.
+pub(crate) struct Saved {
+    pub(crate) snapshot: Zeroizing<Vec<u8>>,
+    pub(crate) log: Vec<Zeroizing<Vec<u8>>>,
 }
 
 /// The state directory, locked for the one process that uses it: two
@@ -124,14 +76,18 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-fn corrupt(e: impl std::fmt::Display) -> ClientError {
-    ClientError::Corrupt(e.to_string())
+fn sync_dir(dir: &Path) -> Result<(), ClientError> {
+    match std::fs::File::open(dir) {
+        Ok(d) => Ok(d.sync_all()?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl StateDir {
@@ -228,7 +184,7 @@ impl StateDir {
     }
 
     /// Keep a record of a session that outlives its erasure.
-    pub(crate) fn keep(&self, id: &SessionId, what: Kept, bytes: &[u8]) -> Result<(), ClientError> {
+    fn keep(&self, id: &SessionId, what: Kept, bytes: &[u8]) -> Result<(), ClientError> {
         private_dir(&self.root.join("kept"))?;
         write_private(&self.kept_file(id, what), bytes)
     }
@@ -242,61 +198,96 @@ impl StateDir {
         }
     }
 
-    /// Delete a session's state file: its room keys, chains and messages.
-    pub(crate) fn erase(&self, id: &SessionId) -> Result<(), ClientError> {
-        let path = self.session_file(id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e.into()),
+    fn log_file(&self, id: &SessionId) -> PathBuf {
+        self.root.join("sessions").join(format!("{id}.log"))
+    }
+
+    /// Delete a session's snapshot and log: its room keys, chains and
+    /// messages.
+    fn erase(&self, id: &SessionId) -> Result<(), ClientError> {
+        for path in [self.session_file(id), self.log_file(id)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
+        sync_dir(&self.root.join("sessions"))
+    }
+
+    /// Save one batch of changes (see the module documentation for the
+    /// order, and why).
+    pub(crate) fn apply(&self, changes: &Changes) -> Result<(), ClientError> {
+        for (id, c) in &changes.sessions {
+            if c.erase {
+                self.erase(id)?;
+            }
+            if !c.appended.is_empty() {
+                private_dir(&self.root.join("sessions"))?;
+                let mut frames = Zeroizing::new(Vec::new());
+                for record in &c.appended {
+                    let len = u32::try_from(record.len())
+                        .map_err(|_| ClientError::Corrupt("a message too large to keep".into()))?;
+                    frames.extend_from_slice(&len.to_be_bytes());
+                    frames.extend_from_slice(record);
+                }
+                let mut options = std::fs::OpenOptions::new();
+                options.append(true).create(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    options.mode(0o600);
+                }
+                let mut log = options.open(self.log_file(id))?;
+                log.write_all(&frames)?;
+                log.sync_data()?;
+            }
+            if let Some(snapshot) = &c.snapshot {
+                private_dir(&self.root.join("sessions"))?;
+                write_private(&self.session_file(id), snapshot)?;
+            }
+            for (what, bytes) in &c.kept {
+                self.keep(id, *what, bytes)?;
+            }
         }
         Ok(())
     }
 
-    /// Write a session's whole state: `bytes(view state) || bytes(meta as
-    /// JSON) || list(u64 index || bytes(header) || digest || bytes(content))`.
-    pub(crate) fn save(&self, state: &SessionState) -> Result<(), ClientError> {
-        private_dir(&self.root.join("sessions"))?;
-        let mut w = Writer::new();
-        w.bytes(&state.view.to_state_bytes());
-        w.bytes(&serde_json::to_vec(&state.meta).map_err(corrupt)?);
-        w.list(&state.messages, |w, (index, m)| {
-            w.u64(*index);
-            w.bytes(&m.header.to_bytes());
-            m.hash.encode(w);
-            w.bytes(&m.content.to_bytes());
-        });
-        let bytes = zeroize::Zeroizing::new(w.into_bytes());
-        write_private(&self.session_file(&state.view.session()), &bytes)
-    }
-
-    pub(crate) fn load(&self, id: &SessionId) -> Result<SessionState, ClientError> {
-        let raw = zeroize::Zeroizing::new(std::fs::read(self.session_file(id))?);
-        let (view, meta, messages) = Reader::decode_all(&raw, |r| {
-            let view = r.bytes()?;
-            let meta = r.bytes()?;
-            let messages = r.list(|r| {
-                let index = r.u64()?;
-                Ok((
-                    index,
-                    Opened {
-                        header: Header::from_bytes(r.bytes()?)?,
-                        hash: Digest::decode(r)?,
-                        content: caucus_protocol::content::Content::from_bytes(r.bytes()?)?,
-                        gap: None,
-                    },
-                ))
-            })?;
-            Ok((view, meta, messages))
-        })
-        .map_err(corrupt)?;
-        Ok(SessionState {
-            view: SessionView::from_state_bytes(view)?,
-            meta: serde_json::from_slice(meta).map_err(corrupt)?,
-            messages,
-        })
+    /// Every session saved here, with its log. A frame cut short at the end
+    /// of a log (a crash mid-append) is dropped.
+    pub(crate) fn load(&self) -> Result<Vec<Saved>, ClientError> {
+        let mut out = Vec::new();
+        for id in self.sessions()? {
+            let snapshot = Zeroizing::new(std::fs::read(self.session_file(&id))?);
+            let mut raw = Zeroizing::new(Vec::new());
+            match std::fs::File::open(self.log_file(&id)) {
+                Ok(mut f) => {
+                    f.read_to_end(&mut raw)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            let mut log = Vec::new();
+            let mut rest: &[u8] = &raw;
+            while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+                let len = u32::from_be_bytes(*len) as usize;
+                let Some(record) = tail.get(..len) else {
+                    break;
+                };
+                log.push(Zeroizing::new(record.to_vec()));
+                rest = &tail[len..];
+            }
+            if !rest.is_empty() {
+                // Cut the torn frame off, so the next append follows the
+                // last whole one.
+                let whole = (raw.len() - rest.len()) as u64;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(self.log_file(&id))?
+                    .set_len(whole)?;
+            }
+            out.push(Saved { snapshot, log });
+        }
+        Ok(out)
     }
 }

@@ -84,7 +84,7 @@ async fn admit(
     dir: &std::path::Path,
 ) -> Client {
     let link = mediator
-        .invite(session, party, "a member", caucus_client::now() + 3600)
+        .invite(session, party, "a member", caucus_client::now() + 3600, caucus_client::Admission::Automatic)
         .await
         .unwrap();
     let (mut client, s) = Client::join(state_dir(dir).await, &link).await.unwrap();
@@ -495,6 +495,7 @@ async fn a_join_request_the_relay_made_up_admits_no_one() {
             &s.parties[0],
             "Someone",
             caucus_client::now() + 3600,
+            caucus_client::Admission::Automatic,
         )
         .await
         .unwrap();
@@ -582,6 +583,7 @@ async fn a_joiner_refuses_a_mediator_key_other_than_the_one_its_link_pins() {
             &s.parties[0],
             "Joiner",
             caucus_client::now() + 3600,
+            caucus_client::Admission::Automatic,
         )
         .await
         .unwrap();
@@ -639,6 +641,7 @@ async fn the_mediator_refuses_a_joiner_key_the_relay_substituted() {
             &s.parties[0],
             "Joiner",
             caucus_client::now() + 3600,
+            caucus_client::Admission::Automatic,
         )
         .await
         .unwrap();

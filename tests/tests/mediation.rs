@@ -39,7 +39,7 @@ async fn cast(relay: &Relay) -> Cast {
     .enumerate()
     {
         let link = mediator
-            .invite(&session, &party, name, caucus_client::now() + 3600)
+            .invite(&session, &party, name, caucus_client::now() + 3600, caucus_client::Admission::Automatic)
             .await
             .unwrap();
         let (mut client, s) = Client::join(state(i + 1), &link).await.unwrap();
@@ -445,7 +445,7 @@ async fn a_join_request_with_a_bad_proof_is_rejected_and_reported() {
     let (mut mediator, _dir) = relay.device().await;
     let (session, parties) = mediator.create_session("M", &["P"]).await.unwrap();
     let link = mediator
-        .invite(&session, &parties[0], "someone", caucus_client::now() + 600)
+        .invite(&session, &parties[0], "someone", caucus_client::now() + 600, caucus_client::Admission::Automatic)
         .await
         .unwrap();
     // Someone with the admission token (the relay's knowledge) but not the
@@ -589,7 +589,7 @@ async fn the_joint_room_opens_only_once_every_party_has_agreed() {
     .await;
     let refused = c.mediator.set_joint_open(&session, true).await;
     assert!(
-        matches!(refused, Err(caucus_client::ClientError::Usage(_))),
+        matches!(refused, Err(caucus_client::ClientError::NotAgreed { .. })),
         "{refused:?}"
     );
     let missing = c
@@ -726,7 +726,7 @@ async fn a_co_mediator_has_a_mediators_rights_in_every_room() {
     let session = c.session;
     let link = c
         .mediator
-        .invite_co_mediator(&session, "Mr Co-mediator", caucus_client::now() + 600)
+        .invite_co_mediator(&session, "Mr Co-mediator", caucus_client::now() + 600, caucus_client::Admission::Automatic)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -23,7 +23,7 @@ struct Person {
 /// Invite `name` to `party` and admit them.
 async fn admit(mediator: &mut Client, session: &SessionId, party: &PartyId, name: &str) -> Person {
     let link = mediator
-        .invite(session, party, name, caucus_client::now() + 3600)
+        .invite(session, party, name, caucus_client::now() + 3600, caucus_client::Admission::Automatic)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -222,7 +222,7 @@ async fn a_clinical_negligence_mediation_from_invitation_to_erasure() {
     agree(&c_solicitor, &mut mediator, &session, Step::JointMeeting).await;
     assert!(matches!(
         mediator.set_joint_open(&session, true).await,
-        Err(ClientError::Usage(_))
+        Err(ClientError::NotAgreed { .. })
     ));
     agree(&t_solicitor, &mut mediator, &session, Step::JointMeeting).await;
     mediator.set_joint_open(&session, true).await.unwrap();

@@ -7,7 +7,9 @@ use std::ops::RangeInclusive;
 use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::Fingerprint;
-use caucus_protocol::ids::{InviteId, RoomId, SessionId};
+use caucus_protocol::content::Content;
+use caucus_protocol::ids::{InviteId, PartyId, RoomId, SessionId};
+use caucus_protocol::session::Opened;
 use caucus_protocol::offer::Offer;
 use caucus_protocol::wire::{MediatorWhereabouts, PartyStatus};
 
@@ -134,7 +136,7 @@ pub enum Event {
         agreement: Digest,
     },
     /// The agreement is signed by everyone and countersigned: this device
-    /// holds a copy that verifies offline ([`crate::Client::agreement`]).
+    /// holds a copy that verifies offline ([`crate::Machine::agreement`]).
     AgreementConcluded {
         /// The session.
         session: SessionId,
@@ -191,7 +193,22 @@ pub enum Event {
         /// The session.
         session: SessionId,
     },
-    /// (Mediator) a joiner's proof verified and they were admitted.
+    /// (Mediator) someone is in the waiting room with a proof that
+    /// verifies: compare their safety code with them, then admit or decline
+    /// them.
+    Knocking {
+        /// The session.
+        session: SessionId,
+        /// The invite they used.
+        invite: InviteId,
+        /// Their device (its safety code is what to compare).
+        member: Fingerprint,
+        /// Their name, as given on the invite.
+        name: String,
+        /// The party they join; `None` for a co-mediator.
+        party: Option<PartyId>,
+    },
+    /// (Mediator) a joiner was admitted.
     Admitted {
         /// The session.
         session: SessionId,
@@ -201,7 +218,7 @@ pub enum Event {
         member: Fingerprint,
     },
     /// (Mediator) a join request was refused: a bad proof, an expired or
-    /// used invite.
+    /// used invite, or the mediator declined it.
     Rejected {
         /// The session.
         session: SessionId,
@@ -266,8 +283,105 @@ pub enum Warning {
     Verification,
     /// An envelope was a replay of one already seen.
     Replay,
+    /// Something this device does by itself (catching up, recording a
+    /// withdrawal, handing out keys) could not reach the relay or was
+    /// refused.
+    Connection,
     /// The relay served a roster that is not newer than the one held, is
     /// signed by the mediator, and is not the roster this client accepted
     /// at that version: an older or abandoned branch. The held roster stays.
     Rollback,
+}
+
+/// The event for a verified message, stored at `index` in its room.
+pub(crate) fn of_message(session: SessionId, index: u64, opened: Opened) -> Event {
+    let h = &opened.header;
+    match opened.content {
+        Content::Text { sharing, body } => Event::Message {
+            session,
+            room: h.room,
+            index,
+            sender: h.sender,
+            hash: opened.hash,
+            sharing,
+            text: body,
+        },
+        Content::Forward(f) => Event::Forwarded {
+            session,
+            room: h.room,
+            index,
+            mediator: h.sender,
+            from_room: f.source_room,
+            mode: f.mode,
+            text: f.text,
+            author_consented: f.author_consented,
+        },
+        Content::ShareReceipt(r) => Event::Shared {
+            session,
+            room: h.room,
+            source: r.source_message,
+            destination: r.destination_room,
+            mode: r.mode,
+            text: r.text,
+        },
+        Content::Consent { message } => Event::Consent {
+            session,
+            room: h.room,
+            member: h.sender,
+            message,
+        },
+        Content::System(event) => Event::System {
+            session,
+            room: h.room,
+            event,
+        },
+        Content::Withdrawal => Event::Withdrew {
+            session,
+            room: h.room,
+            member: h.sender,
+        },
+        Content::Agree { step } => Event::Agreed {
+            session,
+            room: h.room,
+            member: h.sender,
+            step,
+        },
+        Content::AgreementDraft(a) => Event::AgreementProposed {
+            session,
+            room: h.room,
+            agreement: a.hash(),
+            title: a.title,
+            terms: a.terms,
+            checklist: a.checklist,
+        },
+        Content::AgreementSignature { agreement, .. } => Event::AgreementSigned {
+            session,
+            room: h.room,
+            member: h.sender,
+            agreement,
+        },
+        Content::AgreementFinal(a) => Event::AgreementConcluded {
+            session,
+            room: h.room,
+            agreement: a.agreement.hash(),
+        },
+        Content::Offer(offer) => Event::Offer {
+            session,
+            room: h.room,
+            index,
+            by: h.sender,
+            message: opened.hash,
+            offer,
+        },
+        Content::CarriedOffer(c) => Event::OfferCarried {
+            session,
+            room: h.room,
+            index,
+            mediator: h.sender,
+            message: opened.hash,
+            from_room: c.source_room,
+            mode: c.mode,
+            offer: c.offer,
+        },
+    }
 }

@@ -1,0 +1,87 @@
+//! The client's error type: one enum, each variant documented, the relay's
+//! refusals carried with their stable wire code.
+
+use caucus_protocol::content::Step;
+use caucus_protocol::wire::ErrorCode;
+
+/// What can go wrong in a Caucus client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// A protocol check failed (a signature, a roster, a key, an invite).
+    #[error(transparent)]
+    Protocol(#[from] caucus_protocol::Error),
+    /// The relay refused a request.
+    #[error("relay refused ({code:?}): {message}")]
+    Refused {
+        /// The relay's stable code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// The relay could not be reached, or the connection broke.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// Reading or writing this device's saved state failed.
+    #[error("state directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// Saved state did not parse (or did not decrypt).
+    #[error("state file corrupt: {0}")]
+    Corrupt(String),
+    /// The session is not known to this client.
+    #[error("no such session in this client's state")]
+    UnknownSession,
+    /// The request does not fit this participant or session; the string says why.
+    #[error("{0}")]
+    Usage(&'static str),
+    /// A step of the process needs every party's agreement first.
+    #[error("{}", not_agreed(*.step, .parties))]
+    NotAgreed {
+        /// The step.
+        step: Step,
+        /// The labels of the parties that have not agreed to it yet.
+        parties: Vec<String>,
+    },
+    /// Nothing came in time.
+    #[error("timed out waiting for the relay")]
+    Timeout,
+}
+
+fn not_agreed(step: Step, parties: &[String]) -> String {
+    let what = match step {
+        Step::Continue => "to continue after the individual meetings",
+        Step::JointMeeting => "to a joint meeting",
+    };
+    let who = match parties {
+        [] => "every party".to_owned(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    };
+    let verb = if parties.len() == 1 { "has" } else { "have" };
+    format!("every party must first agree {what}: {who} {verb} not agreed yet")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gate_refusal_names_the_parties_still_missing() {
+        let e = ClientError::NotAgreed {
+            step: Step::JointMeeting,
+            parties: vec!["Dr Okafor".into(), "Dr Shah".into(), "Dr Lee".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "every party must first agree to a joint meeting: Dr Okafor, Dr Shah and Dr Lee have not agreed yet"
+        );
+        let e = ClientError::NotAgreed {
+            step: Step::Continue,
+            parties: vec!["Claimant".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "every party must first agree to continue after the individual meetings: Claimant has not agreed yet"
+        );
+    }
+}

@@ -1,0 +1,1469 @@
+//! The machine: one device, its sessions, and its conversation with one
+//! relay, with no IO. See the crate documentation for the driver's loop.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use caucus_protocol::builder::RosterBuilder;
+use caucus_protocol::codec::Canonical;
+use caucus_protocol::content::{Content, SystemEvent};
+use caucus_protocol::crypto::{Digest, label};
+use caucus_protocol::deletion::SignedDeletionStatement;
+use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
+use caucus_protocol::identity::{DeviceKeys, Fingerprint};
+use caucus_protocol::ids::{PartyId, RoomId, SessionId};
+use caucus_protocol::invite::{Invite, JoinRequest};
+use caucus_protocol::keys::{RoomKey, SignedKeyBundle};
+use caucus_protocol::roster::{Role, RoomKind, Roster, SignedRoster};
+use caucus_protocol::session::Opened;
+use caucus_protocol::wire::{
+    self, Encoded, ErrorCode, Reply, Request, RequestBody, RoomCursor, ServerFrame,
+};
+
+use crate::error::ClientError;
+use crate::event::{Event, Warning};
+use crate::ops::{Awaiting, Op, OpId, Origin, Outcome, RosterEdit, Sent, Stage, Waiting};
+use crate::state::{Changes, Kept, Membership, SessionChanges, SessionState};
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+/// A moment, in milliseconds since the Unix epoch. The machine never reads
+/// a clock: every input carries the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// `ms` milliseconds since the Unix epoch.
+    pub const fn from_millis(ms: u64) -> Self {
+        Self(ms)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// Whole seconds since the Unix epoch (invites and agreements count in
+    /// seconds).
+    pub const fn as_secs(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// `ms` milliseconds later.
+    pub const fn plus_millis(self, ms: u64) -> Self {
+        Self(self.0.saturating_add(ms))
+    }
+}
+
+/// How long a request may wait for its reply, including while the
+/// connection is down.
+pub const REPLY_TIMEOUT_MS: u64 = 30_000;
+
+/// How long a post waits for its room's key to arrive (key bundles follow a
+/// new roster) before it fails.
+pub const KEY_WAIT_MS: u64 = 5_000;
+
+/// The request id of `auth`; every other request counts up from 1.
+const AUTH_ID: u64 = 0;
+
+/// The connection, as the machine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// No connection: requests wait (until their deadline).
+    Offline,
+    /// Connected, authenticating: waiting for the challenge or the reply to
+    /// `auth`.
+    Authenticating,
+    /// Authenticated: requests flow.
+    Online,
+}
+
+/// A roster this (mediator) device signed and published, pending until the
+/// relay accepts it or its echo comes back: only then does it become the
+/// held roster, and only then are the new epochs' keys handed out.
+struct PendingRoster {
+    roster: SignedRoster,
+    room_keys: Vec<RoomKey>,
+    /// The operation that published it, while it is still waiting.
+    op: Option<OpId>,
+    /// Accepted from the relay's echo before the reply came.
+    merged: bool,
+}
+
+/// A joiner in the waiting room whose proof verified, for the mediator to
+/// admit or decline.
+#[derive(Debug, Clone)]
+pub struct Knock {
+    /// The join request.
+    pub request: JoinRequest,
+    /// The party they join (`None`: a co-mediator).
+    pub party: Option<PartyId>,
+    /// Their name, as the mediator gave it on the invite.
+    pub name: String,
+}
+
+struct Queued {
+    id: u64,
+    body: RequestBody,
+    op: OpId,
+    deadline: Timestamp,
+}
+
+struct InFlight {
+    op: OpId,
+    deadline: Timestamp,
+}
+
+/// A Caucus device as a state machine: frames and the time in; frames to
+/// send, events to show and changes to save out.
+pub struct Machine {
+    pub(crate) keys: DeviceKeys,
+    relay: String,
+    relay_identity: Option<Fingerprint>,
+    link: Link,
+    pub(crate) sessions: BTreeMap<SessionId, SessionState>,
+    pending: BTreeMap<SessionId, PendingRoster>,
+    knocks: BTreeMap<SessionId, Vec<Knock>>,
+    ops: BTreeMap<OpId, Op>,
+    next_op: u64,
+    next_request: u64,
+    queue: VecDeque<Queued>,
+    in_flight: BTreeMap<u64, InFlight>,
+    auth: Option<String>,
+    events: VecDeque<Event>,
+    done: VecDeque<(OpId, Result<Outcome>)>,
+    kept: Vec<(SessionId, Kept, Vec<u8>)>,
+    erased: Vec<SessionId>,
+    pub(crate) now: Timestamp,
+}
+
+impl Machine {
+    /// A device with `keys`, talking to the relay at `relay` (its URL, as
+    /// sessions and invites name it).
+    pub fn new(keys: DeviceKeys, relay: &str) -> Self {
+        Self {
+            keys,
+            relay: relay.to_owned(),
+            relay_identity: None,
+            link: Link::Offline,
+            sessions: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            knocks: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            next_op: 0,
+            next_request: AUTH_ID + 1,
+            queue: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            auth: None,
+            events: VecDeque::new(),
+            done: VecDeque::new(),
+            kept: Vec::new(),
+            erased: Vec::new(),
+            now: Timestamp::default(),
+        }
+    }
+
+    /// Take back a saved session: its snapshot and its message log records,
+    /// in the order they were appended (see [`crate::state`]). Sessions of
+    /// another relay are not this machine's and are refused.
+    pub fn restore<'a>(
+        &mut self,
+        snapshot: &[u8],
+        log: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<SessionId> {
+        let state = SessionState::restore(snapshot, log)?;
+        if state.meta.relay != self.relay {
+            return Err(ClientError::Usage("a session of another relay"));
+        }
+        let id = state.view.session();
+        self.sessions.insert(id, state);
+        Ok(id)
+    }
+
+    // ----- the connection -----
+
+    /// The driver opened a connection to the relay; the relay's challenge
+    /// comes next.
+    pub fn connected(&mut self, now: Timestamp) {
+        self.now = now;
+        self.link = Link::Authenticating;
+        self.auth = None;
+    }
+
+    /// The connection is gone. Requests already sent fail (their replies
+    /// are lost with it); requests not yet sent wait for the next one.
+    pub fn disconnected(&mut self, now: Timestamp) {
+        self.now = now;
+        self.link = Link::Offline;
+        self.auth = None;
+        let lost: Vec<InFlight> = std::mem::take(&mut self.in_flight).into_values().collect();
+        for f in lost {
+            self.fail(
+                f.op,
+                ClientError::Connection("connection lost before the reply".into()),
+            );
+        }
+        // A catch-up starts again from scratch on the next connection.
+        let resumes: Vec<OpId> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| matches!(op.origin, Origin::Resume))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in resumes {
+            self.ops.remove(&id);
+            self.queue.retain(|q| q.op != id);
+        }
+        self.progress();
+    }
+
+    /// Where the connection stands.
+    pub fn link(&self) -> Link {
+        self.link
+    }
+
+    /// The relay's identity, as its latest challenge showed it.
+    pub fn relay_identity(&self) -> Option<Fingerprint> {
+        self.relay_identity
+    }
+
+    /// Whether every session has caught up since the last connection: the
+    /// relay is reachable and no catch-up is still running.
+    pub fn is_caught_up(&self) -> bool {
+        self.link == Link::Online
+            && !self
+                .ops
+                .values()
+                .any(|op| matches!(op.origin, Origin::Resume))
+    }
+
+    /// Handle one text frame from the relay.
+    pub fn handle_frame(&mut self, text: &str, now: Timestamp) {
+        self.now = now;
+        match serde_json::from_str::<ServerFrame>(text) {
+            Ok(ServerFrame::Reply(reply)) => self.on_reply(reply),
+            Ok(ServerFrame::Event(event)) => self.on_event(*event),
+            Err(e) => tracing::warn!(error = %e, "unreadable frame from the relay"),
+        }
+        self.progress();
+    }
+
+    /// Fail whatever has waited past its deadline.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.now = now;
+        let late: Vec<OpId> = self
+            .queue
+            .iter()
+            .filter(|q| q.deadline <= now)
+            .map(|q| q.op)
+            .chain(
+                self.in_flight
+                    .values()
+                    .filter(|f| f.deadline <= now)
+                    .map(|f| f.op),
+            )
+            .collect();
+        for op in late {
+            self.fail(op, ClientError::Timeout);
+        }
+        let blocked: Vec<OpId> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| matches!(op.waiting, Waiting::Blocked { until } if until <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in blocked {
+            // Once more, without waiting: it runs, or fails saying why.
+            self.step(id, true);
+        }
+        self.progress();
+    }
+
+    /// When [`Machine::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let requests = self
+            .queue
+            .iter()
+            .map(|q| q.deadline)
+            .chain(self.in_flight.values().map(|f| f.deadline));
+        let blocked = self.ops.values().filter_map(|op| match op.waiting {
+            Waiting::Blocked { until } => Some(until),
+            _ => None,
+        });
+        requests.chain(blocked).min()
+    }
+
+    /// The next frame to send to the relay. Nothing is given while changes
+    /// are unsaved: a sealed message must be on disk (its chain position
+    /// with it) before it can reach anyone.
+    pub fn poll_transmit(&mut self) -> Option<String> {
+        if self.has_changes() {
+            return None;
+        }
+        if let Some(auth) = self.auth.take() {
+            return Some(auth);
+        }
+        if self.link != Link::Online {
+            return None;
+        }
+        let q = self.queue.pop_front()?;
+        let frame = Request {
+            v: PROTOCOL_VERSION,
+            id: q.id,
+            body: q.body,
+        };
+        match serde_json::to_string(&frame) {
+            Ok(text) => {
+                self.in_flight.insert(
+                    q.id,
+                    InFlight {
+                        op: q.op,
+                        deadline: q.deadline,
+                    },
+                );
+                Some(text)
+            }
+            Err(e) => {
+                self.fail(q.op, ClientError::Corrupt(e.to_string()));
+                self.progress();
+                self.poll_transmit()
+            }
+        }
+    }
+
+    /// The next event to show.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next finished operation, with its outcome. Only operations the
+    /// caller started appear; what the device does by itself reports
+    /// through events.
+    pub fn poll_done(&mut self) -> Option<(OpId, Result<Outcome>)> {
+        self.done.pop_front()
+    }
+
+    /// Whether anything is waiting to be saved.
+    pub fn has_changes(&self) -> bool {
+        !self.kept.is_empty()
+            || !self.erased.is_empty()
+            || self
+                .sessions
+                .values()
+                .any(|s| s.dirty || !s.appended.is_empty())
+    }
+
+    /// What changed since the last call, to save before sending anything
+    /// more (see [`Machine::poll_transmit`]).
+    pub fn take_changes(&mut self) -> Result<Changes> {
+        let mut changes = Changes::default();
+        for id in self.erased.drain(..) {
+            changes.sessions.entry(id).or_default().erase = true;
+        }
+        for (id, state) in &mut self.sessions {
+            if !state.dirty && state.appended.is_empty() {
+                continue;
+            }
+            let entry = changes.sessions.entry(*id).or_default();
+            entry.appended = std::mem::take(&mut state.appended);
+            if state.dirty {
+                entry.snapshot = Some(state.snapshot()?);
+                state.dirty = false;
+            }
+        }
+        for (id, what, bytes) in self.kept.drain(..) {
+            changes
+                .sessions
+                .entry(id)
+                .or_insert_with(SessionChanges::default)
+                .kept
+                .push((what, bytes));
+        }
+        Ok(changes)
+    }
+
+    // ----- operations -----
+
+    pub(crate) fn start_op(
+        &mut self,
+        session: SessionId,
+        origin: Origin,
+        stages: impl IntoIterator<Item = Stage>,
+        outcome: Outcome,
+    ) -> OpId {
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        self.ops
+            .insert(id, Op::new(session, origin, stages, outcome));
+        self.progress();
+        id
+    }
+
+    /// Start every stage that can start, until nothing moves.
+    pub(crate) fn progress(&mut self) {
+        loop {
+            let ids: Vec<OpId> = self.ops.keys().copied().collect();
+            let mut moved = false;
+            for id in ids {
+                moved |= self.step(id, false);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Start the next stage of `id` if it can start (with `force`, without
+    /// blocking); finish it when no stage is left. Whether anything moved.
+    fn step(&mut self, id: OpId, force: bool) -> bool {
+        let Some(op) = self.ops.get_mut(&id) else {
+            return false;
+        };
+        if matches!(op.waiting, Waiting::Reply { .. }) {
+            return false;
+        }
+        let session = op.session;
+        let Some(stage) = op.stages.pop_front() else {
+            let outcome = op.outcome.clone();
+            self.finish(id, Ok(outcome));
+            return true;
+        };
+        match self.start(id, session, stage, force) {
+            Ok(Started::Waiting(request, awaiting)) => {
+                if let Some(op) = self.ops.get_mut(&id) {
+                    op.waiting = Waiting::Reply { request, awaiting };
+                }
+                true
+            }
+            Ok(Started::Done) => {
+                if let Some(op) = self.ops.get_mut(&id) {
+                    op.waiting = Waiting::Idle;
+                }
+                true
+            }
+            Ok(Started::Blocked(stage)) => {
+                let now = self.now;
+                if let Some(op) = self.ops.get_mut(&id) {
+                    op.stages.push_front(stage);
+                    if !matches!(op.waiting, Waiting::Blocked { .. }) {
+                        op.waiting = Waiting::Blocked {
+                            until: now.plus_millis(KEY_WAIT_MS),
+                        };
+                    }
+                }
+                false
+            }
+            Err(e) => {
+                self.fail(id, e);
+                true
+            }
+        }
+    }
+
+    /// Start one stage.
+    fn start(
+        &mut self,
+        id: OpId,
+        session: SessionId,
+        stage: Stage,
+        force: bool,
+    ) -> Result<Started> {
+        let me = self.keys.fingerprint();
+        match stage {
+            Stage::Request(body) => Ok(self.request(id, body, Awaiting::Accepted)),
+            Stage::Subscribe => {
+                let body = self.subscribe_body(&session)?;
+                Ok(self.request(id, body, Awaiting::Subscribe))
+            }
+            Stage::Knock => {
+                let state = self.session(&session)?;
+                let link = match &state.meta.membership {
+                    Membership::Knocking { link } | Membership::Waiting { link } => link.clone(),
+                    // Admitted meanwhile (or closed): nothing to knock on.
+                    _ => return Ok(Started::Done),
+                };
+                let invite = Invite::from_link(&link)?;
+                let body = RequestBody::Join {
+                    token: invite.admission_token(),
+                    request: Encoded(invite.join_request(self.keys.public())),
+                };
+                Ok(self.request(id, body, Awaiting::Knock))
+            }
+            Stage::Roster(edit) => {
+                if self.pending.contains_key(&session) {
+                    if force {
+                        return Err(ClientError::Timeout);
+                    }
+                    return Ok(Started::Blocked(Stage::Roster(edit)));
+                }
+                let state = self.session(&session)?;
+                let mut builder = RosterBuilder::resume(&state.view)?;
+                let side_room = apply(&mut builder, &edit)?;
+                let (roster, room_keys) = builder.sign(&self.keys)?;
+                if let (Some(room), Some(op)) = (side_room, self.ops.get_mut(&id)) {
+                    op.outcome = Outcome::SideRoom(room);
+                }
+                self.pending.insert(
+                    session,
+                    PendingRoster {
+                        roster: roster.clone(),
+                        room_keys,
+                        op: Some(id),
+                        merged: false,
+                    },
+                );
+                let body = RequestBody::PublishRoster {
+                    roster: Encoded(roster),
+                };
+                Ok(self.request(id, body, Awaiting::Roster))
+            }
+            Stage::Post {
+                room,
+                content,
+                report,
+            } => {
+                let state = self
+                    .sessions
+                    .get_mut(&session)
+                    .ok_or(ClientError::UnknownSession)?;
+                let key_in_flight = state
+                    .view
+                    .roster()
+                    .and_then(|r| r.room(&room))
+                    .is_some_and(|r| r.has(&me) && state.view.room_key(&room, r.epoch).is_none());
+                if key_in_flight && !force {
+                    return Ok(Started::Blocked(Stage::Post {
+                        room,
+                        content,
+                        report,
+                    }));
+                }
+                let envelope = state.view.seal(&self.keys, &room, &content)?;
+                // The chain moved: saved before the envelope can leave.
+                state.dirty = true;
+                let own = Box::new(Opened {
+                    header: envelope.header().clone(),
+                    hash: envelope.hash(),
+                    content,
+                    gap: None,
+                });
+                let body = RequestBody::Post {
+                    envelope: Encoded(envelope),
+                };
+                Ok(self.request(id, body, Awaiting::Post { own, report }))
+            }
+            Stage::Close => Ok(self.request(
+                id,
+                RequestBody::CloseSession { session },
+                Awaiting::Close,
+            )),
+            Stage::Statement => Ok(self.request(
+                id,
+                RequestBody::DeletionStatement { session },
+                Awaiting::Statement,
+            )),
+        }
+    }
+
+    /// Queue a request for operation `op`.
+    fn request(&mut self, op: OpId, body: RequestBody, awaiting: Awaiting) -> Started {
+        let id = self.next_request;
+        self.next_request += 1;
+        self.queue.push_back(Queued {
+            id,
+            body,
+            op,
+            deadline: self.now.plus_millis(REPLY_TIMEOUT_MS),
+        });
+        Started::Waiting(id, awaiting)
+    }
+
+    /// End an operation: to its caller through [`Machine::poll_done`], or as
+    /// the event its origin calls for.
+    fn finish(&mut self, id: OpId, result: Result<Outcome>) {
+        let Some(op) = self.ops.remove(&id) else {
+            return;
+        };
+        self.queue.retain(|q| q.op != id);
+        self.in_flight.retain(|_, f| f.op != id);
+        if let Some(p) = self.pending.get_mut(&op.session)
+            && p.op == Some(id)
+        {
+            // Whether the relay took it is unknown: its echo will tell (see
+            // `on_roster`), or the next catch-up (see `on_accepted`).
+            p.op = None;
+        }
+        let session = op.session;
+        match (op.origin, result) {
+            (Origin::Caller, result) => self.done.push_back((id, result)),
+            (Origin::Admit { invite, member }, Ok(_)) => self.events.push_back(Event::Admitted {
+                session,
+                invite,
+                member,
+            }),
+            (Origin::Admit { invite, .. }, Err(e)) => self.events.push_back(Event::Rejected {
+                session,
+                invite,
+                reason: format!("admission failed: {e}"),
+            }),
+            (Origin::Decline { invite, reason }, _) => self.events.push_back(Event::Rejected {
+                session,
+                invite,
+                reason,
+            }),
+            (Origin::Resume | Origin::Automatic(_), Ok(_)) => {}
+            (Origin::Resume, Err(e)) => {
+                self.warn(session, Warning::Connection, format!("catching up failed: {e}"));
+            }
+            (Origin::Automatic(what), Err(e)) => {
+                self.warn(session, Warning::Connection, format!("{what} failed: {e}"));
+            }
+        }
+    }
+
+    fn fail(&mut self, id: OpId, e: ClientError) {
+        self.finish(id, Err(e));
+    }
+
+    // ----- what the relay says -----
+
+    fn on_reply(&mut self, reply: Reply) {
+        let id = match &reply {
+            Reply::Ok { id, .. } => Some(*id),
+            Reply::Error { id, .. } => *id,
+        };
+        if id == Some(AUTH_ID) && self.link == Link::Authenticating {
+            self.on_auth(reply);
+            return;
+        }
+        let Some((rid, f)) = id.and_then(|id| Some((id, self.in_flight.remove(&id)?))) else {
+            return;
+        };
+        let Some(op) = self.ops.get_mut(&f.op) else {
+            return;
+        };
+        let (awaiting, session) = match std::mem::replace(&mut op.waiting, Waiting::Idle) {
+            Waiting::Reply { awaiting, request } if request == rid => (awaiting, op.session),
+            other => {
+                op.waiting = other;
+                return;
+            }
+        };
+        let result = match reply {
+            Reply::Ok {
+                index, statement, ..
+            } => self.on_accepted(f.op, session, awaiting, index, statement.map(|s| s.0)),
+            Reply::Error { code, message, .. } => {
+                self.on_refused(f.op, session, awaiting, code, message)
+            }
+        };
+        if let Err(e) = result {
+            self.fail(f.op, e);
+        }
+    }
+
+    fn on_auth(&mut self, reply: Reply) {
+        match reply {
+            Reply::Ok { .. } => {
+                self.link = Link::Online;
+                let live: Vec<SessionId> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| !s.meta.membership.is_closed())
+                    .map(|(id, _)| *id)
+                    .collect();
+                for session in live {
+                    self.start_op(session, Origin::Resume, [Stage::Subscribe], Outcome::Done);
+                }
+            }
+            Reply::Error { message, .. } => {
+                let waiting: Vec<OpId> = self.queue.iter().map(|q| q.op).collect();
+                for op in waiting {
+                    self.fail(
+                        op,
+                        ClientError::Connection(format!(
+                            "the relay refused this device: {message}"
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The relay accepted the request `op` was waiting on.
+    fn on_accepted(
+        &mut self,
+        op: OpId,
+        session: SessionId,
+        awaiting: Awaiting,
+        index: Option<u64>,
+        statement: Option<SignedDeletionStatement>,
+    ) -> Result<()> {
+        match awaiting {
+            Awaiting::Accepted => {}
+            Awaiting::Subscribe => {
+                // Caught up: a roster of ours that the relay has not sent
+                // back by now never reached it.
+                if self
+                    .pending
+                    .get(&session)
+                    .is_some_and(|p| p.op.is_none() && !p.merged)
+                {
+                    self.pending.remove(&session);
+                }
+            }
+            Awaiting::Knock => {
+                let state = self.session_mut(&session)?;
+                if let Membership::Knocking { link } = &state.meta.membership {
+                    state.meta.membership = Membership::Waiting { link: link.clone() };
+                    state.dirty = true;
+                }
+            }
+            Awaiting::Roster => {
+                let bundles = self.merge_pending(session)?;
+                if let Some(op) = self.ops.get_mut(&op) {
+                    for bundle in bundles.into_iter().rev() {
+                        op.stages.push_front(Stage::Request(RequestBody::PublishKeys {
+                            bundle: Encoded(bundle),
+                        }));
+                    }
+                }
+            }
+            Awaiting::Post { own, report } => {
+                let index = index.ok_or(ClientError::Connection(
+                    "post acknowledged without an index".into(),
+                ))?;
+                let message = own.hash;
+                let state = self.session_mut(&session)?;
+                // The relay delivers in index order and replies after every
+                // envelope before this one, so the cursor skips no one's.
+                state.advance(own.header.room, index);
+                state.record(index, (*own).clone());
+                // The relay does not echo our own posts: the event stream
+                // shows them once stored, like anyone else's.
+                self.emit_opened(session, index, *own);
+                if report && let Some(op) = self.ops.get_mut(&op) {
+                    op.outcome = Outcome::Sent(Sent { index, message });
+                }
+            }
+            Awaiting::Close => {
+                let state = self.session_mut(&session)?;
+                state.meta.membership = Membership::Closed;
+                state.dirty = true;
+                let kept = statement
+                    .map(|s| self.keep_statement(&session, s))
+                    .transpose()?;
+                if let Some(op) = self.ops.get_mut(&op) {
+                    op.outcome = Outcome::Closed(kept);
+                }
+            }
+            Awaiting::Statement => {
+                let statement = statement.ok_or(ClientError::Connection(
+                    "the relay answered without a statement".into(),
+                ))?;
+                let kept = self.keep_statement(&session, statement)?;
+                if let Some(op) = self.ops.get_mut(&op) {
+                    op.outcome = Outcome::Statement(kept);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The relay refused the request `op` was waiting on.
+    fn on_refused(
+        &mut self,
+        op: OpId,
+        session: SessionId,
+        awaiting: Awaiting,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<()> {
+        let resuming = self
+            .ops
+            .get(&op)
+            .is_some_and(|o| matches!(o.origin, Origin::Resume));
+        let membership = self.session(&session)?.meta.membership.clone();
+        match awaiting {
+            // A joiner's place in the waiting room went with its old
+            // connection: knock again.
+            Awaiting::Subscribe
+                if resuming
+                    && code == ErrorCode::Forbidden
+                    && matches!(
+                        membership,
+                        Membership::Knocking { .. } | Membership::Waiting { .. }
+                    ) =>
+            {
+                if let Some(op) = self.ops.get_mut(&op) {
+                    op.stages.push_front(Stage::Knock);
+                }
+                return Ok(());
+            }
+            // Erased, closed, or this device was removed: the session is
+            // over for this device; the others are still served.
+            Awaiting::Subscribe
+                if resuming
+                    && matches!(
+                        code,
+                        ErrorCode::NotFound | ErrorCode::Forbidden | ErrorCode::SessionClosed
+                    ) =>
+            {
+                self.close(&session);
+                return Ok(());
+            }
+            Awaiting::Roster => {
+                self.pending.remove(&session);
+            }
+            _ => {}
+        }
+        Err(ClientError::Refused { code, message })
+    }
+
+    /// The pending roster of `session` is accepted (by the relay's reply or
+    /// its echo): make it the held roster if it is not yet, and seal the
+    /// keys of its new epochs to their members.
+    fn merge_pending(&mut self, session: SessionId) -> Result<Vec<SignedKeyBundle>> {
+        let Some(p) = self.pending.remove(&session) else {
+            return Ok(Vec::new());
+        };
+        let state = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(ClientError::UnknownSession)?;
+        if !p.merged && !state.view.is_accepted(&p.roster.hash()) {
+            state.view.accept_roster(p.roster)?;
+        }
+        state.dirty = true;
+        let keys = &self.keys;
+        Ok(p.room_keys
+            .iter()
+            .map(|k| state.view.seal_key_bundle(keys, k))
+            .collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    fn on_event(&mut self, event: wire::Event) {
+        match event {
+            wire::Event::Challenge { nonce, relay, .. } => {
+                self.relay_identity = Some(relay.0.fingerprint());
+                let auth = Request {
+                    v: PROTOCOL_VERSION,
+                    id: AUTH_ID,
+                    body: RequestBody::Auth {
+                        identity: Encoded(self.keys.public().clone()),
+                        signature: self.keys.sign(label::AUTH, &nonce.0),
+                    },
+                };
+                self.auth = serde_json::to_string(&auth).ok();
+            }
+            wire::Event::Roster {
+                session, roster, ..
+            } => self.on_roster(session, roster.0),
+            wire::Event::KeyBundle {
+                session, bundle, ..
+            } => {
+                let opened = match self.sessions.get_mut(&session) {
+                    None => Err(ClientError::UnknownSession),
+                    Some(s) => s
+                        .view
+                        .open_key_bundle(&self.keys, &bundle.0)
+                        .map(|_| s.dirty = true)
+                        .map_err(ClientError::from),
+                };
+                match opened {
+                    Ok(()) => self.check_ready(session),
+                    Err(ClientError::UnknownSession) => {}
+                    Err(e) => self.warn(
+                        session,
+                        Warning::Verification,
+                        format!("key bundle refused: {e}"),
+                    ),
+                }
+            }
+            wire::Event::Envelope {
+                index, envelope, ..
+            } => self.on_envelope(index, envelope.0),
+            wire::Event::JoinRequest { request, .. } => self.on_join_request(request.0),
+            wire::Event::Declined { session, .. } => {
+                self.events.push_back(Event::Declined { session });
+            }
+            wire::Event::Presence {
+                session,
+                online,
+                mediator,
+                ..
+            } => self.events.push_back(Event::Presence {
+                session,
+                online,
+                mediator,
+            }),
+            wire::Event::Status {
+                session,
+                member,
+                status,
+                ..
+            } => self.events.push_back(Event::Status {
+                session,
+                member,
+                status,
+            }),
+            wire::Event::SessionClosed { session, .. } => self.close(&session),
+        }
+    }
+
+    /// The session is over for this device.
+    fn close(&mut self, session: &SessionId) {
+        if let Ok(state) = self.session_mut(session)
+            && !state.meta.membership.is_closed()
+        {
+            state.meta.membership = Membership::Closed;
+            state.dirty = true;
+            self.events.push_back(Event::Closed { session: *session });
+        }
+    }
+
+    fn on_roster(&mut self, session: SessionId, roster: SignedRoster) {
+        let me = self.keys.fingerprint();
+        let Some(held) = self
+            .sessions
+            .get(&session)
+            .map(|s| s.view.roster().map_or(0, |r| r.version))
+        else {
+            return;
+        };
+        let offered = roster.unverified().version;
+        if offered <= held {
+            self.stale_roster(session, &roster);
+            return;
+        }
+        let ours = self
+            .pending
+            .get(&session)
+            .is_some_and(|p| p.roster.hash() == roster.hash());
+        let accepted = self.session_mut(&session).and_then(|s| {
+            let accepted = s.view.accept_roster(roster)?;
+            let admitted = matches!(
+                s.meta.membership,
+                Membership::Knocking { .. } | Membership::Waiting { .. }
+            ) && accepted.member(&me).is_some();
+            if admitted {
+                // The link (and its secret) is no longer needed.
+                s.meta.membership = Membership::Admitted;
+            }
+            s.dirty = true;
+            Ok(admitted)
+        });
+        match accepted {
+            Ok(admitted) => {
+                self.events.push_back(Event::Roster {
+                    session,
+                    version: offered,
+                });
+                if ours {
+                    self.on_echo(session);
+                }
+                if admitted {
+                    // The key bundles follow the roster: fetch them.
+                    self.start_op(
+                        session,
+                        Origin::Automatic("fetching the room keys"),
+                        [Stage::Subscribe],
+                        Outcome::Done,
+                    );
+                }
+                self.check_ready(session);
+            }
+            // Versions are missing (a joiner hears only the newest): fetch them.
+            Err(ClientError::Protocol(caucus_protocol::Error::RosterChain))
+                if offered > held + 1 =>
+            {
+                self.start_op(
+                    session,
+                    Origin::Automatic("fetching missing rosters"),
+                    [Stage::Subscribe],
+                    Outcome::Done,
+                );
+            }
+            Err(e) => self.warn(
+                session,
+                Warning::Verification,
+                format!("roster refused: {e}"),
+            ),
+        }
+    }
+
+    /// The relay sent back the roster this device published. If the
+    /// publishing operation still waits, its reply finishes the work;
+    /// otherwise (it failed with its connection) hand out the keys now.
+    fn on_echo(&mut self, session: SessionId) {
+        let Some(p) = self.pending.get_mut(&session) else {
+            return;
+        };
+        p.merged = true;
+        if p.op.is_some() {
+            return;
+        }
+        match self.merge_pending(session) {
+            Ok(bundles) => {
+                let stages = bundles.into_iter().map(|b| {
+                    Stage::Request(RequestBody::PublishKeys { bundle: Encoded(b) })
+                });
+                self.start_op(
+                    session,
+                    Origin::Automatic("handing out the room keys"),
+                    stages.collect::<Vec<_>>(),
+                    Outcome::Done,
+                );
+            }
+            Err(e) => self.warn(
+                session,
+                Warning::Verification,
+                format!("handing out the room keys failed: {e}"),
+            ),
+        }
+    }
+
+    /// A roster not newer than the one held: a repeat of one this client
+    /// accepted is harmless (the relay repeats rosters honestly too, when a
+    /// catch-up and live delivery overlap) and is passed over; anything
+    /// else is reported, and the held roster stays.
+    fn stale_roster(&mut self, session: SessionId, roster: &SignedRoster) {
+        let verdict = self.sessions.get(&session).and_then(|s| {
+            (!s.view.is_accepted(&roster.hash())).then(|| {
+                let r = roster.verify(&s.view.mediator())?;
+                if r.session == session {
+                    Ok(())
+                } else {
+                    Err(caucus_protocol::Error::WrongSession)
+                }
+            })
+        });
+        match verdict {
+            None => {}
+            Some(Ok(())) => self.warn(
+                session,
+                Warning::Rollback,
+                format!(
+                    "roster refused: version {} signed by the mediator but not the one accepted",
+                    roster.unverified().version
+                ),
+            ),
+            Some(Err(e)) => self.warn(
+                session,
+                Warning::Verification,
+                format!("roster refused: {e}"),
+            ),
+        }
+    }
+
+    /// Admitted, and now holding the key of every room this device is in:
+    /// [`Event::Joined`], once.
+    fn check_ready(&mut self, session: SessionId) {
+        let me = self.keys.fingerprint();
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if state.meta.membership == Membership::Admitted && state.keyed(&me) {
+            state.meta.membership = Membership::Ready;
+            state.dirty = true;
+            self.events.push_back(Event::Joined { session });
+        }
+    }
+
+    fn on_envelope(&mut self, index: u64, envelope: Envelope) {
+        let session = envelope.header().session;
+        let room = envelope.header().room;
+        let sender = envelope.header().sender;
+        let me = self.keys.fingerprint();
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let outcome = state.view.open(&envelope);
+        // The cursor moves past a message once it is opened, or refused for
+        // good; a key that may still come (a bundle in flight) does not
+        // count as for good, so the message is fetched again next time.
+        let may_come_later = matches!(
+            outcome,
+            Err(caucus_protocol::Error::MissingRoomKey { .. }
+                | caucus_protocol::Error::UnknownEpoch { .. })
+        );
+        if !may_come_later {
+            state.advance(room, index);
+        }
+        match outcome {
+            Ok(opened) => {
+                state.dirty = true;
+                state.record(index, opened.clone());
+                match &opened.content {
+                    Content::Withdrawal => self.on_withdrawal(session, opened.header.sender),
+                    Content::AgreementSignature { agreement, .. } => {
+                        self.on_agreement_signature(session, *agreement);
+                    }
+                    _ => {}
+                }
+                self.emit_opened(session, index, opened);
+            }
+            // Our own message, met again in a catch-up.
+            Err(caucus_protocol::Error::Replay { .. }) if sender == me => {}
+            Err(caucus_protocol::Error::Replay { seq }) => self.warn(
+                session,
+                Warning::Replay,
+                format!("replay of sequence {seq} from {sender}"),
+            ),
+            Err(e) => self.warn(
+                session,
+                Warning::Verification,
+                format!("envelope refused: {e}"),
+            ),
+        }
+    }
+
+    /// As the lead mediator: a party member withdrew their party. Mark it
+    /// in the roster and tell the joint room that a party has withdrawn.
+    fn on_withdrawal(&mut self, session: SessionId, member: Fingerprint) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        if state.view.mediator() != self.keys.fingerprint() {
+            return;
+        }
+        let Some(roster) = state.view.roster() else {
+            return;
+        };
+        let Some(party) = roster.member(&member).and_then(|m| m.party) else {
+            return;
+        };
+        // Already recorded: a repeated notice changes nothing.
+        if roster.party(&party).is_none_or(|p| p.withdrawn) {
+            return;
+        }
+        let Some(joint) = roster.joint_room().map(|r| r.id) else {
+            return;
+        };
+        self.start_op(
+            session,
+            Origin::Automatic("recording a withdrawal"),
+            [
+                Stage::Roster(RosterEdit::SetWithdrawn(party, true)),
+                Stage::Post {
+                    room: joint,
+                    content: Content::System(SystemEvent::PartyWithdrew),
+                    report: false,
+                },
+            ],
+            Outcome::Done,
+        );
+    }
+
+    /// As the lead mediator: a signatory signed a draft. Once every
+    /// signatory has, countersign and give everyone the copy.
+    fn on_agreement_signature(&mut self, session: SessionId, agreement: Digest) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        if state.view.mediator() != self.keys.fingerprint() {
+            return;
+        }
+        let concluded = state.messages.iter().any(|(_, m)| {
+            matches!(&m.content, Content::AgreementFinal(a) if a.agreement.hash() == agreement)
+        });
+        let Some(draft) = state.messages.iter().find_map(|(_, m)| match &m.content {
+            Content::AgreementDraft(a) if a.hash() == agreement => Some(a.clone()),
+            _ => None,
+        }) else {
+            return;
+        };
+        if concluded {
+            return;
+        }
+        // The signature each signatory posted for this draft.
+        let signatures: Option<Vec<_>> = draft
+            .signatories
+            .iter()
+            .map(|s| {
+                let who = s.identity.fingerprint();
+                state.messages.iter().find_map(|(_, m)| match &m.content {
+                    Content::AgreementSignature {
+                        agreement: a,
+                        signature,
+                    } if *a == agreement && m.header.sender == who => Some(*signature),
+                    _ => None,
+                })
+            })
+            .collect();
+        let Some(signatures) = signatures else {
+            return; // not everyone yet
+        };
+        let rooms = state.view.roster().map(everyones_rooms).unwrap_or_default();
+        match caucus_protocol::agreement::SignedAgreement::countersign(
+            draft, signatures, &self.keys,
+        ) {
+            Ok(signed) => {
+                let stages: Vec<Stage> = rooms
+                    .into_iter()
+                    .map(|room| Stage::Post {
+                        room,
+                        content: Content::AgreementFinal(signed.clone()),
+                        report: false,
+                    })
+                    .collect();
+                self.start_op(
+                    session,
+                    Origin::Automatic("giving out the agreement"),
+                    stages,
+                    Outcome::Done,
+                );
+            }
+            Err(e) => self.warn(
+                session,
+                Warning::Verification,
+                format!("agreement not countersigned: {e}"),
+            ),
+        }
+    }
+
+    /// As the lead mediator: someone knocks with one of our invites. A
+    /// proof that does not verify is turned away at once; a good one waits
+    /// for the mediator, unless the invite admits automatically.
+    fn on_join_request(&mut self, request: JoinRequest) {
+        let session = request.session;
+        let me = self.keys.fingerprint();
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        if state.view.mediator() != me {
+            return;
+        }
+        let joiner = request.identity.fingerprint();
+        if state
+            .view
+            .roster()
+            .is_some_and(|r| r.member(&joiner).is_some())
+        {
+            return; // already admitted
+        }
+        let invite = request.invite;
+        let entry = state.meta.invites.iter().find(|e| e.id == invite);
+        let verdict = match entry {
+            None => Err("no such invite".to_owned()),
+            Some(e) if e.used => Err("the invite has been used".into()),
+            Some(e) => match Invite::from_link(&e.link)
+                .and_then(|i| i.verify_join(&request, self.now.as_secs()))
+            {
+                Ok(()) => Ok((e.party, e.name.clone(), e.auto_admit)),
+                Err(err) => Err(err.to_string()),
+            },
+        };
+        match verdict {
+            Ok((party, name, true)) => {
+                let knock = Knock {
+                    request,
+                    party,
+                    name,
+                };
+                self.admit_knock(session, knock);
+            }
+            Ok((party, name, false)) => {
+                let knocks = self.knocks.entry(session).or_default();
+                if knocks.iter().any(|k| k.request.identity.fingerprint() == joiner) {
+                    return; // already waiting (the relay repeats it on catch-up)
+                }
+                knocks.push(Knock {
+                    request,
+                    party,
+                    name: name.clone(),
+                });
+                self.events.push_back(Event::Knocking {
+                    session,
+                    invite,
+                    member: joiner,
+                    name,
+                    party,
+                });
+            }
+            Err(reason) => {
+                self.start_op(
+                    session,
+                    Origin::Decline { invite, reason },
+                    [Stage::Request(RequestBody::Decline { session, invite })],
+                    Outcome::Done,
+                );
+            }
+        }
+    }
+
+    /// Admit a joiner: mark the invite used and add them to the roster.
+    pub(crate) fn admit_knock(&mut self, session: SessionId, knock: Knock) {
+        let invite = knock.request.invite;
+        if let Some(state) = self.sessions.get_mut(&session)
+            && let Some(e) = state.meta.invites.iter_mut().find(|e| e.id == invite)
+        {
+            e.used = true;
+            state.dirty = true;
+        }
+        let role = if knock.party.is_some() {
+            Role::PartyMember
+        } else {
+            Role::CoMediator
+        };
+        let member = knock.request.identity.fingerprint();
+        self.start_op(
+            session,
+            Origin::Admit { invite, member },
+            [Stage::Roster(RosterEdit::AddMember {
+                identity: knock.request.identity,
+                role,
+                party: knock.party,
+                name: knock.name,
+            })],
+            Outcome::Done,
+        );
+    }
+
+    /// The joiners waiting in `session`'s waiting room for this mediator.
+    pub fn knocks(&self, session: &SessionId) -> &[Knock] {
+        self.knocks.get(session).map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn take_knock(&mut self, session: &SessionId, member: &Fingerprint) -> Option<Knock> {
+        let knocks = self.knocks.get_mut(session)?;
+        let at = knocks
+            .iter()
+            .position(|k| &k.request.identity.fingerprint() == member)?;
+        Some(knocks.remove(at))
+    }
+
+    fn emit_opened(&mut self, session: SessionId, index: u64, opened: Opened) {
+        let h = &opened.header;
+        if let Some(missing) = opened.gap.clone() {
+            self.warn(
+                session,
+                Warning::Gap {
+                    sender: h.sender,
+                    room: h.room,
+                    missing,
+                },
+                "messages from this sender are missing",
+            );
+        }
+        self.events.push_back(crate::event::of_message(session, index, opened));
+    }
+
+    pub(crate) fn warn(&mut self, session: SessionId, kind: Warning, detail: impl Into<String>) {
+        self.events.push_back(Event::Warning {
+            session,
+            kind,
+            detail: detail.into(),
+        });
+    }
+
+    /// Check the relay's deletion statement against this device and the
+    /// relay's identity, and keep it.
+    fn keep_statement(
+        &mut self,
+        session: &SessionId,
+        statement: SignedDeletionStatement,
+    ) -> Result<SignedDeletionStatement> {
+        let relay = self
+            .relay_identity
+            .ok_or(ClientError::Connection("no relay identity yet".into()))?;
+        statement.verify_for(session, &self.keys.fingerprint(), &relay)?;
+        self.kept
+            .push((*session, Kept::Deletion, statement.to_bytes()));
+        Ok(statement)
+    }
+
+    pub(crate) fn keep(&mut self, session: SessionId, what: Kept, bytes: Vec<u8>) {
+        self.kept.push((session, what, bytes));
+    }
+
+    pub(crate) fn forget(&mut self, session: &SessionId) -> bool {
+        self.knocks.remove(session);
+        self.pending.remove(session);
+        let had = self.sessions.remove(session).is_some();
+        if had {
+            self.erased.push(*session);
+        }
+        had
+    }
+
+    fn subscribe_body(&self, id: &SessionId) -> Result<RequestBody> {
+        let state = self.session(id)?;
+        Ok(RequestBody::Subscribe {
+            session: *id,
+            roster_after: state.view.roster().map_or(0, |r| r.version),
+            rooms: state
+                .meta
+                .cursors
+                .iter()
+                .map(|(room, after)| RoomCursor {
+                    room: *room,
+                    after: *after,
+                })
+                .collect(),
+        })
+    }
+
+    pub(crate) fn session(&self, id: &SessionId) -> Result<&SessionState> {
+        self.sessions.get(id).ok_or(ClientError::UnknownSession)
+    }
+
+    pub(crate) fn session_mut(&mut self, id: &SessionId) -> Result<&mut SessionState> {
+        self.sessions.get_mut(id).ok_or(ClientError::UnknownSession)
+    }
+
+    pub(crate) fn roster_of(&self, id: &SessionId) -> Result<&Roster> {
+        self.session(id)?
+            .view
+            .roster()
+            .ok_or(ClientError::UnknownSession)
+    }
+
+    /// The relay's URL.
+    pub fn relay(&self) -> &str {
+        &self.relay
+    }
+
+    /// This device's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.keys.fingerprint()
+    }
+}
+
+enum Started {
+    /// A request is queued; its reply finishes the stage.
+    Waiting(u64, Awaiting),
+    /// Nothing to do.
+    Done,
+    /// Not yet: the stage goes back to wait.
+    Blocked(Stage),
+}
+
+/// The joint room and every party's private room: where everyone's copy of
+/// the agreement goes.
+pub(crate) fn everyones_rooms(roster: &Roster) -> Vec<RoomId> {
+    roster
+        .rooms
+        .iter()
+        .filter(|r| matches!(r.kind, RoomKind::Joint | RoomKind::Private(_)))
+        .map(|r| r.id)
+        .collect()
+}
+
+/// Apply `edit` to the draft; for a new side room, its id.
+fn apply(builder: &mut RosterBuilder, edit: &RosterEdit) -> Result<Option<RoomId>> {
+    match edit {
+        RosterEdit::AddMember {
+            identity,
+            role,
+            party,
+            name,
+        } => builder.add_member(identity, *role, *party, name)?,
+        RosterEdit::RemoveMember(member) => builder.remove_member(member)?,
+        RosterEdit::SetOpen(room, open) => builder.set_open(room, *open)?,
+        RosterEdit::AddSideRoom(members) => return Ok(Some(builder.add_side_room(members)?)),
+        RosterEdit::RemoveSideRoom(room) => builder.remove_side_room(room)?,
+        RosterEdit::SetPhase(phase) => builder.set_phase(*phase),
+        RosterEdit::SetWithdrawn(party, withdrawn) => builder.set_withdrawn(party, *withdrawn)?,
+    }
+    Ok(None)
+}

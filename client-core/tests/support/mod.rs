@@ -1,0 +1,583 @@
+//! A simulated network for client machines: an in-memory relay that speaks
+//! the wire protocol of `docs/protocol.md` (authentication, sessions,
+//! rosters, key bundles, invites and the waiting room, posts with indices,
+//! catch-up), and a [`World`] that steps several machines against it with a
+//! virtual clock — quinn-proto's `Pair`, for Caucus. No sockets, no time
+//! read from the system: every run is the same.
+//!
+//! The relay here checks what routing needs (who is authenticated, who is
+//! in which room at which epoch); the real relay's full checks are tested
+//! in `server/` and end to end.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, VecDeque};
+
+use caucus_client_core::{Changes, Event, Machine, OpId, Outcome, Timestamp};
+use caucus_protocol::crypto::{Digest, label};
+use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
+use caucus_protocol::identity::{DeviceKeys, Fingerprint, PublicIdentity};
+use caucus_protocol::ids::{InviteId, RoomId, SessionId};
+use caucus_protocol::invite::JoinRequest;
+use caucus_protocol::keys::SignedKeyBundle;
+use caucus_protocol::roster::{Roster, SignedRoster};
+use caucus_protocol::wire::{
+    self, Encoded, ErrorCode, Event as WireEvent, MediatorWhereabouts, Reply, RequestBody,
+    ServerFrame,
+};
+
+pub const RELAY: &str = "ws://sim.invalid";
+
+/// A connection's id.
+pub type Conn = usize;
+
+#[derive(Default)]
+struct SimSession {
+    rosters: Vec<SignedRoster>,
+    mediator: Option<PublicIdentity>,
+    bundles: Vec<SignedKeyBundle>,
+    logs: BTreeMap<RoomId, Vec<Envelope>>,
+    invites: BTreeMap<InviteId, Digest>,
+    waiting: Vec<(Conn, JoinRequest)>,
+    followers: Vec<Conn>,
+    closed: bool,
+}
+
+impl SimSession {
+    fn roster(&self) -> Option<&Roster> {
+        self.rosters.last().map(SignedRoster::unverified)
+    }
+}
+
+/// The in-memory relay.
+#[derive(Default)]
+pub struct SimRelay {
+    conns: BTreeMap<Conn, Option<Fingerprint>>,
+    nonces: BTreeMap<Conn, Digest>,
+    sessions: BTreeMap<SessionId, SimSession>,
+    keys: Option<DeviceKeys>,
+    /// Frames to deliver: to which connection, what.
+    pub out: VecDeque<(Conn, String)>,
+    /// When false, the relay drops posts on the floor after storing them
+    /// (to test catch-up); true by default through [`SimRelay::new`].
+    pub deliver_live: bool,
+    next_conn: Conn,
+    /// How many envelopes have been stored.
+    pub stored: usize,
+}
+
+fn frame(event: WireEvent) -> String {
+    serde_json::to_string(&ServerFrame::Event(Box::new(event))).unwrap()
+}
+
+fn reply(r: Reply) -> String {
+    serde_json::to_string(&ServerFrame::Reply(r)).unwrap()
+}
+
+impl SimRelay {
+    pub fn new() -> Self {
+        Self {
+            keys: Some(DeviceKeys::generate().unwrap()),
+            deliver_live: true,
+            ..Self::default()
+        }
+    }
+
+    /// A new connection: the relay sends its challenge.
+    pub fn connect(&mut self) -> Conn {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let mut nonce = Digest([7; 32]);
+        nonce.0[..8].copy_from_slice(&(conn as u64).to_be_bytes());
+        self.conns.insert(conn, None);
+        self.nonces.insert(conn, nonce);
+        let relay = self.keys.as_ref().unwrap().public().clone();
+        self.out.push_back((
+            conn,
+            frame(WireEvent::Challenge {
+                v: PROTOCOL_VERSION,
+                nonce,
+                relay: Encoded(relay),
+            }),
+        ));
+        conn
+    }
+
+    /// The connection is gone.
+    pub fn disconnect(&mut self, conn: Conn) {
+        self.conns.remove(&conn);
+        for s in self.sessions.values_mut() {
+            s.followers.retain(|c| *c != conn);
+            s.waiting.retain(|(c, _)| *c != conn);
+        }
+        self.out.retain(|(c, _)| *c != conn);
+    }
+
+    fn send(&mut self, conn: Conn, text: String) {
+        self.out.push_back((conn, text));
+    }
+
+    /// Handle a frame from `conn`.
+    pub fn handle(&mut self, conn: Conn, text: &str) {
+        let request = match wire::parse_request(text) {
+            Ok(r) => r,
+            Err(e) => return self.send(conn, reply(e.reply())),
+        };
+        let id = request.id;
+        let outcome = self.serve(conn, request.body, id);
+        let r = match outcome {
+            Ok(Some(index)) => Reply::posted(id, index),
+            Ok(None) => Reply::ok(id),
+            Err((code, msg)) => Reply::error(Some(id), code, msg),
+        };
+        self.send(conn, reply(r));
+    }
+
+    fn who(&self, conn: Conn) -> Result<Fingerprint, (ErrorCode, &'static str)> {
+        self.conns
+            .get(&conn)
+            .copied()
+            .flatten()
+            .ok_or((ErrorCode::Unauthenticated, "authenticate first"))
+    }
+
+    fn serve(
+        &mut self,
+        conn: Conn,
+        body: RequestBody,
+        _id: u64,
+    ) -> Result<Option<u64>, (ErrorCode, &'static str)> {
+        if let RequestBody::Auth {
+            identity,
+            signature,
+        } = &body
+        {
+            let nonce = self.nonces[&conn];
+            identity
+                .0
+                .verify(label::AUTH, &nonce.0, signature, "auth")
+                .map_err(|_| (ErrorCode::Unauthenticated, "bad signature"))?;
+            self.conns.insert(conn, Some(identity.0.fingerprint()));
+            return Ok(None);
+        }
+        let me = self.who(conn)?;
+        match body {
+            RequestBody::Auth { .. } => unreachable!(),
+            RequestBody::CreateSession { roster } => {
+                let r = roster.0.unverified();
+                let mediator = r.members[0].identity.clone();
+                roster.0.verify(&mediator.fingerprint()).map_err(|_| (ErrorCode::Invalid, "bad roster"))?;
+                let s = self.sessions.entry(r.session).or_default();
+                s.mediator = Some(mediator);
+                s.rosters.push(roster.0);
+                Ok(None)
+            }
+            RequestBody::PublishRoster { roster } => {
+                let session = roster.0.unverified().session;
+                let s = self.sessions.get_mut(&session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                let mediator = s.mediator.clone().unwrap();
+                if me != mediator.fingerprint() {
+                    return Err((ErrorCode::Forbidden, "not the mediator"));
+                }
+                let r = roster.0.verify(&me).map_err(|_| (ErrorCode::Invalid, "bad roster"))?;
+                if r.version != s.roster().map_or(0, |r| r.version) + 1 {
+                    return Err((ErrorCode::Conflict, "not the next version"));
+                }
+                let event = frame(WireEvent::Roster {
+                    v: PROTOCOL_VERSION,
+                    session,
+                    roster: Encoded(roster.0.clone()),
+                });
+                let admitted: Vec<Conn> = s
+                    .waiting
+                    .iter()
+                    .filter(|(_, j)| r.member(&j.identity.fingerprint()).is_some())
+                    .map(|(c, _)| *c)
+                    .collect();
+                s.waiting.retain(|(c, _)| !admitted.contains(c));
+                let new = roster.0.unverified().clone();
+                s.rosters.push(roster.0);
+                let followers: Vec<Conn> = s.followers.clone();
+                for c in followers.into_iter().chain(admitted) {
+                    self.send(c, event.clone());
+                }
+                let s = self.sessions.get_mut(&session).unwrap();
+                let conns = &self.conns;
+                s.followers.retain(|c| conns.get(c).copied().flatten().is_some_and(|f| new.member(&f).is_some()));
+                Ok(None)
+            }
+            RequestBody::PublishKeys { bundle } => {
+                let b = bundle.0.unverified().clone();
+                let s = self.sessions.get_mut(&b.session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                s.bundles.push(bundle.0.clone());
+                let targets: Vec<Conn> = s
+                    .followers
+                    .iter()
+                    .copied()
+                    .filter(|c| {
+                        let f = self.conns.get(c).copied().flatten();
+                        b.entries.iter().any(|e| Some(e.recipient) == f)
+                    })
+                    .collect();
+                for c in targets {
+                    self.send(
+                        c,
+                        frame(WireEvent::KeyBundle {
+                            v: PROTOCOL_VERSION,
+                            session: b.session,
+                            bundle: Encoded(bundle.0.clone()),
+                        }),
+                    );
+                }
+                Ok(None)
+            }
+            RequestBody::CreateInvite {
+                session,
+                invite,
+                token_hash,
+                ..
+            } => {
+                let s = self.sessions.get_mut(&session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                s.invites.insert(invite, token_hash);
+                Ok(None)
+            }
+            RequestBody::Join { token, request } => {
+                let j = request.0;
+                let s = self.sessions.get_mut(&j.session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                if s.invites.get(&j.invite) != Some(&token.hash()) {
+                    return Err((ErrorCode::Forbidden, "no such invite"));
+                }
+                s.waiting.retain(|(c, _)| *c != conn);
+                s.waiting.push((conn, j.clone()));
+                let mediator = s.mediator.clone().unwrap().fingerprint();
+                let targets: Vec<Conn> = s
+                    .followers
+                    .iter()
+                    .copied()
+                    .filter(|c| self.conns.get(c).copied().flatten() == Some(mediator))
+                    .collect();
+                for c in targets {
+                    self.send(
+                        c,
+                        frame(WireEvent::JoinRequest {
+                            v: PROTOCOL_VERSION,
+                            request: Encoded(j.clone()),
+                        }),
+                    );
+                }
+                Ok(None)
+            }
+            RequestBody::Decline { session, invite } => {
+                let s = self.sessions.get_mut(&session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                let gone: Vec<Conn> = s.waiting.iter().filter(|(_, j)| j.invite == invite).map(|(c, _)| *c).collect();
+                s.waiting.retain(|(_, j)| j.invite != invite);
+                for c in gone {
+                    self.send(c, frame(WireEvent::Declined { v: PROTOCOL_VERSION, session }));
+                }
+                Ok(None)
+            }
+            RequestBody::Post { envelope } => {
+                let h = envelope.0.header().clone();
+                if h.sender != me {
+                    return Err((ErrorCode::Forbidden, "not the sender"));
+                }
+                let s = self.sessions.get_mut(&h.session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                if s.closed {
+                    return Err((ErrorCode::SessionClosed, "closed"));
+                }
+                let roster = s.roster().unwrap().clone();
+                let room = roster.room(&h.room).ok_or((ErrorCode::NotFound, "no such room"))?;
+                if !room.has(&me) {
+                    return Err((ErrorCode::Forbidden, "not in this room"));
+                }
+                if room.epoch != h.epoch {
+                    return Err((ErrorCode::Invalid, "not the room's current epoch"));
+                }
+                let log = s.logs.entry(h.room).or_default();
+                log.push(envelope.0.clone());
+                let index = log.len() as u64;
+                self.stored += 1;
+                if self.deliver_live {
+                    let targets: Vec<Conn> = s
+                        .followers
+                        .iter()
+                        .copied()
+                        .filter(|c| {
+                            let f = self.conns.get(c).copied().flatten();
+                            f != Some(me) && f.is_some_and(|f| room.has(&f))
+                        })
+                        .collect();
+                    for c in targets {
+                        self.send(
+                            c,
+                            frame(WireEvent::Envelope {
+                                v: PROTOCOL_VERSION,
+                                index,
+                                envelope: Encoded(envelope.0.clone()),
+                            }),
+                        );
+                    }
+                }
+                Ok(Some(index))
+            }
+            RequestBody::Subscribe {
+                session,
+                roster_after,
+                rooms,
+            } => {
+                let s = self.sessions.get_mut(&session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                if s.closed {
+                    return Err((ErrorCode::SessionClosed, "closed"));
+                }
+                let roster = s.roster().unwrap().clone();
+                if roster.member(&me).is_none() {
+                    return Err((ErrorCode::Forbidden, "not a member"));
+                }
+                if !s.followers.contains(&conn) {
+                    s.followers.push(conn);
+                }
+                let mut frames = Vec::new();
+                for r in s.rosters.iter().filter(|r| r.unverified().version > roster_after) {
+                    frames.push(frame(WireEvent::Roster {
+                        v: PROTOCOL_VERSION,
+                        session,
+                        roster: Encoded(r.clone()),
+                    }));
+                }
+                for b in &s.bundles {
+                    if b.unverified().entries.iter().any(|e| e.recipient == me) {
+                        frames.push(frame(WireEvent::KeyBundle {
+                            v: PROTOCOL_VERSION,
+                            session,
+                            bundle: Encoded(b.clone()),
+                        }));
+                    }
+                }
+                if s.mediator.as_ref().map(PublicIdentity::fingerprint) == Some(me) {
+                    for (_, j) in &s.waiting {
+                        frames.push(frame(WireEvent::JoinRequest {
+                            v: PROTOCOL_VERSION,
+                            request: Encoded(j.clone()),
+                        }));
+                    }
+                }
+                for room in roster.rooms.iter().filter(|r| r.has(&me)) {
+                    let after = rooms.iter().find(|c| c.room == room.id).map_or(0, |c| c.after);
+                    for (i, e) in s.logs.get(&room.id).into_iter().flatten().enumerate() {
+                        let index = i as u64 + 1;
+                        if index > after {
+                            frames.push(frame(WireEvent::Envelope {
+                                v: PROTOCOL_VERSION,
+                                index,
+                                envelope: Encoded(e.clone()),
+                            }));
+                        }
+                    }
+                }
+                frames.push(frame(WireEvent::Presence {
+                    v: PROTOCOL_VERSION,
+                    session,
+                    online: vec![me],
+                    mediator: MediatorWhereabouts::Away,
+                }));
+                for f in frames {
+                    self.send(conn, f);
+                }
+                Ok(None)
+            }
+            RequestBody::Location { .. } | RequestBody::Status { .. } => Ok(None),
+            RequestBody::CloseSession { session } => {
+                let s = self.sessions.get_mut(&session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                s.closed = true;
+                let followers = s.followers.clone();
+                for c in followers {
+                    if c != conn {
+                        self.send(c, frame(WireEvent::SessionClosed { v: PROTOCOL_VERSION, session }));
+                    }
+                }
+                Ok(None)
+            }
+            RequestBody::DeletionStatement { .. } => Err((ErrorCode::NotFound, "kept for now")),
+        }
+    }
+}
+
+/// What a device has saved: the snapshot and log of each session, as a
+/// driver's storage would hold them.
+#[derive(Default, Clone)]
+pub struct Disk {
+    pub sessions: BTreeMap<SessionId, (Vec<u8>, Vec<Vec<u8>>)>,
+    /// Every byte ever written.
+    pub written: u64,
+}
+
+impl Disk {
+    pub fn apply(&mut self, changes: Changes) {
+        for (id, c) in changes.sessions {
+            if c.erase {
+                self.sessions.remove(&id);
+            }
+            let entry = self.sessions.entry(id).or_default();
+            for record in c.appended {
+                self.written += record.len() as u64;
+                entry.1.push(record.to_vec());
+            }
+            if let Some(s) = c.snapshot {
+                self.written += s.len() as u64;
+                entry.0 = s.to_vec();
+            }
+        }
+    }
+}
+
+/// One simulated device.
+pub struct Device {
+    pub name: &'static str,
+    pub keys_bytes: Vec<u8>,
+    pub machine: Machine,
+    pub conn: Option<Conn>,
+    pub disk: Disk,
+    pub events: Vec<Event>,
+    pub done: BTreeMap<OpId, Result<Outcome, caucus_client_core::ClientError>>,
+}
+
+/// Several devices and one relay, stepped on a virtual clock.
+pub struct World {
+    pub relay: SimRelay,
+    pub devices: Vec<Device>,
+    pub now: Timestamp,
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self {
+            relay: SimRelay::new(),
+            devices: Vec::new(),
+            now: Timestamp::from_millis(1_800_000_000_000),
+        }
+    }
+
+    /// A new device, connected.
+    pub fn device(&mut self, name: &'static str) -> usize {
+        let keys = DeviceKeys::generate().unwrap();
+        let keys_bytes = keys.to_secret_bytes().to_vec();
+        self.devices.push(Device {
+            name,
+            keys_bytes,
+            machine: Machine::new(keys, RELAY),
+            conn: None,
+            disk: Disk::default(),
+            events: Vec::new(),
+            done: BTreeMap::new(),
+        });
+        let d = self.devices.len() - 1;
+        self.connect(d);
+        d
+    }
+
+    pub fn connect(&mut self, d: usize) {
+        let conn = self.relay.connect();
+        self.devices[d].conn = Some(conn);
+        self.devices[d].machine.connected(self.now);
+        self.run();
+    }
+
+    pub fn disconnect(&mut self, d: usize) {
+        if let Some(conn) = self.devices[d].conn.take() {
+            self.relay.disconnect(conn);
+        }
+        self.devices[d].machine.disconnected(self.now);
+        self.run();
+    }
+
+    /// The device as a crash leaves it: a new machine from what was saved,
+    /// not connected.
+    pub fn crash(&mut self, d: usize) {
+        if let Some(conn) = self.devices[d].conn.take() {
+            self.relay.disconnect(conn);
+        }
+        let dev = &mut self.devices[d];
+        let keys = DeviceKeys::from_secret_bytes(&dev.keys_bytes).unwrap();
+        let mut machine = Machine::new(keys, RELAY);
+        for (snapshot, log) in dev.disk.sessions.values() {
+            machine
+                .restore(snapshot, log.iter().map(Vec::as_slice))
+                .unwrap();
+        }
+        dev.machine = machine;
+        dev.events.clear();
+    }
+
+    /// Move the clock on, and let every machine see it.
+    pub fn advance(&mut self, ms: u64) {
+        self.now = self.now.plus_millis(ms);
+        for d in &mut self.devices {
+            if d.machine.poll_timeout().is_some_and(|t| t <= self.now) {
+                d.machine.handle_timeout(self.now);
+            }
+        }
+        self.run();
+    }
+
+    /// Step until nothing moves: each device saves, sends; the relay
+    /// answers; frames are delivered. Each delivery costs a millisecond.
+    pub fn run(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            for d in 0..self.devices.len() {
+                moved |= self.flush(d);
+            }
+            while let Some((conn, text)) = self.relay.out.pop_front() {
+                moved = true;
+                if let Some(d) = self.devices.iter().position(|d| d.conn == Some(conn)) {
+                    self.devices[d].machine.handle_frame(&text, self.now);
+                }
+            }
+            if !moved {
+                return;
+            }
+            self.now = self.now.plus_millis(1);
+        }
+        panic!("the world did not settle");
+    }
+
+    fn flush(&mut self, d: usize) -> bool {
+        let mut moved = false;
+        loop {
+            let dev = &mut self.devices[d];
+            if dev.machine.has_changes() {
+                let changes = dev.machine.take_changes().unwrap();
+                dev.disk.apply(changes);
+            }
+            while let Some(e) = dev.machine.poll_event() {
+                dev.events.push(e);
+                moved = true;
+            }
+            while let Some((op, outcome)) = dev.machine.poll_done() {
+                dev.done.insert(op, outcome);
+                moved = true;
+            }
+            let Some(frame) = dev.machine.poll_transmit() else {
+                return moved;
+            };
+            moved = true;
+            if let Some(conn) = dev.conn {
+                self.relay.handle(conn, &frame);
+            }
+        }
+    }
+
+    /// Run until `op` of device `d` is done, and give its outcome.
+    pub fn outcome(&mut self, d: usize, op: OpId) -> Result<Outcome, caucus_client_core::ClientError> {
+        self.run();
+        self.devices[d].done.remove(&op).expect("the operation finished")
+    }
+
+    pub fn m(&mut self, d: usize) -> &mut Machine {
+        &mut self.devices[d].machine
+    }
+
+    /// The events device `d` has been shown, taken.
+    pub fn events(&mut self, d: usize) -> Vec<Event> {
+        std::mem::take(&mut self.devices[d].events)
+    }
+}
