@@ -443,7 +443,7 @@ impl Machine {
             Ok(Started::Blocked(stage)) => {
                 let now = self.now;
                 if let Some(op) = self.ops.get_mut(&id) {
-                    op.stages.push_front(stage);
+                    op.stages.push_front(*stage);
                     if !matches!(op.waiting, Waiting::Blocked { .. }) {
                         op.waiting = Waiting::Blocked {
                             until: now.plus_millis(KEY_WAIT_MS),
@@ -493,7 +493,7 @@ impl Machine {
                     if force {
                         return Err(ClientError::Timeout);
                     }
-                    return Ok(Started::Blocked(Stage::Roster(edit)));
+                    return Ok(Started::Blocked(Box::new(Stage::Roster(edit))));
                 }
                 let state = self.session(&session)?;
                 let mut builder = RosterBuilder::resume(&state.view)?;
@@ -531,11 +531,11 @@ impl Machine {
                     .and_then(|r| r.room(&room))
                     .is_some_and(|r| r.has(&me) && state.view.room_key(&room, r.epoch).is_none());
                 if key_in_flight && !force {
-                    return Ok(Started::Blocked(Stage::Post {
+                    return Ok(Started::Blocked(Box::new(Stage::Post {
                         room,
                         content,
                         report,
-                    }));
+                    })));
                 }
                 let envelope = state.view.seal(&self.keys, &room, &content)?;
                 // The chain moved: saved before the envelope can leave.
@@ -1310,7 +1310,7 @@ impl Machine {
             session,
             Origin::Admit { invite, member },
             [Stage::Roster(RosterEdit::AddMember {
-                identity: knock.request.identity,
+                identity: Box::new(knock.request.identity),
                 role,
                 party: knock.party,
                 name: knock.name,
@@ -1435,7 +1435,7 @@ enum Started {
     /// Nothing to do.
     Done,
     /// Not yet: the stage goes back to wait.
-    Blocked(Stage),
+    Blocked(Box<Stage>),
 }
 
 /// The joint room and every party's private room: where everyone's copy of

@@ -59,7 +59,7 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub(crate) enum RosterEdit {
     AddMember {
-        identity: PublicIdentity,
+        identity: Box<PublicIdentity>,
         role: Role,
         party: Option<PartyId>,
         name: String,
