@@ -79,9 +79,7 @@ impl Machine {
         let link = link.trim().to_owned();
         match self.sessions.get(&session).map(|s| &s.meta.membership) {
             Some(Membership::Admitted | Membership::Ready) => {
-                return Err(ClientError::Usage(
-                    "this device is already in that session",
-                ));
+                return Err(ClientError::Usage("this device is already in that session"));
             }
             Some(Membership::Closed) => {
                 return Err(ClientError::Usage("that session has closed"));
@@ -124,11 +122,7 @@ impl Machine {
     ) -> Result<OpId> {
         self.now = now;
         self.session(session)?;
-        Ok(self.caller(
-            *session,
-            [Self::post_stage(*room, content)],
-            Outcome::Done,
-        ))
+        Ok(self.caller(*session, [Self::post_stage(*room, content)], Outcome::Done))
     }
 
     /// Send text in `room` with a sharing label (*mediator only* is the
@@ -149,7 +143,12 @@ impl Machine {
     }
 
     /// Let the mediator share one of this device's own messages.
-    pub fn consent(&mut self, session: &SessionId, message: &Digest, now: Timestamp) -> Result<OpId> {
+    pub fn consent(
+        &mut self,
+        session: &SessionId,
+        message: &Digest,
+        now: Timestamp,
+    ) -> Result<OpId> {
         let original = self
             .message(session, message)
             .ok_or(ClientError::Usage("no such message"))?;
@@ -164,7 +163,12 @@ impl Machine {
 
     /// Record a settlement offer or counter-offer for this device's party,
     /// in its private room, for the mediator to carry across.
-    pub fn make_offer(&mut self, session: &SessionId, offer: &Offer, now: Timestamp) -> Result<OpId> {
+    pub fn make_offer(
+        &mut self,
+        session: &SessionId,
+        offer: &Offer,
+        now: Timestamp,
+    ) -> Result<OpId> {
         offer.validate()?;
         let room = self.my_room(session)?;
         self.post(session, &room, Content::Offer(offer.clone()), now)
@@ -186,7 +190,12 @@ impl Machine {
     }
 
     /// Tell the mediator this party member's status.
-    pub fn set_status(&mut self, session: &SessionId, status: PartyStatus, now: Timestamp) -> Result<OpId> {
+    pub fn set_status(
+        &mut self,
+        session: &SessionId,
+        status: PartyStatus,
+        now: Timestamp,
+    ) -> Result<OpId> {
         self.now = now;
         self.session(session)?;
         let body = RequestBody::Status {
@@ -197,7 +206,12 @@ impl Machine {
     }
 
     /// Sign a proposed agreement, exactly as drafted.
-    pub fn sign_agreement(&mut self, session: &SessionId, agreement: &Digest, now: Timestamp) -> Result<OpId> {
+    pub fn sign_agreement(
+        &mut self,
+        session: &SessionId,
+        agreement: &Digest,
+        now: Timestamp,
+    ) -> Result<OpId> {
         let draft = self
             .draft(session, agreement)
             .ok_or(ClientError::Usage("no such proposed agreement"))?;
@@ -240,7 +254,12 @@ impl Machine {
     /// Create a session with this device as lead mediator (named `name`)
     /// and one party per label, each with its private room; the joint room
     /// starts closed. The outcome gives the session and its parties.
-    pub fn create_session(&mut self, name: &str, parties: &[&str], now: Timestamp) -> Result<(SessionId, OpId)> {
+    pub fn create_session(
+        &mut self,
+        name: &str,
+        parties: &[&str],
+        now: Timestamp,
+    ) -> Result<(SessionId, OpId)> {
         self.now = now;
         let session = SessionId::random()?;
         let mut builder = RosterBuilder::new(session, &self.keys, name)?;
@@ -265,11 +284,17 @@ impl Machine {
         let stages = std::iter::once(Stage::Request(RequestBody::CreateSession {
             roster: Encoded(roster),
         }))
-        .chain(bundles.into_iter().map(|b| {
-            Stage::Request(RequestBody::PublishKeys { bundle: Encoded(b) })
-        }))
+        .chain(
+            bundles
+                .into_iter()
+                .map(|b| Stage::Request(RequestBody::PublishKeys { bundle: Encoded(b) })),
+        )
         .chain([Stage::Subscribe]);
-        let op = self.caller(session, stages.collect::<Vec<_>>(), Outcome::Created(session, party_ids));
+        let op = self.caller(
+            session,
+            stages.collect::<Vec<_>>(),
+            Outcome::Created(session, party_ids),
+        );
         Ok((session, op))
     }
 
@@ -315,7 +340,12 @@ impl Machine {
     ) -> Result<OpId> {
         self.now = now;
         self.mediating(session)?;
-        let invite = Invite::new(self.relay().to_owned(), *session, self.fingerprint(), expires_at)?;
+        let invite = Invite::new(
+            self.relay().to_owned(),
+            *session,
+            self.fingerprint(),
+            expires_at,
+        )?;
         let link = invite.to_link();
         let body = RequestBody::CreateInvite {
             session: *session,
@@ -338,7 +368,12 @@ impl Machine {
 
     /// Let in a joiner from the waiting room (see [`Event::Knocking`]),
     /// after comparing safety codes with them.
-    pub fn admit(&mut self, session: &SessionId, member: &Fingerprint, now: Timestamp) -> Result<()> {
+    pub fn admit(
+        &mut self,
+        session: &SessionId,
+        member: &Fingerprint,
+        now: Timestamp,
+    ) -> Result<()> {
         self.now = now;
         self.mediating(session)?;
         let knock = self
@@ -349,7 +384,12 @@ impl Machine {
     }
 
     /// Turn a joiner in the waiting room away; they are told.
-    pub fn decline(&mut self, session: &SessionId, member: &Fingerprint, now: Timestamp) -> Result<OpId> {
+    pub fn decline(
+        &mut self,
+        session: &SessionId,
+        member: &Fingerprint,
+        now: Timestamp,
+    ) -> Result<OpId> {
         self.now = now;
         self.mediating(session)?;
         let knock = self
@@ -364,7 +404,12 @@ impl Machine {
 
     /// Remove a member: every room they were in starts a new epoch whose
     /// key they never receive.
-    pub fn remove_member(&mut self, session: &SessionId, member: &Fingerprint, now: Timestamp) -> Result<OpId> {
+    pub fn remove_member(
+        &mut self,
+        session: &SessionId,
+        member: &Fingerprint,
+        now: Timestamp,
+    ) -> Result<OpId> {
         self.now = now;
         self.mediating(session)?;
         let joint = self.joint_room(session)?;
@@ -434,7 +479,10 @@ impl Machine {
         self.now = now;
         self.mediating(session)?;
         let current = self.roster_of(session)?.phase;
-        if current <= Phase::IndividualMeetings && phase > Phase::IndividualMeetings && phase != Phase::Closed {
+        if current <= Phase::IndividualMeetings
+            && phase > Phase::IndividualMeetings
+            && phase != Phase::Closed
+        {
             self.gate(session, Step::Continue)?;
         }
         Ok(self.caller(*session, self.enter_phase(session, phase)?, Outcome::Done))
@@ -451,7 +499,12 @@ impl Machine {
     /// Open or close the joint room to the parties, and say so there. It
     /// opens only in the negotiation or agreement phase, and only once
     /// every party still in the mediation has agreed to a joint meeting.
-    pub fn set_joint_open(&mut self, session: &SessionId, open: bool, now: Timestamp) -> Result<OpId> {
+    pub fn set_joint_open(
+        &mut self,
+        session: &SessionId,
+        open: bool,
+        now: Timestamp,
+    ) -> Result<OpId> {
         self.now = now;
         self.mediating(session)?;
         if open {
@@ -480,7 +533,12 @@ impl Machine {
     }
 
     /// Readmit a party that withdrew, and say so in the joint room.
-    pub fn readmit(&mut self, session: &SessionId, party: &PartyId, now: Timestamp) -> Result<OpId> {
+    pub fn readmit(
+        &mut self,
+        session: &SessionId,
+        party: &PartyId,
+        now: Timestamp,
+    ) -> Result<OpId> {
         self.now = now;
         self.mediating(session)?;
         let joint = self.joint_room(session)?;
@@ -496,7 +554,12 @@ impl Machine {
 
     /// Open a side room for `members` (the mediators are always in it): the
     /// lawyers only, say. The outcome names the room.
-    pub fn create_side_room(&mut self, session: &SessionId, members: &[Fingerprint], now: Timestamp) -> Result<OpId> {
+    pub fn create_side_room(
+        &mut self,
+        session: &SessionId,
+        members: &[Fingerprint],
+        now: Timestamp,
+    ) -> Result<OpId> {
         self.now = now;
         self.mediating(session)?;
         Ok(self.caller(
@@ -507,7 +570,12 @@ impl Machine {
     }
 
     /// Close a side room: it leaves the roster, and no one can post in it.
-    pub fn close_side_room(&mut self, session: &SessionId, room: &RoomId, now: Timestamp) -> Result<OpId> {
+    pub fn close_side_room(
+        &mut self,
+        session: &SessionId,
+        room: &RoomId,
+        now: Timestamp,
+    ) -> Result<OpId> {
         self.now = now;
         self.mediating(session)?;
         Ok(self.caller(
@@ -548,11 +616,16 @@ impl Machine {
         let state = self.session(session)?;
         let roster = self.roster_of(session)?;
         let name = |m: &caucus_protocol::roster::Member| {
-            state.view.open_label(&m.name, &m.id().0).unwrap_or_default()
+            state
+                .view
+                .open_label(&m.name, &m.id().0)
+                .unwrap_or_default()
         };
         let mediator = roster
             .member(&self.fingerprint())
-            .ok_or(ClientError::Usage("only the lead mediator proposes the agreement"))?;
+            .ok_or(ClientError::Usage(
+                "only the lead mediator proposes the agreement",
+            ))?;
         let mut signatories = Vec::new();
         for party in roster.parties.iter().filter(|p| !p.withdrawn) {
             let label = state
@@ -699,7 +772,11 @@ impl Machine {
 
     /// Ask the relay for its signed statement of what it erased of this
     /// (closed) session; the outcome is the statement, checked and kept.
-    pub fn fetch_deletion_statement(&mut self, session: &SessionId, now: Timestamp) -> Result<OpId> {
+    pub fn fetch_deletion_statement(
+        &mut self,
+        session: &SessionId,
+        now: Timestamp,
+    ) -> Result<OpId> {
         self.now = now;
         Ok(self.caller(*session, [Stage::Statement], Outcome::Done))
     }
@@ -785,7 +862,9 @@ impl Machine {
         let roster = self.roster_of(session)?;
         let member = roster
             .member(&self.fingerprint())
-            .ok_or(ClientError::Usage("this device is not a member of that session"))?;
+            .ok_or(ClientError::Usage(
+                "this device is not a member of that session",
+            ))?;
         let party = member.party.ok_or(ClientError::Usage(
             "a mediator has no party room of their own: name the party",
         ))?;
@@ -821,20 +900,29 @@ impl Machine {
 
     /// A proposed agreement, by hash.
     pub fn draft(&self, session: &SessionId, hash: &Digest) -> Option<Agreement> {
-        self.sessions.get(session)?.messages.iter().find_map(|(_, m)| match &m.content {
-            Content::AgreementDraft(a) if a.hash() == *hash => Some(a.clone()),
-            _ => None,
-        })
+        self.sessions
+            .get(session)?
+            .messages
+            .iter()
+            .find_map(|(_, m)| match &m.content {
+                Content::AgreementDraft(a) if a.hash() == *hash => Some(a.clone()),
+                _ => None,
+            })
     }
 
     /// The concluded agreement of `session`, signed by everyone and
     /// countersigned, if this device holds it (in the session; a kept copy
     /// of an erased session is the driver's to read).
     pub fn agreement(&self, session: &SessionId) -> Option<SignedAgreement> {
-        self.sessions.get(session)?.messages.iter().rev().find_map(|(_, m)| match &m.content {
-            Content::AgreementFinal(a) => Some(a.clone()),
-            _ => None,
-        })
+        self.sessions
+            .get(session)?
+            .messages
+            .iter()
+            .rev()
+            .find_map(|(_, m)| match &m.content {
+                Content::AgreementFinal(a) => Some(a.clone()),
+                _ => None,
+            })
     }
 
     /// The invites this (mediator) device issued in `session`.

@@ -4,13 +4,13 @@
 
 use std::ops::RangeInclusive;
 
+use caucus_protocol::content::Content;
 use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::Fingerprint;
-use caucus_protocol::content::Content;
 use caucus_protocol::ids::{InviteId, PartyId, RoomId, SessionId};
-use caucus_protocol::session::Opened;
 use caucus_protocol::offer::Offer;
+use caucus_protocol::session::Opened;
 use caucus_protocol::wire::{MediatorWhereabouts, PartyStatus};
 
 /// Something that happened in a session.

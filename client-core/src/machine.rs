@@ -551,11 +551,9 @@ impl Machine {
                 };
                 Ok(self.request(id, body, Awaiting::Post { own, report }))
             }
-            Stage::Close => Ok(self.request(
-                id,
-                RequestBody::CloseSession { session },
-                Awaiting::Close,
-            )),
+            Stage::Close => {
+                Ok(self.request(id, RequestBody::CloseSession { session }, Awaiting::Close))
+            }
             Stage::Statement => Ok(self.request(
                 id,
                 RequestBody::DeletionStatement { session },
@@ -612,7 +610,11 @@ impl Machine {
             }),
             (Origin::Resume | Origin::Automatic(_), Ok(_)) => {}
             (Origin::Resume, Err(e)) => {
-                self.warn(session, Warning::Connection, format!("catching up failed: {e}"));
+                self.warn(
+                    session,
+                    Warning::Connection,
+                    format!("catching up failed: {e}"),
+                );
             }
             (Origin::Automatic(what), Err(e)) => {
                 self.warn(session, Warning::Connection, format!("{what} failed: {e}"));
@@ -722,9 +724,10 @@ impl Machine {
                 let bundles = self.merge_pending(session)?;
                 if let Some(op) = self.ops.get_mut(&op) {
                     for bundle in bundles.into_iter().rev() {
-                        op.stages.push_front(Stage::Request(RequestBody::PublishKeys {
-                            bundle: Encoded(bundle),
-                        }));
+                        op.stages
+                            .push_front(Stage::Request(RequestBody::PublishKeys {
+                                bundle: Encoded(bundle),
+                            }));
                     }
                 }
             }
@@ -1004,9 +1007,9 @@ impl Machine {
         }
         match self.merge_pending(session) {
             Ok(bundles) => {
-                let stages = bundles.into_iter().map(|b| {
-                    Stage::Request(RequestBody::PublishKeys { bundle: Encoded(b) })
-                });
+                let stages = bundles
+                    .into_iter()
+                    .map(|b| Stage::Request(RequestBody::PublishKeys { bundle: Encoded(b) }));
                 self.start_op(
                     session,
                     Origin::Automatic("handing out the room keys"),
@@ -1264,7 +1267,10 @@ impl Machine {
             }
             Ok((party, name, false)) => {
                 let knocks = self.knocks.entry(session).or_default();
-                if knocks.iter().any(|k| k.request.identity.fingerprint() == joiner) {
+                if knocks
+                    .iter()
+                    .any(|k| k.request.identity.fingerprint() == joiner)
+                {
                     return; // already waiting (the relay repeats it on catch-up)
                 }
                 knocks.push(Knock {
@@ -1324,7 +1330,11 @@ impl Machine {
         self.knocks.get(session).map_or(&[], Vec::as_slice)
     }
 
-    pub(crate) fn take_knock(&mut self, session: &SessionId, member: &Fingerprint) -> Option<Knock> {
+    pub(crate) fn take_knock(
+        &mut self,
+        session: &SessionId,
+        member: &Fingerprint,
+    ) -> Option<Knock> {
         let knocks = self.knocks.get_mut(session)?;
         let at = knocks
             .iter()
@@ -1345,7 +1355,8 @@ impl Machine {
                 "messages from this sender are missing",
             );
         }
-        self.events.push_back(crate::event::of_message(session, index, opened));
+        self.events
+            .push_back(crate::event::of_message(session, index, opened));
     }
 
     pub(crate) fn warn(&mut self, session: SessionId, kind: Warning, detail: impl Into<String>) {

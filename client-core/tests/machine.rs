@@ -33,7 +33,11 @@ fn mediation(w: &mut World) -> (usize, usize, usize, SessionId, Vec<PartyId>) {
         let (_, op) = w.m(d).join(&link, now).unwrap();
         w.outcome(d, op).unwrap();
         w.run();
-        assert_eq!(w.m(d).membership(&session), Some(&Membership::Ready), "{name}");
+        assert_eq!(
+            w.m(d).membership(&session),
+            Some(&Membership::Ready),
+            "{name}"
+        );
         assert!(w.events(d).contains(&Event::Joined { session }));
         members.push(d);
     }
@@ -70,7 +74,13 @@ fn texts(events: &[Event]) -> Vec<String> {
         .collect()
 }
 
-fn say(w: &mut World, d: usize, session: SessionId, text: &str, sharing: Sharing) -> caucus_client_core::Sent {
+fn say(
+    w: &mut World,
+    d: usize,
+    session: SessionId,
+    text: &str,
+    sharing: Sharing,
+) -> caucus_client_core::Sent {
     let room = w.m(d).my_room(&session).unwrap();
     let now = w.now;
     let op = w.m(d).send(&session, &room, text, sharing, now).unwrap();
@@ -85,11 +95,21 @@ fn a_joiner_waits_in_the_waiting_room_until_the_mediator_admits_them() {
     let mut w = World::new();
     let med = w.device("mediator");
     let now = w.now;
-    let (session, op) = w.m(med).create_session("Ms Mediator", &["Claimant"], now).unwrap();
+    let (session, op) = w
+        .m(med)
+        .create_session("Ms Mediator", &["Claimant"], now)
+        .unwrap();
     let Ok(Outcome::Created(_, parties)) = w.outcome(med, op) else {
         panic!()
     };
-    let link = invite(&mut w, med, session, parties[0], "Ms Claimant", Admission::ByMediator);
+    let link = invite(
+        &mut w,
+        med,
+        session,
+        parties[0],
+        "Ms Claimant",
+        Admission::ByMediator,
+    );
     let claimant = w.device("claimant");
     let now = w.now;
     let (_, op) = w.m(claimant).join(&link, now).unwrap();
@@ -108,10 +128,19 @@ fn a_joiner_waits_in_the_waiting_room_until_the_mediator_admits_them() {
         .filter(|e| matches!(e, Event::Knocking { .. }))
         .collect();
     assert_eq!(knocking.len(), 1);
-    let Event::Knocking { member, name, party, .. } = &knocking[0] else {
+    let Event::Knocking {
+        member,
+        name,
+        party,
+        ..
+    } = &knocking[0]
+    else {
         panic!()
     };
-    assert_eq!((member, name.as_str(), *party), (&me, "Ms Claimant", Some(parties[0])));
+    assert_eq!(
+        (member, name.as_str(), *party),
+        (&me, "Ms Claimant", Some(parties[0]))
+    );
     w.advance(60_000);
     assert!(matches!(
         w.m(claimant).membership(&session),
@@ -123,10 +152,17 @@ fn a_joiner_waits_in_the_waiting_room_until_the_mediator_admits_them() {
     w.run();
     assert_eq!(w.m(claimant).membership(&session), Some(&Membership::Ready));
     assert!(w.events(claimant).contains(&Event::Joined { session }));
-    assert!(w.events(med).iter().any(|e| matches!(e, Event::Admitted { member, .. } if *member == me)));
+    assert!(
+        w.events(med)
+            .iter()
+            .any(|e| matches!(e, Event::Admitted { member, .. } if *member == me))
+    );
     // Admitting again finds no one waiting.
     let now = w.now;
-    assert!(matches!(w.m(med).admit(&session, &me, now), Err(ClientError::Usage(_))));
+    assert!(matches!(
+        w.m(med).admit(&session, &me, now),
+        Err(ClientError::Usage(_))
+    ));
 }
 
 #[test]
@@ -134,11 +170,21 @@ fn a_declined_joiner_is_told_and_never_gets_in() {
     let mut w = World::new();
     let med = w.device("mediator");
     let now = w.now;
-    let (session, op) = w.m(med).create_session("Ms Mediator", &["Claimant"], now).unwrap();
+    let (session, op) = w
+        .m(med)
+        .create_session("Ms Mediator", &["Claimant"], now)
+        .unwrap();
     let Ok(Outcome::Created(_, parties)) = w.outcome(med, op) else {
         panic!()
     };
-    let link = invite(&mut w, med, session, parties[0], "Someone", Admission::ByMediator);
+    let link = invite(
+        &mut w,
+        med,
+        session,
+        parties[0],
+        "Someone",
+        Admission::ByMediator,
+    );
     let stranger = w.device("stranger");
     let now = w.now;
     let (_, op) = w.m(stranger).join(&link, now).unwrap();
@@ -156,13 +202,19 @@ fn gates_name_the_parties_that_have_not_agreed_and_open_once_all_have() {
     let mut w = World::new();
     let (med, claimant, trust, session, _) = mediation(&mut w);
     let now = w.now;
-    let op = w.m(med).set_phase(&session, Phase::IndividualMeetings, now).unwrap();
+    let op = w
+        .m(med)
+        .set_phase(&session, Phase::IndividualMeetings, now)
+        .unwrap();
     w.outcome(med, op).unwrap();
 
     let now = w.now;
     let refused = w.m(med).set_phase(&session, Phase::Negotiation, now);
     match refused {
-        Err(ClientError::NotAgreed { step: Step::Continue, parties }) => {
+        Err(ClientError::NotAgreed {
+            step: Step::Continue,
+            parties,
+        }) => {
             assert_eq!(parties, ["Claimant", "Defendant trust"]);
         }
         other => panic!("{other:?}"),
@@ -179,14 +231,20 @@ fn gates_name_the_parties_that_have_not_agreed_and_open_once_all_have() {
     let op = w.m(trust).agree(&session, Step::Continue, now).unwrap();
     w.outcome(trust, op).unwrap();
     let now = w.now;
-    let op = w.m(med).set_phase(&session, Phase::Negotiation, now).unwrap();
+    let op = w
+        .m(med)
+        .set_phase(&session, Phase::Negotiation, now)
+        .unwrap();
     w.outcome(med, op).unwrap();
     for d in [med, claimant, trust] {
         assert_eq!(w.m(d).roster(&session).unwrap().phase, Phase::Negotiation);
     }
     assert!(w.events(trust).iter().any(|e| matches!(
         e,
-        Event::System { event: SystemEvent::PhaseChanged(Phase::Negotiation), .. }
+        Event::System {
+            event: SystemEvent::PhaseChanged(Phase::Negotiation),
+            ..
+        }
     )));
 }
 
@@ -194,23 +252,43 @@ fn gates_name_the_parties_that_have_not_agreed_and_open_once_all_have() {
 fn carrying_private_words_needs_the_authors_consent_and_the_author_sees_what_was_shared() {
     let mut w = World::new();
     let (med, claimant, trust, session, parties) = mediation(&mut w);
-    let secret = say(&mut w, claimant, session, "Our bottom line is 200k", Sharing::MediatorOnly);
+    let secret = say(
+        &mut w,
+        claimant,
+        session,
+        "Our bottom line is 200k",
+        Sharing::MediatorOnly,
+    );
     w.run();
     let trust_room = w.m(med).party_room(&session, &parties[1]).unwrap();
 
     let now = w.now;
-    let refused = w.m(med).forward(&session, &secret.message, &trust_room, None, now);
-    assert!(matches!(refused, Err(ClientError::Protocol(_))), "{refused:?}");
+    let refused = w
+        .m(med)
+        .forward(&session, &secret.message, &trust_room, None, now);
+    assert!(
+        matches!(refused, Err(ClientError::Protocol(_))),
+        "{refused:?}"
+    );
     assert!(texts(&w.events(trust)).is_empty());
 
     let now = w.now;
-    let op = w.m(claimant).consent(&session, &secret.message, now).unwrap();
+    let op = w
+        .m(claimant)
+        .consent(&session, &secret.message, now)
+        .unwrap();
     w.outcome(claimant, op).unwrap();
     w.run();
     let now = w.now;
     let op = w
         .m(med)
-        .forward(&session, &secret.message, &trust_room, Some("They have room to move".into()), now)
+        .forward(
+            &session,
+            &secret.message,
+            &trust_room,
+            Some("They have room to move".into()),
+            now,
+        )
         .unwrap();
     let Ok(Outcome::Sent(carried)) = w.outcome(med, op) else {
         panic!()
@@ -220,13 +298,19 @@ fn carrying_private_words_needs_the_authors_consent_and_the_author_sees_what_was
         .events(claimant)
         .into_iter()
         .filter_map(|e| match e {
-            Event::Shared { source, mode, text, .. } => Some((source, mode, text)),
+            Event::Shared {
+                source, mode, text, ..
+            } => Some((source, mode, text)),
             _ => None,
         })
         .collect();
     assert_eq!(
         shared,
-        [(secret.message, ForwardMode::Reframed, "They have room to move".to_owned())]
+        [(
+            secret.message,
+            ForwardMode::Reframed,
+            "They have room to move".to_owned()
+        )]
     );
     assert!(w.m(trust).message(&session, &carried.message).is_some());
 }
@@ -250,13 +334,22 @@ fn an_offer_is_carried_and_both_logs_show_it() {
     w.run();
     let claimant_room = w.m(med).party_room(&session, &parties[0]).unwrap();
     let now = w.now;
-    let op = w.m(med).carry_offer(&session, &made.message, &claimant_room, None, now).unwrap();
+    let op = w
+        .m(med)
+        .carry_offer(&session, &made.message, &claimant_room, None, now)
+        .unwrap();
     w.outcome(med, op).unwrap();
     let received = w.m(claimant).offers(&session);
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].offer, offer);
-    assert_eq!(received[0].direction, caucus_client_core::Direction::Received);
-    assert_eq!(w.m(trust).offers(&session)[0].direction, caucus_client_core::Direction::Made);
+    assert_eq!(
+        received[0].direction,
+        caucus_client_core::Direction::Received
+    );
+    assert_eq!(
+        w.m(trust).offers(&session)[0].direction,
+        caucus_client_core::Direction::Made
+    );
 }
 
 #[test]
@@ -266,7 +359,13 @@ fn the_agreement_is_countersigned_by_the_mediators_device_once_everyone_has_sign
     let now = w.now;
     let op = w
         .m(med)
-        .propose_agreement(&session, "Settlement", "The trust pays 150,000.", &["Can you live with this?".into()], now)
+        .propose_agreement(
+            &session,
+            "Settlement",
+            "The trust pays 150,000.",
+            &["Can you live with this?".into()],
+            now,
+        )
         .unwrap();
     let Ok(Outcome::Proposed(hash)) = w.outcome(med, op) else {
         panic!()
@@ -274,14 +373,21 @@ fn the_agreement_is_countersigned_by_the_mediators_device_once_everyone_has_sign
     let now = w.now;
     let op = w.m(claimant).sign_agreement(&session, &hash, now).unwrap();
     w.outcome(claimant, op).unwrap();
-    assert!(w.m(med).agreement(&session).is_none(), "not before everyone has signed");
+    assert!(
+        w.m(med).agreement(&session).is_none(),
+        "not before everyone has signed"
+    );
     let now = w.now;
     let op = w.m(trust).sign_agreement(&session, &hash, now).unwrap();
     w.outcome(trust, op).unwrap();
     for d in [med, claimant, trust] {
         let signed = w.m(d).agreement(&session).expect("a copy");
         assert_eq!(signed.agreement.hash(), hash);
-        assert_eq!(signed.verify().unwrap().signers.len(), 3, "two parties and the mediator");
+        assert_eq!(
+            signed.verify().unwrap().signers.len(),
+            3,
+            "two parties and the mediator"
+        );
     }
 }
 
@@ -299,10 +405,18 @@ fn a_withdrawal_is_recorded_in_the_roster_by_the_mediators_device() {
     }
     assert!(w.events(claimant).iter().any(|e| matches!(
         e,
-        Event::System { event: SystemEvent::PartyWithdrew, .. }
+        Event::System {
+            event: SystemEvent::PartyWithdrew,
+            ..
+        }
     )));
     // A withdrawn party no longer blocks a gate, and is not asked again.
-    assert_eq!(w.m(med).parties_not_agreed(&session, Step::Continue).unwrap(), [parties[0]]);
+    assert_eq!(
+        w.m(med)
+            .parties_not_agreed(&session, Step::Continue)
+            .unwrap(),
+        [parties[0]]
+    );
 }
 
 #[test]
@@ -313,11 +427,20 @@ fn a_request_fails_with_a_timeout_on_the_virtual_clock_while_the_relay_is_unreac
     assert_eq!(w.m(claimant).link(), Link::Offline);
     let room = w.m(claimant).my_room(&session).unwrap();
     let now = w.now;
-    let op = w.m(claimant).send(&session, &room, "hello?", Sharing::MediatorOnly, now).unwrap();
+    let op = w
+        .m(claimant)
+        .send(&session, &room, "hello?", Sharing::MediatorOnly, now)
+        .unwrap();
     w.advance(REPLY_TIMEOUT_MS - 1);
-    assert!(w.devices[claimant].done.is_empty(), "not before its deadline");
+    assert!(
+        w.devices[claimant].done.is_empty(),
+        "not before its deadline"
+    );
     w.advance(1);
-    assert!(matches!(w.devices[claimant].done.remove(&op), Some(Err(ClientError::Timeout))));
+    assert!(matches!(
+        w.devices[claimant].done.remove(&op),
+        Some(Err(ClientError::Timeout))
+    ));
 }
 
 #[test]
@@ -327,14 +450,35 @@ fn what_is_sent_while_offline_goes_once_the_connection_is_back_and_missed_messag
     w.disconnect(claimant);
     let room = w.m(med).party_room(&session, &parties[0]).unwrap();
     let now = w.now;
-    let op = w.m(med).send(&session, &room, "Are you still there?", Sharing::MayShare, now).unwrap();
+    let op = w
+        .m(med)
+        .send(
+            &session,
+            &room,
+            "Are you still there?",
+            Sharing::MayShare,
+            now,
+        )
+        .unwrap();
     w.outcome(med, op).unwrap();
     let now = w.now;
-    let op = w.m(claimant).send(&session, &room, "Yes, reconnecting", Sharing::MediatorOnly, now).unwrap();
+    let op = w
+        .m(claimant)
+        .send(
+            &session,
+            &room,
+            "Yes, reconnecting",
+            Sharing::MediatorOnly,
+            now,
+        )
+        .unwrap();
     w.advance(5_000);
     w.connect(claimant);
     assert!(matches!(w.outcome(claimant, op), Ok(Outcome::Sent(_))));
-    assert_eq!(texts(&w.events(claimant)), ["Yes, reconnecting", "Are you still there?"]);
+    assert_eq!(
+        texts(&w.events(claimant)),
+        ["Yes, reconnecting", "Are you still there?"]
+    );
     assert!(texts(&w.events(med)).contains(&"Yes, reconnecting".to_owned()));
 }
 
@@ -346,9 +490,27 @@ fn a_crash_at_any_point_loses_nothing_acknowledged_and_records_nothing_twice() {
     let mut acknowledged = Vec::new();
     for i in 0..12 {
         let now = w.now;
-        let op = w.m(claimant).send(&session, &room, &format!("claimant {i}"), Sharing::MediatorOnly, now).unwrap();
+        let op = w
+            .m(claimant)
+            .send(
+                &session,
+                &room,
+                &format!("claimant {i}"),
+                Sharing::MediatorOnly,
+                now,
+            )
+            .unwrap();
         let now = w.now;
-        let op2 = w.m(med).send(&session, &room, &format!("mediator {i}"), Sharing::MayShare, now).unwrap();
+        let op2 = w
+            .m(med)
+            .send(
+                &session,
+                &room,
+                &format!("mediator {i}"),
+                Sharing::MayShare,
+                now,
+            )
+            .unwrap();
         // Crash the claimant at a different point each round: before its
         // frame leaves, after, or with replies still on their way.
         match i % 3 {
@@ -375,12 +537,19 @@ fn a_crash_at_any_point_loses_nothing_acknowledged_and_records_nothing_twice() {
     w.connect(claimant);
     let history = w.m(claimant).history(&session);
     for id in &acknowledged {
-        assert!(w.m(claimant).message(&session, id).is_some(), "acknowledged and kept");
+        assert!(
+            w.m(claimant).message(&session, id).is_some(),
+            "acknowledged and kept"
+        );
     }
     let said: Vec<String> = texts(&history);
     for i in 0..12 {
         let heard = format!("mediator {i}");
-        assert_eq!(said.iter().filter(|t| **t == heard).count(), 1, "{heard} exactly once");
+        assert_eq!(
+            said.iter().filter(|t| **t == heard).count(),
+            1,
+            "{heard} exactly once"
+        );
     }
     let mut ids: Vec<_> = history
         .iter()
@@ -394,7 +563,13 @@ fn a_crash_at_any_point_loses_nothing_acknowledged_and_records_nothing_twice() {
     ids.dedup();
     assert_eq!(ids.len(), n, "no message recorded twice");
     assert!(
-        !w.events(claimant).iter().any(|e| matches!(e, Event::Warning { kind: Warning::Replay | Warning::Verification, .. })),
+        !w.events(claimant).iter().any(|e| matches!(
+            e,
+            Event::Warning {
+                kind: Warning::Replay | Warning::Verification,
+                ..
+            }
+        )),
         "nothing refused after the crashes"
     );
 }
@@ -408,7 +583,10 @@ fn catch_up_bytes(n: usize) -> (u64, u64, u64) {
     let text = "x".repeat(200);
     for _ in 0..n {
         let now = w.now;
-        let op = w.m(med).send(&session, &room, &text, Sharing::MayShare, now).unwrap();
+        let op = w
+            .m(med)
+            .send(&session, &room, &text, Sharing::MayShare, now)
+            .unwrap();
         w.outcome(med, op).unwrap();
     }
     let before = w.devices[claimant].disk.written;
@@ -416,18 +594,26 @@ fn catch_up_bytes(n: usize) -> (u64, u64, u64) {
     let written = w.devices[claimant].disk.written - before;
     let (snapshot, log) = &w.devices[claimant].disk.sessions[&session];
     assert_eq!(log.len(), n, "every envelope kept");
-    (written, snapshot.len() as u64, log.iter().map(|r| r.len() as u64).sum())
+    (
+        written,
+        snapshot.len() as u64,
+        log.iter().map(|r| r.len() as u64).sum(),
+    )
 }
 
 #[test]
-fn a_catch_up_writes_bytes_in_proportion_to_what_it_receives() {
-    let n: usize = std::env::var("CAUCUS_CATCHUP_N").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
-    let (small, _, _) = catch_up_bytes(n / 4);
+fn a_catch_up_writes_each_message_once_and_a_snapshot_per_batch_not_per_message() {
+    let n: usize = std::env::var("CAUCUS_CATCHUP_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
     let (written, snapshot, log) = catch_up_bytes(n);
-    // Linear: four times the envelopes, at most about four times the bytes
-    // (a quadratic rewrite would be sixteen).
-    assert!(written < 5 * small, "{written} bytes for {n} against {small} for {}", n / 4);
-    // What the old client wrote: the whole file again per envelope.
+    let batches = n.div_ceil(support::BATCH) as u64 + 1;
+    assert!(
+        written <= log + batches * snapshot,
+        "{written} bytes for {n} envelopes: more than the log ({log}) and {batches} snapshots of {snapshot}"
+    );
+    // What the client wrote before: the whole file again per envelope.
     let record = log / n as u64;
     let old: u64 = (1..=n as u64).map(|k| snapshot + k * record).sum();
     println!(

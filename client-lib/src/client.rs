@@ -146,7 +146,8 @@ async fn wait(
 ) -> Woken {
     let deadline = shared.machine().poll_timeout();
     let sleep = async {
-        let wait = deadline.map(|d| Duration::from_millis(d.as_millis().saturating_sub(clock().as_millis())));
+        let wait = deadline
+            .map(|d| Duration::from_millis(d.as_millis().saturating_sub(clock().as_millis())));
         match (wait, also) {
             (Some(a), Some(b)) => tokio::time::sleep(a.min(b)).await,
             (Some(d), None) | (None, Some(d)) => tokio::time::sleep(d).await,
@@ -283,11 +284,10 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        let live = machine.sessions().iter().any(|s| {
-            machine
-                .membership(s)
-                .is_some_and(|m| !m.is_closed())
-        });
+        let live = machine
+            .sessions()
+            .iter()
+            .any(|s| machine.membership(s).is_some_and(|m| !m.is_closed()));
         let (caught_up, mut caught_up_rx) = watch::channel(false);
         let (events_tx, events) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -324,7 +324,10 @@ impl Client {
     }
 
     /// Ask the machine, and wait for the outcome.
-    async fn run(&self, ask: impl FnOnce(&mut Machine, Timestamp) -> Result<OpId>) -> Result<Outcome> {
+    async fn run(
+        &self,
+        ask: impl FnOnce(&mut Machine, Timestamp) -> Result<OpId>,
+    ) -> Result<Outcome> {
         let outcome = {
             let mut m = self.shared.machine();
             let op = ask(&mut m, clock())?;
@@ -340,7 +343,10 @@ impl Client {
             .map_err(|_| ClientError::Connection("client stopped".into()))?
     }
 
-    async fn run_sent(&self, ask: impl FnOnce(&mut Machine, Timestamp) -> Result<OpId>) -> Result<Sent> {
+    async fn run_sent(
+        &self,
+        ask: impl FnOnce(&mut Machine, Timestamp) -> Result<OpId>,
+    ) -> Result<Sent> {
         match self.run(ask).await? {
             Outcome::Sent(sent) => Ok(sent),
             _ => Err(ClientError::Usage("nothing was stored")),
@@ -436,7 +442,12 @@ impl Client {
 
     /// Seal and post `content` in `room`; once the relay has stored it
     /// durably, its index and its message id.
-    pub async fn post(&self, session: &SessionId, room: &RoomId, content: &Content) -> Result<Sent> {
+    pub async fn post(
+        &self,
+        session: &SessionId,
+        room: &RoomId,
+        content: &Content,
+    ) -> Result<Sent> {
         self.run_sent(|m, now| m.post(session, room, content.clone(), now))
             .await
     }

@@ -400,3 +400,104 @@ async fn ids_that_begin_with_a_hyphen_are_taken_as_ids_not_flags() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a message id"), "{err}");
 }
+
+/// `kill -9` a device again and again while it catches up on a long
+/// conversation: what it had saved stays readable, and in the end it holds
+/// every message exactly once, with nothing refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_killed_while_catching_up_loses_nothing_and_keeps_nothing_twice() {
+    use caucus_client::{Admission, Client, Event, StateDir};
+    use caucus_protocol::content::Sharing;
+    const N: usize = 600;
+    let (url, _stop, _dir) = relay().await;
+    let mediator_dir = tempfile::tempdir().unwrap();
+    let party_dir = tempfile::tempdir().unwrap();
+    let mediator = Client::open(StateDir::open(mediator_dir.path()).unwrap(), &url)
+        .await
+        .unwrap();
+    let (session, parties) = mediator
+        .create_session("Ms Mediator", &["Partner A", "Partner B"])
+        .await
+        .unwrap();
+    let link = mediator
+        .invite(
+            &session,
+            &parties[0],
+            "Dr A",
+            caucus_client::now() + 600,
+            Admission::Automatic,
+        )
+        .await
+        .unwrap();
+    let p = |args: &[&str]| as_device(party_dir.path(), args);
+    ok(&caucus(p(&["join", &link, "--wait", "20"])).await);
+    let room = mediator.party_room(&session, &parties[0]).unwrap();
+    for i in 0..N {
+        mediator
+            .send(&session, &room, &format!("message {i}"), Sharing::MayShare)
+            .await
+            .unwrap();
+    }
+    let listen = p(&[
+        "listen",
+        "--server",
+        &url,
+        "--session",
+        &session.to_string(),
+    ]);
+    let log_size = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir.join("sessions"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                    .map(|e| e.metadata().map_or(0, |m| m.len()))
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let mut sizes = Vec::new();
+    // Killed at growing moments until a run gets to finish by itself.
+    for round in 0..40u64 {
+        let args = listen.clone();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_caucus"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(150 + 150 * round)).await;
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        let _ = child.wait();
+        sizes.push(log_size(party_dir.path()));
+    }
+    ok(&caucus(listen.clone()).await);
+    let full = log_size(party_dir.path());
+    eprintln!("log bytes after each kill: {sizes:?}, in the end {full}");
+    assert!(
+        sizes.iter().any(|s| *s > 0 && *s < full),
+        "at least one kill lands mid-catch-up: {sizes:?} of {full}"
+    );
+
+    let mut party = Client::open(StateDir::open(party_dir.path()).unwrap(), &url)
+        .await
+        .unwrap();
+    let history = party.history(&session);
+    for i in 0..N {
+        let text = format!("message {i}");
+        let times = history
+            .iter()
+            .filter(|e| matches!(e, Event::Message { text: t, .. } if *t == text))
+            .count();
+        assert_eq!(times, 1, "{text} held {times} times");
+    }
+    while let Some(event) = party
+        .next_event_within(std::time::Duration::from_millis(300))
+        .await
+    {
+        assert!(!matches!(event, Event::Warning { .. }), "{event:?}");
+    }
+}

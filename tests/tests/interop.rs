@@ -303,7 +303,13 @@ async fn the_python_client_refuses_rosters_not_signed_by_the_pinned_mediator() {
     let (mut mediator, _dir) = relay.device().await;
     let (session, parties) = mediator.create_session("M", &["P"]).await.unwrap();
     let link = mediator
-        .invite(&session, &parties[0], "P", caucus_client::now() + 3600, caucus_client::Admission::Automatic)
+        .invite(
+            &session,
+            &parties[0],
+            "P",
+            caucus_client::now() + 3600,
+            caucus_client::Admission::Automatic,
+        )
         .await
         .unwrap();
     // The same invite, pinning another fingerprint. The admission token and

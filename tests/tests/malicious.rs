@@ -84,7 +84,13 @@ async fn admit(
     dir: &std::path::Path,
 ) -> Client {
     let link = mediator
-        .invite(session, party, "a member", caucus_client::now() + 3600, caucus_client::Admission::Automatic)
+        .invite(
+            session,
+            party,
+            "a member",
+            caucus_client::now() + 3600,
+            caucus_client::Admission::Automatic,
+        )
         .await
         .unwrap();
     let (mut client, s) = Client::join(state_dir(dir).await, &link).await.unwrap();

@@ -39,7 +39,13 @@ async fn cast(relay: &Relay) -> Cast {
     .enumerate()
     {
         let link = mediator
-            .invite(&session, &party, name, caucus_client::now() + 3600, caucus_client::Admission::Automatic)
+            .invite(
+                &session,
+                &party,
+                name,
+                caucus_client::now() + 3600,
+                caucus_client::Admission::Automatic,
+            )
             .await
             .unwrap();
         let (mut client, s) = Client::join(state(i + 1), &link).await.unwrap();
@@ -445,7 +451,13 @@ async fn a_join_request_with_a_bad_proof_is_rejected_and_reported() {
     let (mut mediator, _dir) = relay.device().await;
     let (session, parties) = mediator.create_session("M", &["P"]).await.unwrap();
     let link = mediator
-        .invite(&session, &parties[0], "someone", caucus_client::now() + 600, caucus_client::Admission::Automatic)
+        .invite(
+            &session,
+            &parties[0],
+            "someone",
+            caucus_client::now() + 600,
+            caucus_client::Admission::Automatic,
+        )
         .await
         .unwrap();
     // Someone with the admission token (the relay's knowledge) but not the
@@ -726,7 +738,12 @@ async fn a_co_mediator_has_a_mediators_rights_in_every_room() {
     let session = c.session;
     let link = c
         .mediator
-        .invite_co_mediator(&session, "Mr Co-mediator", caucus_client::now() + 600, caucus_client::Admission::Automatic)
+        .invite_co_mediator(
+            &session,
+            "Mr Co-mediator",
+            caucus_client::now() + 600,
+            caucus_client::Admission::Automatic,
+        )
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

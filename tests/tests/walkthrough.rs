@@ -23,7 +23,13 @@ struct Person {
 /// Invite `name` to `party` and admit them.
 async fn admit(mediator: &mut Client, session: &SessionId, party: &PartyId, name: &str) -> Person {
     let link = mediator
-        .invite(session, party, name, caucus_client::now() + 3600, caucus_client::Admission::Automatic)
+        .invite(
+            session,
+            party,
+            name,
+            caucus_client::now() + 3600,
+            caucus_client::Admission::Automatic,
+        )
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,13 @@
 //! The relay here checks what routing needs (who is authenticated, who is
 //! in which room at which epoch); the real relay's full checks are tested
 //! in `server/` and end to end.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -26,6 +32,9 @@ use caucus_protocol::wire::{
 };
 
 pub const RELAY: &str = "ws://sim.invalid";
+
+/// How many frames a device handles before it saves (as the native driver).
+pub const BATCH: usize = 256;
 
 /// A connection's id.
 pub type Conn = usize;
@@ -165,7 +174,10 @@ impl SimRelay {
             RequestBody::CreateSession { roster } => {
                 let r = roster.0.unverified();
                 let mediator = r.members[0].identity.clone();
-                roster.0.verify(&mediator.fingerprint()).map_err(|_| (ErrorCode::Invalid, "bad roster"))?;
+                roster
+                    .0
+                    .verify(&mediator.fingerprint())
+                    .map_err(|_| (ErrorCode::Invalid, "bad roster"))?;
                 let s = self.sessions.entry(r.session).or_default();
                 s.mediator = Some(mediator);
                 s.rosters.push(roster.0);
@@ -173,12 +185,18 @@ impl SimRelay {
             }
             RequestBody::PublishRoster { roster } => {
                 let session = roster.0.unverified().session;
-                let s = self.sessions.get_mut(&session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                let s = self
+                    .sessions
+                    .get_mut(&session)
+                    .ok_or((ErrorCode::NotFound, "no such session"))?;
                 let mediator = s.mediator.clone().unwrap();
                 if me != mediator.fingerprint() {
                     return Err((ErrorCode::Forbidden, "not the mediator"));
                 }
-                let r = roster.0.verify(&me).map_err(|_| (ErrorCode::Invalid, "bad roster"))?;
+                let r = roster
+                    .0
+                    .verify(&me)
+                    .map_err(|_| (ErrorCode::Invalid, "bad roster"))?;
                 if r.version != s.roster().map_or(0, |r| r.version) + 1 {
                     return Err((ErrorCode::Conflict, "not the next version"));
                 }
@@ -202,12 +220,21 @@ impl SimRelay {
                 }
                 let s = self.sessions.get_mut(&session).unwrap();
                 let conns = &self.conns;
-                s.followers.retain(|c| conns.get(c).copied().flatten().is_some_and(|f| new.member(&f).is_some()));
+                s.followers.retain(|c| {
+                    conns
+                        .get(c)
+                        .copied()
+                        .flatten()
+                        .is_some_and(|f| new.member(&f).is_some())
+                });
                 Ok(None)
             }
             RequestBody::PublishKeys { bundle } => {
                 let b = bundle.0.unverified().clone();
-                let s = self.sessions.get_mut(&b.session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                let s = self
+                    .sessions
+                    .get_mut(&b.session)
+                    .ok_or((ErrorCode::NotFound, "no such session"))?;
                 s.bundles.push(bundle.0.clone());
                 let targets: Vec<Conn> = s
                     .followers
@@ -236,13 +263,19 @@ impl SimRelay {
                 token_hash,
                 ..
             } => {
-                let s = self.sessions.get_mut(&session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                let s = self
+                    .sessions
+                    .get_mut(&session)
+                    .ok_or((ErrorCode::NotFound, "no such session"))?;
                 s.invites.insert(invite, token_hash);
                 Ok(None)
             }
             RequestBody::Join { token, request } => {
                 let j = request.0;
-                let s = self.sessions.get_mut(&j.session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                let s = self
+                    .sessions
+                    .get_mut(&j.session)
+                    .ok_or((ErrorCode::NotFound, "no such session"))?;
                 if s.invites.get(&j.invite) != Some(&token.hash()) {
                     return Err((ErrorCode::Forbidden, "no such invite"));
                 }
@@ -267,11 +300,25 @@ impl SimRelay {
                 Ok(None)
             }
             RequestBody::Decline { session, invite } => {
-                let s = self.sessions.get_mut(&session).ok_or((ErrorCode::NotFound, "no such session"))?;
-                let gone: Vec<Conn> = s.waiting.iter().filter(|(_, j)| j.invite == invite).map(|(c, _)| *c).collect();
+                let s = self
+                    .sessions
+                    .get_mut(&session)
+                    .ok_or((ErrorCode::NotFound, "no such session"))?;
+                let gone: Vec<Conn> = s
+                    .waiting
+                    .iter()
+                    .filter(|(_, j)| j.invite == invite)
+                    .map(|(c, _)| *c)
+                    .collect();
                 s.waiting.retain(|(_, j)| j.invite != invite);
                 for c in gone {
-                    self.send(c, frame(WireEvent::Declined { v: PROTOCOL_VERSION, session }));
+                    self.send(
+                        c,
+                        frame(WireEvent::Declined {
+                            v: PROTOCOL_VERSION,
+                            session,
+                        }),
+                    );
                 }
                 Ok(None)
             }
@@ -280,12 +327,17 @@ impl SimRelay {
                 if h.sender != me {
                     return Err((ErrorCode::Forbidden, "not the sender"));
                 }
-                let s = self.sessions.get_mut(&h.session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                let s = self
+                    .sessions
+                    .get_mut(&h.session)
+                    .ok_or((ErrorCode::NotFound, "no such session"))?;
                 if s.closed {
                     return Err((ErrorCode::SessionClosed, "closed"));
                 }
                 let roster = s.roster().unwrap().clone();
-                let room = roster.room(&h.room).ok_or((ErrorCode::NotFound, "no such room"))?;
+                let room = roster
+                    .room(&h.room)
+                    .ok_or((ErrorCode::NotFound, "no such room"))?;
                 if !room.has(&me) {
                     return Err((ErrorCode::Forbidden, "not in this room"));
                 }
@@ -324,7 +376,10 @@ impl SimRelay {
                 roster_after,
                 rooms,
             } => {
-                let s = self.sessions.get_mut(&session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                let s = self
+                    .sessions
+                    .get_mut(&session)
+                    .ok_or((ErrorCode::NotFound, "no such session"))?;
                 if s.closed {
                     return Err((ErrorCode::SessionClosed, "closed"));
                 }
@@ -336,7 +391,11 @@ impl SimRelay {
                     s.followers.push(conn);
                 }
                 let mut frames = Vec::new();
-                for r in s.rosters.iter().filter(|r| r.unverified().version > roster_after) {
+                for r in s
+                    .rosters
+                    .iter()
+                    .filter(|r| r.unverified().version > roster_after)
+                {
                     frames.push(frame(WireEvent::Roster {
                         v: PROTOCOL_VERSION,
                         session,
@@ -361,7 +420,10 @@ impl SimRelay {
                     }
                 }
                 for room in roster.rooms.iter().filter(|r| r.has(&me)) {
-                    let after = rooms.iter().find(|c| c.room == room.id).map_or(0, |c| c.after);
+                    let after = rooms
+                        .iter()
+                        .find(|c| c.room == room.id)
+                        .map_or(0, |c| c.after);
                     for (i, e) in s.logs.get(&room.id).into_iter().flatten().enumerate() {
                         let index = i as u64 + 1;
                         if index > after {
@@ -386,12 +448,21 @@ impl SimRelay {
             }
             RequestBody::Location { .. } | RequestBody::Status { .. } => Ok(None),
             RequestBody::CloseSession { session } => {
-                let s = self.sessions.get_mut(&session).ok_or((ErrorCode::NotFound, "no such session"))?;
+                let s = self
+                    .sessions
+                    .get_mut(&session)
+                    .ok_or((ErrorCode::NotFound, "no such session"))?;
                 s.closed = true;
                 let followers = s.followers.clone();
                 for c in followers {
                     if c != conn {
-                        self.send(c, frame(WireEvent::SessionClosed { v: PROTOCOL_VERSION, session }));
+                        self.send(
+                            c,
+                            frame(WireEvent::SessionClosed {
+                                v: PROTOCOL_VERSION,
+                                session,
+                            }),
+                        );
                     }
                 }
                 Ok(None)
@@ -526,7 +597,12 @@ impl World {
             for d in 0..self.devices.len() {
                 moved |= self.flush(d);
             }
-            while let Some((conn, text)) = self.relay.out.pop_front() {
+            // Up to a batch of frames, then every device saves: as the
+            // native driver does with frames that have already arrived.
+            for _ in 0..BATCH {
+                let Some((conn, text)) = self.relay.out.pop_front() else {
+                    break;
+                };
                 moved = true;
                 if let Some(d) = self.devices.iter().position(|d| d.conn == Some(conn)) {
                     self.devices[d].machine.handle_frame(&text, self.now);
@@ -567,9 +643,16 @@ impl World {
     }
 
     /// Run until `op` of device `d` is done, and give its outcome.
-    pub fn outcome(&mut self, d: usize, op: OpId) -> Result<Outcome, caucus_client_core::ClientError> {
+    pub fn outcome(
+        &mut self,
+        d: usize,
+        op: OpId,
+    ) -> Result<Outcome, caucus_client_core::ClientError> {
         self.run();
-        self.devices[d].done.remove(&op).expect("the operation finished")
+        self.devices[d]
+            .done
+            .remove(&op)
+            .expect("the operation finished")
     }
 
     pub fn m(&mut self, d: usize) -> &mut Machine {

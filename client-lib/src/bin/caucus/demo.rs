@@ -113,7 +113,13 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
     ] {
         let link = mediator
             .client
-            .invite(&session, &party, name, expires, caucus_client::Admission::Automatic)
+            .invite(
+                &session,
+                &party,
+                name,
+                expires,
+                caucus_client::Admission::Automatic,
+            )
             .await?;
         let (client, _) = Client::join(state(dir)?, &link).await?;
         let mut person = Person {

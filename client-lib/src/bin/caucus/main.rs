@@ -465,7 +465,15 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             let session = session_id(&at.session)?;
             let party_id = party(&client, &session, p)?;
             let expires = caucus_client::now() + valid_hours * 3600;
-            let link = client.invite(&session, &party_id, name, expires, caucus_client::Admission::Automatic).await?;
+            let link = client
+                .invite(
+                    &session,
+                    &party_id,
+                    name,
+                    expires,
+                    caucus_client::Admission::Automatic,
+                )
+                .await?;
             print(
                 json_mode,
                 &link,
