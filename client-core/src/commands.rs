@@ -18,7 +18,7 @@ use caucus_protocol::wire::{Encoded, PartyStatus, RequestBody};
 
 use crate::error::ClientError;
 use crate::event::Event;
-use crate::machine::{Machine, Timestamp, everyones_rooms};
+use crate::machine::{Machine, Timestamp, change_and_announce, to_everyone};
 use crate::offers::OfferEntry;
 use crate::ops::{OpId, Origin, Outcome, RosterEdit, Stage};
 use crate::state::{InviteEntry, Kept, Membership, Meta, SessionState};
@@ -412,15 +412,12 @@ impl Machine {
     ) -> Result<OpId> {
         self.now = now;
         self.mediating(session)?;
-        let joint = self.joint_room(session)?;
-        Ok(self.caller(
-            *session,
-            [
-                Stage::Roster(RosterEdit::RemoveMember(*member)),
-                Self::announce(joint, SystemEvent::MemberRemoved(*member)),
-            ],
-            Outcome::Done,
-        ))
+        let stages = change_and_announce(
+            self.roster_of(session)?,
+            RosterEdit::RemoveMember(*member),
+            SystemEvent::MemberRemoved(*member),
+        )?;
+        Ok(self.caller(*session, stages, Outcome::Done))
     }
 
     /// The parties still in the mediation that have not agreed to `step`
@@ -489,11 +486,11 @@ impl Machine {
     }
 
     fn enter_phase(&self, session: &SessionId, phase: Phase) -> Result<[Stage; 2]> {
-        let joint = self.joint_room(session)?;
-        Ok([
-            Stage::Roster(RosterEdit::SetPhase(phase)),
-            Self::announce(joint, SystemEvent::PhaseChanged(phase)),
-        ])
+        change_and_announce(
+            self.roster_of(session)?,
+            RosterEdit::SetPhase(phase),
+            SystemEvent::PhaseChanged(phase),
+        )
     }
 
     /// Open or close the joint room to the parties, and say so there. It
@@ -541,15 +538,12 @@ impl Machine {
     ) -> Result<OpId> {
         self.now = now;
         self.mediating(session)?;
-        let joint = self.joint_room(session)?;
-        Ok(self.caller(
-            *session,
-            [
-                Stage::Roster(RosterEdit::SetWithdrawn(*party, false)),
-                Self::announce(joint, SystemEvent::PartyRejoined),
-            ],
-            Outcome::Done,
-        ))
+        let stages = change_and_announce(
+            self.roster_of(session)?,
+            RosterEdit::SetWithdrawn(*party, false),
+            SystemEvent::PartyRejoined,
+        )?;
+        Ok(self.caller(*session, stages, Outcome::Done))
     }
 
     /// Open a side room for `members` (the mediators are always in it): the
@@ -654,14 +648,7 @@ impl Machine {
             drafted_at: now.as_secs(),
         };
         let hash = agreement.hash();
-        let stages: Vec<Stage> = everyones_rooms(roster)
-            .into_iter()
-            .map(|room| Stage::Post {
-                room,
-                content: Content::AgreementDraft(agreement.clone()),
-                report: false,
-            })
-            .collect();
+        let stages = to_everyone(roster, &Content::AgreementDraft(agreement));
         Ok(self.caller(*session, stages, Outcome::Proposed(hash)))
     }
 

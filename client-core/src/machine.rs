@@ -1139,20 +1139,17 @@ impl Machine {
         if roster.party(&party).is_none_or(|p| p.withdrawn) {
             return;
         }
-        let Some(joint) = roster.joint_room().map(|r| r.id) else {
+        let Ok(stages) = change_and_announce(
+            roster,
+            RosterEdit::SetWithdrawn(party, true),
+            SystemEvent::PartyWithdrew,
+        ) else {
             return;
         };
         self.start_op(
             session,
             Origin::Automatic("recording a withdrawal"),
-            [
-                Stage::Roster(RosterEdit::SetWithdrawn(party, true)),
-                Stage::Post {
-                    room: joint,
-                    content: Content::System(SystemEvent::PartyWithdrew),
-                    report: false,
-                },
-            ],
+            stages,
             Outcome::Done,
         );
     }
@@ -1196,19 +1193,14 @@ impl Machine {
         let Some(signatures) = signatures else {
             return; // not everyone yet
         };
-        let rooms = state.view.roster().map(everyones_rooms).unwrap_or_default();
+        let roster = state.view.roster().cloned();
         match caucus_protocol::agreement::SignedAgreement::countersign(
             draft, signatures, &self.keys,
         ) {
             Ok(signed) => {
-                let stages: Vec<Stage> = rooms
-                    .into_iter()
-                    .map(|room| Stage::Post {
-                        room,
-                        content: Content::AgreementFinal(signed.clone()),
-                        report: false,
-                    })
-                    .collect();
+                let stages = roster.map_or_else(Vec::new, |r| {
+                    to_everyone(&r, &Content::AgreementFinal(signed))
+                });
                 self.start_op(
                     session,
                     Origin::Automatic("giving out the agreement"),
@@ -1457,6 +1449,38 @@ pub(crate) fn everyones_rooms(roster: &Roster) -> Vec<RoomId> {
         .iter()
         .filter(|r| matches!(r.kind, RoomKind::Joint | RoomKind::Private(_)))
         .map(|r| r.id)
+        .collect()
+}
+
+/// A roster change, then its announcement in the joint room.
+pub(crate) fn change_and_announce(
+    roster: &Roster,
+    edit: RosterEdit,
+    event: SystemEvent,
+) -> Result<[Stage; 2]> {
+    let joint = roster
+        .joint_room()
+        .map(|r| r.id)
+        .ok_or(ClientError::Usage("the roster has no joint room"))?;
+    Ok([
+        Stage::Roster(edit),
+        Stage::Post {
+            room: joint,
+            content: Content::System(event),
+            report: false,
+        },
+    ])
+}
+
+/// `content` posted in the joint room and every party's private room.
+pub(crate) fn to_everyone(roster: &Roster, content: &Content) -> Vec<Stage> {
+    everyones_rooms(roster)
+        .into_iter()
+        .map(|room| Stage::Post {
+            room,
+            content: content.clone(),
+            report: false,
+        })
         .collect()
 }
 
