@@ -9,7 +9,7 @@ use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Content, ShareReceipt, Sharing, Step, SystemEvent};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::Fingerprint;
-use caucus_protocol::ids::{InviteId, PartyId, RoomId, SessionId};
+use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::invite::Invite;
 use caucus_protocol::offer::Offer;
 use caucus_protocol::roster::{Phase, Role, RoomKind, Roster};
@@ -51,14 +51,6 @@ impl Machine {
             room,
             content,
             report: true,
-        }
-    }
-
-    fn announce(room: RoomId, event: SystemEvent) -> Stage {
-        Stage::Post {
-            room,
-            content: Content::System(event),
-            report: false,
         }
     }
 
@@ -251,6 +243,23 @@ impl Machine {
         }
     }
 
+    /// As the lead mediator of `session`, at `now`.
+    fn mediator_at(&mut self, session: &SessionId, now: Timestamp) -> Result<()> {
+        self.now = now;
+        self.mediating(session)
+    }
+
+    /// Change the roster and announce it in the joint room.
+    fn announced(
+        &mut self,
+        session: &SessionId,
+        edit: RosterEdit,
+        event: SystemEvent,
+    ) -> Result<OpId> {
+        let stages = change_and_announce(self.roster_of(session)?, edit, event)?;
+        Ok(self.caller(*session, stages, Outcome::Done))
+    }
+
     /// Create a session with this device as lead mediator (named `name`)
     /// and one party per label, each with its private room; the joint room
     /// starts closed. The outcome gives the session and its parties.
@@ -338,8 +347,7 @@ impl Machine {
         admission: Admission,
         now: Timestamp,
     ) -> Result<OpId> {
-        self.now = now;
-        self.mediating(session)?;
+        self.mediator_at(session, now)?;
         let invite = Invite::new(
             self.relay().to_owned(),
             *session,
@@ -374,8 +382,7 @@ impl Machine {
         member: &Fingerprint,
         now: Timestamp,
     ) -> Result<()> {
-        self.now = now;
-        self.mediating(session)?;
+        self.mediator_at(session, now)?;
         let knock = self
             .take_knock(session, member)
             .ok_or(ClientError::Usage("no one with that device is waiting"))?;
@@ -390,8 +397,7 @@ impl Machine {
         member: &Fingerprint,
         now: Timestamp,
     ) -> Result<OpId> {
-        self.now = now;
-        self.mediating(session)?;
+        self.mediator_at(session, now)?;
         let knock = self
             .take_knock(session, member)
             .ok_or(ClientError::Usage("no one with that device is waiting"))?;
@@ -410,14 +416,12 @@ impl Machine {
         member: &Fingerprint,
         now: Timestamp,
     ) -> Result<OpId> {
-        self.now = now;
-        self.mediating(session)?;
-        let stages = change_and_announce(
-            self.roster_of(session)?,
+        self.mediator_at(session, now)?;
+        self.announced(
+            session,
             RosterEdit::RemoveMember(*member),
             SystemEvent::MemberRemoved(*member),
-        )?;
-        Ok(self.caller(*session, stages, Outcome::Done))
+        )
     }
 
     /// The parties still in the mediation that have not agreed to `step`
@@ -473,8 +477,7 @@ impl Machine {
     /// on from the individual meetings needs every party's agreement to
     /// continue.
     pub fn set_phase(&mut self, session: &SessionId, phase: Phase, now: Timestamp) -> Result<OpId> {
-        self.now = now;
-        self.mediating(session)?;
+        self.mediator_at(session, now)?;
         let current = self.roster_of(session)?.phase;
         if current <= Phase::IndividualMeetings
             && phase > Phase::IndividualMeetings
@@ -482,12 +485,8 @@ impl Machine {
         {
             self.gate(session, Step::Continue)?;
         }
-        Ok(self.caller(*session, self.enter_phase(session, phase)?, Outcome::Done))
-    }
-
-    fn enter_phase(&self, session: &SessionId, phase: Phase) -> Result<[Stage; 2]> {
-        change_and_announce(
-            self.roster_of(session)?,
+        self.announced(
+            session,
             RosterEdit::SetPhase(phase),
             SystemEvent::PhaseChanged(phase),
         )
@@ -502,8 +501,7 @@ impl Machine {
         open: bool,
         now: Timestamp,
     ) -> Result<OpId> {
-        self.now = now;
-        self.mediating(session)?;
+        self.mediator_at(session, now)?;
         if open {
             let phase = self.roster_of(session)?.phase;
             if !matches!(phase, Phase::Negotiation | Phase::Agreement) {
@@ -519,14 +517,7 @@ impl Machine {
         } else {
             SystemEvent::JointClosed
         };
-        Ok(self.caller(
-            *session,
-            [
-                Stage::Roster(RosterEdit::SetOpen(room, open)),
-                Self::announce(room, event),
-            ],
-            Outcome::Done,
-        ))
+        self.announced(session, RosterEdit::SetOpen(room, open), event)
     }
 
     /// Readmit a party that withdrew, and say so in the joint room.
@@ -536,14 +527,12 @@ impl Machine {
         party: &PartyId,
         now: Timestamp,
     ) -> Result<OpId> {
-        self.now = now;
-        self.mediating(session)?;
-        let stages = change_and_announce(
-            self.roster_of(session)?,
+        self.mediator_at(session, now)?;
+        self.announced(
+            session,
             RosterEdit::SetWithdrawn(*party, false),
             SystemEvent::PartyRejoined,
-        )?;
-        Ok(self.caller(*session, stages, Outcome::Done))
+        )
     }
 
     /// Open a side room for `members` (the mediators are always in it): the
@@ -554,8 +543,7 @@ impl Machine {
         members: &[Fingerprint],
         now: Timestamp,
     ) -> Result<OpId> {
-        self.now = now;
-        self.mediating(session)?;
+        self.mediator_at(session, now)?;
         Ok(self.caller(
             *session,
             [Stage::Roster(RosterEdit::AddSideRoom(members.to_vec()))],
@@ -570,8 +558,7 @@ impl Machine {
         room: &RoomId,
         now: Timestamp,
     ) -> Result<OpId> {
-        self.now = now;
-        self.mediating(session)?;
+        self.mediator_at(session, now)?;
         Ok(self.caller(
             *session,
             [Stage::Roster(RosterEdit::RemoveSideRoom(*room))],
@@ -605,8 +592,7 @@ impl Machine {
         checklist: &[String],
         now: Timestamp,
     ) -> Result<OpId> {
-        self.now = now;
-        self.mediating(session)?;
+        self.mediator_at(session, now)?;
         let state = self.session(session)?;
         let roster = self.roster_of(session)?;
         let name = |m: &caucus_protocol::roster::Member| {
@@ -747,11 +733,14 @@ impl Machine {
     /// session. The outcome carries the relay's signed statement of what it
     /// erased, if it erased at once (checked, and kept).
     pub fn close_session(&mut self, session: &SessionId, now: Timestamp) -> Result<OpId> {
-        self.now = now;
-        self.mediating(session)?;
+        self.mediator_at(session, now)?;
         let mut stages = Vec::new();
         if self.roster_of(session)?.phase != Phase::Closed {
-            stages.extend(self.enter_phase(session, Phase::Closed)?);
+            stages.extend(change_and_announce(
+                self.roster_of(session)?,
+                RosterEdit::SetPhase(Phase::Closed),
+                SystemEvent::PhaseChanged(Phase::Closed),
+            )?);
         }
         stages.push(Stage::Close);
         Ok(self.caller(*session, stages, Outcome::Closed(None)))
@@ -910,17 +899,5 @@ impl Machine {
                 Content::AgreementFinal(a) => Some(a.clone()),
                 _ => None,
             })
-    }
-
-    /// The invites this (mediator) device issued in `session`.
-    pub fn invites(&self, session: &SessionId) -> &[InviteEntry] {
-        self.sessions
-            .get(session)
-            .map_or(&[], |s| s.meta.invites.as_slice())
-    }
-
-    /// The invite with `id`, if this device issued it.
-    pub fn invite_entry(&self, session: &SessionId, id: &InviteId) -> Option<&InviteEntry> {
-        self.invites(session).iter().find(|e| &e.id == id)
     }
 }

@@ -221,11 +221,6 @@ impl Machine {
         self.link
     }
 
-    /// The relay's identity, as its latest challenge showed it.
-    pub fn relay_identity(&self) -> Option<Fingerprint> {
-        self.relay_identity
-    }
-
     /// Whether every session has caught up since the last connection: the
     /// relay is reachable and no catch-up is still running.
     pub fn is_caught_up(&self) -> bool {
@@ -1315,11 +1310,6 @@ impl Machine {
             })],
             Outcome::Done,
         );
-    }
-
-    /// The joiners waiting in `session`'s waiting room for this mediator.
-    pub fn knocks(&self, session: &SessionId) -> &[Knock] {
-        self.knocks.get(session).map_or(&[], Vec::as_slice)
     }
 
     pub(crate) fn take_knock(

@@ -67,11 +67,6 @@ pub enum Membership {
 }
 
 impl Membership {
-    /// Whether this device is (or was) in the roster and the session is live.
-    pub fn is_member(&self) -> bool {
-        matches!(self, Self::Admitted | Self::Ready)
-    }
-
     /// Whether the session is over for this device.
     pub fn is_closed(&self) -> bool {
         matches!(self, Self::Closed)
@@ -265,13 +260,6 @@ fn corrupt(e: impl std::fmt::Display) -> ClientError {
 pub struct Changes {
     /// Per session, what to write.
     pub sessions: BTreeMap<SessionId, SessionChanges>,
-}
-
-impl Changes {
-    /// Whether there is nothing to save.
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
 }
 
 /// What to write for one session, in this order: erase, append, snapshot,

@@ -10,21 +10,44 @@ use caucus_client_core::{
 use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
 use caucus_protocol::ids::{PartyId, SessionId};
 use caucus_protocol::offer::{Amount, Offer, OfferKind};
-use caucus_protocol::roster::Phase;
+use caucus_protocol::roster::{Phase, RoomKind};
 use support::World;
 
-/// A mediator, a claimant and a trust's representative, each admitted to
-/// their party; returns (mediator, claimant, trust, session, parties).
-fn mediation(w: &mut World) -> (usize, usize, usize, SessionId, Vec<PartyId>) {
+/// A mediator's session with these parties; returns (mediator, session,
+/// parties).
+fn session_with(w: &mut World, parties: &[&str]) -> (usize, SessionId, Vec<PartyId>) {
     let med = w.device("mediator");
     let now = w.now;
     let (session, op) = w
         .m(med)
-        .create_session("Ms Mediator", &["Claimant", "Defendant trust"], now)
+        .create_session("Ms Mediator", parties, now)
         .unwrap();
     let Ok(Outcome::Created(_, parties)) = w.outcome(med, op) else {
         panic!("created");
     };
+    (med, session, parties)
+}
+
+/// A one-party session and someone named `name` in its waiting room;
+/// returns (mediator, joiner, session, party).
+fn waiting_joiner(w: &mut World, name: &'static str) -> (usize, usize, SessionId, PartyId) {
+    let (med, session, parties) = session_with(w, &["Claimant"]);
+    let link = invite(w, med, session, parties[0], name, Admission::ByMediator);
+    let joiner = w.device(name);
+    let now = w.now;
+    let (_, op) = w.m(joiner).join(&link, now).unwrap();
+    w.outcome(joiner, op).unwrap();
+    assert!(matches!(
+        w.m(joiner).membership(&session),
+        Some(Membership::Waiting { .. })
+    ));
+    (med, joiner, session, parties[0])
+}
+
+/// A mediator, a claimant and a trust's representative, each admitted to
+/// their party; returns (mediator, claimant, trust, session, parties).
+fn mediation(w: &mut World) -> (usize, usize, usize, SessionId, Vec<PartyId>) {
+    let (med, session, parties) = session_with(w, &["Claimant", "Defendant trust"]);
     let mut members = Vec::new();
     for (name, party) in [("claimant", parties[0]), ("trust", parties[1])] {
         let d = w.device(name);
@@ -93,31 +116,7 @@ fn say(
 #[test]
 fn a_joiner_waits_in_the_waiting_room_until_the_mediator_admits_them() {
     let mut w = World::new();
-    let med = w.device("mediator");
-    let now = w.now;
-    let (session, op) = w
-        .m(med)
-        .create_session("Ms Mediator", &["Claimant"], now)
-        .unwrap();
-    let Ok(Outcome::Created(_, parties)) = w.outcome(med, op) else {
-        panic!()
-    };
-    let link = invite(
-        &mut w,
-        med,
-        session,
-        parties[0],
-        "Ms Claimant",
-        Admission::ByMediator,
-    );
-    let claimant = w.device("claimant");
-    let now = w.now;
-    let (_, op) = w.m(claimant).join(&link, now).unwrap();
-    w.outcome(claimant, op).unwrap();
-    assert!(matches!(
-        w.m(claimant).membership(&session),
-        Some(Membership::Waiting { .. })
-    ));
+    let (med, claimant, session, claimant_party) = waiting_joiner(&mut w, "Ms Claimant");
 
     // The mediator sees who knocks, with the device whose safety code to
     // compare; nothing happens until they decide.
@@ -139,7 +138,7 @@ fn a_joiner_waits_in_the_waiting_room_until_the_mediator_admits_them() {
     };
     assert_eq!(
         (member, name.as_str(), *party),
-        (&me, "Ms Claimant", Some(parties[0]))
+        (&me, "Ms Claimant", Some(claimant_party))
     );
     w.advance(60_000);
     assert!(matches!(
@@ -168,27 +167,7 @@ fn a_joiner_waits_in_the_waiting_room_until_the_mediator_admits_them() {
 #[test]
 fn a_declined_joiner_is_told_and_never_gets_in() {
     let mut w = World::new();
-    let med = w.device("mediator");
-    let now = w.now;
-    let (session, op) = w
-        .m(med)
-        .create_session("Ms Mediator", &["Claimant"], now)
-        .unwrap();
-    let Ok(Outcome::Created(_, parties)) = w.outcome(med, op) else {
-        panic!()
-    };
-    let link = invite(
-        &mut w,
-        med,
-        session,
-        parties[0],
-        "Someone",
-        Admission::ByMediator,
-    );
-    let stranger = w.device("stranger");
-    let now = w.now;
-    let (_, op) = w.m(stranger).join(&link, now).unwrap();
-    w.outcome(stranger, op).unwrap();
+    let (med, stranger, session, _) = waiting_joiner(&mut w, "Someone");
     let who = w.m(stranger).fingerprint();
     let now = w.now;
     let op = w.m(med).decline(&session, &who, now).unwrap();
@@ -620,4 +599,95 @@ fn a_catch_up_writes_each_message_once_and_a_snapshot_per_batch_not_per_message(
         "catch-up of {n} envelopes: {written} bytes written (log {log}, final snapshot {snapshot}); \
          rewriting the whole state per envelope would write {old}"
     );
+}
+
+#[test]
+fn a_roster_whose_reply_was_lost_merges_from_its_echo_and_its_keys_still_go_out() {
+    let mut w = World::new();
+    let (med, claimant, _, session, _) = mediation(&mut w);
+    let me = w.m(claimant).fingerprint();
+    let now = w.now;
+    let op = w.m(med).create_side_room(&session, &[me], now).unwrap();
+    // The relay takes the new roster, and the connection dies before the
+    // reply comes back.
+    w.transmit(med);
+    w.disconnect(med);
+    assert!(matches!(
+        w.devices[med].done.remove(&op),
+        Some(Err(ClientError::Connection(_)))
+    ));
+    w.connect(med);
+    let roster = w.m(med).roster(&session).unwrap();
+    let side = roster
+        .rooms
+        .iter()
+        .find(|r| r.kind == RoomKind::Side)
+        .expect("the echo merged the side room")
+        .id;
+    let now = w.now;
+    let op = w
+        .m(med)
+        .send(
+            &session,
+            &side,
+            "Just the two of us",
+            Sharing::MayShare,
+            now,
+        )
+        .unwrap();
+    w.outcome(med, op).unwrap();
+    assert_eq!(texts(&w.events(claimant)), ["Just the two of us"]);
+}
+
+#[test]
+fn a_roster_the_relay_never_got_is_dropped_and_the_next_change_goes_through() {
+    let mut w = World::new();
+    let (med, claimant, _, session, _) = mediation(&mut w);
+    let version = w.m(med).roster(&session).unwrap().version;
+    w.relay.deaf = true;
+    let now = w.now;
+    let lost = w
+        .m(med)
+        .set_phase(&session, Phase::IndividualMeetings, now)
+        .unwrap();
+    w.transmit(med);
+    w.relay.deaf = false;
+    w.disconnect(med);
+    assert!(matches!(
+        w.devices[med].done.remove(&lost),
+        Some(Err(ClientError::Connection(_)))
+    ));
+    w.connect(med);
+    assert_eq!(w.m(med).roster(&session).unwrap().version, version);
+    let now = w.now;
+    let op = w
+        .m(med)
+        .set_phase(&session, Phase::IndividualMeetings, now)
+        .unwrap();
+    w.outcome(med, op).unwrap();
+    for d in [med, claimant] {
+        let roster = w.m(d).roster(&session).unwrap();
+        assert_eq!(
+            (roster.version, roster.phase),
+            (version + 1, Phase::IndividualMeetings)
+        );
+    }
+}
+
+#[test]
+fn a_waiting_joiner_who_reconnects_knocks_again_and_can_still_be_admitted() {
+    let mut w = World::new();
+    let (med, joiner, session, _) = waiting_joiner(&mut w, "Ms Claimant");
+    // The relay forgets a waiting place with its connection.
+    w.disconnect(joiner);
+    w.connect(joiner);
+    assert!(matches!(
+        w.m(joiner).membership(&session),
+        Some(Membership::Waiting { .. })
+    ));
+    let me = w.m(joiner).fingerprint();
+    let now = w.now;
+    w.m(med).admit(&session, &me, now).unwrap();
+    w.run();
+    assert_eq!(w.m(joiner).membership(&session), Some(&Membership::Ready));
 }

@@ -291,3 +291,54 @@ impl StateDir {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use caucus_client_core::SessionChanges;
+
+    use super::*;
+
+    fn append(dir: &StateDir, id: SessionId, records: &[&[u8]]) {
+        let mut changes = Changes::default();
+        changes.sessions.insert(
+            id,
+            SessionChanges {
+                appended: records.iter().map(|r| Zeroizing::new(r.to_vec())).collect(),
+                snapshot: Some(Zeroizing::new(b"snapshot".to_vec())),
+                ..SessionChanges::default()
+            },
+        );
+        dir.apply(&changes).unwrap();
+    }
+
+    fn records(dir: &StateDir) -> Vec<Vec<u8>> {
+        let saved = dir.load().unwrap();
+        assert_eq!(saved.len(), 1);
+        saved[0].log.iter().map(|r| r.to_vec()).collect()
+    }
+
+    #[test]
+    fn a_frame_cut_short_by_a_crash_is_dropped_and_the_next_append_follows_the_last_whole_one() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(root.path()).unwrap();
+        let id = SessionId::random().unwrap();
+        append(&dir, id, &[b"first", b"second"]);
+        // A crash in the middle of an append: a length, and part of a record.
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.log_file(&id))
+            .unwrap();
+        log.write_all(&100u32.to_be_bytes()).unwrap();
+        log.write_all(b"thir").unwrap();
+        drop(log);
+
+        assert_eq!(records(&dir), [b"first".to_vec(), b"second".to_vec()]);
+        append(&dir, id, &[b"third"]);
+        assert_eq!(
+            records(&dir),
+            [b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]
+        );
+    }
+}

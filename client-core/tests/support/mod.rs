@@ -66,9 +66,9 @@ pub struct SimRelay {
     keys: Option<DeviceKeys>,
     /// Frames to deliver: to which connection, what.
     pub out: VecDeque<(Conn, String)>,
-    /// When false, the relay drops posts on the floor after storing them
-    /// (to test catch-up); true by default through [`SimRelay::new`].
-    pub deliver_live: bool,
+    /// While true, frames from clients are lost before the relay reads
+    /// them (a connection that dies on the way).
+    pub deaf: bool,
     next_conn: Conn,
     /// How many envelopes have been stored.
     pub stored: usize,
@@ -86,7 +86,6 @@ impl SimRelay {
     pub fn new() -> Self {
         Self {
             keys: Some(DeviceKeys::generate().unwrap()),
-            deliver_live: true,
             ..Self::default()
         }
     }
@@ -125,8 +124,24 @@ impl SimRelay {
         self.out.push_back((conn, text));
     }
 
+    /// Send `text` to every follower of `session` whose device `to` picks.
+    fn tell(&mut self, session: &SessionId, to: impl Fn(&Fingerprint) -> bool, text: &str) {
+        let targets: Vec<Conn> = self.sessions[session]
+            .followers
+            .iter()
+            .copied()
+            .filter(|c| self.conns.get(c).copied().flatten().is_some_and(|f| to(&f)))
+            .collect();
+        for c in targets {
+            self.send(c, text.to_owned());
+        }
+    }
+
     /// Handle a frame from `conn`.
     pub fn handle(&mut self, conn: Conn, text: &str) {
+        if self.deaf {
+            return;
+        }
         let request = match wire::parse_request(text) {
             Ok(r) => r,
             Err(e) => return self.send(conn, reply(e.reply())),
@@ -236,25 +251,16 @@ impl SimRelay {
                     .get_mut(&b.session)
                     .ok_or((ErrorCode::NotFound, "no such session"))?;
                 s.bundles.push(bundle.0.clone());
-                let targets: Vec<Conn> = s
-                    .followers
-                    .iter()
-                    .copied()
-                    .filter(|c| {
-                        let f = self.conns.get(c).copied().flatten();
-                        b.entries.iter().any(|e| Some(e.recipient) == f)
-                    })
-                    .collect();
-                for c in targets {
-                    self.send(
-                        c,
-                        frame(WireEvent::KeyBundle {
-                            v: PROTOCOL_VERSION,
-                            session: b.session,
-                            bundle: Encoded(bundle.0.clone()),
-                        }),
-                    );
-                }
+                let event = frame(WireEvent::KeyBundle {
+                    v: PROTOCOL_VERSION,
+                    session: b.session,
+                    bundle: Encoded(bundle.0),
+                });
+                self.tell(
+                    &b.session,
+                    |f| b.entries.iter().any(|e| e.recipient == *f),
+                    &event,
+                );
                 Ok(None)
             }
             RequestBody::CreateInvite {
@@ -282,21 +288,11 @@ impl SimRelay {
                 s.waiting.retain(|(c, _)| *c != conn);
                 s.waiting.push((conn, j.clone()));
                 let mediator = s.mediator.clone().unwrap().fingerprint();
-                let targets: Vec<Conn> = s
-                    .followers
-                    .iter()
-                    .copied()
-                    .filter(|c| self.conns.get(c).copied().flatten() == Some(mediator))
-                    .collect();
-                for c in targets {
-                    self.send(
-                        c,
-                        frame(WireEvent::JoinRequest {
-                            v: PROTOCOL_VERSION,
-                            request: Encoded(j.clone()),
-                        }),
-                    );
-                }
+                let event = frame(WireEvent::JoinRequest {
+                    v: PROTOCOL_VERSION,
+                    request: Encoded(j.clone()),
+                });
+                self.tell(&j.session, |f| *f == mediator, &event);
                 Ok(None)
             }
             RequestBody::Decline { session, invite } => {
@@ -348,27 +344,12 @@ impl SimRelay {
                 log.push(envelope.0.clone());
                 let index = log.len() as u64;
                 self.stored += 1;
-                if self.deliver_live {
-                    let targets: Vec<Conn> = s
-                        .followers
-                        .iter()
-                        .copied()
-                        .filter(|c| {
-                            let f = self.conns.get(c).copied().flatten();
-                            f != Some(me) && f.is_some_and(|f| room.has(&f))
-                        })
-                        .collect();
-                    for c in targets {
-                        self.send(
-                            c,
-                            frame(WireEvent::Envelope {
-                                v: PROTOCOL_VERSION,
-                                index,
-                                envelope: Encoded(envelope.0.clone()),
-                            }),
-                        );
-                    }
-                }
+                let event = frame(WireEvent::Envelope {
+                    v: PROTOCOL_VERSION,
+                    index,
+                    envelope: Encoded(envelope.0),
+                });
+                self.tell(&h.session, |f| *f != me && room.has(f), &event);
                 Ok(Some(index))
             }
             RequestBody::Subscribe {
@@ -614,6 +595,11 @@ impl World {
             self.now = self.now.plus_millis(1);
         }
         panic!("the world did not settle");
+    }
+
+    /// Device `d` saves and sends what it has, and nothing is delivered.
+    pub fn transmit(&mut self, d: usize) {
+        self.flush(d);
     }
 
     fn flush(&mut self, d: usize) -> bool {
