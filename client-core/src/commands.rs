@@ -833,6 +833,25 @@ impl Machine {
             .ok_or(ClientError::Usage("no such party"))
     }
 
+    /// A party by its label (any case) or its id, as a person names it.
+    pub fn party_named(&self, session: &SessionId, name: &str) -> Result<PartyId> {
+        self.parties(session)?
+            .into_iter()
+            .find(|(id, label)| label.eq_ignore_ascii_case(name) || id.to_string() == name)
+            .map(|(id, _)| id)
+            .ok_or(ClientError::Usage("no party with that label or id"))
+    }
+
+    /// A room as a person names it: `mine` (this party member's private
+    /// room), `joint`, or a party's label or id (its private room).
+    pub fn room_named(&self, session: &SessionId, name: &str) -> Result<RoomId> {
+        match name {
+            "mine" => self.my_room(session),
+            "joint" => self.joint_room(session),
+            party => self.party_room(session, &self.party_named(session, party)?),
+        }
+    }
+
     /// This device's own private room (a party member's).
     pub fn my_room(&self, session: &SessionId) -> Result<RoomId> {
         let roster = self.roster_of(session)?;

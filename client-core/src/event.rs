@@ -14,7 +14,12 @@ use caucus_protocol::session::Opened;
 use caucus_protocol::wire::{MediatorWhereabouts, PartyStatus};
 
 /// Something that happened in a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// As JSON (for a browser's UI, or a script) each event is one object
+/// tagged by `"type"` in snake case, its fields as named here; ids, hashes
+/// and fingerprints in unpadded base64url, as on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
     /// A message, verified and decrypted.
@@ -267,7 +272,8 @@ pub enum Event {
 }
 
 /// Kinds of [`Event::Warning`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Warning {
     /// Messages of a sender are missing: the relay dropped or withheld them.
@@ -383,5 +389,40 @@ pub(crate) fn of_message(session: SessionId, index: u64, opened: Opened) -> Even
             mode: c.mode,
             offer: c.offer,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use caucus_protocol::roster::Phase;
+
+    use super::*;
+
+    #[test]
+    fn events_are_json_objects_tagged_by_type_with_ids_in_base64url() {
+        let session = SessionId([1; 16]);
+        let room = RoomId([2; 16]);
+        let json = serde_json::to_value(Event::System {
+            session,
+            room,
+            event: SystemEvent::PhaseChanged(Phase::Negotiation),
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "type": "system",
+                "session": session.to_string(),
+                "room": room.to_string(),
+                "event": {"kind": "phase_changed", "detail": "negotiation"},
+            })
+        );
+        let json = serde_json::to_value(Event::Joined { session }).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "joined", "session": session.to_string()})
+        );
     }
 }

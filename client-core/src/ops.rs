@@ -22,6 +22,13 @@ use crate::Timestamp;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId(pub(crate) u64);
 
+impl OpId {
+    /// The id as a number (for a driver in another language).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
 /// A message the relay has stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sent {

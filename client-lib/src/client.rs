@@ -422,6 +422,17 @@ impl Client {
         self.read(|m| m.party_room(session, party))
     }
 
+    /// A party by its label (any case) or its id, as a person names it.
+    pub fn party_named(&self, session: &SessionId, name: &str) -> Result<PartyId> {
+        self.read(|m| m.party_named(session, name))
+    }
+
+    /// A room as a person names it: `mine`, `joint`, or a party's label or
+    /// id.
+    pub fn room_named(&self, session: &SessionId, name: &str) -> Result<RoomId> {
+        self.read(|m| m.room_named(session, name))
+    }
+
     /// This device's own private room (a party member's).
     pub fn my_room(&self, session: &SessionId) -> Result<RoomId> {
         self.read(|m| m.my_room(session))

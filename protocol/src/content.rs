@@ -63,7 +63,8 @@ pub struct ShareReceipt {
 }
 
 /// A session event announced by a mediator.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum SystemEvent {
     /// A member was admitted.
     MemberAdmitted(Fingerprint),

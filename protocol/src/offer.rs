@@ -105,7 +105,7 @@ impl fmt::Display for Amount {
 }
 
 /// A settlement offer or counter-offer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Offer {
     /// Offer or counter-offer.
     pub kind: OfferKind,
@@ -248,5 +248,19 @@ impl Canonical for CarriedOffer {
             mode: ForwardMode::decode(r)?,
             offer: Offer::decode(r)?,
         })
+    }
+}
+
+/// As JSON: `{"minor": 12000000, "currency": "GBP", "exponent": 2, "text":
+/// "GBP 120000.00"}`.
+impl serde::Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("Amount", 4)?;
+        out.serialize_field("minor", &self.minor)?;
+        out.serialize_field("currency", self.currency())?;
+        out.serialize_field("exponent", &self.exponent)?;
+        out.serialize_field("text", &self.to_string())?;
+        out.end()
     }
 }

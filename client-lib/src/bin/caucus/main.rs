@@ -13,7 +13,7 @@ use caucus_client::{Client, ClientError, Direction, Event, StateDir};
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Content, Sharing, Step};
 use caucus_protocol::crypto::Digest;
-use caucus_protocol::ids::{PartyId, RoomId, SessionId};
+use caucus_protocol::ids::SessionId;
 use caucus_protocol::offer::{Amount, Offer, OfferKind};
 use caucus_protocol::roster::Phase;
 use caucus_protocol::wire::PartyStatus;
@@ -313,23 +313,6 @@ fn message_id(text: &str) -> Result<Digest, ClientError> {
         .ok_or(ClientError::Usage("not a message id"))
 }
 
-fn party(client: &Client, session: &SessionId, name: &str) -> Result<PartyId, ClientError> {
-    client
-        .parties(session)?
-        .into_iter()
-        .find(|(id, label)| label.eq_ignore_ascii_case(name) || id.to_string() == name)
-        .map(|(id, _)| id)
-        .ok_or(ClientError::Usage("no party with that label or id"))
-}
-
-fn room(client: &Client, session: &SessionId, name: &str) -> Result<RoomId, ClientError> {
-    match name {
-        "mine" => client.my_room(session),
-        "joint" => client.joint_room(session),
-        other => client.party_room(session, &party(client, session, other)?),
-    }
-}
-
 async fn open(cli: &Cli, server: &str) -> Result<Client, ClientError> {
     Client::open(StateDir::open(&cli.state)?, server).await
 }
@@ -463,7 +446,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         } => {
             let client = open(&cli, &at.server).await?;
             let session = session_id(&at.session)?;
-            let party_id = party(&client, &session, p)?;
+            let party_id = client.party_named(&session, p)?;
             let expires = caucus_client::now() + valid_hours * 3600;
             let link = client
                 .invite(
@@ -516,7 +499,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         } => {
             let client = open(&cli, &at.server).await?;
             let session = session_id(&at.session)?;
-            let target = room(&client, &session, r)?;
+            let target = client.room_named(&session, r)?;
             let sharing = if *may_share {
                 Sharing::MayShare
             } else {
@@ -543,7 +526,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         } => {
             let client = open(&cli, &at.server).await?;
             let session = session_id(&at.session)?;
-            let destination = room(&client, &session, to)?;
+            let destination = client.room_named(&session, to)?;
             let id = message_id(message)?;
             let is_offer = client
                 .message(&session, &id)
@@ -660,7 +643,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             };
             let sent = match for_party {
                 Some(p) => {
-                    let p = party(&client, &session, p)?;
+                    let p = client.party_named(&session, p)?;
                     client.make_offer_for(&session, &p, &offer).await?
                 }
                 None => client.make_offer(&session, &offer).await?,
