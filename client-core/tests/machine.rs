@@ -105,9 +105,7 @@ fn say(
     sharing: Sharing,
 ) -> caucus_client_core::Sent {
     let room = w.m(d).my_room(&session).unwrap();
-    let now = w.now;
-    let op = w.m(d).send(&session, &room, text, sharing, now).unwrap();
-    match w.outcome(d, op) {
+    match w.ask(d, |m, now| m.send(&session, &room, text, sharing, now)) {
         Ok(Outcome::Sent(sent)) => sent,
         other => panic!("{other:?}"),
     }
@@ -169,9 +167,7 @@ fn a_declined_joiner_is_told_and_never_gets_in() {
     let mut w = World::new();
     let (med, stranger, session, _) = waiting_joiner(&mut w, "Someone");
     let who = w.m(stranger).fingerprint();
-    let now = w.now;
-    let op = w.m(med).decline(&session, &who, now).unwrap();
-    w.outcome(med, op).unwrap();
+    w.ask(med, |m, now| m.decline(&session, &who, now)).unwrap();
     assert!(w.events(stranger).contains(&Event::Declined { session }));
     assert!(w.m(med).roster(&session).unwrap().member(&who).is_none());
 }
@@ -180,12 +176,10 @@ fn a_declined_joiner_is_told_and_never_gets_in() {
 fn gates_name_the_parties_that_have_not_agreed_and_open_once_all_have() {
     let mut w = World::new();
     let (med, claimant, trust, session, _) = mediation(&mut w);
-    let now = w.now;
-    let op = w
-        .m(med)
-        .set_phase(&session, Phase::IndividualMeetings, now)
-        .unwrap();
-    w.outcome(med, op).unwrap();
+    w.ask(med, |m, now| {
+        m.set_phase(&session, Phase::IndividualMeetings, now)
+    })
+    .unwrap();
 
     let now = w.now;
     let refused = w.m(med).set_phase(&session, Phase::Negotiation, now);
@@ -198,23 +192,17 @@ fn gates_name_the_parties_that_have_not_agreed_and_open_once_all_have() {
         }
         other => panic!("{other:?}"),
     }
-    let now = w.now;
-    let op = w.m(claimant).agree(&session, Step::Continue, now).unwrap();
-    w.outcome(claimant, op).unwrap();
+    w.ask(claimant, |m, now| m.agree(&session, Step::Continue, now))
+        .unwrap();
     let now = w.now;
     match w.m(med).set_phase(&session, Phase::Negotiation, now) {
         Err(ClientError::NotAgreed { parties, .. }) => assert_eq!(parties, ["Defendant trust"]),
         other => panic!("{other:?}"),
     }
-    let now = w.now;
-    let op = w.m(trust).agree(&session, Step::Continue, now).unwrap();
-    w.outcome(trust, op).unwrap();
-    let now = w.now;
-    let op = w
-        .m(med)
-        .set_phase(&session, Phase::Negotiation, now)
+    w.ask(trust, |m, now| m.agree(&session, Step::Continue, now))
         .unwrap();
-    w.outcome(med, op).unwrap();
+    w.ask(med, |m, now| m.set_phase(&session, Phase::Negotiation, now))
+        .unwrap();
     for d in [med, claimant, trust] {
         assert_eq!(w.m(d).roster(&session).unwrap().phase, Phase::Negotiation);
     }
@@ -251,25 +239,18 @@ fn carrying_private_words_needs_the_authors_consent_and_the_author_sees_what_was
     );
     assert!(texts(&w.events(trust)).is_empty());
 
-    let now = w.now;
-    let op = w
-        .m(claimant)
-        .consent(&session, &secret.message, now)
+    w.ask(claimant, |m, now| m.consent(&session, &secret.message, now))
         .unwrap();
-    w.outcome(claimant, op).unwrap();
     w.run();
-    let now = w.now;
-    let op = w
-        .m(med)
-        .forward(
+    let Ok(Outcome::Sent(carried)) = w.ask(med, |m, now| {
+        m.forward(
             &session,
             &secret.message,
             &trust_room,
             Some("They have room to move".into()),
             now,
         )
-        .unwrap();
-    let Ok(Outcome::Sent(carried)) = w.outcome(med, op) else {
+    }) else {
         panic!()
     };
     assert_eq!(texts(&w.events(trust)), ["They have room to move"]);
@@ -305,19 +286,15 @@ fn an_offer_is_carried_and_both_logs_show_it() {
         conditions: vec!["Without admission of liability".into()],
         responds_to: None,
     };
-    let now = w.now;
-    let op = w.m(trust).make_offer(&session, &offer, now).unwrap();
-    let Ok(Outcome::Sent(made)) = w.outcome(trust, op) else {
+    let Ok(Outcome::Sent(made)) = w.ask(trust, |m, now| m.make_offer(&session, &offer, now)) else {
         panic!()
     };
     w.run();
     let claimant_room = w.m(med).party_room(&session, &parties[0]).unwrap();
-    let now = w.now;
-    let op = w
-        .m(med)
-        .carry_offer(&session, &made.message, &claimant_room, None, now)
-        .unwrap();
-    w.outcome(med, op).unwrap();
+    w.ask(med, |m, now| {
+        m.carry_offer(&session, &made.message, &claimant_room, None, now)
+    })
+    .unwrap();
     let received = w.m(claimant).offers(&session);
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].offer, offer);
@@ -335,30 +312,25 @@ fn an_offer_is_carried_and_both_logs_show_it() {
 fn the_agreement_is_countersigned_by_the_mediators_device_once_everyone_has_signed() {
     let mut w = World::new();
     let (med, claimant, trust, session, _) = mediation(&mut w);
-    let now = w.now;
-    let op = w
-        .m(med)
-        .propose_agreement(
+    let Ok(Outcome::Proposed(hash)) = w.ask(med, |m, now| {
+        m.propose_agreement(
             &session,
             "Settlement",
             "The trust pays 150,000.",
             &["Can you live with this?".into()],
             now,
         )
-        .unwrap();
-    let Ok(Outcome::Proposed(hash)) = w.outcome(med, op) else {
+    }) else {
         panic!()
     };
-    let now = w.now;
-    let op = w.m(claimant).sign_agreement(&session, &hash, now).unwrap();
-    w.outcome(claimant, op).unwrap();
+    w.ask(claimant, |m, now| m.sign_agreement(&session, &hash, now))
+        .unwrap();
     assert!(
         w.m(med).agreement(&session).is_none(),
         "not before everyone has signed"
     );
-    let now = w.now;
-    let op = w.m(trust).sign_agreement(&session, &hash, now).unwrap();
-    w.outcome(trust, op).unwrap();
+    w.ask(trust, |m, now| m.sign_agreement(&session, &hash, now))
+        .unwrap();
     for d in [med, claimant, trust] {
         let signed = w.m(d).agreement(&session).expect("a copy");
         assert_eq!(signed.agreement.hash(), hash);
@@ -374,9 +346,7 @@ fn the_agreement_is_countersigned_by_the_mediators_device_once_everyone_has_sign
 fn a_withdrawal_is_recorded_in_the_roster_by_the_mediators_device() {
     let mut w = World::new();
     let (med, claimant, trust, session, parties) = mediation(&mut w);
-    let now = w.now;
-    let op = w.m(trust).withdraw(&session, now).unwrap();
-    w.outcome(trust, op).unwrap();
+    w.ask(trust, |m, now| m.withdraw(&session, now)).unwrap();
     w.run();
     for d in [med, claimant, trust] {
         let roster = w.m(d).roster(&session).unwrap();
@@ -428,18 +398,16 @@ fn what_is_sent_while_offline_goes_once_the_connection_is_back_and_missed_messag
     let (med, claimant, _, session, parties) = mediation(&mut w);
     w.disconnect(claimant);
     let room = w.m(med).party_room(&session, &parties[0]).unwrap();
-    let now = w.now;
-    let op = w
-        .m(med)
-        .send(
+    w.ask(med, |m, now| {
+        m.send(
             &session,
             &room,
             "Are you still there?",
             Sharing::MayShare,
             now,
         )
-        .unwrap();
-    w.outcome(med, op).unwrap();
+    })
+    .unwrap();
     let now = w.now;
     let op = w
         .m(claimant)
@@ -561,12 +529,10 @@ fn catch_up_bytes(n: usize) -> (u64, u64, u64) {
     let room = w.m(med).party_room(&session, &parties[0]).unwrap();
     let text = "x".repeat(200);
     for _ in 0..n {
-        let now = w.now;
-        let op = w
-            .m(med)
-            .send(&session, &room, &text, Sharing::MayShare, now)
-            .unwrap();
-        w.outcome(med, op).unwrap();
+        w.ask(med, |m, now| {
+            m.send(&session, &room, &text, Sharing::MayShare, now)
+        })
+        .unwrap();
     }
     let before = w.devices[claimant].disk.written;
     w.connect(claimant);
@@ -624,18 +590,16 @@ fn a_roster_whose_reply_was_lost_merges_from_its_echo_and_its_keys_still_go_out(
         .find(|r| r.kind == RoomKind::Side)
         .expect("the echo merged the side room")
         .id;
-    let now = w.now;
-    let op = w
-        .m(med)
-        .send(
+    w.ask(med, |m, now| {
+        m.send(
             &session,
             &side,
             "Just the two of us",
             Sharing::MayShare,
             now,
         )
-        .unwrap();
-    w.outcome(med, op).unwrap();
+    })
+    .unwrap();
     assert_eq!(texts(&w.events(claimant)), ["Just the two of us"]);
 }
 
@@ -659,12 +623,10 @@ fn a_roster_the_relay_never_got_is_dropped_and_the_next_change_goes_through() {
     ));
     w.connect(med);
     assert_eq!(w.m(med).roster(&session).unwrap().version, version);
-    let now = w.now;
-    let op = w
-        .m(med)
-        .set_phase(&session, Phase::IndividualMeetings, now)
-        .unwrap();
-    w.outcome(med, op).unwrap();
+    w.ask(med, |m, now| {
+        m.set_phase(&session, Phase::IndividualMeetings, now)
+    })
+    .unwrap();
     for d in [med, claimant] {
         let roster = w.m(d).roster(&session).unwrap();
         assert_eq!(

@@ -628,6 +628,18 @@ impl World {
         }
     }
 
+    /// Ask device `d` (`ask(machine, now)` gives an operation), and run
+    /// until it is done: its outcome, or the command's refusal.
+    pub fn ask(
+        &mut self,
+        d: usize,
+        ask: impl FnOnce(&mut Machine, Timestamp) -> Result<OpId, caucus_client_core::ClientError>,
+    ) -> Result<Outcome, caucus_client_core::ClientError> {
+        let now = self.now;
+        let op = ask(&mut self.devices[d].machine, now)?;
+        self.outcome(d, op)
+    }
+
     /// Run until `op` of device `d` is done, and give its outcome.
     pub fn outcome(
         &mut self,
