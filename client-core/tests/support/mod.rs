@@ -9,7 +9,6 @@
 //! in which room at which epoch); the real relay's full checks are tested
 //! in `server/` and end to end.
 #![allow(
-    dead_code,
     unreachable_pub,
     clippy::unwrap_used,
     clippy::expect_used,
@@ -70,8 +69,6 @@ pub struct SimRelay {
     /// them (a connection that dies on the way).
     pub deaf: bool,
     next_conn: Conn,
-    /// How many envelopes have been stored.
-    pub stored: usize,
 }
 
 fn frame(event: WireEvent) -> String {
@@ -343,7 +340,6 @@ impl SimRelay {
                 let log = s.logs.entry(h.room).or_default();
                 log.push(envelope.0.clone());
                 let index = log.len() as u64;
-                self.stored += 1;
                 let event = frame(WireEvent::Envelope {
                     v: PROTOCOL_VERSION,
                     index,
@@ -647,10 +643,10 @@ impl World {
         op: OpId,
     ) -> Result<Outcome, caucus_client_core::ClientError> {
         self.run();
-        self.devices[d]
-            .done
+        let dev = &mut self.devices[d];
+        dev.done
             .remove(&op)
-            .expect("the operation finished")
+            .unwrap_or_else(|| panic!("{}'s operation did not finish", dev.name))
     }
 
     pub fn m(&mut self, d: usize) -> &mut Machine {
