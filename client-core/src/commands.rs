@@ -18,7 +18,7 @@ use caucus_protocol::wire::{Encoded, PartyStatus, RequestBody};
 
 use crate::error::ClientError;
 use crate::event::Event;
-use crate::machine::{Machine, Timestamp, change_and_announce, to_everyone};
+use crate::machine::{Knock, Machine, Timestamp, change_and_announce, to_everyone};
 use crate::offers::OfferEntry;
 use crate::ops::{OpId, Origin, Outcome, RosterEdit, Stage};
 use crate::state::{InviteEntry, Kept, Membership, Meta, SessionState};
@@ -114,7 +114,32 @@ impl Machine {
     ) -> Result<OpId> {
         self.now = now;
         self.session(session)?;
+        self.may_post(session, room)?;
         Ok(self.caller(*session, [Self::post_stage(*room, content)], Outcome::Done))
+    }
+
+    /// Whether this device may post in `room` now, as the roster says (the
+    /// relay would refuse otherwise; this says why in words).
+    fn may_post(&self, session: &SessionId, room: &RoomId) -> Result<()> {
+        let roster = self.roster_of(session)?;
+        let me = self.fingerprint();
+        let room = roster.room(room).ok_or(ClientError::Usage(
+            "that room is not in the session (a side room that was closed?)",
+        ))?;
+        let mediator = roster
+            .member(&me)
+            .is_some_and(|m| matches!(m.role, Role::Mediator | Role::CoMediator));
+        if !room.has(&me) {
+            return Err(ClientError::Usage(
+                "you are not in that room: a party writes in its own private room, or in the joint room when it is open",
+            ));
+        }
+        if !room.open && !mediator {
+            return Err(ClientError::Usage(
+                "that room is closed: the mediator opens the joint room once every party agrees to meet",
+            ));
+        }
+        Ok(())
     }
 
     /// Send text in `room` with a sharing label (*mediator only* is the
@@ -214,6 +239,71 @@ impl Machine {
             signature,
         };
         self.post(session, &room, content, now)
+    }
+
+    /// The newest agreement proposed in `session`, if any: what "sign the
+    /// agreement" means when no hash is given.
+    pub fn latest_draft(&self, session: &SessionId) -> Option<Agreement> {
+        self.sessions
+            .get(session)?
+            .messages
+            .iter()
+            .rev()
+            .find_map(|(_, m)| match &m.content {
+                Content::AgreementDraft(a) => Some(a.clone()),
+                _ => None,
+            })
+    }
+
+    /// (Lead mediator) countersign a proposed agreement that every
+    /// signatory has signed, and give each member the concluded copy. Until
+    /// then, [`ClientError::Unsigned`] names who has still to sign.
+    pub fn countersign(
+        &mut self,
+        session: &SessionId,
+        agreement: &Digest,
+        now: Timestamp,
+    ) -> Result<OpId> {
+        self.mediator_at(session, now)?;
+        if self
+            .agreement(session)
+            .is_some_and(|a| a.agreement.hash() == *agreement)
+        {
+            return Err(ClientError::Usage(
+                "that agreement is already countersigned",
+            ));
+        }
+        let draft = self
+            .draft(session, agreement)
+            .ok_or(ClientError::Usage("no such proposed agreement"))?;
+        let state = self
+            .sessions
+            .get(session)
+            .ok_or(ClientError::UnknownSession)?;
+        let mut signatures = Vec::new();
+        let mut unsigned = Vec::new();
+        for signatory in &draft.signatories {
+            let who = signatory.identity.fingerprint();
+            let signed = state.messages.iter().find_map(|(_, m)| match &m.content {
+                Content::AgreementSignature {
+                    agreement: a,
+                    signature,
+                } if a == agreement && m.header.sender == who => Some(*signature),
+                _ => None,
+            });
+            match signed {
+                Some(signature) => signatures.push(signature),
+                None => unsigned.push(signatory.name.clone()),
+            }
+        }
+        if !unsigned.is_empty() {
+            return Err(ClientError::Unsigned {
+                signatories: unsigned,
+            });
+        }
+        let signed = SignedAgreement::countersign(draft, signatures, &self.keys)?;
+        let stages = to_everyone(self.roster_of(session)?, &Content::AgreementFinal(signed));
+        Ok(self.caller(*session, stages, Outcome::Done))
     }
 
     /// Erase this device's copy of a session: its room keys, chains and
@@ -703,6 +793,15 @@ impl Machine {
         make: impl FnOnce(&Opened, Option<&Opened>) -> Result<(Content, ShareReceipt)>,
     ) -> Result<OpId> {
         self.now = now;
+        let carrier = self
+            .roster_of(session)?
+            .member(&self.fingerprint())
+            .map(|m| m.role);
+        if !matches!(carrier, Some(Role::Mediator | Role::CoMediator)) {
+            return Err(ClientError::Usage(
+                "only the mediator can carry messages between rooms",
+            ));
+        }
         let state = self.session(session)?;
         let source = state
             .message(message)
@@ -842,13 +941,53 @@ impl Machine {
             .ok_or(ClientError::Usage("no party with that label or id"))
     }
 
+    /// (Mediator) who is in the waiting room of `session`, in the order
+    /// they knocked.
+    pub fn waiting(&self, session: &SessionId) -> Vec<Knock> {
+        self.knocks(session).to_vec()
+    }
+
+    /// (Mediator) a joiner in the waiting room as a person names them: by
+    /// the name on their invite (any case), their safety code, or their
+    /// device's fingerprint.
+    pub fn waiting_named(&self, session: &SessionId, who: &str) -> Result<Fingerprint> {
+        one_named(
+            self.knocks(session)
+                .iter()
+                .map(|k| (k.request.identity.fingerprint(), k.name.clone())),
+            who,
+            "no one waiting has that name, safety code or device",
+        )
+    }
+
+    /// A member of `session` as a person names them: by name (any case),
+    /// safety code or device fingerprint.
+    pub fn member_named(&self, session: &SessionId, who: &str) -> Result<Fingerprint> {
+        let roster = self.roster_of(session)?;
+        one_named(
+            roster.members.iter().map(|m| {
+                let f = m.identity.fingerprint();
+                (f, self.name_of(session, &f).unwrap_or_default())
+            }),
+            who,
+            "no member has that name, safety code or device",
+        )
+    }
+
     /// A room as a person names it: `mine` (this party member's private
-    /// room), `joint`, or a party's label or id (its private room).
+    /// room), `joint`, a party's label or id (its private room), or a
+    /// room's id (a side room's, say).
     pub fn room_named(&self, session: &SessionId, name: &str) -> Result<RoomId> {
         match name {
             "mine" => self.my_room(session),
             "joint" => self.joint_room(session),
-            party => self.party_room(session, &self.party_named(session, party)?),
+            other => {
+                let roster = self.roster_of(session)?;
+                if let Some(room) = roster.rooms.iter().find(|r| r.id.to_string() == other) {
+                    return Ok(room.id);
+                }
+                self.party_room(session, &self.party_named(session, other)?)
+            }
         }
     }
 
@@ -877,9 +1016,16 @@ impl Machine {
     /// Everything said in `session` that this device has seen or sent, in
     /// order, as events (without the warnings of the moment).
     pub fn history(&self, session: &SessionId) -> Vec<Event> {
+        self.history_since(session, 0)
+    }
+
+    /// The history of `session` after its first `seen` entries: what a
+    /// reader who has shown `seen` of them has not shown yet.
+    pub fn history_since(&self, session: &SessionId, seen: usize) -> Vec<Event> {
         self.sessions.get(session).map_or_else(Vec::new, |s| {
             s.messages
                 .iter()
+                .skip(seen)
                 .map(|(index, m)| crate::event::of_message(*session, *index, m.clone()))
                 .collect()
         })
@@ -918,5 +1064,29 @@ impl Machine {
                 Content::AgreementFinal(a) => Some(a.clone()),
                 _ => None,
             })
+    }
+}
+
+/// The one person among `people` (device, name) that `who` names: their
+/// name in any case, their safety code (spaces optional) or their device's
+/// fingerprint. Two people who answer to it are an error, not a guess.
+fn one_named(
+    people: impl Iterator<Item = (Fingerprint, String)>,
+    who: &str,
+    none: &'static str,
+) -> Result<Fingerprint> {
+    let who = who.trim();
+    let digits: String = who.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut found = people.filter(|(device, name)| {
+        name.eq_ignore_ascii_case(who)
+            || device.to_string() == who
+            || device.safety_code().replace(' ', "") == digits
+    });
+    match (found.next(), found.next()) {
+        (Some((device, _)), None) => Ok(device),
+        (Some(_), Some(_)) => Err(ClientError::Usage(
+            "more than one person answers to that name: give their safety code instead",
+        )),
+        (None, _) => Err(ClientError::Usage(none)),
     }
 }

@@ -42,6 +42,16 @@ pub enum ClientError {
         /// The labels of the parties that have not agreed to it yet.
         parties: Vec<String>,
     },
+    /// An agreement cannot be countersigned before every signatory signs.
+    #[error(
+        "{} {} still to sign the agreement",
+        names(.signatories),
+        if .signatories.len() == 1 { "has" } else { "have" }
+    )]
+    Unsigned {
+        /// The names of the signatories who have not signed yet.
+        signatories: Vec<String>,
+    },
     /// Nothing came in time.
     #[error("timed out waiting for the relay")]
     Timeout,
@@ -52,13 +62,20 @@ fn not_agreed(step: Step, parties: &[String]) -> String {
         Step::Continue => "to continue after the individual meetings",
         Step::JointMeeting => "to a joint meeting",
     };
-    let who = match parties {
-        [] => "every party".to_owned(),
+    let verb = if parties.len() == 1 { "has" } else { "have" };
+    format!(
+        "every party must first agree {what}: {} {verb} not agreed yet",
+        names(parties)
+    )
+}
+
+/// Names as a sentence lists them: "A", "A and B", "A, B and C".
+fn names(names: &[String]) -> String {
+    match names {
+        [] => "everyone".to_owned(),
         [one] => one.clone(),
         [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
-    };
-    let verb = if parties.len() == 1 { "has" } else { "have" };
-    format!("every party must first agree {what}: {who} {verb} not agreed yet")
+    }
 }
 
 #[cfg(test)]

@@ -271,6 +271,36 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The session it happened in.
+    pub fn session(&self) -> &SessionId {
+        match self {
+            Self::Message { session, .. }
+            | Self::Forwarded { session, .. }
+            | Self::Shared { session, .. }
+            | Self::Consent { session, .. }
+            | Self::System { session, .. }
+            | Self::Withdrew { session, .. }
+            | Self::Agreed { session, .. }
+            | Self::AgreementProposed { session, .. }
+            | Self::AgreementSigned { session, .. }
+            | Self::AgreementConcluded { session, .. }
+            | Self::Offer { session, .. }
+            | Self::OfferCarried { session, .. }
+            | Self::Roster { session, .. }
+            | Self::Joined { session, .. }
+            | Self::Knocking { session, .. }
+            | Self::Admitted { session, .. }
+            | Self::Rejected { session, .. }
+            | Self::Declined { session, .. }
+            | Self::Presence { session, .. }
+            | Self::Status { session, .. }
+            | Self::Closed { session, .. }
+            | Self::Warning { session, .. } => session,
+        }
+    }
+}
+
 /// Kinds of [`Event::Warning`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Content, SystemEvent};
-use caucus_protocol::crypto::{Digest, label};
+use caucus_protocol::crypto::label;
 use caucus_protocol::deletion::SignedDeletionStatement;
 use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
 use caucus_protocol::identity::{DeviceKeys, Fingerprint};
@@ -1091,12 +1091,8 @@ impl Machine {
             Ok(opened) => {
                 state.dirty = true;
                 state.record(index, opened.clone());
-                match &opened.content {
-                    Content::Withdrawal => self.on_withdrawal(session, opened.header.sender),
-                    Content::AgreementSignature { agreement, .. } => {
-                        self.on_agreement_signature(session, *agreement);
-                    }
-                    _ => {}
+                if let Content::Withdrawal = &opened.content {
+                    self.on_withdrawal(session, opened.header.sender);
                 }
                 self.emit_opened(session, index, opened);
             }
@@ -1147,68 +1143,6 @@ impl Machine {
             stages,
             Outcome::Done,
         );
-    }
-
-    /// As the lead mediator: a signatory signed a draft. Once every
-    /// signatory has, countersign and give everyone the copy.
-    fn on_agreement_signature(&mut self, session: SessionId, agreement: Digest) {
-        let Some(state) = self.sessions.get(&session) else {
-            return;
-        };
-        if state.view.mediator() != self.keys.fingerprint() {
-            return;
-        }
-        let concluded = state.messages.iter().any(|(_, m)| {
-            matches!(&m.content, Content::AgreementFinal(a) if a.agreement.hash() == agreement)
-        });
-        let Some(draft) = state.messages.iter().find_map(|(_, m)| match &m.content {
-            Content::AgreementDraft(a) if a.hash() == agreement => Some(a.clone()),
-            _ => None,
-        }) else {
-            return;
-        };
-        if concluded {
-            return;
-        }
-        // The signature each signatory posted for this draft.
-        let signatures: Option<Vec<_>> = draft
-            .signatories
-            .iter()
-            .map(|s| {
-                let who = s.identity.fingerprint();
-                state.messages.iter().find_map(|(_, m)| match &m.content {
-                    Content::AgreementSignature {
-                        agreement: a,
-                        signature,
-                    } if *a == agreement && m.header.sender == who => Some(*signature),
-                    _ => None,
-                })
-            })
-            .collect();
-        let Some(signatures) = signatures else {
-            return; // not everyone yet
-        };
-        let roster = state.view.roster().cloned();
-        match caucus_protocol::agreement::SignedAgreement::countersign(
-            draft, signatures, &self.keys,
-        ) {
-            Ok(signed) => {
-                let stages = roster.map_or_else(Vec::new, |r| {
-                    to_everyone(&r, &Content::AgreementFinal(signed))
-                });
-                self.start_op(
-                    session,
-                    Origin::Automatic("giving out the agreement"),
-                    stages,
-                    Outcome::Done,
-                );
-            }
-            Err(e) => self.warn(
-                session,
-                Warning::Verification,
-                format!("agreement not countersigned: {e}"),
-            ),
-        }
     }
 
     /// As the lead mediator: someone knocks with one of our invites. A
@@ -1310,6 +1244,10 @@ impl Machine {
             })],
             Outcome::Done,
         );
+    }
+
+    pub(crate) fn knocks(&self, session: &SessionId) -> &[Knock] {
+        self.knocks.get(session).map_or(&[], Vec::as_slice)
     }
 
     pub(crate) fn take_knock(

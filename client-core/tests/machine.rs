@@ -309,7 +309,7 @@ fn an_offer_is_carried_and_both_logs_show_it() {
 }
 
 #[test]
-fn the_agreement_is_countersigned_by_the_mediators_device_once_everyone_has_signed() {
+fn the_mediator_countersigns_the_agreement_once_everyone_has_signed() {
     let mut w = World::new();
     let (med, claimant, trust, session, _) = mediation(&mut w);
     let Ok(Outcome::Proposed(hash)) = w.ask(med, |m, now| {
@@ -325,12 +325,26 @@ fn the_agreement_is_countersigned_by_the_mediators_device_once_everyone_has_sign
     };
     w.ask(claimant, |m, now| m.sign_agreement(&session, &hash, now))
         .unwrap();
+    w.run();
+    let early = w.ask(med, |m, now| m.countersign(&session, &hash, now));
     assert!(
-        w.m(med).agreement(&session).is_none(),
-        "not before everyone has signed"
+        matches!(&early, Err(ClientError::Unsigned { signatories }) if signatories.len() == 1),
+        "not before everyone has signed, and the refusal names who is missing: {early:?}"
     );
+    assert!(w.m(med).agreement(&session).is_none());
     w.ask(trust, |m, now| m.sign_agreement(&session, &hash, now))
         .unwrap();
+    w.run();
+    assert!(
+        w.m(med).agreement(&session).is_none(),
+        "a mediator countersigns deliberately, not by default"
+    );
+    w.ask(med, |m, now| m.countersign(&session, &hash, now))
+        .unwrap();
+    assert!(matches!(
+        w.ask(claimant, |m, now| m.countersign(&session, &hash, now)),
+        Err(ClientError::Usage(_))
+    ));
     for d in [med, claimant, trust] {
         let signed = w.m(d).agreement(&session).expect("a copy");
         assert_eq!(signed.agreement.hash(), hash);

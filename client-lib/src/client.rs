@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use caucus_client_core::{
-    Admission, ClientError, Event, Kept, Machine, OfferEntry, OpId, Outcome, Sent, Timestamp,
+    Admission, ClientError, Event, Kept, Knock, Link, Machine, OfferEntry, OpId, Outcome, Sent,
+    Timestamp,
 };
-use caucus_protocol::agreement::SignedAgreement;
+use caucus_protocol::agreement::{Agreement, SignedAgreement};
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Content, Sharing, Step};
 use caucus_protocol::crypto::Digest;
@@ -66,7 +67,7 @@ struct Shared {
 /// Dropping it stops its driver and closes its connection.
 pub struct Client {
     shared: Arc<Shared>,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
     /// Dropped with the client, which stops the driver.
     _stop: oneshot::Sender<()>,
 }
@@ -308,7 +309,7 @@ impl Client {
         }
         Ok(Self {
             shared,
-            events,
+            events: tokio::sync::Mutex::new(events),
             _stop: stop,
         })
     }
@@ -319,8 +320,21 @@ impl Client {
     pub async fn join(dir: StateDir, link: &str) -> Result<(Self, SessionId)> {
         let invite = Invite::from_link(link)?;
         let client = Self::open(dir, &invite.relay).await?;
-        client.run(|m, now| Ok(m.join(link, now)?.1)).await?;
-        Ok((client, invite.session))
+        let session = client.join_session(link).await?;
+        Ok((client, session))
+    }
+
+    /// Join another session from an invite link for this client's relay:
+    /// knock, as [`Client::join`] does.
+    pub async fn join_session(&self, link: &str) -> Result<SessionId> {
+        let mut session = None;
+        self.run(|m, now| {
+            let (s, op) = m.join(link, now)?;
+            session = Some(s);
+            Ok(op)
+        })
+        .await?;
+        session.ok_or(ClientError::Usage("not an invite link"))
     }
 
     /// Ask the machine, and wait for the outcome.
@@ -362,19 +376,27 @@ impl Client {
         self.read(Machine::fingerprint)
     }
 
+    /// Whether the connection to the relay is up and authenticated.
+    pub fn is_online(&self) -> bool {
+        self.read(|m| m.link() == Link::Online)
+    }
+
     /// The relay's URL.
     pub fn relay(&self) -> &str {
         &self.shared.relay
     }
 
     /// The next event, or `None` once the client has stopped.
-    pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
+    ///
+    /// Each event goes to one caller: an application that shares the client
+    /// between tasks reads events in one of them.
+    pub async fn next_event(&self) -> Option<Event> {
+        self.events.lock().await.recv().await
     }
 
     /// The next event if one comes within `wait`.
-    pub async fn next_event_within(&mut self, wait: Duration) -> Option<Event> {
-        tokio::time::timeout(wait, self.events.recv())
+    pub async fn next_event_within(&self, wait: Duration) -> Option<Event> {
+        tokio::time::timeout(wait, self.next_event())
             .await
             .ok()
             .flatten()
@@ -446,7 +468,12 @@ impl Client {
     /// Everything said in `session` that this device has seen or sent, in
     /// order, as events (without the warnings of the moment).
     pub fn history(&self, session: &SessionId) -> Vec<Event> {
-        self.read(|m| m.history(session))
+        self.history_since(session, 0)
+    }
+
+    /// The history of `session` after its first `seen` entries.
+    pub fn history_since(&self, session: &SessionId, seen: usize) -> Vec<Event> {
+        self.read(|m| m.history_since(session, seen))
     }
 
     // ----- as a party member, or anyone in a room -----
@@ -682,6 +709,36 @@ impl Client {
     pub async fn sign_agreement(&self, session: &SessionId, agreement: &Digest) -> Result<Sent> {
         self.run_sent(|m, now| m.sign_agreement(session, agreement, now))
             .await
+    }
+
+    /// The newest agreement proposed in `session`, if any.
+    pub fn latest_draft(&self, session: &SessionId) -> Option<Agreement> {
+        self.read(|m| m.latest_draft(session))
+    }
+
+    /// (Lead mediator) countersign an agreement every signatory has signed,
+    /// and give each member the concluded copy; until then the error names
+    /// who has still to sign.
+    pub async fn countersign(&self, session: &SessionId, agreement: &Digest) -> Result<()> {
+        self.run(|m, now| m.countersign(session, agreement, now))
+            .await
+            .map(drop)
+    }
+
+    /// (Mediator) who is in the waiting room, in the order they knocked.
+    pub fn waiting(&self, session: &SessionId) -> Vec<Knock> {
+        self.read(|m| m.waiting(session))
+    }
+
+    /// (Mediator) a joiner in the waiting room by name, safety code or
+    /// device.
+    pub fn waiting_named(&self, session: &SessionId, who: &str) -> Result<Fingerprint> {
+        self.read(|m| m.waiting_named(session, who))
+    }
+
+    /// A member by name, safety code or device.
+    pub fn member_named(&self, session: &SessionId, who: &str) -> Result<Fingerprint> {
+        self.read(|m| m.member_named(session, who))
     }
 
     /// The concluded agreement of `session`, signed by everyone and

@@ -72,12 +72,13 @@ async fn caucus_demo_plays_a_whole_shuttle_mediation() {
     let trust_solicitor = section("Trust's solicitor");
     // The mediator heard everything in confidence, including the trust's offer.
     assert!(mediator.contains("I want them to admit the operation went wrong."));
-    assert!(mediator.contains("Dr Defendant recorded Offer: GBP 120000.00"));
+    assert!(mediator.contains("Dr Defendant records Offer: GBP 120000.00"));
     // The claimant never saw the trust's private room, only the offer carried.
-    assert!(claimant.contains(
-        "the mediator carried from Defendant trust (private) (verbatim): Offer: GBP 120000.00"
-    ));
-    assert!(claimant.contains("Mr Solicitor recorded Counter-offer: GBP 180000.00"));
+    assert!(
+        claimant
+            .contains("the mediator brings an offer from Defendant trust: Offer: GBP 120000.00")
+    );
+    assert!(claimant.contains("Mr Solicitor records Counter-offer: GBP 180000.00"));
     assert!(claimant.contains("the mediator is with another party"));
     assert!(!claimant.contains("[Defendant trust (private)]"));
     // The trust never saw the claimant's words, only the reframing and the
@@ -87,7 +88,7 @@ async fn caucus_demo_plays_a_whole_shuttle_mediation() {
     assert!(defendant.contains(
         "(reframed): The claimant's side says an apology matters as much as the amount."
     ));
-    assert!(defendant.contains("carried from Claimant (private) (verbatim): Counter-offer"));
+    assert!(defendant.contains("brings an offer from Claimant: Counter-offer"));
     assert!(defendant.contains("the mediator shared"));
     assert!(!defendant.contains("on a break"));
     assert!(mediator.contains("Ms Claimant is on a break"));
@@ -159,10 +160,12 @@ async fn a_scripted_session_with_the_caucus_command() {
         "Partner A",
         "--name",
         "Dr A",
+        "--auto-admit",
     ]))
     .await));
     let link = link[0]["link"].as_str().unwrap().to_string();
-    // The party joins; the mediator's `listen --follow` admits them.
+    // The party joins; the mediator's `listen --follow` admits them, as the
+    // invite said it would.
     let follow = {
         let args = m(&[
             "listen",

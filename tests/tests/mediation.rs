@@ -822,8 +822,10 @@ async fn the_agreement_is_signed_by_every_party_member_and_verifies_offline() {
         }
         party.sign_agreement(&session, &hash).await.unwrap();
     }
-    // The mediator's client countersigns once all have signed; everyone
+    // The mediator, having seen every signature, countersigns; everyone
     // receives the copy.
+    c.mediator.sync(&session).await.unwrap();
+    c.mediator.countersign(&session, &hash).await.unwrap();
     for party in [&mut c.claimant, &mut c.solicitor, &mut c.defendant] {
         wait_for(party, |e| matches!(e, Event::AgreementConcluded { .. })).await;
         let copy = party.agreement(&session).unwrap();

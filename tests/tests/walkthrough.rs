@@ -99,8 +99,15 @@ fn log(client: &Client, session: &SessionId) -> Vec<(Direction, String)> {
 }
 
 /// Everyone signs the proposed agreement `hash` after reading its terms;
-/// the mediator's client countersigns and all receive the copy.
-async fn sign_all(people: &mut [&mut Person], session: &SessionId, hash: Digest, terms: &str) {
+/// the mediator, having seen every signature, countersigns and all receive
+/// the copy.
+async fn sign_all(
+    mediator: &Client,
+    people: &mut [&mut Person],
+    session: &SessionId,
+    hash: Digest,
+    terms: &str,
+) {
     for p in people.iter_mut() {
         match wait_for(
             &mut p.client,
@@ -120,6 +127,8 @@ async fn sign_all(people: &mut [&mut Person], session: &SessionId, hash: Digest,
         }
         p.client.sign_agreement(session, &hash).await.unwrap();
     }
+    mediator.sync(session).await.unwrap();
+    mediator.countersign(session, &hash).await.unwrap();
     for p in people.iter_mut() {
         wait_for(
             &mut p.client,
@@ -428,6 +437,7 @@ async fn a_clinical_negligence_mediation_from_invitation_to_erasure() {
         mut t_solicitor,
     ] = [claimant, c_solicitor, manager, clinician, t_solicitor];
     sign_all(
+        &mediator,
         &mut [
             &mut claimant,
             &mut c_solicitor,
@@ -672,7 +682,7 @@ async fn a_gp_partnership_dispute_settled_by_shuttle_alone() {
         .await
         .unwrap();
     let mut refs: Vec<&mut Person> = partners.iter_mut().collect();
-    sign_all(&mut refs, &session, hash, terms).await;
+    sign_all(&mediator, &mut refs, &session, hash, terms).await;
     let copy = partners[0].client.agreement(&session).unwrap();
     verify_offline_and_reject_changes(&copy, 4);
     for p in &partners {

@@ -17,7 +17,7 @@ use caucus_protocol::roster::Phase;
 use caucus_protocol::wire::PartyStatus;
 use serde_json::json;
 
-use crate::output::{describe, line, print};
+use crate::output::{Record, describe, line, print};
 
 /// One participant: their client, and every event they received.
 struct Person {
@@ -328,6 +328,8 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
             .await?;
         person.client.sign_agreement(&session, &hash).await?;
     }
+    mediator.client.sync(&session).await?;
+    mediator.client.countersign(&session, &hash).await?;
     for person in &mut people {
         person
             .until(|e| matches!(e, Event::AgreementConcluded { .. }))
@@ -364,7 +366,7 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
             if !shown(event, &person.seen[..at]) {
                 continue;
             }
-            let (text, value) = describe(&person.client, event);
+            let Record { text, data: value } = describe(&person.client, event);
             // Presence is shown only when where the mediator is changes.
             if let Event::Presence { .. } = event {
                 let place = value["mediator"].to_string();
@@ -375,8 +377,10 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
             }
             print(
                 json_mode,
-                &format!("  {text}"),
-                json!({"participant": person.title, "name": name, "event": value}),
+                &Record::new(
+                    format!("  {text}"),
+                    json!({"participant": person.title, "name": name, "event": value}),
+                ),
             );
         }
         if !json_mode {
@@ -392,16 +396,17 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
     heading("The agreement");
     print(
         json_mode,
-        &format!("  verifies offline, signed by {}", signers.join(", ")),
-        json!({"agreement": report}),
+        &Record::new(
+            format!("  verifies offline, signed by {}", signers.join(", ")),
+            json!({"agreement": report}),
+        ),
     );
     if let Some(s) = statement {
         let (text, value) = crate::output::statement(s.unverified());
         heading("The relay's signed deletion statement");
         print(
             json_mode,
-            &format!("  {text}"),
-            json!({"deletion_statement": value}),
+            &Record::new(format!("  {text}"), json!({"deletion_statement": value})),
         );
     }
     // Nothing kept longer than agreed: every device deletes its copy,
@@ -412,8 +417,10 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
     heading("Erased");
     print(
         json_mode,
-        "  every device deleted its room keys and messages; each keeps the signed agreement",
-        json!({"erased": session}),
+        &Record::new(
+            "  every device deleted its room keys and messages; each keeps the signed agreement",
+            json!({"erased": session}),
+        ),
     );
     Ok(())
 }

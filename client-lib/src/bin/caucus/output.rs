@@ -1,38 +1,59 @@
-//! How events and results are printed: readable lines, or with `--json` one
-//! JSON object per line.
+//! How results and events are printed: readable lines, or with `--json`
+//! one JSON object per line (`docs/cli-json.md`, `docs/cli-json.schema.json`).
 
-use caucus_client::{Client, Event, Warning};
+use caucus_client::{Client, ClientError, Event, Warning};
 use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
 use caucus_protocol::deletion::DeletionStatement;
 use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::SessionId;
 use caucus_protocol::offer::Offer;
-use caucus_protocol::roster::Phase;
-use caucus_protocol::wire::{MediatorWhereabouts, PartyStatus};
+use caucus_protocol::roster::{Phase, Role};
+use caucus_protocol::wire::{ErrorCode, MediatorWhereabouts, PartyStatus};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// Print one record: `text` for people, `value` with `--json`.
-pub(crate) fn print(json_mode: bool, text: &str, value: Value) {
-    if json_mode {
-        line(&value.to_string());
-    } else {
-        line(&printable(text));
+use crate::Failure;
+
+/// One thing a command says: `text` for people, `data` for `--json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub text: String,
+    pub data: Value,
+}
+
+impl Record {
+    pub(crate) fn new(text: impl Into<String>, data: Value) -> Self {
+        Self {
+            text: text.into(),
+            data,
+        }
     }
 }
 
-/// `text` with control characters (newlines, terminal escapes) shown as
-/// escapes, so that what a participant wrote cannot pose as another line,
-/// a forward from the mediator, say.
+/// Print one record: its text for people, its data with `--json`.
+pub(crate) fn print(json_mode: bool, record: &Record) {
+    if json_mode {
+        line(&record.data.to_string());
+    } else if !record.text.is_empty() {
+        line(&printable(&record.text));
+    }
+}
+
+/// `text` as a terminal shows it safely: a line break starts an indented
+/// line, so that what a participant wrote cannot pose as another record
+/// (a forward from the mediator, say); other control characters (terminal
+/// escapes) are shown as escapes.
 fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => shown.push_str("\n    "),
+            '\r' => {}
+            c if c.is_control() => shown.extend(c.escape_default()),
+            c => shown.push(c),
+        }
+    }
+    shown
 }
 
 /// Write a line to stdout; a closed pipe (`caucus listen | head`) is not an
@@ -42,6 +63,31 @@ pub(crate) fn line(text: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
+/// A failure as a person should read it.
+pub(crate) fn error(e: &Failure) -> String {
+    match e {
+        Failure::Client(ClientError::Timeout) => {
+            "the relay did not answer in time: check that it is running and reachable, then try again".into()
+        }
+        Failure::Client(ClientError::Protocol(caucus_protocol::Error::UnknownEpoch { .. })) => {
+            "this device does not hold that room's key: it is not a member of that room (only the mediator can do that, or you were removed)".into()
+        }
+        Failure::Client(ClientError::Refused {
+            code: ErrorCode::InvalidInvite,
+            ..
+        }) => "this invite link has already been used, has expired, or was withdrawn: ask the mediator for a new one".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether `member` is one of the session's mediators.
+fn is_mediator(client: &Client, session: &SessionId, member: &Fingerprint) -> bool {
+    client.roster(session).is_ok_and(|r| {
+        r.member(member)
+            .is_some_and(|m| matches!(m.role, Role::Mediator | Role::CoMediator))
+    })
+}
+
 fn who(client: &Client, session: &SessionId, member: &Fingerprint) -> String {
     if *member == client.fingerprint() {
         return "you".into();
@@ -49,6 +95,20 @@ fn who(client: &Client, session: &SessionId, member: &Fingerprint) -> String {
     client
         .name_of(session, member)
         .unwrap_or_else(|| format!("member {}", &member.to_string()[..8]))
+}
+
+/// Where something came from, for people: a party by its label, or "the
+/// joint room".
+pub(crate) fn party_of(
+    client: &Client,
+    session: &SessionId,
+    room: &caucus_protocol::ids::RoomId,
+) -> String {
+    let label = client.room_label(session, room);
+    match label.strip_suffix(" (private)") {
+        Some(party) => party.to_owned(),
+        None => format!("the {label} room"),
+    }
 }
 
 fn sharing(s: Sharing) -> &'static str {
@@ -65,7 +125,7 @@ fn mode(m: ForwardMode) -> &'static str {
     }
 }
 
-fn phase(p: Phase) -> &'static str {
+pub(crate) fn phase(p: Phase) -> &'static str {
     match p {
         Phase::Preparation => "preparation",
         Phase::IndividualMeetings => "individual meetings",
@@ -75,11 +135,15 @@ fn phase(p: Phase) -> &'static str {
     }
 }
 
-fn status(s: PartyStatus) -> &'static str {
-    match s {
-        PartyStatus::Ready => "ready",
-        PartyStatus::NeedsMediator => "needs the mediator",
-        PartyStatus::OnBreak => "on a break",
+/// A status as the rest of a sentence whose subject is "you" or a name.
+fn status(s: PartyStatus, you: bool) -> &'static str {
+    match (s, you) {
+        (PartyStatus::Ready, true) => "are ready",
+        (PartyStatus::Ready, false) => "is ready",
+        (PartyStatus::NeedsMediator, true) => "need the mediator",
+        (PartyStatus::NeedsMediator, false) => "needs the mediator",
+        (PartyStatus::OnBreak, true) => "are on a break",
+        (PartyStatus::OnBreak, false) => "is on a break",
     }
 }
 
@@ -119,8 +183,14 @@ pub(crate) fn statement(s: &DeletionStatement) -> (String, Value) {
     )
 }
 
+/// The record of an event.
+pub(crate) fn describe(client: &Client, event: &Event) -> Record {
+    let (text, data) = parts(client, event);
+    Record::new(text, data)
+}
+
 /// The readable line and the JSON object for an event.
-pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
+fn parts(client: &Client, event: &Event) -> (String, Value) {
     match event {
         Event::Message {
             session,
@@ -132,10 +202,14 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
             text,
         } => (
             format!(
-                "[{}] {}: {text}   ({}; message {hash_s})",
+                "[{}] {}: {text}   ({}message {hash_s})",
                 client.room_label(session, room),
                 who(client, session, sender),
-                sharing(*s),
+                if is_mediator(client, session, sender) {
+                    String::new()
+                } else {
+                    format!("{}; ", sharing(*s))
+                },
                 hash_s = caucus_protocol::b64::encode(&hash.0)
             ),
             json!({"event": "message", "session": session, "room": room, "room_label": client.room_label(session, room),
@@ -153,9 +227,9 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
             author_consented,
         } => (
             format!(
-                "[{}] forwarded by the mediator from {} ({}{}): {text}",
+                "[{}] the mediator brings from {} ({}{}): {text}",
                 client.room_label(session, room),
-                client.room_label(session, from_room),
+                party_of(client, session, from_room),
                 mode(*m),
                 if *author_consented {
                     ", with the author's consent"
@@ -176,10 +250,10 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
             text,
         } => (
             format!(
-                "[{}] the mediator shared {} with {} ({}): {text}",
+                "[{}] the mediator shared message {} with {} ({}): {text}",
                 client.room_label(session, room),
                 caucus_protocol::b64::encode(&source.0),
-                client.room_label(session, destination),
+                party_of(client, session, destination),
                 mode(*m)
             ),
             json!({"event": "shared", "session": session, "room": room, "message": source, "destination": destination,
@@ -192,9 +266,12 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
             message,
         } => (
             format!(
-                "[{}] {} consents to sharing {}",
+                "[{}] {} to sharing message {}",
                 client.room_label(session, room),
-                who(client, session, member),
+                match who(client, session, member).as_str() {
+                    "you" => "you consent".to_owned(),
+                    name => format!("{name} consents"),
+                },
                 caucus_protocol::b64::encode(&message.0)
             ),
             json!({"event": "consent", "session": session, "room": room, "member": member, "message": message}),
@@ -226,9 +303,12 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
             member,
         } => (
             format!(
-                "[{}] {} withdraws their party from the mediation",
+                "[{}] {}",
                 client.room_label(session, room),
-                who(client, session, member)
+                match who(client, session, member).as_str() {
+                    "you" => "you withdraw your party from the mediation".to_owned(),
+                    name => format!("{name} withdraws their party from the mediation"),
+                }
             ),
             json!({"event": "withdrew", "session": session, "room": room, "member": member}),
         ),
@@ -296,14 +376,41 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
             ),
             json!({"event": "agreement_concluded", "session": session, "room": room, "agreement": agreement}),
         ),
+        // Bookkeeping, not news for a person.
         Event::Roster { session, version } => (
-            format!("roster version {version} accepted"),
+            String::new(),
             json!({"event": "roster", "session": session, "version": version}),
         ),
         Event::Joined { session } => (
             "admitted by the mediator".into(),
             json!({"event": "joined", "session": session}),
         ),
+        Event::Knocking {
+            session,
+            invite,
+            member,
+            name,
+            party,
+        } => {
+            let joining = party.map_or_else(
+                || "as a co-mediator".to_owned(),
+                |p| {
+                    client
+                        .parties(session)
+                        .ok()
+                        .and_then(|ps| ps.into_iter().find(|(id, _)| *id == p))
+                        .map_or_else(|| "a party".to_owned(), |(_, label)| format!("for {label}"))
+                },
+            );
+            (
+                format!(
+                    "{name} is in the waiting room ({joining}); their safety code is {}: compare it with them, then `caucus admit \"{name}\"` or `caucus decline \"{name}\"`",
+                    member.safety_code()
+                ),
+                json!({"event": "knocking", "session": session, "invite": invite, "member": member,
+                       "name": name, "party": party, "safety_code": member.safety_code()}),
+            )
+        }
         Event::Admitted {
             session,
             invite,
@@ -338,8 +445,15 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
                 MediatorWhereabouts::Elsewhere => "with another party".into(),
                 MediatorWhereabouts::In(r) => format!("in {}", client.room_label(session, r)),
             };
+            // A mediator hears of each command a party runs (it connects
+            // and leaves): too often to print; `--json` has every change.
+            let text = if is_mediator(client, session, &client.fingerprint()) {
+                String::new()
+            } else {
+                format!("the mediator is {place}")
+            };
             (
-                format!("the mediator is {place} ({} online)", online.len()),
+                text,
                 json!({"event": "presence", "session": session, "online": online, "mediator": place}),
             )
         }
@@ -348,7 +462,10 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
             member,
             status: s,
         } => (
-            format!("{} is {}", who(client, session, member), status(*s)),
+            match who(client, session, member).as_str() {
+                "you" => format!("you {}", status(*s, true)),
+                name => format!("{name} {}", status(*s, false)),
+            },
             json!({"event": "status", "session": session, "member": member, "status": s}),
         ),
         Event::Offer {
@@ -360,9 +477,12 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
             offer: o,
         } => (
             format!(
-                "[{}] {} recorded {}   (message {})",
+                "[{}] {} {}   (message {})",
                 client.room_label(session, room),
-                who(client, session, by),
+                match who(client, session, by).as_str() {
+                    "you" => "you record".to_owned(),
+                    name => format!("{name} records"),
+                },
                 o.summary(),
                 caucus_protocol::b64::encode(&message.0)
             ),
@@ -380,10 +500,13 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
             offer: o,
         } => (
             format!(
-                "[{}] the mediator carried from {} ({}): {}   (message {})",
+                "[{}] the mediator brings an offer from {}{}: {}   (message {})",
                 client.room_label(session, room),
-                client.room_label(session, from_room),
-                mode(*m),
+                party_of(client, session, from_room),
+                match m {
+                    ForwardMode::Verbatim => "",
+                    ForwardMode::Reframed => ", restated",
+                },
                 o.summary(),
                 caucus_protocol::b64::encode(&message.0)
             ),
@@ -412,6 +535,9 @@ pub(crate) fn describe(client: &Client, event: &Event) -> (String, Value) {
                 json!({"event": "warning", "session": session, "kind": kind_s, "detail": detail}),
             )
         }
-        other => (format!("{other:?}"), json!({"event": "other"})),
+        other => (
+            String::new(),
+            serde_json::to_value(other).unwrap_or_else(|_| json!({"event": "other"})),
+        ),
     }
 }

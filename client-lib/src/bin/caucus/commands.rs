@@ -1,0 +1,966 @@
+//! What each command does, given the client holding the state directory
+//! (in this process or in the daemon): it asks the client and says what
+//! came of it as [`Record`]s. Every decision is the client's.
+
+use std::path::Path;
+use std::time::Duration;
+
+use caucus_client::{Admission, Client, ClientError, Direction, Event, StateDir};
+use caucus_protocol::codec::Canonical;
+use caucus_protocol::content::{Content, Sharing, Step};
+use caucus_protocol::crypto::Digest;
+use caucus_protocol::ids::SessionId;
+use caucus_protocol::invite::Invite;
+use caucus_protocol::offer::{Amount, Offer, OfferKind};
+use caucus_protocol::roster::{Phase, Role, RoomKind};
+use caucus_protocol::wire::PartyStatus;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::host::{Host, Out};
+use crate::output::{self, Record, describe};
+use crate::{
+    AgreementCommand, At, Command, ExportFormat, Failure, OfferTerms, OpenClose, PhaseArg,
+    SessionCommand, SideRoomCommand, StatusArg, StepArg,
+};
+
+type Result<T> = std::result::Result<T, Failure>;
+
+impl Command {
+    /// The relay the command talks to; `None` for one about this device
+    /// only.
+    pub(crate) fn relay(&self) -> Result<Option<String>> {
+        Ok(Some(match self {
+            Self::Init | Self::Whoami => return Ok(None),
+            Self::Join { link, .. } => Invite::from_link(link).map_err(ClientError::from)?.relay,
+            Self::Daemon { server }
+            | Self::Demo { server }
+            | Self::Session {
+                command: SessionCommand::Create { server, .. },
+            } => server.clone(),
+            Self::Agreement {
+                command: AgreementCommand::Verify { .. },
+            } => return Ok(None),
+            other => other.at().map(|at| at.server.clone()).unwrap_or_default(),
+        }))
+    }
+
+    /// The relay and session the command is about, if it names one.
+    fn at(&self) -> Option<&At> {
+        match self {
+            Self::Invite { at, .. }
+            | Self::Waiting { at }
+            | Self::Admit { at, .. }
+            | Self::Decline { at, .. }
+            | Self::Send { at, .. }
+            | Self::Listen { at, .. }
+            | Self::Forward { at, .. }
+            | Self::Consent { at, .. }
+            | Self::Agree { at, .. }
+            | Self::NotAgreed { at, .. }
+            | Self::Phase { at, .. }
+            | Self::Withdraw { at }
+            | Self::Readmit { at, .. }
+            | Self::Remove { at, .. }
+            | Self::Status { at, .. }
+            | Self::Location { at, .. }
+            | Self::Joint { at, .. }
+            | Self::Parties { at }
+            | Self::Members { at }
+            | Self::Rooms { at }
+            | Self::Offer { at, .. }
+            | Self::Offers { at }
+            | Self::Close { at, .. }
+            | Self::DeletionStatement { at }
+            | Self::Erase { at } => Some(at),
+            Self::SideRoom { command } => match command {
+                SideRoomCommand::Open { at, .. } | SideRoomCommand::Close { at, .. } => Some(at),
+            },
+            Self::Agreement { command } => match command {
+                AgreementCommand::Propose { at, .. }
+                | AgreementCommand::Sign { at, .. }
+                | AgreementCommand::Countersign { at, .. }
+                | AgreementCommand::Export { at, .. } => Some(at),
+                AgreementCommand::Verify { .. } => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// Send a record to whoever reads the command's output.
+fn emit(out: &Out, record: Record) -> Result<()> {
+    out.send(record)
+        .map_err(|_| Failure::Daemon("the reader went away".into()))
+}
+
+/// Say something: `text` for people, `data` for `--json`.
+fn say(out: &Out, text: impl Into<String>, data: serde_json::Value) -> Result<()> {
+    emit(out, Record::new(text, data))
+}
+
+fn session_id(text: &str) -> Result<SessionId> {
+    Ok(SessionId::parse(text).ok_or(ClientError::Usage("not a session id"))?)
+}
+
+fn message_id(text: &str) -> Result<Digest> {
+    Ok(caucus_protocol::b64::decode_array(text)
+        .map(Digest)
+        .ok_or(ClientError::Usage("not a message id"))?)
+}
+
+fn id(digest: &Digest) -> String {
+    caucus_protocol::b64::encode(&digest.0)
+}
+
+/// This device's identity, from the state directory alone.
+pub(crate) fn identity(dir: &StateDir, command: &Command) -> Result<Vec<Record>> {
+    let keys = match command {
+        Command::Init => dir.identity_or_create()?,
+        _ => dir
+            .identity()?
+            .ok_or(ClientError::Usage("no identity here: run `caucus init`"))?,
+    };
+    Ok(vec![whoami(&keys.fingerprint())])
+}
+
+fn whoami(fingerprint: &caucus_protocol::identity::Fingerprint) -> Record {
+    let code = fingerprint.safety_code();
+    Record::new(
+        format!("fingerprint: {fingerprint}\nsafety code: {code}"),
+        json!({"fingerprint": fingerprint, "safety_code": code}),
+    )
+}
+
+/// Check an exported copy of an agreement with no relay.
+pub(crate) fn verify(file: &Path) -> Result<Vec<Record>> {
+    let text = std::fs::read_to_string(file)?;
+    let report = verify_export(&text)?;
+    let signers: Vec<String> = report
+        .signers
+        .iter()
+        .map(|(name, party, _)| match party {
+            Some(p) => format!("{name} ({p})"),
+            None => format!("{name} (mediator)"),
+        })
+        .collect();
+    Ok(vec![Record::new(
+        format!(
+            "valid: \"{}\" (agreement {}), signed by {}",
+            report.title,
+            id(&report.agreement),
+            signers.join(", ")
+        ),
+        json!({"valid": true, "report": report}),
+    )])
+}
+
+/// An offer from its options; `base` gives what they leave out.
+fn offer_from(terms: &OfferTerms, base: Option<&Offer>) -> Result<Offer> {
+    let currency = terms
+        .currency
+        .clone()
+        .or_else(|| base.and_then(|o| o.amount.map(|a| a.currency().to_owned())))
+        .unwrap_or_else(|| "GBP".to_owned());
+    let amount = match &terms.amount {
+        Some(value) => Some(Amount::parse(&currency, value).map_err(ClientError::from)?),
+        None => base.and_then(|o| o.amount),
+    };
+    Ok(Offer {
+        kind: base.map_or(OfferKind::Offer, |o| o.kind),
+        amount,
+        terms: terms
+            .terms
+            .clone()
+            .or_else(|| base.map(|o| o.terms.clone()))
+            .unwrap_or_default(),
+        conditions: if terms.conditions.is_empty() {
+            base.map(|o| o.conditions.clone()).unwrap_or_default()
+        } else {
+            terms.conditions.clone()
+        },
+        responds_to: base.and_then(|o| o.responds_to),
+    })
+}
+
+fn step(s: StepArg) -> Step {
+    match s {
+        StepArg::Continue => Step::Continue,
+        StepArg::JointMeeting => Step::JointMeeting,
+    }
+}
+
+/// Names as a sentence lists them.
+fn listed(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// The agreement a command names, or the newest proposed.
+fn agreement_named(client: &Client, session: &SessionId, named: Option<&str>) -> Result<Digest> {
+    match named {
+        Some(text) => message_id(text),
+        None => Ok(client
+            .latest_draft(session)
+            .ok_or(ClientError::Usage("no agreement has been proposed yet"))?
+            .hash()),
+    }
+}
+
+/// Run `command` with the client `host` holds, its records to `out`.
+pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<()> {
+    let client = &host.client;
+    if let Some(relay) = command.relay()?
+        && relay.trim_end_matches('/') != client.relay().trim_end_matches('/')
+    {
+        return Err(Failure::Daemon(format!(
+            "this state directory is connected to {}, not {relay}",
+            client.relay()
+        )));
+    }
+    let session = match command.at() {
+        Some(at) => Some(session_id(&at.session)?),
+        None => None,
+    };
+    let session = session.as_ref();
+    // Every command with `At` has a session; this keeps the arms short.
+    let s = || session.ok_or(ClientError::Usage("no session given"));
+    match command {
+        Command::Init | Command::Whoami => emit(&out, whoami(&client.fingerprint())),
+        Command::Daemon { .. } => {
+            say(
+                &out,
+                format!(
+                    "serving {} for other caucus commands (stop with Ctrl-C)",
+                    host.state.display()
+                ),
+                json!({"daemon": host.state, "relay": client.relay()}),
+            )?;
+            std::future::pending().await
+        }
+        Command::Session {
+            command: SessionCommand::Create { name, parties, .. },
+        } => {
+            let labels: Vec<&str> = parties.iter().map(String::as_str).collect();
+            let (session, ids) = client.create_session(&name, &labels).await?;
+            let listed: Vec<_> = ids
+                .iter()
+                .zip(&labels)
+                .map(|(id, label)| json!({"party": id, "label": label}))
+                .collect();
+            let text = format!(
+                "session {session}\n{}",
+                ids.iter()
+                    .zip(&labels)
+                    .map(|(id, l)| format!("party {l}: {id}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            say(&out, text, json!({"session": session, "parties": listed}))
+        }
+        Command::Invite {
+            party,
+            co_mediator,
+            name,
+            valid_hours,
+            auto_admit,
+            ..
+        } => {
+            let session = s()?;
+            let expires = caucus_client::now() + valid_hours * 3600;
+            let admission = if auto_admit {
+                Admission::Automatic
+            } else {
+                Admission::ByMediator
+            };
+            let link = match (party, co_mediator) {
+                (Some(p), false) => {
+                    let party = client.party_named(session, &p)?;
+                    client
+                        .invite(session, &party, &name, expires, admission)
+                        .await?
+                }
+                _ => {
+                    client
+                        .invite_co_mediator(session, &name, expires, admission)
+                        .await?
+                }
+            };
+            say(
+                &out,
+                link.clone(),
+                json!({"link": link, "expires_at": expires, "auto_admit": auto_admit}),
+            )
+        }
+        Command::Waiting { .. } => {
+            let session = s()?;
+            let waiting = client.waiting(session);
+            if waiting.is_empty() {
+                say(&out, "no one is waiting", json!({"waiting": []}))?;
+            }
+            let parties = client.parties(session).unwrap_or_default();
+            for knock in waiting {
+                let member = knock.request.identity.fingerprint();
+                let joining = match knock.party {
+                    Some(p) => parties
+                        .iter()
+                        .find(|(id, _)| *id == p)
+                        .map_or_else(|| "a party".to_owned(), |(_, l)| format!("for {l}")),
+                    None => "as a co-mediator".to_owned(),
+                };
+                say(
+                    &out,
+                    format!(
+                        "{} ({joining}): safety code {}",
+                        knock.name,
+                        member.safety_code()
+                    ),
+                    json!({"name": knock.name, "party": knock.party, "member": member,
+                           "safety_code": member.safety_code(), "invite": knock.request.invite}),
+                )?;
+            }
+            Ok(())
+        }
+        Command::Admit { who, .. } => {
+            let session = s()?;
+            let member = client.waiting_named(session, &who)?;
+            let mut events = host.subscribe();
+            client.admit(session, &member)?;
+            loop {
+                match events.recv().await {
+                    Ok(Event::Admitted { member: m, .. }) if m == member => break,
+                    Ok(Event::Rejected { reason, .. }) => {
+                        return Err(Failure::Daemon(format!("not admitted: {reason}")));
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => {
+                        return Err(ClientError::Connection("client stopped".into()).into());
+                    }
+                }
+            }
+            let name = client.name_of(session, &member).unwrap_or(who);
+            say(
+                &out,
+                format!("{name} is in"),
+                json!({"admitted": member, "name": name}),
+            )
+        }
+        Command::Decline { who, .. } => {
+            let session = s()?;
+            let member = client.waiting_named(session, &who)?;
+            client.decline(session, &member).await?;
+            say(
+                &out,
+                format!("{who} was turned away"),
+                json!({"declined": member}),
+            )
+        }
+        Command::Join { link, wait } => join(host, &link, wait, &out).await,
+        Command::Send {
+            room,
+            may_share,
+            text,
+            ..
+        } => {
+            let session = s()?;
+            let target = client.room_named(session, &room)?;
+            let sharing = if may_share {
+                Sharing::MayShare
+            } else {
+                Sharing::MediatorOnly
+            };
+            let sent = client.send(session, &target, &text, sharing).await?;
+            say(
+                &out,
+                format!("sent (message {})", id(&sent.message)),
+                json!({"sent": sent.index, "message": sent.message, "room": target}),
+            )
+        }
+        Command::Listen { follow, .. } => listen(host, s()?, follow, &out).await,
+        Command::Forward {
+            message,
+            to,
+            reframe,
+            restate,
+            ..
+        } => {
+            let session = s()?;
+            let destination = client.room_named(session, &to)?;
+            let source = message_id(&message)?;
+            let offer = client
+                .message(session, &source)
+                .and_then(|m| match m.content {
+                    Content::Offer(o) => Some(o),
+                    _ => None,
+                });
+            let restates = restate.amount.is_some()
+                || restate.currency.is_some()
+                || restate.terms.is_some()
+                || !restate.conditions.is_empty();
+            let sent = match offer {
+                Some(offer) => {
+                    if reframe.is_some() {
+                        return Err(ClientError::Usage(
+                            "an offer is restated with --amount, --currency, --terms or --condition, not --reframe",
+                        )
+                        .into());
+                    }
+                    let restated = if restates {
+                        Some(offer_from(&restate, Some(&offer))?)
+                    } else {
+                        None
+                    };
+                    client
+                        .carry_offer(session, &source, &destination, restated)
+                        .await?
+                }
+                None if restates => {
+                    return Err(ClientError::Usage(
+                        "that message is not an offer: carry it in your words with --reframe",
+                    )
+                    .into());
+                }
+                None => {
+                    client
+                        .forward(session, &source, &destination, reframe)
+                        .await?
+                }
+            };
+            say(
+                &out,
+                format!(
+                    "carried to {} (the copy is message {})",
+                    output::party_of(client, session, &destination),
+                    id(&sent.message)
+                ),
+                json!({"forwarded": message, "to": destination, "message": sent.message, "index": sent.index}),
+            )
+        }
+        Command::Consent { message, .. } => {
+            client.consent(s()?, &message_id(&message)?).await?;
+            say(
+                &out,
+                "you consent: the mediator may share that message",
+                json!({"consented": message}),
+            )
+        }
+        Command::Agree { step: st, .. } => {
+            let st = step(st);
+            client.agree(s()?, st).await?;
+            let what = match st {
+                Step::Continue => "you agree, for your party, to continue with the mediation",
+                Step::JointMeeting => "you agree, for your party, to a joint meeting",
+            };
+            say(&out, what, json!({"agreed": st}))
+        }
+        Command::NotAgreed { step: st, .. } => {
+            let session = s()?;
+            let parties = client.parties(session)?;
+            let missing: Vec<String> = client
+                .parties_not_agreed(session, step(st))?
+                .iter()
+                .map(|p| {
+                    parties
+                        .iter()
+                        .find(|(id, _)| id == p)
+                        .map_or_else(|| p.to_string(), |(_, l)| l.clone())
+                })
+                .collect();
+            let text = if missing.is_empty() {
+                "every party has agreed".to_owned()
+            } else {
+                format!(
+                    "{} {} not agreed yet",
+                    listed(&missing),
+                    if missing.len() == 1 { "has" } else { "have" }
+                )
+            };
+            say(&out, text, json!({"step": step(st), "not_agreed": missing}))
+        }
+        Command::Phase { phase, .. } => {
+            let phase = match phase {
+                PhaseArg::IndividualMeetings => Phase::IndividualMeetings,
+                PhaseArg::Negotiation => Phase::Negotiation,
+                PhaseArg::Agreement => Phase::Agreement,
+            };
+            client.set_phase(s()?, phase).await?;
+            say(
+                &out,
+                format!("the mediation is now in the {} phase", output::phase(phase)),
+                json!({"phase": phase}),
+            )
+        }
+        Command::Withdraw { .. } => {
+            let session = s()?;
+            client.withdraw(session).await?;
+            say(
+                &out,
+                "you have withdrawn your party from the mediation",
+                json!({"withdrawn": session}),
+            )
+        }
+        Command::Readmit { party, .. } => {
+            let session = s()?;
+            let p = client.party_named(session, &party)?;
+            client.readmit(session, &p).await?;
+            say(
+                &out,
+                format!("{party} is back in the mediation"),
+                json!({"readmitted": p}),
+            )
+        }
+        Command::Remove { who, .. } => {
+            let session = s()?;
+            let member = client.member_named(session, &who)?;
+            client.remove_member(session, &member).await?;
+            say(
+                &out,
+                format!("{who} was removed from the session"),
+                json!({"removed": member}),
+            )
+        }
+        Command::Status { status, .. } => {
+            let st = match status {
+                StatusArg::Ready => PartyStatus::Ready,
+                StatusArg::NeedsMediator => PartyStatus::NeedsMediator,
+                StatusArg::OnBreak => PartyStatus::OnBreak,
+            };
+            client.set_status(s()?, st).await?;
+            let text = match st {
+                PartyStatus::Ready => "the mediator sees that you are ready",
+                PartyStatus::NeedsMediator => "the mediator sees that you need them",
+                PartyStatus::OnBreak => "the mediator sees that you are on a break",
+            };
+            say(&out, text, json!({"status": st}))
+        }
+        Command::Location { room, disclose, .. } => {
+            let session = s()?;
+            let target = match room.as_str() {
+                "away" => None,
+                name => Some(client.room_named(session, name)?),
+            };
+            client.set_location(session, target, disclose).await?;
+            let text = match &target {
+                None => "you are away".to_owned(),
+                Some(r) => format!("you are with {}", output::party_of(client, session, r)),
+            };
+            say(
+                &out,
+                text,
+                json!({"location": target, "disclosed": disclose}),
+            )
+        }
+        Command::Joint { action, .. } => {
+            let open_it = matches!(action, OpenClose::Open);
+            client.set_joint_open(s()?, open_it).await?;
+            let word = if open_it { "open" } else { "closed" };
+            say(
+                &out,
+                format!("the joint room is {word}"),
+                json!({"joint": word}),
+            )
+        }
+        Command::SideRoom { command } => match command {
+            SideRoomCommand::Open { members, .. } => {
+                let session = s()?;
+                let devices = members
+                    .iter()
+                    .map(|m| client.member_named(session, m))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let room = client.create_side_room(session, &devices).await?;
+                say(
+                    &out,
+                    format!("side room {room} is open for {} and you", listed(&members)),
+                    json!({"side_room": room, "members": devices}),
+                )
+            }
+            SideRoomCommand::Close { room, .. } => {
+                let session = s()?;
+                let room = client.room_named(session, &room)?;
+                client.close_side_room(session, &room).await?;
+                say(
+                    &out,
+                    format!("side room {room} is closed"),
+                    json!({"closed": room}),
+                )
+            }
+        },
+        Command::Parties { .. } => {
+            let session = s()?;
+            let roster = client.roster(session)?;
+            for (party, label) in client.parties(session)? {
+                let withdrawn = roster.party(&party).is_some_and(|p| p.withdrawn);
+                say(
+                    &out,
+                    format!(
+                        "{label}{}   (party {party})",
+                        if withdrawn { ": withdrawn" } else { "" }
+                    ),
+                    json!({"party": party, "label": label, "withdrawn": withdrawn}),
+                )?;
+            }
+            Ok(())
+        }
+        Command::Members { .. } => {
+            let session = s()?;
+            let roster = client.roster(session)?;
+            let parties = client.parties(session)?;
+            for m in &roster.members {
+                let device = m.identity.fingerprint();
+                let name = client.name_of(session, &device).unwrap_or_default();
+                let place = match (m.role, m.party) {
+                    (Role::Mediator, _) => "mediator".to_owned(),
+                    (Role::CoMediator, _) => "co-mediator".to_owned(),
+                    (_, Some(p)) => parties
+                        .iter()
+                        .find(|(id, _)| *id == p)
+                        .map_or_else(|| "a party".to_owned(), |(_, l)| l.clone()),
+                    (_, None) => "member".to_owned(),
+                };
+                let you = if device == client.fingerprint() {
+                    " (you)"
+                } else {
+                    ""
+                };
+                say(
+                    &out,
+                    format!("{name}{you}: {place}; safety code {}", device.safety_code()),
+                    json!({"name": name, "member": device, "role": place, "party": m.party,
+                           "safety_code": device.safety_code(), "you": !you.is_empty()}),
+                )?;
+            }
+            Ok(())
+        }
+        Command::Rooms { .. } => {
+            let session = s()?;
+            let roster = client.roster(session)?;
+            for room in &roster.rooms {
+                let names: Vec<String> = room
+                    .members
+                    .iter()
+                    .map(|m| client.name_of(session, m).unwrap_or_else(|| m.to_string()))
+                    .collect();
+                let kind = match room.kind {
+                    RoomKind::Joint if room.open => "joint (open)".to_owned(),
+                    RoomKind::Joint => "joint (closed to the parties)".to_owned(),
+                    _ => client.room_label(session, &room.id),
+                };
+                say(
+                    &out,
+                    format!("{kind}: {}   (room {})", listed(&names), room.id),
+                    json!({"room": room.id, "label": client.room_label(session, &room.id), "members": room.members,
+                           "names": names}),
+                )?;
+            }
+            Ok(())
+        }
+        Command::Offer {
+            terms,
+            counter_to,
+            for_party,
+            ..
+        } => {
+            let session = s()?;
+            let mut offer = offer_from(&terms, None)?;
+            if let Some(answered) = counter_to.as_deref() {
+                offer.kind = OfferKind::CounterOffer;
+                offer.responds_to = Some(message_id(answered)?);
+            }
+            let sent = match for_party {
+                Some(p) => {
+                    let p = client.party_named(session, &p)?;
+                    client.make_offer_for(session, &p, &offer).await?
+                }
+                None => client.make_offer(session, &offer).await?,
+            };
+            say(
+                &out,
+                format!(
+                    "recorded: {} (message {})",
+                    offer.summary(),
+                    id(&sent.message)
+                ),
+                json!({"offer": output::offer(&offer), "message": sent.message, "index": sent.index}),
+            )
+        }
+        Command::Offers { .. } => {
+            let session = s()?;
+            for entry in client.offers(session) {
+                let text = match (entry.direction, entry.carried) {
+                    (Direction::Made, _) => format!("your side made {}", entry.offer.summary()),
+                    (Direction::Received, Some((from, _))) => format!(
+                        "{} offered {}",
+                        output::party_of(client, session, &from),
+                        entry.offer.summary()
+                    ),
+                    (Direction::Received, None) => format!("received {}", entry.offer.summary()),
+                };
+                say(
+                    &out,
+                    format!("{text}   (message {})", id(&entry.message)),
+                    json!({"direction": entry.direction, "room": entry.room,
+                           "room_label": client.room_label(session, &entry.room),
+                           "from_room": entry.carried.map(|(r, _)| r),
+                           "index": entry.index, "message": entry.message, "by": entry.by,
+                           "offer": output::offer(&entry.offer)}),
+                )?;
+            }
+            Ok(())
+        }
+        Command::Close { erase, .. } => {
+            let session = s()?;
+            let statement = client.close_session(session).await?;
+            say(&out, "the session is closed", json!({"closed": session}))?;
+            if let Some(st) = statement {
+                let (text, value) = output::statement(st.unverified());
+                say(&out, text, json!({"deletion_statement": value}))?;
+            }
+            if erase {
+                client.erase(session)?;
+                say(
+                    &out,
+                    "this device's copy is erased",
+                    json!({"erased": session}),
+                )?;
+            }
+            Ok(())
+        }
+        Command::DeletionStatement { .. } => {
+            let st = client.deletion_statement(s()?).await?;
+            let (text, value) = output::statement(st.unverified());
+            say(&out, text, json!({"deletion_statement": value}))
+        }
+        Command::Erase { .. } => {
+            let session = s()?;
+            client.erase(session)?;
+            say(
+                &out,
+                "this device's copy is erased: its room keys and messages are deleted (the signed agreement is kept)",
+                json!({"erased": session}),
+            )
+        }
+        Command::Agreement { command } => agreement(client, s()?, command, &out).await,
+        Command::Demo { .. } => Err(ClientError::Usage("run `caucus demo` on its own").into()),
+    }
+}
+
+async fn agreement(
+    client: &Client,
+    session: &SessionId,
+    command: AgreementCommand,
+    out: &Out,
+) -> Result<()> {
+    match command {
+        AgreementCommand::Propose {
+            title,
+            terms,
+            questions,
+            ..
+        } => {
+            let hash = client
+                .propose_agreement(session, &title, &terms, &questions)
+                .await?;
+            say(
+                out,
+                format!(
+                    "proposed \"{title}\" (agreement {}): each party member can now read and sign it",
+                    id(&hash)
+                ),
+                json!({"proposed": hash, "title": title}),
+            )
+        }
+        AgreementCommand::Sign { agreement, .. } => {
+            let hash = agreement_named(client, session, agreement.as_deref())?;
+            client.sign_agreement(session, &hash).await?;
+            say(
+                out,
+                format!("you signed agreement {}", id(&hash)),
+                json!({"signed": hash}),
+            )
+        }
+        AgreementCommand::Countersign { agreement, .. } => {
+            let hash = agreement_named(client, session, agreement.as_deref())?;
+            client.sync(session).await?;
+            client.countersign(session, &hash).await?;
+            say(
+                out,
+                format!(
+                    "you countersigned agreement {}: every member receives the signed copy",
+                    id(&hash)
+                ),
+                json!({"countersigned": hash}),
+            )
+        }
+        AgreementCommand::Export { format, .. } => {
+            let copy = client.agreement(session).ok_or(ClientError::Usage(
+                "no concluded agreement in this session yet",
+            ))?;
+            let text = match format {
+                ExportFormat::Json => json!({
+                    "title": copy.agreement.title,
+                    "terms": copy.agreement.terms,
+                    "checklist": copy.agreement.checklist,
+                    "agreement": copy.agreement.hash(),
+                    "signed": caucus_protocol::b64::encode(&copy.to_bytes()),
+                })
+                .to_string(),
+                ExportFormat::Md => copy.to_markdown(),
+            };
+            // The copy itself, the same with or without --json.
+            say(out, text.clone(), json!({"export": text}))
+        }
+        AgreementCommand::Verify { .. } => {
+            Err(ClientError::Usage("`agreement verify` runs on its own").into())
+        }
+    }
+}
+
+/// Knock with an invite link and wait to be let in: the relay being down
+/// and the mediator not having answered yet are different answers.
+async fn join(host: &Host, link: &str, wait: u64, out: &Out) -> Result<()> {
+    let client = &host.client;
+    let invite = Invite::from_link(link).map_err(ClientError::from)?;
+    let mut events = host.subscribe();
+    let session = client.join_session(link).await.map_err(|e| match e {
+        ClientError::Timeout if !client.is_online() => Failure::Daemon(format!(
+            "could not reach the relay at {}: check the link, your connection, or whether the relay is running",
+            invite.relay
+        )),
+        other => other.into(),
+    })?;
+    say(
+        out,
+        format!(
+            "waiting for the mediator to let you in; when they ask, their safety code is {}",
+            invite.mediator.safety_code()
+        ),
+        json!({"waiting": session, "mediator_safety_code": invite.mediator.safety_code()}),
+    )?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(Event::Joined { session: s })) if s == session => break,
+            Ok(Ok(Event::Declined { session: s })) if s == session => {
+                return Err(Failure::Daemon(
+                    "the mediator did not let this device in: ask them for a new link".into(),
+                ));
+            }
+            Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
+            Ok(Err(RecvError::Closed)) => {
+                return Err(ClientError::Connection("client stopped".into()).into());
+            }
+            Err(_) if !client.is_online() => {
+                return Err(Failure::Daemon(format!(
+                    "lost the connection to the relay at {} while waiting; run the same `caucus join` again to keep waiting",
+                    invite.relay
+                )));
+            }
+            Err(_) => {
+                return Err(Failure::Daemon(format!(
+                    "the mediator has not let you in yet (waited {wait} s); your request stands: run the same `caucus join` again to keep waiting"
+                )));
+            }
+        }
+    }
+    client.sync(&session).await?;
+    say(
+        out,
+        format!("you are in session {session}"),
+        json!({"joined": session}),
+    )
+}
+
+/// Whether an event is part of the session's history (a message, a
+/// forward, a receipt, a consent, a system event), which `listen` prints
+/// from the stored history rather than as it arrives, so that it prints
+/// each once.
+fn in_history(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Message { .. }
+            | Event::Forwarded { .. }
+            | Event::Shared { .. }
+            | Event::Consent { .. }
+            | Event::System { .. }
+            | Event::Offer { .. }
+            | Event::OfferCarried { .. }
+            | Event::Withdrew { .. }
+            | Event::Agreed { .. }
+            | Event::AgreementProposed { .. }
+            | Event::AgreementSigned { .. }
+            | Event::AgreementConcluded { .. }
+    )
+}
+
+/// Print what this state directory has not shown yet: the history since
+/// the last `listen` (and, the first time after opening, what else came
+/// while catching up); with `follow`, everything from then on.
+async fn listen(host: &Host, session: &SessionId, follow: bool, out: &Out) -> Result<()> {
+    let client = &host.client;
+    let mark = host.state.join(format!("listen-{session}.seen"));
+    let mut seen: usize = std::fs::read_to_string(&mark)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    let mut events = host.subscribe();
+    // Presence comes each time anyone connects; say it when it changes.
+    let mut last_presence = String::new();
+    let mut show = |event: &Event| -> Result<()> {
+        if event.session() != session || in_history(event) {
+            return Ok(());
+        }
+        let record = describe(client, event);
+        if let Event::Presence { .. } = event {
+            if record.text == last_presence {
+                return Ok(());
+            }
+            last_presence.clone_from(&record.text);
+        }
+        emit(out, record)
+    };
+    if !follow {
+        while let Ok(Ok(event)) =
+            tokio::time::timeout(Duration::from_millis(300), events.recv()).await
+        {
+            show(&event)?;
+        }
+    }
+    loop {
+        let new = client.history_since(session, seen);
+        for event in &new {
+            emit(out, describe(client, event))?;
+        }
+        if !new.is_empty() {
+            seen += new.len();
+            std::fs::write(&mark, seen.to_string())?;
+        }
+        if !follow {
+            return Ok(());
+        }
+        // Wait for something new: an event to show now, or history to read.
+        loop {
+            match events.recv().await {
+                Ok(event) if !in_history(&event) => show(&event)?,
+                Ok(_) | Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+}
+
+// TEMPORARY until the protocol's verify_export lands.
+fn verify_export(text: &str) -> Result<caucus_protocol::agreement::Verified> {
+    let candidate = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .max_by_key(|t| t.len())
+        .unwrap_or_default();
+    let bytes = caucus_protocol::b64::decode(candidate)
+        .ok_or(ClientError::Usage("no signed copy found in the file"))?;
+    let copy = caucus_protocol::agreement::SignedAgreement::from_bytes(&bytes)
+        .map_err(caucus_protocol::Error::from)
+        .map_err(ClientError::from)?;
+    Ok(copy.verify().map_err(ClientError::from)?)
+}

@@ -1,0 +1,298 @@
+//! Who runs a command. One process holds a state directory (its lock) and
+//! its connection: this one, or a `caucus daemon`, `caucus listen --follow`
+//! or `caucus join` already running, which serves the others over `daemon.sock` in
+//! the state directory: JSON-RPC 2.0, one object per line, each of the
+//! command's output records a notification `output` before the response.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use caucus_client::{Client, ClientError, Event, StateDir};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::output::{self, Record};
+use crate::{AgreementCommand, Command, Failure, commands, demo};
+
+/// The socket's name in the state directory.
+const SOCKET: &str = "daemon.sock";
+
+/// How long a command waits for another short-lived command that holds the
+/// state directory.
+const LOCK_WAIT: Duration = Duration::from_secs(15);
+
+/// How many events a slow reader may fall behind before it re-reads the
+/// history instead.
+const EVENT_BACKLOG: usize = 4096;
+
+/// Where a command's output records go.
+pub(crate) type Out = mpsc::UnboundedSender<Record>;
+
+/// The process holding a state directory: its client, and its events for
+/// every reader.
+pub(crate) struct Host {
+    pub(crate) client: Client,
+    pub(crate) state: PathBuf,
+    events: broadcast::Sender<Event>,
+    /// The receiver subscribed before the client's first events (those of
+    /// catching up), for the first reader.
+    first: Mutex<Option<broadcast::Receiver<Event>>>,
+}
+
+impl Host {
+    async fn open(dir: StateDir, relay: &str) -> Result<Arc<Self>, ClientError> {
+        let state = dir.path().to_owned();
+        let client = Client::open(dir, relay).await?;
+        let (events, first) = broadcast::channel(EVENT_BACKLOG);
+        let host = Arc::new(Self {
+            client,
+            state,
+            events,
+            first: Mutex::new(Some(first)),
+        });
+        let pump = host.clone();
+        tokio::spawn(async move {
+            while let Some(event) = pump.client.next_event().await {
+                // No reader at the moment is fine: history is kept anyway.
+                let _ = pump.events.send(event);
+            }
+        });
+        Ok(host)
+    }
+
+    /// Every event from now on (the first reader also gets those that came
+    /// while the client caught up).
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.first
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or_else(|| self.events.subscribe())
+    }
+
+    /// Serve other `caucus` commands on the state directory's socket for as
+    /// long as this process runs.
+    fn serve(self: &Arc<Self>) -> Result<(), ClientError> {
+        let path = self.state.join(SOCKET);
+        // This process holds the directory's lock: a socket left there is
+        // a dead process's.
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let listener = UnixListener::bind(&path)?;
+        let host = self.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(answer(host.clone(), stream));
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.state.join(SOCKET));
+    }
+}
+
+/// Run `command` where the state directory is held, printing its records.
+pub(crate) async fn run(state: PathBuf, json_mode: bool, command: Command) -> Result<(), Failure> {
+    match &command {
+        Command::Agreement {
+            command: AgreementCommand::Verify { file },
+        } => return print_all(json_mode, commands::verify(file)).await,
+        Command::Demo { server } => return Ok(demo::run(server, json_mode).await?),
+        _ => {}
+    }
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    let dir = loop {
+        if let Ok(stream) = UnixStream::connect(state.join(SOCKET)).await {
+            return ask(stream, &command, json_mode).await;
+        }
+        match StateDir::open(&state) {
+            Ok(dir) => break dir,
+            Err(ClientError::Usage(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(ClientError::Usage(_)) => {
+                return Err(Failure::Daemon(format!(
+                    "another caucus process is using {}: run `caucus daemon` there so that commands can share it",
+                    state.display()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let relay = match command.relay()? {
+        Some(relay) => relay,
+        // Only this device's identity is asked for.
+        None => return print_all(json_mode, commands::identity(&dir, &command)).await,
+    };
+    let host = Host::open(dir, &relay).await?;
+    // A command that runs a while serves the others meanwhile.
+    let serves = matches!(
+        command,
+        Command::Daemon { .. } | Command::Listen { follow: true, .. } | Command::Join { .. }
+    );
+    if serves {
+        host.serve()?;
+    }
+    let (out, records) = mpsc::unbounded_channel();
+    let printing = tokio::spawn(print_records(json_mode, records));
+    let result = tokio::select! {
+        r = commands::execute(&host, command, out) => r,
+        () = stopped(), if serves => Ok(()),
+    };
+    let _ = printing.await;
+    drop(host);
+    result
+}
+
+/// SIGINT or SIGTERM.
+async fn stopped() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+async fn print_records(json_mode: bool, mut records: mpsc::UnboundedReceiver<Record>) {
+    while let Some(record) = records.recv().await {
+        output::print(json_mode, &record);
+    }
+}
+
+async fn print_all(json_mode: bool, records: Result<Vec<Record>, Failure>) -> Result<(), Failure> {
+    for record in records? {
+        output::print(json_mode, &record);
+    }
+    Ok(())
+}
+
+/// Ask the process holding the state directory to run `command`, printing
+/// its records as they come.
+async fn ask(stream: UnixStream, command: &Command, json_mode: bool) -> Result<(), Failure> {
+    let (read, mut write) = stream.into_split();
+    let call = serde_json::to_value(command).map_err(|e| Failure::Daemon(e.to_string()))?;
+    let request = json!({
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": call["method"],
+        "params": call.get("params").cloned().unwrap_or_else(|| json!({})),
+    });
+    write.write_all(format!("{request}\n").as_bytes()).await?;
+    let mut lines = BufReader::new(read).lines();
+    let gone = || Failure::Daemon("the caucus process holding the state directory stopped".into());
+    loop {
+        let line = lines.next_line().await?.ok_or_else(gone)?;
+        let message: Value =
+            serde_json::from_str(&line).map_err(|e| Failure::Daemon(e.to_string()))?;
+        if message.get("id").is_none() {
+            if let Ok(record) = serde_json::from_value::<Record>(message["params"].clone()) {
+                output::print(json_mode, &record);
+            }
+            continue;
+        }
+        return match message.get("error") {
+            Some(error) => Err(Failure::Daemon(
+                error["message"].as_str().unwrap_or("failed").to_owned(),
+            )),
+            None => Ok(()),
+        };
+    }
+}
+
+/// JSON-RPC error codes: the specification's, and one for a command that
+/// failed.
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const COMMAND_FAILED: i64 = 1;
+
+/// Answer one connection's requests, in turn.
+async fn answer(host: Arc<Host>, stream: UnixStream) {
+    let (read, write) = stream.into_split();
+    let (lines_tx, mut lines_rx) = mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        let mut write = write;
+        while let Some(line) = lines_rx.recv().await {
+            if write.write_all(line.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let (id, result) = match parse_request(&line) {
+            Ok((id, command)) => {
+                let (out, mut records) = mpsc::unbounded_channel::<Record>();
+                let forward = {
+                    let lines_tx = lines_tx.clone();
+                    tokio::spawn(async move {
+                        while let Some(record) = records.recv().await {
+                            let note =
+                                json!({"jsonrpc": "2.0", "method": "output", "params": record});
+                            if lines_tx.send(format!("{note}\n")).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                };
+                let result = tokio::select! {
+                    r = commands::execute(&host, command, out) => r,
+                    // The asker went away (a `listen --follow` stopped).
+                    () = lines_tx.closed() => break,
+                };
+                let _ = forward.await;
+                (id, result.map_err(|e| (COMMAND_FAILED, output::error(&e))))
+            }
+            Err((id, code, message)) => (id, Err((code, message))),
+        };
+        let response = match result {
+            Ok(()) => json!({"jsonrpc": "2.0", "id": id, "result": true}),
+            Err((code, message)) => {
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+            }
+        };
+        if lines_tx.send(format!("{response}\n")).is_err() {
+            break;
+        }
+    }
+    drop(lines_tx);
+    let _ = writer.await;
+}
+
+/// A JSON-RPC request as a command, or the error to answer.
+fn parse_request(line: &str) -> Result<(Value, Command), (Value, i64, String)> {
+    let request: Value = serde_json::from_str(line)
+        .map_err(|e| (Value::Null, PARSE_ERROR, format!("not JSON: {e}")))?;
+    let id = request.get("id").cloned().unwrap_or(Value::Null);
+    let invalid = |why: String| (id.clone(), INVALID_REQUEST, why);
+    if request.get("jsonrpc") != Some(&json!("2.0")) {
+        return Err(invalid("not a JSON-RPC 2.0 request".into()));
+    }
+    let method = request
+        .get("method")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("no method".into()))?;
+    let params = request.get("params").cloned().unwrap_or_else(|| json!({}));
+    // A command without options (`init`) has no params to match.
+    let command = serde_json::from_value(json!({"method": method, "params": params}))
+        .or_else(|e| serde_json::from_value(json!({"method": method})).map_err(|_| e))
+        .map_err(|e| invalid(format!("{method}: {e}")))?;
+    Ok((id, command))
+}
