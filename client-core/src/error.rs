@@ -22,6 +22,19 @@ pub enum ClientError {
     /// The relay could not be reached, or the connection broke.
     #[error("connection: {0}")]
     Connection(String),
+    /// TLS refused the relay (its certificate, or the handshake): trying
+    /// again with the same settings fails the same way. The string says why,
+    /// for a person.
+    #[error("{0}")]
+    Tls(String),
+    /// A certificate authority's file did not read or parse.
+    #[error("certificate authority {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Reading or writing this device's saved state failed.
     #[error("state directory: {0}")]
     Io(#[from] std::io::Error),

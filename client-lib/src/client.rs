@@ -28,7 +28,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::store::StateDir;
-use crate::transport::{Socket, connect};
+use crate::transport::{Socket, Tls, connect};
 
 type Result<T> = std::result::Result<T, ClientError>;
 
@@ -56,6 +56,8 @@ struct Shared {
     machine: Mutex<Machine>,
     dir: StateDir,
     relay: String,
+    /// The relay's certificates, for every reconnection.
+    tls: Tls,
     /// Wakes the driver after a command.
     wake: Notify,
     waiters: Mutex<HashMap<OpId, oneshot::Sender<Result<Outcome>>>>,
@@ -169,24 +171,35 @@ async fn wait(
     }
 }
 
-/// The driver: keep a connection up, move frames both ways, save changes,
-/// until the client is dropped.
+/// The driver: keep a connection up (starting with `first`, if the client
+/// opened one), move frames both ways, save changes, until the client is
+/// dropped.
 async fn drive(
     shared: Arc<Shared>,
     events: mpsc::UnboundedSender<Event>,
     mut stop: oneshot::Receiver<()>,
+    mut first: Option<Socket>,
 ) {
     let mut backoff = Duration::from_millis(100);
     let outcome: Result<()> = async {
         loop {
-            let mut ws = match connect(&shared.relay).await {
+            let attempt = match first.take() {
+                Some(ws) => Ok(ws),
+                None => connect(&shared.relay, &shared.tls).await,
+            };
+            let mut ws = match attempt {
                 Ok(ws) => {
                     backoff = Duration::from_millis(100);
                     shared.machine().connected(clock());
                     ws
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "connect failed; retrying");
+                    if matches!(e, ClientError::Tls(_)) {
+                        // Retried, as a relay out of reach is.
+                        tracing::warn!(error = %e, "TLS refused the relay; retrying");
+                    } else {
+                        tracing::debug!(error = %e, "connect failed; retrying");
+                    }
                     let until = tokio::time::Instant::now() + backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     // Offline: deadlines still pass, commands still queue.
@@ -273,8 +286,19 @@ async fn drive(
 
 impl Client {
     /// Open the state directory (creating the device identity on first use),
-    /// connect to `relay`, and catch up every session kept there for it.
+    /// connect to `relay`, and catch up every session kept there for it. A
+    /// `wss://` relay's certificate must chain to this computer's trusted
+    /// roots ([`Tls::default`]).
     pub async fn open(dir: StateDir, relay: &str) -> Result<Self> {
+        Self::open_with(dir, relay, Tls::default()).await
+    }
+
+    /// [`Client::open`], trusting the certificates `tls` says for a
+    /// `wss://` relay, now and on every reconnection. It waits for a first
+    /// attempt to connect (at most 10 s): a relay that TLS refuses fails
+    /// here, with [`ClientError::Tls`] saying why; one out of reach is
+    /// tried again in the background, as after a break.
+    pub async fn open_with(dir: StateDir, relay: &str, tls: Tls) -> Result<Self> {
         let keys = dir.identity_or_create()?;
         let mut machine = Machine::new(keys, relay);
         for saved in dir.load()? {
@@ -289,18 +313,27 @@ impl Client {
             .sessions()
             .iter()
             .any(|s| machine.membership(s).is_some_and(|m| !m.is_closed()));
+        let first = match connect(relay, &tls).await {
+            Ok(ws) => Some(ws),
+            Err(e @ ClientError::Tls(_)) => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "connect failed; retrying");
+                None
+            }
+        };
         let (caught_up, mut caught_up_rx) = watch::channel(false);
         let (events_tx, events) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             machine: Mutex::new(machine),
             dir,
             relay: relay.to_owned(),
+            tls,
             wake: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
             caught_up,
         });
         let (stop, stopped) = oneshot::channel();
-        tokio::spawn(drive(shared.clone(), events_tx, stopped));
+        tokio::spawn(drive(shared.clone(), events_tx, stopped, first));
         if live {
             tokio::time::timeout(OPEN_TIMEOUT, caught_up_rx.wait_for(|up| *up))
                 .await
@@ -318,8 +351,14 @@ impl Client {
     /// knock. The mediator's key is pinned from the link. [`Event::Joined`]
     /// arrives once the mediator admits this device.
     pub async fn join(dir: StateDir, link: &str) -> Result<(Self, SessionId)> {
+        Self::join_with(dir, link, Tls::default()).await
+    }
+
+    /// [`Client::join`], trusting the certificates `tls` says for a
+    /// `wss://` relay (as [`Client::open_with`]).
+    pub async fn join_with(dir: StateDir, link: &str, tls: Tls) -> Result<(Self, SessionId)> {
         let invite = Invite::from_link(link)?;
-        let client = Self::open(dir, &invite.relay).await?;
+        let client = Self::open_with(dir, &invite.relay, tls).await?;
         let session = client.join_session(link).await?;
         Ok((client, session))
     }

@@ -63,3 +63,4 @@ pub use caucus_client_core::{
 };
 pub use client::{Client, now};
 pub use store::StateDir;
+pub use transport::Tls;
