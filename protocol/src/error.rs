@@ -4,6 +4,7 @@ use thiserror::Error;
 
 use crate::codec::DecodeError;
 use crate::hpke::HpkeError;
+use crate::offer::AmountError;
 
 /// Everything that can fail when building, sealing, opening or verifying a
 /// Caucus object. Each variant has a stable [`Error::code`].
@@ -106,6 +107,10 @@ pub enum Error {
     /// An offer breaks a rule; the string says which.
     #[error("invalid offer: {0}")]
     InvalidOffer(&'static str),
+    /// An amount does not fit its currency; the reason is in words for the
+    /// person who typed it.
+    #[error("invalid amount: {0}")]
+    InvalidAmount(#[from] AmountError),
     /// A relay's deletion statement does not match what was asked.
     #[error("deletion statement: {0}")]
     BadStatement(&'static str),
@@ -143,6 +148,7 @@ impl Error {
             Self::BadJoinProof => "bad_join_proof",
             Self::TooLarge => "too_large",
             Self::InvalidOffer(_) => "invalid_offer",
+            Self::InvalidAmount(_) => "invalid_amount",
             Self::BadStatement(_) => "bad_statement",
         }
     }
