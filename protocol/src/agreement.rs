@@ -12,6 +12,9 @@
 //!   signer's signature, in the agreement's order`.
 //!
 //! [`SignedAgreement::verify`] checks all of it and reports who signed.
+//! [`verify_export`] checks an exported copy (Markdown, JSON or the bare
+//! signed bytes): the signatures, and that the text a person reads in it is
+//! the text they sign.
 
 use serde::{Deserialize, Serialize};
 
@@ -148,13 +151,18 @@ impl Canonical for SignedAgreement {
     }
 }
 
-/// Who signed, as [`SignedAgreement::verify`] found it.
+/// Who signed what, as [`SignedAgreement::verify`] found it. The title,
+/// terms and checklist are the signed text: show these as what was agreed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verified {
     /// The agreement's hash.
     pub agreement: Digest,
-    /// The title.
+    /// The title, as signed.
     pub title: String,
+    /// The terms, as signed.
+    pub terms: String,
+    /// The reality-testing checklist, as signed.
+    pub checklist: Vec<String>,
     /// Each signer: name, party label (none for the mediator), fingerprint.
     pub signers: Vec<(String, Option<String>, Fingerprint)>,
 }
@@ -214,43 +222,239 @@ impl SignedAgreement {
         Ok(Verified {
             agreement: a.hash(),
             title: a.title.clone(),
+            terms: a.terms.clone(),
+            checklist: a.checklist.clone(),
             signers,
         })
     }
 
-    /// A readable copy (Markdown) that carries the signatures.
+    /// A readable copy (Markdown) that carries the signatures, and ends
+    /// with the canonical signed copy in base64url in a block of its own
+    /// (opened by the line `` ```caucus-signed-agreement ``). [`verify_export`]
+    /// checks that everything before that block reads exactly as the block
+    /// says.
     pub fn to_markdown(&self) -> String {
+        self.markdown_parts()
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect()
+    }
+
+    /// The JSON export: `{"agreement", "checklist", "signed", "terms",
+    /// "title"}`, the signed copy in base64url in `signed`.
+    pub fn to_json(&self) -> String {
         let a = &self.agreement;
-        let mut out = format!(
-            "# {}\n\nSession `{}`. Drafted at {} (Unix time).\n\n## Terms\n\n{}\n",
-            a.title, a.session, a.drafted_at, a.terms
-        );
+        serde_json::json!({
+            "title": a.title,
+            "terms": a.terms,
+            "checklist": a.checklist,
+            "agreement": crate::b64::encode(&a.hash().0),
+            "signed": crate::b64::encode(&self.to_bytes()),
+        })
+        .to_string()
+    }
+
+    /// The Markdown export in parts, each named as [`verify_export`] names
+    /// it when the text there differs, and each ending with a line break.
+    fn markdown_parts(&self) -> Vec<(&'static str, String)> {
+        let a = &self.agreement;
+        let mut parts = vec![
+            ("the title", format!("# {}\n\n", a.title)),
+            (
+                "the session and drafting time",
+                format!(
+                    "Session `{}`. Drafted at {} (Unix time).\n\n",
+                    a.session, a.drafted_at
+                ),
+            ),
+            ("the terms", format!("## Terms\n\n{}\n\n", a.terms)),
+        ];
         if !a.checklist.is_empty() {
-            out.push_str("\n## Reality-testing checklist\n\n");
+            let mut list = String::from("## Reality-testing checklist\n\n");
             for item in &a.checklist {
-                out.push_str(&format!("- {item}\n"));
+                list.push_str(&format!("- {item}\n"));
             }
+            list.push('\n');
+            parts.push(("the checklist", list));
         }
-        out.push_str("\n## Signatures\n\n| signer | party | fingerprint | signature |\n| --- | --- | --- | --- |\n");
+        let mut table = String::from(
+            "## Signatures\n\n| signer | party | fingerprint | signature |\n| --- | --- | --- | --- |\n",
+        );
         for (s, sig) in a.signatories.iter().zip(&self.signatures) {
             let party = s.party.as_ref().map_or("", |(_, l)| l.as_str());
-            out.push_str(&format!(
-                "| {} | {party} | `{}` | `{}` |\n",
-                s.name,
+            table.push_str(&format!(
+                "| {} | {} | `{}` | `{}` |\n",
+                table_cell(&s.name),
+                table_cell(party),
                 s.identity.fingerprint(),
                 crate::b64::encode(&sig.0)
             ));
         }
-        out.push_str(&format!(
-            "| {} (mediator, countersigning) | | `{}` | `{}` |\n\nAgreement hash `{}`. The canonical signed copy, which `caucus agreement verify` checks, is:\n\n```\n{}\n```\n",
-            a.mediator.name,
+        table.push_str(&format!(
+            "| {} (mediator, countersigning) | | `{}` | `{}` |\n\n",
+            table_cell(&a.mediator.name),
             a.mediator.identity.fingerprint(),
             crate::b64::encode(&self.countersignature.0),
-            crate::b64::encode(&a.hash().0),
-            crate::b64::encode(&self.to_bytes())
         ));
-        out
+        parts.push(("the signatures", table));
+        parts.push((
+            "the agreement hash",
+            format!("Agreement hash `{}`.\n\n", crate::b64::encode(&a.hash().0)),
+        ));
+        parts.push((
+            "the text around the signed copy",
+            format!(
+                "## Signed copy\n\nThe block below is the canonical signed copy. `caucus agreement verify` checks its signatures, and that everything above reads exactly as it says.\n\n{SIGNED_BLOCK}\n{}\n{FENCE}\n",
+                crate::b64::encode(&self.to_bytes())
+            ),
+        ));
+        parts
     }
+}
+
+/// The line that opens the block holding the signed copy in the Markdown
+/// export; the block is the base64url on the next line, then [`FENCE`].
+const SIGNED_BLOCK: &str = "```caucus-signed-agreement";
+
+/// The line that closes a fenced block.
+const FENCE: &str = "```";
+
+/// A name or label as a Markdown table cell: a `|` escaped, a line break
+/// as a space, so that the text stays in its row and column.
+fn table_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\r', '\n'], " ")
+}
+
+/// The JSON export, as [`SignedAgreement::to_json`] writes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonExport {
+    title: String,
+    terms: String,
+    checklist: Vec<String>,
+    agreement: Digest,
+    signed: String,
+}
+
+/// Check an exported copy of an agreement, with nothing else: the Markdown
+/// export ([`SignedAgreement::to_markdown`]), the JSON export
+/// ([`SignedAgreement::to_json`]) or the bare signed copy in base64url.
+///
+/// The signed copy must verify ([`SignedAgreement::verify`]), and the text
+/// a person reads beside it must be the text signed: in JSON, `title`,
+/// `terms`, `checklist` and `agreement` equal the signed ones exactly; in
+/// Markdown, the whole document equals the Markdown export of the signed
+/// copy, reading CRLF as LF and ignoring white space at the ends of lines
+/// and blank lines at the end. Otherwise [`Error::ReadableTextDiffers`]
+/// names the first part that differs. The report carries the signed text.
+pub fn verify_export(text: &str) -> Result<Verified, Error> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('{') {
+        return verify_json(trimmed);
+    }
+    if !trimmed.is_empty()
+        && trimmed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Ok(signed_copy(trimmed)?.1);
+    }
+    verify_markdown(text)
+}
+
+/// Decode and verify the signed copy written in base64url.
+fn signed_copy(text: &str) -> Result<(SignedAgreement, Verified), Error> {
+    let bytes =
+        crate::b64::decode(text).ok_or(Error::NotAnExport("the signed copy is not base64url"))?;
+    let copy = SignedAgreement::from_bytes(&bytes)?;
+    let verified = copy.verify()?;
+    Ok((copy, verified))
+}
+
+fn verify_json(text: &str) -> Result<Verified, Error> {
+    let export: JsonExport = serde_json::from_str(text).map_err(|_| {
+        Error::NotAnExport(
+            "a JSON export has exactly title, terms, checklist, agreement and signed",
+        )
+    })?;
+    let (copy, verified) = signed_copy(&export.signed)?;
+    let a = &copy.agreement;
+    let differs = if export.title != a.title {
+        Some("the title")
+    } else if export.terms != a.terms {
+        Some("the terms")
+    } else if export.checklist != a.checklist {
+        Some("the checklist")
+    } else if export.agreement != verified.agreement {
+        Some("the agreement hash")
+    } else {
+        None
+    };
+    match differs {
+        Some(part) => Err(Error::ReadableTextDiffers(part)),
+        None => Ok(verified),
+    }
+}
+
+fn verify_markdown(text: &str) -> Result<Verified, Error> {
+    let given = comparable_lines(text);
+    // The last block opened by SIGNED_BLOCK: one line, then FENCE.
+    let encoded = given
+        .iter()
+        .rposition(|line| *line == SIGNED_BLOCK)
+        .and_then(|at| match (given.get(at + 1), given.get(at + 2)) {
+            (Some(encoded), Some(&FENCE)) => Some(*encoded),
+            _ => None,
+        })
+        .ok_or(Error::NotAnExport(
+            "no signed copy: a Markdown export ends with a block that opens with ```caucus-signed-agreement",
+        ))?;
+    let (copy, verified) = signed_copy(encoded)?;
+    let parts = copy.markdown_parts();
+    let markdown: String = parts.iter().map(|(_, text)| text.as_str()).collect();
+    let expected = comparable_lines(&markdown);
+    // The part each line is in: a part is whole lines.
+    let part_of: Vec<&str> = parts
+        .iter()
+        .flat_map(|(part, text)| std::iter::repeat_n(*part, text.split_terminator('\n').count()))
+        .collect();
+    // The lines that differ lie between the longest common start and the
+    // longest common end; they are named by the part of the first expected
+    // line among them, or, when lines were only added, of the line before.
+    let start = given
+        .iter()
+        .zip(&expected)
+        .take_while(|(g, e)| g == e)
+        .count();
+    if start == given.len() && start == expected.len() {
+        return Ok(verified);
+    }
+    let end = given
+        .iter()
+        .rev()
+        .zip(expected.iter().rev())
+        .take(given.len().min(expected.len()) - start)
+        .take_while(|(g, e)| g == e)
+        .count();
+    let part = if start == expected.len() {
+        "text after the signed copy"
+    } else if start < expected.len() - end {
+        part_of[start]
+    } else {
+        part_of[start.saturating_sub(1)]
+    };
+    Err(Error::ReadableTextDiffers(part))
+}
+
+/// The lines of a document as they are compared: CRLF read as LF (the CR
+/// is white space at the end of its line), white space at the ends of
+/// lines cut, and blank lines at the end dropped.
+fn comparable_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.split('\n').map(str::trim_end).collect();
+    while lines.last().is_some_and(|line| line.is_empty()) {
+        lines.pop();
+    }
+    lines
 }
 
 fn check_signatures(a: &Agreement, signatures: &[Signature]) -> Result<(), Error> {

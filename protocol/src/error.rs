@@ -4,6 +4,7 @@ use thiserror::Error;
 
 use crate::codec::DecodeError;
 use crate::hpke::HpkeError;
+use crate::offer::AmountError;
 
 /// Everything that can fail when building, sealing, opening or verifying a
 /// Caucus object. Each variant has a stable [`Error::code`].
@@ -106,6 +107,19 @@ pub enum Error {
     /// An offer breaks a rule; the string says which.
     #[error("invalid offer: {0}")]
     InvalidOffer(&'static str),
+    /// An amount does not fit its currency; the reason is in words for the
+    /// person who typed it.
+    #[error("invalid amount: {0}")]
+    InvalidAmount(#[from] AmountError),
+    /// A file is not an agreement export, or its signed copy cannot be
+    /// found in it; the string says why.
+    #[error("not an agreement export: {0}")]
+    NotAnExport(&'static str),
+    /// An agreement export's signatures verify, but the text a person reads
+    /// in it is not the text signed; the string names the first part that
+    /// differs ("the terms").
+    #[error("the readable text differs from what was signed: {0}")]
+    ReadableTextDiffers(&'static str),
     /// A relay's deletion statement does not match what was asked.
     #[error("deletion statement: {0}")]
     BadStatement(&'static str),
@@ -143,6 +157,9 @@ impl Error {
             Self::BadJoinProof => "bad_join_proof",
             Self::TooLarge => "too_large",
             Self::InvalidOffer(_) => "invalid_offer",
+            Self::InvalidAmount(_) => "invalid_amount",
+            Self::NotAnExport(_) => "not_an_export",
+            Self::ReadableTextDiffers(_) => "readable_text_differs",
             Self::BadStatement(_) => "bad_statement",
         }
     }

@@ -31,9 +31,6 @@ use crate::crypto::Digest;
 use crate::error::Error;
 use crate::ids::RoomId;
 
-/// The most decimal places an amount may have.
-pub const MAX_EXPONENT: u8 = 4;
-
 /// Whether an offer opens or answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -46,44 +43,124 @@ pub enum OfferKind {
 
 /// A sum of money: `minor` units of `currency`, with `exponent` decimal
 /// places (GBP 250000.00 is `minor` 25000000, exponent 2).
+///
+/// The currency is an ISO 4217 code with a minor unit, and the exponent is
+/// at most that currency's number of decimal places (2 for GBP, 0 for JPY,
+/// 3 for KWD): [`Amount::validate`] is the rule, and decoding applies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Amount {
     /// The sum in minor units (pence, cents).
     pub minor: u64,
     /// An ISO 4217 code: three ASCII capital letters.
     pub currency: [u8; 3],
-    /// Decimal places, at most [`MAX_EXPONENT`].
+    /// Decimal places, at most the currency's; [`Amount::parse`] always
+    /// gives exactly the currency's.
     pub exponent: u8,
 }
 
+/// Why an amount does not fit its currency, in words for the person who
+/// typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AmountError {
+    /// The value is not digits with an optional decimal point.
+    #[error(
+        "an amount is written in digits with an optional decimal point, such as 250000 or 250000.00 (no spaces, commas or signs)"
+    )]
+    NotANumber,
+    /// The value is more than 2^64 − 1 minor units.
+    #[error("the amount is too large")]
+    TooLarge,
+    /// A currency code written in small letters; this holds it in capitals.
+    #[error("write the currency code in capital letters: {0}")]
+    NotCapitals(String),
+    /// Not an ISO 4217 currency code.
+    #[error("{0} is not a currency code (use an ISO 4217 code such as GBP, EUR or USD)")]
+    UnknownCurrency(String),
+    /// An ISO 4217 code with no minor unit: a precious metal, a unit of
+    /// account, the testing code or "no currency" (XAU, XDR, XTS, XXX).
+    #[error("{0} is not a currency that sums are paid in (use a code such as GBP, EUR or USD)")]
+    NoMinorUnit(String),
+    /// More decimal places than the currency has.
+    #[error("{currency} amounts have {}", places_in_words(*places))]
+    TooManyDecimals {
+        /// The currency code.
+        currency: String,
+        /// The currency's number of decimal places.
+        places: u8,
+    },
+}
+
+fn places_in_words(places: u8) -> String {
+    match places {
+        0 => "no decimal places".into(),
+        1 => "at most 1 decimal place".into(),
+        n => format!("at most {n} decimal places"),
+    }
+}
+
+/// The number of decimal places ISO 4217 gives `code`.
+fn decimal_places(code: &str) -> Result<u8, AmountError> {
+    let Some(currency) = iso_currency::Currency::from_code(code) else {
+        let capitals = code.to_ascii_uppercase();
+        return Err(if iso_currency::Currency::from_code(&capitals).is_some() {
+            AmountError::NotCapitals(capitals)
+        } else {
+            AmountError::UnknownCurrency(code.into())
+        });
+    };
+    currency
+        .exponent()
+        .and_then(|e| u8::try_from(e).ok())
+        .ok_or_else(|| AmountError::NoMinorUnit(code.into()))
+}
+
 impl Amount {
-    /// Parse `"250000.00"` in `currency` ("GBP"); the number of decimal
-    /// places written is the exponent.
+    /// Parse `"250000.00"` in `currency` (`"GBP"`, an ISO 4217 code in
+    /// capitals). The value may have fewer decimal places than the
+    /// currency, never more; the result always has the currency's exponent,
+    /// so `"250000"` and `"250000.00"` GBP are the same amount.
     pub fn parse(currency: &str, value: &str) -> Result<Self, Error> {
-        let invalid = || Error::InvalidOffer("an amount is digits with an optional decimal point");
-        let currency: [u8; 3] = currency
-            .as_bytes()
-            .try_into()
-            .ok()
-            .filter(|c: &[u8; 3]| c.iter().all(u8::is_ascii_uppercase))
-            .ok_or(Error::InvalidOffer("a currency is three capital letters"))?;
+        let places = decimal_places(currency)?;
         let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
-        if whole.is_empty() || !(whole.bytes().chain(fraction.bytes())).all(|b| b.is_ascii_digit())
+        if whole.is_empty()
+            || (fraction.is_empty() && value.ends_with('.'))
+            || !(whole.bytes().chain(fraction.bytes())).all(|b| b.is_ascii_digit())
         {
-            return Err(invalid());
+            return Err(AmountError::NotANumber.into());
         }
-        let exponent = u8::try_from(fraction.len())
-            .ok()
-            .filter(|e| *e <= MAX_EXPONENT && (*e > 0 || !value.ends_with('.')))
-            .ok_or_else(invalid)?;
-        let minor = format!("{whole}{fraction}")
+        let padding = usize::from(places)
+            .checked_sub(fraction.len())
+            .ok_or_else(|| AmountError::TooManyDecimals {
+                currency: currency.into(),
+                places,
+            })?;
+        let minor = format!("{whole}{fraction}{:0<padding$}", "")
             .parse::<u64>()
-            .map_err(|_| Error::InvalidOffer("the amount is too large"))?;
+            .map_err(|_| AmountError::TooLarge)?;
         Ok(Self {
             minor,
-            currency,
-            exponent,
+            currency: currency
+                .as_bytes()
+                .try_into()
+                .map_err(|_| AmountError::UnknownCurrency(currency.into()))?,
+            exponent: places,
         })
+    }
+
+    /// Check the rule every amount follows, made here or received: the
+    /// currency is an ISO 4217 code with a minor unit, and the exponent is
+    /// at most its number of decimal places.
+    pub fn validate(&self) -> Result<(), Error> {
+        let places = decimal_places(&String::from_utf8_lossy(&self.currency))?;
+        if self.exponent > places {
+            return Err(AmountError::TooManyDecimals {
+                currency: self.currency().into(),
+                places,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// The currency code.
@@ -120,9 +197,13 @@ pub struct Offer {
 }
 
 impl Offer {
-    /// Check the rules a decoder also checks: something is offered, and a
-    /// counter-offer says what it answers.
+    /// Check the rules a decoder also checks: the amount fits its currency
+    /// ([`Amount::validate`]), something is offered, and a counter-offer
+    /// says what it answers.
     pub fn validate(&self) -> Result<(), Error> {
+        if let Some(amount) = &self.amount {
+            amount.validate()?;
+        }
         if self.amount.is_none() && self.terms.trim().is_empty() {
             return Err(Error::InvalidOffer("an offer names an amount or terms"));
         }
@@ -181,18 +262,15 @@ impl Canonical for Amount {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let minor = r.u64()?;
         let currency: [u8; 3] = r.array()?;
-        let exponent = r.u8()?;
-        if !currency.iter().all(u8::is_ascii_uppercase) {
-            return Err(DecodeError::Invalid("currency code"));
-        }
-        if exponent > MAX_EXPONENT {
-            return Err(DecodeError::Invalid("amount exponent"));
-        }
-        Ok(Self {
+        let amount = Self {
             minor,
             currency,
-            exponent,
-        })
+            exponent: r.u8()?,
+        };
+        amount
+            .validate()
+            .map_err(|_| DecodeError::Invalid("amount"))?;
+        Ok(amount)
     }
 }
 

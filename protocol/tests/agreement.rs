@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
 use caucus_protocol::Error;
-use caucus_protocol::agreement::{Agreement, Signatory, SignedAgreement};
+use caucus_protocol::agreement::{Agreement, Signatory, SignedAgreement, Verified, verify_export};
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::{PartyId, SessionId};
@@ -142,4 +142,242 @@ fn the_readable_copy_carries_the_terms_and_every_signature() {
         assert!(md.contains(&caucus_protocol::b64::encode(&sig.0)));
     }
     assert!(md.contains(&caucus_protocol::b64::encode(&copy.to_bytes())));
+}
+
+/// The readable parts of a Markdown export: everything before its block.
+fn readable(md: &str) -> &str {
+    &md[..md.rfind("```caucus-signed-agreement").unwrap()]
+}
+
+fn differs(result: Result<Verified, Error>) -> &'static str {
+    match result {
+        Err(Error::ReadableTextDiffers(part)) => part,
+        other => panic!("expected the readable text to differ: {other:?}"),
+    }
+}
+
+#[test]
+fn every_export_form_verifies_and_reports_the_signed_text() {
+    let copy = signed(&table());
+    let bare = caucus_protocol::b64::encode(&copy.to_bytes());
+    for text in [
+        copy.to_markdown(),
+        copy.to_json(),
+        bare.clone(),
+        format!("\n{bare}\r\n"),
+    ] {
+        let report = verify_export(&text).unwrap();
+        assert_eq!(report, copy.verify().unwrap());
+        assert_eq!(report.terms, copy.agreement.terms);
+        assert_eq!(report.checklist, copy.agreement.checklist);
+    }
+}
+
+#[test]
+fn a_changed_digit_in_the_readable_markdown_is_refused_with_the_part_named() {
+    let t = table();
+    let mut agreement = t.agreement.clone();
+    agreement.terms = "1. The trust pays £380,000 within 28 days.".into();
+    let signatures = t
+        .signers
+        .iter()
+        .map(|k| agreement.sign(k).unwrap())
+        .collect();
+    let copy = SignedAgreement::countersign(agreement, signatures, &t.mediator).unwrap();
+    let md = copy.to_markdown();
+    let edited = md.replacen("380,000", "980,000", 1);
+    let err = verify_export(&edited).unwrap_err();
+    assert_eq!(err, Error::ReadableTextDiffers("the terms"));
+    assert_eq!(
+        err.to_string(),
+        "the readable text differs from what was signed: the terms"
+    );
+    assert_eq!(err.code(), "readable_text_differs");
+    // Any one digit anywhere in the readable text, changed: refused.
+    let end = readable(&md).len();
+    let mut tried = 0;
+    for (i, c) in md[..end].char_indices().filter(|(_, c)| c.is_ascii_digit()) {
+        let other = if c == '9' { '0' } else { '9' };
+        let edited = format!("{}{other}{}", &md[..i], &md[i + 1..]);
+        assert!(verify_export(&edited).is_err(), "digit at {i} changed");
+        tried += 1;
+    }
+    assert!(tried > 20);
+}
+
+#[test]
+fn each_readable_part_of_the_markdown_is_checked() {
+    let copy = signed(&table());
+    let md = copy.to_markdown();
+    let cases = [
+        (
+            "# Settlement agreement",
+            "# Settlement agreement (final)",
+            "the title",
+        ),
+        (
+            "Drafted at 1900000000",
+            "Drafted at 1900000001",
+            "the session and drafting time",
+        ),
+        ("within 28 days", "within 82 days", "the terms"),
+        (
+            "Who else must see it?",
+            "Who else must not see it?",
+            "the checklist",
+        ),
+        ("| Dr Defendant |", "| Dr Plaintiff |", "the signatures"),
+        (
+            "Agreement hash `",
+            "Agreement hash: `",
+            "the agreement hash",
+        ),
+        (
+            "## Signed copy",
+            "## The signed copy",
+            "the text around the signed copy",
+        ),
+    ];
+    for (from, to, part) in cases {
+        assert!(md.contains(from), "{from}");
+        assert_eq!(differs(verify_export(&md.replacen(from, to, 1))), part);
+    }
+    // A line added to the terms, a signer's row removed, text after the block.
+    let added = md.replacen("## Reality", "3. And £1,000 more.\n\n## Reality", 1);
+    assert_eq!(differs(verify_export(&added)), "the terms");
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| Mr Solicitor"))
+        .unwrap();
+    let removed = md.replacen(&format!("{row}\n"), "", 1);
+    assert_eq!(differs(verify_export(&removed)), "the signatures");
+    let after = format!("{md}\nAnd the trust pays costs.\n");
+    assert_eq!(differs(verify_export(&after)), "text after the signed copy");
+}
+
+#[test]
+fn crlf_and_trailing_white_space_are_the_only_differences_allowed() {
+    let md = signed(&table()).to_markdown();
+    let windows = md.replace('\n', "\r\n");
+    assert!(verify_export(&windows).is_ok());
+    let spaced: String = md.lines().map(|l| format!("{l}  \n")).collect();
+    assert!(verify_export(&format!("{spaced}\n\n")).is_ok());
+    // Anything else is a difference: a line's leading space, a blank line.
+    assert!(verify_export(&md.replacen("\n## Terms", "\n ## Terms", 1)).is_err());
+    assert!(verify_export(&md.replacen("## Terms\n", "## Terms\n\n", 1)).is_err());
+}
+
+#[test]
+fn a_changed_signed_copy_or_a_missing_signature_is_refused_in_every_form() {
+    let copy = signed(&table());
+    let md = copy.to_markdown();
+    let bare = caucus_protocol::b64::encode(&copy.to_bytes());
+    // One character of the base64url changed, in the Markdown's block.
+    for at in [0, bare.len() / 3, bare.len() / 2, bare.len() - 100] {
+        let c = bare.as_bytes()[at];
+        let other = if c == b'A' { "B" } else { "A" };
+        let bad = format!("{}{other}{}", &bare[..at], &bare[at + 1..]);
+        assert!(verify_export(&md.replace(&bare, &bad)).is_err(), "at {at}");
+        assert!(verify_export(&bad).is_err(), "at {at}");
+    }
+    // One signature removed: the copy no longer verifies, whatever the text.
+    let mut short = copy.clone();
+    short.signatures.pop();
+    for text in [
+        short.to_markdown(),
+        short.to_json(),
+        caucus_protocol::b64::encode(&short.to_bytes()),
+    ] {
+        assert!(matches!(verify_export(&text), Err(Error::BadSignature(_))));
+    }
+    // No block at all, or a block that is not base64url.
+    assert!(matches!(
+        verify_export(readable(&md)),
+        Err(Error::NotAnExport(_))
+    ));
+    assert!(matches!(
+        verify_export(&md.replace(&bare, "not base64!")),
+        Err(Error::NotAnExport(_))
+    ));
+    assert!(matches!(verify_export(""), Err(Error::NotAnExport(_))));
+}
+
+#[test]
+fn the_json_export_s_readable_fields_equal_the_signed_ones() {
+    let copy = signed(&table());
+    let json: serde_json::Value = serde_json::from_str(&copy.to_json()).unwrap();
+    let with = |field: &str, value: serde_json::Value| {
+        let mut edited = json.clone();
+        edited[field] = value;
+        verify_export(&edited.to_string())
+    };
+    let terms = copy.agreement.terms.replace("150,000", "950,000");
+    assert_eq!(differs(with("terms", terms.into())), "the terms");
+    assert_eq!(differs(with("title", "Draft".into())), "the title");
+    assert_eq!(
+        differs(with("checklist", serde_json::json!([]))),
+        "the checklist"
+    );
+    let other = caucus_protocol::b64::encode(&[7; 32]);
+    assert_eq!(
+        differs(with("agreement", other.into())),
+        "the agreement hash"
+    );
+    // A field the signed copy does not hold, or one missing: not an export.
+    assert!(matches!(
+        with("amount", "GBP 950000.00".into()),
+        Err(Error::NotAnExport(_))
+    ));
+    let mut missing = json.clone();
+    missing.as_object_mut().unwrap().remove("terms");
+    assert!(matches!(
+        verify_export(&missing.to_string()),
+        Err(Error::NotAnExport(_))
+    ));
+    // Pretty-printed with CRLF: the same export.
+    let pretty = serde_json::to_string_pretty(&json).unwrap();
+    assert!(verify_export(&pretty.replace('\n', "\r\n")).is_ok());
+}
+
+#[test]
+fn markdown_and_base64_in_names_and_terms_do_not_confuse_the_block() {
+    let t = table();
+    // Another agreement, signed too.
+    let mut decoy = t.agreement.clone();
+    decoy.terms = "The trust pays nothing.".into();
+    let decoy_signatures = t.signers.iter().map(|k| decoy.sign(k).unwrap()).collect();
+    let decoy = SignedAgreement::countersign(decoy, decoy_signatures, &t.mediator).unwrap();
+    let decoy_block = format!(
+        "```caucus-signed-agreement\n{}\n```",
+        caucus_protocol::b64::encode(&decoy.to_bytes())
+    );
+    let mut agreement = t.agreement.clone();
+    agreement.title = "Agreement | `code` # not a heading".into();
+    agreement.terms = format!("Terms with a block:\n\n{decoy_block}\n\nand ``` fences.");
+    agreement.checklist = vec!["- [ ] ** | `x`".into()];
+    agreement.mediator.name = "Ms `Me|diator`\nsecond line".into();
+    agreement.signatories[0].name = "A|B ```caucus-signed-agreement".into();
+    let signatures = t
+        .signers
+        .iter()
+        .map(|k| agreement.sign(k).unwrap())
+        .collect();
+    let copy = SignedAgreement::countersign(agreement, signatures, &t.mediator).unwrap();
+    let md = copy.to_markdown();
+    let report = verify_export(&md).unwrap();
+    assert_eq!(report.agreement, copy.agreement.hash());
+    assert_eq!(report.terms, copy.agreement.terms);
+    // The block at the end is the one checked: the decoy's copy, put there
+    // or left as the last block by cutting the document after it, verifies
+    // but is not what the document says.
+    let real = caucus_protocol::b64::encode(&copy.to_bytes());
+    let decoy_copy = caucus_protocol::b64::encode(&decoy.to_bytes());
+    assert!(verify_export(&md.replace(&real, &decoy_copy)).is_err());
+    let cut = &md[..md.find(&decoy_block).unwrap() + decoy_block.len()];
+    assert!(matches!(
+        verify_export(cut),
+        Err(Error::ReadableTextDiffers(_))
+    ));
+    // Table cells keep their row: a `|` in a name is escaped.
+    assert!(md.contains("| A\\|B ```caucus-signed-agreement | Claimant |"));
 }

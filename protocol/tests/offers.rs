@@ -11,7 +11,7 @@ use caucus_protocol::content::{Content, ForwardMode};
 use caucus_protocol::deletion::{DeletionStatement, Erased, SignedDeletionStatement};
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::SessionId;
-use caucus_protocol::offer::{Amount, Offer, OfferKind};
+use caucus_protocol::offer::{Amount, AmountError, Offer, OfferKind};
 use common::Fixture;
 
 fn offer(amount: &str) -> Offer {
@@ -25,28 +25,159 @@ fn offer(amount: &str) -> Offer {
 }
 
 #[test]
-fn amounts_are_integers_of_minor_units_and_print_as_written() {
-    for (text, minor, exponent) in [("250000.00", 25_000_000, 2), ("7", 7, 0), ("0.5", 5, 1)] {
-        let a = Amount::parse("GBP", text).unwrap();
-        assert_eq!((a.minor, a.exponent), (minor, exponent));
-        assert_eq!(a.to_string(), format!("GBP {text}"));
-        assert_eq!(Amount::from_bytes(&a.to_bytes()).unwrap(), a);
-    }
-    for (currency, text) in [
-        ("gbp", "1"),
-        ("GB", "1"),
-        ("GBP", ""),
-        ("GBP", "1."),
-        ("GBP", "-1"),
-        ("GBP", "1.23456"),
-        ("GBP", "1e6"),
-        ("GBP", "99999999999999999999"),
+fn amounts_are_integers_of_minor_units_in_the_currency_s_decimal_places() {
+    for (currency, text, minor, exponent, shown) in [
+        ("GBP", "250000.00", 25_000_000, 2, "GBP 250000.00"),
+        // Fewer decimals than the currency: the same amount, normalised.
+        ("GBP", "250000", 25_000_000, 2, "GBP 250000.00"),
+        ("GBP", "1.5", 150, 2, "GBP 1.50"),
+        ("GBP", "0", 0, 2, "GBP 0.00"),
+        ("JPY", "250000", 250_000, 0, "JPY 250000"),
+        ("KWD", "1.555", 1555, 3, "KWD 1.555"),
+        ("BHD", "1.555", 1555, 3, "BHD 1.555"),
+        ("CLF", "1.2345", 12345, 4, "CLF 1.2345"),
     ] {
-        assert!(
-            matches!(Amount::parse(currency, text), Err(Error::InvalidOffer(_))),
+        let a = Amount::parse(currency, text).unwrap();
+        assert_eq!(
+            (a.minor, a.exponent),
+            (minor, exponent),
             "{currency} {text}"
         );
+        assert_eq!(a.to_string(), shown);
+        assert_eq!(Amount::from_bytes(&a.to_bytes()).unwrap(), a);
     }
+    assert_eq!(
+        Amount::parse("GBP", "1.5").unwrap(),
+        Amount::parse("GBP", "1.50").unwrap()
+    );
+}
+
+#[test]
+fn an_amount_that_does_not_fit_its_currency_is_refused_in_words() {
+    let refused = |currency: &str, text: &str| match Amount::parse(currency, text) {
+        Err(Error::InvalidAmount(e)) => e,
+        other => panic!("{currency} {text}: {other:?}"),
+    };
+    for (currency, text, said) in [
+        ("GBP", "1.555", "GBP amounts have at most 2 decimal places"),
+        ("JPY", "1.5", "JPY amounts have no decimal places"),
+        ("KWD", "1.5555", "KWD amounts have at most 3 decimal places"),
+        (
+            "XYZ",
+            "1",
+            "XYZ is not a currency code (use an ISO 4217 code such as GBP, EUR or USD)",
+        ),
+        (
+            "gbp",
+            "1",
+            "write the currency code in capital letters: GBP",
+        ),
+        (
+            "Eur",
+            "1",
+            "write the currency code in capital letters: EUR",
+        ),
+        (
+            "XAU",
+            "1",
+            "XAU is not a currency that sums are paid in (use a code such as GBP, EUR or USD)",
+        ),
+    ] {
+        assert_eq!(refused(currency, text).to_string(), said);
+    }
+    for (currency, text) in [("GB", "1"), ("POUNDS", "1"), ("", "1")] {
+        assert!(matches!(
+            refused(currency, text),
+            AmountError::UnknownCurrency(_)
+        ));
+    }
+    for text in ["", "1.", ".5", "-1", "1e6", "1,000", " 1", "1.2.3"] {
+        assert_eq!(refused("GBP", text), AmountError::NotANumber, "{text:?}");
+    }
+    assert_eq!(
+        refused("GBP", "184467440737095516.16"),
+        AmountError::TooLarge
+    );
+    assert_eq!(
+        Amount::parse("GBP", "184467440737095516.15").unwrap().minor,
+        u64::MAX
+    );
+}
+
+#[test]
+fn a_received_amount_is_held_to_the_same_rule() {
+    let good = offer("100.00");
+    // kind(1) || option tag(1) || minor(8) || currency(3) || exponent(1)
+    let with = |at: usize, byte: u8| {
+        let mut bytes = good.to_bytes();
+        bytes[at] = byte;
+        bytes
+    };
+    // Fewer decimals than the currency is still exact: GBP 10000 (not 100.00).
+    let fewer = Offer::from_bytes(&with(13, 0)).unwrap();
+    assert_eq!(fewer.amount.unwrap().to_string(), "GBP 10000");
+    // More decimals than GBP has, a code that is no currency, one in small
+    // letters: refused by the decoder, and by `validate` before sealing.
+    for bad in [with(13, 3), with(10, b'X'), with(10, b'g')] {
+        assert!(Offer::from_bytes(&bad).is_err());
+        assert!(Amount::from_bytes(&bad[2..14]).is_err());
+    }
+    let mut made = good.clone();
+    made.amount = Some(Amount {
+        exponent: 3,
+        ..good.amount.unwrap()
+    });
+    assert!(matches!(
+        made.validate(),
+        Err(Error::InvalidAmount(AmountError::TooManyDecimals {
+            places: 2,
+            ..
+        }))
+    ));
+    // A client that sealed it anyway: the mediator's client refuses it.
+    let mut f = Fixture::new();
+    let env = f
+        .claimant
+        .view
+        .seal(&f.claimant.keys, &f.claimant_room, &Content::Offer(made))
+        .unwrap();
+    assert!(matches!(f.mediator.view.open(&env), Err(Error::Decode(_))));
+}
+
+/// The offers of `docs/protocol.md` appendix A.5 decode as written there.
+#[test]
+fn the_appendix_offer_examples_decode() {
+    let amount = Amount::from_bytes(&hex::decode("00000000017d784047425002").unwrap()).unwrap();
+    assert_eq!(amount.to_string(), "GBP 250000.00");
+    let offer = hex::decode(concat!(
+        "0b010100000000017d7840474250020000001141207772697474656e2061706f",
+        "6c6f6779000000010000001d4561636820736964652062656172732069747320",
+        "6f776e20636f73747300"
+    ))
+    .unwrap();
+    let Content::Offer(decoded) = Content::from_bytes(&offer).unwrap() else {
+        panic!("not an offer");
+    };
+    assert_eq!(
+        decoded.summary(),
+        "Offer: GBP 250000.00; A written apology (conditions: Each side bears its own costs)"
+    );
+    for (at, byte) in [(11, b'g'), (14, 0x03)] {
+        let mut bad = offer.clone();
+        bad[at] = byte;
+        assert!(Content::from_bytes(&bad).is_err(), "byte {at}");
+    }
+    let carried = hex::decode(concat!(
+        "0c44444444444444444444444444444444cdcdcdcdcdcdcdcdcdcdcdcdcdcdcd",
+        "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd01010100000000017d784047425002",
+        "0000001141207772697474656e2061706f6c6f6779000000010000001d456163",
+        "68207369646520626561727320697473206f776e20636f73747300"
+    ))
+    .unwrap();
+    let Content::CarriedOffer(c) = Content::from_bytes(&carried).unwrap() else {
+        panic!("not a carried offer");
+    };
+    assert_eq!(c.offer, decoded);
 }
 
 #[test]
