@@ -15,7 +15,7 @@
 //! which session's log, which kept record. Nonces are random; at 24 bytes
 //! they do not repeat under one key.
 
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use caucus_client_core::{ClientError, Kept};
 use caucus_protocol::codec::{Reader, Writer};
 use caucus_protocol::ids::SessionId;
@@ -26,8 +26,8 @@ use zeroize::Zeroizing;
 const KEYFILE_VERSION: u16 = 1;
 /// Argon2id at the first of the OWASP Password Storage Cheat Sheet's
 /// equivalent minimum configurations: 46 MiB, one pass, one lane — the most
-/// memory-hard of them. One derivation per open: about 60 ms and 46 MiB on
-/// the machine of docs/performance.md.
+/// memory-hard of them. One derivation per open: 46 MiB and about 50 ms on
+/// two Xeon cores (docs/performance.md, "Client state on disk").
 const M_COST_KIB: u32 = 46 * 1024;
 const T_COST: u32 = 1;
 const P_COST: u32 = 1;
@@ -109,9 +109,21 @@ impl Header {
     fn derive(&self, passphrase: &[u8]) -> Result<StateKey, ClientError> {
         let bad = |e: argon2::Error| ClientError::Corrupt(format!("keyfile: {e}"));
         let params = Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32)).map_err(bad)?;
+        // The derivation's memory, zeroized when dropped: the key could be
+        // computed from it.
+        let mut memory = Zeroizing::new(Vec::new());
+        memory
+            .try_reserve_exact(params.block_count())
+            .map_err(|_| bad(argon2::Error::OutOfMemory))?;
+        memory.resize(params.block_count(), Block::new());
         let mut key = Zeroizing::new([0u8; 32]);
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(passphrase, &self.salt, key.as_mut())
+            .hash_password_into_with_memory(
+                passphrase,
+                &self.salt,
+                key.as_mut(),
+                memory.as_mut_slice(),
+            )
             .map_err(bad)?;
         let cipher = XChaCha20Poly1305::new_from_slice(key.as_ref())
             .map_err(|_| ClientError::Corrupt("keyfile: key length".into()))?;
