@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 const KEYFILE_VERSION: u16 = 1;
 /// Argon2id at the first of the OWASP Password Storage Cheat Sheet's
 /// equivalent minimum configurations: 46 MiB, one pass, one lane — the most
-/// memory-hard of them. One derivation per open: 46 MiB and about 50 ms on
+/// memory-hard of them. One derivation per open: 46 MiB and 50 to 70 ms on
 /// two Xeon cores (docs/performance.md, "Client state on disk").
 const M_COST_KIB: u32 = 46 * 1024;
 const T_COST: u32 = 1;
