@@ -41,6 +41,14 @@ pub enum ClientError {
     /// Saved state did not parse (or did not decrypt).
     #[error("state file corrupt: {0}")]
     Corrupt(String),
+    /// The state directory is encrypted, and was opened without a passphrase.
+    #[error(
+        "this state directory is encrypted: set CAUCUS_PASSPHRASE or run from a terminal to be asked"
+    )]
+    PassphraseNeeded,
+    /// The passphrase does not open this state directory.
+    #[error("wrong passphrase for this state directory")]
+    WrongPassphrase,
     /// The session is not known to this client.
     #[error("no such session in this client's state")]
     UnknownSession,
