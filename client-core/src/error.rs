@@ -41,6 +41,9 @@ pub enum ClientError {
     /// Saved state did not parse (or did not decrypt).
     #[error("state file corrupt: {0}")]
     Corrupt(String),
+    /// Another process holds the state directory.
+    #[error("another process is using this state directory")]
+    Busy,
     /// The state directory is encrypted, and was opened without a passphrase.
     #[error(
         "this state directory is encrypted: set CAUCUS_PASSPHRASE or run from a terminal to be asked"

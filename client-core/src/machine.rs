@@ -1158,12 +1158,17 @@ impl Machine {
             return;
         }
         let joiner = request.identity.fingerprint();
-        if state
-            .view
-            .roster()
-            .is_some_and(|r| r.member(&joiner).is_some())
+        let admitting = self
+            .pending
+            .get(&session)
+            .is_some_and(|p| p.roster.unverified().member(&joiner).is_some());
+        if admitting
+            || state
+                .view
+                .roster()
+                .is_some_and(|r| r.member(&joiner).is_some())
         {
-            return; // already admitted
+            return; // admitted, or being admitted (the relay repeats a request)
         }
         let invite = request.invite;
         let entry = state.meta.invites.iter().find(|e| e.id == invite);

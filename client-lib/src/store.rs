@@ -215,9 +215,7 @@ impl StateDir {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(ClientError::Usage(
-                    "another process is using this state directory",
-                ));
+                return Err(ClientError::Busy);
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
         }

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use caucus_client::{Admission, Client, ClientError, Direction, Event, StateDir};
-use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Content, Sharing, Step};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::ids::SessionId;
@@ -135,7 +134,7 @@ fn whoami(fingerprint: &caucus_protocol::identity::Fingerprint) -> Record {
 /// Check an exported copy of an agreement with no relay.
 pub(crate) fn verify(file: &Path) -> Result<Vec<Record>> {
     let text = std::fs::read_to_string(file)?;
-    let report = verify_export(&text)?;
+    let report = caucus_protocol::agreement::verify_export(&text).map_err(ClientError::from)?;
     let signers: Vec<String> = report
         .signers
         .iter()
@@ -144,12 +143,24 @@ pub(crate) fn verify(file: &Path) -> Result<Vec<Record>> {
             None => format!("{name} (mediator)"),
         })
         .collect();
+    // What was verified is the signed text: show that, not the file.
+    let questions: String = report
+        .checklist
+        .iter()
+        .map(|q| format!("\n  - {q}"))
+        .collect();
     Ok(vec![Record::new(
         format!(
-            "valid: \"{}\" (agreement {}), signed by {}",
+            "valid: \"{}\" (agreement {}), signed by {}\nThe signed terms:\n{}{}",
             report.title,
             id(&report.agreement),
-            signers.join(", ")
+            signers.join(", "),
+            report.terms,
+            if questions.is_empty() {
+                String::new()
+            } else {
+                format!("\nReality-testing questions:{questions}")
+            }
         ),
         json!({"valid": true, "report": report}),
     )])
@@ -783,7 +794,6 @@ async fn agreement(
         }
         AgreementCommand::Countersign { agreement, .. } => {
             let hash = agreement_named(client, session, agreement.as_deref())?;
-            client.sync(session).await?;
             client.countersign(session, &hash).await?;
             say(
                 out,
@@ -799,14 +809,7 @@ async fn agreement(
                 "no concluded agreement in this session yet",
             ))?;
             let text = match format {
-                ExportFormat::Json => json!({
-                    "title": copy.agreement.title,
-                    "terms": copy.agreement.terms,
-                    "checklist": copy.agreement.checklist,
-                    "agreement": copy.agreement.hash(),
-                    "signed": caucus_protocol::b64::encode(&copy.to_bytes()),
-                })
-                .to_string(),
+                ExportFormat::Json => copy.to_json(),
                 ExportFormat::Md => copy.to_markdown(),
             };
             // The copy itself, the same with or without --json.
@@ -949,18 +952,4 @@ async fn listen(host: &Host, session: &SessionId, follow: bool, out: &Out) -> Re
             }
         }
     }
-}
-
-// TEMPORARY until the protocol's verify_export lands.
-fn verify_export(text: &str) -> Result<caucus_protocol::agreement::Verified> {
-    let candidate = text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-        .max_by_key(|t| t.len())
-        .unwrap_or_default();
-    let bytes = caucus_protocol::b64::decode(candidate)
-        .ok_or(ClientError::Usage("no signed copy found in the file"))?;
-    let copy = caucus_protocol::agreement::SignedAgreement::from_bytes(&bytes)
-        .map_err(caucus_protocol::Error::from)
-        .map_err(ClientError::from)?;
-    Ok(copy.verify().map_err(ClientError::from)?)
 }

@@ -328,7 +328,12 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
             .await?;
         person.client.sign_agreement(&session, &hash).await?;
     }
-    mediator.client.sync(&session).await?;
+    // The mediator reads each signature as it comes, then countersigns.
+    for _ in 0..people.len() {
+        mediator
+            .until(|e| matches!(e, Event::AgreementSigned { agreement, .. } if *agreement == hash))
+            .await?;
+    }
     mediator.client.countersign(&session, &hash).await?;
     for person in &mut people {
         person
@@ -367,6 +372,9 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
                 continue;
             }
             let Record { text, data: value } = describe(&person.client, event);
+            if text.is_empty() && !json_mode {
+                continue;
+            }
             // Presence is shown only when where the mediator is changes.
             if let Event::Presence { .. } = event {
                 let place = value["mediator"].to_string();

@@ -4,11 +4,12 @@
 //! the state directory: JSON-RPC 2.0, one object per line, each of the
 //! command's output records a notification `output` before the response.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use caucus_client::{Client, ClientError, Event, StateDir};
+use caucus_client::{Client, ClientError, Event, StateDir, Tls};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -42,10 +43,38 @@ pub(crate) struct Host {
     first: Mutex<Option<broadcast::Receiver<Event>>>,
 }
 
+/// How this process was asked to run.
+pub(crate) struct Options {
+    /// The state directory.
+    pub state: PathBuf,
+    /// `--json`.
+    pub json: bool,
+    /// `--ca-cert`: a certificate authority to trust besides the system's.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Open the state directory: encrypted with `CAUCUS_PASSPHRASE` if it is
+/// set, or with a passphrase asked at the terminal if the directory turns
+/// out to be encrypted.
+fn open_dir(state: &Path) -> Result<StateDir, ClientError> {
+    if let Some(passphrase) = std::env::var_os("CAUCUS_PASSPHRASE") {
+        return StateDir::open_encrypted(state, passphrase.as_encoded_bytes());
+    }
+    match StateDir::open(state) {
+        Err(ClientError::PassphraseNeeded) if std::io::stdin().is_terminal() => {
+            let passphrase = zeroize::Zeroizing::new(rpassword::prompt_password(
+                "passphrase for this device's state: ",
+            )?);
+            StateDir::open_encrypted(state, passphrase.as_bytes())
+        }
+        other => other,
+    }
+}
+
 impl Host {
-    async fn open(dir: StateDir, relay: &str) -> Result<Arc<Self>, ClientError> {
+    async fn open(dir: StateDir, relay: &str, tls: Tls) -> Result<Arc<Self>, ClientError> {
         let state = dir.path().to_owned();
-        let client = Client::open(dir, relay).await?;
+        let client = Client::open_with(dir, relay, tls).await?;
         let (events, first) = broadcast::channel(EVENT_BACKLOG);
         let host = Arc::new(Self {
             client,
@@ -102,7 +131,12 @@ impl Drop for Host {
 }
 
 /// Run `command` where the state directory is held, printing its records.
-pub(crate) async fn run(state: PathBuf, json_mode: bool, command: Command) -> Result<(), Failure> {
+pub(crate) async fn run(options: Options, command: Command) -> Result<(), Failure> {
+    let Options {
+        state,
+        json: json_mode,
+        ca_cert,
+    } = options;
     match &command {
         Command::Agreement {
             command: AgreementCommand::Verify { file },
@@ -115,12 +149,12 @@ pub(crate) async fn run(state: PathBuf, json_mode: bool, command: Command) -> Re
         if let Ok(stream) = UnixStream::connect(state.join(SOCKET)).await {
             return ask(stream, &command, json_mode).await;
         }
-        match StateDir::open(&state) {
+        match open_dir(&state) {
             Ok(dir) => break dir,
-            Err(ClientError::Usage(_)) if tokio::time::Instant::now() < deadline => {
+            Err(ClientError::Busy) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(ClientError::Usage(_)) => {
+            Err(ClientError::Busy) => {
                 return Err(Failure::Daemon(format!(
                     "another caucus process is using {}: run `caucus daemon` there so that commands can share it",
                     state.display()
@@ -134,7 +168,11 @@ pub(crate) async fn run(state: PathBuf, json_mode: bool, command: Command) -> Re
         // Only this device's identity is asked for.
         None => return print_all(json_mode, commands::identity(&dir, &command)).await,
     };
-    let host = Host::open(dir, &relay).await?;
+    let tls = match &ca_cert {
+        Some(file) => Tls::with_ca_file(file)?,
+        None => Tls::default(),
+    };
+    let host = Host::open(dir, &relay, tls).await?;
     // A command that runs a while serves the others meanwhile.
     let serves = matches!(
         command,

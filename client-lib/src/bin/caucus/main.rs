@@ -37,6 +37,10 @@ struct Cli {
     /// Print one JSON object per line.
     #[arg(long, global = true)]
     json: bool,
+    /// A certificate authority (PEM) to trust for a `wss://` relay besides
+    /// the system's: a relay with a private certificate.
+    #[arg(long, env = "CAUCUS_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -510,7 +514,12 @@ pub(crate) enum ExportFormat {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match host::run(cli.state, cli.json, cli.command).await {
+    let options = host::Options {
+        state: cli.state,
+        json: cli.json,
+        ca_cert: cli.ca_cert,
+    };
+    match host::run(options, cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("caucus: {}", output::error(&e));
