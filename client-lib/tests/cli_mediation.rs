@@ -256,6 +256,16 @@ fn a_three_party_mediation_runs_start_to_finish_through_the_command_line_alone()
         &["forward", "--message", &said[0], "--to", labels[1]],
     );
     assert!(String::from_utf8_lossy(&refused.stderr).contains("consent"));
+    // Reframed or not, mediator-only words cross only with their author's
+    // consent.
+    run(&partners[0], &["consent", "--message", &said[0]]);
+    eventually("the second consent at the mediator", || {
+        lines_of(&followed)
+            .iter()
+            .filter(|l| l["event"] == "consent")
+            .count()
+            == 2
+    });
     run(
         &mediator,
         &[
