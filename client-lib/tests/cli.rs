@@ -409,8 +409,9 @@ async fn ids_that_begin_with_a_hyphen_are_taken_as_ids_not_flags() {
 }
 
 /// `kill -9` a device again and again while it catches up on a long
-/// conversation: what it had saved stays readable, and in the end it holds
-/// every message exactly once, with nothing refused.
+/// conversation, its state directory encrypted at rest: what it had saved
+/// stays readable, and in the end it holds every message exactly once, with
+/// nothing refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_killed_while_catching_up_loses_nothing_and_keeps_nothing_twice() {
     use caucus_client::{Admission, Client, Event, StateDir};
@@ -436,8 +437,20 @@ async fn a_device_killed_while_catching_up_loses_nothing_and_keeps_nothing_twice
         )
         .await
         .unwrap();
+    const PASSPHRASE: &str = "correct horse battery staple";
     let p = |args: &[&str]| as_device(party_dir.path(), args);
-    ok(&caucus(p(&["join", &link, "--wait", "20"])).await);
+    let encrypted = |args: Vec<String>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_caucus"));
+        command
+            .args(args)
+            .env("CAUCUS_PASSPHRASE", PASSPHRASE)
+            .stdin(Stdio::null());
+        command
+    };
+    let joined = encrypted(p(&["join", &link, "--wait", "20"]))
+        .output()
+        .unwrap();
+    ok(&joined);
     let room = mediator.party_room(&session, &parties[0]).unwrap();
     for i in 0..N {
         mediator
@@ -466,9 +479,7 @@ async fn a_device_killed_while_catching_up_loses_nothing_and_keeps_nothing_twice
     let mut sizes = Vec::new();
     // Killed at growing moments until a run gets to finish by itself.
     for round in 0..40u64 {
-        let args = listen.clone();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_caucus"))
-            .args(&args)
+        let mut child = encrypted(listen.clone())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -481,7 +492,7 @@ async fn a_device_killed_while_catching_up_loses_nothing_and_keeps_nothing_twice
         let _ = child.wait();
         sizes.push(log_size(party_dir.path()));
     }
-    ok(&caucus(listen.clone()).await);
+    ok(&encrypted(listen.clone()).output().unwrap());
     let full = log_size(party_dir.path());
     eprintln!("log bytes after each kill: {sizes:?}, in the end {full}");
     assert!(
@@ -489,9 +500,12 @@ async fn a_device_killed_while_catching_up_loses_nothing_and_keeps_nothing_twice
         "at least one kill lands mid-catch-up: {sizes:?} of {full}"
     );
 
-    let party = Client::open(StateDir::open(party_dir.path()).unwrap(), &url)
-        .await
-        .unwrap();
+    let party = Client::open(
+        StateDir::open_encrypted(party_dir.path(), PASSPHRASE.as_bytes()).unwrap(),
+        &url,
+    )
+    .await
+    .unwrap();
     let history = party.history(&session);
     for i in 0..N {
         let text = format!("message {i}");

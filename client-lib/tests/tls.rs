@@ -178,3 +178,44 @@ fn a_ca_file_without_a_certificate_is_refused() {
     let err = Tls::with_ca_file(&missing).err().unwrap();
     assert!(matches!(err, ClientError::CaFile { .. }), "{err:?}");
 }
+
+/// The `caucus` command against the same relay: `--ca-cert` makes it
+/// trusted; without it the command fails at once, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caucus_command_takes_a_private_authority_with_ca_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, issuer) = authority(dir.path());
+    let running = relay(dir.path(), &issuer, &["127.0.0.1"]).await;
+    let url = running.url().to_string();
+    let state = dir.path().join("mediator");
+    let create = move |ca_cert: Option<PathBuf>| {
+        let (url, state) = (url.clone(), state.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_caucus"));
+            command.arg("--state").arg(&state);
+            if let Some(ca) = ca_cert {
+                command.arg("--ca-cert").arg(ca);
+            }
+            let started = Instant::now();
+            let out = command
+                .args(["session", "create", "--server", &url, "--party", "Claimant"])
+                .env_remove("CAUCUS_CA_CERT")
+                .output()
+                .unwrap();
+            (out, started.elapsed())
+        })
+    };
+    let (out, took) = create.clone()(None).await.unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("certificate was refused"), "{said}");
+    assert!(said.contains("--ca-cert"), "{said}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let (out, _) = create(Some(ca)).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("session "));
+}

@@ -1379,6 +1379,12 @@ async fn a_forged_agreement_signature_is_refused_and_nothing_is_countersigned() 
     assert!(!events.iter().any(signed));
     assert!(!s.mediator.history(&session).iter().any(signed));
     assert!(s.mediator.agreement(&session).is_none());
+    // The mediator asked to countersign is told that no one has signed.
+    let refused = s.mediator.countersign(&session, &hash).await;
+    assert!(
+        matches!(&refused, Err(ClientError::Unsigned { signatories }) if signatories.len() == 2),
+        "{refused:?}"
+    );
     // And a "final", countersigned copy made by the attacker, to a party.
     let draft_env = s
         .proxy

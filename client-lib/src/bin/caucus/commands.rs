@@ -25,6 +25,10 @@ use crate::{
 
 type Result<T> = std::result::Result<T, Failure>;
 
+/// How long `join` gives the relay to answer before saying it cannot be
+/// reached.
+const RELAY_WAIT: Duration = Duration::from_secs(5);
+
 impl Command {
     /// The relay the command talks to; `None` for one about this device
     /// only.
@@ -826,12 +830,23 @@ async fn agreement(
 async fn join(host: &Host, link: &str, wait: u64, out: &Out) -> Result<()> {
     let client = &host.client;
     let invite = Invite::from_link(link).map_err(ClientError::from)?;
-    let mut events = host.subscribe();
-    let session = client.join_session(link).await.map_err(|e| match e {
-        ClientError::Timeout if !client.is_online() => Failure::Daemon(format!(
+    let unreachable = || {
+        Failure::Daemon(format!(
             "could not reach the relay at {}: check the link, your connection, or whether the relay is running",
             invite.relay
-        )),
+        ))
+    };
+    // Said at once, not after the knock's own timeout.
+    let online_by = tokio::time::Instant::now() + RELAY_WAIT;
+    while !client.is_online() {
+        if tokio::time::Instant::now() >= online_by {
+            return Err(unreachable());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut events = host.subscribe();
+    let session = client.join_session(link).await.map_err(|e| match e {
+        ClientError::Timeout if !client.is_online() => unreachable(),
         other => other.into(),
     })?;
     say(
