@@ -244,15 +244,20 @@ impl Machine {
     /// The newest agreement proposed in `session`, if any: what "sign the
     /// agreement" means when no hash is given.
     pub fn latest_draft(&self, session: &SessionId) -> Option<Agreement> {
+        self.newest(session, |c| match c {
+            Content::AgreementDraft(a) => Some(a.clone()),
+            _ => None,
+        })
+    }
+
+    /// The newest content of `session` that `pick` takes.
+    fn newest<T>(&self, session: &SessionId, pick: impl Fn(&Content) -> Option<T>) -> Option<T> {
         self.sessions
             .get(session)?
             .messages
             .iter()
             .rev()
-            .find_map(|(_, m)| match &m.content {
-                Content::AgreementDraft(a) => Some(a.clone()),
-                _ => None,
-            })
+            .find_map(|(_, m)| pick(&m.content))
     }
 
     /// (Lead mediator) countersign a proposed agreement that every
@@ -550,15 +555,9 @@ impl Machine {
         if missing.is_empty() {
             return Ok(());
         }
-        let labels = self.parties(session)?;
         let parties = missing
             .iter()
-            .map(|id| {
-                labels
-                    .iter()
-                    .find(|(p, _)| p == id)
-                    .map_or_else(|| id.to_string(), |(_, l)| l.clone())
-            })
+            .map(|id| self.party_label(session, id))
             .collect();
         Err(ClientError::NotAgreed { step, parties })
     }
@@ -898,6 +897,14 @@ impl Machine {
         state.view.open_label(&m.name, &member.0).ok()
     }
 
+    /// A party's label as this device can open it (its id otherwise).
+    pub fn party_label(&self, session: &SessionId, party: &PartyId) -> String {
+        self.parties(session)
+            .ok()
+            .and_then(|ps| ps.into_iter().find(|(id, _)| id == party))
+            .map_or_else(|| party.to_string(), |(_, label)| label)
+    }
+
     /// A room's label for people: "joint", "side", or the party's label.
     pub fn room_label(&self, session: &SessionId, room: &RoomId) -> String {
         let Ok(roster) = self.roster_of(session) else {
@@ -906,11 +913,7 @@ impl Machine {
         match roster.room(room).map(|r| r.kind) {
             Some(RoomKind::Joint) => "joint".into(),
             Some(RoomKind::Side) => "side".into(),
-            Some(RoomKind::Private(p)) => self
-                .parties(session)
-                .ok()
-                .and_then(|ps| ps.into_iter().find(|(id, _)| *id == p).map(|(_, l)| l))
-                .map_or_else(|| "private".into(), |l| format!("{l} (private)")),
+            Some(RoomKind::Private(p)) => format!("{} (private)", self.party_label(session, &p)),
             // A side room the mediator has since closed.
             None => "closed room".into(),
         }
@@ -1055,15 +1058,10 @@ impl Machine {
     /// countersigned, if this device holds it (in the session; a kept copy
     /// of an erased session is the driver's to read).
     pub fn agreement(&self, session: &SessionId) -> Option<SignedAgreement> {
-        self.sessions
-            .get(session)?
-            .messages
-            .iter()
-            .rev()
-            .find_map(|(_, m)| match &m.content {
-                Content::AgreementFinal(a) => Some(a.clone()),
-                _ => None,
-            })
+        self.newest(session, |c| match c {
+            Content::AgreementFinal(a) => Some(a.clone()),
+            _ => None,
+        })
     }
 }
 

@@ -468,6 +468,11 @@ impl Client {
         self.read(|m| m.name_of(session, member))
     }
 
+    /// A party's label as this device can open it (its id otherwise).
+    pub fn party_label(&self, session: &SessionId, party: &PartyId) -> String {
+        self.read(|m| m.party_label(session, party))
+    }
+
     /// A room's label for people: "joint", "side", or the party's label.
     pub fn room_label(&self, session: &SessionId, room: &RoomId) -> String {
         self.read(|m| m.room_label(session, room))

@@ -316,16 +316,9 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
             if waiting.is_empty() {
                 say(&out, "no one is waiting", json!({"waiting": []}))?;
             }
-            let parties = client.parties(session).unwrap_or_default();
             for knock in waiting {
                 let member = knock.request.identity.fingerprint();
-                let joining = match knock.party {
-                    Some(p) => parties
-                        .iter()
-                        .find(|(id, _)| *id == p)
-                        .map_or_else(|| "a party".to_owned(), |(_, l)| format!("for {l}")),
-                    None => "as a co-mediator".to_owned(),
-                };
+                let joining = output::joining(client, session, knock.party.as_ref());
                 say(
                     &out,
                     format!(
@@ -473,16 +466,10 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
         }
         Command::NotAgreed { step: st, .. } => {
             let session = s()?;
-            let parties = client.parties(session)?;
             let missing: Vec<String> = client
                 .parties_not_agreed(session, step(st))?
                 .iter()
-                .map(|p| {
-                    parties
-                        .iter()
-                        .find(|(id, _)| id == p)
-                        .map_or_else(|| p.to_string(), |(_, l)| l.clone())
-                })
+                .map(|p| client.party_label(session, p))
                 .collect();
             let text = if missing.is_empty() {
                 "every party has agreed".to_owned()
@@ -622,17 +609,13 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
         Command::Members { .. } => {
             let session = s()?;
             let roster = client.roster(session)?;
-            let parties = client.parties(session)?;
             for m in &roster.members {
                 let device = m.identity.fingerprint();
                 let name = client.name_of(session, &device).unwrap_or_default();
                 let place = match (m.role, m.party) {
                     (Role::Mediator, _) => "mediator".to_owned(),
                     (Role::CoMediator, _) => "co-mediator".to_owned(),
-                    (_, Some(p)) => parties
-                        .iter()
-                        .find(|(id, _)| *id == p)
-                        .map_or_else(|| "a party".to_owned(), |(_, l)| l.clone()),
+                    (_, Some(p)) => client.party_label(session, &p),
                     (_, None) => "member".to_owned(),
                 };
                 let you = if device == client.fingerprint() {

@@ -5,7 +5,7 @@ use caucus_client::{Client, ClientError, Event, Warning};
 use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
 use caucus_protocol::deletion::DeletionStatement;
 use caucus_protocol::identity::Fingerprint;
-use caucus_protocol::ids::SessionId;
+use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::offer::Offer;
 use caucus_protocol::roster::{Phase, Role};
 use caucus_protocol::wire::{ErrorCode, MediatorWhereabouts, PartyStatus};
@@ -97,13 +97,17 @@ fn who(client: &Client, session: &SessionId, member: &Fingerprint) -> String {
         .unwrap_or_else(|| format!("member {}", &member.to_string()[..8]))
 }
 
+/// What a joiner joins as: "for Claimant", or "as a co-mediator".
+pub(crate) fn joining(client: &Client, session: &SessionId, party: Option<&PartyId>) -> String {
+    match party {
+        Some(p) => format!("for {}", client.party_label(session, p)),
+        None => "as a co-mediator".to_owned(),
+    }
+}
+
 /// Where something came from, for people: a party by its label, or "the
 /// joint room".
-pub(crate) fn party_of(
-    client: &Client,
-    session: &SessionId,
-    room: &caucus_protocol::ids::RoomId,
-) -> String {
+pub(crate) fn party_of(client: &Client, session: &SessionId, room: &RoomId) -> String {
     let label = client.room_label(session, room);
     match label.strip_suffix(" (private)") {
         Some(party) => party.to_owned(),
@@ -392,16 +396,7 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
             name,
             party,
         } => {
-            let joining = party.map_or_else(
-                || "as a co-mediator".to_owned(),
-                |p| {
-                    client
-                        .parties(session)
-                        .ok()
-                        .and_then(|ps| ps.into_iter().find(|(id, _)| *id == p))
-                        .map_or_else(|| "a party".to_owned(), |(_, label)| format!("for {label}"))
-                },
-            );
+            let joining = joining(client, session, party.as_ref());
             (
                 format!(
                     "{name} is in the waiting room ({joining}); their safety code is {}: compare it with them, then `caucus admit \"{name}\"` or `caucus decline \"{name}\"`",
