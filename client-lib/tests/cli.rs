@@ -2,6 +2,8 @@
 //! scripted exchange with `--json`.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
+mod json_schema;
+
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
@@ -49,9 +51,15 @@ fn as_device(dir: &std::path::Path, args: &[&str]) -> Vec<String> {
     all
 }
 
+/// The lines of `--json` output, each checked against
+/// `docs/cli-json.schema.json`.
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| {
+            let line = serde_json::from_str(l).unwrap();
+            json_schema::check_line(&line);
+            line
+        })
         .collect()
 }
 

@@ -1,8 +1,12 @@
 //! A whole three-party mediation through the `caucus` command alone, as a
 //! mediator and three GP partners would run it: the mediator keeps `caucus
 //! listen --follow` running from start to finish, and every other command
-//! of theirs reaches the state directory through it.
+//! of theirs reaches the state directory through it. Every JSON line any
+//! command prints, and every JSON-RPC line read from the daemon, is checked
+//! against `docs/cli-json.schema.json`.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
+
+mod json_schema;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -46,7 +50,8 @@ impl Device {
             .unwrap()
     }
 
-    /// Run a command that must succeed; its JSON lines.
+    /// Run a command that must succeed; its JSON lines, each checked
+    /// against the schema.
     fn run(&self, args: &[&str]) -> Vec<Value> {
         let out = self.try_run(args);
         assert!(
@@ -55,11 +60,7 @@ impl Device {
             String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(&out.stdout)
         );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
+        json_lines(&String::from_utf8(out.stdout).unwrap())
     }
 
     /// Start a long-running command, its stdout to a file (and its stderr
@@ -96,6 +97,19 @@ fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// Every line of a command's finished output, each checked against the
+/// schema.
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| {
+            let line = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            json_schema::check_line(&line);
+            line
+        })
+        .collect()
+}
+
+/// The whole lines of a file a running command writes to, so far.
 fn lines_of(file: &Path) -> Vec<Value> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
@@ -115,6 +129,7 @@ fn rpc(state: &Path, request: &Value) -> Vec<Value> {
     let mut answers = Vec::new();
     for line in BufReader::new(stream).lines() {
         let value: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        json_schema::check_rpc(&value);
         let done = value.get("id").is_some();
         answers.push(value);
         if done {
@@ -215,11 +230,8 @@ fn a_three_party_mediation_runs_start_to_finish_through_the_command_line_alone()
             &["admit", knocker["safety_code"].as_str().unwrap()],
         );
         assert!(joining.0.wait().unwrap().success());
-        assert!(
-            lines_of(&joined)
-                .iter()
-                .any(|l| l["joined"] == json!(session))
-        );
+        let joined = json_lines(&std::fs::read_to_string(&joined).unwrap());
+        assert!(joined.iter().any(|l| l["joined"] == json!(session)));
     }
     // A party cannot do the mediator's work, and is told so in words.
     let refused = try_run(&partners[0], &["phase", "negotiation"]);
@@ -409,16 +421,36 @@ fn a_three_party_mediation_runs_start_to_finish_through_the_command_line_alone()
     );
     assert_eq!(bad[0]["error"]["code"], json!(-32600));
 
+    // The roster as a script reads it (each line checked by `run`).
+    let members = run(&mediator, &["members"]);
+    assert_eq!(members.len(), 4);
+    assert!(
+        members
+            .iter()
+            .any(|m| m["role"] == "mediator" && m["you"] == json!(true))
+    );
+    assert_eq!(
+        members
+            .iter()
+            .filter(|m| m["role"] == "party_member" && m["party_label"].is_string())
+            .count(),
+        3
+    );
+    let rooms = run(&mediator, &["rooms"]);
+    assert!(rooms.iter().any(|r| r["label"] == "joint"));
+    run(&partners[0], &["status", "on-break"]);
+
     // The mediator's `listen --follow` ran throughout and saw each thing once.
     assert!(follow.0.try_wait().unwrap().is_none(), "still running");
     run(&mediator, &["close"]);
     eventually("the close at the mediator", || {
-        lines_of(&followed)
-            .iter()
-            .any(|l| l["event"] == "system" && l["what"] == "the mediation moved to closed")
+        lines_of(&followed).iter().any(|l| {
+            l["event"] == "system" && l["kind"] == "phase_changed" && l["detail"] == "closed"
+        })
     });
     drop(follow);
-    let heard = lines_of(&followed);
+    // Every line it printed, checked against the schema.
+    let heard = json_lines(&std::fs::read_to_string(&followed).unwrap());
     for text in [
         "I carried the on-call rota for two years.",
         "The accounts were never shared.",
@@ -440,4 +472,45 @@ fn a_three_party_mediation_runs_start_to_finish_through_the_command_line_alone()
     assert!(heard.iter().any(|l| l["event"] == "knocking"));
     assert!(!heard.iter().any(|l| l["event"] == "warning"), "{heard:?}");
     drop(relay);
+}
+
+/// The check above can fail: the schema refuses what the CLI must not
+/// print, and takes what it does.
+#[test]
+fn the_schema_refuses_a_line_that_does_not_match() {
+    let schema = json_schema::lines();
+    let session = "AAAAAAAAAAAAAAAAAAAAAA";
+    let fingerprint = "jzaRPYrBH9SX_WEldmEeCHIRSaRQDh75jsFjp7dYqIk";
+    let message = json!({
+        "event": "message", "session": session, "room": session, "room_label": "joint",
+        "index": 3, "sender": fingerprint, "sender_name": "Dr Brennan",
+        "message": fingerprint, "sharing": "may_share", "text": "Let's settle the rota first.",
+    });
+    assert!(schema.is_valid(&message), "a whole message event");
+    assert!(
+        !schema.is_valid(&json!({"event": "message"})),
+        "fields missing"
+    );
+    let mut extra = message.clone();
+    extra["mood"] = json!("calm");
+    assert!(!schema.is_valid(&extra), "a field not in the schema");
+    let mut padded = message.clone();
+    padded["session"] = json!("AAAAAAAAAAAAAAAAAAAAAA==");
+    assert!(!schema.is_valid(&padded), "an id in padded base64");
+    let mut sharing = message.clone();
+    sharing["sharing"] = json!("may-share");
+    assert!(!schema.is_valid(&sharing), "an enum value in kebab case");
+    let mut unknown = message;
+    unknown["event"] = json!("gossip");
+    assert!(!schema.is_valid(&unknown), "an event kind not documented");
+    let mut system = json!({
+        "event": "system", "session": session, "room": session, "room_label": "joint",
+        "what": "the mediation moved to negotiation", "kind": "phase_changed", "detail": "negotiation",
+    });
+    assert!(schema.is_valid(&system), "a whole system event");
+    system["detail"] = json!(null);
+    assert!(!schema.is_valid(&system), "a phase change names its phase");
+    assert!(!schema.is_valid(&json!({"sent": "3"})), "a result mistyped");
+    assert!(schema.is_valid(&json!({"erased": session})));
+    assert!(!json_schema::rpc().is_valid(&json!({"jsonrpc": "2.0", "id": 1, "result": false})));
 }

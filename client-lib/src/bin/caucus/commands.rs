@@ -623,11 +623,25 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
                 } else {
                     ""
                 };
+                // For a script: the role itself, and the party's label
+                // apart (a party may be labelled "mediator").
+                let role = match m.role {
+                    Role::Mediator => "mediator",
+                    Role::CoMediator => "co_mediator",
+                    Role::PartyMember => "party_member",
+                };
+                let party_label = m.party.and_then(|p| {
+                    parties
+                        .iter()
+                        .find(|(id, _)| *id == p)
+                        .map(|(_, l)| l.clone())
+                });
                 say(
                     &out,
                     format!("{name}{you}: {place}; safety code {}", device.safety_code()),
-                    json!({"name": name, "member": device, "role": place, "party": m.party,
-                           "safety_code": device.safety_code(), "you": !you.is_empty()}),
+                    json!({"name": name, "member": device, "role": role, "party": m.party,
+                           "party_label": party_label, "safety_code": device.safety_code(),
+                           "you": !you.is_empty()}),
                 )?;
             }
             Ok(())

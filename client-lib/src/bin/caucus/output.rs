@@ -260,8 +260,9 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
                 party_of(client, session, destination),
                 mode(*m)
             ),
-            json!({"event": "shared", "session": session, "room": room, "message": source, "destination": destination,
-                   "destination_label": client.room_label(session, destination), "mode": m, "text": text}),
+            json!({"event": "shared", "session": session, "room": room, "room_label": client.room_label(session, room),
+                   "message": source, "destination": destination, "destination_label": client.room_label(session, destination),
+                   "mode": m, "text": text}),
         ),
         Event::Consent {
             session,
@@ -278,7 +279,8 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
                 },
                 caucus_protocol::b64::encode(&message.0)
             ),
-            json!({"event": "consent", "session": session, "room": room, "member": member, "message": message}),
+            json!({"event": "consent", "session": session, "room": room, "room_label": client.room_label(session, room),
+                   "member": member, "message": message}),
         ),
         Event::System {
             session,
@@ -296,9 +298,13 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
                 SystemEvent::PartyWithdrew => "a party has withdrawn from the mediation".into(),
                 SystemEvent::PartyRejoined => "a party has rejoined the mediation".into(),
             };
+            // What happened for a script (`what` is for people):
+            // `{"kind": "phase_changed", "detail": "closed"}`.
+            let change = serde_json::to_value(event).unwrap_or_default();
             (
                 format!("[{}] {what}", client.room_label(session, room)),
-                json!({"event": "system", "session": session, "room": room, "what": what}),
+                json!({"event": "system", "session": session, "room": room, "room_label": client.room_label(session, room),
+                       "what": what, "kind": change["kind"], "detail": change["detail"]}),
             )
         }
         Event::Withdrew {
@@ -314,7 +320,8 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
                     name => format!("{name} withdraws their party from the mediation"),
                 }
             ),
-            json!({"event": "withdrew", "session": session, "room": room, "member": member}),
+            json!({"event": "withdrew", "session": session, "room": room, "room_label": client.room_label(session, room),
+                   "member": member}),
         ),
         Event::Agreed {
             session,
@@ -335,7 +342,8 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
                         name => format!("{name} agrees, for their party,"),
                     }
                 ),
-                json!({"event": "agreed", "session": session, "room": room, "member": member, "step": step}),
+                json!({"event": "agreed", "session": session, "room": room, "room_label": client.room_label(session, room),
+                       "member": member, "step": step}),
             )
         }
         Event::AgreementProposed {
@@ -352,8 +360,8 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
                 caucus_protocol::b64::encode(&agreement.0),
                 checklist.join(" / ")
             ),
-            json!({"event": "agreement_proposed", "session": session, "room": room, "agreement": agreement,
-                   "title": title, "terms": terms, "checklist": checklist}),
+            json!({"event": "agreement_proposed", "session": session, "room": room, "room_label": client.room_label(session, room),
+                   "agreement": agreement, "title": title, "terms": terms, "checklist": checklist}),
         ),
         Event::AgreementSigned {
             session,
@@ -366,8 +374,8 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
                 client.room_label(session, room),
                 who(client, session, member)
             ),
-            json!({"event": "agreement_signed", "session": session, "room": room, "member": member,
-                   "agreement": agreement}),
+            json!({"event": "agreement_signed", "session": session, "room": room, "room_label": client.room_label(session, room),
+                   "member": member, "agreement": agreement}),
         ),
         Event::AgreementConcluded {
             session,
@@ -378,7 +386,8 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
                 "[{}] the agreement is signed by everyone and countersigned: this device holds a copy (`caucus agreement export`)",
                 client.room_label(session, room)
             ),
-            json!({"event": "agreement_concluded", "session": session, "room": room, "agreement": agreement}),
+            json!({"event": "agreement_concluded", "session": session, "room": room, "room_label": client.room_label(session, room),
+                   "agreement": agreement}),
         ),
         // Bookkeeping, not news for a person.
         Event::Roster { session, version } => (
@@ -522,6 +531,7 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
                 Warning::Gap { .. } => "gap",
                 Warning::Verification => "verification",
                 Warning::Replay => "replay",
+                Warning::Connection => "connection",
                 Warning::Rollback => "rollback",
                 _ => "other",
             };
