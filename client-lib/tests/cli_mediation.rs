@@ -419,7 +419,23 @@ fn a_three_party_mediation_runs_start_to_finish_through_the_command_line_alone()
         mediator.path(),
         &json!({"jsonrpc": "2.0", "id": 8, "method": "no-such-thing"}),
     );
-    assert_eq!(bad[0]["error"]["code"], json!(-32600));
+    assert_eq!(bad[0]["error"]["code"], json!(-32601));
+    let bad = rpc(
+        mediator.path(),
+        &json!({"jsonrpc": "2.0", "id": 9, "method": "phase", "params": {"server": url, "session": session, "phase": "sideways"}}),
+    );
+    assert_eq!(bad[0]["error"]["code"], json!(-32602));
+    // Left-out params take the command line's defaults (`valid_hours`).
+    let invited = rpc(
+        mediator.path(),
+        &json!({"jsonrpc": "2.0", "id": 10, "method": "invite",
+                "params": {"server": url, "session": session, "party": labels[0], "name": "Dr Adeyemi's deputy"}}),
+    );
+    assert_eq!(
+        invited.last().unwrap()["result"],
+        json!(true),
+        "{invited:?}"
+    );
 
     // The roster as a script reads it (each line checked by `run`).
     let members = run(&mediator, &["members"]);

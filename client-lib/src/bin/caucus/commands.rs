@@ -252,7 +252,7 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
                     "serving {} for other caucus commands (stop with Ctrl-C)",
                     host.state.display()
                 ),
-                json!({"daemon": host.state, "relay": client.relay()}),
+                json!({"daemon": host.state.display().to_string(), "relay": client.relay()}),
             )?;
             std::future::pending().await
         }
@@ -630,12 +630,7 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
                     Role::CoMediator => "co_mediator",
                     Role::PartyMember => "party_member",
                 };
-                let party_label = m.party.and_then(|p| {
-                    parties
-                        .iter()
-                        .find(|(id, _)| *id == p)
-                        .map(|(_, l)| l.clone())
-                });
+                let party_label = m.party.map(|p| client.party_label(session, &p));
                 say(
                     &out,
                     format!("{name}{you}: {place}; safety code {}", device.safety_code()),
@@ -754,6 +749,9 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
                 json!({"erased": session}),
             )
         }
+        Command::Agreement {
+            command: AgreementCommand::Verify { file },
+        } => verify(&file)?.into_iter().try_for_each(|r| emit(&out, r)),
         Command::Agreement { command } => agreement(client, s()?, command, &out).await,
         Command::Demo { .. } => Err(ClientError::Usage("run `caucus demo` on its own").into()),
     }
@@ -816,8 +814,8 @@ async fn agreement(
             // The copy itself, the same with or without --json.
             say(out, text.clone(), json!({"export": text}))
         }
-        AgreementCommand::Verify { .. } => {
-            Err(ClientError::Usage("`agreement verify` runs on its own").into())
+        AgreementCommand::Verify { file } => {
+            verify(&file)?.into_iter().try_for_each(|r| emit(out, r))
         }
     }
 }
@@ -929,10 +927,11 @@ async fn listen(host: &Host, session: &SessionId, follow: bool, out: &Out) -> Re
         }
         let record = describe(client, event);
         if let Event::Presence { .. } = event {
-            if record.text == last_presence {
+            let now = record.data.to_string();
+            if now == last_presence {
                 return Ok(());
             }
-            last_presence.clone_from(&record.text);
+            last_presence = now;
         }
         emit(out, record)
     };

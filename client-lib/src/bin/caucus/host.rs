@@ -259,6 +259,8 @@ async fn ask(stream: UnixStream, command: &Command, json_mode: bool) -> Result<(
 /// failed.
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
+const METHOD_NOT_FOUND: i64 = -32601;
+const INVALID_PARAMS: i64 = -32602;
 const COMMAND_FAILED: i64 = 1;
 
 /// Answer one connection's requests, in turn.
@@ -300,6 +302,9 @@ async fn answer(host: Arc<Host>, stream: UnixStream) {
             }
             Err((id, code, message)) => (id, Err((code, message))),
         };
+        // A request without an id is a notification: it is run, and its
+        // output sent, but it is not answered.
+        let Some(id) = id else { continue };
         let response = match result {
             Ok(()) => json!({"jsonrpc": "2.0", "id": id, "result": true}),
             Err((code, message)) => {
@@ -314,23 +319,35 @@ async fn answer(host: Arc<Host>, stream: UnixStream) {
     let _ = writer.await;
 }
 
-/// A JSON-RPC request as a command, or the error to answer.
-fn parse_request(line: &str) -> Result<(Value, Command), (Value, i64, String)> {
+/// A JSON-RPC request as its id (none for a notification) and command, or
+/// the error to answer.
+type Parsed = Result<(Option<Value>, Command), (Option<Value>, i64, String)>;
+
+fn parse_request(line: &str) -> Parsed {
     let request: Value = serde_json::from_str(line)
-        .map_err(|e| (Value::Null, PARSE_ERROR, format!("not JSON: {e}")))?;
-    let id = request.get("id").cloned().unwrap_or(Value::Null);
-    let invalid = |why: String| (id.clone(), INVALID_REQUEST, why);
+        .map_err(|e| (Some(Value::Null), PARSE_ERROR, format!("not JSON: {e}")))?;
+    let id = request.get("id").cloned();
+    let refuse = |code: i64, why: String| (id.clone(), code, why);
     if request.get("jsonrpc") != Some(&json!("2.0")) {
-        return Err(invalid("not a JSON-RPC 2.0 request".into()));
+        return Err(refuse(INVALID_REQUEST, "not a JSON-RPC 2.0 request".into()));
     }
     let method = request
         .get("method")
         .and_then(Value::as_str)
-        .ok_or_else(|| invalid("no method".into()))?;
+        .ok_or_else(|| refuse(INVALID_REQUEST, "no method".into()))?;
+    let known = <crate::Cli as clap::CommandFactory>::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == method);
+    if !known {
+        return Err(refuse(
+            METHOD_NOT_FOUND,
+            format!("no such method: {method}"),
+        ));
+    }
     let params = request.get("params").cloned().unwrap_or_else(|| json!({}));
     // A command without options (`init`) has no params to match.
     let command = serde_json::from_value(json!({"method": method, "params": params}))
         .or_else(|e| serde_json::from_value(json!({"method": method})).map_err(|_| e))
-        .map_err(|e| invalid(format!("{method}: {e}")))?;
+        .map_err(|e| refuse(INVALID_PARAMS, format!("{method}: {e}")))?;
     Ok((id, command))
 }

@@ -86,6 +86,7 @@ pub(crate) enum Command {
         name: String,
         /// Hours until the link expires.
         #[arg(long, default_value_t = 72)]
+        #[serde(default = "valid_hours")]
         valid_hours: u64,
         /// Let them in as soon as their link checks out, without the waiting
         /// room (for a script, or when you already know who holds the link).
@@ -123,6 +124,7 @@ pub(crate) enum Command {
         link: String,
         /// Seconds to wait for the mediator.
         #[arg(long, default_value_t = 600)]
+        #[serde(default = "wait")]
         wait: u64,
     },
     /// Send a message.
@@ -133,6 +135,7 @@ pub(crate) enum Command {
         /// The room: `mine` (your party's private room), `joint`, a party's
         /// label, or a side room's id.
         #[arg(long, default_value = "mine")]
+        #[serde(default = "mine")]
         room: String,
         /// Let the mediator share it (the default in a private room is
         /// mediator only).
@@ -393,6 +396,7 @@ pub(crate) enum AgreementCommand {
         at: At,
         /// md or json.
         #[arg(long, default_value = "md")]
+        #[serde(default)]
         format: ExportFormat,
     },
     /// Check a copy (Markdown or JSON export, or the bare signed bytes in
@@ -414,6 +418,7 @@ pub(crate) enum SessionCommand {
         server: String,
         /// Your name, as the members see it.
         #[arg(long, default_value = "Mediator")]
+        #[serde(default = "mediator")]
         name: String,
         /// A party's label (repeat for each party).
         #[arg(long = "party", required = true)]
@@ -504,11 +509,29 @@ pub(crate) enum OpenClose {
     Close,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum ExportFormat {
+    #[default]
     Md,
     Json,
+}
+
+// The command line's defaults, for a JSON-RPC request that leaves them out.
+fn mine() -> String {
+    "mine".into()
+}
+
+fn mediator() -> String {
+    "Mediator".into()
+}
+
+fn valid_hours() -> u64 {
+    72
+}
+
+fn wait() -> u64 {
+    600
 }
 
 #[tokio::main]

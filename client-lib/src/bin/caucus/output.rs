@@ -540,9 +540,15 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
                 json!({"event": "warning", "session": session, "kind": kind_s, "detail": detail}),
             )
         }
-        other => (
-            String::new(),
-            serde_json::to_value(other).unwrap_or_else(|_| json!({"event": "other"})),
-        ),
+        // A kind of event newer than this command: its fields as the
+        // library names them, under the same `event` key as the others.
+        other => {
+            let mut value = serde_json::to_value(other).unwrap_or_else(|_| json!({}));
+            if let Some(fields) = value.as_object_mut() {
+                let kind = fields.remove("type").unwrap_or_else(|| json!("other"));
+                fields.insert("event".into(), kind);
+            }
+            (String::new(), value)
+        }
     }
 }
