@@ -16,6 +16,7 @@ import { chromium } from "playwright-core";
 
 const web = path.join(path.dirname(fileURLToPath(import.meta.url)), "..");
 const root = path.join(web, "..");
+const target = path.resolve(root, process.env.CARGO_TARGET_DIR ?? "target");
 
 // As this workplace's Chromium must run: no sandbox as root, no GPU, and
 // nothing that reaches out to the network.
@@ -58,7 +59,7 @@ let relay, relayUrl, dataDir, pages, pagesUrl, browser;
 before(async () => {
   const port = await freePort();
   dataDir = mkdtempSync(path.join(os.tmpdir(), "caucus-web-"));
-  relay = spawn(path.join(root, "target/debug/caucus-server"), [
+  relay = spawn(path.join(target, "debug/caucus-server"), [
     "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir,
   ], { stdio: "ignore" });
   relayUrl = `ws://127.0.0.1:${port}`;
