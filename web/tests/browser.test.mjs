@@ -102,19 +102,19 @@ async function openPage() {
   const errors = [];
   page.on("pageerror", (e) => errors.push(e));
   await page.goto(pagesUrl);
-  await page.waitForSelector("body[data-ready=true]", { timeout: 30_000 });
+  await ready(page);
   return { page, errors };
 }
 
-test("a mediator and a claimant in two browsers exchange a message end to end encrypted", { timeout: 120_000 }, async () => {
-  const mediator = await openPage();
-  const claimant = await openPage();
-  const claimantFrames = [];
-  claimant.page.on("websocket", (ws) => ws.on("framesent", (f) => claimantFrames.push(String(f.payload))));
+function ready(page) {
+  return page.waitForSelector("body[data-ready=true]", { timeout: 30_000 });
+}
 
+/** A mediator's page with a new session, and an invite for its claimant. */
+async function mediatorWithInvite() {
+  const mediator = await openPage();
   const { session, link } = await mediator.page.evaluate(async (relay) => {
-    const { Device, Driver } = window.caucus;
-    const d = new Driver(new Device(relay), relay);
+    const d = await window.caucus.Driver.open(relay);
     window.driver = d;
     const created = await d.run((dev, now) =>
       dev.createSession("Ms Mediator", ["Claimant", "Defendant trust"], now),
@@ -125,12 +125,27 @@ test("a mediator and a claimant in two browsers exchange a message end to end en
     return { session: created.session, link: invite.link };
   }, relayUrl);
   assert.match(link, /^caucus:invite:v1:/);
+  return { mediator, session, link };
+}
+
+/** The page's `window.driver` has (or gets) the message `hash`. */
+function heard(page, hash) {
+  return page.evaluate(
+    (hash) => window.driver.event((e) => e.type === "message" && e.hash === hash),
+    hash,
+  );
+}
+
+test("a mediator and a claimant in two browsers exchange a message end to end encrypted", { timeout: 120_000 }, async () => {
+  const { mediator, session, link } = await mediatorWithInvite();
+  const claimant = await openPage();
+  const claimantFrames = [];
+  claimant.page.on("websocket", (ws) => ws.on("framesent", (f) => claimantFrames.push(String(f.payload))));
 
   const words = "Our bottom line is two hundred thousand";
   const sent = await claimant.page.evaluate(
     async ({ relay, link, session, words }) => {
-      const { Device, Driver } = window.caucus;
-      const d = new Driver(new Device(relay), relay);
+      const d = await window.caucus.Driver.open(relay);
       await d.run((dev, now) => dev.join(link, now));
       await d.event((e) => e.type === "joined" && e.session === session);
       return d.run((dev, now) => dev.sendText(session, "mine", words, false, now));
@@ -139,12 +154,9 @@ test("a mediator and a claimant in two browsers exchange a message end to end en
   );
   assert.equal(sent.index, 1);
 
-  const heard = await mediator.page.evaluate(
-    (message) => window.driver.event((e) => e.type === "message" && e.hash === message),
-    sent.message,
-  );
-  assert.equal(heard.text, words);
-  assert.equal(heard.sharing, "mediator_only");
+  const message = await heard(mediator.page, sent.message);
+  assert.equal(message.text, words);
+  assert.equal(message.sharing, "mediator_only");
 
   assert.ok(claimantFrames.some((f) => f.includes('"type":"post"')), "the claimant's page posted");
   assert.ok(!claimantFrames.some((f) => f.includes("bottom line")), "her words left the page only encrypted");
