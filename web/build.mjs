@@ -9,12 +9,14 @@ import path from "node:path";
 const web = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(web, "..");
 const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: "inherit" });
+// Where cargo puts what it builds: `CARGO_TARGET_DIR` if set, as cargo has it.
+const target = path.resolve(root, process.env.CARGO_TARGET_DIR ?? "target");
 
 run("cargo", ["build", "--locked", "--release", "-p", "caucus-web", "--target", "wasm32-unknown-unknown"]);
 run("wasm-bindgen", [
   "--target", "web",
   "--out-dir", path.join(web, "pkg"),
-  path.join(root, "target/wasm32-unknown-unknown/release/caucus_web.wasm"),
+  path.join(target, "wasm32-unknown-unknown/release/caucus_web.wasm"),
 ]);
 // The relay the browser tests talk to.
 run("cargo", ["build", "--locked", "-p", "caucus-server"]);

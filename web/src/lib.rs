@@ -3,27 +3,33 @@
 //! The client machine of `caucus-client-core`, for the browser: every
 //! verification, decision and cryptographic step runs here, compiled to
 //! WebAssembly, and the page only moves bytes — frames over the browser's
-//! `WebSocket`, changes into storage, events onto the screen — as the
+//! `WebSocket`, changes into IndexedDB, events onto the screen — as the
 //! native driver does with tokio (see `docs/client.md`).
 //!
 //! [`Device`] is the machine as JavaScript sees it: times are milliseconds
-//! since the Unix epoch (`Date.now()`), events and outcomes are JSON text.
-//! `web/src/driver.js` is the driver loop around it.
+//! since the Unix epoch (`Date.now()`), events and outcomes are JSON text,
+//! saved state is bytes (`Uint8Array`). `web/src/driver.js` is the driver
+//! loop around it, `web/src/store.js` its storage.
 
 use std::fmt::Display;
 
-use caucus_client_core::{Admission, Machine, Outcome, Timestamp};
+use caucus_client_core::{Admission, ClientError, Kept, Machine, Outcome, Timestamp};
 use caucus_protocol::identity::{DeviceKeys, Fingerprint};
 use caucus_protocol::ids::SessionId;
 use caucus_protocol::wire::Encoded;
+use js_sys::{Array, Object, Reflect, Uint8Array};
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
+use zeroize::Zeroizing;
 
 /// One device in the browser: its keys and sessions, and its conversation
 /// with one relay.
 #[wasm_bindgen]
 pub struct Device {
     machine: Machine,
+    /// A new device's secret keys, until [`Device::take_changes`] hands
+    /// them out to be stored.
+    identity: Option<Zeroizing<Vec<u8>>>,
 }
 
 fn at(now: f64) -> Timestamp {
@@ -33,6 +39,16 @@ fn at(now: f64) -> Timestamp {
 
 fn refused(e: impl Display) -> JsError {
     JsError::new(&e.to_string())
+}
+
+/// Bytes from JavaScript, copied into memory that is wiped when dropped.
+fn secret(bytes: &Uint8Array) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(bytes.to_vec())
+}
+
+/// `value` as `object[name]`.
+fn set(object: &Object, name: &str, value: &JsValue) -> Result<(), JsValue> {
+    Reflect::set(object, &JsValue::from_str(name), value).map(|_| ())
 }
 
 fn session_id(text: &str) -> Result<SessionId, JsError> {
@@ -58,13 +74,64 @@ fn outcome_json(outcome: &Outcome) -> Value {
 #[wasm_bindgen]
 impl Device {
     /// A new device with fresh keys (from the browser's Web Crypto
-    /// randomness), for the relay at `relay` (`wss://…`).
-    #[wasm_bindgen(constructor)]
-    pub fn new(relay: &str) -> Result<Device, JsError> {
+    /// randomness), for the relay at `relay` (`wss://…`). Its secret keys
+    /// are handed out once, in the first [`Device::take_changes`], to be
+    /// stored; it sends nothing before.
+    pub fn create(relay: &str) -> Result<Device, JsError> {
         let keys = DeviceKeys::generate().map_err(refused)?;
         Ok(Self {
+            identity: Some(keys.to_secret_bytes()),
             machine: Machine::new(keys, relay),
         })
+    }
+
+    /// The device whose secret keys a new device handed out
+    /// (`takeChanges().identity`), for the relay at `relay`. Its sessions
+    /// come back with [`Device::restore_session`].
+    pub fn restore(relay: &str, identity: &Uint8Array) -> Result<Device, JsError> {
+        let keys = DeviceKeys::from_secret_bytes(&secret(identity)).map_err(refused)?;
+        Ok(Self {
+            machine: Machine::new(keys, relay),
+            identity: None,
+        })
+    }
+
+    /// Take back a saved session: its latest snapshot and its log records,
+    /// in the order they were appended. Gives the session's id, or
+    /// `undefined` for a session of another relay (kept, but not this
+    /// device's to run).
+    #[wasm_bindgen(js_name = restoreSession)]
+    pub fn restore_session(
+        &mut self,
+        snapshot: &Uint8Array,
+        log: Vec<Uint8Array>,
+    ) -> Result<Option<String>, JsError> {
+        let log: Vec<_> = log.iter().map(secret).collect();
+        match self
+            .machine
+            .restore(&secret(snapshot), log.iter().map(|r| r.as_slice()))
+        {
+            Ok(id) => Ok(Some(id.to_string())),
+            Err(ClientError::Usage(_)) => Ok(None),
+            Err(e) => Err(refused(e)),
+        }
+    }
+
+    /// The sessions this device holds.
+    #[wasm_bindgen(getter)]
+    pub fn sessions(&self) -> Vec<String> {
+        self.machine
+            .sessions()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Everything said in `session` that this device has seen or sent, in
+    /// order, as a JSON array of the events [`Device::poll_event`] gave.
+    pub fn history(&self, session: &str) -> Result<String, JsError> {
+        let history = self.machine.history(&session_id(session)?);
+        serde_json::to_string(&history).map_err(refused)
     }
 
     /// This device's fingerprint.
@@ -107,26 +174,67 @@ impl Device {
         self.machine.poll_timeout().map(|t| t.as_millis() as f64)
     }
 
-    /// Take what changed. Until the web client keeps sessions in IndexedDB
-    /// (issue 13), the page keeps nothing across a reload; this returns
-    /// how many bytes there were to keep.
+    /// Take what changed, to store before anything more is sent:
+    /// `undefined` if nothing did, else
+    ///
+    /// ```text
+    /// { identity?: Uint8Array,          // a new device's secret keys, once
+    ///   sessions: [{ session: "id",
+    ///                erase: bool,        // delete its snapshot and log first
+    ///                appended: Uint8Array[],  // log records, in order
+    ///                snapshot?: Uint8Array,   // replaces the old one whole
+    ///                kept: [{ what: "agreement" | "deletion", bytes: Uint8Array }] }] }
+    /// ```
+    ///
+    /// (`caucus_client_core::Changes`, in the order it says to write).
     #[wasm_bindgen(js_name = takeChanges)]
-    pub fn take_changes(&mut self) -> Result<f64, JsError> {
+    pub fn take_changes(&mut self) -> Result<JsValue, JsValue> {
         let changes = self.machine.take_changes().map_err(refused)?;
-        let bytes: usize = changes
-            .sessions
-            .values()
-            .map(|c| {
-                c.appended.iter().map(|r| r.len()).sum::<usize>()
-                    + c.snapshot.as_ref().map_or(0, |s| s.len())
-            })
-            .sum();
-        Ok(bytes as f64)
+        if changes.sessions.is_empty() && self.identity.is_none() {
+            return Ok(JsValue::UNDEFINED);
+        }
+        let out = Object::new();
+        if let Some(identity) = self.identity.take() {
+            set(&out, "identity", &Uint8Array::from(identity.as_slice()))?;
+        }
+        let sessions = Array::new();
+        for (id, c) in &changes.sessions {
+            let session = Object::new();
+            set(&session, "session", &JsValue::from_str(&id.to_string()))?;
+            set(&session, "erase", &JsValue::from_bool(c.erase))?;
+            let appended: Array = c
+                .appended
+                .iter()
+                .map(|r| Uint8Array::from(r.as_slice()))
+                .collect();
+            set(&session, "appended", &appended)?;
+            if let Some(snapshot) = &c.snapshot {
+                set(&session, "snapshot", &Uint8Array::from(snapshot.as_slice()))?;
+            }
+            let kept = Array::new();
+            for (what, bytes) in &c.kept {
+                let record = Object::new();
+                let what = match what {
+                    Kept::Agreement => "agreement",
+                    Kept::Deletion => "deletion",
+                };
+                set(&record, "what", &JsValue::from_str(what))?;
+                set(&record, "bytes", &Uint8Array::from(bytes.as_slice()))?;
+                kept.push(&record);
+            }
+            set(&session, "kept", &kept)?;
+            sessions.push(&session);
+        }
+        set(&out, "sessions", &sessions)?;
+        Ok(out.into())
     }
 
     /// The next frame to send, if any (never before changes are taken).
     #[wasm_bindgen(js_name = pollTransmit)]
     pub fn poll_transmit(&mut self) -> Option<String> {
+        if self.identity.is_some() {
+            return None;
+        }
         self.machine.poll_transmit()
     }
 
