@@ -30,7 +30,7 @@ fn only_one_process_at_a_time_uses_a_state_directory() {
     let first = StateDir::open(root.path()).unwrap();
     assert!(matches!(
         StateDir::open(root.path()),
-        Err(caucus_client::ClientError::Usage(_))
+        Err(caucus_client::ClientError::Busy)
     ));
     drop(first);
     assert!(StateDir::open(root.path()).is_ok());
@@ -70,7 +70,7 @@ async fn reopen(path: &std::path::Path, passphrase: Option<&[u8]>) -> StateDir {
         };
         match dir {
             Ok(dir) => return dir,
-            Err(ClientError::Usage(_)) => {
+            Err(ClientError::Busy) => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Err(e) => panic!("{e}"),
