@@ -489,7 +489,7 @@ async fn a_device_killed_while_catching_up_loses_nothing_and_keeps_nothing_twice
         "at least one kill lands mid-catch-up: {sizes:?} of {full}"
     );
 
-    let mut party = Client::open(StateDir::open(party_dir.path()).unwrap(), &url)
+    let party = Client::open(StateDir::open(party_dir.path()).unwrap(), &url)
         .await
         .unwrap();
     let history = party.history(&session);

@@ -122,7 +122,7 @@ async fn with_a_passphrase_no_file_holds_what_was_said_or_the_device_key() {
             }
         }
 
-        let mut again = Client::open(dir, &url).await.unwrap();
+        let again = Client::open(dir, &url).await.unwrap();
         assert_eq!(again.fingerprint(), fingerprint);
         let history = again.history(&session);
         assert!(
@@ -235,7 +235,7 @@ async fn an_encrypted_catch_up_writes_a_nonce_and_a_tag_more_per_record() {
             )
             .await
             .unwrap();
-        let (mut member, _) = Client::join(reopen(root.path(), *passphrase).await, &link)
+        let (member, _) = Client::join(reopen(root.path(), *passphrase).await, &link)
             .await
             .unwrap();
         while !matches!(member.next_event().await, Some(Event::Joined { .. })) {}
