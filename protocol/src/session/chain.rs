@@ -95,29 +95,17 @@ impl Chain {
         if after.is_some() {
             self.runs.remove(&(seq + 1));
         }
+        let (start, first_previous) =
+            before.map_or((seq, previous), |(start, run)| (start, run.first_previous));
         let (end, last_hash) = after.map_or((seq, hash), |run| (run.end, run.last_hash));
-        match before {
-            Some((start, run)) => {
-                self.runs.insert(
-                    start,
-                    Run {
-                        end,
-                        first_previous: run.first_previous,
-                        last_hash,
-                    },
-                );
-            }
-            None => {
-                self.runs.insert(
-                    seq,
-                    Run {
-                        end,
-                        first_previous: previous,
-                        last_hash,
-                    },
-                );
-            }
-        }
+        self.runs.insert(
+            start,
+            Run {
+                end,
+                first_previous,
+                last_hash,
+            },
+        );
         Ok(gap)
     }
 
