@@ -6,7 +6,11 @@
 //!
 //! * a **snapshot**: the verified view (rosters, room keys, chains) and what
 //!   the client keeps beside it (relay, cursors, invites, membership), written
-//!   whole whenever it changes — at most once per batch of input;
+//!   whole whenever it changes — at most once per batch of input. Its size
+//!   does not grow with the messages (the view keeps each sender's chain as
+//!   runs of sequence numbers, not a link per message), so a catch-up of `n`
+//!   envelopes writes O(n) bytes: the records, and a snapshot of bounded size
+//!   per batch;
 //! * a **message log**: one record per message opened or sent, only ever
 //!   appended.
 //!
@@ -16,9 +20,11 @@
 //! the relay send the newest messages again; they are recognised by their
 //! hash and not recorded twice ([`SessionState::restore`]).
 //!
-//! Snapshot layout: `u16 version (2) || bytes(view state) || bytes(meta as
-//! JSON)`. Log record: `u64 index || bytes(header) || digest ||
-//! bytes(content)`. Both use `caucus-protocol`'s canonical codec.
+//! Snapshot layout: `u16 version (3) || bytes(view state) || bytes(meta as
+//! JSON)`; version 2 held a view that kept every chain link, and is refused
+//! as a layout this client does not read. Log record: `u64 index ||
+//! bytes(header) || digest || bytes(content)`. Both use `caucus-protocol`'s
+//! canonical codec.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -33,8 +39,9 @@ use zeroize::Zeroizing;
 
 use crate::error::ClientError;
 
-/// The layout version of a snapshot.
-const SNAPSHOT_VERSION: u16 = 2;
+/// The layout version of a snapshot: 3 since the view keeps its chains as
+/// runs of sequence numbers.
+const SNAPSHOT_VERSION: u16 = 3;
 
 /// Where this device stands in a session.
 ///

@@ -5,9 +5,10 @@
 mod support;
 
 use caucus_client_core::{
-    Admission, ClientError, Event, Link, Membership, Outcome, REPLY_TIMEOUT_MS, Warning,
+    Admission, ClientError, Event, Link, Machine, Membership, Outcome, REPLY_TIMEOUT_MS, Warning,
 };
 use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
+use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::{PartyId, SessionId};
 use caucus_protocol::offer::{Amount, Offer, OfferKind};
 use caucus_protocol::roster::{Phase, RoomKind};
@@ -560,6 +561,13 @@ fn catch_up_bytes(n: usize) -> (u64, u64, u64) {
     )
 }
 
+/// At most this many bytes written per envelope caught up, for messages
+/// of 200 characters: its log record (385 bytes) and its share of a
+/// snapshot (about 3.3 kB, whatever the number of messages) per batch of
+/// `support::BATCH`. It holds from a few hundred envelopes on; below that,
+/// the first snapshot weighs more.
+const BYTES_PER_ENVELOPE: u64 = 450;
+
 #[test]
 fn a_catch_up_writes_each_message_once_and_a_snapshot_per_batch_not_per_message() {
     let n: usize = std::env::var("CAUCUS_CATCHUP_N")
@@ -572,13 +580,47 @@ fn a_catch_up_writes_each_message_once_and_a_snapshot_per_batch_not_per_message(
         written <= log + batches * snapshot,
         "{written} bytes for {n} envelopes: more than the log ({log}) and {batches} snapshots of {snapshot}"
     );
+    // The snapshot does not grow with the messages: after a tenth of them
+    // it is as large, but for the digits of the rooms' cursors.
+    let (_, tenth, _) = catch_up_bytes(n / 10);
+    assert!(
+        snapshot.abs_diff(tenth) <= 16,
+        "the snapshot grows with the messages: {tenth} bytes after {}, {snapshot} after {n}",
+        n / 10
+    );
+    // So the whole catch-up is linear.
+    assert!(
+        written <= BYTES_PER_ENVELOPE * n as u64,
+        "{written} bytes for {n} envelopes: more than {BYTES_PER_ENVELOPE} an envelope"
+    );
     // What the client wrote before: the whole file again per envelope.
     let record = log / n as u64;
     let old: u64 = (1..=n as u64).map(|k| snapshot + k * record).sum();
     println!(
-        "catch-up of {n} envelopes: {written} bytes written (log {log}, final snapshot {snapshot}); \
-         rewriting the whole state per envelope would write {old}"
+        "catch-up of {n} envelopes: {written} bytes written (log {log}, final snapshot {snapshot}, \
+         {tenth} after {}); rewriting the whole state per envelope would write {old}",
+        n / 10
     );
+}
+
+#[test]
+fn a_snapshot_of_an_older_layout_is_refused_saying_so() {
+    let mut w = World::new();
+    let (_, claimant, _, session, _) = mediation(&mut w);
+    let (snapshot, log) = w.devices[claimant].disk.sessions[&session].clone();
+    let log = || log.iter().map(Vec::as_slice);
+    // Layout 2 kept every chain link in the view.
+    let mut old = snapshot.clone();
+    old[..2].copy_from_slice(&2u16.to_be_bytes());
+    let keys = || DeviceKeys::from_secret_bytes(&w.devices[claimant].keys_bytes).unwrap();
+    let mut machine = Machine::new(keys(), support::RELAY);
+    match machine.restore(&old, log()) {
+        Err(ClientError::Corrupt(why)) => {
+            assert_eq!(why, "saved session has layout 2, this client reads 3");
+        }
+        other => panic!("an old snapshot restored as {other:?}"),
+    }
+    assert_eq!(machine.restore(&snapshot, log()).unwrap(), session);
 }
 
 #[test]

@@ -2,6 +2,12 @@
 //! room keys it holds and every sender's hash chain. This is where rosters,
 //! key bundles and envelopes from the (untrusted) relay are checked; nothing
 //! leaves it as content unless every check passed.
+//!
+//! A chain is kept in a size that does not grow with the messages: the
+//! sequence numbers seen, as runs, and the links at the edges of each run,
+//! which are all that checking a new message needs (`session/chain.rs`).
+
+mod chain;
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -19,6 +25,7 @@ use crate::keys::{KeyBundle, RoomKey, SealedLabel, SignedKeyBundle};
 use crate::offer::{CarriedOffer, Offer};
 use crate::roster::{Role, RoomKind, Roster, SignedRoster};
 use crate::signed::Signed;
+use chain::Chain;
 
 /// A message that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,13 +144,6 @@ struct Epoch {
     members: Vec<Fingerprint>,
 }
 
-/// One link of a sender's chain: its hash and the hash it points back to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Link {
-    hash: Digest,
-    previous: Digest,
-}
-
 /// A client's verified state for one session.
 #[derive(Debug, Clone)]
 pub struct SessionView {
@@ -156,7 +156,7 @@ pub struct SessionView {
     epochs: BTreeMap<(RoomId, u64), Epoch>,
     identities: BTreeMap<Fingerprint, (PublicIdentity, Role)>,
     keys: BTreeMap<(RoomId, u64), RoomKey>,
-    chains: BTreeMap<(RoomId, Fingerprint), BTreeMap<u64, Link>>,
+    chains: BTreeMap<(RoomId, Fingerprint), Chain>,
 }
 
 impl SessionView {
@@ -402,10 +402,7 @@ impl SessionView {
             .get(&(*room, epoch))
             .ok_or(Error::MissingRoomKey { epoch })?;
         let chain = self.chains.entry((*room, sender)).or_default();
-        let (seq, previous) = match chain.last_key_value() {
-            Some((seq, link)) => (seq + 1, link.hash),
-            None => (1, Digest::ZERO),
-        };
+        let (seq, previous) = chain.next();
         let header = Header {
             session: self.session,
             room: *room,
@@ -417,13 +414,7 @@ impl SessionView {
             salt: crate::crypto::random_array()?,
         };
         let envelope = Envelope::seal(me, key, header, content)?;
-        chain.insert(
-            seq,
-            Link {
-                hash: envelope.hash(),
-                previous,
-            },
-        );
+        chain.link(seq, previous, envelope.hash())?;
         Ok(envelope)
     }
 
@@ -454,15 +445,11 @@ impl SessionView {
         h.content_type.check_sender(*role, epoch.kind)?;
         let content = envelope.decrypt(key)?;
         let hash = envelope.hash();
-        let chain = self.chains.entry((h.room, h.sender)).or_default();
-        let gap = check_chain(chain, h.seq, h.previous, hash)?;
-        chain.insert(
-            h.seq,
-            Link {
-                hash,
-                previous: h.previous,
-            },
-        );
+        let gap = self
+            .chains
+            .entry((h.room, h.sender))
+            .or_default()
+            .link(h.seq, h.previous, hash)?;
         Ok(Opened {
             header: h.clone(),
             hash,
@@ -472,13 +459,19 @@ impl SessionView {
     }
 }
 
-/// The version of [`SessionView::to_state_bytes`]'s layout.
-const STATE_VERSION: u16 = 1;
+/// The version of [`SessionView::to_state_bytes`]'s layout: 2 keeps each
+/// chain as runs of sequence numbers, 1 kept every link.
+const STATE_VERSION: u16 = 2;
 
 impl SessionView {
     /// Everything the view holds, for a client to store between runs: the
     /// accepted rosters (as signed), the room keys and every sender's chain.
     /// It contains room keys: keep it as secret as the device's own keys.
+    ///
+    /// Its size grows with the rosters, rooms, epochs and senders, not with
+    /// the number of messages: a chain is kept as the runs of sequence
+    /// numbers seen, one run plus one for each hole a late message may
+    /// still fill, with the links at each run's edges.
     pub fn to_state_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut w = Writer::new();
         w.u16(STATE_VERSION);
@@ -493,24 +486,20 @@ impl SessionView {
             w.u64(k.epoch()).fixed(k.secret());
         });
         let chains: Vec<_> = self.chains.iter().collect();
-        w.list(&chains, |w, ((room, sender), links)| {
+        w.list(&chains, |w, ((room, sender), chain)| {
             room.encode(w);
             sender.encode(w);
-            let links: Vec<_> = links.iter().collect();
-            w.list(&links, |w, (seq, link)| {
-                w.u64(**seq);
-                link.hash.encode(w);
-                link.previous.encode(w);
-            });
+            chain.write(w);
         });
         Zeroizing::new(w.into_bytes())
     }
 
     /// Restore a view stored by [`SessionView::to_state_bytes`]. The rosters
     /// are accepted again, one by one, so a tampered file cannot smuggle in a
-    /// roster the pinned mediator did not sign.
+    /// roster the pinned mediator did not sign. A state of another layout
+    /// version (one written before chains were kept as runs, say) is refused
+    /// with [`DecodeError::UnsupportedVersion`].
     pub fn from_state_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        type Chain = (RoomId, Fingerprint, Vec<(u64, Link)>);
         let (session, mediator, rosters, keys, chains) = Reader::decode_all(bytes, |r| {
             let version = r.u16()?;
             if version != STATE_VERSION {
@@ -525,19 +514,11 @@ impl SessionView {
                 let secret = Zeroizing::new(r.array::<32>()?);
                 Ok(RoomKey::from_secret(room, epoch, *secret))
             })?;
-            let chains: Vec<Chain> = r.list(|r| {
-                let room = RoomId::decode(r)?;
-                let sender = Fingerprint::decode(r)?;
-                let links = r.list(|r| {
-                    Ok((
-                        r.u64()?,
-                        Link {
-                            hash: Digest::decode(r)?,
-                            previous: Digest::decode(r)?,
-                        },
-                    ))
-                })?;
-                Ok((room, sender, links))
+            let chains = r.list(|r| {
+                Ok((
+                    (RoomId::decode(r)?, Fingerprint::decode(r)?),
+                    Chain::read(r)?,
+                ))
             })?;
             Ok((session, mediator, rosters, keys, chains))
         })?;
@@ -548,62 +529,7 @@ impl SessionView {
         for key in keys {
             view.keys.insert((key.room(), key.epoch()), key);
         }
-        for (room, sender, links) in chains {
-            view.chains
-                .insert((room, sender), links.into_iter().collect());
-        }
+        view.chains.extend(chains);
         Ok(view)
-    }
-}
-
-/// Check that a message at `seq` pointing back to `previous`, with envelope
-/// hash `hash`, fits `chain`; report the sequence numbers it skips.
-fn check_chain(
-    chain: &BTreeMap<u64, Link>,
-    seq: u64,
-    previous: Digest,
-    hash: Digest,
-) -> Result<Option<RangeInclusive<u64>>, Error> {
-    // Sequence numbers run from 1 and never reach u64::MAX (so `seq + 1`
-    // below cannot overflow, whatever a sender claims).
-    if seq == 0 || seq == u64::MAX {
-        return Err(Error::ChainBroken { seq });
-    }
-    if chain.contains_key(&seq) {
-        return Err(Error::Replay { seq });
-    }
-    let expected_previous = if seq == 1 {
-        Some(Digest::ZERO)
-    } else {
-        chain.get(&(seq - 1)).map(|l| l.hash)
-    };
-    if expected_previous.is_some_and(|p| p != previous) {
-        return Err(Error::ChainBroken { seq });
-    }
-    if let Some(next) = chain.get(&(seq + 1))
-        && next.previous != hash
-    {
-        return Err(Error::ChainBroken { seq });
-    }
-    let highest = chain.last_key_value().map_or(0, |(s, _)| *s);
-    let next = highest.saturating_add(1);
-    Ok((seq > next).then(|| next..=seq - 1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn extreme_sequence_numbers_are_refused_not_overflowed() {
-        let empty = BTreeMap::new();
-        for seq in [0, u64::MAX] {
-            assert_eq!(
-                check_chain(&empty, seq, Digest::ZERO, Digest::ZERO),
-                Err(Error::ChainBroken { seq })
-            );
-        }
-        let gap = check_chain(&empty, u64::MAX - 1, Digest([1; 32]), Digest([2; 32]));
-        assert_eq!(gap, Ok(Some(1..=u64::MAX - 2)));
     }
 }

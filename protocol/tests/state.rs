@@ -5,6 +5,7 @@ mod common;
 
 use caucus_protocol::Error;
 use caucus_protocol::builder::RosterBuilder;
+use caucus_protocol::codec::DecodeError;
 use caucus_protocol::content::{Content, ForwardMode, Sharing};
 use caucus_protocol::session::SessionView;
 use common::{Fixture, text};
@@ -48,6 +49,77 @@ fn a_tampered_state_file_is_refused() {
     bad[at] ^= 1;
     assert!(SessionView::from_state_bytes(&bad).is_err());
     assert!(SessionView::from_state_bytes(&stored[..stored.len() - 1]).is_err());
+}
+
+#[test]
+fn a_stored_view_does_not_grow_with_the_messages_it_has_seen() {
+    let mut f = Fixture::new();
+    let mut size_after = Vec::new();
+    for i in 1..=200 {
+        let env = f
+            .claimant
+            .view
+            .seal(&f.claimant.keys, &f.claimant_room, &text(&format!("m{i}")))
+            .unwrap();
+        f.solicitor.view.open(&env).unwrap();
+        if i == 20 || i == 200 {
+            size_after.push((
+                f.claimant.view.to_state_bytes().len(),
+                f.solicitor.view.to_state_bytes().len(),
+            ));
+        }
+    }
+    assert_eq!(size_after[0], size_after[1], "sender's and receiver's");
+}
+
+#[test]
+fn a_restored_view_still_fills_a_hole_once_and_refuses_a_fork() {
+    let mut f = Fixture::new();
+    let (keys, room) = (&f.claimant.keys, f.claimant_room);
+    let mut envs = Vec::new();
+    let mut rewound = None;
+    for i in 1..=6 {
+        if i == 3 {
+            rewound = Some(f.claimant.view.clone());
+        }
+        envs.push(
+            f.claimant
+                .view
+                .seal(keys, &room, &text(&format!("m{i}")))
+                .unwrap(),
+        );
+    }
+    // The same sender's state, copied after seq 2, signs another seq 3.
+    let forked = rewound
+        .unwrap()
+        .seal(keys, &room, &text("m3, otherwise"))
+        .unwrap();
+    assert_eq!(forked.header().seq, 3);
+    // 3 and 5 withheld.
+    for e in [&envs[0], &envs[1], &envs[3], &envs[5]] {
+        f.solicitor.view.open(e).unwrap();
+    }
+    let mut restored = SessionView::from_state_bytes(&f.solicitor.view.to_state_bytes()).unwrap();
+    assert_eq!(restored.open(&envs[1]), Err(Error::Replay { seq: 2 }));
+    assert_eq!(restored.open(&envs[3]), Err(Error::Replay { seq: 4 }));
+    // 4 names the real 3: the other branch's 3 does not fit the hole.
+    assert_eq!(restored.open(&forked), Err(Error::ChainBroken { seq: 3 }));
+    assert_eq!(restored.open(&envs[2]).unwrap().gap, None);
+    assert_eq!(restored.open(&envs[4]).unwrap().gap, None);
+    for (e, seq) in envs.iter().zip(1..) {
+        assert_eq!(restored.open(e), Err(Error::Replay { seq }));
+    }
+}
+
+#[test]
+fn a_state_of_the_old_layout_is_refused_by_its_version() {
+    let f = Fixture::new();
+    let mut old = f.claimant.view.to_state_bytes().to_vec();
+    old[..2].copy_from_slice(&1u16.to_be_bytes());
+    assert_eq!(
+        SessionView::from_state_bytes(&old).err(),
+        Some(Error::Decode(DecodeError::UnsupportedVersion(1)))
+    );
 }
 
 #[test]
