@@ -152,6 +152,9 @@ impl Machine {
         sharing: Sharing,
         now: Timestamp,
     ) -> Result<OpId> {
+        if text.trim().is_empty() {
+            return Err(ClientError::Usage("a message needs some words"));
+        }
         let content = Content::Text {
             sharing,
             body: text.to_owned(),
@@ -617,6 +620,16 @@ impl Machine {
         now: Timestamp,
     ) -> Result<OpId> {
         self.mediator_at(session, now)?;
+        let withdrawn = self
+            .roster_of(session)?
+            .party(party)
+            .ok_or(ClientError::Usage("no such party"))?
+            .withdrawn;
+        if !withdrawn {
+            return Err(ClientError::Usage(
+                "that party has not withdrawn: it is still in the mediation",
+            ));
+        }
         self.announced(
             session,
             RosterEdit::SetWithdrawn(*party, false),
@@ -633,6 +646,12 @@ impl Machine {
         now: Timestamp,
     ) -> Result<OpId> {
         self.mediator_at(session, now)?;
+        let me = self.fingerprint();
+        if members.iter().all(|m| *m == me) {
+            return Err(ClientError::Usage(
+                "a side room needs at least one member besides the mediator",
+            ));
+        }
         Ok(self.caller(
             *session,
             [Stage::Roster(RosterEdit::AddSideRoom(members.to_vec()))],
@@ -682,6 +701,11 @@ impl Machine {
         now: Timestamp,
     ) -> Result<OpId> {
         self.mediator_at(session, now)?;
+        if title.trim().is_empty() || terms.trim().is_empty() {
+            return Err(ClientError::Usage(
+                "an agreement needs a title and its terms",
+            ));
+        }
         let state = self.session(session)?;
         let roster = self.roster_of(session)?;
         let name = |m: &caucus_protocol::roster::Member| {
@@ -805,6 +829,9 @@ impl Machine {
         let source = state
             .message(message)
             .ok_or(ClientError::Usage("no such message"))?;
+        if source.header.room == *destination {
+            return Err(ClientError::Usage("that message is already in that room"));
+        }
         let consent = state.messages.iter().map(|(_, m)| m).find(|c| {
             c.content == Content::Consent { message: *message }
                 && c.header.sender == source.header.sender
@@ -946,14 +973,16 @@ impl Machine {
 
     /// (Mediator) who is in the waiting room of `session`, in the order
     /// they knocked.
-    pub fn waiting(&self, session: &SessionId) -> Vec<Knock> {
-        self.knocks(session).to_vec()
+    pub fn waiting(&self, session: &SessionId) -> Result<Vec<Knock>> {
+        self.mediating(session)?;
+        Ok(self.knocks(session).to_vec())
     }
 
     /// (Mediator) a joiner in the waiting room as a person names them: by
     /// the name on their invite (any case), their safety code, or their
     /// device's fingerprint.
     pub fn waiting_named(&self, session: &SessionId, who: &str) -> Result<Fingerprint> {
+        self.mediating(session)?;
         one_named(
             self.knocks(session)
                 .iter()

@@ -12,7 +12,7 @@ pub enum ClientError {
     #[error(transparent)]
     Protocol(#[from] caucus_protocol::Error),
     /// The relay refused a request.
-    #[error("relay refused ({code:?}): {message}")]
+    #[error("the relay refused: {message}")]
     Refused {
         /// The relay's stable code.
         code: ErrorCode,

@@ -709,3 +709,44 @@ fn a_waiting_joiner_who_reconnects_knocks_again_and_can_still_be_admitted() {
     w.run();
     assert_eq!(w.m(joiner).membership(&session), Some(&Membership::Ready));
 }
+
+#[test]
+fn requests_that_make_no_sense_are_refused_in_words_before_anything_is_sent() {
+    let mut w = World::new();
+    let (med, claimant, trust, session, parties) = mediation(&mut w);
+    let usage = |r: Result<Outcome, ClientError>| match r {
+        Err(ClientError::Usage(why)) => why,
+        other => panic!("{other:?}"),
+    };
+    // An empty message.
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let why = usage(w.ask(claimant, |m, now| {
+        m.send(&session, &room, "  ", Sharing::MayShare, now)
+    }));
+    assert!(why.contains("needs some words"), "{why}");
+    // Readmitting a party that never withdrew.
+    let why = usage(w.ask(med, |m, now| m.readmit(&session, &parties[0], now)));
+    assert!(why.contains("has not withdrawn"), "{why}");
+    // A side room of the mediator alone.
+    let me = w.m(med).fingerprint();
+    let why = usage(w.ask(med, |m, now| m.create_side_room(&session, &[me], now)));
+    assert!(why.contains("at least one member besides"), "{why}");
+    // Carrying a message into the room it is in.
+    let Ok(Outcome::Sent(sent)) = w.ask(trust, |m, now| {
+        let room = m.my_room(&session)?;
+        m.send(&session, &room, "We can move.", Sharing::MayShare, now)
+    }) else {
+        panic!()
+    };
+    w.run();
+    let trust_room = w.m(med).party_room(&session, &parties[1]).unwrap();
+    let why = usage(w.ask(med, |m, now| {
+        m.forward(&session, &sent.message, &trust_room, None, now)
+    }));
+    assert!(why.contains("already in that room"), "{why}");
+    // A party asking who is in the waiting room.
+    assert!(matches!(
+        w.m(claimant).waiting(&session),
+        Err(ClientError::Usage(_))
+    ));
+}

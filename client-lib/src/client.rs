@@ -770,7 +770,7 @@ impl Client {
     }
 
     /// (Mediator) who is in the waiting room, in the order they knocked.
-    pub fn waiting(&self, session: &SessionId) -> Vec<Knock> {
+    pub fn waiting(&self, session: &SessionId) -> Result<Vec<Knock>> {
         self.read(|m| m.waiting(session))
     }
 

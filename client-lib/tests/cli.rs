@@ -107,7 +107,7 @@ async fn caucus_demo_plays_a_whole_shuttle_mediation() {
     for s in [&mediator, &claimant, &defendant, &trust_solicitor] {
         assert!(s.contains("the mediator proposes \"Settlement agreement\""));
         assert!(s.contains("the agreement is signed by everyone and countersigned"));
-        assert!(s.contains("the mediation moved to closed"));
+        assert!(s.contains("the mediation is closed"));
         assert!(s.contains("the session has closed"));
         assert!(!s.contains("WARNING"), "{s}");
     }

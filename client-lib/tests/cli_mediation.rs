@@ -386,9 +386,21 @@ fn a_three_party_mediation_runs_start_to_finish_through_the_command_line_alone()
             .status
             .success()
         });
-        let exported = run(p, &["agreement", "export"]);
+        // Exported as a person would: `caucus agreement export > copy.md`.
+        let printed = Command::new(env!("CARGO_BIN_EXE_caucus"))
+            .args(["--state", &p.path().display().to_string()])
+            .args(with(&["agreement", "export"]))
+            .output()
+            .unwrap();
+        assert!(printed.status.success());
         let copy = work.join(format!("{name}.md"));
-        std::fs::write(&copy, exported[0]["export"].as_str().unwrap()).unwrap();
+        std::fs::write(&copy, &printed.stdout).unwrap();
+        let exported = run(p, &["agreement", "export"]);
+        assert_eq!(
+            exported[0]["export"].as_str().unwrap().trim_end(),
+            String::from_utf8(printed.stdout).unwrap().trim_end(),
+            "the same document with or without --json"
+        );
         let verified = p.run(&["agreement", "verify", &copy.display().to_string()]);
         assert_eq!(verified[0]["valid"], json!(true));
         // The readable terms changed: refused.

@@ -137,7 +137,8 @@ fn whoami(fingerprint: &caucus_protocol::identity::Fingerprint) -> Record {
 
 /// Check an exported copy of an agreement with no relay.
 pub(crate) fn verify(file: &Path) -> Result<Vec<Record>> {
-    let text = std::fs::read_to_string(file)?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::Daemon(format!("cannot read {}: {e}", file.display())))?;
     let report = caucus_protocol::agreement::verify_export(&text).map_err(ClientError::from)?;
     let signers: Vec<String> = report
         .signers
@@ -179,6 +180,9 @@ fn offer_from(terms: &OfferTerms, base: Option<&Offer>) -> Result<Offer> {
         .unwrap_or_else(|| "GBP".to_owned());
     let amount = match &terms.amount {
         Some(value) => Some(Amount::parse(&currency, value).map_err(ClientError::from)?),
+        None if terms.currency.is_some() => {
+            return Err(ClientError::Usage("give --amount with --currency").into());
+        }
         None => base.and_then(|o| o.amount),
     };
     Ok(Offer {
@@ -312,7 +316,7 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
         }
         Command::Waiting { .. } => {
             let session = s()?;
-            let waiting = client.waiting(session);
+            let waiting = client.waiting(session)?;
             if waiting.is_empty() {
                 say(&out, "no one is waiting", json!({"waiting": []}))?;
             }
@@ -547,7 +551,10 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
             client.set_location(session, target, disclose).await?;
             let text = match &target {
                 None => "you are away".to_owned(),
-                Some(r) => format!("you are with {}", output::party_of(client, session, r)),
+                Some(r) => match output::party_of(client, session, r) {
+                    joint if joint.starts_with("the ") => format!("you are in {joint}"),
+                    party => format!("you are with {party}"),
+                },
             };
             say(
                 &out,
@@ -695,9 +702,23 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
         }
         Command::Offers { .. } => {
             let session = s()?;
-            for entry in client.offers(session) {
+            let offers = client.offers(session);
+            if offers.is_empty() {
+                say(&out, "no offers yet", json!({"offers": []}))?;
+            }
+            let mediating = client.roster(session).is_ok_and(|r| {
+                r.member(&client.fingerprint())
+                    .is_some_and(|m| matches!(m.role, Role::Mediator | Role::CoMediator))
+            });
+            for entry in offers {
                 let text = match (entry.direction, entry.carried) {
-                    (Direction::Made, _) => format!("your side made {}", entry.offer.summary()),
+                    // The mediator hears every party's: say whose.
+                    (Direction::Made, _) if mediating => format!(
+                        "{} offered {}",
+                        output::party_of(client, session, &entry.room),
+                        entry.offer.summary()
+                    ),
+                    (Direction::Made, _) => format!("your side offered {}", entry.offer.summary()),
                     (Direction::Received, Some((from, _))) => format!(
                         "{} offered {}",
                         output::party_of(client, session, &from),
@@ -811,8 +832,8 @@ async fn agreement(
                 ExportFormat::Json => copy.to_json(),
                 ExportFormat::Md => copy.to_markdown(),
             };
-            // The copy itself, the same with or without --json.
-            say(out, text.clone(), json!({"export": text}))
+            // The copy itself, exactly as made: a document to save.
+            emit(out, Record::document(text.clone(), json!({"export": text})))
         }
         AgreementCommand::Verify { file } => {
             verify(&file)?.into_iter().try_for_each(|r| emit(out, r))
@@ -942,9 +963,19 @@ async fn listen(host: &Host, session: &SessionId, follow: bool, out: &Out) -> Re
             show(&event)?;
         }
     }
+    // An agreement is posted in every room it concerns: say it once.
+    let mut agreements = std::collections::HashSet::new();
     loop {
         let new = client.history_since(session, seen);
         for event in &new {
+            let once = match event {
+                Event::AgreementProposed { agreement, .. } => Some((false, *agreement)),
+                Event::AgreementConcluded { agreement, .. } => Some((true, *agreement)),
+                _ => None,
+            };
+            if once.is_some_and(|key| !agreements.insert(key)) {
+                continue;
+            }
             emit(out, describe(client, event))?;
         }
         if !new.is_empty() {

@@ -371,7 +371,9 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
             if !shown(event, &person.seen[..at]) {
                 continue;
             }
-            let Record { text, data: value } = describe(&person.client, event);
+            let Record {
+                text, data: value, ..
+            } = describe(&person.client, event);
             if text.is_empty() && !json_mode {
                 continue;
             }

@@ -147,6 +147,12 @@ pub(crate) async fn run(options: Options, command: Command) -> Result<(), Failur
     let deadline = tokio::time::Instant::now() + LOCK_WAIT;
     let dir = loop {
         if let Ok(stream) = UnixStream::connect(state.join(SOCKET)).await {
+            if let Command::Daemon { .. } = command {
+                return Err(Failure::Daemon(format!(
+                    "a caucus process is already serving {}",
+                    state.display()
+                )));
+            }
             return ask(stream, &command, json_mode).await;
         }
         match open_dir(&state) {

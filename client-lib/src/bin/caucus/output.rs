@@ -7,7 +7,7 @@ use caucus_protocol::deletion::DeletionStatement;
 use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::offer::Offer;
-use caucus_protocol::roster::{Phase, Role};
+use caucus_protocol::roster::{Phase, Role, RoomKind};
 use caucus_protocol::wire::{ErrorCode, MediatorWhereabouts, PartyStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -19,6 +19,10 @@ use crate::Failure;
 pub(crate) struct Record {
     pub text: String,
     pub data: Value,
+    /// `text` is a document (an exported agreement) to print exactly as it
+    /// is, not lines to indent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verbatim: bool,
 }
 
 impl Record {
@@ -26,6 +30,16 @@ impl Record {
         Self {
             text: text.into(),
             data,
+            verbatim: false,
+        }
+    }
+
+    /// A document to print as it is.
+    pub(crate) fn document(text: String, data: Value) -> Self {
+        Self {
+            text,
+            data,
+            verbatim: true,
         }
     }
 }
@@ -34,6 +48,8 @@ impl Record {
 pub(crate) fn print(json_mode: bool, record: &Record) {
     if json_mode {
         line(&record.data.to_string());
+    } else if record.verbatim {
+        line(&record.text);
     } else if !record.text.is_empty() {
         line(&printable(&record.text));
     }
@@ -117,9 +133,17 @@ pub(crate) fn party_of(client: &Client, session: &SessionId, room: &RoomId) -> S
 
 fn sharing(s: Sharing) -> &'static str {
     match s {
-        Sharing::MediatorOnly => "mediator only",
-        Sharing::MayShare => "may share",
+        Sharing::MediatorOnly => "for the mediator only",
+        Sharing::MayShare => "may be shared",
     }
+}
+
+/// Whether `room` is a party's private room.
+fn is_private(client: &Client, session: &SessionId, room: &RoomId) -> bool {
+    client.roster(session).is_ok_and(|r| {
+        r.room(room)
+            .is_some_and(|r| matches!(r.kind, RoomKind::Private(_)))
+    })
 }
 
 fn mode(m: ForwardMode) -> &'static str {
@@ -209,10 +233,12 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
                 "[{}] {}: {text}   ({}message {hash_s})",
                 client.room_label(session, room),
                 who(client, session, sender),
-                if is_mediator(client, session, sender) {
-                    String::new()
-                } else {
+                // The label matters where the mediator decides what
+                // crosses: a party's words in its private room.
+                if is_private(client, session, room) && !is_mediator(client, session, sender) {
                     format!("{}; ", sharing(*s))
+                } else {
+                    String::new()
                 },
                 hash_s = caucus_protocol::b64::encode(&hash.0)
             ),
@@ -294,6 +320,7 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
                 SystemEvent::MemberRemoved(m) => format!("{} was removed", who(client, session, m)),
                 SystemEvent::JointOpened => "the joint room is open".into(),
                 SystemEvent::JointClosed => "the joint room is closed".into(),
+                SystemEvent::PhaseChanged(Phase::Closed) => "the mediation is closed".into(),
                 SystemEvent::PhaseChanged(p) => format!("the mediation moved to {}", phase(*p)),
                 SystemEvent::PartyWithdrew => "a party has withdrawn from the mediation".into(),
                 SystemEvent::PartyRejoined => "a party has rejoined the mediation".into(),
@@ -408,8 +435,9 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
             let joining = joining(client, session, party.as_ref());
             (
                 format!(
-                    "{name} is in the waiting room ({joining}); their safety code is {}: compare it with them, then `caucus admit \"{name}\"` or `caucus decline \"{name}\"`",
-                    member.safety_code()
+                    "{name} is in the waiting room ({joining}); their safety code is {}: compare it with them, then `caucus admit --server {relay} --session {session} \"{name}\"` (or `caucus decline …`)",
+                    member.safety_code(),
+                    relay = client.relay()
                 ),
                 json!({"event": "knocking", "session": session, "invite": invite, "member": member,
                        "name": name, "party": party, "safety_code": member.safety_code()}),
