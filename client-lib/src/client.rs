@@ -296,8 +296,10 @@ impl Client {
     /// [`Client::open`], trusting the certificates `tls` says for a
     /// `wss://` relay, now and on every reconnection. It waits for a first
     /// attempt to connect (at most 10 s): a relay that TLS refuses fails
-    /// here, with [`ClientError::Tls`] saying why; one out of reach is
-    /// tried again in the background, as after a break.
+    /// here, with [`ClientError::Tls`] saying why. One out of reach fails
+    /// here too, with [`ClientError::Connection`], if there are sessions to
+    /// catch up; with none yet (a new device) it is tried again in the
+    /// background, as after a break.
     pub async fn open_with(dir: StateDir, relay: &str, tls: Tls) -> Result<Self> {
         let keys = dir.identity_or_create()?;
         let mut machine = Machine::new(keys, relay);
@@ -316,6 +318,13 @@ impl Client {
         let first = match connect(relay, &tls).await {
             Ok(ws) => Some(ws),
             Err(e @ ClientError::Tls(_)) => return Err(e),
+            // Sessions to catch up and no relay: said now, not after the
+            // catch-up's timeout.
+            Err(e) if live => {
+                return Err(ClientError::Connection(format!(
+                    "could not reach the relay at {relay} ({e})"
+                )));
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "connect failed; retrying");
                 None

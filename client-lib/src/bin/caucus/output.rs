@@ -88,6 +88,9 @@ pub(crate) fn error(e: &Failure) -> String {
         Failure::Client(ClientError::Protocol(caucus_protocol::Error::UnknownEpoch { .. })) => {
             "this device does not hold that room's key: it is not a member of that room (only the mediator can do that, or you were removed)".into()
         }
+        Failure::Client(ClientError::Connection(why)) => format!(
+            "{why}: check your connection, or whether the relay is running"
+        ),
         Failure::Client(ClientError::Refused {
             code: ErrorCode::InvalidInvite,
             ..
