@@ -218,6 +218,15 @@ impl Machine {
     ) -> Result<OpId> {
         self.now = now;
         self.session(session)?;
+        let party_member = self
+            .roster_of(session)?
+            .member(&self.fingerprint())
+            .is_some_and(|m| m.party.is_some());
+        if !party_member {
+            return Err(ClientError::Usage(
+                "a status is a party's word to the mediator: the mediator has none to set",
+            ));
+        }
         let body = RequestBody::Status {
             session: *session,
             status,

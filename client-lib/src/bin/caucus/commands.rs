@@ -582,7 +582,7 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
                 let room = client.create_side_room(session, &devices).await?;
                 say(
                     &out,
-                    format!("side room {room} is open for {} and you", listed(&members)),
+                    format!("side room {room} is open for you and {}", listed(&members)),
                     json!({"side_room": room, "members": devices}),
                 )
             }
@@ -868,10 +868,12 @@ async fn join(host: &Host, link: &str, wait: u64, out: &Out) -> Result<()> {
     say(
         out,
         format!(
-            "waiting for the mediator to let you in; when they ask, their safety code is {}",
-            invite.mediator.safety_code()
+            "waiting for the mediator to let you in. When they call, check that their safety code is {}, and read them yours: {}",
+            invite.mediator.safety_code(),
+            client.fingerprint().safety_code()
         ),
-        json!({"waiting": session, "mediator_safety_code": invite.mediator.safety_code()}),
+        json!({"waiting": session, "mediator_safety_code": invite.mediator.safety_code(),
+               "safety_code": client.fingerprint().safety_code()}),
     )?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {

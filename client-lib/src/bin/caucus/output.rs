@@ -189,16 +189,26 @@ pub(crate) fn offer(o: &Offer) -> Value {
     })
 }
 
+/// Seconds since the Unix epoch as a person reads a date: "2026-11-29
+/// 16:10:23 UTC".
+fn date(secs: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replacen('T', " ", 1)
+        .replace('Z', " UTC")
+}
+
 /// A deletion statement, readable and as JSON.
 pub(crate) fn statement(s: &DeletionStatement) -> (String, Value) {
     let e = &s.erased;
     (
         format!(
-            "the relay ({}) erased session {} at {} (closed at {}): {} envelopes, {} rosters, {} key bundles, {} invites, {} join requests, {} bytes",
+            "the relay ({}) erased session {} on {} (closed on {}): {} envelopes, {} rosters, {} key bundles, {} invites, {} join requests, {} bytes",
             s.relay.fingerprint(),
             s.session,
-            s.erased_at,
-            s.closed_at,
+            date(s.erased_at),
+            date(s.closed_at),
             e.envelopes,
             e.rosters,
             e.key_bundles,
@@ -451,10 +461,7 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
             invite,
             member,
         } => (
-            format!(
-                "admitted {} (invite {invite})",
-                who(client, session, member)
-            ),
+            format!("{} is in", who(client, session, member)),
             json!({"event": "admitted", "session": session, "invite": invite, "member": member}),
         ),
         Event::Rejected {
