@@ -177,6 +177,11 @@ impl Machine {
                 "one consents only to one's own messages",
             ));
         }
+        if self.said_already(session, |c| *c == Content::Consent { message: *message }) {
+            return Err(ClientError::Usage(
+                "you have already let the mediator share that message",
+            ));
+        }
         let room = original.header.room;
         self.post(session, &room, Content::Consent { message: *message }, now)
     }
@@ -199,6 +204,15 @@ impl Machine {
     /// withdrawn and tells the joint room that a party has withdrawn (not
     /// which).
     pub fn withdraw(&mut self, session: &SessionId, now: Timestamp) -> Result<OpId> {
+        let roster = self.roster_of(session)?;
+        let withdrawn = roster
+            .member(&self.fingerprint())
+            .and_then(|m| m.party)
+            .and_then(|p| roster.party(&p))
+            .is_some_and(|p| p.withdrawn);
+        if withdrawn {
+            return Err(ClientError::Usage("your party has already withdrawn"));
+        }
         let room = self.my_room(session)?;
         self.post(session, &room, Content::Withdrawal, now)
     }
@@ -244,6 +258,12 @@ impl Machine {
         let draft = self
             .draft(session, agreement)
             .ok_or(ClientError::Usage("no such proposed agreement"))?;
+        if self.said_already(
+            session,
+            |c| matches!(c, Content::AgreementSignature { agreement: a, .. } if a == agreement),
+        ) {
+            return Err(ClientError::Usage("you have already signed that agreement"));
+        }
         let signature = draft.sign(&self.keys)?;
         let room = self.my_room(session)?;
         let content = Content::AgreementSignature {
@@ -259,6 +279,17 @@ impl Machine {
         self.newest(session, |c| match c {
             Content::AgreementDraft(a) => Some(a.clone()),
             _ => None,
+        })
+    }
+
+    /// Whether this device has already posted content that `is` in
+    /// `session`.
+    fn said_already(&self, session: &SessionId, is: impl Fn(&Content) -> bool) -> bool {
+        let me = self.fingerprint();
+        self.sessions.get(session).is_some_and(|s| {
+            s.messages
+                .iter()
+                .any(|(_, m)| m.header.sender == me && is(&m.content))
         })
     }
 
@@ -580,6 +611,9 @@ impl Machine {
     pub fn set_phase(&mut self, session: &SessionId, phase: Phase, now: Timestamp) -> Result<OpId> {
         self.mediator_at(session, now)?;
         let current = self.roster_of(session)?.phase;
+        if current == phase {
+            return Err(ClientError::Usage("the mediation is already in that phase"));
+        }
         if current <= Phase::IndividualMeetings
             && phase > Phase::IndividualMeetings
             && phase != Phase::Closed
@@ -603,6 +637,14 @@ impl Machine {
         now: Timestamp,
     ) -> Result<OpId> {
         self.mediator_at(session, now)?;
+        let joint = self.roster_of(session)?.joint_room().map(|r| r.open);
+        match (joint, open) {
+            (Some(true), true) => return Err(ClientError::Usage("the joint room is already open")),
+            (Some(false), false) => {
+                return Err(ClientError::Usage("the joint room is already closed"));
+            }
+            _ => {}
+        }
         if open {
             let phase = self.roster_of(session)?.phase;
             if !matches!(phase, Phase::Negotiation | Phase::Agreement) {
@@ -838,9 +880,6 @@ impl Machine {
         let source = state
             .message(message)
             .ok_or(ClientError::Usage("no such message"))?;
-        if source.header.room == *destination {
-            return Err(ClientError::Usage("that message is already in that room"));
-        }
         let consent = state.messages.iter().map(|(_, m)| m).find(|c| {
             c.content == Content::Consent { message: *message }
                 && c.header.sender == source.header.sender

@@ -731,22 +731,19 @@ fn requests_that_make_no_sense_are_refused_in_words_before_anything_is_sent() {
     let me = w.m(med).fingerprint();
     let why = usage(w.ask(med, |m, now| m.create_side_room(&session, &[me], now)));
     assert!(why.contains("at least one member besides"), "{why}");
-    // Carrying a message into the room it is in.
-    let Ok(Outcome::Sent(sent)) = w.ask(trust, |m, now| {
-        let room = m.my_room(&session)?;
-        m.send(&session, &room, "We can move.", Sharing::MayShare, now)
-    }) else {
-        panic!()
-    };
-    w.run();
-    let trust_room = w.m(med).party_room(&session, &parties[1]).unwrap();
-    let why = usage(w.ask(med, |m, now| {
-        m.forward(&session, &sent.message, &trust_room, None, now)
-    }));
-    assert!(why.contains("already in that room"), "{why}");
     // A party asking who is in the waiting room.
     assert!(matches!(
         w.m(claimant).waiting(&session),
         Err(ClientError::Usage(_))
     ));
+    // The same thing twice: said once, then refused.
+    let phase = w.m(med).roster(&session).unwrap().phase;
+    let why = usage(w.ask(med, |m, now| m.set_phase(&session, phase, now)));
+    assert!(why.contains("already in that phase"), "{why}");
+    let why = usage(w.ask(med, |m, now| m.set_joint_open(&session, false, now)));
+    assert!(why.contains("already closed"), "{why}");
+    w.ask(trust, |m, now| m.withdraw(&session, now)).unwrap();
+    w.run();
+    let why = usage(w.ask(trust, |m, now| m.withdraw(&session, now)));
+    assert!(why.contains("already withdrawn"), "{why}");
 }
