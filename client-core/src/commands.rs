@@ -965,10 +965,13 @@ impl Machine {
             .collect())
     }
 
-    /// A member's name as the roster gives it (sealed to the members).
+    /// A member's name as the newest roster naming them gives it (sealed to
+    /// the members): a removed member keeps theirs.
     pub fn name_of(&self, session: &SessionId, member: &Fingerprint) -> Option<String> {
         let state = self.sessions.get(session)?;
-        let m = state.view.roster()?.member(member)?;
+        // The newest roster that names them: a removed member keeps the
+        // name they had.
+        let m = state.view.rosters().rev().find_map(|r| r.member(member))?;
         state.view.open_label(&m.name, &member.0).ok()
     }
 

@@ -472,7 +472,8 @@ impl Client {
         self.read(|m| m.parties(session))
     }
 
-    /// A member's name as the roster gives it (sealed to the members).
+    /// A member's name as the newest roster naming them gives it (sealed to
+    /// the members): a removed member keeps theirs.
     pub fn name_of(&self, session: &SessionId, member: &Fingerprint) -> Option<String> {
         self.read(|m| m.name_of(session, member))
     }

@@ -190,6 +190,11 @@ impl SessionView {
         self.history.last().map(Signed::unverified)
     }
 
+    /// Every accepted roster, oldest first.
+    pub fn rosters(&self) -> impl DoubleEndedIterator<Item = &Roster> {
+        self.history.iter().map(Signed::unverified)
+    }
+
     /// The newest accepted roster as signed.
     pub fn signed_roster(&self) -> Option<&SignedRoster> {
         self.history.last()

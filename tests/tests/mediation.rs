@@ -309,6 +309,13 @@ async fn a_removed_member_cannot_read_what_is_sent_after() {
         |e| matches!(e, Event::Roster { version: v, .. } if *v == version),
     )
     .await;
+    // No longer a member, still known by name (to say who was removed).
+    let roster = c.claimant.roster(&session).unwrap();
+    assert!(roster.member(&solicitor).is_none());
+    assert_eq!(
+        c.claimant.name_of(&session, &solicitor).as_deref(),
+        Some("Mr S (solicitor)")
+    );
     c.claimant
         .send(
             &session,
