@@ -126,9 +126,7 @@ impl Machine {
         let room = roster.room(room).ok_or(ClientError::Usage(
             "that room is not in the session (a side room that was closed?)",
         ))?;
-        let mediator = roster
-            .member(&me)
-            .is_some_and(|m| matches!(m.role, Role::Mediator | Role::CoMediator));
+        let mediator = roster.member(&me).is_some_and(|m| m.role.is_mediator());
         if !room.has(&me) {
             return Err(ClientError::Usage(
                 "you are not in that room: a party writes in its own private room, or in the joint room when it is open",
@@ -871,7 +869,7 @@ impl Machine {
             .roster_of(session)?
             .member(&self.fingerprint())
             .map(|m| m.role);
-        if !matches!(carrier, Some(Role::Mediator | Role::CoMediator)) {
+        if !carrier.is_some_and(Role::is_mediator) {
             return Err(ClientError::Usage(
                 "only the mediator can carry messages between rooms",
             ));

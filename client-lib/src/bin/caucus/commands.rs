@@ -706,10 +706,7 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
             if offers.is_empty() {
                 say(&out, "no offers yet", json!({"offers": []}))?;
             }
-            let mediating = client.roster(session).is_ok_and(|r| {
-                r.member(&client.fingerprint())
-                    .is_some_and(|m| matches!(m.role, Role::Mediator | Role::CoMediator))
-            });
+            let mediating = output::is_mediator(client, session, &client.fingerprint());
             for entry in offers {
                 let text = match (entry.direction, entry.carried) {
                     // The mediator hears every party's: say whose.

@@ -7,7 +7,7 @@ use caucus_protocol::deletion::DeletionStatement;
 use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::offer::Offer;
-use caucus_protocol::roster::{Phase, Role, RoomKind};
+use caucus_protocol::roster::{Phase, RoomKind};
 use caucus_protocol::wire::{ErrorCode, MediatorWhereabouts, PartyStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -100,11 +100,10 @@ pub(crate) fn error(e: &Failure) -> String {
 }
 
 /// Whether `member` is one of the session's mediators.
-fn is_mediator(client: &Client, session: &SessionId, member: &Fingerprint) -> bool {
-    client.roster(session).is_ok_and(|r| {
-        r.member(member)
-            .is_some_and(|m| matches!(m.role, Role::Mediator | Role::CoMediator))
-    })
+pub(crate) fn is_mediator(client: &Client, session: &SessionId, member: &Fingerprint) -> bool {
+    client
+        .roster(session)
+        .is_ok_and(|r| r.member(member).is_some_and(|m| m.role.is_mediator()))
 }
 
 fn who(client: &Client, session: &SessionId, member: &Fingerprint) -> String {
