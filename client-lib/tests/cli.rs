@@ -530,3 +530,47 @@ async fn a_device_killed_while_catching_up_loses_nothing_and_keeps_nothing_twice
         assert!(!matches!(event, Event::Warning { .. }), "{event:?}");
     }
 }
+
+/// `join` answers at once, in different words, a link already used and a
+/// relay that cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_tells_a_used_link_from_a_relay_out_of_reach() {
+    use caucus_client::{Admission, Client, StateDir};
+    let (url, stop, _dir) = relay().await;
+    let mediator_dir = tempfile::tempdir().unwrap();
+    let mediator = Client::open(StateDir::open(mediator_dir.path()).unwrap(), &url)
+        .await
+        .unwrap();
+    let (session, parties) = mediator
+        .create_session("Ms Mediator", &["Claimant"])
+        .await
+        .unwrap();
+    let link = mediator
+        .invite(
+            &session,
+            &parties[0],
+            "Ms C",
+            caucus_client::now() + 600,
+            Admission::Automatic,
+        )
+        .await
+        .unwrap();
+    let first = tempfile::tempdir().unwrap();
+    ok(&caucus(as_device(first.path(), &["join", &link, "--wait", "20"])).await);
+    let second = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = caucus(as_device(second.path(), &["join", &link, "--wait", "20"])).await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("already been used"), "{said}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    drop(mediator);
+    drop(stop);
+    let third = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = caucus(as_device(third.path(), &["join", &link, "--wait", "20"])).await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("could not reach the relay"), "{said}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}
