@@ -1027,6 +1027,13 @@ impl Machine {
         Ok(self.knocks(session).to_vec())
     }
 
+    /// (Mediator) the invites this device issued for `session`, in the
+    /// order it issued them, each with its link and whether it was used.
+    pub fn invites(&self, session: &SessionId) -> Result<Vec<InviteEntry>> {
+        self.mediating(session)?;
+        Ok(self.session(session)?.meta.invites.clone())
+    }
+
     /// (Mediator) a joiner in the waiting room as a person names them: by
     /// the name on their invite (any case), their safety code, or their
     /// device's fingerprint.

@@ -73,8 +73,39 @@ impl Invite {
         format!("{LINK_PREFIX}{}", crate::b64::encode(&self.to_bytes()))
     }
 
-    /// Parse a link made by [`Invite::to_link`].
+    /// The link as a web page address, for a person to open in a browser:
+    /// the relay's own page (`ws://` becomes `http://`, `wss://` becomes
+    /// `https://`, the path `/`), with the link as its fragment. A browser
+    /// never sends a fragment, so the secret does not reach the relay.
+    ///
+    /// ```
+    /// # use caucus_protocol::{identity::DeviceKeys, ids::SessionId, invite::Invite};
+    /// let mediator = DeviceKeys::generate()?.fingerprint();
+    /// let invite = Invite::new("wss://relay.example:7300".into(), SessionId::random()?, mediator, 0)?;
+    /// let web = invite.to_web_link();
+    /// assert!(web.starts_with("https://relay.example:7300/#caucus:invite:v1:"));
+    /// assert_eq!(Invite::from_link(&web)?, invite);
+    /// # Ok::<(), caucus_protocol::Error>(())
+    /// ```
+    pub fn to_web_link(&self) -> String {
+        let (scheme, rest) = match self.relay.split_once("://") {
+            Some(("wss", rest)) => ("https", rest),
+            Some((_, rest)) => ("http", rest),
+            None => ("http", self.relay.as_str()),
+        };
+        // The relay's host and port, without any path or query of its own.
+        let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        format!("{scheme}://{host}/#{}", self.to_link())
+    }
+
+    /// Parse a link made by [`Invite::to_link`], or the web address made by
+    /// [`Invite::to_web_link`] (any address whose fragment is such a link).
     pub fn from_link(link: &str) -> Result<Self, Error> {
+        let link = link.trim();
+        let link = match link.split_once('#') {
+            Some((_, fragment)) if !link.starts_with(LINK_PREFIX) => fragment,
+            _ => link,
+        };
         let encoded = link
             .trim()
             .strip_prefix(LINK_PREFIX)

@@ -4,19 +4,30 @@
 //! verification, decision and cryptographic step runs here, compiled to
 //! WebAssembly, and the page only moves bytes — frames over the browser's
 //! `WebSocket`, changes into IndexedDB, events onto the screen — as the
-//! native driver does with tokio (see `docs/client.md`).
+//! native driver does with tokio (see `docs/client.md` and `docs/web.md`).
 //!
 //! [`Device`] is the machine as JavaScript sees it: times are milliseconds
-//! since the Unix epoch (`Date.now()`), events and outcomes are JSON text,
-//! saved state is bytes (`Uint8Array`). `web/src/driver.js` is the driver
-//! loop around it, `web/src/store.js` its storage.
+//! since the Unix epoch (`Date.now()`), events, views and outcomes are JSON
+//! text, saved state is bytes (`Uint8Array`). Operations return an
+//! operation id whose outcome [`Device::poll_done`] gives later; a request
+//! the machine refuses at once throws an `Error` whose message is written
+//! for a person. `web/app/driver.ts` is the driver loop around it,
+//! `web/app/store.ts` its storage.
 
 use std::fmt::Display;
 
-use caucus_client_core::{Admission, ClientError, Kept, Machine, Outcome, Timestamp};
+use caucus_client_core::{Admission, ClientError, Kept, Machine, Membership, OpId, Outcome, Timestamp};
+use caucus_protocol::agreement::{SignedAgreement, verify_export};
+use caucus_protocol::codec::Canonical;
+use caucus_protocol::content::{Sharing, Step};
+use caucus_protocol::crypto::Digest;
+use caucus_protocol::deletion::SignedDeletionStatement;
 use caucus_protocol::identity::{DeviceKeys, Fingerprint};
-use caucus_protocol::ids::SessionId;
-use caucus_protocol::wire::Encoded;
+use caucus_protocol::ids::{PartyId, RoomId, SessionId};
+use caucus_protocol::invite::Invite;
+use caucus_protocol::offer::{Amount, Offer, OfferKind};
+use caucus_protocol::roster::{Phase, Role, RoomKind};
+use caucus_protocol::wire::{Encoded, PartyStatus};
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
@@ -41,6 +52,11 @@ fn refused(e: impl Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
+/// An operation id as JavaScript holds it (a whole number, well below 2^53).
+fn op(id: OpId) -> f64 {
+    id.as_u64() as f64
+}
+
 /// Bytes from JavaScript, copied into memory that is wiped when dropped.
 fn secret(bytes: &Uint8Array) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(bytes.to_vec())
@@ -55,20 +71,206 @@ fn session_id(text: &str) -> Result<SessionId, JsError> {
     SessionId::parse(text).ok_or_else(|| refused("not a session id"))
 }
 
+fn digest(text: &str) -> Result<Digest, JsError> {
+    caucus_protocol::b64::decode_array(text)
+        .map(Digest)
+        .ok_or_else(|| refused("not a message id"))
+}
+
+fn device(text: &str) -> Result<Fingerprint, JsError> {
+    Fingerprint::parse(text).ok_or_else(|| refused("not a device"))
+}
+
+fn to_text(value: &Value) -> String {
+    value.to_string()
+}
+
+/// A signed deletion statement as the page shows it, checked.
+fn statement_json(statement: &SignedDeletionStatement) -> Value {
+    match statement.verify() {
+        Ok(s) => json!({
+            "verified": true,
+            "relay": s.relay.fingerprint(),
+            "session": s.session,
+            "closedAt": s.closed_at,
+            "erasedAt": s.erased_at,
+            "erased": {
+                "envelopes": s.erased.envelopes,
+                "rosters": s.erased.rosters,
+                "keyBundles": s.erased.key_bundles,
+                "invites": s.erased.invites,
+                "joinRequests": s.erased.join_requests,
+                "bytes": s.erased.bytes,
+            },
+            "signed": Encoded(statement.clone()),
+        }),
+        Err(e) => json!({"verified": false, "error": e.to_string()}),
+    }
+}
+
+/// A concluded agreement as the page shows it and offers it for download.
+fn agreement_json(agreement: &SignedAgreement) -> Value {
+    match agreement.verify() {
+        Ok(v) => json!({
+            "verified": true,
+            "hash": v.agreement,
+            "title": v.title,
+            "terms": v.terms,
+            "checklist": v.checklist,
+            "signers": v.signers.iter().map(|(name, party, f)| json!({
+                "name": name, "party": party, "device": f, "safetyCode": f.safety_code(),
+            })).collect::<Vec<_>>(),
+            "markdown": agreement.to_markdown(),
+            "json": agreement.to_json(),
+        }),
+        Err(e) => json!({"verified": false, "error": e.to_string()}),
+    }
+}
+
 /// An outcome as JSON, for the page.
 fn outcome_json(outcome: &Outcome) -> Value {
     match outcome {
         Outcome::Sent(s) => json!({"index": s.index, "message": s.message}),
         Outcome::Created(session, parties) => json!({"session": session, "parties": parties}),
-        Outcome::Invite(link) => json!({"link": link}),
+        Outcome::Invite(link) => {
+            let web = Invite::from_link(link).map(|i| i.to_web_link()).ok();
+            json!({"link": link, "webLink": web})
+        }
         Outcome::SideRoom(room) => json!({"room": room}),
         Outcome::Proposed(agreement) => json!({"agreement": agreement}),
         Outcome::Closed(statement) => {
-            json!({"statement": statement.as_ref().map(|s| Encoded(s.clone()))})
+            json!({"statement": statement.as_ref().map(statement_json)})
         }
-        Outcome::Statement(s) => json!({"statement": Encoded(s.clone())}),
+        Outcome::Statement(s) => json!({"statement": statement_json(s)}),
         _ => json!({}),
     }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Mediator => "mediator",
+        Role::CoMediator => "co_mediator",
+        Role::PartyMember => "party_member",
+    }
+}
+
+fn membership_name(m: &Membership) -> &'static str {
+    match m {
+        Membership::Knocking { .. } => "knocking",
+        Membership::Waiting { .. } => "waiting",
+        Membership::Admitted => "admitted",
+        Membership::Ready => "ready",
+        Membership::Closed => "closed",
+    }
+}
+
+fn phase(text: &str) -> Result<Phase, JsError> {
+    serde_json::from_value(Value::String(text.to_owned()))
+        .map_err(|_| refused(format!("no phase called {text:?}")))
+}
+
+fn step(text: &str) -> Result<Step, JsError> {
+    match text {
+        "continue" => Ok(Step::Continue),
+        "joint_meeting" => Ok(Step::JointMeeting),
+        other => Err(refused(format!("no step called {other:?}"))),
+    }
+}
+
+/// An offer as the page's form gives it:
+/// `{ counter?: bool, respondsTo?: id, currency?: "GBP", amount?: "250000.00",
+///    terms?: "…", conditions?: ["…"] }`.
+fn offer_from(json: &str) -> Result<Offer, JsError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Form {
+        #[serde(default)]
+        counter: bool,
+        responds_to: Option<String>,
+        currency: Option<String>,
+        amount: Option<String>,
+        #[serde(default)]
+        terms: String,
+        #[serde(default)]
+        conditions: Vec<String>,
+    }
+    let form: Form = serde_json::from_str(json).map_err(refused)?;
+    let amount = match form.amount.as_deref().map(str::trim) {
+        Some(value) if !value.is_empty() => {
+            let currency = form.currency.as_deref().unwrap_or("GBP").trim();
+            // As people write sums: "250,000.00".
+            let value = value.replace([',', ' '], "");
+            Some(Amount::parse(&currency.to_ascii_uppercase(), &value).map_err(refused)?)
+        }
+        _ => None,
+    };
+    let offer = Offer {
+        kind: if form.counter {
+            OfferKind::CounterOffer
+        } else {
+            OfferKind::Offer
+        },
+        amount,
+        terms: form.terms.trim().to_owned(),
+        conditions: form
+            .conditions
+            .iter()
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect(),
+        responds_to: form.responds_to.as_deref().map(digest).transpose()?,
+    };
+    offer.validate().map_err(refused)?;
+    Ok(offer)
+}
+
+/// What an invite link says before joining: the session, the mediator's
+/// safety code to compare, and when it expires (seconds since the Unix
+/// epoch), as JSON. Works with no device and no relay.
+#[wasm_bindgen(js_name = readInvite)]
+pub fn read_invite(link: &str) -> Result<String, JsError> {
+    let invite = Invite::from_link(link).map_err(refused)?;
+    Ok(to_text(&json!({
+        "relay": invite.relay,
+        "session": invite.session,
+        "mediator": invite.mediator,
+        "mediatorSafetyCode": invite.mediator.safety_code(),
+        "expiresAt": invite.expires_at,
+        "link": invite.to_link(),
+    })))
+}
+
+/// Check a copy of a signed agreement — the Markdown or JSON download, or
+/// the bare signed copy — with nothing else: no relay, no device. Gives
+/// the signed agreement as JSON (title, terms, checklist, signers), or
+/// throws saying what is wrong (a signature that fails, readable text that
+/// differs from what was signed).
+#[wasm_bindgen(js_name = verifyAgreement)]
+pub fn verify_agreement(text: &str) -> Result<String, JsError> {
+    let v = verify_export(text).map_err(refused)?;
+    Ok(to_text(&json!({
+        "hash": v.agreement,
+        "title": v.title,
+        "terms": v.terms,
+        "checklist": v.checklist,
+        "signers": v.signers.iter().map(|(name, party, f)| json!({
+            "name": name, "party": party, "device": f, "safetyCode": f.safety_code(),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// A kept record of an erased session (`what` "agreement" or "deletion",
+/// its bytes as `takeChanges` handed them out), as JSON: the agreement
+/// with its downloads, or the relay's deletion statement; both checked.
+#[wasm_bindgen(js_name = readKept)]
+pub fn read_kept(what: &str, bytes: &Uint8Array) -> Result<String, JsError> {
+    let bytes = bytes.to_vec();
+    let value = match what {
+        "agreement" => agreement_json(&SignedAgreement::from_bytes(&bytes).map_err(refused)?),
+        "deletion" => statement_json(&SignedDeletionStatement::from_bytes(&bytes).map_err(refused)?),
+        other => return Err(refused(format!("nothing is kept as {other:?}"))),
+    };
+    Ok(to_text(&value))
 }
 
 #[wasm_bindgen]
@@ -134,6 +336,144 @@ impl Device {
         serde_json::to_string(&history).map_err(refused)
     }
 
+    /// `session` as the page shows it, as JSON: where this device stands,
+    /// the phase, the parties with their members and gates, the rooms, and
+    /// for the lead mediator the waiting room and the invites issued.
+    ///
+    /// ```text
+    /// { session, membership: "knocking"|"waiting"|"admitted"|"ready"|"closed",
+    ///   me: { device, safetyCode, name, role, party }, mediator: { device, safetyCode, name },
+    ///   phase, parties: [{ id, label, withdrawn, room, agreed: { continue, joint_meeting },
+    ///                      members: [{ device, safetyCode, name }] }],
+    ///   mediators: [{ device, safetyCode, name, role }],
+    ///   rooms: [{ id, kind: "private"|"joint"|"side", party?, label, open, members: [device] }],
+    ///   waiting?: [{ device, safetyCode, name, party }], invites?: [InviteEntry],
+    ///   agreement?: { … } }
+    /// ```
+    pub fn view(&self, session: &str) -> Result<String, JsError> {
+        let id = session_id(session)?;
+        let m = &self.machine;
+        let membership = m
+            .membership(&id)
+            .ok_or_else(|| refused("this device holds no such session"))?;
+        let me = m.fingerprint();
+        let person = |f: &Fingerprint| {
+            json!({"device": f, "safetyCode": f.safety_code(), "name": m.name_of(&id, f)})
+        };
+        let Ok(roster) = m.roster(&id) else {
+            // Not admitted yet: all there is to show is the wait, and the
+            // mediator the invite pins.
+            let pinned = match membership {
+                Membership::Knocking { link } | Membership::Waiting { link } => {
+                    Invite::from_link(link).ok().map(|i| i.mediator)
+                }
+                _ => None,
+            };
+            return Ok(to_text(&json!({
+                "session": id,
+                "membership": membership_name(membership),
+                "me": {"device": me, "safetyCode": me.safety_code()},
+                "mediator": pinned.map(|f| json!({"device": f, "safetyCode": f.safety_code(), "name": null})),
+            })));
+        };
+        let mine = roster.member(&me);
+        let not_agreed = |step| m.parties_not_agreed(&id, step).unwrap_or_default();
+        let (no_continue, no_joint) = (not_agreed(Step::Continue), not_agreed(Step::JointMeeting));
+        let label = |p: &PartyId| m.party_label(&id, p);
+        let parties: Vec<Value> = roster
+            .parties
+            .iter()
+            .map(|p| {
+                let members: Vec<Value> = roster
+                    .members
+                    .iter()
+                    .filter(|x| x.party == Some(p.id))
+                    .map(|x| person(&x.id()))
+                    .collect();
+                json!({
+                    "id": p.id,
+                    "label": label(&p.id),
+                    "withdrawn": p.withdrawn,
+                    "room": roster.private_room(&p.id).map(|r| r.id),
+                    "agreed": {
+                        "continue": !no_continue.contains(&p.id),
+                        "joint_meeting": !no_joint.contains(&p.id),
+                    },
+                    "members": members,
+                })
+            })
+            .collect();
+        let mediators: Vec<Value> = roster
+            .members
+            .iter()
+            .filter(|x| x.role.is_mediator())
+            .map(|x| {
+                let mut p = person(&x.id());
+                p["role"] = json!(role_name(x.role));
+                p
+            })
+            .collect();
+        let rooms: Vec<Value> = roster
+            .rooms
+            .iter()
+            .map(|r| {
+                let (kind, party) = match r.kind {
+                    RoomKind::Private(p) => ("private", Some(p)),
+                    RoomKind::Joint => ("joint", None),
+                    RoomKind::Side => ("side", None),
+                };
+                json!({
+                    "id": r.id,
+                    "kind": kind,
+                    "party": party,
+                    "label": party.map(|p| label(&p)),
+                    "open": r.open,
+                    "members": r.members,
+                })
+            })
+            .collect();
+        let lead = roster
+            .members
+            .iter()
+            .find(|x| x.role == Role::Mediator)
+            .map(|x| person(&x.id()));
+        let mut view = json!({
+            "session": id,
+            "membership": membership_name(membership),
+            "me": {
+                "device": me,
+                "safetyCode": me.safety_code(),
+                "name": m.name_of(&id, &me),
+                "role": mine.map(|x| role_name(x.role)),
+                "party": mine.and_then(|x| x.party),
+            },
+            "mediator": lead,
+            "phase": roster.phase,
+            "parties": parties,
+            "mediators": mediators,
+            "rooms": rooms,
+            "agreement": m.agreement(&id).as_ref().map(agreement_json),
+        });
+        if let (Ok(waiting), Ok(invites)) = (m.waiting(&id), m.invites(&id)) {
+            view["waiting"] = waiting
+                .iter()
+                .map(|k| {
+                    let f = k.request.identity.fingerprint();
+                    json!({"device": f, "safetyCode": f.safety_code(), "name": k.name, "party": k.party})
+                })
+                .collect();
+            view["invites"] = invites
+                .iter()
+                .map(|i| {
+                    let web = Invite::from_link(&i.link).map(|x| x.to_web_link()).ok();
+                    json!({"id": i.id, "name": i.name, "party": i.party, "used": i.used,
+                           "autoAdmit": i.auto_admit, "link": i.link, "webLink": web})
+                })
+                .collect();
+        }
+        Ok(to_text(&view))
+    }
+
     /// This device's fingerprint.
     #[wasm_bindgen(getter)]
     pub fn fingerprint(&self) -> String {
@@ -154,6 +494,13 @@ impl Device {
     /// The websocket closed.
     pub fn disconnected(&mut self, now: f64) {
         self.machine.disconnected(at(now));
+    }
+
+    /// Whether the machine is connected and has caught up with every
+    /// session it follows.
+    #[wasm_bindgen(getter, js_name = caughtUp)]
+    pub fn caught_up(&self) -> bool {
+        self.machine.is_caught_up()
     }
 
     /// A text frame from the relay.
@@ -257,65 +604,16 @@ impl Device {
         Some(done.to_string())
     }
 
-    /// (Mediator) create a session with these parties; the outcome names it.
-    #[wasm_bindgen(js_name = createSession)]
-    pub fn create_session(
-        &mut self,
-        name: &str,
-        parties: Vec<String>,
-        now: f64,
-    ) -> Result<f64, JsError> {
-        let labels: Vec<&str> = parties.iter().map(String::as_str).collect();
-        let (_, op) = self
-            .machine
-            .create_session(name, &labels, at(now))
-            .map_err(refused)?;
-        Ok(op.as_u64() as f64)
+    // ----- as a joiner, or anyone in a session -----
+
+    /// Join from an invite link (or its web address), and wait to be let
+    /// in. Gives the session's id.
+    pub fn join(&mut self, link: &str, now: f64) -> Result<String, JsError> {
+        let (session, _) = self.machine.join(link, at(now)).map_err(refused)?;
+        Ok(session.to_string())
     }
 
-    /// (Mediator) an invite link for `name` to join the party labelled
-    /// `party`, valid for `valid_hours`; with `automatic`, they are let in
-    /// without waiting for the mediator.
-    pub fn invite(
-        &mut self,
-        session: &str,
-        party: &str,
-        name: &str,
-        valid_hours: f64,
-        automatic: bool,
-        now: f64,
-    ) -> Result<f64, JsError> {
-        let session = session_id(session)?;
-        let party = self.machine.party_named(&session, party).map_err(refused)?;
-        let expires = at(now).as_secs() + (valid_hours.max(0.0) as u64) * 3600;
-        let admission = if automatic {
-            Admission::Automatic
-        } else {
-            Admission::ByMediator
-        };
-        let op = self
-            .machine
-            .invite(&session, &party, name, expires, admission, at(now))
-            .map_err(refused)?;
-        Ok(op.as_u64() as f64)
-    }
-
-    /// Join from an invite link, and wait to be let in.
-    pub fn join(&mut self, link: &str, now: f64) -> Result<f64, JsError> {
-        let (_, op) = self.machine.join(link, at(now)).map_err(refused)?;
-        Ok(op.as_u64() as f64)
-    }
-
-    /// (Mediator) let in someone from the waiting room.
-    pub fn admit(&mut self, session: &str, member: &str, now: f64) -> Result<(), JsError> {
-        let member = Fingerprint::parse(member).ok_or_else(|| refused("not a device"))?;
-        self.machine
-            .admit(&session_id(session)?, &member, at(now))
-            .map_err(refused)
-    }
-
-    /// Send text in a room named as a person names it (`mine`, `joint`,
-    /// or a party's label); *mediator only* unless `may_share`.
+    /// Send text in a room (its id); *mediator only* unless `may_share`.
     #[wasm_bindgen(js_name = sendText)]
     pub fn send_text(
         &mut self,
@@ -328,14 +626,370 @@ impl Device {
         let session = session_id(session)?;
         let room = self.machine.room_named(&session, room).map_err(refused)?;
         let sharing = if may_share {
-            caucus_protocol::content::Sharing::MayShare
+            Sharing::MayShare
         } else {
-            caucus_protocol::content::Sharing::MediatorOnly
+            Sharing::MediatorOnly
         };
-        let op = self
+        let id = self
             .machine
             .send(&session, &room, text, sharing, at(now))
             .map_err(refused)?;
-        Ok(op.as_u64() as f64)
+        Ok(op(id))
+    }
+
+    /// Erase this device's copy of `session`, keeping the concluded
+    /// agreement (handed out in the next [`Device::take_changes`]).
+    pub fn erase(&mut self, session: &str) -> Result<(), JsError> {
+        self.machine.erase(&session_id(session)?).map_err(refused)
+    }
+
+    // ----- as a party member -----
+
+    /// Let the mediator share one of this member's *mediator only* messages.
+    pub fn consent(&mut self, session: &str, message: &str, now: f64) -> Result<f64, JsError> {
+        let id = self
+            .machine
+            .consent(&session_id(session)?, &digest(message)?, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Agree, for this member's party, to a step: `"continue"` or
+    /// `"joint_meeting"`.
+    pub fn agree(&mut self, session: &str, step_name: &str, now: f64) -> Result<f64, JsError> {
+        let id = self
+            .machine
+            .agree(&session_id(session)?, step(step_name)?, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Tell the mediator this member's status: `"ready"`,
+    /// `"needs_mediator"` or `"on_break"`.
+    #[wasm_bindgen(js_name = setStatus)]
+    pub fn set_status(&mut self, session: &str, status: &str, now: f64) -> Result<f64, JsError> {
+        let status: PartyStatus = serde_json::from_value(Value::String(status.to_owned()))
+            .map_err(|_| refused(format!("no status called {status:?}")))?;
+        let id = self
+            .machine
+            .set_status(&session_id(session)?, status, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Make an offer (or, with `counter` and `respondsTo`, a counter-offer)
+    /// in this member's private room; see the form's fields at
+    /// `offer_from`.
+    #[wasm_bindgen(js_name = makeOffer)]
+    pub fn make_offer(&mut self, session: &str, offer: &str, now: f64) -> Result<f64, JsError> {
+        let id = self
+            .machine
+            .make_offer(&session_id(session)?, &offer_from(offer)?, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Give notice that this member's party withdraws from the mediation.
+    pub fn withdraw(&mut self, session: &str, now: f64) -> Result<f64, JsError> {
+        let id = self
+            .machine
+            .withdraw(&session_id(session)?, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Sign the proposed agreement whose hash is `agreement`.
+    #[wasm_bindgen(js_name = signAgreement)]
+    pub fn sign_agreement(&mut self, session: &str, agreement: &str, now: f64) -> Result<f64, JsError> {
+        let id = self
+            .machine
+            .sign_agreement(&session_id(session)?, &digest(agreement)?, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    // ----- as the mediator -----
+
+    /// Create a session with these parties; the outcome names it.
+    #[wasm_bindgen(js_name = createSession)]
+    pub fn create_session(
+        &mut self,
+        name: &str,
+        parties: Vec<String>,
+        now: f64,
+    ) -> Result<f64, JsError> {
+        let labels: Vec<&str> = parties.iter().map(String::as_str).collect();
+        let (_, id) = self
+            .machine
+            .create_session(name, &labels, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// An invite link for `name` to join the party `party` (its id or
+    /// label), or as a co-mediator when `party` is empty, valid for
+    /// `valid_hours`; with `automatic`, they are let in without waiting for
+    /// the mediator.
+    pub fn invite(
+        &mut self,
+        session: &str,
+        party: &str,
+        name: &str,
+        valid_hours: f64,
+        automatic: bool,
+        now: f64,
+    ) -> Result<f64, JsError> {
+        let session = session_id(session)?;
+        let expires = at(now).as_secs() + (valid_hours.max(0.0) as u64) * 3600;
+        let admission = if automatic {
+            Admission::Automatic
+        } else {
+            Admission::ByMediator
+        };
+        let id = if party.is_empty() {
+            self.machine
+                .invite_co_mediator(&session, name, expires, admission, at(now))
+        } else {
+            let party = self.machine.party_named(&session, party).map_err(refused)?;
+            self.machine
+                .invite(&session, &party, name, expires, admission, at(now))
+        }
+        .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Let in someone from the waiting room.
+    pub fn admit(&mut self, session: &str, member: &str, now: f64) -> Result<(), JsError> {
+        self.machine
+            .admit(&session_id(session)?, &device(member)?, at(now))
+            .map_err(refused)
+    }
+
+    /// Turn away someone in the waiting room; their invite is spent.
+    pub fn decline(&mut self, session: &str, member: &str, now: f64) -> Result<f64, JsError> {
+        let id = self
+            .machine
+            .decline(&session_id(session)?, &device(member)?, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Remove a member from the session.
+    #[wasm_bindgen(js_name = removeMember)]
+    pub fn remove_member(&mut self, session: &str, member: &str, now: f64) -> Result<f64, JsError> {
+        let id = self
+            .machine
+            .remove_member(&session_id(session)?, &device(member)?, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Take back a party that withdrew.
+    pub fn readmit(&mut self, session: &str, party: &str, now: f64) -> Result<f64, JsError> {
+        let session = session_id(session)?;
+        let party = self.machine.party_named(&session, party).map_err(refused)?;
+        let id = self
+            .machine
+            .readmit(&session, &party, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Move the mediation to a phase: `"preparation"`,
+    /// `"individual_meetings"`, `"negotiation"` or `"agreement"`.
+    #[wasm_bindgen(js_name = setPhase)]
+    pub fn set_phase(&mut self, session: &str, phase_name: &str, now: f64) -> Result<f64, JsError> {
+        let id = self
+            .machine
+            .set_phase(&session_id(session)?, phase(phase_name)?, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Open or close the joint room.
+    #[wasm_bindgen(js_name = setJointOpen)]
+    pub fn set_joint_open(&mut self, session: &str, open: bool, now: f64) -> Result<f64, JsError> {
+        let id = self
+            .machine
+            .set_joint_open(&session_id(session)?, open, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Open a side room with these members (and the mediators).
+    #[wasm_bindgen(js_name = openSideRoom)]
+    pub fn open_side_room(
+        &mut self,
+        session: &str,
+        members: Vec<String>,
+        now: f64,
+    ) -> Result<f64, JsError> {
+        let members = members
+            .iter()
+            .map(|m| device(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let id = self
+            .machine
+            .create_side_room(&session_id(session)?, &members, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Close a side room.
+    #[wasm_bindgen(js_name = closeSideRoom)]
+    pub fn close_side_room(&mut self, session: &str, room: &str, now: f64) -> Result<f64, JsError> {
+        let room = RoomId::parse(room).ok_or_else(|| refused("not a room"))?;
+        let id = self
+            .machine
+            .close_side_room(&session_id(session)?, &room, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Say which room the mediator is with (its id; empty: away); with
+    /// `disclose`, the other parties learn which.
+    #[wasm_bindgen(js_name = setLocation)]
+    pub fn set_location(
+        &mut self,
+        session: &str,
+        room: &str,
+        disclose: bool,
+        now: f64,
+    ) -> Result<f64, JsError> {
+        let room = match room {
+            "" => None,
+            id => Some(RoomId::parse(id).ok_or_else(|| refused("not a room"))?),
+        };
+        let id = self
+            .machine
+            .set_location(&session_id(session)?, room, disclose, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Carry a message to another room (its id): verbatim, or reframed in
+    /// the mediator's words when `reframed` is not empty. A *mediator
+    /// only* message needs its author's consent.
+    pub fn forward(
+        &mut self,
+        session: &str,
+        message: &str,
+        destination: &str,
+        reframed: &str,
+        now: f64,
+    ) -> Result<f64, JsError> {
+        let destination = RoomId::parse(destination).ok_or_else(|| refused("not a room"))?;
+        let reframed = Some(reframed.trim().to_owned()).filter(|r| !r.is_empty());
+        let id = self
+            .machine
+            .forward(
+                &session_id(session)?,
+                &digest(message)?,
+                &destination,
+                reframed,
+                at(now),
+            )
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Carry an offer to another room: as made, or restated (`restated`:
+    /// the offer form's JSON; empty: as made).
+    #[wasm_bindgen(js_name = carryOffer)]
+    pub fn carry_offer(
+        &mut self,
+        session: &str,
+        offer: &str,
+        destination: &str,
+        restated: &str,
+        now: f64,
+    ) -> Result<f64, JsError> {
+        let destination = RoomId::parse(destination).ok_or_else(|| refused("not a room"))?;
+        let restated = match restated {
+            "" => None,
+            form => Some(offer_from(form)?),
+        };
+        let id = self
+            .machine
+            .carry_offer(
+                &session_id(session)?,
+                &digest(offer)?,
+                &destination,
+                restated,
+                at(now),
+            )
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Record an offer for a party (its id or label), as the mediator
+    /// heard it.
+    #[wasm_bindgen(js_name = makeOfferFor)]
+    pub fn make_offer_for(
+        &mut self,
+        session: &str,
+        party: &str,
+        offer: &str,
+        now: f64,
+    ) -> Result<f64, JsError> {
+        let session = session_id(session)?;
+        let party = self.machine.party_named(&session, party).map_err(refused)?;
+        let id = self
+            .machine
+            .make_offer_for(&session, &party, &offer_from(offer)?, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Propose an agreement for every party member to sign.
+    #[wasm_bindgen(js_name = proposeAgreement)]
+    pub fn propose_agreement(
+        &mut self,
+        session: &str,
+        title: &str,
+        terms: &str,
+        checklist: Vec<String>,
+        now: f64,
+    ) -> Result<f64, JsError> {
+        let checklist: Vec<String> = checklist
+            .into_iter()
+            .map(|q| q.trim().to_owned())
+            .filter(|q| !q.is_empty())
+            .collect();
+        let id = self
+            .machine
+            .propose_agreement(&session_id(session)?, title, terms, &checklist, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Countersign the proposed agreement once everyone has signed it.
+    pub fn countersign(&mut self, session: &str, agreement: &str, now: f64) -> Result<f64, JsError> {
+        let id = self
+            .machine
+            .countersign(&session_id(session)?, &digest(agreement)?, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Close the session; the outcome carries the relay's deletion
+    /// statement if it erased the session at once.
+    #[wasm_bindgen(js_name = closeSession)]
+    pub fn close_session(&mut self, session: &str, now: f64) -> Result<f64, JsError> {
+        let id = self
+            .machine
+            .close_session(&session_id(session)?, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
+    }
+
+    /// Ask the relay again for its deletion statement.
+    #[wasm_bindgen(js_name = fetchDeletionStatement)]
+    pub fn fetch_deletion_statement(&mut self, session: &str, now: f64) -> Result<f64, JsError> {
+        let id = self
+            .machine
+            .fetch_deletion_statement(&session_id(session)?, at(now))
+            .map_err(refused)?;
+        Ok(op(id))
     }
 }

@@ -19,16 +19,42 @@
 //
 // One batch of changes is one readwrite transaction with strict durability:
 // `save` resolves once it has committed, and the driver sends nothing before.
-// IndexedDB's raw API, not a wrapper such as `idb`: the page loads this file
-// as it is, with no bundler to resolve a package, and the few requests here
+// IndexedDB's raw API, not a wrapper such as `idb`: the few requests here
 // need no more than the two helpers below.
 
 const DATABASE_VERSION = 1;
 const STORES = ["key", "identity", "snapshots", "log", "kept"];
 const IV_BYTES = 12;
 
+/** One batch of `Device.takeChanges()`. */
+export interface Changes {
+  identity?: Uint8Array<ArrayBuffer>;
+  sessions: {
+    session: string;
+    erase: boolean;
+    appended: Uint8Array<ArrayBuffer>[];
+    snapshot?: Uint8Array<ArrayBuffer>;
+    kept: { what: string; bytes: Uint8Array<ArrayBuffer> }[];
+  }[];
+}
+
+/** What was saved. */
+export interface Saved {
+  identity?: Uint8Array;
+  sessions: { session: string; snapshot: Uint8Array; log: Uint8Array[] }[];
+}
+
+/** What a session left behind when it was erased: its agreement, the relay's statement. */
+export interface KeptRecord {
+  session: string;
+  what: "agreement" | "deletion";
+  bytes: Uint8Array;
+}
+
+type What = [kind: string, session?: string, position?: number];
+
 /** The result of an IndexedDB request. */
-function result(request) {
+function result<T>(request: IDBRequest<T>): Promise<T> {
   return new Promise((resolve, reject) => {
     request.onsuccess = () => resolve(request.result);
     request.onerror = () => reject(request.error);
@@ -36,7 +62,7 @@ function result(request) {
 }
 
 /** Resolves when `tx` has committed; rejects if it fails. */
-function committed(tx) {
+function committed(tx: IDBTransaction): Promise<void> {
   return new Promise((resolve, reject) => {
     tx.oncomplete = () => resolve();
     tx.onerror = () => reject(tx.error);
@@ -45,11 +71,11 @@ function committed(tx) {
 }
 
 /** The additional data sealed with a value: what it is. */
-function about(what) {
+function about(what: What): Uint8Array<ArrayBuffer> {
   return new TextEncoder().encode(JSON.stringify(["caucus web state v1", ...what]));
 }
 
-function describe([kind, session, position]) {
+function describe([kind, session, position]: What): string {
   if (kind === "identity") return "the device key";
   if (kind === "snapshot") return `the snapshot of session ${session}`;
   if (kind === "log record") return `record ${position} of the log of session ${session}`;
@@ -57,13 +83,13 @@ function describe([kind, session, position]) {
 }
 
 /** Every key of `session`'s log, in order. */
-function logOf(session) {
+function logOf(session: string): IDBKeyRange {
   return IDBKeyRange.bound([session, 0], [session, Infinity]);
 }
 
 /** The state key, made on first use. */
-async function stateKey(db) {
-  const held = await result(db.transaction("key").objectStore("key").get("state"));
+async function stateKey(db: IDBDatabase): Promise<CryptoKey> {
+  const held: CryptoKey | undefined = await result(db.transaction("key").objectStore("key").get("state"));
   if (held !== undefined) return held;
   const fresh = await crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, false, [
     "encrypt",
@@ -73,7 +99,7 @@ async function stateKey(db) {
   const done = committed(tx);
   const keys = tx.objectStore("key");
   // Another page of this origin may have made one meanwhile: the first stays.
-  const key = (await result(keys.get("state"))) ?? fresh;
+  const key: CryptoKey = (await result(keys.get("state"))) ?? fresh;
   if (key === fresh) keys.put(fresh, "state");
   await done;
   return key;
@@ -81,7 +107,7 @@ async function stateKey(db) {
 
 export class Store {
   /** Open (creating) the database `name`. */
-  static async open(name) {
+  static async open(name: string): Promise<Store> {
     const request = indexedDB.open(name, DATABASE_VERSION);
     request.onupgradeneeded = () => {
       for (const store of STORES) request.result.createObjectStore(store);
@@ -90,14 +116,15 @@ export class Store {
     return new Store(db, await stateKey(db));
   }
 
-  constructor(db, key) {
-    this.db = db;
-    this.key = key;
-    // The number of records in each session's log: where the next is put.
-    this.records = new Map();
-  }
+  /** The number of records in each session's log: where the next is put. */
+  private readonly records = new Map<string, number>();
 
-  async seal(what, bytes) {
+  constructor(
+    private readonly db: IDBDatabase,
+    private readonly key: CryptoKey,
+  ) {}
+
+  private async seal(what: What, bytes: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
     const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
     const sealed = await crypto.subtle.encrypt(
       { name: "AES-GCM", iv, additionalData: about(what) },
@@ -110,7 +137,7 @@ export class Store {
     return out;
   }
 
-  async unseal(what, value) {
+  private async unseal(what: What, value: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
     try {
       const plain = await crypto.subtle.decrypt(
         { name: "AES-GCM", iv: value.subarray(0, IV_BYTES), additionalData: about(what) },
@@ -129,7 +156,7 @@ export class Store {
    * was appended. A value that does not open, or a log with a record
    * missing, is an error.
    */
-  async load() {
+  async load(): Promise<Saved> {
     const tx = this.db.transaction(["identity", "snapshots", "log"]);
     const done = committed(tx);
     const [identity, sessions, snapshots, logKeys, logValues] = await Promise.all([
@@ -140,8 +167,8 @@ export class Store {
       result(tx.objectStore("log").getAll()),
     ]);
     await done;
-    const logs = new Map();
-    logKeys.forEach(([session, position], i) => {
+    const logs = new Map<string, Uint8Array<ArrayBuffer>[]>();
+    (logKeys as [string, number][]).forEach(([session, position], i) => {
       const log = logs.get(session) ?? [];
       if (position !== log.length) {
         throw new Error(`the log of session ${session} is missing record ${log.length}`);
@@ -149,11 +176,11 @@ export class Store {
       log.push(logValues[i]);
       logs.set(session, log);
     });
-    const saved = {
+    const saved: Saved = {
       identity: identity === undefined ? undefined : await this.unseal(["identity"], identity),
       sessions: [],
     };
-    for (const [i, session] of sessions.entries()) {
+    for (const [i, session] of (sessions as string[]).entries()) {
       const { records, sealed } = snapshots[i];
       const log = logs.get(session) ?? [];
       if (log.length < records) {
@@ -162,23 +189,41 @@ export class Store {
       saved.sessions.push({
         session,
         snapshot: await this.unseal(["snapshot", session, records], sealed),
-        log: await Promise.all(log.map((value, n) => this.unseal(["log record", session, n], value))),
+        log: await Promise.all(log.map((value: Uint8Array<ArrayBuffer>, n: number) => this.unseal(["log record", session, n], value))),
       });
     }
     for (const [session, log] of logs) this.records.set(session, log.length);
     return saved;
   }
 
+  /** What erased sessions left: each agreement and deletion statement kept. */
+  async kept(): Promise<KeptRecord[]> {
+    const tx = this.db.transaction("kept");
+    const done = committed(tx);
+    const [keys, values] = await Promise.all([
+      result(tx.objectStore("kept").getAllKeys()),
+      result(tx.objectStore("kept").getAll()),
+    ]);
+    await done;
+    return Promise.all(
+      (keys as [string, "agreement" | "deletion"][]).map(async ([session, what], i) => ({
+        session,
+        what,
+        bytes: await this.unseal([what, session], values[i]),
+      })),
+    );
+  }
+
   /**
    * Save one batch of `Device.takeChanges()` in one transaction; resolves
    * once it has committed. The plaintext handed in is wiped.
    */
-  async save(changes) {
+  async save(changes: Changes): Promise<void> {
     // Seal first: a transaction commits as soon as it has nothing to do, so
     // it cannot wait on Web Crypto.
-    const puts = [];
-    const erased = [];
-    const records = new Map();
+    const puts: [string, IDBValidKey, Promise<unknown>][] = [];
+    const erased: string[] = [];
+    const records = new Map<string, number>();
     if (changes.identity !== undefined) {
       puts.push(["identity", "device", this.seal(["identity"], changes.identity)]);
     }
@@ -214,7 +259,7 @@ export class Store {
 }
 
 /** Overwrite the plaintext of a batch of changes, once it is sealed. */
-function wipe({ identity, sessions }) {
+function wipe({ identity, sessions }: Changes): void {
   identity?.fill(0);
   for (const { appended, snapshot, kept } of sessions) {
     for (const record of appended) record.fill(0);

@@ -1,0 +1,293 @@
+// The browser's driver of the client machine (`caucus-web`'s `Device`): it
+// only moves bytes, as the native driver does with tokio. Frames go over the
+// browser's WebSocket; changes go into IndexedDB (./store.ts), and nothing is
+// sent before they are there; events and outcomes are handed to the page.
+// Every decision is the machine's.
+
+import { Device } from "../pkg/caucus_web.js";
+import { Store, type KeptRecord } from "./store.ts";
+import { type CaucusEvent, isSaid } from "./model.ts";
+
+const SUBPROTOCOL = "caucus.v1";
+
+/** A message handed to the machine whose outcome has not come back: shown as *sending*. */
+export interface Sending {
+  op: number;
+  session: string;
+  room: string;
+  text: string;
+  mayShare: boolean;
+}
+
+/** What a session has heard that is not part of its record. */
+export interface News {
+  presence?: Extract<CaucusEvent, { type: "presence" }>;
+  statuses: Map<string, string>;
+  warnings: Extract<CaucusEvent, { type: "warning" }>[];
+  rejected: Extract<CaucusEvent, { type: "rejected" }>[];
+  declined: boolean;
+}
+
+interface Waiter {
+  resolve: (outcome: any) => void;
+  reject: (error: Error) => void;
+}
+
+export class Driver {
+  /**
+   * The device kept in this browser's database `name` (made, and saved, on
+   * first use), with every session it holds, connected to `relay`. The
+   * page must have initialised the WebAssembly module.
+   */
+  static async open(relay: string, name = "caucus"): Promise<Driver> {
+    const store = await Store.open(name);
+    const saved = await store.load();
+    let device: Device;
+    if (saved.identity === undefined) {
+      device = Device.create(relay);
+      // Its keys, before anything else: the relay never learns a device
+      // this browser has not kept.
+      await store.save(device.takeChanges());
+    } else {
+      device = Device.restore(relay, saved.identity);
+      saved.identity.fill(0);
+    }
+    for (const { snapshot, log } of saved.sessions) {
+      device.restoreSession(snapshot, log);
+      snapshot.fill(0);
+      for (const record of log) record.fill(0);
+    }
+    return new Driver(device, relay, store, await store.kept());
+  }
+
+  private ws!: WebSocket;
+  private passing = false;
+  private failed: Error | undefined;
+  private readonly waiters = new Map<number, Waiter>();
+  private readonly watchers: ((event: CaucusEvent) => boolean)[] = [];
+  private readonly listeners = new Set<() => void>();
+  /** Each session's record: its saved history, then what was said since. */
+  private readonly logs = new Map<string, CaucusEvent[]>();
+  /** Each session's news of the moment: presence, statuses, warnings, the end. */
+  private readonly news = new Map<string, News>();
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private backoff = 100;
+  private stopped = false;
+  /** Whether the websocket is open. */
+  connected = false;
+  /** Messages on their way (their outcome not back yet). */
+  readonly sending = new Map<number, Sending>();
+
+  constructor(
+    readonly device: Device,
+    readonly relay: string,
+    private readonly store: Store,
+    /** What erased sessions left behind: agreements, deletion statements. */
+    public kept: KeptRecord[],
+  ) {
+    this.connect();
+  }
+
+  private connect(): void {
+    const ws = new WebSocket(this.relay, SUBPROTOCOL);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.backoff = 100;
+      this.connected = true;
+      this.device.connected(Date.now());
+      this.flush();
+    };
+    ws.onmessage = (message) => {
+      this.device.handleFrame(String(message.data), Date.now());
+      this.flush();
+    };
+    ws.onclose = () => {
+      this.connected = false;
+      this.device.disconnected(Date.now());
+      this.flush();
+      if (!this.stopped) {
+        setTimeout(() => this.connect(), this.backoff);
+        this.backoff = Math.min(this.backoff * 2, 5000);
+      }
+    };
+  }
+
+  /** Run a pass, unless one is under way: that one sees this input too. */
+  private flush(): void {
+    if (this.passing || this.failed) return;
+    this.pass().catch((e: Error) => this.fail(e));
+  }
+
+  /**
+   * Save the changes (one transaction, committed), then send, then hand
+   * events and outcomes on. A pass waits only on a save, inside the loop, and
+   * takes the changes again after it: what arrived meanwhile is saved before
+   * anything is sent, and nothing is sent before the save it follows.
+   */
+  private async pass(): Promise<void> {
+    this.passing = true;
+    try {
+      for (;;) {
+        const changes = this.device.takeChanges();
+        if (changes !== undefined) {
+          await this.store.save(changes);
+          if (changes.sessions.some((s: { kept: unknown[] }) => s.kept.length > 0)) {
+            this.kept = await this.store.kept();
+          }
+          continue;
+        }
+        const frame = this.device.pollTransmit();
+        if (frame === undefined) break;
+        if (this.ws.readyState !== WebSocket.OPEN) break;
+        this.ws.send(frame);
+      }
+      this.deliver();
+    } finally {
+      this.passing = false;
+    }
+    this.changed();
+  }
+
+  private deliver(): void {
+    for (let text = this.device.pollEvent(); text !== undefined; text = this.device.pollEvent()) {
+      const event = JSON.parse(text) as CaucusEvent;
+      if (isSaid(event)) this.logs.get(event.session)?.push(event);
+      else this.noted(event);
+      this.watchers.splice(0, this.watchers.length, ...this.watchers.filter((w) => !w(event)));
+    }
+    for (let text = this.device.pollDone(); text !== undefined; text = this.device.pollDone()) {
+      const done = JSON.parse(text);
+      this.sending.delete(done.op);
+      const waiter = this.waiters.get(done.op);
+      this.waiters.delete(done.op);
+      if (waiter) {
+        if ("error" in done) waiter.reject(new Error(done.error));
+        else waiter.resolve(done.ok);
+      }
+    }
+    clearTimeout(this.timer);
+    const at = this.device.pollTimeout();
+    if (at !== undefined) {
+      this.timer = setTimeout(() => {
+        this.device.handleTimeout(Date.now());
+        this.flush();
+      }, Math.max(0, at - Date.now()));
+    }
+  }
+
+  /** Saving failed: stop, as the native driver does, and say why to whoever waits. */
+  private fail(error: Error): void {
+    this.failed = new Error(`saving this device's state failed: ${error.message}`);
+    this.stop();
+    for (const waiter of this.waiters.values()) waiter.reject(this.failed);
+    this.waiters.clear();
+    this.changed();
+  }
+
+  /** Why the driver stopped, if it did. */
+  get failure(): Error | undefined {
+    return this.failed;
+  }
+
+  /** Ask the machine (`ask(device, now)` returns an operation id) and wait for the outcome. */
+  run<T = any>(ask: (device: Device, now: number) => number): Promise<T> {
+    if (this.failed) return Promise.reject(this.failed);
+    let op: number;
+    try {
+      op = ask(this.device, Date.now());
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const outcome = new Promise<T>((resolve, reject) => this.waiters.set(op, { resolve, reject }));
+    this.flush();
+    return outcome;
+  }
+
+  /** Do something the machine answers at once (no operation), then save and send. */
+  now(act: (device: Device, now: number) => void): void {
+    act(this.device, Date.now());
+    this.flush();
+  }
+
+  /** Send text, shown as *sending* until the relay has stored it. */
+  send(session: string, room: string, text: string, mayShare: boolean): Promise<unknown> {
+    return this.run((d, now) => {
+      const op = d.sendText(session, room, text, mayShare, now);
+      this.sending.set(op, { op, session, room, text, mayShare });
+      return op;
+    });
+  }
+
+  private noted(event: CaucusEvent): void {
+    const news = this.newsOf(event.session);
+    switch (event.type) {
+      case "presence":
+        news.presence = event;
+        break;
+      case "status":
+        news.statuses.set(event.member, event.status);
+        break;
+      case "warning":
+        news.warnings.push(event);
+        break;
+      case "declined":
+        news.declined = true;
+        break;
+      case "rejected":
+        news.rejected.push(event);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** What `session` has heard that is not part of its record. */
+  newsOf(session: string): News {
+    let news = this.news.get(session);
+    if (news === undefined) {
+      news = { statuses: new Map(), warnings: [], declined: false, rejected: [] };
+      this.news.set(session, news);
+    }
+    return news;
+  }
+
+  /** The events of `session` so far, in order (history first, then what came since). */
+  events(session: string): CaucusEvent[] {
+    let log = this.logs.get(session);
+    if (log === undefined) {
+      log = JSON.parse(this.device.history(session)) as CaucusEvent[];
+      this.logs.set(session, log);
+    }
+    return log;
+  }
+
+  /** The first event, seen already or to come, for which `matches` holds. */
+  event(matches: (event: CaucusEvent) => boolean): Promise<CaucusEvent> {
+    return new Promise((resolve) =>
+      this.watchers.push((event) => (matches(event) ? (resolve(event), true) : false)),
+    );
+  }
+
+  /** Erase this device's copy of a session; what it keeps is saved. */
+  erase(session: string): void {
+    this.device.erase(session);
+    this.logs.delete(session);
+    this.flush();
+  }
+
+  /** Call `listener` after every change; returns how to stop. */
+  subscribe(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private changed(): void {
+    for (const listener of this.listeners) listener();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.ws.close();
+  }
+}

@@ -1,0 +1,2 @@
+// What the build (web/build.mjs) gives the page.
+declare module "*.css";

@@ -1,0 +1,310 @@
+// One room's conversation, as a party member or the mediator reads it, with
+// the box to write in. What of a party's message was shared, and how, is
+// shown beside it; the mediator's "Share…" and "Carry…" open the dialogs in
+// ./carry.tsx.
+
+import { useEffect, useRef, useState } from "preact/hooks";
+import type { Driver } from "../driver.ts";
+import {
+  type CaucusEvent,
+  type Said,
+  type View,
+  type RoomView,
+  consented,
+  inRoom,
+  nameOf,
+  offerSummary,
+  phaseName,
+  roomName,
+  sharesOf,
+} from "../model.ts";
+import { ErrorLine, useAction } from "./common.tsx";
+
+export interface RoomProps {
+  driver: Driver;
+  view: View;
+  room: RoomView;
+  events: CaucusEvent[];
+  /** (Mediator) carry a message or an offer elsewhere. */
+  onCarry?: (event: Said) => void;
+  /** (Party) answer a carried offer. */
+  onAnswer?: (offer: Extract<CaucusEvent, { type: "offer_carried" }>) => void;
+}
+
+export function Room({ driver, view, room, events, onCarry, onAnswer }: RoomProps) {
+  const said = inRoom(events, room.id).filter((e) => e.type !== "shared" && e.type !== "consent");
+  const sending = [...driver.sending.values()].filter((s) => s.session === view.session && s.room === room.id);
+  const end = useRef<HTMLLIElement>(null);
+  useEffect(() => end.current?.scrollIntoView({ block: "nearest" }), [said.length, sending.length]);
+  const title = roomName(view, room.id);
+  return (
+    <section class="room" aria-label={title}>
+      <h2>{title.charAt(0).toUpperCase() + title.slice(1)}</h2>
+      <p class="hint">{roomHint(view, room)}</p>
+      <ol class="messages" aria-live="polite" aria-label={`Messages in ${title}`}>
+        {said.map((e) => (
+          <Entry key={`${e.type}-${"index" in e ? e.index : ""}-${keyOf(e)}`} {...{ driver, view, event: e, events, onCarry, onAnswer }} />
+        ))}
+        {sending.map((s) => (
+          <li key={`sending-${s.op}`} class="message mine sending">
+            <p class="meta">You · sending…</p>
+            <p class="text">{s.text}</p>
+          </li>
+        ))}
+        <li ref={end} class="end" aria-hidden="true" />
+      </ol>
+      {canWrite(view, room) ? <Composer driver={driver} view={view} room={room} /> : <p class="hint">{cannotWrite(view, room)}</p>}
+    </section>
+  );
+}
+
+function keyOf(e: Said): string {
+  if ("hash" in e) return e.hash;
+  if ("message" in e) return String(e.message);
+  if ("agreement" in e) return `${e.agreement}-${"member" in e ? e.member : ""}`;
+  if ("member" in e) return e.member;
+  return JSON.stringify(e).slice(0, 40);
+}
+
+function roomHint(view: View, room: RoomView): string {
+  const mediator = view.me.role === "mediator" || view.me.role === "co_mediator";
+  switch (room.kind) {
+    case "private":
+      return mediator
+        ? `Only ${room.label} and the mediators read this room. Nothing here reaches anyone else unless you carry it.`
+        : "Only your side and the mediator read this room. Nothing you write here reaches the other side unless the mediator carries it, and only with your consent if you mark it for the mediator only.";
+    case "joint":
+      return "Everyone in the mediation reads the joint room.";
+    default:
+      return "Only the people named and the mediator read this side room.";
+  }
+}
+
+function canWrite(view: View, room: RoomView): boolean {
+  if (view.membership !== "ready" && view.membership !== "admitted") return false;
+  if (!room.members.includes(view.me.device)) return false;
+  if (room.kind === "joint" && !room.open) return view.me.role === "mediator" || view.me.role === "co_mediator";
+  const party = view.parties?.find((p) => p.id === view.me.party);
+  return !party?.withdrawn;
+}
+
+function cannotWrite(view: View, room: RoomView): string {
+  const party = view.parties?.find((p) => p.id === view.me.party);
+  if (party?.withdrawn) return "Your side has withdrawn from the mediation: you can no longer write here.";
+  if (room.kind === "joint" && !room.open) return "The joint room opens when every side has agreed to meet and the mediator opens it.";
+  return "You cannot write in this room.";
+}
+
+function Entry(props: {
+  driver: Driver;
+  view: View;
+  event: Said;
+  events: CaucusEvent[];
+  onCarry?: (event: Said) => void;
+  onAnswer?: (offer: Extract<CaucusEvent, { type: "offer_carried" }>) => void;
+}) {
+  const { driver, view, event: e, events, onCarry, onAnswer } = props;
+  const mediator = view.me.role === "mediator" || view.me.role === "co_mediator";
+  switch (e.type) {
+    case "message": {
+      const mine = e.sender === view.me.device;
+      return (
+        <li class={`message${mine ? " mine" : ""}`}>
+          <p class="meta">
+            {mine ? "You" : nameOf(view, e.sender)}
+            {roomOf(view, e.room)?.kind === "private" && (
+              <span class={`label ${e.sharing}`}>{e.sharing === "may_share" ? "may be shared" : "for the mediator only"}</span>
+            )}
+          </p>
+          <p class="text">{e.text}</p>
+          <ShareNotes view={view} events={events} message={e} mine={mine} />
+          {mine && !mediator && e.sharing === "mediator_only" && !consented(events, e.hash) && roomOf(view, e.room)?.kind === "private" && (
+            <ConsentButton driver={driver} view={view} message={e.hash} />
+          )}
+          {mediator && onCarry && roomOf(view, e.room)?.kind === "private" && !isMediator(view, e.sender) && (
+            <CarryButton event={e} events={events} onCarry={onCarry} />
+          )}
+        </li>
+      );
+    }
+    case "forwarded":
+      return (
+        <li class="message carried">
+          <p class="meta">
+            {mediator
+              ? `You carried this here from ${roomName(view, e.from_room)}`
+              : `The mediator brings this from ${sideOf(view, e.from_room)}`}{" "}
+            · {e.mode === "verbatim" ? "their words, unchanged" : "in the mediator's words"}
+          </p>
+          <p class="text">{e.text}</p>
+        </li>
+      );
+    case "offer":
+      return (
+        <li class="message offer">
+          <p class="meta">
+            {e.by === view.me.device ? "You" : nameOf(view, e.by)} {e.offer.kind === "counter_offer" ? "made a counter-offer" : "made an offer"}
+          </p>
+          <p class="text">{offerSummary(e.offer)}</p>
+          <ShareNotes view={view} events={events} message={{ hash: e.message, room: e.room }} mine={false} />
+          {mediator && onCarry && <button type="button" onClick={() => onCarry(e)}>Carry this offer…</button>}
+        </li>
+      );
+    case "offer_carried":
+      return (
+        <li class="message offer carried">
+          <p class="meta">
+            {mediator ? `You carried an offer here from ${roomName(view, e.from_room)}` : `The mediator brings an offer from ${sideOf(view, e.from_room)}`} ·{" "}
+            {e.mode === "verbatim" ? "as made" : "restated by the mediator"}
+          </p>
+          <p class="text">{offerSummary(e.offer)}</p>
+          {!mediator && onAnswer && (
+            <button type="button" onClick={() => onAnswer(e)}>
+              Answer with a counter-offer…
+            </button>
+          )}
+        </li>
+      );
+    case "system":
+      return <li class="notice">{systemWords(view, e.event)}</li>;
+    case "withdrew":
+      return <li class="notice">{nameOf(view, e.member)} gave notice that their side withdraws from the mediation.</li>;
+    case "agreed":
+      return (
+        <li class="notice">
+          {e.member === view.me.device ? "You" : nameOf(view, e.member)} agreed{" "}
+          {e.step === "continue" ? "to continue with the mediation" : "to meet the other side in the joint room"}.
+        </li>
+      );
+    case "agreement_proposed":
+      return <li class="notice">The mediator proposed an agreement to sign: “{e.title}”.</li>;
+    case "agreement_signed":
+      return <li class="notice">{e.member === view.me.device ? "You" : nameOf(view, e.member)} signed the agreement.</li>;
+    case "agreement_concluded":
+      return <li class="notice">The agreement is signed by everyone and countersigned by the mediator.</li>;
+    default:
+      return null;
+  }
+}
+
+function isMediator(view: View, device: string): boolean {
+  return view.mediators?.some((m) => m.device === device) ?? false;
+}
+
+function roomOf(view: View, room: string): RoomView | undefined {
+  return view.rooms?.find((r) => r.id === room);
+}
+
+/** Where carried content came from, as a party may be told: "the other side", or the joint room. */
+function sideOf(view: View, room: string): string {
+  const r = roomOf(view, room);
+  if (r?.kind === "joint") return "the joint room";
+  if (r?.kind === "private" && r.label) return r.label;
+  return "the other side";
+}
+
+function systemWords(view: View, event: { kind: string; detail?: unknown }): string {
+  switch (event.kind) {
+    case "member_admitted":
+      return `${nameOf(view, String(event.detail))} joined the mediation.`;
+    case "member_removed":
+      return `${nameOf(view, String(event.detail))} was removed from the mediation.`;
+    case "joint_opened":
+      return "The mediator opened the joint room.";
+    case "joint_closed":
+      return "The mediator closed the joint room.";
+    case "phase_changed":
+      return `The mediation moved to a new stage: ${phaseName(event.detail as never)}.`;
+    case "party_withdrew":
+      return "A side has withdrawn from the mediation.";
+    case "party_rejoined":
+      return "A side that had withdrawn has come back to the mediation.";
+    default:
+      return "The mediator announced a change.";
+  }
+}
+
+/** Beside a message: where the mediator shared it, and how. */
+function ShareNotes({ view, events, message, mine }: { view: View; events: CaucusEvent[]; message: { hash: string; room: string }; mine: boolean }) {
+  const shares = sharesOf(events, message.hash);
+  const consent = consented(events, message.hash);
+  return (
+    <>
+      {consent && <p class="share">{mine ? "You let the mediator share this." : "The author let the mediator share this."}</p>}
+      {shares.map((s) => (
+        <p class="share" key={`${s.destination}-${s.text}`}>
+          Shared with {shareTarget(view, s.destination)}
+          {s.mode === "verbatim" ? ", word for word." : <>, reframed as: “{s.text}”</>}
+        </p>
+      ))}
+    </>
+  );
+}
+
+function shareTarget(view: View, room: string): string {
+  const r = roomOf(view, room);
+  if (r?.kind === "private") return r.label ?? "another side";
+  return roomName(view, room);
+}
+
+function ConsentButton({ driver, view, message }: { driver: Driver; view: View; message: string }) {
+  const [run, busy, error] = useAction();
+  return (
+    <>
+      <button type="button" disabled={busy} onClick={() => run(() => driver.run((d, now) => d.consent(view.session, message, now)))}>
+        Let the mediator share this
+      </button>
+      <ErrorLine error={error} />
+    </>
+  );
+}
+
+function CarryButton({ event, events, onCarry }: { event: Extract<Said, { type: "message" }>; events: CaucusEvent[]; onCarry: (e: Said) => void }) {
+  const blocked = event.sharing === "mediator_only" && !consented(events, event.hash);
+  return (
+    <button type="button" aria-disabled={blocked} class={blocked ? "blocked" : undefined} onClick={() => !blocked && onCarry(event)} title={blocked ? undefined : "Share this in another room"}>
+      {blocked ? "Cannot share: for the mediator only, and the author has not consented" : "Share…"}
+    </button>
+  );
+}
+
+function Composer({ driver, view, room }: { driver: Driver; view: View; room: RoomView }) {
+  const [text, setText] = useState("");
+  const [mayShare, setMayShare] = useState(false);
+  const [run, busy, error] = useAction();
+  const party = view.me.role === "party_member" && room.kind === "private";
+  const id = `compose-${room.id}`;
+  return (
+    <form
+      class="composer"
+      onSubmit={async (ev) => {
+        ev.preventDefault();
+        const words = text.trim();
+        if (words === "") return;
+        if (await run(() => {
+          const sent = driver.send(view.session, room.id, words, party ? mayShare : false);
+          setText("");
+          return sent;
+        })) setMayShare(false);
+      }}
+    >
+      <label for={id}>Write a message</label>
+      <textarea id={id} rows={3} value={text} onInput={(e) => setText((e.target as HTMLTextAreaElement).value)} />
+      {party && (
+        <fieldset class="sharing">
+          <legend>Who may read it</legend>
+          <label>
+            <input type="radio" name={`sharing-${room.id}`} checked={!mayShare} onChange={() => setMayShare(false)} /> For the mediator only
+          </label>
+          <label>
+            <input type="radio" name={`sharing-${room.id}`} checked={mayShare} onChange={() => setMayShare(true)} /> The mediator may share it with the other side
+          </label>
+        </fieldset>
+      )}
+      <ErrorLine error={error} />
+      <button type="submit" class="primary" disabled={busy || text.trim() === ""}>
+        Send
+      </button>
+    </form>
+  );
+}
