@@ -232,6 +232,14 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// This client is in the waiting room; whether a mediator is online to
+    /// let it in (sent on knocking, and again whenever that changes).
+    Waiting {
+        /// The session.
+        session: SessionId,
+        /// Whether the lead mediator or a co-mediator is connected.
+        mediator_online: bool,
+    },
     /// This client's join request was declined.
     Declined {
         /// The session.
@@ -292,6 +300,7 @@ impl Event {
             | Self::Knocking { session, .. }
             | Self::Admitted { session, .. }
             | Self::Rejected { session, .. }
+            | Self::Waiting { session, .. }
             | Self::Declined { session, .. }
             | Self::Presence { session, .. }
             | Self::Status { session, .. }

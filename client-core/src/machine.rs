@@ -884,6 +884,14 @@ impl Machine {
             wire::Event::Declined { session, .. } => {
                 self.events.push_back(Event::Declined { session });
             }
+            wire::Event::Waiting {
+                session,
+                mediator_online,
+                ..
+            } => self.events.push_back(Event::Waiting {
+                session,
+                mediator_online,
+            }),
             wire::Event::Presence {
                 session,
                 online,

@@ -435,6 +435,16 @@ pub enum Event {
         /// The session.
         session: SessionId,
     },
+    /// To a waiting joiner: whether a mediator is connected to let them in.
+    Waiting {
+        /// The protocol version.
+        v: u16,
+        /// The session.
+        session: SessionId,
+        /// Whether a connection of the lead mediator or a co-mediator
+        /// follows the session now.
+        mediator_online: bool,
+    },
     /// Who is connected, and where the mediator is.
     Presence {
         /// The protocol version.

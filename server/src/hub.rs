@@ -168,7 +168,20 @@ impl SessionState {
         }
     }
 
+    /// Tell every waiting joiner whether a mediator is online to let them in.
+    fn tell_waiting(&self, session: SessionId) {
+        let event = Event::Waiting {
+            v: PROTOCOL_VERSION,
+            session,
+            mediator_online: self.mediators().next().is_some(),
+        };
+        for (_, outbox) in self.waiting.values() {
+            outbox.send(&event);
+        }
+    }
+
     fn broadcast_presence(&self, session: SessionId) {
+        self.tell_waiting(session);
         let mut online: Vec<Fingerprint> = self.followers.values().map(|f| f.who).collect();
         online.sort();
         online.dedup();
@@ -547,6 +560,7 @@ impl Hub {
             m.outbox.send(&event);
         }
         s.waiting.insert(conn, (*caller, outbox.clone()));
+        s.tell_waiting(session);
         Ok(())
     }
 

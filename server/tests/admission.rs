@@ -352,3 +352,30 @@ async fn plaintext_keys_secrets_and_tokens_appear_nowhere_in_the_data_dir_or_log
     // The data dir does hold the ciphertext (so the search was meaningful).
     assert!(contains(&stored, &m.claimant.keys.fingerprint().0));
 }
+
+#[tokio::test]
+async fn a_waiting_joiner_is_told_whether_a_mediator_is_online() {
+    let relay = Relay::start().await;
+    let mut m = Mediation::start(&relay).await;
+    let good = invite(&mut m, &relay.url(), FAR_FUTURE).await;
+    let keys = DeviceKeys::generate().unwrap();
+    let identity = keys.public().clone();
+    let mut joiner = Client::connect(&relay.url(), keys).await;
+    joiner
+        .ok(RequestBody::Join {
+            token: good.admission_token(),
+            request: Encoded(good.join_request(&identity)),
+        })
+        .await;
+    // The mediator follows the session: someone can let them in.
+    let online = |e: &Event, want: bool| matches!(e, Event::Waiting { session, mediator_online, .. } if *session == m.session && *mediator_online == want);
+    joiner.wait_for(|e| online(e, true)).await;
+    // The mediator's only connection ends: no one can, until it is back.
+    let session = m.session;
+    drop(m);
+    joiner
+        .wait_for(|e| {
+            matches!(e, Event::Waiting { session: s, mediator_online: false, .. } if *s == session)
+        })
+        .await;
+}

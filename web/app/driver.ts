@@ -22,6 +22,8 @@ export interface Sending {
 /** What a session has heard that is not part of its record. */
 export interface News {
   presence?: Extract<CaucusEvent, { type: "presence" }>;
+  /** (In the waiting room) whether a mediator is online to let this device in. */
+  mediatorOnline?: boolean;
   statuses: Map<string, string>;
   warnings: Extract<CaucusEvent, { type: "warning" }>[];
   rejected: Extract<CaucusEvent, { type: "rejected" }>[];
@@ -229,6 +231,9 @@ export class Driver {
         break;
       case "warning":
         news.warnings.push(event);
+        break;
+      case "waiting":
+        news.mediatorOnline = event.mediator_online;
         break;
       case "declined":
         news.declined = true;

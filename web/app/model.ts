@@ -67,6 +67,7 @@ export type CaucusEvent =
   | { type: "knocking"; session: string; invite: string; member: string; name: string; party: string | null }
   | { type: "admitted"; session: string; invite: string; member: string }
   | { type: "rejected"; session: string; invite: string; reason: string }
+  | { type: "waiting"; session: string; mediator_online: boolean }
   | { type: "declined"; session: string }
   | { type: "presence"; session: string; online: string[]; mediator: Whereabouts }
   | { type: "status"; session: string; member: string; status: Status }

@@ -102,8 +102,12 @@ export function WaitingRoom({ driver, view }: { driver: Driver; view: View }) {
   return (
     <main id="main">
       <h1>Waiting for the mediator to let you in</h1>
-      <p role="status" aria-live="polite">
-        {driver.connected ? "You are in the waiting room. The mediator has been told you are here." : "Connecting…"}
+      <p role="status" aria-live="polite" class={`where ${news.mediatorOnline ? "online" : "offline"}`}>
+        {!driver.connected || news.mediatorOnline === undefined
+          ? "Connecting…"
+          : news.mediatorOnline
+            ? "The mediator is online and has been told you are here."
+            : "The mediator is not online yet. They will be told you are here when they come online."}
       </p>
       <p>Keep this page open. When the mediator asks, read them your safety code:</p>
       <p class="big">

@@ -471,6 +471,17 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
             format!("refused a join request on invite {invite}: {reason}"),
             json!({"event": "rejected", "session": session, "invite": invite, "reason": reason}),
         ),
+        Event::Waiting {
+            session,
+            mediator_online,
+        } => (
+            if *mediator_online {
+                "the mediator is online and has been told you are waiting".into()
+            } else {
+                "the mediator is not online yet: you will be let in once they are".into()
+            },
+            json!({"event": "waiting", "session": session, "mediator_online": mediator_online}),
+        ),
         Event::Declined { session } => (
             "the mediator declined the request to join".into(),
             json!({"event": "declined", "session": session}),
