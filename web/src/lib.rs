@@ -16,7 +16,9 @@
 
 use std::fmt::Display;
 
-use caucus_client_core::{Admission, ClientError, Kept, Machine, Membership, OpId, Outcome, Timestamp};
+use caucus_client_core::{
+    Admission, ClientError, Kept, Machine, Membership, OpId, Outcome, Timestamp,
+};
 use caucus_protocol::agreement::{SignedAgreement, verify_export};
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Sharing, Step};
@@ -267,7 +269,9 @@ pub fn read_kept(what: &str, bytes: &Uint8Array) -> Result<String, JsError> {
     let bytes = bytes.to_vec();
     let value = match what {
         "agreement" => agreement_json(&SignedAgreement::from_bytes(&bytes).map_err(refused)?),
-        "deletion" => statement_json(&SignedDeletionStatement::from_bytes(&bytes).map_err(refused)?),
+        "deletion" => {
+            statement_json(&SignedDeletionStatement::from_bytes(&bytes).map_err(refused)?)
+        }
         other => return Err(refused(format!("nothing is kept as {other:?}"))),
     };
     Ok(to_text(&value))
@@ -357,9 +361,7 @@ impl Device {
             .membership(&id)
             .ok_or_else(|| refused("this device holds no such session"))?;
         let me = m.fingerprint();
-        let person = |f: &Fingerprint| {
-            json!({"device": f, "safetyCode": f.safety_code(), "name": m.name_of(&id, f)})
-        };
+        let person = |f: &Fingerprint| json!({"device": f, "safetyCode": f.safety_code(), "name": m.name_of(&id, f)});
         let Ok(roster) = m.roster(&id) else {
             // Not admitted yet: all there is to show is the wait, and the
             // mediator the invite pins.
@@ -700,7 +702,12 @@ impl Device {
 
     /// Sign the proposed agreement whose hash is `agreement`.
     #[wasm_bindgen(js_name = signAgreement)]
-    pub fn sign_agreement(&mut self, session: &str, agreement: &str, now: f64) -> Result<f64, JsError> {
+    pub fn sign_agreement(
+        &mut self,
+        session: &str,
+        agreement: &str,
+        now: f64,
+    ) -> Result<f64, JsError> {
         let id = self
             .machine
             .sign_agreement(&session_id(session)?, &digest(agreement)?, at(now))
@@ -964,7 +971,12 @@ impl Device {
     }
 
     /// Countersign the proposed agreement once everyone has signed it.
-    pub fn countersign(&mut self, session: &str, agreement: &str, now: f64) -> Result<f64, JsError> {
+    pub fn countersign(
+        &mut self,
+        session: &str,
+        agreement: &str,
+        now: f64,
+    ) -> Result<f64, JsError> {
         let id = self
             .machine
             .countersign(&session_id(session)?, &digest(agreement)?, at(now))

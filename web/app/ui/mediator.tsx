@@ -40,6 +40,9 @@ export function MediatorScreen({ driver, view }: { driver: Driver; view: View })
           {lead ? ", the lead mediator" : ", co-mediator"}.{" "}
           {here && here.where === "in" ? `The parties see you in ${roomName(view, here.room)}.` : "The parties see you as away."}
         </p>
+        <p class="own-code">
+          Your safety code, to read to each person you let in: <Code code={view.me.safetyCode} />
+        </p>
         <Connection driver={driver} />
         <ErrorLine error={error} />
       </header>

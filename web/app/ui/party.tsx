@@ -15,13 +15,16 @@ export function PartyScreen({ driver, view }: { driver: Driver; view: View }) {
   const events = driver.events(view.session);
   const news = driver.newsOf(view.session);
   const party = view.parties?.find((p) => p.id === view.me.party);
-  const rooms = (view.rooms ?? []).filter((r) => r.members.includes(view.me.device) && (r.kind !== "joint" || r.open));
+  const withdrawn = party?.withdrawn ?? false;
+  // A side that has withdrawn keeps only what it said to the mediator.
+  const rooms = (view.rooms ?? []).filter(
+    (r) => r.members.includes(view.me.device) && (r.kind === "private" || (!withdrawn && (r.kind !== "joint" || r.open))),
+  );
   const mine = rooms.find((r) => r.kind === "private");
   const [roomId, setRoomId] = useState<string>();
   const room = rooms.find((r) => r.id === roomId) ?? mine ?? rooms[0];
   const [answering, setAnswering] = useState<Extract<CaucusEvent, { type: "offer_carried" }>>();
   const mediatorOnline = view.mediator !== undefined && (news.presence?.online.includes(view.mediator.device) ?? false);
-  const withdrawn = party?.withdrawn ?? false;
   return (
     <main id="main" class="party">
       <header class="session-head">
