@@ -43,7 +43,7 @@ mod server;
 mod store;
 mod tls;
 
-pub use config::{Args, Config, ConfigError};
+pub use config::{Args, Config, ConfigError, WebClient};
 pub use conn::{CLOSE_AUTH_TIMEOUT, CLOSE_IDLE, CLOSE_TOO_SLOW};
 pub use server::{Running, Server, ServerError};
 pub use tls::TlsError;
