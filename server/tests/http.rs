@@ -85,7 +85,10 @@ async fn head_healthz_answers_200_with_no_body_and_get_healthz_says_ok() {
     assert_eq!(&body[..], b"ok\n");
     assert!(header(&parts, "content-type").starts_with("text/plain"));
     assert_security_headers(&parts);
-    // The same connection serves the next request (keep-alive).
+    // A query changes nothing; the same connection serves the next
+    // request (keep-alive).
+    let (parts, body) = http.get("/healthz?x=1", &[]).await;
+    assert_eq!((parts.status.as_u16(), &body[..]), (200, &b"ok\n"[..]));
     let (parts, body) = http.get("/metrics", &[]).await;
     assert_eq!(parts.status, 200);
     assert!(
