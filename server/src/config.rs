@@ -70,6 +70,25 @@ pub struct Args {
     /// acknowledged [default: false].
     #[arg(long, env = "CAUCUS_UNSAFE_ACK_BEFORE_COMMIT", num_args = 0..=1, default_missing_value = "true")]
     pub unsafe_ack_before_commit: Option<bool>,
+    /// Serve the web client from this folder instead of the one built into
+    /// the binary [default: the built-in client].
+    #[arg(long, env = "CAUCUS_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+    /// Serve no web client: `/` and its files answer 404 (`--no-web`, or
+    /// `--no-web false`) [default: false].
+    #[arg(long, env = "CAUCUS_NO_WEB", num_args = 0..=1, default_missing_value = "true")]
+    pub no_web: Option<bool>,
+}
+
+/// Which web client the relay serves on `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebClient {
+    /// The client built into the binary (`web/dist` when it was compiled).
+    Embedded,
+    /// The files of this folder, read at each request (`--web-dir`).
+    Dir(PathBuf),
+    /// None (`--no-web`).
+    Off,
 }
 
 /// The settings in force.
@@ -106,6 +125,8 @@ pub struct Config {
     /// Benchmarking aid, unsafe: acknowledge writes before their flush
     /// (`--unsafe-ack-before-commit`; see `docs/operations.md`).
     pub unsafe_ack_before_commit: bool,
+    /// The web client served on `/` (`--web-dir`, `--no-web`).
+    pub web: WebClient,
 }
 
 /// Why the configuration could not be read.
@@ -161,6 +182,16 @@ impl Config {
             retention: Duration::from_secs(pick!(retention_secs, 0)),
             statement_retention: Duration::from_secs(pick!(statement_retention_secs, 2_592_000)),
             unsafe_ack_before_commit: pick!(unsafe_ack_before_commit, false),
+            web: match (args.web_dir.or(file.web_dir), pick!(no_web, false)) {
+                (None, false) => WebClient::Embedded,
+                (Some(dir), false) => WebClient::Dir(dir),
+                (None, true) => WebClient::Off,
+                (Some(_), true) => {
+                    return Err(ConfigError::Invalid(
+                        "--web-dir and --no-web exclude each other",
+                    ));
+                }
+            },
         };
         config.validate()?;
         Ok(config)
@@ -213,5 +244,18 @@ mod tests {
         assert!(!parse(&[]).unsafe_ack_before_commit);
         assert!(parse(&["--unsafe-ack-before-commit"]).unsafe_ack_before_commit);
         assert!(!parse(&["--unsafe-ack-before-commit", "false"]).unsafe_ack_before_commit);
+    }
+
+    #[test]
+    fn the_web_client_is_the_built_in_one_unless_a_folder_or_none_is_asked_for() {
+        assert_eq!(parse(&[]).web, WebClient::Embedded);
+        assert_eq!(
+            parse(&["--web-dir", "site"]).web,
+            WebClient::Dir(PathBuf::from("site"))
+        );
+        assert_eq!(parse(&["--no-web"]).web, WebClient::Off);
+        assert_eq!(parse(&["--no-web", "false"]).web, WebClient::Embedded);
+        let both = Args::try_parse_from(["caucus-server", "--web-dir", "site", "--no-web"]);
+        assert!(Config::from_args(both.unwrap()).is_err());
     }
 }

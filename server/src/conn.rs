@@ -1,6 +1,6 @@
-//! One websocket connection: the handshake, authentication, the request
-//! loop with its rate limit and timers, and the writer fed by the
-//! connection's [`Outbox`].
+//! One websocket connection, once [`crate::http`] has upgraded it:
+//! authentication, the request loop with its rate limit and timers, and the
+//! writer fed by the connection's [`Outbox`].
 //!
 //! Close codes: 1000 normal, 1001 relay shutting down, 1009 frame too big,
 //! 4000 too slow (the outbound queue overflowed; resume with `subscribe`),
@@ -15,18 +15,16 @@ use caucus_protocol::deletion::SignedDeletionStatement;
 use caucus_protocol::envelope::PROTOCOL_VERSION;
 use caucus_protocol::identity::PublicIdentity;
 use caucus_protocol::ids::SessionId;
-use caucus_protocol::wire::{
-    Encoded, ErrorCode, Event, Reply, RequestBody, SUBPROTOCOL, parse_request,
-};
+use caucus_protocol::wire::{Encoded, ErrorCode, Event, Reply, RequestBody, parse_request};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::config::Config;
 use crate::hub::{Catchup, ConnId, Hub, Refusal};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -38,29 +36,6 @@ pub const CLOSE_TOO_SLOW: u16 = 4000;
 pub const CLOSE_AUTH_TIMEOUT: u16 = 4001;
 /// Close code: the client was silent too long.
 pub const CLOSE_IDLE: u16 = 4002;
-
-/// Require the `caucus.v1` subprotocol and select it. (The error type is
-/// tungstenite's callback contract.)
-#[allow(clippy::result_large_err)]
-fn negotiate(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
-    let offered = request
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == SUBPROTOCOL);
-    if !offered {
-        let mut refusal = ErrorResponse::new(Some(format!("subprotocol {SUBPROTOCOL} required")));
-        *refusal.status_mut() = StatusCode::BAD_REQUEST;
-        return Err(refusal);
-    }
-    response.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
-    Ok(response)
-}
 
 /// A token bucket: `rate` per second, up to `burst`.
 struct Bucket {
@@ -212,17 +187,9 @@ struct Conn {
     sessions: HashSet<SessionId>,
 }
 
-/// Serve one websocket connection until it closes or the relay shuts down.
-pub(crate) async fn serve<S>(
-    hub: Arc<Hub>,
-    stream: S,
-    id: ConnId,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let config = &hub.config;
-    let ws_config = WebSocketConfig::default()
+/// The websocket limits of every connection under `config`.
+pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
         // Per idle connection, tungstenite keeps its read buffer (touched
         // in full on every read) and its write buffer's largest size: 1 KiB
         // reads keep an idle authenticated connection under 8 KiB of RSS;
@@ -231,17 +198,20 @@ pub(crate) async fn serve<S>(
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(WRITE_BUFFER + config.max_frame_bytes * 2)
         .max_message_size(Some(config.max_frame_bytes))
-        .max_frame_size(Some(config.max_frame_bytes));
-    let handshake =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, negotiate, Some(ws_config));
-    let ws = match tokio::time::timeout(config.auth, Box::pin(handshake)).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            tracing::debug!(conn = id, error = %e, "handshake failed");
-            return;
-        }
-        Err(_) => return,
-    };
+        .max_frame_size(Some(config.max_frame_bytes))
+}
+
+/// Serve one websocket connection, its handshake done (with the limits of
+/// [`ws_config`]), until it closes or the relay shuts down.
+pub(crate) async fn serve<S>(
+    hub: Arc<Hub>,
+    ws: WebSocketStream<S>,
+    id: ConnId,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let config = &hub.config;
     let (mut sink, mut stream) = ws.split();
     let (outbox, mut queue) = Outbox::new(config.outbound_queue);
     let mut nonce = Digest::ZERO;

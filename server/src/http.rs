@@ -1,123 +1,296 @@
-//! The plain-HTTP side of the relay's port: `GET /healthz` and
-//! `GET /metrics`. Anything else that is not a websocket upgrade gets 404.
+//! HTTP on the relay's port, plain or TLS alike, through hyper (HTTP/1.1)
+//! and axum: `GET|HEAD /healthz`, `GET|HEAD /metrics`, the web client
+//! ([`crate::web`]) on every other path, and the websocket upgrade.
 //!
-//! The request head is read once, from a plain or TLS stream alike; for a
-//! websocket the bytes already read are handed back in front of the stream
-//! ([`Prefixed`]) so the websocket handshake sees the whole request.
+//! A request whose `Upgrade` header names `websocket` is a websocket
+//! handshake on whatever path it names; it never reaches a page. It is
+//! checked (`GET`, HTTP/1.1, `Connection: upgrade`,
+//! `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key`, and the subprotocol
+//! `caucus.v1` offered; otherwise `400` and a line saying what is missing),
+//! takes a connection slot (otherwise `503`), and is answered `101` here.
+//! hyper then hands the socket over, and the connection's task runs it with
+//! tokio-tungstenite ([`crate::conn`]), holding the slot until it closes.
+//!
+//! Every response carries the same security headers ([`SECURITY_HEADERS`]).
+//! Nothing here logs a request's path, query or headers: an invite's or a
+//! session's secrets must never reach a log.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use caucus_protocol::wire::{ErrorCode, SUBPROTOCOL};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tower::ServiceExt;
+use tower_http::set_header::SetResponseHeaderLayer;
 
-/// The longest request head accepted.
+use crate::hub::Hub;
+
+/// The longest request head accepted, in bytes (hyper's smallest buffer).
 const MAX_HEAD: usize = 8192;
 
-/// What a connection's first request asks for.
-pub(crate) enum Route {
-    /// A websocket upgrade.
-    Websocket,
-    /// `GET /healthz`.
-    Health,
-    /// `GET /metrics`.
-    Metrics,
-    /// Anything else.
-    NotFound,
+/// The headers of every HTTP response. The policy lets the page load its
+/// own scripts, WebAssembly, styles, images and manifest, and talk to its
+/// own origin only (the relay's websocket); it allows no inline script, no
+/// other origin, no framing, no form and no `<base>`.
+pub(crate) const SECURITY_HEADERS: [(&str, &str); 5] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self' data:; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
+         form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+];
+
+/// What every connection's requests share.
+pub(crate) struct Shared {
+    /// The relay.
+    pub(crate) hub: Arc<Hub>,
+    /// Websocket connection slots (`--max-connections`).
+    pub(crate) slots: Arc<Semaphore>,
+    /// The next websocket connection's number.
+    pub(crate) next_id: AtomicU64,
+    /// Becomes `true` when the relay shuts down.
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
-/// Read the request head (up to the blank line, at most 8 KiB) and say what
-/// it asks for; also return the bytes read.
-pub(crate) async fn read_head<S: AsyncRead + Unpin>(
-    stream: &mut S,
-) -> io::Result<(Route, Vec<u8>)> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        head.extend_from_slice(chunk.get(..n).unwrap_or_default());
+/// A websocket upgrade answered `101`, for its connection's task to run
+/// once hyper hands over the socket.
+struct Accepted {
+    upgrade: OnUpgrade,
+    permit: OwnedSemaphorePermit,
+    id: u64,
+}
+
+/// Where a request's handler leaves an [`Accepted`] websocket for the task
+/// of the connection it came on (a request extension).
+#[derive(Clone)]
+struct Handoff(mpsc::Sender<Accepted>);
+
+/// The relay's routes and headers, built once and shared by every
+/// connection.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let web = crate::web::routes(&shared.hub.config.web);
+    let mut router = Router::new()
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
+        .fallback_service(web)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            upgrade_or_next,
+        ))
+        .with_state(shared);
+    for (name, value) in SECURITY_HEADERS {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        ));
     }
-    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let route = if text.contains("\r\nupgrade: websocket") {
-        Route::Websocket
-    } else {
-        match (text.starts_with("get "), text.split_whitespace().nth(1)) {
-            (true, Some("/healthz")) => Route::Health,
-            (true, Some("/metrics")) => Route::Metrics,
-            _ => Route::NotFound,
+    router
+}
+
+/// Serve one accepted connection (after TLS, if any): HTTP requests until
+/// it closes, shuts down or upgrades; then, for an upgrade, the websocket.
+/// The head of each request must arrive within the authentication timeout.
+pub(crate) async fn serve<S>(shared: Arc<Shared>, router: Router, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (handoff, mut accepted) = mpsc::channel(1);
+    let handoff = Handoff(handoff);
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+        request.extensions_mut().insert(handoff.clone());
+        router.clone().oneshot(request)
+    });
+    let hub = shared.hub.clone();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(hub.config.auth)
+        .max_buf_size(MAX_HEAD);
+    let connection = http
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let mut stop = shared.stop.clone();
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stop.changed() => {
+            // Finish the request under way, if any, then close.
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.as_mut().await;
+        }
+    }
+    let Ok(Accepted {
+        upgrade,
+        permit,
+        id,
+    }) = accepted.try_recv()
+    else {
+        return;
+    };
+    let upgraded = match upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(conn = id, error = %e, "handshake failed");
+            return;
         }
     };
-    Ok((route, head))
+    tracing::debug!(conn = id, %peer, "connection");
+    let config = crate::conn::ws_config(&hub.config);
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    // A fresh receiver: one that has seen the stop already still sees it.
+    crate::conn::serve(hub, ws, id, shared.stop.clone()).await;
+    drop(permit);
 }
 
-/// Answer a plain HTTP request and close.
-pub(crate) async fn respond<S: AsyncWrite + Unpin>(
-    mut stream: S,
-    status: &str,
-    content_type: &str,
-    body: &str,
-) -> io::Result<()> {
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+/// `/healthz`: the accept loop is running.
+async fn health() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "ok\n",
+    )
+        .into_response()
 }
 
-/// A stream that first yields bytes already read from it.
-pub(crate) struct Prefixed<S> {
-    prefix: Vec<u8>,
-    read: usize,
-    inner: S,
+/// `/metrics`: the Prometheus text format.
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.hub.metrics.render(),
+    )
+        .into_response()
 }
 
-impl<S> Prefixed<S> {
-    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
-        Self {
-            prefix,
-            read: 0,
-            inner,
-        }
+/// A websocket upgrade goes to [`websocket`] whatever its path; any other
+/// request goes on to the routes.
+async fn upgrade_or_next(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if has_token(request.headers(), &header::UPGRADE, "websocket") {
+        websocket(&shared, request)
+    } else {
+        next.run(request).await
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if let Some(rest) = this.prefix.get(this.read..).filter(|r| !r.is_empty()) {
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(rest.get(..n).unwrap_or_default());
-            this.read += n;
-            if this.read == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.read = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
+/// Whether a comma-separated header holds `token` (ASCII case-insensitive).
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token))
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+/// The items of a comma-separated header, in all its lines.
+fn tokens<'h>(headers: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'h str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// A refused websocket handshake: `status` and a line of text.
+fn refuse(status: StatusCode, why: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{why}\n"),
+    )
+        .into_response()
+}
+
+/// Check a websocket handshake, take a connection slot, leave the upgrade
+/// for the connection's task, and answer `101 Switching Protocols` with
+/// the subprotocol `caucus.v1`.
+fn websocket(shared: &Shared, mut request: Request) -> Response {
+    let bad = |why: &str| refuse(StatusCode::BAD_REQUEST, why.to_owned());
+    let headers = request.headers();
+    if request.method() != Method::GET {
+        return bad("a websocket handshake is a GET");
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    if request.version() != Version::HTTP_11 {
+        return bad("a websocket handshake needs HTTP/1.1");
     }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    if !has_token(headers, &header::CONNECTION, "upgrade") {
+        return bad("a websocket handshake needs Connection: upgrade");
     }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut refusal = bad("websocket version 13 required");
+        refusal.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return refusal;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return bad("a websocket handshake needs Sec-WebSocket-Key");
+    };
+    // Subprotocol names are compared exactly (RFC 6455 11.5).
+    if !tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL).any(|p| p == SUBPROTOCOL) {
+        return bad(&format!("subprotocol {SUBPROTOCOL} required"));
+    }
+    let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) else {
+        return bad("bad Sec-WebSocket-Key");
+    };
+    let Some(Handoff(handoff)) = request.extensions().get::<Handoff>().cloned() else {
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no connection to upgrade".into(),
+        );
+    };
+    let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+        shared.hub.metrics.reject(ErrorCode::Overloaded);
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections".into(),
+        );
+    };
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let upgrade = hyper::upgrade::on(&mut request);
+    if handoff
+        .try_send(Accepted {
+            upgrade,
+            permit,
+            id,
+        })
+        .is_err()
+    {
+        return bad("one websocket per connection");
+    }
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (header::SEC_WEBSOCKET_ACCEPT, accept),
+            (
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(SUBPROTOCOL),
+            ),
+        ],
+        Body::empty(),
+    )
+        .into_response()
 }

@@ -11,9 +11,10 @@
 //! | `config` | flags, environment and TOML settings |
 //! | `store` | the sled store and its group committer |
 //! | `hub` | sessions in memory and each request's rules |
-//! | `conn` | one websocket connection: auth, limits, timers |
+//! | `conn` | one websocket connection, once upgraded: auth, limits, timers |
 //! | `outbox` | a connection's bounded outbound queue |
-//! | `http` | the request head: `GET /healthz`, `GET /metrics`, or a websocket |
+//! | `http` | HTTP (hyper, axum): `/healthz`, `/metrics`, security headers, the websocket upgrade |
+//! | `web` | the web client on `/`: built in, from `--web-dir`, or none |
 //! | `tls` | rustls (ring provider) from a PEM certificate and key |
 //! | `metrics` | Prometheus counters |
 //!
@@ -42,8 +43,9 @@ mod relay_key;
 mod server;
 mod store;
 mod tls;
+mod web;
 
-pub use config::{Args, Config, ConfigError};
+pub use config::{Args, Config, ConfigError, WebClient};
 pub use conn::{CLOSE_AUTH_TIMEOUT, CLOSE_IDLE, CLOSE_TOO_SLOW};
 pub use server::{Running, Server, ServerError};
 pub use tls::TlsError;

@@ -1,21 +1,19 @@
-//! The listener: accepts connections up to the limit, routes plain HTTP,
-//! hands websockets to [`crate::conn`], sweeps expired sessions, and shuts
-//! down cleanly.
+//! The listener: accepts connections, hands each (after TLS, if any) to
+//! [`crate::http`], sweeps expired sessions, and shuts down cleanly.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
-use crate::http::{Prefixed, Route, read_head, respond};
+use crate::config::{Config, WebClient};
+use crate::http::Shared;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -46,6 +44,14 @@ pub enum ServerError {
     /// The flags given to [`Server::spawn`] did not parse or fit together.
     #[error("configuration: {0}")]
     Config(String),
+    /// The `--web-dir` folder cannot be served.
+    #[error("web dir {dir}: {reason}")]
+    WebDir {
+        /// The folder.
+        dir: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// A bound relay, ready to run.
@@ -114,6 +120,7 @@ impl Server {
             );
         }
         let (store, committer) = Store::open(&config.data_dir, 65_536, metrics.clone(), durable)?;
+        crate::web::check(&config.web)?;
         let tls = match &config.tls {
             Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
             None => None,
@@ -150,11 +157,17 @@ impl Server {
             committer,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let slots = Arc::new(Semaphore::new(hub.config.max_connections));
-        let next_id = AtomicU64::new(1);
+        let shared = Arc::new(Shared {
+            hub: hub.clone(),
+            slots: Arc::new(Semaphore::new(hub.config.max_connections)),
+            next_id: AtomicU64::new(1),
+            stop: stop_rx.clone(),
+        });
+        let router = crate::http::router(shared.clone());
         let mut tasks = JoinSet::new();
         let sweeper = tokio::spawn(sweep(hub.clone(), stop_rx.clone()));
         tracing::info!(addr = %listener.local_addr()?, data_dir = %hub.config.data_dir.display(), relay = %hub.relay.fingerprint(), "relay listening");
+        log_web_client(&hub.config.web);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -171,23 +184,21 @@ impl Server {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let hub = hub.clone();
-                    let stop = stop_rx.clone();
-                    let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    let permit = slots.clone().try_acquire_owned();
+                    let shared = shared.clone();
+                    let router = router.clone();
                     let tls = tls.clone();
                     tasks.spawn(async move {
-                        // A socket that does not finish its TLS handshake and
-                        // request head within the authentication timeout
-                        // gives up its slot.
-                        let limit = hub.config.auth;
                         match tls {
+                            // A socket that does not finish its TLS
+                            // handshake within the authentication timeout
+                            // is dropped.
                             Some(tls) => {
+                                let limit = shared.hub.config.auth;
                                 if let Ok(Ok(stream)) = tokio::time::timeout(limit, Box::pin(tls.accept(stream))).await {
-                                    Box::pin(route(hub, stream, id, peer, permit, stop)).await;
+                                    Box::pin(crate::http::serve(shared, router, stream, peer)).await;
                                 }
                             }
-                            None => Box::pin(route(hub, stream, id, peer, permit, stop)).await,
+                            None => Box::pin(crate::http::serve(shared, router, stream, peer)).await,
                         }
                     });
                 }
@@ -204,6 +215,8 @@ impl Server {
             tasks.abort_all();
         }
         let _ = sweeper.await;
+        drop(router);
+        drop(shared);
         drop(hub);
         let _ = committer.await;
         tracing::info!("stopped");
@@ -234,47 +247,19 @@ async fn sweep(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Read a connection's request head and serve it: health, metrics, 404, or
-/// (holding a connection slot) a websocket.
-async fn route<S>(
-    hub: Arc<Hub>,
-    mut stream: S,
-    id: u64,
-    peer: SocketAddr,
-    permit: Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::TryAcquireError>,
-    stop: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let Ok(Ok((route, head))) =
-        tokio::time::timeout(hub.config.auth, Box::pin(read_head(&mut stream))).await
-    else {
-        return;
-    };
-    let _ = match route {
-        Route::Health => respond(stream, "200 OK", "text/plain", "ok\n").await,
-        Route::Metrics => {
-            let body = hub.metrics.render();
-            respond(stream, "200 OK", "text/plain; version=0.0.4", &body).await
+/// Log the published hash of the web client served (`web_client`), for
+/// comparison with `sha256sum web/dist/SHA256SUMS` of a reproducible build.
+fn log_web_client(web: &WebClient) {
+    let source = match web {
+        WebClient::Embedded => "built-in".to_owned(),
+        WebClient::Dir(dir) => dir.display().to_string(),
+        WebClient::Off => {
+            tracing::info!("no web client served (--no-web)");
+            return;
         }
-        Route::NotFound => respond(stream, "404 Not Found", "text/plain", "not found\n").await,
-        Route::Websocket => match permit {
-            Ok(_permit) => {
-                tracing::debug!(conn = id, %peer, "connection");
-                crate::conn::serve(hub, Prefixed::new(head, stream), id, stop).await;
-                Ok(())
-            }
-            Err(_) => {
-                hub.metrics
-                    .reject(caucus_protocol::wire::ErrorCode::Overloaded);
-                respond(
-                    stream,
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "too many connections\n",
-                )
-                .await
-            }
-        },
     };
+    match crate::web::published_hash(web) {
+        Some(hash) => tracing::info!(web_client = %hash, %source, "serving the web client"),
+        None => tracing::warn!(%source, "the web client has no SHA256SUMS: no hash to publish"),
+    }
 }

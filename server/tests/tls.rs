@@ -55,7 +55,7 @@ async fn websocket_and_health_work_over_tls() {
     let tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
     let mut stream = tls.connect(localhost.clone(), tcp).await.unwrap();
     stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut response = Vec::new();
@@ -101,6 +101,31 @@ async fn websocket_and_health_work_over_tls() {
         other => panic!("{other:?}"),
     };
     assert!(matches!(reply, ServerFrame::Reply(Reply::Ok { id: 1, .. })));
+}
+
+#[tokio::test]
+async fn the_web_client_and_health_are_served_over_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let (root, cert, key) = certificate(certs.path());
+    let relay = support::Relay::start_with(&["--tls-cert", &cert, "--tls-key", &key]).await;
+    let tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let localhost = ServerName::try_from("localhost").unwrap();
+    let stream = connector(root).connect(localhost, tcp).await.unwrap();
+    let mut http = support::http::Http::over(stream).await;
+
+    let (parts, body) = http.get("/", &[]).await;
+    assert_eq!(parts.status, 200);
+    let index = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../web/dist/index.html"
+    ));
+    assert_eq!(&body[..], &index.unwrap()[..]);
+    assert!(
+        support::http::header(&parts, "content-security-policy").contains("connect-src 'self'")
+    );
+    let (parts, body) = http.get("/healthz", &[]).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(&body[..], b"ok\n");
 }
 
 #[tokio::test]

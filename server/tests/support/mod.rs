@@ -8,6 +8,8 @@
     clippy::panic
 )]
 
+pub mod http;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
