@@ -112,7 +112,7 @@ test("a mediator and three parties, one with two members, run a whole mediation 
   const refused = said.getByRole("button", { name: /Cannot share: for the mediator only/ });
   await refused.waitFor();
   assert.equal(await refused.getAttribute("aria-disabled"), "true");
-  await refused.click();
+  await refused.click({ force: true });
   assert.equal(await m.getByRole("dialog").count(), 0, "no carry dialog opens without consent");
   await accessible(mediator, "06-mediator-room");
 
