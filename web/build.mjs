@@ -102,6 +102,20 @@ const html = readFileSync(path.join(web, "app/index.html"), "utf8")
   .replace("%SCRIPT%", named(".js"))
   .replace("%ICON%", iconName);
 files.set("index.html", Buffer.from(html));
+// What made it, for anyone rebuilding it to compare (docs/web.md).
+const version = (cmd, args) => execFileSync(cmd, args, { cwd: root, encoding: "utf8" }).trim();
+const esbuildVersion = JSON.parse(readFileSync(path.join(web, "node_modules/esbuild/package.json"), "utf8")).version;
+files.set(
+  "BUILD",
+  Buffer.from(
+    [
+      version("rustc", ["--version"]),
+      version("wasm-bindgen", ["--version"]),
+      `esbuild ${esbuildVersion}`,
+      "",
+    ].join("\n"),
+  ),
+);
 for (const [name, bytes] of files) writeFileSync(path.join(out, name), bytes);
 const sums = [...files.keys()]
   .sort()

@@ -24,9 +24,20 @@ declare const WASM_URL: string;
 
 const INVITE = "caucus:invite:v1:";
 
-/** The relay that served this page: its websocket on the same host. */
+/**
+ * The relay this page talks to: the one that served it (its websocket on
+ * the same host), unless `?relay=wss://…` in the page's address names
+ * another — for the built client hosted as a plain folder by any web server
+ * (docs/web.md). Invitation links made on such a page keep the `?relay=`.
+ */
 function relayUrl(): string {
-  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
+  return new URLSearchParams(location.search).get("relay") ?? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
+}
+
+/** This browser's database for `relay`: one device per relay. */
+function databaseFor(relay: string): string {
+  const own = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
+  return relay === own ? "caucus" : `caucus ${relay}`;
 }
 
 /**
@@ -98,7 +109,8 @@ async function start(root: HTMLElement): Promise<void> {
     await init({ module_or_path: WASM_URL });
     // Ask the browser to keep this site's storage: the device's keys live there.
     await navigator.storage?.persist?.().catch(() => false);
-    const driver = await Driver.open(relayUrl());
+    const relay = relayUrl();
+    const driver = await Driver.open(relay, databaseFor(relay));
     root.textContent = "";
     render(
       <DriverContext.Provider value={driver}>

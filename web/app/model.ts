@@ -112,7 +112,6 @@ export interface InviteView {
   used: boolean;
   autoAdmit: boolean;
   link: string;
-  webLink: string | null;
 }
 
 export interface AgreementView {

@@ -134,10 +134,7 @@ fn outcome_json(outcome: &Outcome) -> Value {
     match outcome {
         Outcome::Sent(s) => json!({"index": s.index, "message": s.message}),
         Outcome::Created(session, parties) => json!({"session": session, "parties": parties}),
-        Outcome::Invite(link) => {
-            let web = Invite::from_link(link).map(|i| i.to_web_link()).ok();
-            json!({"link": link, "webLink": web})
-        }
+        Outcome::Invite(link) => json!({"link": link}),
         Outcome::SideRoom(room) => json!({"room": room}),
         Outcome::Proposed(agreement) => json!({"agreement": agreement}),
         Outcome::Closed(statement) => {
@@ -467,9 +464,8 @@ impl Device {
             view["invites"] = invites
                 .iter()
                 .map(|i| {
-                    let web = Invite::from_link(&i.link).map(|x| x.to_web_link()).ok();
                     json!({"id": i.id, "name": i.name, "party": i.party, "used": i.used,
-                           "autoAdmit": i.auto_admit, "link": i.link, "webLink": web})
+                           "autoAdmit": i.auto_admit, "link": i.link})
                 })
                 .collect();
         }

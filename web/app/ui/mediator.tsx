@@ -159,6 +159,15 @@ function WaitingRoom({ driver, view }: { driver: Driver; view: View }) {
   );
 }
 
+/**
+ * An invitation as a link to this very page (the relay's own, or wherever
+ * this client is hosted), the invitation in the fragment, which browsers
+ * never send to a server.
+ */
+function pageLink(link: string): string {
+  return `${location.origin}${location.pathname}${location.search}#${link}`;
+}
+
 function Invites({ driver, view }: { driver: Driver; view: View }) {
   const [shown, setShown] = useState<string>();
   const [name, setName] = useState("");
@@ -173,14 +182,14 @@ function Invites({ driver, view }: { driver: Driver; view: View }) {
         {(view.invites ?? []).map((i) => (
           <li key={i.id}>
             <strong>{i.name}</strong> ({label(i.party)}) — {i.used ? "joined" : "not used yet"}
-            {!i.used && i.webLink && (
+            {!i.used && (
               <>
-                <CopyButton text={i.webLink} label={`Copy ${i.name}'s link`} />
+                <CopyButton text={pageLink(i.link)} label={`Copy ${i.name}'s link`} />
                 <button type="button" aria-expanded={shown === i.id} onClick={() => setShown(shown === i.id ? undefined : i.id)}>
                   QR code
                 </button>
-                <input class="link" readOnly aria-label={`${i.name}'s invitation link`} value={i.webLink} onFocus={(e) => (e.target as HTMLInputElement).select()} />
-                {shown === i.id && <QrCode text={i.webLink} label={`QR code of ${i.name}'s invitation link`} />}
+                <input class="link" readOnly aria-label={`${i.name}'s invitation link`} value={pageLink(i.link)} onFocus={(e) => (e.target as HTMLInputElement).select()} />
+                {shown === i.id && <QrCode text={pageLink(i.link)} label={`QR code of ${i.name}'s invitation link`} />}
               </>
             )}
           </li>
