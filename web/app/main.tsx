@@ -104,13 +104,36 @@ function SkipLink() {
   );
 }
 
+/**
+ * Hold this browser's device for as long as the page lives: two tabs running
+ * one device would seal two messages with the same place in its chain (the
+ * native client's directory lock, here a Web Lock). False if another tab
+ * holds it.
+ */
+function holdDevice(database: string): Promise<boolean> {
+  if (navigator.locks === undefined) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    void navigator.locks.request(database, { ifAvailable: true }, (lock) => {
+      resolve(lock !== null);
+      // Never settles: the lock is released when the page goes.
+      return lock === null ? undefined : new Promise<never>(() => undefined);
+    });
+  });
+}
+
 async function start(root: HTMLElement): Promise<void> {
   try {
     await init({ module_or_path: WASM_URL });
     // Ask the browser to keep this site's storage: the device's keys live there.
     await navigator.storage?.persist?.().catch(() => false);
     const relay = relayUrl();
-    const driver = await Driver.open(relay, databaseFor(relay));
+    const database = databaseFor(relay);
+    if (!(await holdDevice(database))) {
+      root.textContent =
+        "Caucus is already open in another tab or window of this browser. Use that one, or close it and reload this page.";
+      return;
+    }
+    const driver = await Driver.open(relay, database);
     root.textContent = "";
     render(
       <DriverContext.Provider value={driver}>

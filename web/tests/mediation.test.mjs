@@ -275,3 +275,17 @@ test("a mediator and three parties, one with two members, run a whole mediation 
 
   assert.deepEqual(people.flatMap((p) => p.errors), []);
 });
+
+test("a second tab of the same browser does not run the device twice", { timeout: 120_000 }, async () => {
+  const someone = await person(browser, relay, "Someone", LAPTOP);
+  await visit(someone.page, relay.url);
+  const second = await someone.context.newPage();
+  await second.goto(relay.url);
+  await second.getByText("Caucus is already open in another tab or window of this browser.").waitFor();
+  // Once the first tab is gone, the device opens in the other.
+  await someone.page.close();
+  await second.reload();
+  await second.waitForSelector("#app[data-ready=true]");
+  await second.getByRole("heading", { name: "Caucus" }).waitFor();
+  assert.deepEqual(someone.errors, []);
+});

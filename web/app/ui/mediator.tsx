@@ -113,10 +113,12 @@ function Party(props: { driver: Driver; view: View; party: PartyView; online: Se
         {party.members.length === 0 && <li class="hint">No one has joined yet.</li>}
         {party.members.map((m) => (
           <li key={m.device}>
-            <span class={`dot ${online.has(m.device) ? "online" : ""}`} aria-hidden="true" />
-            {nameOf(view, m.device)} · {online.has(m.device) ? "online" : "offline"} · {statusName(statuses.get(m.device))}
+            <span>
+              <span class={`dot ${online.has(m.device) ? "online" : ""}`} aria-hidden="true" />
+              {nameOf(view, m.device)} · {online.has(m.device) ? "online" : "offline"} · {statusName(statuses.get(m.device))}
+            </span>
             {lead && (
-              <Confirm label="Remove" title={`Remove ${nameOf(view, m.device)}?`} confirm="Remove" danger onConfirm={() => driver.run((d, now) => d.removeMember(view.session, m.device, now))}>
+              <Confirm label={`Remove ${nameOf(view, m.device)}`} title={`Remove ${nameOf(view, m.device)}?`} confirm="Remove" danger onConfirm={() => driver.run((d, now) => d.removeMember(view.session, m.device, now))}>
                 <p>They will no longer read or write anything in this mediation.</p>
               </Confirm>
             )}

@@ -308,10 +308,14 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
                         .await?
                 }
             };
+            // The same invitation as the relay's web page, for a browser.
+            let web_link = Invite::from_link(&link)
+                .map_err(ClientError::from)?
+                .to_web_link();
             say(
                 &out,
-                link.clone(),
-                json!({"link": link, "expires_at": expires, "auto_admit": auto_admit}),
+                format!("{link}\nto open in a browser: {web_link}"),
+                json!({"link": link, "web_link": web_link, "expires_at": expires, "auto_admit": auto_admit}),
             )
         }
         Command::Waiting { .. } => {
