@@ -266,8 +266,15 @@ export class Driver {
     return log;
   }
 
-  /** The first event, seen already or to come, for which `matches` holds. */
+  /**
+   * The first event for which `matches` holds: one already said in a session
+   * (its record), or one to come.
+   */
   event(matches: (event: CaucusEvent) => boolean): Promise<CaucusEvent> {
+    for (const session of this.device.sessions) {
+      const seen = this.events(session).find(matches);
+      if (seen) return Promise.resolve(seen);
+    }
     return new Promise((resolve) =>
       this.watchers.push((event) => (matches(event) ? (resolve(event), true) : false)),
     );
