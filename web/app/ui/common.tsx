@@ -179,5 +179,16 @@ export function download(name: string, text: string, type: string): void {
 
 /** A safety code as people read it aloud: groups of digits. */
 export function Code({ code }: { code: string }) {
-  return <span class="code">{code}</span>;
+  // Each group of digits stays whole; a narrow screen breaks between groups.
+  const groups = code.split(" ");
+  return (
+    <span class="code">
+      {groups.map((g, i) => (
+        <span key={i}>
+          {g}
+          {i < groups.length - 1 ? " " : ""}
+        </span>
+      ))}
+    </span>
+  );
 }

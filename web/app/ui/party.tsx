@@ -17,9 +17,10 @@ export function PartyScreen({ driver, view }: { driver: Driver; view: View }) {
   const party = view.parties?.find((p) => p.id === view.me.party);
   const withdrawn = party?.withdrawn ?? false;
   // A side that has withdrawn keeps only what it said to the mediator.
-  const rooms = (view.rooms ?? []).filter(
-    (r) => r.members.includes(view.me.device) && (r.kind === "private" || (!withdrawn && (r.kind !== "joint" || r.open))),
-  );
+  const order = { private: 0, joint: 1, side: 2 };
+  const rooms = (view.rooms ?? [])
+    .filter((r) => r.members.includes(view.me.device) && (r.kind === "private" || (!withdrawn && (r.kind !== "joint" || r.open))))
+    .sort((a, b) => order[a.kind] - order[b.kind]);
   const mine = rooms.find((r) => r.kind === "private");
   const [roomId, setRoomId] = useState<string>();
   const room = rooms.find((r) => r.id === roomId) ?? mine ?? rooms[0];
