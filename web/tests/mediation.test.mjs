@@ -188,17 +188,37 @@ test("a mediator and three parties, one with two members, run a whole mediation 
   await m.getByLabel("Stage").selectOption("negotiation");
   await m.getByText("Mediation · Negotiation").waitFor();
   await m.getByRole("button", { name: "Open the joint room" }).click();
+  // Chen writes in the joint room with the keyboard only.
   await chen.page.getByRole("button", { name: "Joint room" }).click();
-  await say(chen, "Thank you all for coming together today.");
+  await chen.page.getByLabel("Write a message").focus();
+  await chen.page.keyboard.type("Thank you all for coming together today.");
+  await chen.page.keyboard.press("Tab");
+  await chen.page.keyboard.press("Enter");
+  await chen.page.locator(".message:not(.sending)").getByText("Thank you all for coming together today.").waitFor();
   for (const p of [adeyemi, davies]) {
     await p.page.getByRole("button", { name: "Joint room" }).click();
     await p.page.getByText("Thank you all for coming together today.").waitFor();
   }
   await accessible(davies, "10-joint-room");
 
-  // Davies withdraws, after confirming; he can no longer write, and everyone is told.
-  await davies.page.getByRole("button", { name: "Withdraw from the mediation" }).click();
-  await davies.page.getByRole("dialog", { name: "Withdraw your side from the mediation?" }).getByRole("button", { name: "Withdraw" }).click();
+  // Davies withdraws, with the keyboard only, after confirming: Escape leaves the dialog
+  // with nothing done; he can no longer write, and everyone is told.
+  const k = davies.page.keyboard;
+  await davies.page.getByRole("button", { name: "Withdraw from the mediation" }).focus();
+  await k.press("Enter");
+  const dialog = davies.page.getByRole("dialog", { name: "Withdraw your side from the mediation?" });
+  await dialog.waitFor();
+  await k.press("Escape");
+  await dialog.waitFor({ state: "detached" });
+  assert.equal(await davies.page.getByText("Your side has withdrawn").count(), 0);
+  await davies.page.getByRole("button", { name: "Withdraw from the mediation" }).focus();
+  await k.press("Enter");
+  await dialog.waitFor();
+  // The focus starts inside the dialog; Tab reaches its buttons in order.
+  for (let i = 0; i < 5 && !(await dialog.getByRole("button", { name: "Withdraw" }).evaluate((b) => b === document.activeElement)); i++) {
+    await k.press("Tab");
+  }
+  await k.press("Enter");
   await davies.page.getByText("Your side has withdrawn from the mediation.").first().waitFor({ timeout: 20_000 });
   assert.equal(await davies.page.getByLabel("Write a message").count(), 0);
   await m.getByRole("region", { name: "Dr Davies" }).getByText("withdrawn").waitFor();

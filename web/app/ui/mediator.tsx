@@ -6,7 +6,7 @@
 
 import { useState } from "preact/hooks";
 import type { Driver } from "../driver.ts";
-import { type PartyView, type Said, type View, PHASES, nameOf, phaseName, roomName, statusName } from "../model.ts";
+import { type PartyView, type Said, type View, PHASES, inRoom, nameOf, phaseName, roomName, statusName } from "../model.ts";
 import { AgreementPanel } from "./agreement.tsx";
 import { CarryDialog } from "./carry.tsx";
 import { Code, Confirm, CopyButton, ErrorLine, QrCode, useAction } from "./common.tsx";
@@ -29,6 +29,11 @@ export function MediatorScreen({ driver, view }: { driver: Driver; view: View })
     run(() => driver.run((d, now) => d.setLocation(view.session, id ?? "", false, now)));
   };
   const here = news.presence?.mediator;
+  // What the mediator has read of each room: what came since shows on its tab.
+  const said = (id: string) => inRoom(events, id).length;
+  const [read, setRead] = useState(() => new Map(rooms.map((r) => [r.id, said(r.id)])));
+  if (room && read.get(room.id) !== said(room.id)) setRead(new Map(read).set(room.id, said(room.id)));
+  const fresh = (id: string) => said(id) - (read.get(id) ?? 0);
   return (
     <main id="main" class="mediator">
       <header class="session-head">
@@ -61,6 +66,7 @@ export function MediatorScreen({ driver, view }: { driver: Driver; view: View })
             {rooms.map((r) => (
               <button key={r.id} type="button" aria-pressed={r.id === room?.id} onClick={() => goTo(r.id)}>
                 {r.kind === "private" ? `${r.label} (private)` : r.kind === "joint" ? `Joint room${r.open ? "" : " (closed)"}` : roomName(view, r.id)}
+                {r.id !== room?.id && fresh(r.id) > 0 && <span class="new"> · {fresh(r.id)} new</span>}
               </button>
             ))}
             <button type="button" aria-pressed={room === undefined} onClick={() => goTo(undefined)}>
