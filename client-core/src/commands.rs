@@ -10,7 +10,7 @@ use caucus_protocol::content::{Content, ShareReceipt, Sharing, Step, SystemEvent
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
-use caucus_protocol::invite::Invite;
+use caucus_protocol::invite::{Invite, same_relay};
 use caucus_protocol::offer::Offer;
 use caucus_protocol::roster::{Phase, Role, RoomKind, Roster};
 use caucus_protocol::session::{Opened, SessionView};
@@ -62,7 +62,7 @@ impl Machine {
     pub fn join(&mut self, link: &str, now: Timestamp) -> Result<(SessionId, OpId)> {
         self.now = now;
         let invite = Invite::from_link(link)?;
-        if invite.relay != self.relay() {
+        if !same_relay(&invite.relay, self.relay()) {
             return Err(ClientError::Usage(
                 "the invite is for another relay than this client's",
             ));

@@ -171,7 +171,7 @@ impl Machine {
         log: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<SessionId> {
         let state = SessionState::restore(snapshot, log)?;
-        if state.meta.relay != self.relay {
+        if !caucus_protocol::invite::same_relay(&state.meta.relay, &self.relay) {
             return Err(ClientError::Usage("a session of another relay"));
         }
         let id = state.view.session();

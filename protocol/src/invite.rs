@@ -174,6 +174,38 @@ impl Invite {
     }
 }
 
+/// Whether two relay URLs name the same relay, as a person would read them:
+/// the scheme and host in any case, a default port (80 for `ws://`, 443 for
+/// `wss://`) written or not, a trailing `/` or not. An invite made against
+/// `ws://Relay.example:80/` is for a client of `ws://relay.example`.
+///
+/// ```
+/// use caucus_protocol::invite::same_relay;
+/// assert!(same_relay("ws://127.0.0.1:7300/", "ws://127.0.0.1:7300"));
+/// assert!(same_relay("wss://Relay.Example:443", "wss://relay.example/"));
+/// assert!(!same_relay("ws://relay.example", "wss://relay.example"));
+/// assert!(!same_relay("ws://127.0.0.1:7300", "ws://127.0.0.1:7301"));
+/// ```
+pub fn same_relay(a: &str, b: &str) -> bool {
+    normal_relay(a) == normal_relay(b)
+}
+
+/// `scheme://host[:port]/path` with the scheme and host in lower case, the
+/// default port left out and no trailing `/`.
+fn normal_relay(url: &str) -> String {
+    let (scheme, rest) = url.trim().split_once("://").unwrap_or(("", url.trim()));
+    let scheme = scheme.to_ascii_lowercase();
+    let (authority, path) = rest
+        .find(['/', '?', '#'])
+        .map_or((rest, ""), |at| rest.split_at(at));
+    let authority = authority.to_ascii_lowercase();
+    let authority = match (scheme.as_str(), authority.rsplit_once(':')) {
+        ("ws", Some((host, "80"))) | ("wss", Some((host, "443"))) => host.to_owned(),
+        _ => authority,
+    };
+    format!("{scheme}://{authority}{}", path.trim_end_matches('/'))
+}
+
 fn check_relay_url(url: &str) -> Result<(), Error> {
     if url.starts_with("ws://") || url.starts_with("wss://") {
         Ok(())

@@ -187,10 +187,15 @@ export function roomName(view: View, room: string | undefined): string {
   if (r === undefined) return "a room that has closed";
   if (r.kind === "joint") return "the joint room";
   if (r.kind === "private") {
-    return r.party === view.me.party ? "your private room" : `${r.label}'s private room`;
+    return r.party === view.me.party ? "your private room" : `${possessive(r.label ?? "a side")} private room`;
   }
   const others = r.members.filter((m) => !view.mediators?.some((x) => x.device === m));
   return `the side room with ${others.map((m) => nameOf(view, m)).join(", ")}`;
+}
+
+/** "Dr Chen's", "Tenants'". */
+export function possessive(name: string): string {
+  return name.endsWith("s") ? `${name}'` : `${name}'s`;
 }
 
 /** Where the mediator is, in the words a party reads. */

@@ -239,6 +239,13 @@ pub fn read_invite(link: &str) -> Result<String, JsError> {
     })))
 }
 
+/// Whether two relay URLs name the same relay (case, a default port, a
+/// trailing `/` aside): the rule the machine applies to an invitation.
+#[wasm_bindgen(js_name = sameRelay)]
+pub fn same_relay(a: &str, b: &str) -> bool {
+    caucus_protocol::invite::same_relay(a, b)
+}
+
 /// Check a copy of a signed agreement — the Markdown or JSON download, or
 /// the bare signed copy — with nothing else: no relay, no device. Gives
 /// the signed agreement as JSON (title, terms, checklist, signers), or

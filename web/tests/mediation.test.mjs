@@ -133,11 +133,11 @@ test("a mediator and three parties, one with two members, run a whole mediation 
   // Chen's words, which she let be shared, go to Davies reframed; Chen is told how.
   await goTo(mediator, "Dr Chen (private)");
   await m.locator(".message", { hasText: "if the rota changed" }).getByRole("button", { name: "Share…" }).click();
-  await m.getByRole("radio", { name: "Dr Davies's private room" }).check();
+  await m.getByRole("radio", { name: "Dr Davies' private room" }).check();
   await m.getByRole("radio", { name: "Reframed in my words" }).check();
   await m.getByLabel("Your words").fill("There may be room to rebalance the lists if the rota is looked at.");
   await m.getByRole("button", { name: "Continue" }).click();
-  await m.getByRole("button", { name: "Share with Dr Davies's private room" }).click();
+  await m.getByRole("button", { name: "Share with Dr Davies' private room" }).click();
   await davies.page.getByText("There may be room to rebalance the lists if the rota is looked at.").waitFor();
   await chen.page.getByText("Shared with Dr Davies, reframed as: “There may be room to rebalance the lists").waitFor();
   assert.equal(await davies.page.getByText("if the rota changed").count(), 0, "Davies reads only the reframing");
@@ -169,9 +169,9 @@ test("a mediator and three parties, one with two members, run a whole mediation 
   await goTo(mediator, "Dr Adeyemi (private)");
   const counter = "Counter-offer: GBP 60000.00; Buy-out, with the lease transferred";
   await m.locator(".message", { hasText: counter }).getByRole("button", { name: "Carry this offer…" }).click();
-  await m.getByRole("radio", { name: "Dr Davies's private room" }).check();
+  await m.getByRole("radio", { name: "Dr Davies' private room" }).check();
   await m.getByRole("button", { name: "Continue" }).click();
-  await m.getByRole("button", { name: "Carry with Dr Davies's private room" }).click();
+  await m.getByRole("button", { name: "Carry with Dr Davies' private room" }).click();
   await davies.page.getByText(counter).first().waitFor();
   await davies.page.getByRole("list", { name: "Offers log" }).getByText(counter).waitFor();
 

@@ -136,9 +136,14 @@ export async function createMediation(mediator, relay, name, sides) {
   await page.getByRole("heading", { name: "Invitations" }).waitFor();
 }
 
+/** "Li Chen's", "Rhys Davies'": as the screens write it. */
+export function possessive(name) {
+  return name.endsWith("s") ? `${name}'` : `${name}'s`;
+}
+
 /** The web link of `name`'s invitation, as the mediator's screen shows it. */
 export function inviteLink(mediator, name) {
-  return mediator.page.getByLabel(`${name}'s invitation link`).inputValue();
+  return mediator.page.getByLabel(`${possessive(name)} invitation link`).inputValue();
 }
 
 /**

@@ -4,7 +4,7 @@
 // hands it to the client machine when the person chooses to join.
 
 import { useState } from "preact/hooks";
-import { readInvite } from "../../pkg/caucus_web.js";
+import { readInvite, sameRelay } from "../../pkg/caucus_web.js";
 import type { Driver } from "../driver.ts";
 import type { View } from "../model.ts";
 import { Code, ErrorLine, go, useAction } from "./common.tsx";
@@ -34,7 +34,7 @@ export function Invited({ driver, link }: { driver: Driver; link: string }) {
     );
   }
   const expired = invite.expiresAt * 1000 < Date.now();
-  const elsewhere = invite.relay !== driver.relay;
+  const elsewhere = !sameRelay(invite.relay, driver.relay);
   return (
     <main id="main">
       <h1>You are invited to a mediation</h1>

@@ -6,7 +6,7 @@
 
 import { useState } from "preact/hooks";
 import type { Driver } from "../driver.ts";
-import { type PartyView, type Said, type View, PHASES, inRoom, nameOf, phaseName, roomName, statusName } from "../model.ts";
+import { type PartyView, type Said, type View, PHASES, inRoom, nameOf, phaseName, possessive, roomName, statusName } from "../model.ts";
 import { AgreementPanel } from "./agreement.tsx";
 import { CarryDialog } from "./carry.tsx";
 import { Code, Confirm, CopyButton, ErrorLine, QrCode, useAction } from "./common.tsx";
@@ -192,12 +192,12 @@ function Invites({ driver, view }: { driver: Driver; view: View }) {
             <strong>{i.name}</strong> ({label(i.party)}) — {i.used ? "joined" : "not used yet"}
             {!i.used && (
               <>
-                <CopyButton text={pageLink(i.link)} label={`Copy ${i.name}'s link`} />
+                <CopyButton text={pageLink(i.link)} label={`Copy ${possessive(i.name)} link`} />
                 <button type="button" aria-expanded={shown === i.id} onClick={() => setShown(shown === i.id ? undefined : i.id)}>
                   QR code
                 </button>
-                <input class="link" readOnly aria-label={`${i.name}'s invitation link`} value={pageLink(i.link)} onFocus={(e) => (e.target as HTMLInputElement).select()} />
-                {shown === i.id && <QrCode text={pageLink(i.link)} label={`QR code of ${i.name}'s invitation link`} />}
+                <input class="link" readOnly aria-label={`${possessive(i.name)} invitation link`} value={pageLink(i.link)} onFocus={(e) => (e.target as HTMLInputElement).select()} />
+                {shown === i.id && <QrCode text={pageLink(i.link)} label={`QR code of ${possessive(i.name)} invitation link`} />}
               </>
             )}
           </li>
