@@ -26,6 +26,7 @@ async fn main() -> std::process::ExitCode {
     } else {
         logs.init();
     }
+    let serves_web = !matches!(config.web, caucus_server::WebClient::Off);
     let server = match caucus_server::Server::bind(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -34,6 +35,11 @@ async fn main() -> std::process::ExitCode {
         }
     };
     println!("caucus-server listening on {}", server.url());
+    if serves_web {
+        // The page is on the same address, over HTTP(S).
+        let page = server.url().replacen("ws", "http", 1);
+        println!("the web client: open {page}/ in a browser");
+    }
     match server.run(shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
