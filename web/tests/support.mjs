@@ -55,17 +55,18 @@ async function waitForHealth(url) {
 
 /**
  * A relay on a loopback port with its own data directory, its logs (debug
- * level) collected in `log`. `restart()` starts it again on the same port
- * and directory; `kill()` is `kill -9`.
+ * level) collected in `log`, and `args` passed after its own (`--web-dir
+ * DIR` to serve a folder instead of its built-in client). `start()` starts
+ * it again on the same port and directory; `kill()` is `kill -9`.
  */
-export async function startRelay({ port, dataDir } = {}) {
+export async function startRelay({ port, dataDir, args = [] } = {}) {
   port ??= await freePort();
   dataDir ??= mkdtempSync(path.join(os.tmpdir(), "caucus-web-"));
   const relay = { port, dataDir, url: `http://127.0.0.1:${port}/`, ws: `ws://127.0.0.1:${port}`, log: [] };
   relay.start = async () => {
     relay.child = spawn(
       path.join(target, "debug/caucus-server"),
-      ["--listen", `127.0.0.1:${port}`, "--data-dir", dataDir],
+      ["--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, ...args],
       { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "debug" } },
     );
     for (const stream of [relay.child.stdout, relay.child.stderr]) {

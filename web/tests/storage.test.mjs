@@ -1,102 +1,76 @@
-// The client machine in a real browser: Debian's Chromium, driven by
-// Playwright, against a real relay on a loopback port. Two browser
-// contexts — a mediator and a claimant — run a private exchange; all the
-// cryptography runs in the page, compiled to WebAssembly, and nothing the
-// claimant's page sends over its websocket holds her words in the clear.
-// Each page keeps its device in IndexedDB, sealed under a non-extractable
-// key: a reloaded page carries on where it was, and the database holds
-// nothing in the clear.
+// What the web client keeps in the browser, and how: the client machine
+// compiled to WebAssembly, its driver (app/driver.ts) and its IndexedDB
+// store (app/store.ts), in Debian's Chromium driven by Playwright, against a
+// real relay on a loopback port. Proves, as docs/security.md cites them:
+//
+// - a mediator and a claimant (two browser contexts) exchange a message end
+//   to end encrypted: nothing the claimant's page sends over its websocket
+//   holds her words in the clear;
+// - "a reloaded page keeps its device, its session and what was said,
+//   sealed in IndexedDB under a non-extractable key": the same device, its
+//   session and history after a reload, signed in without joining again; no
+//   frame leaves while a save is under way; the database holds neither a
+//   message nor 16 bytes of the device key in the clear, and its one
+//   CryptoKey is AES-GCM 256, not extractable;
+// - "a stored value put in another's place, altered, or cut from a log does
+//   not open": a log record swapped with another, a snapshot in another
+//   session's place, a byte of the device key altered, a record cut from a
+//   log — `Store.load()` refuses each, saying which.
+//
+// These drive `Device`, `Driver` and `Store` directly, below the screens
+// (mediation.test.mjs goes through those). The shipped bundle exposes nothing
+// on `window`, so a harness page (tests/harness/: index.html, entry.ts, which
+// puts them on `window.caucus`) is bundled here with esbuild at test time,
+// never shipped, and the relay serves it with `--web-dir`: the page runs on
+// the relay's origin, under the relay's own content security policy (no
+// inline script; `connect-src 'self'` lets it open the relay's websocket).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:http";
-import net from "node:net";
+import { execFileSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import * as esbuild from "esbuild";
+import { launch, startRelay, web } from "./support.mjs";
 
-const web = path.join(path.dirname(fileURLToPath(import.meta.url)), "..");
-const root = path.join(web, "..");
-const target = path.resolve(root, process.env.CARGO_TARGET_DIR ?? "target");
+const pkg = path.join(web, "pkg");
+const WASM = "caucus_web_bg.wasm";
 
-// As this workplace's Chromium must run: no sandbox as root, no GPU, and
-// nothing that reaches out to the network.
-const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-    s.on("error", reject);
-  });
-}
-
-async function waitForHealth(url) {
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`the relay did not come up at ${url}`);
-}
-
-let relay, relayUrl, dataDir, pages, pagesUrl, browser;
+let relay, relayUrl, pageUrl, site, browser;
 
 before(async () => {
-  const port = await freePort();
-  dataDir = mkdtempSync(path.join(os.tmpdir(), "caucus-web-"));
-  relay = spawn(path.join(target, "debug/caucus-server"), [
-    "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir,
-  ], { stdio: "ignore" });
-  relayUrl = `ws://127.0.0.1:${port}`;
-  await waitForHealth(`http://127.0.0.1:${port}/healthz`);
-
-  pages = createServer((req, res) => {
-    const file = req.url === "/" ? "/test-page/index.html" : req.url.split("?")[0];
-    const full = path.join(web, path.normalize(file));
-    if (!full.startsWith(web + path.sep)) {
-      res.writeHead(403).end();
-      return;
-    }
-    try {
-      const body = readFileSync(full);
-      res.writeHead(200, { "content-type": TYPES[path.extname(full)] ?? "application/octet-stream" });
-      res.end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
+  // The client machine's bindings (web/pkg) are made by build.mjs, which
+  // `npm test` runs first (`--check`); run alone, this builds them.
+  if (!existsSync(path.join(pkg, "caucus_web.js")) || !existsSync(path.join(pkg, WASM))) {
+    execFileSync(process.execPath, [path.join(web, "build.mjs"), "--check"], { cwd: web, stdio: "inherit" });
+  }
+  site = mkdtempSync(path.join(os.tmpdir(), "caucus-harness-"));
+  await esbuild.build({
+    absWorkingDir: web,
+    entryPoints: { entry: "tests/harness/entry.ts" },
+    bundle: true,
+    format: "esm",
+    target: "es2022",
+    jsx: "automatic",
+    jsxImportSource: "preact",
+    define: { WASM_URL: JSON.stringify(WASM) },
+    outdir: site,
+    logLevel: "warning",
   });
-  await new Promise((r) => pages.listen(0, "127.0.0.1", r));
-  pagesUrl = `http://127.0.0.1:${pages.address().port}/`;
+  copyFileSync(path.join(pkg, WASM), path.join(site, WASM));
+  copyFileSync(path.join(web, "tests/harness/index.html"), path.join(site, "index.html"));
 
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: CHROMIUM_ARGS,
-  });
-});
+  relay = await startRelay({ args: ["--web-dir", site] });
+  relayUrl = relay.ws;
+  pageUrl = relay.url;
+  browser = await launch();
+}, { timeout: 900_000 });
 
 after(async () => {
   await browser?.close();
-  pages?.close();
-  relay?.kill();
-  rmSync(dataDir, { recursive: true, force: true });
+  await relay?.stop();
+  relay?.remove();
+  if (site) rmSync(site, { recursive: true, force: true });
 });
 
 async function openPage() {
@@ -104,7 +78,7 @@ async function openPage() {
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e));
-  await page.goto(pagesUrl);
+  await page.goto(pageUrl);
   await ready(page);
   return { page, errors };
 }
@@ -203,7 +177,7 @@ test("a mediator and a claimant in two browsers exchange a message end to end en
   const sent = await claimant.page.evaluate(
     async ({ relay, link, session, words }) => {
       const d = await window.caucus.Driver.open(relay);
-      await d.run((dev, now) => dev.join(link, now));
+      d.now((dev, now) => dev.join(link, now));
       await d.event((e) => e.type === "joined" && e.session === session);
       return d.run((dev, now) => dev.sendText(session, "mine", words, false, now));
     },
@@ -261,7 +235,7 @@ test("a reloaded page keeps its device, its session and what was said, sealed in
       };
       const d = await Driver.open(relay);
       window.driver = d;
-      await d.run((dev, now) => dev.join(link, now));
+      d.now((dev, now) => dev.join(link, now));
       await d.event((e) => e.type === "joined" && e.session === session);
       return { fingerprint: d.device.fingerprint, identity };
     },
@@ -415,4 +389,70 @@ test("a stored value put in another's place, altered, or cut from a log does not
     "a byte of the device key flipped": "the device key does not open: it was altered, or is another's",
   });
   assert.deepEqual(errors, []);
+});
+
+// A bug found while porting these tests, kept as a test to do: `Driver.events`
+// copies a session's record from the machine's history the first time it is
+// read, and `deliver` then appends each event said after. Read first while a
+// save is under way, the copy already holds what the machine has not yet
+// delivered (nor saved), and `deliver` appends it again: the message is in
+// the record twice (and was in it before it was saved). The fix suggested:
+// copy every session's record only where the machine holds nothing
+// undelivered (when the driver is made, at the end of `deliver`), and leave a
+// session new within a pass uncopied until then.
+test("a session's record read while a save is under way holds a message once, and only once it is saved", {
+  timeout: 120_000,
+  todo: "web/app/driver.ts: events() copies history mid-pass, and deliver() appends the same events again",
+}, async () => {
+  const { mediator, session, link } = await mediatorWithInvite();
+  const claimant = await openPage();
+  await claimant.page.evaluate(
+    async ({ relay, link, session }) => {
+      const d = await window.caucus.Driver.open(relay);
+      d.now((dev, now) => dev.join(link, now));
+      await d.event((e) => e.type === "joined" && e.session === session);
+    },
+    { relay: relayUrl, link, session },
+  );
+  // Reloaded, so that a new driver has read no session's record yet. Once
+  // it has caught up, every save waits for `window.release()`.
+  await claimant.page.reload();
+  await ready(claimant.page);
+  await claimant.page.evaluate(async (relay) => {
+    const { Driver, Store } = window.caucus;
+    const save = Store.prototype.save;
+    Store.prototype.save = async function (changes) {
+      await window.held;
+      return save.call(this, changes);
+    };
+    window.driver = await Driver.open(relay);
+    for (let i = 0; i < 200 && !window.driver.device.caughtUp; i++) await new Promise((r) => setTimeout(r, 50));
+    window.held = new Promise((r) => (window.release = r));
+  }, relayUrl);
+  const words = "The hedge belongs to number twelve";
+  await mediatorSays(mediator.page, session, words);
+  const counts = await claimant.page.evaluate(
+    async ({ session, words }) => {
+      const d = window.driver;
+      const count = (events) => events.filter((e) => e.type === "message" && e.text === words).length;
+      // The machine has the message; its save waits.
+      for (let i = 0; i < 200 && count(JSON.parse(d.device.history(session))) === 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const during = count(d.events(session));
+      // The pass under way ends (its listeners called) once its saves are done.
+      const passed = new Promise((resolve) => {
+        const stop = d.subscribe(() => {
+          stop();
+          resolve();
+        });
+      });
+      window.release();
+      await passed;
+      return { during, after: count(d.events(session)) };
+    },
+    { session, words },
+  );
+  assert.deepEqual(counts, { during: 0, after: 1 });
+  assert.deepEqual([...mediator.errors, ...claimant.errors], []);
 });
