@@ -87,6 +87,7 @@ export class Driver {
     /** What erased sessions left behind: agreements, deletion statements. */
     public kept: KeptRecord[],
   ) {
+    this.recordAll();
     this.connect();
   }
 
@@ -138,9 +139,11 @@ export class Driver {
           }
           continue;
         }
+        // A frame taken while the socket is closing would be lost: leave it
+        // with the machine, which sends again after the reconnect.
+        if (this.ws.readyState !== WebSocket.OPEN) break;
         const frame = this.device.pollTransmit();
         if (frame === undefined) break;
-        if (this.ws.readyState !== WebSocket.OPEN) break;
         this.ws.send(frame);
       }
       this.deliver();
@@ -167,6 +170,7 @@ export class Driver {
         else waiter.resolve(done.ok);
       }
     }
+    this.recordAll();
     clearTimeout(this.timer);
     const at = this.device.pollTimeout();
     if (at !== undefined) {
@@ -258,12 +262,20 @@ export class Driver {
 
   /** The events of `session` so far, in order (history first, then what came since). */
   events(session: string): CaucusEvent[] {
-    let log = this.logs.get(session);
-    if (log === undefined) {
-      log = JSON.parse(this.device.history(session)) as CaucusEvent[];
-      this.logs.set(session, log);
+    return this.logs.get(session) ?? (JSON.parse(this.device.history(session)) as CaucusEvent[]);
+  }
+
+  /**
+   * Start the record of every session that has none from its history. Only
+   * when the machine has handed out everything it holds (at the start, and
+   * at the end of a pass): in the middle of a pass the history already holds
+   * messages whose events are still to come, which would then be recorded
+   * twice.
+   */
+  private recordAll(): void {
+    for (const session of this.device.sessions) {
+      if (!this.logs.has(session)) this.logs.set(session, JSON.parse(this.device.history(session)) as CaucusEvent[]);
     }
-    return log;
   }
 
   /**

@@ -391,18 +391,13 @@ test("a stored value put in another's place, altered, or cut from a log does not
   assert.deepEqual(errors, []);
 });
 
-// A bug found while porting these tests, kept as a test to do: `Driver.events`
-// copies a session's record from the machine's history the first time it is
-// read, and `deliver` then appends each event said after. Read first while a
-// save is under way, the copy already holds what the machine has not yet
-// delivered (nor saved), and `deliver` appends it again: the message is in
-// the record twice (and was in it before it was saved). The fix suggested:
-// copy every session's record only where the machine holds nothing
-// undelivered (when the driver is made, at the end of `deliver`), and leave a
-// session new within a pass uncopied until then.
+// The driver keeps each session's record (what the screens show) from the
+// machine's history, then from its events. Started from the history in the
+// middle of a pass, the record would hold what the machine has not yet
+// handed out (nor saved), and then that again from its events: the driver
+// starts records only when the machine has handed everything out.
 test("a session's record read while a save is under way holds a message once, and only once it is saved", {
   timeout: 120_000,
-  todo: "web/app/driver.ts: events() copies history mid-pass, and deliver() appends the same events again",
 }, async () => {
   const { mediator, session, link } = await mediatorWithInvite();
   const claimant = await openPage();
