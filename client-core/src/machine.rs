@@ -108,6 +108,15 @@ struct Queued {
     deadline: Timestamp,
 }
 
+impl Queued {
+    /// A post: sealed, with its place in the sender's chain taken, so it
+    /// waits for a connection however long that takes, rather than fail and
+    /// leave a gap in the chain.
+    fn is_post(&self) -> bool {
+        matches!(self.body, RequestBody::Post { .. })
+    }
+}
+
 struct InFlight {
     op: OpId,
     deadline: Timestamp,
@@ -190,17 +199,43 @@ impl Machine {
     }
 
     /// The connection is gone. Requests already sent fail (their replies
-    /// are lost with it); requests not yet sent wait for the next one.
+    /// are lost with it), except posts: a sealed message is never dropped,
+    /// and whether the relay stored it the next catch-up tells
+    /// ([`Waiting::Unconfirmed`]). Requests not yet sent wait for the next
+    /// connection.
     pub fn disconnected(&mut self, now: Timestamp) {
         self.now = now;
         self.link = Link::Offline;
         self.auth = None;
         let lost: Vec<InFlight> = std::mem::take(&mut self.in_flight).into_values().collect();
         for f in lost {
-            self.fail(
-                f.op,
-                ClientError::Connection("connection lost before the reply".into()),
-            );
+            let Some(op) = self.ops.get_mut(&f.op) else {
+                continue;
+            };
+            match std::mem::replace(&mut op.waiting, Waiting::Idle) {
+                Waiting::Reply {
+                    awaiting:
+                        Awaiting::Post {
+                            envelope,
+                            own,
+                            report,
+                        },
+                    ..
+                } => {
+                    op.waiting = Waiting::Unconfirmed {
+                        envelope,
+                        own,
+                        report,
+                    };
+                }
+                other => {
+                    op.waiting = other;
+                    self.fail(
+                        f.op,
+                        ClientError::Connection("connection lost before the reply".into()),
+                    );
+                }
+            }
         }
         // A catch-up starts again from scratch on the next connection.
         let resumes: Vec<OpId> = self
@@ -248,7 +283,7 @@ impl Machine {
         let late: Vec<OpId> = self
             .queue
             .iter()
-            .filter(|q| q.deadline <= now)
+            .filter(|q| q.deadline <= now && !q.is_post())
             .map(|q| q.op)
             .chain(
                 self.in_flight
@@ -278,6 +313,7 @@ impl Machine {
         let requests = self
             .queue
             .iter()
+            .filter(|q| !q.is_post())
             .map(|q| q.deadline)
             .chain(self.in_flight.values().map(|f| f.deadline));
         let blocked = self.ops.values().filter_map(|op| match op.waiting {
@@ -300,7 +336,13 @@ impl Machine {
         if self.link != Link::Online {
             return None;
         }
-        let q = self.queue.pop_front()?;
+        // The first request that may go: a post of a session with an
+        // unconfirmed post waits until that one is settled, in order.
+        let at = self
+            .queue
+            .iter()
+            .position(|q| !(q.is_post() && self.unconfirmed_in(self.op_session(q.op))))?;
+        let q = self.queue.remove(at)?;
         let frame = Request {
             v: PROTOCOL_VERSION,
             id: q.id,
@@ -413,7 +455,10 @@ impl Machine {
         let Some(op) = self.ops.get_mut(&id) else {
             return false;
         };
-        if matches!(op.waiting, Waiting::Reply { .. }) {
+        if matches!(
+            op.waiting,
+            Waiting::Reply { .. } | Waiting::Unconfirmed { .. }
+        ) {
             return false;
         }
         let session = op.session;
@@ -541,10 +586,19 @@ impl Machine {
                     content,
                     gap: None,
                 });
+                let envelope = Box::new(envelope);
                 let body = RequestBody::Post {
-                    envelope: Encoded(envelope),
+                    envelope: Encoded((*envelope).clone()),
                 };
-                Ok(self.request(id, body, Awaiting::Post { own, report }))
+                Ok(self.request(
+                    id,
+                    body,
+                    Awaiting::Post {
+                        envelope,
+                        own,
+                        report,
+                    },
+                ))
             }
             Stage::Close => {
                 Ok(self.request(id, RequestBody::CloseSession { session }, Awaiting::Close))
@@ -707,6 +761,9 @@ impl Machine {
                 {
                     self.pending.remove(&session);
                 }
+                // Likewise a post of ours: it goes again, ahead of the
+                // session's later posts.
+                self.post_again(session);
             }
             Awaiting::Knock => {
                 let state = self.session_mut(&session)?;
@@ -726,7 +783,7 @@ impl Machine {
                     }
                 }
             }
-            Awaiting::Post { own, report } => {
+            Awaiting::Post { own, report, .. } => {
                 let index = index.ok_or(ClientError::Connection(
                     "post acknowledged without an index".into(),
                 ))?;
@@ -1104,8 +1161,11 @@ impl Machine {
                 }
                 self.emit_opened(session, index, opened);
             }
-            // Our own message, met again in a catch-up.
-            Err(caucus_protocol::Error::Replay { .. }) if sender == me => {}
+            // Our own message, met again in a catch-up: stored after all, if
+            // the connection was lost before its reply.
+            Err(caucus_protocol::Error::Replay { .. }) if sender == me => {
+                self.confirmed(session, index, &envelope.hash());
+            }
             Err(caucus_protocol::Error::Replay { seq }) => self.warn(
                 session,
                 Warning::Replay,
@@ -1116,6 +1176,99 @@ impl Machine {
                 Warning::Verification,
                 format!("envelope refused: {e}"),
             ),
+        }
+    }
+
+    /// The session of operation `op`, if it is still running.
+    fn op_session(&self, op: OpId) -> Option<SessionId> {
+        self.ops.get(&op).map(|o| o.session)
+    }
+
+    /// Whether `session` has a post whose storing is unconfirmed.
+    fn unconfirmed_in(&self, session: Option<SessionId>) -> bool {
+        session.is_some_and(|s| {
+            self.ops
+                .values()
+                .any(|o| o.session == s && matches!(o.waiting, Waiting::Unconfirmed { .. }))
+        })
+    }
+
+    /// A catch-up brought back our own envelope `hash` at `index`: if a post
+    /// of it was unconfirmed, it was stored, and is done as if its reply had
+    /// come.
+    fn confirmed(
+        &mut self,
+        session: SessionId,
+        index: u64,
+        hash: &caucus_protocol::crypto::Digest,
+    ) {
+        let Some((&id, op)) = self.ops.iter_mut().find(
+            |(_, o)| matches!(&o.waiting, Waiting::Unconfirmed { own, .. } if own.hash == *hash),
+        ) else {
+            return;
+        };
+        let Waiting::Unconfirmed {
+            envelope,
+            own,
+            report,
+        } = std::mem::replace(&mut op.waiting, Waiting::Idle)
+        else {
+            return;
+        };
+        let awaiting = Awaiting::Post {
+            envelope,
+            own,
+            report,
+        };
+        if let Err(e) = self.on_accepted(id, session, awaiting, Some(index), None) {
+            self.fail(id, e);
+        }
+    }
+
+    /// `session` has caught up: each post still unconfirmed was not stored,
+    /// and is posted again — the same envelope, first in the queue, in the
+    /// order they were sealed.
+    fn post_again(&mut self, session: SessionId) {
+        let mut unconfirmed: Vec<(OpId, u64)> = self
+            .ops
+            .iter()
+            .filter(|(_, o)| o.session == session)
+            .filter_map(|(id, o)| match &o.waiting {
+                Waiting::Unconfirmed { own, .. } => Some((*id, own.header.seq)),
+                _ => None,
+            })
+            .collect();
+        unconfirmed.sort_by_key(|(_, seq)| *seq);
+        for (id, _) in unconfirmed.into_iter().rev() {
+            let Some(op) = self.ops.get_mut(&id) else {
+                continue;
+            };
+            let Waiting::Unconfirmed {
+                envelope,
+                own,
+                report,
+            } = std::mem::replace(&mut op.waiting, Waiting::Idle)
+            else {
+                continue;
+            };
+            let body = RequestBody::Post {
+                envelope: Encoded((*envelope).clone()),
+            };
+            let awaiting = Awaiting::Post {
+                envelope,
+                own,
+                report,
+            };
+            let Started::Waiting(request, awaiting) = self.request(id, body, awaiting) else {
+                continue;
+            };
+            // `request` queued it last; it goes first.
+            if let Some(q) = self.queue.pop_back() {
+                self.queue.push_front(q);
+            }
+            if let Some(op) = self.ops.get_mut(&id) {
+                op.waiting = Waiting::Reply { request, awaiting };
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use caucus_protocol::content::Content;
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::deletion::SignedDeletionStatement;
+use caucus_protocol::envelope::Envelope;
 use caucus_protocol::identity::{Fingerprint, PublicIdentity};
 use caucus_protocol::ids::{InviteId, PartyId, RoomId, SessionId};
 use caucus_protocol::roster::{Phase, Role};
@@ -137,8 +138,13 @@ pub(crate) enum Awaiting {
     /// A published roster ([`Stage::Roster`]).
     Roster,
     /// A post: the message as sent, recorded once stored; with `report`,
-    /// the operation's outcome.
-    Post { own: Box<Opened>, report: bool },
+    /// the operation's outcome. The sealed envelope is kept to post again
+    /// if the connection is lost before the reply.
+    Post {
+        envelope: Box<Envelope>,
+        own: Box<Opened>,
+        report: bool,
+    },
     /// Closing ([`Stage::Close`]).
     Close,
     /// The deletion statement ([`Stage::Statement`]).
@@ -155,6 +161,15 @@ pub(crate) enum Waiting {
     /// The stage could not start yet (a key in flight, a roster change
     /// before it); it is tried again after every input until `until`.
     Blocked { until: Timestamp },
+    /// A post was sent and the connection lost before its reply: whether
+    /// the relay stored it, the next catch-up of its session tells (its own
+    /// envelope comes back, or not, and then it is posted again). Its
+    /// session's later posts wait, so that the room keeps their order.
+    Unconfirmed {
+        envelope: Box<Envelope>,
+        own: Box<Opened>,
+        report: bool,
+    },
 }
 
 /// An operation in progress.

@@ -12,6 +12,7 @@ use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::{PartyId, SessionId};
 use caucus_protocol::offer::{Amount, Offer, OfferKind};
 use caucus_protocol::roster::{Phase, RoomKind};
+use caucus_protocol::wire::PartyStatus;
 use support::World;
 
 /// A mediator's session with these parties; returns (mediator, session,
@@ -389,11 +390,10 @@ fn a_request_fails_with_a_timeout_on_the_virtual_clock_while_the_relay_is_unreac
     let (_, claimant, _, session, _) = mediation(&mut w);
     w.disconnect(claimant);
     assert_eq!(w.m(claimant).link(), Link::Offline);
-    let room = w.m(claimant).my_room(&session).unwrap();
     let now = w.now;
     let op = w
         .m(claimant)
-        .send(&session, &room, "hello?", Sharing::MediatorOnly, now)
+        .set_status(&session, PartyStatus::OnBreak, now)
         .unwrap();
     w.advance(REPLY_TIMEOUT_MS - 1);
     assert!(
@@ -442,6 +442,129 @@ fn what_is_sent_while_offline_goes_once_the_connection_is_back_and_missed_messag
         ["Yes, reconnecting", "Are you still there?"]
     );
     assert!(texts(&w.events(med)).contains(&"Yes, reconnecting".to_owned()));
+}
+
+/// Every text the mediator has been shown from the claimant, in order.
+fn heard_from(w: &mut World, med: usize, claimant: usize) -> Vec<String> {
+    let from = w.devices[claimant].machine.fingerprint();
+    w.events(med)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Message { sender, text, .. } if sender == from => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_message_written_offline_waits_for_the_connection_however_long_it_takes() {
+    let mut w = World::new();
+    let (med, claimant, _, session, _) = mediation(&mut w);
+    w.events(med);
+    w.disconnect(claimant);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let now = w.now;
+    let op = w
+        .m(claimant)
+        .send(
+            &session,
+            &room,
+            "written on the train",
+            Sharing::MediatorOnly,
+            now,
+        )
+        .unwrap();
+    // Far past any reply's deadline: a sealed message is not dropped.
+    w.advance(10 * REPLY_TIMEOUT_MS);
+    assert!(w.devices[claimant].done.is_empty(), "still on its way");
+    w.connect(claimant);
+    assert!(matches!(w.outcome(claimant, op), Ok(Outcome::Sent(_))));
+    assert_eq!(heard_from(&mut w, med, claimant), ["written on the train"]);
+}
+
+#[test]
+fn a_post_the_relay_never_read_before_the_connection_was_lost_goes_again_once_in_order() {
+    let mut w = World::new();
+    let (med, claimant, _, session, _) = mediation(&mut w);
+    w.events(med);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    // The relay goes away before it reads the post.
+    let conn = w.devices[claimant].conn.take().unwrap();
+    w.relay.disconnect(conn);
+    let now = w.now;
+    let first = w
+        .m(claimant)
+        .send(&session, &room, "first", Sharing::MediatorOnly, now)
+        .unwrap();
+    w.transmit(claimant);
+    let now = w.now;
+    w.m(claimant).disconnected(now);
+    // A second message, written while offline, must not overtake it.
+    let second = w
+        .m(claimant)
+        .send(&session, &room, "second", Sharing::MediatorOnly, now)
+        .unwrap();
+    w.run();
+    assert!(w.devices[claimant].done.is_empty(), "neither fails");
+    w.connect(claimant);
+    assert!(matches!(w.outcome(claimant, first), Ok(Outcome::Sent(_))));
+    assert!(matches!(w.outcome(claimant, second), Ok(Outcome::Sent(_))));
+    assert_eq!(heard_from(&mut w, med, claimant), ["first", "second"]);
+    let own = texts(&w.events(claimant));
+    assert_eq!(own.iter().filter(|t| *t == "first").count(), 1);
+    assert_eq!(own.iter().filter(|t| *t == "second").count(), 1);
+    for d in [med, claimant] {
+        assert!(
+            !w.events(d)
+                .iter()
+                .any(|e| matches!(e, Event::Warning { .. })),
+            "no gap, no replay"
+        );
+    }
+}
+
+#[test]
+fn a_post_stored_whose_reply_was_lost_is_confirmed_by_the_catch_up_and_not_sent_twice() {
+    let mut w = World::new();
+    let (med, claimant, _, session, _) = mediation(&mut w);
+    w.events(med);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let now = w.now;
+    let op = w
+        .m(claimant)
+        .send(
+            &session,
+            &room,
+            "stored, unanswered",
+            Sharing::MediatorOnly,
+            now,
+        )
+        .unwrap();
+    // The relay reads and stores it; its reply is lost with the connection.
+    w.transmit(claimant);
+    w.disconnect(claimant);
+    assert!(w.devices[claimant].done.is_empty(), "not failed");
+    w.connect(claimant);
+    let Ok(Outcome::Sent(sent)) = w.outcome(claimant, op) else {
+        panic!("the post is done");
+    };
+    assert_eq!(heard_from(&mut w, med, claimant), ["stored, unanswered"]);
+    let own: Vec<Event> = w
+        .events(claimant)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Message { text, .. } if text == "stored, unanswered"))
+        .collect();
+    assert_eq!(own.len(), 1, "the author is shown it once");
+    assert!(matches!(&own[0], Event::Message { index, .. } if *index == sent.index));
+    assert_eq!(
+        w.m(claimant)
+            .history(&session)
+            .iter()
+            .filter(|e| matches!(e, Event::Message { text, .. } if text == "stored, unanswered"))
+            .count(),
+        1,
+        "and keeps it once"
+    );
 }
 
 #[test]

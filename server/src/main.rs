@@ -34,12 +34,15 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    println!("caucus-server listening on {}", server.url());
+    // The address first, on a line of its own (scripts read it); then where
+    // the web client is (the same address, over HTTP). One write, and an
+    // error ignored: whoever reads the first line may close the pipe.
+    let mut banner = format!("caucus-server listening on {}\n", server.url());
     if serves_web {
-        // The page is on the same address, over HTTP(S).
         let page = server.url().replacen("ws", "http", 1);
-        println!("the web client: open {page}/ in a browser");
+        banner.push_str(&format!("the web client: open {page}/ in a browser\n"));
     }
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes());
     match server.run(shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
