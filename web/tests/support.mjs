@@ -180,3 +180,33 @@ export async function say(who, text, { mayShare = false } = {}) {
 export async function goTo(mediator, tab) {
   await mediator.page.getByRole("navigation", { name: "Rooms" }).getByRole("button", { name: tab }).click();
 }
+
+/**
+ * Note, in the page, what the client machine tells the driver that no
+ * screen shows: every `warning` event (a gap, a failed verification, a
+ * replay, a connection problem, a rollback), every `rejected` event, and
+ * every operation that ended in an error. The driver parses each of them
+ * with `JSON.parse`, which is watched (it is not changed). Call before the
+ * first `visit`; `machineProblems(who)` reads what the page now shows has
+ * been noted since it was (re)loaded.
+ */
+export async function watchMachine(who) {
+  await who.context.addInitScript(() => {
+    const parse = JSON.parse;
+    const noted = [];
+    Object.defineProperty(window, "caucusProblems", { value: noted });
+    JSON.parse = function (text, reviver) {
+      const value = parse.call(this, text, reviver);
+      if (value !== null && typeof value === "object") {
+        if (value.type === "warning" || value.type === "rejected") noted.push(value);
+        else if (typeof value.op === "number" && "error" in value) noted.push({ type: "failed", ...value });
+      }
+      return value;
+    };
+  });
+}
+
+/** What `watchMachine` has noted in `who`'s page since it was loaded. */
+export async function machineProblems(who) {
+  return (await who.page.evaluate(() => window.caucusProblems ?? [])).map((p) => `${who.name}: ${JSON.stringify(p)}`);
+}
