@@ -14,18 +14,16 @@
 // joining again, and asks the relay only for what came after. A burst of twenty messages cut by the kill
 // reaches the mediator exactly once each, in order.
 //
-// The tests marked `todo` assert what should hold and does not yet; each
-// names the fault it shows. Take the `todo` off once it is fixed:
+// The cases a kill can cut, each pinned down:
 //
-//  - the burst: whether a post is in flight at the kill is a race, so it
-//    fails only some of the time; the last two tests pin each case down;
-//  - with the relay down, a party must be able to write a second message
-//    while the first is still "sending…";
+//  - the burst: whether a post is in flight at the kill is a race;
+//  - with the relay down, a party writes a second message while the first
+//    is still "sending…";
 //  - a post in flight that the relay never read (the relay stopped with
-//    SIGSTOP first, so it cannot read it, then killed) must be sent again;
+//    SIGSTOP first, so it cannot read it, then killed) is sent again;
 //  - a post the relay stored whose reply was lost (a proxy in front of the
 //    relay drops what it sends; the relay's /metrics tells when it has
-//    committed) must show on its author's screen, once.
+//    committed) shows on its author's screen, once, and is not sent again.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -329,7 +327,6 @@ test(
   "a kill in the middle of a burst of twenty messages: after the restart each reaches the mediator exactly once, in order",
   {
     timeout: 180_000,
-    todo: "a post in flight when the relay dies is failed, not sent again: when the relay had not stored it, it is lost and the mediator's device notes a gap (client-core Machine::disconnected)",
   },
   async () => {
     const people = await mediation(relay, [["Claimant", "Alice Archer"], ["Respondent", "Bob Baker"]]);
@@ -372,7 +369,6 @@ test(
   "while the relay is down a party writes two messages: both show as sending, then each is delivered once, in order",
   {
     timeout: 180_000,
-    todo: "the composer keeps Send disabled until the first message's outcome comes back, so nothing more can be written while the relay is down (web/app/ui/room.tsx Composer)",
   },
   async () => {
     const people = await mediation(relay, [["Claimant", "Alice Archer"], ["Respondent", "Bob Baker"]]);
@@ -405,7 +401,6 @@ test(
   "a message in flight when the relay is killed, before it stored it, is sent again after the restart and delivered once",
   {
     timeout: 180_000,
-    todo: "the post fails with “connection lost before the reply” and is never sent again: the message is lost, its text gone, and the mediator's device notes a gap (client-core Machine::disconnected)",
   },
   async () => {
     const people = await mediation(relay, [["Claimant", "Alice Archer"], ["Respondent", "Bob Baker"]]);
@@ -480,7 +475,6 @@ test(
   "a message the relay stored whose reply the kill cut off shows once on its author's screen after the restart",
   {
     timeout: 180_000,
-    todo: "the post fails with “connection lost before the reply”; the catch-up brings the stored envelope back, and the machine drops its own envelope as a replay: the mediator has the message, its author's screen never shows it (client-core Machine::on_envelope)",
   },
   async () => {
     const proxy = await proxyTo(relay);

@@ -11,7 +11,7 @@ import { AgreementPanel } from "./agreement.tsx";
 import { CarryDialog } from "./carry.tsx";
 import { Code, Confirm, CopyButton, ErrorLine, QrCode, useAction } from "./common.tsx";
 import { MakeOffer, OffersLog } from "./offers.tsx";
-import { Connection } from "./party.tsx";
+import { Connection, Warnings } from "./party.tsx";
 import { Room } from "./room.tsx";
 
 export function MediatorScreen({ driver, view }: { driver: Driver; view: View }) {
@@ -49,6 +49,7 @@ export function MediatorScreen({ driver, view }: { driver: Driver; view: View })
           Your safety code, to read to each person you let in: <Code code={view.me.safetyCode} />
         </p>
         <Connection driver={driver} />
+        <Warnings driver={driver} session={view.session} />
         <ErrorLine error={error} />
       </header>
       {lead && <WaitingRoom driver={driver} view={view} />}

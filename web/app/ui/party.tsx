@@ -41,6 +41,7 @@ export function PartyScreen({ driver, view }: { driver: Driver; view: View }) {
         </p>
         {!withdrawn && <StatusPicker driver={driver} view={view} current={news.statuses.get(view.me.device)} />}
         <Connection driver={driver} />
+        <Warnings driver={driver} session={view.session} />
       </header>
       {withdrawn && (
         <p class="notice-box" role="status">
@@ -100,6 +101,29 @@ function StatusPicker({ driver, view, current }: { driver: Driver; view: View; c
       </select>
       <ErrorLine error={error} />
     </div>
+  );
+}
+
+/**
+ * What this device refused to show (a message that did not verify, a gap or
+ * a replay the relay may be behind), said plainly; the details for whoever
+ * looks into it.
+ */
+export function Warnings({ driver, session }: { driver: Driver; session: string }) {
+  const warnings = driver.newsOf(session).warnings;
+  if (warnings.length === 0) return null;
+  return (
+    <details class="warnings">
+      <summary role="alert">
+        {warnings.length === 1 ? "Something" : `${warnings.length} things`} this device received did not check out, and{" "}
+        {warnings.length === 1 ? "is" : "are"} not shown. If this keeps happening, tell the mediator.
+      </summary>
+      <ul>
+        {warnings.map((w, i) => (
+          <li key={i}>{w.detail}</li>
+        ))}
+      </ul>
+    </details>
   );
 }
 

@@ -271,21 +271,27 @@ function CarryButton({ event, events, onCarry }: { event: Extract<Said, { type: 
 function Composer({ driver, view, room }: { driver: Driver; view: View; room: RoomView }) {
   const [text, setText] = useState("");
   const [mayShare, setMayShare] = useState(false);
-  const [run, busy, error] = useAction();
+  const [error, setError] = useState<string>();
   const party = view.me.role === "party_member" && room.kind === "private";
   const id = `compose-${room.id}`;
   return (
     <form
       class="composer"
-      onSubmit={async (ev) => {
+      onSubmit={(ev) => {
         ev.preventDefault();
         const words = text.trim();
         if (words === "") return;
-        if (await run(() => {
-          const sent = driver.send(view.session, room.id, words, party ? mayShare : false);
-          setText("");
-          return sent;
-        })) setMayShare(false);
+        setError(undefined);
+        // The box is free at once: the message shows as sending until the
+        // relay has it, however long the connection takes to come back.
+        // If it is refused, its words come back to the box.
+        const sent = driver.send(view.session, room.id, words, party ? mayShare : false);
+        setText("");
+        setMayShare(false);
+        sent.catch((e: unknown) => {
+          setError(`Not sent: ${e instanceof Error ? e.message : String(e)}`);
+          setText((now) => (now.trim() === "" ? words : now));
+        });
       }}
     >
       <label for={id}>Write a message</label>
@@ -302,7 +308,7 @@ function Composer({ driver, view, room }: { driver: Driver; view: View; room: Ro
         </fieldset>
       )}
       <ErrorLine error={error} />
-      <button type="submit" class="primary" disabled={busy || text.trim() === ""}>
+      <button type="submit" class="primary" disabled={text.trim() === ""}>
         Send
       </button>
     </form>
