@@ -2,12 +2,13 @@
 // docs/performance.md, "Web client"). Not a test: nothing here passes or
 // fails on a number; it prints a table and exits 0.
 //
-//   cd /work/wt-bench   # any checkout
 //   cargo build --release --locked -p caucus-server -p caucus-client
+//   (cd web && npm ci)
 //   node web/bench/measure.mjs [--join-runs 10] [--history-runs 3]
 //                              [--messages 1000] [--no-profile] [--json FILE]
 //
-// (with CARGO_TARGET_DIR set when the build used one.) It starts a RELEASE
+// from the repository's root, with CARGO_TARGET_DIR set when the build used
+// one; about a minute on 2 cores. It starts a RELEASE
 // relay (target/release/caucus-server, which serves the web/dist it was
 // compiled with) on a loopback port with an empty data directory, drives
 // Debian's Chromium (/usr/bin/chromium, or $CHROMIUM) with playwright-core,
@@ -613,7 +614,7 @@ function report(r) {
   const m = r.machine;
   out.push(
     `Caucus web client, ${m.date} UTC, commit ${m.commit}`,
-    `machine: nproc ${m.nproc}, ${m.cpu}, ${m.memory}, ${m.system}; Chromium ${m.chromium}; node ${m.node}; load average at start ${m.load}`,
+    `machine: nproc ${m.nproc}, ${m.cpu}, ${m.memory}, ${m.system}; Chromium ${m.chromium}; node ${m.node}; load average (1, 5, 15 min) at start ${m.load}, at the end ${m.loadAtEnd}`,
     "",
     "1. Shipped size (KiB; relay = bytes the release relay sent for that Accept-Encoding)",
     "",
@@ -741,6 +742,7 @@ try {
     process.stderr.write("one more catch-up and reopen under the profiler…\n");
     result.profile = await profiled(browser, relay, options.messages);
   }
+  result.machine.loadAtEnd = os.loadavg().map((l) => l.toFixed(2)).join(" ");
   console.log(report(result));
   if (options.json) {
     for (const run of [...result.join.cold, ...result.join.warm]) delete run.responses;
