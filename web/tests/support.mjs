@@ -57,15 +57,18 @@ async function waitForHealth(url) {
  * A relay on a loopback port with its own data directory, its logs (debug
  * level) collected in `log`, and `args` passed after its own (`--web-dir
  * DIR` to serve a folder instead of its built-in client). `start()` starts
- * it again on the same port and directory; `kill()` is `kill -9`.
+ * it again on the same port and directory; `kill()` is `kill -9`. `profile`
+ * is the cargo profile whose build to run: `debug` (the tests'), or
+ * `release` (the benchmark's, web/bench/measure.mjs);
+ * `CAUCUS_RELAY_PROFILE` sets it too.
  */
-export async function startRelay({ port, dataDir, args = [] } = {}) {
+export async function startRelay({ port, dataDir, args = [], profile = process.env.CAUCUS_RELAY_PROFILE ?? "debug" } = {}) {
   port ??= await freePort();
   dataDir ??= mkdtempSync(path.join(os.tmpdir(), "caucus-web-"));
   const relay = { port, dataDir, url: `http://127.0.0.1:${port}/`, ws: `ws://127.0.0.1:${port}`, log: [] };
   relay.start = async () => {
     relay.child = spawn(
-      path.join(target, "debug/caucus-server"),
+      path.join(target, profile, "caucus-server"),
       ["--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, ...args],
       { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "debug" } },
     );
