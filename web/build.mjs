@@ -55,6 +55,8 @@ const pkg = path.join(web, "pkg");
 rmSync(pkg, { recursive: true, force: true });
 run("wasm-bindgen", [
   "--target", "web",
+  // A quarter of the binary is function names, for profilers only.
+  "--remove-name-section",
   "--out-dir", pkg,
   path.join(target, "wasm32-unknown-unknown/wasm-release/caucus_web.wasm"),
 ]);

@@ -225,16 +225,23 @@ export function inRoom(events: CaucusEvent[], room: string): Said[] {
   return events.filter((e): e is Said => isSaid(e) && e.room === room);
 }
 
-/** Every share receipt of a message: where it went and how. */
-export function sharesOf(events: CaucusEvent[], message: string) {
-  return events.filter(
-    (e): e is Extract<CaucusEvent, { type: "shared" }> => e.type === "shared" && e.source === message,
-  );
+type Shared = Extract<CaucusEvent, { type: "shared" }>;
+
+/** What the session's record says of its messages: the consents given, and where each was shared and how. */
+export interface ShareRecord {
+  consented: Set<string>;
+  shares: Map<string, Shared[]>;
 }
 
-/** Whether the author consented to the mediator sharing a message. */
-export function consented(events: CaucusEvent[], message: string): boolean {
-  return events.some((e) => e.type === "consent" && e.message === message);
+/** Read once per screen, not once per message. */
+export function sharingOf(events: CaucusEvent[]): ShareRecord {
+  const consented = new Set<string>();
+  const shares = new Map<string, Shared[]>();
+  for (const e of events) {
+    if (e.type === "consent") consented.add(e.message);
+    if (e.type === "shared") shares.set(e.source, [...(shares.get(e.source) ?? []), e]);
+  }
+  return { consented, shares };
 }
 
 /** The newest proposed agreement, with who has signed it. */

@@ -10,13 +10,13 @@ import {
   type Said,
   type View,
   type RoomView,
-  consented,
   inRoom,
   nameOf,
   offerSummary,
   phaseName,
   roomName,
-  sharesOf,
+  sharingOf,
+  type ShareRecord,
 } from "../model.ts";
 import { ErrorLine, useAction } from "./common.tsx";
 
@@ -33,6 +33,7 @@ export interface RoomProps {
 
 export function Room({ driver, view, room, events, onCarry, onAnswer }: RoomProps) {
   const said = inRoom(events, room.id).filter((e) => e.type !== "shared" && e.type !== "consent");
+  const sharing = sharingOf(events);
   const sending = [...driver.sending.values()].filter((s) => s.session === view.session && s.room === room.id);
   const end = useRef<HTMLLIElement>(null);
   useEffect(() => end.current?.scrollIntoView({ block: "nearest" }), [said.length, sending.length]);
@@ -43,7 +44,7 @@ export function Room({ driver, view, room, events, onCarry, onAnswer }: RoomProp
       <p class="hint">{roomHint(view, room)}</p>
       <ol class="messages" aria-live="polite" aria-label={`Messages in ${title}`}>
         {said.map((e) => (
-          <Entry key={`${e.type}-${"index" in e ? e.index : ""}-${keyOf(e)}`} {...{ driver, view, event: e, events, onCarry, onAnswer }} />
+          <Entry key={`${e.type}-${"index" in e ? e.index : ""}-${keyOf(e)}`} {...{ driver, view, event: e, sharing, onCarry, onAnswer }} />
         ))}
         {sending.map((s) => (
           <li key={`sending-${s.op}`} class="message mine sending">
@@ -99,11 +100,11 @@ function Entry(props: {
   driver: Driver;
   view: View;
   event: Said;
-  events: CaucusEvent[];
+  sharing: ShareRecord;
   onCarry?: (event: Said) => void;
   onAnswer?: (offer: Extract<CaucusEvent, { type: "offer_carried" }>) => void;
 }) {
-  const { driver, view, event: e, events, onCarry, onAnswer } = props;
+  const { driver, view, event: e, sharing, onCarry, onAnswer } = props;
   const mediator = view.me.role === "mediator" || view.me.role === "co_mediator";
   switch (e.type) {
     case "message": {
@@ -117,12 +118,12 @@ function Entry(props: {
             )}
           </p>
           <p class="text">{e.text}</p>
-          <ShareNotes view={view} events={events} message={e} mine={mine} />
-          {mine && !mediator && e.sharing === "mediator_only" && !consented(events, e.hash) && roomOf(view, e.room)?.kind === "private" && (
+          <ShareNotes view={view} sharing={sharing} message={e.hash} mine={mine} />
+          {mine && !mediator && e.sharing === "mediator_only" && !sharing.consented.has(e.hash) && roomOf(view, e.room)?.kind === "private" && (
             <ConsentButton driver={driver} view={view} message={e.hash} />
           )}
           {mediator && onCarry && roomOf(view, e.room)?.kind === "private" && !isMediator(view, e.sender) && (
-            <CarryButton event={e} events={events} onCarry={onCarry} />
+            <CarryButton event={e} sharing={sharing} onCarry={onCarry} />
           )}
         </li>
       );
@@ -146,7 +147,7 @@ function Entry(props: {
             {e.by === view.me.device ? "You" : nameOf(view, e.by)} {e.offer.kind === "counter_offer" ? "made a counter-offer" : "made an offer"}
           </p>
           <p class="text">{offerSummary(e.offer)}</p>
-          <ShareNotes view={view} events={events} message={{ hash: e.message, room: e.room }} mine={false} />
+          <ShareNotes view={view} sharing={sharing} message={e.message} mine={false} />
           {mediator && onCarry && <button type="button" onClick={() => onCarry(e)}>Carry this offer…</button>}
         </li>
       );
@@ -225,9 +226,9 @@ function systemWords(view: View, event: { kind: string; detail?: unknown }): str
 }
 
 /** Beside a message: where the mediator shared it, and how. */
-function ShareNotes({ view, events, message, mine }: { view: View; events: CaucusEvent[]; message: { hash: string; room: string }; mine: boolean }) {
-  const shares = sharesOf(events, message.hash);
-  const consent = consented(events, message.hash);
+function ShareNotes({ view, sharing, message, mine }: { view: View; sharing: ShareRecord; message: string; mine: boolean }) {
+  const shares = sharing.shares.get(message) ?? [];
+  const consent = sharing.consented.has(message);
   return (
     <>
       {consent && <p class="share">{mine ? "You let the mediator share this." : "The author let the mediator share this."}</p>}
@@ -259,8 +260,8 @@ function ConsentButton({ driver, view, message }: { driver: Driver; view: View; 
   );
 }
 
-function CarryButton({ event, events, onCarry }: { event: Extract<Said, { type: "message" }>; events: CaucusEvent[]; onCarry: (e: Said) => void }) {
-  const blocked = event.sharing === "mediator_only" && !consented(events, event.hash);
+function CarryButton({ event, sharing, onCarry }: { event: Extract<Said, { type: "message" }>; sharing: ShareRecord; onCarry: (e: Said) => void }) {
+  const blocked = event.sharing === "mediator_only" && !sharing.consented.has(event.hash);
   return (
     <button type="button" aria-disabled={blocked} class={blocked ? "blocked" : undefined} onClick={() => !blocked && onCarry(event)} title={blocked ? undefined : "Share this in another room"}>
       {blocked ? "Cannot share: for the mediator only, and the author has not consented" : "Share…"}
