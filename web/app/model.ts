@@ -189,8 +189,13 @@ export function roomName(view: View, room: string | undefined): string {
   if (r.kind === "private") {
     return r.party === view.me.party ? "your private room" : `${possessive(r.label ?? "a side")} private room`;
   }
-  const others = r.members.filter((m) => !view.mediators?.some((x) => x.device === m));
+  const others = r.members.filter((m) => m !== view.me.device && !view.mediators?.some((x) => x.device === m));
   return `the side room with ${others.map((m) => nameOf(view, m)).join(", ")}`;
+}
+
+/** A phrase as the start of a label: "the side room with …" → "The side room with …". */
+export function capital(phrase: string): string {
+  return phrase.charAt(0).toUpperCase() + phrase.slice(1);
 }
 
 /** "Dr Chen's", "Tenants'". */

@@ -5,7 +5,7 @@
 // other screens: admission after comparing safety codes, private messages, a
 // carry refused without consent, consent then carrying word for word and
 // reframed with the author told, offers both ways, the gates, the joint room,
-// a withdrawal, the agreement signed by all and checked offline, the close
+// a side room, a withdrawal, the agreement signed by all and checked offline, the close
 // and the erasure. axe-core checks each main screen; screenshots are kept.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -200,6 +200,22 @@ test("a mediator and three parties, one with two members, run a whole mediation 
     await p.page.getByText("Thank you all for coming together today.").waitFor();
   }
   await accessible(davies, "10-joint-room");
+
+  // A side room for the solicitor and Chen: only they (and the mediator) read it; then it closes.
+  await m.getByRole("checkbox", { name: "Mark Bell (Dr Adeyemi)" }).check();
+  await m.getByRole("checkbox", { name: "Li Chen (Dr Chen)" }).check();
+  await m.getByRole("button", { name: "Open side room" }).click();
+  await bell.page.getByRole("button", { name: "The side room with Li Chen" }).click();
+  await say(bell, "Could we look at the lease on its own?");
+  await chen.page.getByRole("button", { name: "The side room with Mark Bell" }).click();
+  await chen.page.getByText("Could we look at the lease on its own?").waitFor();
+  assert.equal(await adeyemi.page.getByRole("button", { name: /side room/i }).count(), 0, "Adeyemi is not in it");
+  await goTo(mediator, "The side room with Mark Bell, Li Chen");
+  await m.getByText("Could we look at the lease on its own?").waitFor();
+  await m.getByRole("button", { name: "Close this side room" }).click();
+  await m.getByRole("dialog").getByRole("button", { name: "Close it" }).click();
+  await bell.page.getByRole("button", { name: /side room/i }).waitFor({ state: "detached" });
+  await chen.page.getByRole("button", { name: "Joint room" }).click();
 
   // Davies withdraws, with the keyboard only, after confirming: Escape leaves the dialog
   // with nothing done; he can no longer write, and everyone is told.

@@ -6,7 +6,7 @@
 
 import { useState } from "preact/hooks";
 import type { Driver } from "../driver.ts";
-import { type PartyView, type Said, type View, PHASES, inRoom, nameOf, phaseName, possessive, roomName, statusName } from "../model.ts";
+import { type PartyView, type Said, type View, PHASES, capital, inRoom, nameOf, phaseName, possessive, roomName, statusName } from "../model.ts";
 import { AgreementPanel } from "./agreement.tsx";
 import { CarryDialog } from "./carry.tsx";
 import { Code, Confirm, CopyButton, ErrorLine, QrCode, useAction } from "./common.tsx";
@@ -66,7 +66,7 @@ export function MediatorScreen({ driver, view }: { driver: Driver; view: View })
           <nav class="tabs" aria-label="Rooms">
             {rooms.map((r) => (
               <button key={r.id} type="button" aria-pressed={r.id === room?.id} onClick={() => goTo(r.id)}>
-                {r.kind === "private" ? `${r.label} (private)` : r.kind === "joint" ? `Joint room${r.open ? "" : " (closed)"}` : roomName(view, r.id)}
+                {r.kind === "private" ? `${r.label} (private)` : r.kind === "joint" ? `Joint room${r.open ? "" : " (closed)"}` : capital(roomName(view, r.id))}
                 {r.id !== room?.id && fresh(r.id) > 0 && <span class="new"> · {fresh(r.id)} new</span>}
               </button>
             ))}

@@ -5,7 +5,7 @@
 
 import { useState } from "preact/hooks";
 import type { Driver } from "../driver.ts";
-import { type CaucusEvent, type View, STATUSES, phaseName, roomName, whereabouts } from "../model.ts";
+import { type CaucusEvent, type View, STATUSES, capital, phaseName, roomName, whereabouts } from "../model.ts";
 import { AgreementPanel } from "./agreement.tsx";
 import { Confirm, ErrorLine, useAction } from "./common.tsx";
 import { MakeOffer, OffersLog } from "./offers.tsx";
@@ -52,7 +52,7 @@ export function PartyScreen({ driver, view }: { driver: Driver; view: View }) {
         <nav class="tabs" aria-label="Rooms">
           {rooms.map((r) => (
             <button key={r.id} type="button" aria-pressed={r.id === room?.id} onClick={() => setRoomId(r.id)}>
-              {r.kind === "private" ? "Private room" : r.kind === "joint" ? "Joint room" : roomName(view, r.id)}
+              {r.kind === "private" ? "Private room" : r.kind === "joint" ? "Joint room" : capital(roomName(view, r.id))}
             </button>
           ))}
         </nav>

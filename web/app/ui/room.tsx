@@ -17,6 +17,7 @@ import {
   roomName,
   sharingOf,
   type ShareRecord,
+  capital,
 } from "../model.ts";
 import { ErrorLine, useAction } from "./common.tsx";
 
@@ -40,7 +41,7 @@ export function Room({ driver, view, room, events, onCarry, onAnswer }: RoomProp
   const title = roomName(view, room.id);
   return (
     <section class="room" aria-label={title}>
-      <h2>{title.charAt(0).toUpperCase() + title.slice(1)}</h2>
+      <h2>{capital(title)}</h2>
       <p class="hint">{roomHint(view, room)}</p>
       <ol class="messages" aria-live="polite" aria-label={`Messages in ${title}`}>
         {said.map((e) => (
