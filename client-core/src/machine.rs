@@ -1207,18 +1207,8 @@ impl Machine {
         ) else {
             return;
         };
-        let Waiting::Unconfirmed {
-            envelope,
-            own,
-            report,
-        } = std::mem::replace(&mut op.waiting, Waiting::Idle)
-        else {
+        let Some(awaiting) = op.waiting.take_unconfirmed() else {
             return;
-        };
-        let awaiting = Awaiting::Post {
-            envelope,
-            own,
-            report,
         };
         if let Err(e) = self.on_accepted(id, session, awaiting, Some(index), None) {
             self.fail(id, e);
@@ -1243,21 +1233,14 @@ impl Machine {
             let Some(op) = self.ops.get_mut(&id) else {
                 continue;
             };
-            let Waiting::Unconfirmed {
-                envelope,
-                own,
-                report,
-            } = std::mem::replace(&mut op.waiting, Waiting::Idle)
-            else {
+            let Some(awaiting) = op.waiting.take_unconfirmed() else {
+                continue;
+            };
+            let Awaiting::Post { envelope, .. } = &awaiting else {
                 continue;
             };
             let body = RequestBody::Post {
-                envelope: Encoded((*envelope).clone()),
-            };
-            let awaiting = Awaiting::Post {
-                envelope,
-                own,
-                report,
+                envelope: Encoded((**envelope).clone()),
             };
             let Started::Waiting(request, awaiting) = self.request(id, body, awaiting) else {
                 continue;

@@ -172,6 +172,28 @@ pub(crate) enum Waiting {
     },
 }
 
+impl Waiting {
+    /// An unconfirmed post, taken as the reply it awaits again (the stage
+    /// left idle); anything else is left as it is.
+    pub(crate) fn take_unconfirmed(&mut self) -> Option<Awaiting> {
+        match std::mem::replace(self, Self::Idle) {
+            Self::Unconfirmed {
+                envelope,
+                own,
+                report,
+            } => Some(Awaiting::Post {
+                envelope,
+                own,
+                report,
+            }),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
 /// An operation in progress.
 #[derive(Debug)]
 pub(crate) struct Op {

@@ -54,9 +54,10 @@ fn refused(e: impl Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
-/// An operation id as JavaScript holds it (a whole number, well below 2^53).
-fn op(id: OpId) -> f64 {
-    id.as_u64() as f64
+/// An operation the machine took, as its id for JavaScript (a whole number,
+/// well below 2^53), or its refusal in words.
+fn done(taken: Result<OpId, ClientError>) -> Result<f64, JsError> {
+    taken.map(|id| id.as_u64() as f64).map_err(refused)
 }
 
 /// Bytes from JavaScript, copied into memory that is wiped when dropped.
@@ -635,11 +636,7 @@ impl Device {
         } else {
             Sharing::MediatorOnly
         };
-        let id = self
-            .machine
-            .send(&session, &room, text, sharing, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(self.machine.send(&session, &room, text, sharing, at(now)))
     }
 
     /// Erase this device's copy of `session`, keeping the concluded
@@ -652,21 +649,19 @@ impl Device {
 
     /// Let the mediator share one of this member's *mediator only* messages.
     pub fn consent(&mut self, session: &str, message: &str, now: f64) -> Result<f64, JsError> {
-        let id = self
-            .machine
-            .consent(&session_id(session)?, &digest(message)?, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .consent(&session_id(session)?, &digest(message)?, at(now)),
+        )
     }
 
     /// Agree, for this member's party, to a step: `"continue"` or
     /// `"joint_meeting"`.
     pub fn agree(&mut self, session: &str, step_name: &str, now: f64) -> Result<f64, JsError> {
-        let id = self
-            .machine
-            .agree(&session_id(session)?, step(step_name)?, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .agree(&session_id(session)?, step(step_name)?, at(now)),
+        )
     }
 
     /// Tell the mediator this member's status: `"ready"`,
@@ -675,11 +670,10 @@ impl Device {
     pub fn set_status(&mut self, session: &str, status: &str, now: f64) -> Result<f64, JsError> {
         let status: PartyStatus = serde_json::from_value(Value::String(status.to_owned()))
             .map_err(|_| refused(format!("no status called {status:?}")))?;
-        let id = self
-            .machine
-            .set_status(&session_id(session)?, status, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .set_status(&session_id(session)?, status, at(now)),
+        )
     }
 
     /// Make an offer (or, with `counter` and `respondsTo`, a counter-offer)
@@ -687,20 +681,15 @@ impl Device {
     /// `offer_from`.
     #[wasm_bindgen(js_name = makeOffer)]
     pub fn make_offer(&mut self, session: &str, offer: &str, now: f64) -> Result<f64, JsError> {
-        let id = self
-            .machine
-            .make_offer(&session_id(session)?, &offer_from(offer)?, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .make_offer(&session_id(session)?, &offer_from(offer)?, at(now)),
+        )
     }
 
     /// Give notice that this member's party withdraws from the mediation.
     pub fn withdraw(&mut self, session: &str, now: f64) -> Result<f64, JsError> {
-        let id = self
-            .machine
-            .withdraw(&session_id(session)?, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(self.machine.withdraw(&session_id(session)?, at(now)))
     }
 
     /// Sign the proposed agreement whose hash is `agreement`.
@@ -711,11 +700,10 @@ impl Device {
         agreement: &str,
         now: f64,
     ) -> Result<f64, JsError> {
-        let id = self
-            .machine
-            .sign_agreement(&session_id(session)?, &digest(agreement)?, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .sign_agreement(&session_id(session)?, &digest(agreement)?, at(now)),
+        )
     }
 
     // ----- as the mediator -----
@@ -729,11 +717,11 @@ impl Device {
         now: f64,
     ) -> Result<f64, JsError> {
         let labels: Vec<&str> = parties.iter().map(String::as_str).collect();
-        let (_, id) = self
-            .machine
-            .create_session(name, &labels, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .create_session(name, &labels, at(now))
+                .map(|(_, id)| id),
+        )
     }
 
     /// An invite link for `name` to join the party `party` (its id or
@@ -756,16 +744,14 @@ impl Device {
         } else {
             Admission::ByMediator
         };
-        let id = if party.is_empty() {
+        done(if party.is_empty() {
             self.machine
                 .invite_co_mediator(&session, name, expires, admission, at(now))
         } else {
             let party = self.machine.party_named(&session, party).map_err(refused)?;
             self.machine
                 .invite(&session, &party, name, expires, admission, at(now))
-        }
-        .map_err(refused)?;
-        Ok(op(id))
+        })
     }
 
     /// Let in someone from the waiting room.
@@ -777,53 +763,45 @@ impl Device {
 
     /// Turn away someone in the waiting room; their invite is spent.
     pub fn decline(&mut self, session: &str, member: &str, now: f64) -> Result<f64, JsError> {
-        let id = self
-            .machine
-            .decline(&session_id(session)?, &device(member)?, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .decline(&session_id(session)?, &device(member)?, at(now)),
+        )
     }
 
     /// Remove a member from the session.
     #[wasm_bindgen(js_name = removeMember)]
     pub fn remove_member(&mut self, session: &str, member: &str, now: f64) -> Result<f64, JsError> {
-        let id = self
-            .machine
-            .remove_member(&session_id(session)?, &device(member)?, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .remove_member(&session_id(session)?, &device(member)?, at(now)),
+        )
     }
 
     /// Take back a party that withdrew.
     pub fn readmit(&mut self, session: &str, party: &str, now: f64) -> Result<f64, JsError> {
         let session = session_id(session)?;
         let party = self.machine.party_named(&session, party).map_err(refused)?;
-        let id = self
-            .machine
-            .readmit(&session, &party, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(self.machine.readmit(&session, &party, at(now)))
     }
 
     /// Move the mediation to a phase: `"preparation"`,
     /// `"individual_meetings"`, `"negotiation"` or `"agreement"`.
     #[wasm_bindgen(js_name = setPhase)]
     pub fn set_phase(&mut self, session: &str, phase_name: &str, now: f64) -> Result<f64, JsError> {
-        let id = self
-            .machine
-            .set_phase(&session_id(session)?, phase(phase_name)?, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .set_phase(&session_id(session)?, phase(phase_name)?, at(now)),
+        )
     }
 
     /// Open or close the joint room.
     #[wasm_bindgen(js_name = setJointOpen)]
     pub fn set_joint_open(&mut self, session: &str, open: bool, now: f64) -> Result<f64, JsError> {
-        let id = self
-            .machine
-            .set_joint_open(&session_id(session)?, open, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .set_joint_open(&session_id(session)?, open, at(now)),
+        )
     }
 
     /// Open a side room with these members (and the mediators).
@@ -838,22 +816,20 @@ impl Device {
             .iter()
             .map(|m| device(m))
             .collect::<Result<Vec<_>, _>>()?;
-        let id = self
-            .machine
-            .create_side_room(&session_id(session)?, &members, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .create_side_room(&session_id(session)?, &members, at(now)),
+        )
     }
 
     /// Close a side room.
     #[wasm_bindgen(js_name = closeSideRoom)]
     pub fn close_side_room(&mut self, session: &str, room: &str, now: f64) -> Result<f64, JsError> {
         let room = RoomId::parse(room).ok_or_else(|| refused("not a room"))?;
-        let id = self
-            .machine
-            .close_side_room(&session_id(session)?, &room, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .close_side_room(&session_id(session)?, &room, at(now)),
+        )
     }
 
     /// Say which room the mediator is with (its id; empty: away); with
@@ -870,11 +846,10 @@ impl Device {
             "" => None,
             id => Some(RoomId::parse(id).ok_or_else(|| refused("not a room"))?),
         };
-        let id = self
-            .machine
-            .set_location(&session_id(session)?, room, disclose, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .set_location(&session_id(session)?, room, disclose, at(now)),
+        )
     }
 
     /// Carry a message to another room (its id): verbatim, or reframed in
@@ -890,17 +865,13 @@ impl Device {
     ) -> Result<f64, JsError> {
         let destination = RoomId::parse(destination).ok_or_else(|| refused("not a room"))?;
         let reframed = Some(reframed.trim().to_owned()).filter(|r| !r.is_empty());
-        let id = self
-            .machine
-            .forward(
-                &session_id(session)?,
-                &digest(message)?,
-                &destination,
-                reframed,
-                at(now),
-            )
-            .map_err(refused)?;
-        Ok(op(id))
+        done(self.machine.forward(
+            &session_id(session)?,
+            &digest(message)?,
+            &destination,
+            reframed,
+            at(now),
+        ))
     }
 
     /// Carry an offer to another room: as made, or restated (`restated`:
@@ -919,17 +890,13 @@ impl Device {
             "" => None,
             form => Some(offer_from(form)?),
         };
-        let id = self
-            .machine
-            .carry_offer(
-                &session_id(session)?,
-                &digest(offer)?,
-                &destination,
-                restated,
-                at(now),
-            )
-            .map_err(refused)?;
-        Ok(op(id))
+        done(self.machine.carry_offer(
+            &session_id(session)?,
+            &digest(offer)?,
+            &destination,
+            restated,
+            at(now),
+        ))
     }
 
     /// Record an offer for a party (its id or label), as the mediator
@@ -944,11 +911,10 @@ impl Device {
     ) -> Result<f64, JsError> {
         let session = session_id(session)?;
         let party = self.machine.party_named(&session, party).map_err(refused)?;
-        let id = self
-            .machine
-            .make_offer_for(&session, &party, &offer_from(offer)?, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .make_offer_for(&session, &party, &offer_from(offer)?, at(now)),
+        )
     }
 
     /// Propose an agreement for every party member to sign.
@@ -966,11 +932,13 @@ impl Device {
             .map(|q| q.trim().to_owned())
             .filter(|q| !q.is_empty())
             .collect();
-        let id = self
-            .machine
-            .propose_agreement(&session_id(session)?, title, terms, &checklist, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(self.machine.propose_agreement(
+            &session_id(session)?,
+            title,
+            terms,
+            &checklist,
+            at(now),
+        ))
     }
 
     /// Countersign the proposed agreement once everyone has signed it.
@@ -980,31 +948,25 @@ impl Device {
         agreement: &str,
         now: f64,
     ) -> Result<f64, JsError> {
-        let id = self
-            .machine
-            .countersign(&session_id(session)?, &digest(agreement)?, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .countersign(&session_id(session)?, &digest(agreement)?, at(now)),
+        )
     }
 
     /// Close the session; the outcome carries the relay's deletion
     /// statement if it erased the session at once.
     #[wasm_bindgen(js_name = closeSession)]
     pub fn close_session(&mut self, session: &str, now: f64) -> Result<f64, JsError> {
-        let id = self
-            .machine
-            .close_session(&session_id(session)?, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(self.machine.close_session(&session_id(session)?, at(now)))
     }
 
     /// Ask the relay again for its deletion statement.
     #[wasm_bindgen(js_name = fetchDeletionStatement)]
     pub fn fetch_deletion_statement(&mut self, session: &str, now: f64) -> Result<f64, JsError> {
-        let id = self
-            .machine
-            .fetch_deletion_statement(&session_id(session)?, at(now))
-            .map_err(refused)?;
-        Ok(op(id))
+        done(
+            self.machine
+                .fetch_deletion_statement(&session_id(session)?, at(now)),
+        )
     }
 }

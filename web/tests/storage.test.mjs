@@ -31,7 +31,7 @@ import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import * as esbuild from "esbuild";
-import { launch, startRelay, web } from "./support.mjs";
+import { launch, rawDatabase, startRelay, web } from "./support.mjs";
 
 const pkg = path.join(web, "pkg");
 const WASM = "caucus_web_bg.wasm";
@@ -121,50 +121,6 @@ function heard(page, hash) {
     (hash) => window.driver.event((e) => e.type === "message" && e.hash === hash),
     hash,
   );
-}
-
-/**
- * Everything in the page's IndexedDB database `name`, as stored: every byte
- * string (Uint8Array, ArrayBuffer, string), keys included, how many values
- * each object store holds, and what each CryptoKey says of itself.
- */
-function rawDatabase(page, name) {
-  return page.evaluate(async (name) => {
-    const result = (request) =>
-      new Promise((resolve, reject) => {
-        request.onsuccess = () => resolve(request.result);
-        request.onerror = () => reject(request.error);
-      });
-    const db = await result(indexedDB.open(name));
-    const out = { bytes: [], counts: {}, keys: [] };
-    const walk = (v) => {
-      if (v instanceof CryptoKey) {
-        out.keys.push({
-          extractable: v.extractable,
-          algorithm: v.algorithm.name,
-          length: v.algorithm.length,
-          usages: v.usages,
-        });
-      } else if (ArrayBuffer.isView(v)) {
-        out.bytes.push(Array.from(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)));
-      } else if (v instanceof ArrayBuffer) {
-        out.bytes.push(Array.from(new Uint8Array(v)));
-      } else if (typeof v === "string") {
-        out.bytes.push(Array.from(new TextEncoder().encode(v)));
-      } else if (v !== null && typeof v === "object") {
-        Object.values(v).forEach(walk);
-      }
-    };
-    for (const store of db.objectStoreNames) {
-      const objects = db.transaction(store).objectStore(store);
-      const [keys, values] = await Promise.all([result(objects.getAllKeys()), result(objects.getAll())]);
-      out.counts[store] = values.length;
-      keys.forEach(walk);
-      values.forEach(walk);
-    }
-    db.close();
-    return out;
-  }, name);
 }
 
 test("a mediator and a claimant in two browsers exchange a message end to end encrypted", { timeout: 120_000 }, async () => {

@@ -213,3 +213,56 @@ export async function watchMachine(who) {
 export async function machineProblems(who) {
   return (await who.page.evaluate(() => window.caucusProblems ?? [])).map((p) => `${who.name}: ${JSON.stringify(p)}`);
 }
+
+/**
+ * Everything in the page's IndexedDB database `name`, as stored: every byte
+ * string (Uint8Array, ArrayBuffer, string), keys included, how many values
+ * each object store holds, and what each CryptoKey says of itself — and
+ * whether Web Crypto lets it be exported.
+ */
+export function rawDatabase(page, name) {
+  return page.evaluate(async (name) => {
+    const result = (request) =>
+      new Promise((resolve, reject) => {
+        request.onsuccess = () => resolve(request.result);
+        request.onerror = () => reject(request.error);
+      });
+    const db = await result(indexedDB.open(name));
+    const out = { bytes: [], counts: {}, keys: [] };
+    const cryptoKeys = [];
+    const walk = (v) => {
+      if (v instanceof CryptoKey) {
+        cryptoKeys.push(v);
+        out.keys.push({
+          extractable: v.extractable,
+          algorithm: v.algorithm.name,
+          length: v.algorithm.length,
+          usages: v.usages,
+        });
+      } else if (ArrayBuffer.isView(v)) {
+        out.bytes.push(Array.from(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)));
+      } else if (v instanceof ArrayBuffer) {
+        out.bytes.push(Array.from(new Uint8Array(v)));
+      } else if (typeof v === "string") {
+        out.bytes.push(Array.from(new TextEncoder().encode(v)));
+      } else if (v !== null && typeof v === "object") {
+        Object.values(v).forEach(walk);
+      }
+    };
+    for (const store of db.objectStoreNames) {
+      const objects = db.transaction(store).objectStore(store);
+      const [keys, values] = await Promise.all([result(objects.getAllKeys()), result(objects.getAll())]);
+      out.counts[store] = values.length;
+      keys.forEach(walk);
+      values.forEach(walk);
+    }
+    db.close();
+    out.exported = [];
+    for (const key of cryptoKeys) {
+      for (const format of ["raw", "jwk"]) {
+        out.exported.push(await crypto.subtle.exportKey(format, key).then(() => `${format}: exported`, (e) => `${format}: ${e.name}`));
+      }
+    }
+    return out;
+  }, name);
+}
