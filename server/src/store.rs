@@ -411,8 +411,16 @@ mod tests {
         assert_eq!(value(b"c"), Some(b"3".to_vec()));
         drop(store);
         committer.await.unwrap();
-        // And it is on disk.
-        let tree = sled::open(dir.path()).unwrap().open_tree("caucus").unwrap();
+        // And it is on disk. (sled's flusher thread lets go of the
+        // directory's lock a moment after the last handle is dropped.)
+        let db = (0..100)
+            .find_map(|_| {
+                sled::open(dir.path())
+                    .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(50)))
+                    .ok()
+            })
+            .unwrap();
+        let tree = db.open_tree("caucus").unwrap();
         assert_eq!(tree.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
         assert_eq!(tree.get(b"a").unwrap(), None);
     }
