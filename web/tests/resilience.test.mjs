@@ -390,6 +390,8 @@ test(
       await eachOnce(alice, two, "her private room");
       await eachOnce(mediator, two, "Claimant's private room");
       assert.deepEqual((await shown(mediator)).map((m) => m.text).filter((t) => two.includes(t)), two);
+      // The relay forgot where the mediator was; the mediator's page said it again.
+      await alice.page.getByText("The mediator is with you").waitFor();
       assert.deepEqual(await shownErrors(people), []);
     } finally {
       await close(people);

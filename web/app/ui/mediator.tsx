@@ -4,7 +4,7 @@
 // side rooms, offers, the agreement, and closing with the relay's signed
 // statement of what it erased.
 
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import type { Driver } from "../driver.ts";
 import { type PartyView, type Said, type View, PHASES, capital, inRoom, nameOf, phaseName, possessive, roomName, statusName } from "../model.ts";
 import { AgreementPanel } from "./agreement.tsx";
@@ -24,10 +24,22 @@ export function MediatorScreen({ driver, view }: { driver: Driver; view: View })
   const [carrying, setCarrying] = useState<Said>();
   const [run, , error] = useAction();
   const lead = view.me.role === "mediator";
+  // Where the mediator is: said to the relay on each move, and again after
+  // each reconnection (the relay keeps it in memory only). A move lost with
+  // the connection is not an error to show: it is said again.
+  const tell = (id: string | undefined) =>
+    run(() =>
+      driver.run((d, now) => d.setLocation(view.session, id ?? "", false, now)).catch((e: unknown) => {
+        if (driver.connected) throw e;
+      }),
+    );
   const goTo = (id: string | undefined) => {
     setRoomId(id);
-    run(() => driver.run((d, now) => d.setLocation(view.session, id ?? "", false, now)));
+    tell(id);
   };
+  useEffect(() => {
+    if (driver.connected && roomId !== undefined) tell(roomId);
+  }, [driver.connected]);
   const here = news.presence?.mediator;
   // What the mediator has read of each room: what came since shows on its tab.
   const said = (id: string) => inRoom(events, id).length;
@@ -190,7 +202,9 @@ function Invites({ driver, view }: { driver: Driver; view: View }) {
       <ul class="invites">
         {(view.invites ?? []).map((i) => (
           <li key={i.id}>
-            <strong>{i.name}</strong> ({label(i.party)}) — {i.used ? "joined" : "not used yet"}
+            <p class="who">
+              <strong>{i.name}</strong> ({label(i.party)}) — {i.used ? "joined" : "not used yet"}
+            </p>
             {!i.used && (
               <>
                 <CopyButton text={pageLink(i.link)} label={`Copy ${possessive(i.name)} link`} />

@@ -110,7 +110,9 @@ function StatusPicker({ driver, view, current }: { driver: Driver; view: View; c
  * looks into it.
  */
 export function Warnings({ driver, session }: { driver: Driver; session: string }) {
-  const warnings = driver.newsOf(session).warnings;
+  // A step lost with the connection is not a message that failed a check:
+  // "Reconnecting…" says that, and the machine tries again.
+  const warnings = driver.newsOf(session).warnings.filter((w) => w.kind.kind !== "connection");
   if (warnings.length === 0) return null;
   return (
     <details class="warnings">
