@@ -338,10 +338,20 @@ impl Machine {
         }
         // The first request that may go: a post of a session with an
         // unconfirmed post waits until that one is settled, in order.
-        let at = self
-            .queue
-            .iter()
-            .position(|q| !(q.is_post() && self.unconfirmed_in(self.op_session(q.op))))?;
+        let held: Vec<SessionId> = self
+            .ops
+            .values()
+            .filter(|o| matches!(o.waiting, Waiting::Unconfirmed { .. }))
+            .map(|o| o.session)
+            .collect();
+        let waits = |q: &Queued| {
+            q.is_post()
+                && self
+                    .ops
+                    .get(&q.op)
+                    .is_some_and(|o| held.contains(&o.session))
+        };
+        let at = self.queue.iter().position(|q| !waits(q))?;
         let q = self.queue.remove(at)?;
         let frame = Request {
             v: PROTOCOL_VERSION,
@@ -1177,20 +1187,6 @@ impl Machine {
                 format!("envelope refused: {e}"),
             ),
         }
-    }
-
-    /// The session of operation `op`, if it is still running.
-    fn op_session(&self, op: OpId) -> Option<SessionId> {
-        self.ops.get(&op).map(|o| o.session)
-    }
-
-    /// Whether `session` has a post whose storing is unconfirmed.
-    fn unconfirmed_in(&self, session: Option<SessionId>) -> bool {
-        session.is_some_and(|s| {
-            self.ops
-                .values()
-                .any(|o| o.session == s && matches!(o.waiting, Waiting::Unconfirmed { .. }))
-        })
     }
 
     /// A catch-up brought back our own envelope `hash` at `index`: if a post

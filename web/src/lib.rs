@@ -84,10 +84,6 @@ fn device(text: &str) -> Result<Fingerprint, JsError> {
     Fingerprint::parse(text).ok_or_else(|| refused("not a device"))
 }
 
-fn to_text(value: &Value) -> String {
-    value.to_string()
-}
-
 /// A signed deletion statement as the page shows it, checked.
 fn statement_json(statement: &SignedDeletionStatement) -> Value {
     match statement.verify() {
@@ -230,14 +226,15 @@ fn offer_from(json: &str) -> Result<Offer, JsError> {
 #[wasm_bindgen(js_name = readInvite)]
 pub fn read_invite(link: &str) -> Result<String, JsError> {
     let invite = Invite::from_link(link).map_err(refused)?;
-    Ok(to_text(&json!({
+    Ok(json!({
         "relay": invite.relay,
         "session": invite.session,
         "mediator": invite.mediator,
         "mediatorSafetyCode": invite.mediator.safety_code(),
         "expiresAt": invite.expires_at,
         "link": invite.to_link(),
-    })))
+    })
+    .to_string())
 }
 
 /// Whether two relay URLs name the same relay (case, a default port, a
@@ -255,7 +252,7 @@ pub fn same_relay(a: &str, b: &str) -> bool {
 #[wasm_bindgen(js_name = verifyAgreement)]
 pub fn verify_agreement(text: &str) -> Result<String, JsError> {
     let v = verify_export(text).map_err(refused)?;
-    Ok(to_text(&json!({
+    Ok(json!({
         "hash": v.agreement,
         "title": v.title,
         "terms": v.terms,
@@ -263,7 +260,8 @@ pub fn verify_agreement(text: &str) -> Result<String, JsError> {
         "signers": v.signers.iter().map(|(name, party, f)| json!({
             "name": name, "party": party, "device": f, "safetyCode": f.safety_code(),
         })).collect::<Vec<_>>(),
-    })))
+    })
+    .to_string())
 }
 
 /// A kept record of an erased session (`what` "agreement" or "deletion",
@@ -279,7 +277,7 @@ pub fn read_kept(what: &str, bytes: &Uint8Array) -> Result<String, JsError> {
         }
         other => return Err(refused(format!("nothing is kept as {other:?}"))),
     };
-    Ok(to_text(&value))
+    Ok(value.to_string())
 }
 
 #[wasm_bindgen]
@@ -376,12 +374,12 @@ impl Device {
                 }
                 _ => None,
             };
-            return Ok(to_text(&json!({
+            return Ok(json!({
                 "session": id,
                 "membership": membership_name(membership),
                 "me": {"device": me, "safetyCode": me.safety_code()},
                 "mediator": pinned.map(|f| json!({"device": f, "safetyCode": f.safety_code(), "name": null})),
-            })));
+            }).to_string());
         };
         let mine = roster.member(&me);
         let not_agreed = |step| m.parties_not_agreed(&id, step).unwrap_or_default();
@@ -477,7 +475,7 @@ impl Device {
                 })
                 .collect();
         }
-        Ok(to_text(&view))
+        Ok(view.to_string())
     }
 
     /// This device's fingerprint.

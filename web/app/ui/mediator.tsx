@@ -6,7 +6,7 @@
 
 import { useEffect, useState } from "preact/hooks";
 import type { Driver } from "../driver.ts";
-import { type PartyView, type Said, type View, PHASES, capital, inRoom, nameOf, phaseName, possessive, roomName, statusName } from "../model.ts";
+import { type PartyView, type Said, type View, PHASES, capital, isSaid, nameOf, phaseName, possessive, roomName, statusName } from "../model.ts";
 import { AgreementPanel } from "./agreement.tsx";
 import { CarryDialog } from "./carry.tsx";
 import { Code, Confirm, CopyButton, ErrorLine, QrCode, useAction } from "./common.tsx";
@@ -42,7 +42,9 @@ export function MediatorScreen({ driver, view }: { driver: Driver; view: View })
   }, [driver.connected]);
   const here = news.presence?.mediator;
   // What the mediator has read of each room: what came since shows on its tab.
-  const said = (id: string) => inRoom(events, id).length;
+  const counts = new Map<string, number>();
+  for (const e of events) if (isSaid(e)) counts.set(e.room, (counts.get(e.room) ?? 0) + 1);
+  const said = (id: string) => counts.get(id) ?? 0;
   const [read, setRead] = useState(() => new Map(rooms.map((r) => [r.id, said(r.id)])));
   if (room && read.get(room.id) !== said(room.id)) setRead(new Map(read).set(room.id, said(room.id)));
   const fresh = (id: string) => said(id) - (read.get(id) ?? 0);
