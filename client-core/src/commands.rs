@@ -412,8 +412,8 @@ impl Machine {
             .iter()
             .map(|p| builder.add_party(p))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let (roster, room_keys) = builder.sign(&self.keys)?;
         let mut view = SessionView::new(session, self.fingerprint());
+        let (roster, room_keys) = builder.sign(&self.keys, &view)?;
         view.accept_roster(roster.clone())?;
         let bundles = room_keys
             .iter()
@@ -878,11 +878,11 @@ impl Machine {
         let source = state
             .message(message)
             .ok_or(ClientError::Usage("no such message"))?;
-        let consent = state.messages.iter().map(|(_, m)| m).find(|c| {
-            c.content == Content::Consent { message: *message }
-                && c.header.sender == source.header.sender
-                && c.header.room == source.header.room
-        });
+        let consent = state
+            .messages
+            .iter()
+            .map(|(_, m)| m)
+            .find(|c| c.consents_to(source));
         let source_room = source.header.room;
         let (content, receipt) = make(source, consent)?;
         Ok(self.caller(

@@ -326,8 +326,13 @@ pub enum Warning {
     },
     /// An envelope, roster or key bundle failed verification.
     Verification,
-    /// An envelope was a replay of one already seen.
-    Replay,
+    /// Two different envelopes from one sender at one sequence number in
+    /// one room: the sender, or the relay, forked the history. The first
+    /// stays; the second is not shown.
+    Fork,
+    /// The mediator shared a message of this device's that was for the
+    /// mediator only, and this device holds no consent of its own for it.
+    Consent,
     /// Something this device does by itself (catching up, recording a
     /// withdrawal, handing out keys) could not reach the relay or was
     /// refused.

@@ -538,34 +538,8 @@ impl Machine {
                 };
                 Ok(self.request(id, body, Awaiting::Knock))
             }
-            Stage::Roster(edit) => {
-                if self.pending.contains_key(&session) {
-                    if force {
-                        return Err(ClientError::Timeout);
-                    }
-                    return Ok(Started::Blocked(Box::new(Stage::Roster(edit))));
-                }
-                let state = self.session(&session)?;
-                let mut builder = RosterBuilder::resume(&state.view)?;
-                let side_room = apply(&mut builder, &edit)?;
-                let (roster, room_keys) = builder.sign(&self.keys)?;
-                if let (Some(room), Some(op)) = (side_room, self.ops.get_mut(&id)) {
-                    op.outcome = Outcome::SideRoom(room);
-                }
-                self.pending.insert(
-                    session,
-                    PendingRoster {
-                        roster: roster.clone(),
-                        room_keys,
-                        op: Some(id),
-                        merged: false,
-                    },
-                );
-                let body = RequestBody::PublishRoster {
-                    roster: Encoded(roster),
-                };
-                Ok(self.request(id, body, Awaiting::Roster))
-            }
+            Stage::Roster(edit) => self.start_roster(id, session, edit, true, force),
+            Stage::RosterAgain(edit) => self.start_roster(id, session, edit, false, force),
             Stage::Post {
                 room,
                 content,
@@ -619,6 +593,51 @@ impl Machine {
                 Awaiting::Statement,
             )),
         }
+    }
+
+    /// Start a roster change: resume the builder from the held roster,
+    /// apply `edit`, sign (recording the chain heads this device has seen)
+    /// and publish. With `first`, a refusal for heads behind the relay's is
+    /// answered by catching up and signing once more.
+    fn start_roster(
+        &mut self,
+        id: OpId,
+        session: SessionId,
+        edit: RosterEdit,
+        first: bool,
+        force: bool,
+    ) -> Result<Started> {
+        if self.pending.contains_key(&session) {
+            if force {
+                return Err(ClientError::Timeout);
+            }
+            let stage = if first {
+                Stage::Roster(edit)
+            } else {
+                Stage::RosterAgain(edit)
+            };
+            return Ok(Started::Blocked(Box::new(stage)));
+        }
+        let state = self.session(&session)?;
+        let mut builder = RosterBuilder::resume(&state.view)?;
+        let side_room = apply(&mut builder, &edit)?;
+        let (roster, room_keys) = builder.sign(&self.keys, &state.view)?;
+        if let (Some(room), Some(op)) = (side_room, self.ops.get_mut(&id)) {
+            op.outcome = Outcome::SideRoom(room);
+        }
+        self.pending.insert(
+            session,
+            PendingRoster {
+                roster: roster.clone(),
+                room_keys,
+                op: Some(id),
+                merged: false,
+            },
+        );
+        let body = RequestBody::PublishRoster {
+            roster: Encoded(roster),
+        };
+        Ok(self.request(id, body, Awaiting::Roster(first.then_some(edit))))
     }
 
     /// Queue a request for operation `op`.
@@ -782,7 +801,7 @@ impl Machine {
                     state.dirty = true;
                 }
             }
-            Awaiting::Roster => {
+            Awaiting::Roster(_) => {
                 let bundles = self.merge_pending(session)?;
                 if let Some(op) = self.ops.get_mut(&op) {
                     for bundle in bundles.into_iter().rev() {
@@ -876,8 +895,17 @@ impl Machine {
                 self.close(&session);
                 return Ok(());
             }
-            Awaiting::Roster => {
+            Awaiting::Roster(again) => {
                 self.pending.remove(&session);
+                // The relay holds messages this device had not seen when it
+                // signed: catch up, then sign once more.
+                if let (ErrorCode::Conflict, Some(edit)) = (code, again)
+                    && let Some(op) = self.ops.get_mut(&op)
+                {
+                    op.stages.push_front(Stage::RosterAgain(edit));
+                    op.stages.push_front(Stage::Subscribe);
+                    return Ok(());
+                }
             }
             _ => {}
         }
@@ -1165,6 +1193,19 @@ impl Machine {
         match outcome {
             Ok(opened) => {
                 state.dirty = true;
+                if let Err(why) = consent_rules(state, &me, &opened) {
+                    let warning = match why {
+                        ConsentBreach::NotItsAuthors => Warning::Verification,
+                        ConsentBreach::SharedWithout => Warning::Consent,
+                    };
+                    self.warn(session, warning, why.to_string());
+                    if why == ConsentBreach::NotItsAuthors {
+                        return;
+                    }
+                }
+                let Some(state) = self.sessions.get_mut(&session) else {
+                    return;
+                };
                 state.record(index, opened.clone());
                 if let Content::Withdrawal = &opened.content {
                     self.on_withdrawal(session, opened.header.sender);
@@ -1176,10 +1217,25 @@ impl Machine {
             Err(caucus_protocol::Error::Replay { .. }) if sender == me => {
                 self.confirmed(session, index, &envelope.hash());
             }
-            Err(caucus_protocol::Error::Replay { seq }) => self.warn(
+            // A message held already, delivered again: nothing to do.
+            Err(caucus_protocol::Error::Replay { .. }) if state.has(&envelope.hash()) => {}
+            // Another message at a place in the sender's sequence that one
+            // already holds: two histories.
+            Err(
+                caucus_protocol::Error::Replay { seq } | caucus_protocol::Error::Fork { seq },
+            ) => self.warn(
                 session,
-                Warning::Replay,
-                format!("replay of sequence {seq} from {sender}"),
+                Warning::Fork,
+                format!(
+                    "two different messages from {sender} at sequence {seq}: the sender or the relay is not honest; the second is not shown"
+                ),
+            ),
+            Err(caucus_protocol::Error::AfterEpochEnded { seq }) => self.warn(
+                session,
+                Warning::Verification,
+                format!(
+                    "a message from {sender} (sequence {seq}) was written after they left the room or it changed, with a key they kept: not shown"
+                ),
             ),
             Err(e) => self.warn(
                 session,
@@ -1558,6 +1614,63 @@ pub(crate) fn to_everyone(roster: &Roster, content: &Content) -> Vec<Stage> {
 }
 
 /// Apply `edit` to the draft; for a new side room, its id.
+/// How a message breaks the consent rule (protocol.md 9.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum ConsentBreach {
+    /// A consent that names no message of its sender's in its room: refused.
+    #[error("a consent that names no message of its sender's in this room: not shown")]
+    NotItsAuthors,
+    /// A share receipt for one of this device's *mediator only* messages,
+    /// which this device never consented to share: shown, and warned of.
+    #[error(
+        "the mediator shared a message of yours that was for the mediator only, and you did not agree to share it"
+    )]
+    SharedWithout,
+}
+
+/// The consent checks a receiver can make: a `Consent` names a message its
+/// own sender sent in the same room; and a share receipt for one of `me`'s
+/// *mediator only* messages is matched by a consent of `me`'s own.
+fn consent_rules(
+    state: &crate::state::SessionState,
+    me: &caucus_protocol::identity::Fingerprint,
+    opened: &Opened,
+) -> std::result::Result<(), ConsentBreach> {
+    let find = |hash| {
+        state
+            .messages
+            .iter()
+            .map(|(_, m)| m)
+            .find(|m| &m.hash == hash)
+    };
+    match &opened.content {
+        Content::Consent { message } => match find(message) {
+            Some(named) if opened.consents_to(named) => Ok(()),
+            _ => Err(ConsentBreach::NotItsAuthors),
+        },
+        Content::ShareReceipt(receipt) => {
+            let Some(source) = find(&receipt.source_message) else {
+                return Ok(());
+            };
+            let mine_and_private = &source.header.sender == me
+                && matches!(
+                    source.content,
+                    Content::Text {
+                        sharing: caucus_protocol::content::Sharing::MediatorOnly,
+                        ..
+                    }
+                );
+            let consented = state.messages.iter().any(|(_, c)| c.consents_to(source));
+            if mine_and_private && !consented {
+                Err(ConsentBreach::SharedWithout)
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 fn apply(builder: &mut RosterBuilder, edit: &RosterEdit) -> Result<Option<RoomId>> {
     match edit {
         RosterEdit::AddMember {

@@ -93,6 +93,10 @@ pub(crate) enum Stage {
     /// Change the roster, sign it, publish it; once it merges, publish the
     /// keys of its new epochs.
     Roster(RosterEdit),
+    /// [`Stage::Roster`] again, after a catch-up: the relay refused the
+    /// first signing because it holds messages this device had not seen
+    /// when it recorded the chain heads of the epochs the roster ends.
+    RosterAgain(RosterEdit),
     /// Seal and post content in a room; with `report`, the operation's
     /// outcome is the stored message.
     Post {
@@ -135,8 +139,9 @@ pub(crate) enum Awaiting {
     Subscribe,
     /// A join request ([`Stage::Knock`]).
     Knock,
-    /// A published roster ([`Stage::Roster`]).
-    Roster,
+    /// A published roster ([`Stage::Roster`]), with its edit when it may be
+    /// signed again after a catch-up.
+    Roster(Option<RosterEdit>),
     /// A post: the message as sent, recorded once stored; with `report`,
     /// the operation's outcome. The sealed envelope is kept to post again
     /// if the connection is lost before the reply.

@@ -192,6 +192,11 @@ impl SessionState {
         true
     }
 
+    /// Whether the message `hash` is recorded.
+    pub(crate) fn has(&self, hash: &Digest) -> bool {
+        self.seen.contains(hash)
+    }
+
     /// Move a room's cursor forward to `index`.
     pub(crate) fn advance(&mut self, room: RoomId, index: u64) {
         let cursor = self.meta.cursors.entry(room).or_insert(0);

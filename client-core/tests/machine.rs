@@ -651,7 +651,7 @@ fn a_crash_at_any_point_loses_nothing_acknowledged_and_records_nothing_twice() {
         !w.events(claimant).iter().any(|e| matches!(
             e,
             Event::Warning {
-                kind: Warning::Replay | Warning::Verification,
+                kind: Warning::Fork | Warning::Verification,
                 ..
             }
         )),

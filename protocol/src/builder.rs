@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use crate::ids::{PartyId, RoomId, SessionId};
 use crate::keys::{RoomKey, SealedLabel};
-use crate::roster::{Member, Party, Phase, Role, Room, RoomKind, Roster, SignedRoster};
+use crate::roster::{ChainHead, Member, Party, Phase, Role, Room, RoomKind, Roster, SignedRoster};
 use crate::session::SessionView;
 
 /// Builds and signs successive rosters of one session, as its lead mediator.
@@ -21,8 +21,8 @@ use crate::session::SessionView;
 #[derive(Debug)]
 pub struct RosterBuilder {
     draft: Roster,
-    /// The rooms' member lists as last signed.
-    signed_members: BTreeMap<RoomId, Vec<Fingerprint>>,
+    /// Each room as last signed: what, changed, starts a new epoch.
+    signed_rooms: BTreeMap<RoomId, RoomShape>,
     last_hash: Option<Digest>,
     /// Plaintext labels and names, by subject (party id or fingerprint bytes).
     labels: BTreeMap<Vec<u8>, String>,
@@ -58,8 +58,9 @@ impl RosterBuilder {
                     epoch: 0,
                     members: vec![id],
                 }],
+                heads: Vec::new(),
             },
-            signed_members: BTreeMap::new(),
+            signed_rooms: BTreeMap::new(),
             last_hash: None,
             labels,
             keys: BTreeMap::new(),
@@ -89,11 +90,7 @@ impl RosterBuilder {
             keys.insert(room.id, key.clone());
         }
         Ok(Self {
-            signed_members: draft
-                .rooms
-                .iter()
-                .map(|r| (r.id, r.members.clone()))
-                .collect(),
+            signed_rooms: shapes(&draft),
             last_hash: Some(signed.hash()),
             draft,
             labels,
@@ -174,10 +171,13 @@ impl RosterBuilder {
             name: placeholder_label(),
         });
         self.labels.insert(id.0.to_vec(), name.to_owned());
+        let withdrawn = party
+            .and_then(|p| self.draft.party(&p))
+            .is_some_and(|p| p.withdrawn);
         for room in &mut self.draft.rooms {
             let joins = match room.kind {
                 _ if role.is_mediator() => true,
-                RoomKind::Joint => true,
+                RoomKind::Joint => !withdrawn,
                 RoomKind::Private(p) => Some(p) == party,
                 RoomKind::Side => false,
             };
@@ -248,7 +248,10 @@ impl RosterBuilder {
         self.draft.phase = phase;
     }
 
-    /// Mark a party withdrawn (or back).
+    /// Mark a party withdrawn (or back). A withdrawn party's members leave
+    /// the joint room and every side room (at the next epoch, so they read
+    /// nothing new there); they keep their private room. Back, they rejoin
+    /// the joint room.
     pub fn set_withdrawn(&mut self, party: &PartyId, withdrawn: bool) -> Result<(), Error> {
         let p = self
             .draft
@@ -257,6 +260,26 @@ impl RosterBuilder {
             .find(|p| &p.id == party)
             .ok_or(Error::InvalidRoster("unknown party"))?;
         p.withdrawn = withdrawn;
+        let members: Vec<Fingerprint> = self
+            .draft
+            .members
+            .iter()
+            .filter(|m| m.party == Some(*party))
+            .map(Member::id)
+            .collect();
+        for room in &mut self.draft.rooms {
+            match room.kind {
+                RoomKind::Joint if !withdrawn => {
+                    members
+                        .iter()
+                        .for_each(|m| insert_sorted(&mut room.members, *m));
+                }
+                RoomKind::Joint | RoomKind::Side if withdrawn => {
+                    room.members.retain(|m| !members.contains(m));
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -265,21 +288,48 @@ impl RosterBuilder {
         self.keys.get(room)
     }
 
-    /// Sign the draft as the next version. Returns the signed roster and
-    /// the fresh keys of every room whose epoch it began, to be sealed to
-    /// their members with
+    /// Sign the draft as the next version. Every room whose members, their
+    /// roles or its openness changed starts a new epoch, and for each epoch
+    /// this ends (a room changed or removed) the roster records the chain
+    /// head of every member who sent anything there, as `seen` — the lead
+    /// mediator's own view, caught up — has followed it. Returns the signed
+    /// roster and the fresh keys of every room whose epoch it began, to be
+    /// sealed to their members with
     /// [`SessionView::seal_key_bundle`](crate::session::SessionView::seal_key_bundle).
-    pub fn sign(&mut self, mediator: &DeviceKeys) -> Result<(SignedRoster, Vec<RoomKey>), Error> {
+    pub fn sign(
+        &mut self,
+        mediator: &DeviceKeys,
+        seen: &SessionView,
+    ) -> Result<(SignedRoster, Vec<RoomKey>), Error> {
         let mut draft = self.draft.clone();
         draft.version += 1;
         draft.previous = self.last_hash.unwrap_or(Digest::ZERO);
+        let now = shapes(&draft);
         let mut fresh = Vec::new();
         for room in &mut draft.rooms {
-            if self.signed_members.get(&room.id) != Some(&room.members) {
+            if self.signed_rooms.get(&room.id) != now.get(&room.id) {
                 room.epoch += 1;
                 fresh.push(RoomKey::generate(room.id, room.epoch)?);
             }
         }
+        draft.heads = Vec::new();
+        for (room, before) in &self.signed_rooms {
+            if now.get(room) == Some(before) {
+                continue;
+            }
+            for (member, _) in &before.members {
+                let (seq, hash) = seen.chain_head(room, member);
+                if seq > 0 {
+                    draft.heads.push(ChainHead {
+                        room: *room,
+                        member: *member,
+                        seq,
+                        hash,
+                    });
+                }
+            }
+        }
+        draft.heads.sort();
         let mut keys = self.keys.clone();
         for key in &fresh {
             keys.insert(key.room(), key.clone());
@@ -300,16 +350,41 @@ impl RosterBuilder {
         }
         let signed = SignedRoster::sign_roster(draft.clone(), mediator)?;
         // Only now that it is signed does the builder move on.
-        self.signed_members = draft
-            .rooms
-            .iter()
-            .map(|r| (r.id, r.members.clone()))
-            .collect();
+        self.signed_rooms = shapes(&draft);
         self.last_hash = Some(signed.hash());
         self.draft = draft;
         self.keys = keys;
         Ok((signed, fresh))
     }
+}
+
+/// What fixes a room's epoch: its members with their roles, and whether
+/// party members may post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RoomShape {
+    members: Vec<(Fingerprint, Role)>,
+    open: bool,
+}
+
+fn shapes(roster: &Roster) -> BTreeMap<RoomId, RoomShape> {
+    roster
+        .rooms
+        .iter()
+        .map(|r| {
+            let members = r
+                .members
+                .iter()
+                .filter_map(|id| roster.member(id).map(|m| (*id, m.role)))
+                .collect();
+            (
+                r.id,
+                RoomShape {
+                    members,
+                    open: r.open,
+                },
+            )
+        })
+        .collect()
 }
 
 fn placeholder_label() -> SealedLabel {

@@ -27,6 +27,10 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// The largest plaintext content, in bytes, that may be sealed or opened.
 pub const MAX_CONTENT_LEN: usize = 256 * 1024;
 
+/// The largest ciphertext an envelope may carry: the content limit and the
+/// AEAD tag. The relay refuses larger ones, as clients do.
+pub const MAX_CIPHERTEXT_LEN: usize = MAX_CONTENT_LEN + TAG_LEN;
+
 /// The length of the ChaCha20-Poly1305 tag that follows the ciphertext.
 const TAG_LEN: usize = 16;
 
@@ -155,7 +159,7 @@ impl Envelope {
     /// Decrypt with `key` (whose room and epoch the caller has matched to
     /// the header) and check the content type.
     pub(crate) fn decrypt(&self, key: &RoomKey) -> Result<Content, Error> {
-        if self.ciphertext.len() > MAX_CONTENT_LEN + TAG_LEN {
+        if self.ciphertext.len() > MAX_CIPHERTEXT_LEN {
             return Err(Error::TooLarge);
         }
         let plaintext = zeroize::Zeroizing::new(

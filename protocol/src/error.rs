@@ -92,6 +92,34 @@ pub enum Error {
         /// Where the chain fails to link.
         seq: u64,
     },
+    /// A party member's envelope in a room closed to them at its epoch.
+    #[error("the room is closed")]
+    RoomClosed,
+    /// An envelope of an epoch that has ended, past the sender's chain head
+    /// at its end: sealed after the sender left the room (or the epoch
+    /// ended), with a key they kept.
+    #[error("sequence {seq} was sealed after its epoch ended")]
+    AfterEpochEnded {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// Two different envelopes from one sender at one sequence number in
+    /// one room: the sender (or a relay) forked the chain.
+    #[error("another message is held at sequence {seq}")]
+    Fork {
+        /// The sequence number.
+        seq: u64,
+    },
+    /// A post sealed under an epoch that is not the room's current one.
+    #[error("epoch {epoch} is not the room's current epoch")]
+    NotCurrentEpoch {
+        /// The epoch named.
+        epoch: u64,
+    },
+    /// A roster ends an epoch at chain heads behind messages the relay
+    /// holds: its mediator signed it before seeing them.
+    #[error("the roster's chain heads are behind messages already held")]
+    HeadsBehind,
     /// An invite link did not parse; the string says why.
     #[error("invalid invite link: {0}")]
     InvalidInvite(&'static str),
@@ -152,6 +180,11 @@ impl Error {
             Self::ContentTypeMismatch => "content_type_mismatch",
             Self::Replay { .. } => "replay",
             Self::ChainBroken { .. } => "chain_broken",
+            Self::RoomClosed => "room_closed",
+            Self::AfterEpochEnded { .. } => "after_epoch_ended",
+            Self::Fork { .. } => "fork",
+            Self::NotCurrentEpoch { .. } => "not_current_epoch",
+            Self::HeadsBehind => "heads_behind",
             Self::InvalidInvite(_) => "invalid_invite",
             Self::InviteExpired => "invite_expired",
             Self::BadJoinProof => "bad_join_proof",

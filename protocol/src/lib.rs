@@ -15,7 +15,9 @@
 //! | [`keys`] | room keys per epoch, sealed to members in signed key bundles |
 //! | [`content`] | what is inside a message: text, forwards, receipts, consents, events |
 //! | [`envelope`] | a sealed, signed message and its header |
+//! | [`history`] | the accepted rosters and the rules binding rosters, bundles and envelopes to them |
 //! | [`session`] | a client's verified view of one session: where everything is checked |
+//! | [`relay`] | the relay's acceptance rules, from the same checks |
 //! | [`invite`] | invite links, admission tokens and join proofs |
 //! | [`wire`] | the JSON frames between clients and the relay |
 //! | [`offer`] | settlement offers and counter-offers, and their carried copies |
@@ -45,7 +47,7 @@
 //! let mut builder = RosterBuilder::new(session, &mediator, "The mediator")?;
 //! let party = builder.add_party("Claimant")?;
 //! let mut mediator_view = SessionView::new(session, mediator.fingerprint());
-//! let (first, _keys) = builder.sign(&mediator)?;
+//! let (first, _keys) = builder.sign(&mediator, &mediator_view)?;
 //! mediator_view.accept_roster(first.clone())?;
 //!
 //! // An invite link; the joiner proves its identity with the link's secret.
@@ -56,7 +58,7 @@
 //!
 //! // The mediator admits the claimant: the next roster, new epochs, new keys.
 //! builder.add_member(&request.identity, Role::PartyMember, Some(party), "A. Claimant")?;
-//! let (roster, keys) = builder.sign(&mediator)?;
+//! let (roster, keys) = builder.sign(&mediator, &mediator_view)?;
 //! mediator_view.accept_roster(roster.clone())?;
 //! let bundles = keys
 //!     .iter()
@@ -90,6 +92,7 @@ pub mod crypto;
 pub mod deletion;
 pub mod envelope;
 mod error;
+pub mod history;
 pub mod hpke;
 pub mod identity;
 pub mod ids;
@@ -97,6 +100,7 @@ pub mod invite;
 pub mod keys;
 mod macros;
 pub mod offer;
+pub mod relay;
 pub mod roster;
 pub mod session;
 pub mod signed;

@@ -237,6 +237,41 @@ impl Canonical for Room {
     }
 }
 
+/// Where one member's chain in one room stood when the room's epoch ended:
+/// the last of their envelopes the mediator had accepted there. Receivers
+/// accept an envelope of an ended epoch only up to this head, so a member
+/// who keeps an old epoch's key (one removed, or whose party withdrew)
+/// cannot seal anything new under it, however a relay delivers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChainHead {
+    /// The room.
+    pub room: RoomId,
+    /// The member.
+    pub member: Fingerprint,
+    /// Their last sequence number in the room (at least 1: a member who
+    /// sent nothing there has no head).
+    pub seq: u64,
+    /// The envelope hash at that sequence number.
+    pub hash: Digest,
+}
+
+impl Canonical for ChainHead {
+    fn encode(&self, w: &mut Writer) {
+        self.room.encode(w);
+        self.member.encode(w);
+        w.u64(self.seq);
+        self.hash.encode(w);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            room: RoomId::decode(r)?,
+            member: Fingerprint::decode(r)?,
+            seq: r.u64()?,
+            hash: Digest::decode(r)?,
+        })
+    }
+}
+
 /// The membership of a session at one version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roster {
@@ -254,6 +289,10 @@ pub struct Roster {
     pub members: Vec<Member>,
     /// The rooms.
     pub rooms: Vec<Room>,
+    /// For every room whose epoch this roster ends (a new epoch, or the room
+    /// removed), the chain head of each member of the ended epoch who has
+    /// sent anything in the room, sorted by room then member.
+    pub heads: Vec<ChainHead>,
 }
 
 impl Canonical for Roster {
@@ -265,6 +304,7 @@ impl Canonical for Roster {
         w.list(&self.parties, |w, p| p.encode(w));
         w.list(&self.members, |w, m| m.encode(w));
         w.list(&self.rooms, |w, r| r.encode(w));
+        w.list(&self.heads, |w, h| h.encode(w));
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(Self {
@@ -275,6 +315,7 @@ impl Canonical for Roster {
             parties: r.list(Party::decode)?,
             members: r.list(Member::decode)?,
             rooms: r.list(Room::decode)?,
+            heads: r.list(ChainHead::decode)?,
         })
     }
 }
@@ -396,6 +437,47 @@ impl Roster {
                     return Err(Bad("a private room holds only its party and the mediators"));
                 }
             }
+        }
+        let joint = self.joint_room().ok_or(Bad("exactly one joint room"))?;
+        for m in &self.members {
+            let Some(party) = m.party.and_then(|p| self.party(&p)) else {
+                continue;
+            };
+            let id = m.id();
+            if !self.private_room(&party.id).is_some_and(|r| r.has(&id)) {
+                return Err(Bad("a party member is in their party's private room"));
+            }
+            if joint.has(&id) == party.withdrawn {
+                return Err(Bad(
+                    "a party member is in the joint room exactly while their party has not withdrawn",
+                ));
+            }
+            let in_side_room = self
+                .rooms
+                .iter()
+                .any(|r| r.kind == RoomKind::Side && r.has(&id));
+            if party.withdrawn && in_side_room {
+                return Err(Bad("a withdrawn party's members are in no side room"));
+            }
+        }
+        let labels = self.parties.iter().map(|p| &p.label);
+        if !labels
+            .chain(self.members.iter().map(|m| &m.name))
+            .all(|l| l.epoch == joint.epoch)
+        {
+            return Err(Bad("labels and names are sealed at the joint room's epoch"));
+        }
+        if self.version == 1 && !self.heads.is_empty() {
+            return Err(Bad("the first roster ends no epoch"));
+        }
+        let ordered = self
+            .heads
+            .windows(2)
+            .all(|w| (w[0].room, w[0].member) < (w[1].room, w[1].member));
+        if !ordered || self.heads.iter().any(|h| h.seq == 0 || h.seq == u64::MAX) {
+            return Err(Bad(
+                "chain heads are sorted by room and member, once each, with a sequence number",
+            ));
         }
         Ok(())
     }

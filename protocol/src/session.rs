@@ -19,11 +19,12 @@ use crate::content::{Content, Forward, ForwardMode, ShareReceipt, Sharing};
 use crate::crypto::Digest;
 use crate::envelope::{Envelope, Header};
 use crate::error::Error;
+use crate::history::RosterHistory;
 use crate::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use crate::ids::{RoomId, SessionId};
 use crate::keys::{KeyBundle, RoomKey, SealedLabel, SignedKeyBundle};
 use crate::offer::{CarriedOffer, Offer};
-use crate::roster::{Role, RoomKind, Roster, SignedRoster};
+use crate::roster::{Roster, SignedRoster};
 use crate::signed::Signed;
 use chain::Chain;
 
@@ -57,16 +58,10 @@ impl Opened {
         let Content::Text { sharing, body } = &self.content else {
             return Err(Error::NotPermitted("only text is forwarded"));
         };
-        if let Some(c) = consent {
-            let names_this = c.content == Content::Consent { message: self.hash };
-            if !names_this
-                || c.header.sender != self.header.sender
-                || c.header.room != self.header.room
-            {
-                return Err(Error::NotPermitted(
-                    "the consent is not its author's for this message",
-                ));
-            }
+        if consent.is_some_and(|c| !c.consents_to(self)) {
+            return Err(Error::NotPermitted(
+                "the consent is not its author's for this message",
+            ));
         }
         if *sharing == Sharing::MediatorOnly && consent.is_none() {
             return Err(Error::NotPermitted(
@@ -119,6 +114,18 @@ impl Opened {
         ))
     }
 
+    /// Whether this message is its author's consent to share `message`: a
+    /// `Consent` naming it, sent by the same member in the same room. No
+    /// other consent counts: a member consents only for their own words.
+    pub fn consents_to(&self, message: &Opened) -> bool {
+        self.content
+            == Content::Consent {
+                message: message.hash,
+            }
+            && self.header.sender == message.header.sender
+            && self.header.room == message.header.room
+    }
+
     fn receipt(&self, destination: RoomId, mode: ForwardMode, text: String) -> ShareReceipt {
         ShareReceipt {
             source_message: self.hash,
@@ -137,24 +144,10 @@ fn mode_of(reframed: bool) -> ForwardMode {
     }
 }
 
-/// Who was in a room at one epoch, fixed by the roster that began it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Epoch {
-    kind: RoomKind,
-    members: Vec<Fingerprint>,
-}
-
 /// A client's verified state for one session.
 #[derive(Debug, Clone)]
 pub struct SessionView {
-    session: SessionId,
-    mediator: Fingerprint,
-    /// Every accepted roster, oldest first.
-    history: Vec<SignedRoster>,
-    /// For each accepted roster, by hash: the epoch of each of its rooms.
-    accepted: BTreeMap<Digest, BTreeMap<RoomId, u64>>,
-    epochs: BTreeMap<(RoomId, u64), Epoch>,
-    identities: BTreeMap<Fingerprint, (PublicIdentity, Role)>,
+    rosters: RosterHistory,
     keys: BTreeMap<(RoomId, u64), RoomKey>,
     chains: BTreeMap<(RoomId, Fingerprint), Chain>,
 }
@@ -164,12 +157,7 @@ impl SessionView {
     /// fingerprint pinned from the invite link, or the mediator's own.
     pub fn new(session: SessionId, mediator: Fingerprint) -> Self {
         Self {
-            session,
-            mediator,
-            history: Vec::new(),
-            accepted: BTreeMap::new(),
-            epochs: BTreeMap::new(),
-            identities: BTreeMap::new(),
+            rosters: RosterHistory::new(session, mediator),
             keys: BTreeMap::new(),
             chains: BTreeMap::new(),
         }
@@ -177,32 +165,37 @@ impl SessionView {
 
     /// The session.
     pub fn session(&self) -> SessionId {
-        self.session
+        self.rosters.session()
     }
 
     /// The pinned mediator.
     pub fn mediator(&self) -> Fingerprint {
-        self.mediator
+        self.rosters.mediator()
     }
 
     /// The newest accepted roster.
     pub fn roster(&self) -> Option<&Roster> {
-        self.history.last().map(Signed::unverified)
+        self.rosters.current().ok()
     }
 
     /// Every accepted roster, oldest first.
     pub fn rosters(&self) -> impl DoubleEndedIterator<Item = &Roster> {
-        self.history.iter().map(Signed::unverified)
+        self.rosters.all().iter().map(Signed::unverified)
+    }
+
+    /// The accepted rosters and the rules they fix.
+    pub fn history(&self) -> &RosterHistory {
+        &self.rosters
     }
 
     /// The newest accepted roster as signed.
     pub fn signed_roster(&self) -> Option<&SignedRoster> {
-        self.history.last()
+        self.rosters.signed()
     }
 
     /// Whether the roster whose hash is `roster` is one this view accepted.
     pub fn is_accepted(&self, roster: &Digest) -> bool {
-        self.accepted.contains_key(roster)
+        self.rosters.is_accepted(roster)
     }
 
     /// The room key held for `room` at `epoch`.
@@ -210,11 +203,23 @@ impl SessionView {
         self.keys.get(&(*room, epoch))
     }
 
+    /// Where `sender`'s chain in `room` stands as this view has followed it:
+    /// the highest sequence number accepted and its envelope hash (`0` and
+    /// [`Digest::ZERO`] when none). A mediator's client records these as the
+    /// chain heads of every epoch a roster ends
+    /// ([`RosterBuilder::sign`](crate::builder::RosterBuilder::sign)).
+    pub fn chain_head(&self, room: &RoomId, sender: &Fingerprint) -> (u64, Digest) {
+        self.chains
+            .get(&(*room, *sender))
+            .map_or((0, Digest::ZERO), Chain::head)
+    }
+
     /// Open a party label or member name from the roster (`subject` is the
     /// party id's or the member fingerprint's bytes), with the joint room key
     /// of the label's epoch.
     pub fn open_label(&self, label: &SealedLabel, subject: &[u8]) -> Result<String, Error> {
         let joint = self
+            .rosters
             .current()?
             .joint_room()
             .ok_or(Error::InvalidRoster("exactly one joint room"))?;
@@ -222,79 +227,22 @@ impl SessionView {
             .keys
             .get(&(joint.id, label.epoch))
             .ok_or(Error::MissingRoomKey { epoch: label.epoch })?;
-        label.open(key, &self.session, subject)
+        label.open(key, &self.session(), subject)
     }
 
-    /// Accept `signed` as the session's new roster, if the pinned mediator
-    /// signed it, it is well formed, it is the next version after the one
-    /// held (version 1 first) and names the held one's hash, and it changes
-    /// no room's membership without a new epoch.
+    /// Accept `signed` as the session's new roster, by every rule of
+    /// [`RosterHistory::accept`]: signed by the pinned mediator, well
+    /// formed, the next version naming the held one's hash, and a lawful
+    /// successor of it. The very roster held already (delivered again) is
+    /// no error: it is returned as held.
     pub fn accept_roster(&mut self, signed: SignedRoster) -> Result<&Roster, Error> {
-        let roster = signed.verify(&self.mediator)?;
-        if roster.session != self.session {
-            return Err(Error::WrongSession);
-        }
-        // Rosters are accepted one version at a time, each naming the hash of
-        // the one before, so a client has checked every link of the chain.
-        let (held_version, held_hash) = self
-            .history
-            .last()
-            .map_or((0, Digest::ZERO), |h| (h.unverified().version, h.hash()));
-        if roster.version <= held_version {
-            return Err(Error::StaleRoster {
-                held: held_version,
-                got: roster.version,
-            });
-        }
-        if roster.version != held_version + 1 || roster.previous != held_hash {
-            return Err(Error::RosterChain);
-        }
-        for room in &roster.rooms {
-            let newest = self
-                .epochs
-                .range((room.id, 0)..=(room.id, u64::MAX))
-                .next_back();
-            match newest {
-                Some(((_, e), _)) if room.epoch < *e => {
-                    return Err(Error::InvalidRoster("a room's epoch went backwards"));
-                }
-                Some(((_, e), known))
-                    if room.epoch == *e
-                        && (known.members != room.members || known.kind != room.kind) =>
-                {
-                    return Err(Error::InvalidRoster(
-                        "a room's membership changed without a new epoch",
-                    ));
-                }
-                _ => {}
-            }
-        }
-        // Every check passed: record it.
-        for room in &roster.rooms {
-            self.epochs.entry((room.id, room.epoch)).or_insert(Epoch {
-                kind: room.kind,
-                members: room.members.clone(),
-            });
-        }
-        for m in &roster.members {
-            self.identities.insert(m.id(), (m.identity.clone(), m.role));
-        }
-        self.accepted.insert(
-            signed.hash(),
-            roster.rooms.iter().map(|r| (r.id, r.epoch)).collect(),
-        );
-        self.history.push(signed);
-        self.roster().ok_or(Error::NoRoster)
-    }
-
-    fn current(&self) -> Result<&Roster, Error> {
-        self.roster().ok_or(Error::NoRoster)
-    }
-
-    fn lead_identity(&self) -> Result<&PublicIdentity, Error> {
-        self.identities
-            .get(&self.mediator)
-            .map(|(identity, _)| identity)
+        let version = signed.unverified().version;
+        self.rosters.accept(signed)?;
+        self.rosters
+            .all()
+            .iter()
+            .map(Signed::unverified)
+            .find(|r| r.version == version)
             .ok_or(Error::NoRoster)
     }
 
@@ -308,12 +256,12 @@ impl SessionView {
         mediator: &DeviceKeys,
         key: &RoomKey,
     ) -> Result<SignedKeyBundle, Error> {
-        if mediator.fingerprint() != self.mediator {
+        if mediator.fingerprint() != self.mediator() {
             return Err(Error::NotPermitted(
                 "only the lead mediator seals room keys",
             ));
         }
-        let signed = self.history.last().ok_or(Error::NoRoster)?;
+        let signed = self.rosters.signed().ok_or(Error::NoRoster)?;
         let roster = signed.unverified();
         let room = roster.room(&key.room()).ok_or(Error::UnknownRoom)?;
         if room.epoch != key.epoch() {
@@ -328,46 +276,29 @@ impl SessionView {
             .iter()
             .filter_map(|id| roster.member(id).map(|m| &m.identity))
             .collect();
-        let bundle = KeyBundle::seal(self.session, signed.hash(), key, &recipients)?;
+        let bundle = KeyBundle::seal(self.session(), signed.hash(), key, &recipients)?;
         self.keys.insert(slot, key.clone());
         Ok(Signed::sign(bundle, mediator))
     }
 
     /// Check a key bundle and open this device's copy: signed by the pinned
-    /// mediator, for this session, naming an accepted roster in which the
-    /// room has that epoch, sealed only to that epoch's members, and holding
-    /// a copy for `me` that opens with the bound HPKE `info`.
+    /// mediator, and by [`RosterHistory::check_bundle`] for this session,
+    /// naming an accepted roster in which the room has that epoch, sealed to
+    /// exactly that epoch's members once each; then this device's copy,
+    /// opened with the bound HPKE `info`.
     pub fn open_key_bundle(
         &mut self,
         me: &DeviceKeys,
         signed: &SignedKeyBundle,
     ) -> Result<&RoomKey, Error> {
-        let bundle = signed.verify_by(self.lead_identity()?)?;
-        if bundle.session != self.session {
-            return Err(Error::WrongSession);
-        }
-        let epochs = self
-            .accepted
-            .get(&bundle.roster)
-            .ok_or(Error::BundleMismatch("names a roster not accepted"))?;
-        if epochs.get(&bundle.room) != Some(&bundle.epoch) {
-            return Err(Error::BundleMismatch("room or epoch not in that roster"));
-        }
-        let epoch = self
-            .epochs
-            .get(&(bundle.room, bundle.epoch))
-            .ok_or(Error::UnknownEpoch {
-                epoch: bundle.epoch,
-            })?;
-        if !epoch.members.contains(&me.fingerprint()) {
+        let lead = self
+            .rosters
+            .identity(&self.mediator())
+            .ok_or(Error::NoRoster)?;
+        let bundle = signed.verify_by(lead)?;
+        let epoch = self.rosters.check_bundle(bundle)?;
+        if epoch.role(&me.fingerprint()).is_none() {
             return Err(Error::NotARecipient);
-        }
-        if !bundle
-            .entries
-            .iter()
-            .all(|e| epoch.members.contains(&e.recipient))
-        {
-            return Err(Error::BundleMismatch("sealed to someone outside the room"));
         }
         let key = bundle.open(me)?;
         let held = self
@@ -390,7 +321,7 @@ impl SessionView {
         room: &RoomId,
         content: &Content,
     ) -> Result<Envelope, Error> {
-        let roster = self.current()?;
+        let roster = self.rosters.current()?;
         let sender = me.fingerprint();
         let r = roster.room(room).ok_or(Error::UnknownRoom)?;
         if !r.has(&sender) {
@@ -398,7 +329,7 @@ impl SessionView {
         }
         let role = roster.member(&sender).ok_or(Error::NotAMember)?.role;
         if !r.open && !role.is_mediator() {
-            return Err(Error::NotPermitted("the room is closed"));
+            return Err(Error::RoomClosed);
         }
         content.content_type().check_sender(role, r.kind)?;
         let epoch = r.epoch;
@@ -409,7 +340,7 @@ impl SessionView {
         let chain = self.chains.entry((*room, sender)).or_default();
         let (seq, previous) = chain.next();
         let header = Header {
-            session: self.session,
+            session: self.rosters.session(),
             room: *room,
             epoch,
             sender,
@@ -424,36 +355,42 @@ impl SessionView {
     }
 
     /// Verify and decrypt an envelope from the relay. Checks, in order: the
-    /// session; that the epoch is known and its key held; that the sender
-    /// was a member of the room at that epoch; the sender's signature; that
-    /// the sender's role may send this content type in this room; the
-    /// decryption and content type; and the sender's chain (no replay, links
-    /// that match). Only then is the message recorded and returned.
+    /// rules of [`RosterHistory::check_header`] (the session; an epoch an
+    /// accepted roster began; a sender in the room at that epoch; a room
+    /// open to party members then; no sequence number past the sender's
+    /// chain head if the epoch has ended); that the epoch's key is held; the
+    /// sender's signature; that the sender's role at that epoch may send
+    /// this content type in this room; the decryption and content type; and
+    /// the sender's chain (no replay, links that match). Only then is the
+    /// message recorded and returned.
+    ///
+    /// A sender's chain is followed from this device's first epoch in the
+    /// room: from the chain head the roster that began it recorded, so a
+    /// member who joins late sees no gap for what came before.
     pub fn open(&mut self, envelope: &Envelope) -> Result<Opened, Error> {
         let h = envelope.header();
-        if h.session != self.session {
-            return Err(Error::WrongSession);
-        }
-        let epoch = self
-            .epochs
-            .get(&(h.room, h.epoch))
-            .ok_or(Error::UnknownEpoch { epoch: h.epoch })?;
+        let hash = envelope.hash();
+        let (epoch, role) = self.rosters.check_header(h, &hash)?;
         let key = self
             .keys
             .get(&(h.room, h.epoch))
             .ok_or(Error::MissingRoomKey { epoch: h.epoch })?;
-        if !epoch.members.contains(&h.sender) {
-            return Err(Error::NotAMember);
-        }
-        let (identity, role) = self.identities.get(&h.sender).ok_or(Error::NotAMember)?;
+        let identity = self.rosters.identity(&h.sender).ok_or(Error::NotAMember)?;
         envelope.verify(identity)?;
-        h.content_type.check_sender(*role, epoch.kind)?;
+        h.content_type.check_sender(role, epoch.kind)?;
         let content = envelope.decrypt(key)?;
-        let hash = envelope.hash();
+        let first_epoch = self
+            .keys
+            .range((h.room, 0)..=(h.room, u64::MAX))
+            .next()
+            .map_or(h.epoch, |((_, e), _)| *e);
+        let base = self.rosters.head_before(&h.room, first_epoch, &h.sender);
         let gap = self
             .chains
             .entry((h.room, h.sender))
-            .or_default()
+            .or_insert_with(|| {
+                base.map_or_else(Chain::default, |(seq, last)| Chain::after(seq, last))
+            })
             .link(h.seq, h.previous, hash)?;
         Ok(Opened {
             header: h.clone(),
@@ -480,9 +417,9 @@ impl SessionView {
     pub fn to_state_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut w = Writer::new();
         w.u16(STATE_VERSION);
-        self.session.encode(&mut w);
-        self.mediator.encode(&mut w);
-        w.list(&self.history, |w, r| {
+        self.session().encode(&mut w);
+        self.mediator().encode(&mut w);
+        w.list(self.rosters.all(), |w, r| {
             w.bytes(&r.to_bytes());
         });
         let keys: Vec<&RoomKey> = self.keys.values().collect();

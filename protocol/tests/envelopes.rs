@@ -232,7 +232,7 @@ fn a_closed_room_refuses_party_posts_but_not_the_mediator() {
         f.claimant
             .view
             .seal(&f.claimant.keys, &joint, &text("hello?")),
-        Err(Error::NotPermitted("the room is closed"))
+        Err(Error::RoomClosed)
     );
     assert!(
         f.mediator

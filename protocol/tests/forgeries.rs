@@ -207,9 +207,9 @@ fn a_member_with_a_low_order_x25519_key_gets_no_room_key() {
                 "E",
             )
             .unwrap();
-        let (roster, keys) = builder.sign(&f.mediator.keys).unwrap();
         let mut view =
             caucus_protocol::session::SessionView::new(f.session, f.mediator.keys.fingerprint());
+        let (roster, keys) = builder.sign(&f.mediator.keys, &view).unwrap();
         view.accept_roster(roster).unwrap();
         let room = builder.draft().private_room(&p).unwrap().id;
         let key = keys.iter().find(|k| k.room() == room).unwrap();

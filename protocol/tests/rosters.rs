@@ -28,7 +28,12 @@ fn a_roster_signed_by_anyone_but_the_pinned_mediator_is_rejected() {
         "x",
     )
     .unwrap();
-    let (forged, _) = b.sign(&impostor).unwrap();
+    let (forged, _) = b
+        .sign(
+            &impostor,
+            &SessionView::new(f.session, impostor.fingerprint()),
+        )
+        .unwrap();
     let mut view = SessionView::new(f.session, f.mediator.keys.fingerprint());
     assert_eq!(view.accept_roster(forged), Err(Error::UnpinnedMediator));
 }
@@ -45,9 +50,23 @@ fn a_roster_that_is_not_newer_is_rejected() {
         f.claimant.view.accept_roster(first),
         Err(Error::StaleRoster { held: 2, got: 1 })
     );
+    // The current one again is redelivery, not an error: nothing changes.
     let current = f.rosters[1].clone();
     assert_eq!(
-        f.claimant.view.accept_roster(current),
+        f.claimant.view.accept_roster(current.clone()).cloned(),
+        Ok(current.unverified().clone())
+    );
+    assert_eq!(f.claimant.view.roster().map(|r| r.version), Some(2));
+    // Another version 2 (the mediator signed two) is stale.
+    let mut older = SessionView::new(f.session, f.mediator.keys.fingerprint());
+    older.accept_roster(f.rosters[0].clone()).unwrap();
+    let other_two = {
+        let mut b = RosterBuilder::resume(&older).unwrap();
+        b.set_phase(caucus_protocol::roster::Phase::Negotiation);
+        b.sign(&f.mediator.keys, &older).unwrap().0
+    };
+    assert_eq!(
+        f.claimant.view.accept_roster(other_two),
         Err(Error::StaleRoster { held: 2, got: 2 })
     );
 }
@@ -61,18 +80,19 @@ fn a_roster_that_does_not_chain_from_the_held_one_is_rejected() {
     fork.accept_roster(f.rosters[0].clone()).unwrap();
     f.builder
         .set_phase(caucus_protocol::roster::Phase::IndividualMeetings);
-    let (v2, _) = f.builder.sign(&f.mediator.keys).unwrap();
+    let (v2, _) = f.builder.sign(&f.mediator.keys, &f.mediator.view).unwrap();
     f.builder
         .set_phase(caucus_protocol::roster::Phase::Negotiation);
-    let (v3, _) = f.builder.sign(&f.mediator.keys).unwrap();
+    let (v3, _) = f.builder.sign(&f.mediator.keys, &f.mediator.view).unwrap();
     fork.accept_roster(v2).unwrap();
     fork.accept_roster(v3.clone()).unwrap();
     let mut other = RosterBuilder::new(f.session, &f.mediator.keys, "M").unwrap();
+    let none = SessionView::new(f.session, f.mediator.keys.fingerprint());
     other.add_party("P").unwrap();
-    let (o1, _) = other.sign(&f.mediator.keys).unwrap();
-    let (o2, _) = other.sign(&f.mediator.keys).unwrap();
-    let (o3, _) = other.sign(&f.mediator.keys).unwrap();
-    let (o4, _) = other.sign(&f.mediator.keys).unwrap();
+    let (o1, _) = other.sign(&f.mediator.keys, &none).unwrap();
+    let (o2, _) = other.sign(&f.mediator.keys, &none).unwrap();
+    let (o3, _) = other.sign(&f.mediator.keys, &none).unwrap();
+    let (o4, _) = other.sign(&f.mediator.keys, &none).unwrap();
     let mut v = SessionView::new(f.session, f.mediator.keys.fingerprint());
     v.accept_roster(o1).unwrap();
     v.accept_roster(o2).unwrap();

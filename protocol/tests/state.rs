@@ -7,6 +7,7 @@ use caucus_protocol::Error;
 use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::codec::DecodeError;
 use caucus_protocol::content::{Content, ForwardMode, Sharing};
+use caucus_protocol::roster::Phase;
 use caucus_protocol::session::SessionView;
 use common::{Fixture, text};
 
@@ -127,9 +128,9 @@ fn a_resumed_builder_signs_the_next_version_with_the_same_labels() {
     let mut f = Fixture::new();
     let mut resumed = RosterBuilder::resume(&f.mediator.view).unwrap();
     assert_eq!(resumed.draft(), f.mediator.view.roster().unwrap());
-    resumed.set_open(&f.joint_room, false).unwrap();
-    let (next, keys) = resumed.sign(&f.mediator.keys).unwrap();
-    assert!(keys.is_empty(), "no membership changed, so no new epoch");
+    resumed.set_phase(Phase::Negotiation);
+    let (next, keys) = resumed.sign(&f.mediator.keys, &f.mediator.view).unwrap();
+    assert!(keys.is_empty(), "no room changed, so no new epoch");
     f.claimant.view.accept_roster(next).unwrap();
     let roster = f.claimant.view.roster().unwrap();
     let party = roster.party(&f.defendant_party).unwrap();

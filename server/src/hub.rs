@@ -14,10 +14,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::deletion::{DeletionStatement, Erased, SignedDeletionStatement};
 use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
+use caucus_protocol::history::RosterOutcome;
 use caucus_protocol::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use caucus_protocol::ids::{InviteId, RoomId, SessionId};
 use caucus_protocol::invite::{AdmissionToken, JoinRequest};
 use caucus_protocol::keys::SignedKeyBundle;
+use caucus_protocol::relay::{PostCheck, RelayRules};
 use caucus_protocol::roster::{Role, Roster, SignedRoster};
 use caucus_protocol::wire::{
     Encoded, ErrorCode, Event, MediatorWhereabouts, PartyStatus, Reply, RoomCursor,
@@ -103,7 +105,9 @@ struct Follower {
 /// One session in memory.
 struct SessionState {
     record: SessionRecord,
-    roster: Option<SignedRoster>,
+    /// The session's rosters and chain heads, and the rules posts, rosters
+    /// and key bundles must keep (the same checks clients make).
+    rules: RelayRules,
     /// The highest durable index per room.
     committed: HashMap<RoomId, u64>,
     /// The next index to assign per room.
@@ -118,18 +122,10 @@ struct SessionState {
 
 impl SessionState {
     fn roster(&self) -> Result<&Roster> {
-        self.roster
-            .as_ref()
-            .map(|r| r.unverified())
-            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such session"))
-    }
-
-    fn mediator_identity(&self) -> Result<&PublicIdentity> {
-        let roster = self.roster()?;
-        roster
-            .member(&self.record.mediator)
-            .map(|m| &m.identity)
-            .ok_or_else(|| Refusal::new(ErrorCode::Internal, "mediator missing from roster"))
+        self.rules
+            .history()
+            .current()
+            .map_err(|_| Refusal::new(ErrorCode::NotFound, "no such session"))
     }
 
     fn role_of(&self, who: &Fingerprint) -> Option<Role> {
@@ -196,7 +192,7 @@ impl SessionState {
     }
 
     fn mediators(&self) -> impl Iterator<Item = &Follower> {
-        let roster = self.roster.as_ref().map(|r| r.unverified());
+        let roster = self.roster().ok();
         self.followers.values().filter(move |f| {
             roster
                 .and_then(|r| r.member(&f.who))
@@ -265,23 +261,31 @@ impl Hub {
                 None => Refusal::new(ErrorCode::NotFound, "no such session"),
             });
         };
-        let rosters = self.store.scan(&store::key(Kind::Roster, id, &[]))?;
-        let roster = rosters
-            .last()
-            .map(|(_, v)| SignedRoster::from_bytes(v))
-            .transpose()
-            .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
+        // The rules are rebuilt as they were made: every stored roster
+        // accepted in turn, then each room's log read for its chain heads.
+        let corrupt = |e: &dyn std::fmt::Display| Refusal::from(StoreError::Corrupt(e.to_string()));
+        let mut rules = RelayRules::new(*id, record.mediator);
+        for (_, bytes) in self.store.scan(&store::key(Kind::Roster, id, &[]))? {
+            let roster = SignedRoster::from_bytes(&bytes).map_err(|e| corrupt(&e))?;
+            rules
+                .accept_roster(&record.mediator, roster)
+                .map_err(|e| corrupt(&e))?;
+        }
         let mut committed = HashMap::new();
-        if let Some(r) = &roster {
-            for room in &r.unverified().rooms {
-                let last = self
-                    .store
-                    .last_key(&store::key(Kind::Log, id, &[&room.id.0]))?;
-                committed.insert(
-                    room.id,
-                    last.as_deref().and_then(store::key_suffix).unwrap_or(0),
-                );
+        let rooms: Vec<RoomId> = rules
+            .history()
+            .current()
+            .map(|r| r.rooms.iter().map(|room| room.id).collect())
+            .unwrap_or_default();
+        for room in rooms {
+            let mut last = 0;
+            for (key, bytes) in self.store.scan(&store::key(Kind::Log, id, &[&room.0]))? {
+                let index = store::key_suffix(&key).unwrap_or(0);
+                let envelope = Envelope::from_bytes(&bytes).map_err(|e| corrupt(&e))?;
+                rules.record(&envelope, index);
+                last = last.max(index);
             }
+            committed.insert(room, last);
         }
         let next_bundle = self
             .store
@@ -291,7 +295,7 @@ impl Hub {
             .map_or(0, |n| n + 1);
         let state = Arc::new(Mutex::new(SessionState {
             record,
-            roster,
+            rules,
             next: committed.clone(),
             committed,
             next_bundle,
@@ -356,28 +360,17 @@ impl Hub {
         let _serial = self.writes.lock().await;
         let id = signed.unverified().session;
         let state = self.session(&id)?;
-        let (batch, version) = {
-            let s = lock(&state);
+        let (batch, before) = {
+            let mut s = lock(&state);
             s.open()?;
-            if caller != &s.record.mediator {
-                return Err(forbidden("only the mediator publishes rosters"));
+            // The rules move on now, so that no post is taken under an
+            // epoch this roster ends while it is being stored; if storing
+            // fails they move back.
+            let before = s.rules.clone();
+            if s.rules.accept_roster(caller, signed.clone())? == RosterOutcome::AlreadyHeld {
+                return Ok(());
             }
-            let roster = signed.verify(&s.record.mediator)?;
-            let held = s.roster()?;
-            if roster.version <= held.version {
-                return Err(Refusal::new(
-                    ErrorCode::StaleRoster,
-                    format!("held version is {}", held.version),
-                ));
-            }
-            if roster.version != held.version + 1
-                || s.roster.as_ref().map(SignedRoster::hash) != Some(roster.previous)
-            {
-                return Err(Refusal::new(
-                    ErrorCode::Invalid,
-                    "roster does not follow the held one",
-                ));
-            }
+            let roster = signed.unverified();
             let mut batch = store::Batch::default();
             batch.insert(
                 store::key(Kind::Roster, &id, &[&roster.version.to_be_bytes()]),
@@ -391,19 +384,13 @@ impl Hub {
                     batch.remove(key);
                 }
             }
-            (batch, roster.version)
+            (batch, before)
         };
-        self.store.commit(batch).await?;
-        let mut s = lock(&state);
-        if s.roster
-            .as_ref()
-            .is_some_and(|r| r.unverified().version >= version)
-        {
-            return Err(Refusal::new(
-                ErrorCode::StaleRoster,
-                "a newer roster was published",
-            ));
+        if let Err(e) = self.store.commit(batch).await {
+            lock(&state).rules = before;
+            return Err(e.into());
         }
+        let mut s = lock(&state);
         let event: Arc<str> = frame(&Event::Roster {
             v: PROTOCOL_VERSION,
             session: id,
@@ -424,7 +411,6 @@ impl Hub {
         }
         s.followers.retain(|_, f| roster.member(&f.who).is_some());
         s.waiting.retain(|_, (who, _)| roster.member(who).is_none());
-        s.roster = Some(signed);
         s.broadcast_presence(id);
         Ok(())
     }
@@ -441,26 +427,7 @@ impl Hub {
         let (key, bytes) = {
             let mut s = lock(&state);
             s.open()?;
-            if caller != &s.record.mediator {
-                return Err(forbidden("only the mediator publishes key bundles"));
-            }
-            let bundle = signed.verify_by(s.mediator_identity()?)?;
-            let room = s
-                .roster()?
-                .room(&bundle.room)
-                .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such room"))?;
-            if room.epoch != bundle.epoch {
-                return Err(Refusal::new(
-                    ErrorCode::Invalid,
-                    "not the room's current epoch",
-                ));
-            }
-            if !bundle.entries.iter().all(|e| room.has(&e.recipient)) {
-                return Err(Refusal::new(
-                    ErrorCode::Invalid,
-                    "sealed to someone outside the room",
-                ));
-            }
+            s.rules.check_bundle(caller, &signed)?;
             let seq = s.next_bundle;
             s.next_bundle += 1;
             (
@@ -624,37 +591,31 @@ impl Hub {
         {
             let mut s = lock(&state);
             s.open()?;
-            if &h.sender != caller {
-                return Err(forbidden("the header's sender is not the caller"));
-            }
-            let roster = s.roster()?;
-            let room = roster
-                .room(&h.room)
-                .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such room"))?;
-            if !room.has(caller) {
-                return Err(forbidden("not a member of this room"));
-            }
-            if room.epoch != h.epoch {
-                return Err(Refusal::new(
-                    ErrorCode::Invalid,
-                    "not the room's current epoch",
-                ));
-            }
-            let member = roster
-                .member(caller)
-                .ok_or_else(|| forbidden("not a member"))?;
-            // Stored only if its sender really signed it: a relay keeps no
-            // forgery for clients to trip over.
-            envelope.verify(&member.identity)?;
-            let role = member.role;
-            h.content_type
-                .check_sender(role, room.kind)
-                .map_err(|e| forbidden(&e.to_string()))?;
-            let room_open = room.open;
-            if !room_open && !role.is_mediator() {
-                return Err(Refusal::new(ErrorCode::RoomClosed, "the room is closed"));
+            // The clients' rules, less the signature (clients check it).
+            if let PostCheck::Duplicate { index } = s.rules.check_post(caller, &envelope)? {
+                // Stored once. Its reply waits, behind the first post's
+                // commit, until that is durable.
+                let room = h.room;
+                let check = state.clone();
+                self.store.submit(Commit {
+                    batch: store::Batch::default(),
+                    then: Box::new(move |result| {
+                        let durable = result.is_ok()
+                            && lock(&check)
+                                .committed
+                                .get(&room)
+                                .is_some_and(|c| *c >= index);
+                        reply_to.send(&if durable {
+                            Reply::posted(request, index)
+                        } else {
+                            Reply::error(Some(request), ErrorCode::Internal, "store failure")
+                        });
+                    }),
+                })?;
+                return Ok(());
             }
             let index = s.next.get(&h.room).copied().unwrap_or(0) + 1;
+            s.rules.record(&envelope, index);
             let mut batch = store::Batch::default();
             let bytes = envelope.to_bytes();
             let event = crate::outbox::envelope_frame(index, &bytes);

@@ -103,7 +103,12 @@ mod tests {
         let mut builder =
             caucus_protocol::builder::RosterBuilder::new(session, &mediator, "M").unwrap();
         builder.add_party("P").unwrap();
-        let (roster, keys) = builder.sign(&mediator).unwrap();
+        let (roster, keys) = builder
+            .sign(
+                &mediator,
+                &caucus_protocol::session::SessionView::new(session, mediator.fingerprint()),
+            )
+            .unwrap();
         let mut view = caucus_protocol::session::SessionView::new(session, mediator.fingerprint());
         view.accept_roster(roster.clone()).unwrap();
         for k in &keys {

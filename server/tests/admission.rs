@@ -56,9 +56,10 @@ async fn a_joiner_waits_until_the_mediator_connects_and_admits_them() {
         .unwrap();
     m.claimant
         .ok(RequestBody::Post {
-            envelope: Encoded(before),
+            envelope: Encoded(before.clone()),
         })
         .await;
+    m.views[0].open(&before).unwrap();
     // The mediator goes offline.
     let mediator_keys = DeviceKeys::from_secret_bytes(&m.mediator.keys.to_secret_bytes()).unwrap();
     m.mediator.ws.close(None).await.unwrap();

@@ -282,19 +282,34 @@ async fn bad_input_gets_a_stable_code_and_no_one_else_notices() {
         }
     ));
     // Signed objects whose signature (their last byte) is flipped: a
-    // roster, an envelope (not stored), a key bundle.
+    // roster and a key bundle are refused ...
     let roster = m.views[0].signed_roster().unwrap().clone();
     let code = post_flipped(&mut m.mediator, "publish_roster", "roster", &roster).await;
-    assert_eq!(code, ErrorCode::BadSignature);
-    let envelope = m.views[1]
-        .seal(&m.claimant.keys, &m.claimant_room, &text("forged?"))
-        .unwrap();
-    let code = post_flipped(&mut m.claimant, "post", "envelope", &envelope).await;
     assert_eq!(code, ErrorCode::BadSignature);
     let key = m.builder.room_key(&m.claimant_room).unwrap().clone();
     let bundle = m.views[0].seal_key_bundle(&m.mediator.keys, &key).unwrap();
     let code = post_flipped(&mut m.mediator, "publish_keys", "bundle", &bundle).await;
     assert_eq!(code, ErrorCode::BadSignature);
+    // ... but an envelope's signature is the clients' to check (protocol.md
+    // 13.5.8): the relay stores it, and every receiver refuses it.
+    let envelope = m.views[1]
+        .seal(&m.claimant.keys, &m.claimant_room, &text("forged?"))
+        .unwrap();
+    let mut bytes = caucus_protocol::codec::Canonical::to_bytes(&envelope);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let flipped: caucus_protocol::envelope::Envelope =
+        caucus_protocol::codec::Canonical::from_bytes(&bytes).unwrap();
+    m.claimant
+        .ok(RequestBody::Post {
+            envelope: Encoded(flipped),
+        })
+        .await;
+    let (_, env) = next_envelope(&mut m.mediator).await;
+    assert!(matches!(
+        m.views[0].open(&env),
+        Err(caucus_protocol::Error::BadSignature(_))
+    ));
     // An oversized frame closes that connection with 1009 ...
     let relay_small = Relay::start_with(&["--max-frame-bytes", "4096"]).await;
     let mut big = Client::connect(

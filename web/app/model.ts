@@ -72,7 +72,7 @@ export type CaucusEvent =
   | { type: "presence"; session: string; online: string[]; mediator: Whereabouts }
   | { type: "status"; session: string; member: string; status: Status }
   | { type: "closed"; session: string }
-  | { type: "warning"; session: string; kind: { kind: "gap" | "verification" | "replay" | "connection" | "rollback" }; detail: string };
+  | { type: "warning"; session: string; kind: { kind: "gap" | "verification" | "fork" | "consent" | "connection" | "rollback" }; detail: string };
 
 export type Said = Extract<CaucusEvent, { room: string }>;
 

@@ -51,6 +51,33 @@ impl Chain {
             })
     }
 
+    /// A chain followed from after `seq`, whose envelope hash is `hash`: the
+    /// head a roster recorded when the epoch before this device's first in
+    /// the room ended. What came before is not this device's to see, so it
+    /// is neither a gap nor checked; the next message must link to `hash`.
+    pub(super) fn after(seq: u64, hash: Digest) -> Self {
+        let mut runs = BTreeMap::new();
+        if seq > 0 && seq < u64::MAX {
+            runs.insert(
+                seq,
+                Run {
+                    end: seq,
+                    first_previous: Digest::ZERO,
+                    last_hash: hash,
+                },
+            );
+        }
+        Self { runs }
+    }
+
+    /// The highest sequence number seen and its envelope hash (`0` and
+    /// [`Digest::ZERO`] for an empty chain).
+    pub(super) fn head(&self) -> (u64, Digest) {
+        self.runs
+            .last_key_value()
+            .map_or((0, Digest::ZERO), |(_, run)| (run.end, run.last_hash))
+    }
+
     /// Check that a message at `seq` pointing back to `previous`, with
     /// envelope hash `hash`, fits the chain, and record it. Returns the
     /// sequence numbers it skips above the highest seen before: a gap.

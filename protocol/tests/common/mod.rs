@@ -107,7 +107,10 @@ impl Fixture {
     /// Sign the builder's draft, seal the new keys, and deliver both to every
     /// participant (who ignore bundles not meant for them).
     pub fn publish(&mut self) -> (SignedRoster, Vec<SignedKeyBundle>) {
-        let (roster, keys) = self.builder.sign(&self.mediator.keys).unwrap();
+        let (roster, keys) = self
+            .builder
+            .sign(&self.mediator.keys, &self.mediator.view)
+            .unwrap();
         self.mediator.view.accept_roster(roster.clone()).unwrap();
         let bundles: Vec<_> = keys
             .iter()

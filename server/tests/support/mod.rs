@@ -282,7 +282,7 @@ impl Mediation {
         let claimant_party = builder.add_party("Claimant").unwrap();
         let defendant_party = builder.add_party("Defendant").unwrap();
         let mut views = vec![SessionView::new(session, mediator_keys.fingerprint())];
-        let (first, _) = builder.sign(&mediator_keys).unwrap();
+        let (first, _) = builder.sign(&mediator_keys, &views[0]).unwrap();
         views[0].accept_roster(first.clone()).unwrap();
         let mut mediator = Client::connect(&url, mediator_keys).await;
         mediator
@@ -336,12 +336,19 @@ impl Mediation {
         };
         let keys = DeviceKeys::from_secret_bytes(&self.client(i).keys.to_secret_bytes()).unwrap();
         let envelope = self.views[i].seal(&keys, &room, &content).unwrap();
-        self.client(i)
+        let index = self
+            .client(i)
             .ok(RequestBody::Post {
-                envelope: Encoded(envelope),
+                envelope: Encoded(envelope.clone()),
             })
             .await
-            .unwrap()
+            .unwrap();
+        // The mediator follows every room, so its next roster records the
+        // chain heads of what it ends.
+        if i != 0 {
+            self.views[0].open(&envelope).unwrap();
+        }
+        index
     }
 
     pub fn client(&mut self, i: usize) -> &mut Client {
@@ -355,7 +362,10 @@ impl Mediation {
 
     /// Sign the draft and publish it with its key bundles.
     pub async fn publish(&mut self) {
-        let (roster, keys) = self.builder.sign(&self.mediator.keys).unwrap();
+        let (roster, keys) = self
+            .builder
+            .sign(&self.mediator.keys, &self.views[0])
+            .unwrap();
         self.views[0].accept_roster(roster.clone()).unwrap();
         self.mediator
             .ok(RequestBody::PublishRoster {

@@ -41,7 +41,12 @@ pub(crate) fn measure(n: usize) -> anyhow::Result<Crypto> {
     builder
         .add_member(member.public(), Role::PartyMember, Some(party), "Member")
         .map_err(p)?;
-    let (roster, keys) = builder.sign(&mediator).map_err(p)?;
+    let (roster, keys) = builder
+        .sign(
+            &mediator,
+            &SessionView::new(session, mediator.fingerprint()),
+        )
+        .map_err(p)?;
     let mut med = SessionView::new(session, mediator.fingerprint());
     med.accept_roster(roster.clone()).map_err(p)?;
     let bundles = keys

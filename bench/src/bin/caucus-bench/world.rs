@@ -103,7 +103,9 @@ fn session(shape: &mut Shape, pool: usize) -> anyhow::Result<Session> {
             devices.push((keys, Some(n)));
         }
     }
-    let (roster, room_keys) = builder.sign(&mediator).map_err(p)?;
+    let (roster, room_keys) = builder
+        .sign(&mediator, &SessionView::new(id, mediator.fingerprint()))
+        .map_err(p)?;
     let mut mediator_view = SessionView::new(id, mediator.fingerprint());
     mediator_view.accept_roster(roster.clone()).map_err(p)?;
     let bundles = room_keys

@@ -578,7 +578,8 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
             let kind_s = match kind {
                 Warning::Gap { .. } => "gap",
                 Warning::Verification => "verification",
-                Warning::Replay => "replay",
+                Warning::Fork => "fork",
+                Warning::Consent => "consent",
                 Warning::Connection => "connection",
                 Warning::Rollback => "rollback",
                 _ => "other",
