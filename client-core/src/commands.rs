@@ -954,10 +954,9 @@ impl Machine {
             .parties
             .iter()
             .map(|p| {
-                let label = state
-                    .view
-                    .open_label(&p.label, &p.id.0)
-                    .unwrap_or_else(|_| "(unreadable)".into());
+                let label =
+                    newest_label(&state.view, &p.id.0, |r| r.party(&p.id).map(|p| &p.label))
+                        .unwrap_or_else(|| "(unreadable)".into());
                 (p.id, label)
             })
             .collect())
@@ -967,10 +966,9 @@ impl Machine {
     /// the members): a removed member keeps theirs.
     pub fn name_of(&self, session: &SessionId, member: &Fingerprint) -> Option<String> {
         let state = self.sessions.get(session)?;
-        // The newest roster that names them: a removed member keeps the
-        // name they had.
-        let m = state.view.rosters().rev().find_map(|r| r.member(member))?;
-        state.view.open_label(&m.name, &member.0).ok()
+        newest_label(&state.view, &member.0, |r| {
+            r.member(member).map(|m| &m.name)
+        })
     }
 
     /// A party's label as this device can open it (its id otherwise).
@@ -1172,4 +1170,18 @@ fn one_named(
         )),
         (None, _) => Err(ClientError::Usage(none)),
     }
+}
+
+/// The newest label `pick` finds in the rosters that this device can open:
+/// a party that withdrew no longer holds the joint room's newer keys, and
+/// keeps the names as they were when it left.
+fn newest_label(
+    view: &SessionView,
+    subject: &[u8],
+    pick: impl Fn(&caucus_protocol::roster::Roster) -> Option<&caucus_protocol::keys::SealedLabel>,
+) -> Option<String> {
+    view.rosters()
+        .rev()
+        .filter_map(pick)
+        .find_map(|label| view.open_label(label, subject).ok())
 }

@@ -1640,3 +1640,239 @@ async fn a_removed_members_old_keys_do_not_read_what_is_said_after() {
     );
     assert_refused(&s.defendant, &session, &events, &verification(), words);
 }
+
+// ----- members who left, and consent (protocol.md 7.6, 10.5, 9.3) -----
+
+/// The relay withholds from `leaver` every roster and key bundle from now
+/// on, so its device still believes itself in the joint room at the old
+/// epoch; what it then posts there is refused by the relay, but the proxy
+/// keeps it to deliver to the others "as if it were old".
+fn withhold_rosters_from(s: &Stage, leaver: Fingerprint) {
+    s.proxy.set_rule(move |f| {
+        if f.to_client(&leaver) && matches!(f.kind(), "roster" | "key_bundle") {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        }
+    });
+}
+
+/// `leaver` writes `words` in the joint room with the key it kept; the
+/// relay refuses it, and the proxy hands it to the mediator and `other`,
+/// who must both refuse it without showing it.
+async fn smuggled_into_the_joint_room(s: &mut Stage, leaver: Fingerprint, words: &str) {
+    let session = s.session;
+    let joint = s.joint;
+    let client = if leaver == s.c() {
+        &s.claimant
+    } else {
+        &s.defendant
+    };
+    assert!(
+        client
+            .send(&session, &joint, words, Sharing::MayShare)
+            .await
+            .is_err(),
+        "the relay took a post from someone no longer in the room"
+    );
+    let smuggled = s
+        .proxy
+        .posted_by(&leaver)
+        .into_iter()
+        .rev()
+        .find(|e| e.header().room == joint)
+        .unwrap();
+    let others = [s.m(), if leaver == s.c() { s.d() } else { s.c() }];
+    for who in others {
+        s.proxy
+            .inject_to(&who, envelope_event(1_000, &smuggled))
+            .await;
+    }
+    for who in others {
+        let client = if who == s.m() {
+            &mut s.mediator
+        } else if who == s.c() {
+            &mut s.claimant
+        } else {
+            &mut s.defendant
+        };
+        let events = settle(client, &session).await;
+        assert_refused(client, &session, &events, &Warning::Verification, words);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_party_leaves_the_joint_room_and_what_it_seals_with_the_old_key_is_refused() {
+    let mut s = stage().await;
+    let session = s.session;
+    s.mediator.set_joint_open(&session, true).await.unwrap();
+    for client in [&mut s.claimant, &mut s.defendant] {
+        settle(client, &session).await;
+    }
+    let claimant = s.c();
+    withhold_rosters_from(&s, claimant);
+    s.claimant.withdraw(&session).await.unwrap();
+    // The mediator's device records the withdrawal: the claimant is out of
+    // the joint room at its next epoch.
+    wait_for(&mut s.defendant, |e| {
+        matches!(e, Event::System { .. }) && format!("{e:?}").contains("PartyWithdrew")
+    })
+    .await;
+    let roster = s.defendant.roster(&session).unwrap();
+    assert!(!roster.joint_room().unwrap().has(&claimant));
+    smuggled_into_the_joint_room(&mut s, claimant, "written after withdrawing").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_cannot_post_with_the_key_it_kept_however_the_relay_delivers_it() {
+    let mut s = stage().await;
+    let session = s.session;
+    s.mediator.set_joint_open(&session, true).await.unwrap();
+    for client in [&mut s.claimant, &mut s.defendant] {
+        settle(client, &session).await;
+    }
+    let defendant = s.d();
+    s.defendant
+        .send(&session, &s.joint, "said while a member", Sharing::MayShare)
+        .await
+        .unwrap();
+    wait_for(&mut s.claimant, is_text("said while a member")).await;
+    wait_for(&mut s.mediator, is_text("said while a member")).await;
+    withhold_rosters_from(&s, defendant);
+    s.mediator
+        .remove_member(&session, &defendant)
+        .await
+        .unwrap();
+    settle(&mut s.claimant, &session).await;
+    // What the defendant said while a member still stands; what it seals
+    // now with the key it kept does not.
+    assert!(shows(&s.claimant.history(&session), "said while a member"));
+    let events = {
+        let client = &mut s.defendant;
+        let joint = s.joint;
+        assert!(
+            client
+                .send(&session, &joint, "after removal", Sharing::MayShare)
+                .await
+                .is_err()
+        );
+        let smuggled = s
+            .proxy
+            .posted_by(&defendant)
+            .into_iter()
+            .rev()
+            .find(|e| e.header().room == joint)
+            .unwrap();
+        s.proxy
+            .inject_to(&s.claimant.fingerprint(), envelope_event(1_000, &smuggled))
+            .await;
+        settle(&mut s.claimant, &session).await
+    };
+    assert_refused(
+        &s.claimant,
+        &session,
+        &events,
+        &Warning::Verification,
+        "after removal",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_for_someone_elses_message_is_refused() {
+    let mut s = stage().await;
+    let session = s.session;
+    let solicitor_dir = tempfile::tempdir().unwrap();
+    let mut solicitor = admit(
+        &mut s.mediator,
+        &session,
+        &s.parties[0],
+        solicitor_dir.path(),
+    )
+    .await;
+    let secret = "the claimant's own words, for the mediator only";
+    s.claimant
+        .send(&session, &s.claimant_room, secret, Sharing::MediatorOnly)
+        .await
+        .unwrap();
+    wait_for(&mut s.mediator, is_text(secret)).await;
+    wait_for(&mut solicitor, is_text(secret)).await;
+    let source = posted(&s.proxy, &s.c(), &s.mediator, &session);
+    // The solicitor "consents" for the claimant.
+    solicitor
+        .post(
+            &session,
+            &s.claimant_room,
+            &Content::Consent {
+                message: source.hash(),
+            },
+        )
+        .await
+        .unwrap();
+    for client in [&mut s.mediator, &mut s.claimant] {
+        let events = settle(client, &session).await;
+        assert!(
+            warnings(&events).contains(&Warning::Verification),
+            "{events:#?}"
+        );
+        assert!(!events.iter().any(|e| matches!(e, Event::Consent { .. })));
+    }
+    let refused = s
+        .mediator
+        .forward(&session, &source.hash(), &s.defendant_room, None)
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_author_is_warned_when_its_private_words_are_shared_without_its_consent() {
+    let mut s = stage().await;
+    let session = s.session;
+    let secret = "our real bottom line";
+    s.defendant
+        .send(&session, &s.defendant_room, secret, Sharing::MediatorOnly)
+        .await
+        .unwrap();
+    wait_for(&mut s.mediator, is_text(secret)).await;
+    let source = posted(&s.proxy, &s.d(), &s.mediator, &session);
+    // A mediator client that skips the consent rule carries it anyway and
+    // files the receipt in the defendant's room.
+    s.mediator
+        .post(
+            &session,
+            &s.defendant_room,
+            &Content::ShareReceipt(caucus_protocol::content::ShareReceipt {
+                source_message: source.hash(),
+                destination_room: s.claimant_room,
+                mode: caucus_protocol::content::ForwardMode::Verbatim,
+                text: secret.into(),
+            }),
+        )
+        .await
+        .unwrap();
+    let events = settle(&mut s.defendant, &session).await;
+    assert!(warnings(&events).contains(&Warning::Consent), "{events:#?}");
+    // With its consent, a receipt is no alarm.
+    let consented = "this one may go";
+    s.defendant
+        .send(
+            &session,
+            &s.defendant_room,
+            consented,
+            Sharing::MediatorOnly,
+        )
+        .await
+        .unwrap();
+    wait_for(&mut s.mediator, is_text(consented)).await;
+    let second = posted(&s.proxy, &s.d(), &s.mediator, &session);
+    s.defendant.consent(&session, &second.hash()).await.unwrap();
+    settle(&mut s.mediator, &session).await;
+    s.mediator
+        .forward(&session, &second.hash(), &s.claimant_room, None)
+        .await
+        .unwrap();
+    let events = settle(&mut s.defendant, &session).await;
+    assert!(
+        !warnings(&events).contains(&Warning::Consent),
+        "{events:#?}"
+    );
+}

@@ -112,8 +112,23 @@ function StatusPicker({ driver, view, current }: { driver: Driver; view: View; c
 export function Warnings({ driver, session }: { driver: Driver; session: string }) {
   // A step lost with the connection is not a message that failed a check:
   // "Reconnecting…" says that, and the machine tries again.
-  const warnings = driver.newsOf(session).warnings.filter((w) => w.kind.kind !== "connection");
-  if (warnings.length === 0) return null;
+  const all = driver.newsOf(session).warnings;
+  const warnings = all.filter((w) => w.kind.kind !== "connection" && w.kind.kind !== "consent");
+  const unconsented = all.filter((w) => w.kind.kind === "consent");
+  return (
+    <>
+      {unconsented.length > 0 && (
+        <p class="warnings" role="alert">
+          The mediator shared something you wrote <strong>for the mediator only</strong>, and you had not agreed to it being
+          shared. You can raise this with the mediator.
+        </p>
+      )}
+      {warnings.length > 0 && <Refused warnings={warnings} />}
+    </>
+  );
+}
+
+function Refused({ warnings }: { warnings: { detail: string }[] }) {
   return (
     <details class="warnings">
       <summary role="alert">
