@@ -16,7 +16,7 @@ use caucus_client::{Client, ClientError, Event, StateDir, Warning};
 use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::codec::{Canonical, Reader, Writer};
 use caucus_protocol::content::{
-    Content, ContentType, Forward, ForwardMode, ShareReceipt, Sharing, SystemEvent,
+    Content, ContentType, Forward, ForwardMode, ShareReceipt, Sharing, Step, SystemEvent,
 };
 use caucus_protocol::crypto::{Digest, Signature, label};
 use caucus_protocol::envelope::{Envelope, Header};
@@ -1643,6 +1643,36 @@ async fn a_removed_members_old_keys_do_not_read_what_is_said_after() {
 
 // ----- members who left, and consent (protocol.md 7.6, 10.5, 9.3) -----
 
+/// Both parties agree to continue and to meet, and the mediator opens the
+/// joint room (its gates, protocol.md 9.3).
+async fn open_joint_room(s: &mut Stage) {
+    let session = s.session;
+    s.mediator
+        .set_phase(&session, Phase::IndividualMeetings)
+        .await
+        .unwrap();
+    for step in [Step::Continue, Step::JointMeeting] {
+        for party in [&mut s.claimant, &mut s.defendant] {
+            party.agree(&session, step).await.unwrap();
+            wait_for(
+                &mut s.mediator,
+                |e| matches!(e, Event::Agreed { step: got, .. } if *got == step),
+            )
+            .await;
+        }
+        if step == Step::Continue {
+            s.mediator
+                .set_phase(&session, Phase::Negotiation)
+                .await
+                .unwrap();
+        }
+    }
+    s.mediator.set_joint_open(&session, true).await.unwrap();
+    for client in [&mut s.claimant, &mut s.defendant] {
+        settle(client, &session).await;
+    }
+}
+
 /// The relay withholds from `leaver` every roster and key bundle from now
 /// on, so its device still believes itself in the joint room at the old
 /// epoch; what it then posts there is refused by the relay, but the proxy
@@ -1705,10 +1735,7 @@ async fn smuggled_into_the_joint_room(s: &mut Stage, leaver: Fingerprint, words:
 async fn a_withdrawn_party_leaves_the_joint_room_and_what_it_seals_with_the_old_key_is_refused() {
     let mut s = stage().await;
     let session = s.session;
-    s.mediator.set_joint_open(&session, true).await.unwrap();
-    for client in [&mut s.claimant, &mut s.defendant] {
-        settle(client, &session).await;
-    }
+    open_joint_room(&mut s).await;
     let claimant = s.c();
     withhold_rosters_from(&s, claimant);
     s.claimant.withdraw(&session).await.unwrap();
@@ -1727,10 +1754,7 @@ async fn a_withdrawn_party_leaves_the_joint_room_and_what_it_seals_with_the_old_
 async fn a_removed_member_cannot_post_with_the_key_it_kept_however_the_relay_delivers_it() {
     let mut s = stage().await;
     let session = s.session;
-    s.mediator.set_joint_open(&session, true).await.unwrap();
-    for client in [&mut s.claimant, &mut s.defendant] {
-        settle(client, &session).await;
-    }
+    open_joint_room(&mut s).await;
     let defendant = s.d();
     s.defendant
         .send(&session, &s.joint, "said while a member", Sharing::MayShare)
@@ -1840,10 +1864,10 @@ async fn the_author_is_warned_when_its_private_words_are_shared_without_its_cons
         .post(
             &session,
             &s.defendant_room,
-            &Content::ShareReceipt(caucus_protocol::content::ShareReceipt {
+            &Content::ShareReceipt(ShareReceipt {
                 source_message: source.hash(),
                 destination_room: s.claimant_room,
-                mode: caucus_protocol::content::ForwardMode::Verbatim,
+                mode: ForwardMode::Verbatim,
                 text: secret.into(),
             }),
         )

@@ -58,8 +58,11 @@ struct World {
 impl World {
     fn publish(&mut self) {
         let mediator = keys(MEDIATOR);
-        let (roster, room_keys) = self.builder.sign(mediator).expect("sign the roster");
         let m = usize::from(MEDIATOR);
+        let (roster, room_keys) = self
+            .builder
+            .sign(mediator, &self.views[m])
+            .expect("sign the roster");
         self.views[m]
             .accept_roster(roster.clone())
             .expect("the mediator accepts its roster");
