@@ -438,6 +438,7 @@ class DeviceKeys:
 ROLE_MEDIATOR, ROLE_COMEDIATOR, ROLE_PARTY_MEMBER = 1, 2, 3
 ROLE_NAMES = {1: "Mediator", 2: "CoMediator", 3: "PartyMember"}
 KIND_PRIVATE, KIND_JOINT, KIND_SIDE = 1, 2, 3
+PHASE_CLOSED = 5
 
 
 def is_mediator_role(role: int) -> bool:
@@ -483,6 +484,18 @@ class Room:
     members: tuple
 
 
+@dataclass(frozen=True)
+class ChainHead:
+    room: bytes
+    member: bytes
+    seq: int
+    hash: bytes
+
+    @staticmethod
+    def read(r: Reader) -> "ChainHead":
+        return ChainHead(r.fixed(16), r.fixed(32), r.u64(), r.fixed(32))
+
+
 @dataclass
 class Roster:
     session: bytes
@@ -492,6 +505,7 @@ class Roster:
     parties: list
     members: list
     rooms: list
+    heads: list  # of ChainHead, for the epochs this roster ends (7.2)
 
     @staticmethod
     def read(r: Reader) -> "Roster":
@@ -510,7 +524,7 @@ class Roster:
             kind_t = (kind, r.fixed(16)) if kind == KIND_PRIVATE else (kind,)
             return Room(rid, kind_t, r.boolean(), r.u64(), tuple(r.list(lambda r: r.fixed(32))))
 
-        return Roster(session, version, previous, phase, parties, members, r.list(room))
+        return Roster(session, version, previous, phase, parties, members, r.list(room), r.list(ChainHead.read))
 
     def lead(self) -> Member:
         return next(m for m in self.members if m.role == ROLE_MEDIATOR)
@@ -573,6 +587,27 @@ class Roster:
                     m = by_fp[fp]
                     if not is_mediator_role(m.role) and m.party != x.kind[1]:
                         bad("another party's member in a private room")
+        joint = self.joint()
+        withdrawn = {p.id: p.withdrawn for p in self.parties}
+        for m in self.members:
+            if m.role != ROLE_PARTY_MEMBER:
+                continue
+            fp = m.fingerprint
+            if not any(x.kind == (KIND_PRIVATE, m.party) and fp in x.members for x in self.rooms):
+                bad("a party member not in their party's private room")
+            if (fp in joint.members) == withdrawn[m.party]:
+                bad("a party member in the joint room while their party has withdrawn, or out of it while not")
+            if withdrawn[m.party] and any(x.kind == (KIND_SIDE,) and fp in x.members for x in self.rooms):
+                bad("a withdrawn party's member in a side room")
+        labels = [p.label for p in self.parties] + [m.name for m in self.members]
+        if any(label.epoch != joint.epoch for label in labels):
+            bad("a label or name not sealed at the joint room's epoch")
+        if self.version == 1 and self.heads:
+            bad("version 1 with chain heads")
+        if any((a.room, a.member) >= (b.room, b.member) for a, b in zip(self.heads, self.heads[1:])):
+            bad("chain heads not strictly ascending by room and member")
+        if any(not 1 <= head.seq < 2**64 - 1 for head in self.heads):
+            bad("a chain head's sequence number is 0 or 2^64 - 1")
 
 
 @dataclass
@@ -820,45 +855,90 @@ class Opened:
 
 
 @dataclass
+class EpochRecord:
+    """One (room, epoch), as the roster that began it fixed it (7.6)."""
+
+    kind: tuple
+    open: bool
+    members: dict  # fingerprint -> role in that roster
+    ended: Optional[dict] = None  # once a later roster ended it: fingerprint -> (seq, hash)
+
+    def same_room(self, other: "EpochRecord") -> bool:
+        return (self.kind, self.open, self.members) == (other.kind, other.open, other.members)
+
+
+def epoch_record(roster: Roster, room: Room) -> EpochRecord:
+    return EpochRecord(room.kind, room.open, {fp: roster.member(fp).role for fp in room.members})
+
+
+@dataclass
 class SessionView:
     session: bytes
     pinned: bytes
     me: DeviceKeys
     held: Optional[Roster] = None
     held_hash: bytes = ZERO32
+    hashes: list = field(default_factory=list)          # roster hash of each accepted version, oldest first
     accepted: dict = field(default_factory=dict)        # roster hash -> {room: epoch}
-    accepted_bodies: set = field(default_factory=set)   # exact bodies accepted
-    epochs: dict = field(default_factory=dict)          # (room, epoch) -> (kind, members)
-    identities: dict = field(default_factory=dict)      # fingerprint -> (identity, role)
+    epochs: dict = field(default_factory=dict)          # (room, epoch) -> EpochRecord
+    identities: dict = field(default_factory=dict)      # fingerprint -> identity
     keys: dict = field(default_factory=dict)            # (room, epoch) -> secret
     chains: dict = field(default_factory=dict)          # (room, sender) -> {seq: (hash, previous)}
 
     # 7.6
-    def accept_roster(self, data: bytes) -> Roster:
+    def accept_roster(self, data: bytes) -> Optional[Roster]:
+        """Accept the next roster and return it; None for a roster already
+        accepted, delivered again (nothing changes)."""
         signed = read_signed(data, Roster.read)
         roster = verify_roster(signed, self.pinned)
         if roster.session != self.session:
             fail("wrong_session")
+        rhash = labelled_hash(L_ROSTER_HASH, signed.body)
         held_version = self.held.version if self.held else 0
         if roster.version <= held_version:
+            if self.hashes[roster.version - 1] == rhash:
+                return None
             fail("stale_roster", f"held version is {held_version}")
         if roster.version != held_version + 1 or roster.previous != self.held_hash:
             fail("roster_chain", f"version {roster.version} after {held_version}")
+        if self.held is not None:
+            if self.held.phase == PHASE_CLOSED:
+                fail("invalid_roster", "nothing follows a closed session's roster")
+            if roster.phase < self.held.phase:
+                fail("invalid_roster", "the phase went back")
         for x in roster.rooms:
             recorded = [e for (rid, e) in self.epochs if rid == x.id]
-            if recorded:
-                highest = max(recorded)
-                if x.epoch < highest:
-                    fail("invalid_roster", "a room's epoch went backwards")
-                if x.epoch == highest and self.epochs[(x.id, highest)] != (x.kind, x.members):
-                    fail("invalid_roster", "a room's membership changed without a new epoch")
+            if not recorded:
+                if x.epoch != 1:
+                    fail("invalid_roster", "a new room's epoch is not 1")
+                continue
+            highest = max(recorded)
+            if x.epoch < highest:
+                fail("invalid_roster", "a room's epoch went backwards")
+            if x.epoch == highest and not self.epochs[(x.id, highest)].same_room(epoch_record(roster, x)):
+                fail("invalid_roster", "a room's members, their roles or its openness changed without a new epoch")
+            if x.epoch > highest + 1:
+                fail("invalid_roster", "a room's epoch moves on by one")
+        ended = {}  # room -> (epoch, {fingerprint: (seq, hash)})
+        for x in self.held.rooms if self.held else []:
+            nxt = roster.room(x.id)
+            if nxt is None or nxt.epoch != x.epoch:
+                ended[x.id] = (x.epoch, {})
+        for head in roster.heads:
+            if head.room not in ended:
+                fail("invalid_roster", "a chain head for a room whose epoch did not end")
+            epoch, heads = ended[head.room]
+            if head.member not in self.epochs[(head.room, epoch)].members:
+                fail("invalid_roster", "a chain head for someone not in the ended epoch")
+            heads[head.member] = (head.seq, head.hash)
+        for rid, (epoch, heads) in ended.items():
+            self.epochs[(rid, epoch)].ended = heads
         for x in roster.rooms:
-            self.epochs.setdefault((x.id, x.epoch), (x.kind, x.members))
+            self.epochs.setdefault((x.id, x.epoch), epoch_record(roster, x))
         for m in roster.members:
-            self.identities[m.fingerprint] = (m.identity, m.role)
-        rhash = labelled_hash(L_ROSTER_HASH, signed.body)
+            self.identities[m.fingerprint] = m.identity
         self.accepted[rhash] = {x.id: x.epoch for x in roster.rooms}
-        self.accepted_bodies.add(signed.body)
+        self.hashes.append(rhash)
         self.held, self.held_hash = roster, rhash
         return roster
 
@@ -868,7 +948,7 @@ class SessionView:
         lead = self.identities.get(self.pinned)
         if lead is None:
             fail("no_roster")
-        if not verify_sig(lead[0].signing_key, L_KEY_BUNDLE, signed.body, signed.signature):
+        if not verify_sig(lead.signing_key, L_KEY_BUNDLE, signed.body, signed.signature):
             fail("bad_signature", "key bundle signature")
         b: KeyBundle = signed.value
         if b.session != self.session:
@@ -880,12 +960,13 @@ class SessionView:
         record = self.epochs.get((b.room, b.epoch))
         if record is None:
             fail("unknown_epoch")
-        members = record[1]
+        members = record.members
+        recipients = [e[0] for e in b.entries]
+        if len(recipients) != len(members) or any(fp not in recipients for fp in members):
+            fail("bundle_mismatch", "not sealed to exactly the room's members, once each")
         me = self.me.fingerprint
         if me not in members:
             fail("not_a_recipient")
-        if any(rcpt not in members for rcpt, _, _ in b.entries):
-            fail("bundle_mismatch", "sealed to someone outside the room")
         entry = next((e for e in b.entries if e[0] == me), None)
         if entry is None:
             fail("not_a_recipient")
@@ -913,10 +994,22 @@ class SessionView:
             fail("malformed", "label is not UTF-8")
 
     # 10.6
+    def chain(self, room: bytes, sender: bytes) -> dict:
+        """The chain of (room, sender), started, if new, from the head recorded
+        when the epoch before our first in the room ended: that link's
+        `previous` is unknown (None)."""
+        chain = self.chains.get((room, sender))
+        if chain is None:
+            first = min((e for (rid, e) in self.keys if rid == room), default=None)
+            record = self.epochs.get((room, first - 1)) if first is not None else None
+            head = record.ended.get(sender) if record is not None and record.ended is not None else None
+            chain = {head[0]: (head[1], None)} if head is not None else {}
+        return chain
+
     def check_chain(self, room: bytes, sender: bytes, seq: int, previous: bytes, h: bytes):
-        chain = self.chains.get((room, sender), {})
-        if seq == 0:
-            fail("chain_broken", "seq 0")
+        chain = self.chain(room, sender)
+        if seq == 0 or seq == 2**64 - 1:
+            fail("chain_broken", f"seq {seq}")
         if seq in chain:
             fail("replay", f"seq {seq} already seen")
         expected = ZERO32 if seq == 1 else (chain[seq - 1][0] if seq - 1 in chain else None)
@@ -928,7 +1021,7 @@ class SessionView:
         return (highest + 1, seq - 1) if seq > highest + 1 else None
 
     def record_link(self, room: bytes, sender: bytes, seq: int, h: bytes, previous: bytes) -> None:
-        self.chains.setdefault((room, sender), {})[seq] = (h, previous)
+        self.chains.setdefault((room, sender), self.chain(room, sender))[seq] = (h, previous)
 
     # 10.5
     def open_envelope(self, data: bytes) -> Opened:
@@ -939,23 +1032,30 @@ class SessionView:
         record = self.epochs.get((h.room, h.epoch))
         if record is None:
             fail("unknown_epoch")
+        role = record.members.get(h.sender)
+        if role is None:
+            fail("not_a_member")
+        if not record.open and role == ROLE_PARTY_MEMBER:
+            fail("room_closed")
+        eh = env.hash
+        if record.ended is not None:
+            last, last_hash = record.ended.get(h.sender, (0, ZERO32))
+            if h.seq > last:
+                fail("after_epoch_ended", f"seq {h.seq} after the sender's head {last}")
+            if h.seq == last and eh != last_hash:
+                fail("fork", f"another envelope at the sender's head {last}")
         secret = self.keys.get((h.room, h.epoch))
         if secret is None:
             fail("missing_room_key")
-        kind, members = record
-        if h.sender not in members or h.sender not in self.identities:
-            fail("not_a_member")
-        ident, role = self.identities[h.sender]
-        if not verify_sig(ident.signing_key, L_ENVELOPE, env.signed_body, env.signature):
+        if not verify_sig(self.identities[h.sender].signing_key, L_ENVELOPE, env.signed_body, env.signature):
             fail("bad_signature", "envelope signature")
-        permitted(role, kind, h.content_type)
+        permitted(role, record.kind, h.content_type)
         if len(env.ciphertext) > MAX_CONTENT_LEN + 16:
             fail("too_large")
         pt = open_once(expand(secret, L_MESSAGE_KEY, env.header_bytes), env.header_bytes, env.ciphertext)
         content = decode_exact(pt, read_content)
         if content["type"] != h.content_type:
             fail("content_type_mismatch")
-        eh = env.hash
         gap = self.check_chain(h.room, h.sender, h.seq, h.previous, eh)
         self.record_link(h.room, h.sender, h.seq, eh, h.previous)
         return Opened(h, eh, content, gap)
@@ -972,7 +1072,7 @@ class SessionView:
         if me not in room.members or member is None:
             fail("not_a_member")
         if not room.open and not is_mediator_role(member.role):
-            fail("not_permitted", "the room is closed")
+            fail("room_closed")
         permitted(member.role, room.kind, content[0])
         secret = self.keys.get((room.id, room.epoch))
         if secret is None:
@@ -1096,12 +1196,11 @@ class WireClient:
                 log(f"admitted: roster version {roster.version} names us")
                 self.admitted = True
             return
-        signed = read_signed(data, Roster.read)
-        if signed.body in self.view.accepted_bodies:
-            log("a roster already accepted was delivered again (13.5.9); ignored")
-            return
         was_member = self.view.held is not None and self.view.held.member(self.view.me.fingerprint) is not None
         roster = self.view.accept_roster(data)
+        if roster is None:
+            log("a roster already accepted was delivered again (7.6); ignored")
+            return
         log(f"accepted roster version {roster.version}")
         if was_member and roster.member(self.view.me.fingerprint) is None:
             raise Fatal("a roster removed us from the session")
@@ -1293,7 +1392,7 @@ VECTORS = {
         "c83d7e8f8e337a"
     ),
     "SIGNED_ROSTER": (
-        "000002d91111111111111111111111111111111100000000000000010000000000000000000000000000000000000000"
+        "000002dd1111111111111111111111111111111100000000000000010000000000000000000000000000000000000000"
         "000000000000000000000000010000000122222222222222222222222222222222000000000000000199999999999999"
         "99999999999999999900000018a4e6a80dc8167604beef4449241558797da75d16879fd197000000000203a107bff3ce"
         "10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8358072d6365880d1aeea329adf9121383851ed21a28e"
@@ -1308,19 +1407,19 @@ VECTORS = {
         "56e1cc83ff3e0fab1c89a1c0f78388aaa4cbe92c47a7af3c0bcc84f18d6459998ae1b838e43241da921862c40a02e244"
         "4444444444444444444444444444440122222222222222222222222222222222010000000000000001000000024c2bad"
         "d0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f78388aaa4cbe92c47a7af3c0bcc84f18d6459998ae1"
-        "b838e43241da921862c40a02e26852a1bf476623635626fc453aa905b1074bf6872316f7ec336d9fbd4b9f49e56b33e0"
-        "9d6142f368c3334be61ee8f2d119b69c9b75645f073c37648442fb080d"
+        "b838e43241da921862c40a02e2000000001783a43d6ef600238d1834613762c10b78485c1527dcc16d40052d37e9d1ae"
+        "583a0b1355f7d7bae0857254e273ad61c6c2b4c49bd0d9acb8de50ecfc29ed1000"
     ),
-    "ROSTER_HASH": "2d3e8ebe5befc492042c6ae52ec040adfd94b9dec74ca69bd34a2dca820393f6",
+    "ROSTER_HASH": "4983787617491c0d21feff98f77ccfee19c7d31b36826a28237828845c1fdd57",
     "SIGNED_BUNDLE": (
-        "00000134111111111111111111111111111111114444444444444444444444444444444400000000000000012d3e8ebe"
-        "5befc492042c6ae52ec040adfd94b9dec74ca69bd34a2dca820393f6000000024c2badd0e00fb63a7881e2544dcf8c3f"
-        "8a56e1cc83ff3e0fab1c89a1c0f783884d61ed9b29abb6350d0f697e4d83cd439c11724395e4419721e53c2fb6c87369"
-        "0000003068a37440460ebdbf042eafa24b391f1da4b5ea32c4f575104e8cb6e116b8dc4ae7b8436927b6293c016173c7"
-        "8a006f3aaaa4cbe92c47a7af3c0bcc84f18d6459998ae1b838e43241da921862c40a02e23bfb3d3968280e36b1b29d2f"
-        "f871fbc22c272881f1232f41dcae6993d1d5004c00000030698f12b307cb9262f526740e055a804d49f1483bdfcba8a7"
-        "1ac5da187e7e150a4724cec663fa8667d48da7729b38ea7a7d87bdc11f5b05a549c0742d4355c3b2e7ed4f0fcf602870"
-        "0625c18dcdb2d595f7c5386753512d8988d0fb1b832ee957657538e542f0bf28bdf4c6c537e55e04"
+        "000001341111111111111111111111111111111144444444444444444444444444444444000000000000000149837876"
+        "17491c0d21feff98f77ccfee19c7d31b36826a28237828845c1fdd57000000024c2badd0e00fb63a7881e2544dcf8c3f"
+        "8a56e1cc83ff3e0fab1c89a1c0f783883fe49d1c7b015ba66dc61efac9228ee2064c66882127d60d2c15e718b678f01c"
+        "00000030bf77e89c56df7849ea2aae692a547a9300ab7910117a0f1991f15a553832fced55a1a20871d30a84c6d902ad"
+        "fad513d8aaa4cbe92c47a7af3c0bcc84f18d6459998ae1b838e43241da921862c40a02e26f069fbaa211ca151810e887"
+        "200ee8ebffc187381de80da23889f90ac6ccde40000000308b3640fe6f1c348d9dec321da4c902c9acce1d55b1e26002"
+        "761a1051950f5e6bfde4600b7cc79ce10964052a1cca1f6e21e165a84486623b8b62958a110e1515f0b4d87f5a2db4d7"
+        "3bfc89dfe1f15b9bc86635b998f1b88f40238d310b108c12da3c83ac50deb00eec7923a5dd63470a"
     ),
     "MSG_KEY_1": "5d1d0e09272d5d2966f4700602310ddc5fc6e3daa67f7f8e47a9e6981fb9cf53",
     "CT_1": "c21936d1fff9f85372d1548dfb653618fc45d3dde1e808ff5d6ebd75268c890719428b11e1ec370db658",
@@ -1439,11 +1538,8 @@ def self_test(hpke_vectors: Optional[str]) -> None:
     eq("A.7 roster hash", view.held_hash, X["ROSTER_HASH"])
     eq("A.7 roster version", roster.version, 1)
     eq("A.7 joint members", roster.joint().members, (cla.fingerprint, med.fingerprint))
-    try:
-        view.accept_roster(X["SIGNED_ROSTER"])
-        raise Fatal("self-test: a roster was accepted twice")
-    except ProtocolError as e:
-        eq("7.6 same roster again", e.code, "stale_roster")
+    eq("A.7 no chain heads", roster.heads, [])
+    eq("7.6 same roster again, silent", view.accept_roster(X["SIGNED_ROSTER"]), None)
     other = SessionView(session, cla.fingerprint, cla)
     try:
         other.accept_roster(X["SIGNED_ROSTER"])
@@ -1457,6 +1553,20 @@ def self_test(hpke_vectors: Optional[str]) -> None:
         raise Fatal("self-test: a bad roster signature was accepted")
     except ProtocolError as e:
         eq("7.5 bad signature", e.code, "bad_signature")
+    # 8.5: a bundle is sealed to exactly the room's members, once each.
+    def bundle(recipients: list) -> bytes:
+        def entry(w: Writer, fp: bytes) -> None:
+            enc, ct = hpke_seal(cla.public.dh_key, room_key_info(session, private, 1, fp, X["ROSTER_HASH"]),
+                                b"\x88" * 32)
+            w.fixed(fp).fixed(enc).bytes(ct)
+        body = Writer().fixed(session).fixed(private).u64(1).fixed(X["ROSTER_HASH"]).list(recipients, entry).done()
+        return Writer().bytes(body).fixed(med.sign(L_KEY_BUNDLE, body)).done()
+    for recipients in ([cla.fingerprint], [cla.fingerprint, cla.fingerprint]):
+        try:
+            view.open_key_bundle(bundle(recipients))
+            raise Fatal("self-test: a bundle not sealed to every member was opened")
+        except ProtocolError as e:
+            eq("8.5 bundle coverage", e.code, "bundle_mismatch")
     # A.8 key bundle, opened by the claimant
     eq("A.8 bundle", view.open_key_bundle(X["SIGNED_BUNDLE"]), (private, 1))
     eq("A.8 secret", view.keys[(private, 1)], b"\x88" * 32)
@@ -1492,6 +1602,49 @@ def self_test(hpke_vectors: Optional[str]) -> None:
         raise Fatal("self-test: replay accepted")
     except ProtocolError as e:
         eq("10.6 replay", e.code, "replay")
+    # 7.6: version 2 of the A.7 roster, the private room at `epoch`, with `heads`.
+    v1_body = read_signed(X["SIGNED_ROSTER"], Roster.read).body
+
+    def version_2(epoch: int, heads: list) -> bytes:
+        body = bytearray(v1_body[:-4])  # less the empty heads
+        body[16:24], body[24:56] = struct.pack(">Q", 2), X["ROSTER_HASH"]
+        at = body.index(private + bytes([KIND_PRIVATE]) + party + b"\x01") + 34  # the private room's epoch
+        body[at:at + 8] = struct.pack(">Q", epoch)
+        body += Writer().list(heads, lambda w, x: w.fixed(x.room).fixed(x.member).u64(x.seq).fixed(x.hash)).done()
+        return Writer().bytes(bytes(body)).fixed(med.sign(L_ROSTER, bytes(body))).done()
+
+    head_2 = ChainHead(private, cla.fingerprint, 2, X["ENV_HASH_2"])
+    for epoch, heads, why in ((1, [head_2], "a head for an epoch not ended"), (3, [], "an epoch moving by two"),
+                              (2, [head_2, head_2], "heads not ascending")):
+        try:
+            mview.accept_roster(version_2(epoch, heads))
+            raise Fatal(f"self-test: a roster with {why} accepted")
+        except ProtocolError as e:
+            eq(f"7.6 {why}", e.code, "invalid_roster")
+    v2 = version_2(2, [head_2])
+    eq("7.6 version 2", mview.accept_roster(v2).version, 2)
+    eq("7.6 version 1 again, silent", mview.accept_roster(X["SIGNED_ROSTER"]), None)
+    # 10.5 step 6: the ended epoch 1 takes nothing past the claimant's head (seq 2).
+    for seq, previous, code in ((3, X["ENV_HASH_2"], "after_epoch_ended"), (2, X["ENV_HASH_1"], "fork")):
+        late = seal_envelope(cla, b"\x88" * 32, Header(session, private, 1, cla.fingerprint, seq, previous, CT_TEXT,
+                                                       b"\xad" * 16), text_content(1, "late"))
+        try:
+            mview.open_envelope(late.encode())
+            raise Fatal(f"self-test: {code} accepted")
+        except ProtocolError as e:
+            eq(f"10.5 {code}", e.code, code)
+    # 10.6: a member whose first epoch is 2 follows the claimant's chain from the head.
+    jview = SessionView(session, med.fingerprint, med)
+    jview.accept_roster(X["SIGNED_ROSTER"])
+    jview.accept_roster(v2)
+    jview.keys[(private, 2)] = b"\x89" * 32
+    for previous, want in ((X["ENV_HASH_1"], "chain_broken"), (X["ENV_HASH_2"], None)):
+        env3 = seal_envelope(cla, b"\x89" * 32, Header(session, private, 2, cla.fingerprint, 3, previous, CT_TEXT,
+                                                       b"\xae" * 16), text_content(1, "next"))
+        try:
+            eq("10.6 from the head, no gap", jview.open_envelope(env3.encode()).gap, want)
+        except ProtocolError as e:
+            eq("10.6 from the head, linked", e.code, want)
     # A.10 invite
     link = (
         "caucus:invite:v1:AAAAE3dzczovL3JlbGF5LmV4YW1wbGURERERERERERERERERERERVVVVVVVVVVVVVVVVVVVVVWZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmqqTL6SxHp688C8yE8Y1kWZmK4bg45DJB2pIYYsQKAuIAAAAAdzWUAA"

@@ -215,6 +215,16 @@ async fn a_python_party_joins_sends_and_receives_from_the_rust_mediator() {
         .await
         .unwrap();
     let room = mediator.party_room(&session, &parties[0]).unwrap();
+    // A word in the joint room before the party joins: the roster that
+    // admits them ends the joint room's epoch 1 at the mediator's chain head
+    // there (protocol.md 7.2), from which the party follows that chain
+    // (10.6): the mediator's next joint message is no gap to it.
+    let joint = mediator.joint_room(&session).unwrap();
+    let before = "Before the parties arrive";
+    mediator
+        .send(&session, &joint, before, Sharing::MayShare)
+        .await
+        .unwrap();
     let link = mediator
         .invite(
             &session,
@@ -257,7 +267,13 @@ async fn a_python_party_joins_sends_and_receives_from_the_rust_mediator() {
         }
         _ => unreachable!(),
     };
-    // A reply in the private room, and the party's message reframed.
+    // In the joint room, the mediator's second message; a reply in the
+    // private room, and the party's message reframed.
+    let welcome = "Welcome to the joint room";
+    mediator
+        .send(&session, &joint, welcome, Sharing::MayShare)
+        .await
+        .unwrap();
     let reply = "From Rust: thank you, I will take that to the other side";
     mediator
         .send(&session, &room, reply, Sharing::MayShare)
@@ -287,8 +303,21 @@ async fn a_python_party_joins_sends_and_receives_from_the_rust_mediator() {
     let sent = find("sent");
     assert_eq!(sent["text"], said);
     assert_eq!(sent["hash"], b64(&hash.0));
-    let message = find("message");
+    let in_room = |room: &caucus_protocol::ids::RoomId| {
+        lines
+            .iter()
+            .find(|l| l["event"] == "message" && l["room"] == b64(&room.0))
+            .unwrap_or_else(|| panic!("no message line for the room in:\n{stdout}"))
+    };
+    let message = in_room(&room);
     assert_eq!(message["text"], reply);
+    let later = in_room(&joint);
+    assert_eq!(
+        (&later["text"], &later["seq"], later.get("gap")),
+        (&welcome.into(), &2.into(), None),
+        "the party follows the mediator's joint chain from the admitting roster's head"
+    );
+    assert!(!stdout.contains(before), "sent before the party joined");
     assert_eq!(message["sender"], b64(&mediator.fingerprint().0));
     let forward = find("forward");
     assert_eq!(forward["mode"], "Reframed");
