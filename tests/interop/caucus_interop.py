@@ -884,6 +884,7 @@ class SessionView:
     identities: dict = field(default_factory=dict)      # fingerprint -> identity
     keys: dict = field(default_factory=dict)            # (room, epoch) -> secret
     chains: dict = field(default_factory=dict)          # (room, sender) -> {seq: (hash, previous)}
+    floors: dict = field(default_factory=dict)          # (room, sender) -> seq up to which a joiner's chain counts as seen
 
     # 7.6
     def accept_roster(self, data: bytes) -> Optional[Roster]:
@@ -995,22 +996,24 @@ class SessionView:
 
     # 10.6
     def chain(self, room: bytes, sender: bytes) -> dict:
-        """The chain of (room, sender), started, if new, from the head recorded
-        when the epoch before our first in the room ended: that link's
-        `previous` is unknown (None)."""
+        """The chain of (room, sender), started, if new, from the head (s, h)
+        recorded when the epoch before our first in the room ended: every
+        seq up to s counts as seen (the floor), s with hash h."""
         chain = self.chains.get((room, sender))
         if chain is None:
             first = min((e for (rid, e) in self.keys if rid == room), default=None)
             record = self.epochs.get((room, first - 1)) if first is not None else None
             head = record.ended.get(sender) if record is not None and record.ended is not None else None
             chain = {head[0]: (head[1], None)} if head is not None else {}
+            if head is not None:
+                self.floors[(room, sender)] = head[0]
         return chain
 
     def check_chain(self, room: bytes, sender: bytes, seq: int, previous: bytes, h: bytes):
         chain = self.chain(room, sender)
         if seq == 0 or seq == 2**64 - 1:
             fail("chain_broken", f"seq {seq}")
-        if seq in chain:
+        if seq in chain or seq <= self.floors.get((room, sender), 0):
             fail("replay", f"seq {seq} already seen")
         expected = ZERO32 if seq == 1 else (chain[seq - 1][0] if seq - 1 in chain else None)
         if expected is not None and expected != previous:

@@ -53,13 +53,14 @@ impl Chain {
 
     /// A chain followed from after `seq`, whose envelope hash is `hash`: the
     /// head a roster recorded when the epoch before this device's first in
-    /// the room ended. What came before is not this device's to see, so it
-    /// is neither a gap nor checked; the next message must link to `hash`.
+    /// the room ended. Everything up to it counts as seen (it was not this
+    /// device's to see: no gap, and a message there again is a replay); the
+    /// next message must link to `hash`.
     pub(super) fn after(seq: u64, hash: Digest) -> Self {
         let mut runs = BTreeMap::new();
         if seq > 0 && seq < u64::MAX {
             runs.insert(
-                seq,
+                1,
                 Run {
                     end: seq,
                     first_previous: Digest::ZERO,
