@@ -398,7 +398,7 @@ impl SessionView {
         }
         let role = roster.member(&sender).ok_or(Error::NotAMember)?.role;
         if !r.open && !role.is_mediator() {
-            return Err(Error::NotPermitted("the room is closed"));
+            return Err(Error::RoomClosed);
         }
         content.content_type().check_sender(role, r.kind)?;
         let epoch = r.epoch;
