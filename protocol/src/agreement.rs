@@ -267,7 +267,10 @@ impl SignedAgreement {
                     a.session, a.drafted_at
                 ),
             ),
-            ("the terms", format!("## Terms\n\n{}\n", literal_block(&a.terms))),
+            (
+                "the terms",
+                format!("## Terms\n\n{}\n", literal_block(&a.terms)),
+            ),
         ];
         if !a.checklist.is_empty() {
             let mut list = String::from("## Reality-testing checklist\n\n");
@@ -325,11 +328,7 @@ const FENCE: &str = "```";
 /// is a run of backticks longer than any in the text (three at least), so
 /// that no line of the text can close it.
 fn literal_block(text: &str) -> String {
-    let longest = text
-        .split(|c| c != '`')
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest.max(2) + 1);
     format!("{fence}text\n{text}\n{fence}\n")
 }

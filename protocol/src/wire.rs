@@ -591,7 +591,13 @@ pub fn parse_request(text: &str) -> Result<Request, FrameError> {
     };
     let kind = match obj.get("type").and_then(serde_json::Value::as_str) {
         Some(t) if REQUEST_TYPES.contains(&t) => t,
-        Some(_) => return Err(fail(Some(id), ErrorCode::UnknownType, "unknown type".into())),
+        Some(_) => {
+            return Err(fail(
+                Some(id),
+                ErrorCode::UnknownType,
+                "unknown type".into(),
+            ));
+        }
         None => return Err(fail(Some(id), ErrorCode::Malformed, "missing type".into())),
     };
     if kind == "post"
@@ -623,10 +629,9 @@ pub fn parse_request(text: &str) -> Result<Request, FrameError> {
 /// [`MAX_JSON_INTEGER`], if any.
 fn too_large_integer(value: &serde_json::Value) -> Option<&serde_json::Number> {
     match value {
-        serde_json::Value::Number(n) => n
-            .as_u64()
-            .is_none_or(|n| n > MAX_JSON_INTEGER)
-            .then_some(n),
+        serde_json::Value::Number(n) => {
+            n.as_u64().is_none_or(|n| n > MAX_JSON_INTEGER).then_some(n)
+        }
         serde_json::Value::Array(items) => items.iter().find_map(too_large_integer),
         serde_json::Value::Object(fields) => fields.values().find_map(too_large_integer),
         _ => None,

@@ -405,8 +405,14 @@ fn the_markdown_shows_the_signed_text_literally_whatever_it_holds() {
     let block = format!("## Terms\n\n`````text\n{terms}\n`````\n\n");
     assert!(md.contains(&block), "{md}");
     // The title and checklist, escaped: no comment, tag, emphasis or heading.
-    assert!(md.starts_with("# Agreement \\<\\!-- hidden --\\> \\*final\\*\n"), "{md}");
-    assert!(md.contains("- \\# not a heading\\\n  \\<b\\>bold\\</b\\>\n"), "{md}");
+    assert!(
+        md.starts_with("# Agreement \\<\\!-- hidden --\\> \\*final\\*\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- \\# not a heading\\\n  \\<b\\>bold\\</b\\>\n"),
+        "{md}"
+    );
     // The copy verifies, and reports the text signed.
     let report = verify_export(&md).unwrap();
     assert_eq!(report.terms, terms);

@@ -6,8 +6,8 @@ use caucus_protocol::crypto::{Digest, label};
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::{RoomId, SessionId};
 use caucus_protocol::wire::{
-    Encoded, ErrorCode, Event, MAX_JSON_INTEGER, Reply, Request, RequestBody, RoomCursor, ServerFrame,
-    parse_request,
+    Encoded, ErrorCode, Event, MAX_JSON_INTEGER, Reply, Request, RequestBody, RoomCursor,
+    ServerFrame, parse_request,
 };
 
 fn auth_request() -> Request {
@@ -140,7 +140,11 @@ fn the_header_version_is_checked_for_post_only_and_inside_a_well_formed_header()
         r#"{{"v":1,"id":3,"type":"status","session":"AAAAAAAAAAAAAAAAAAAAAA","status":"ready","envelope":"{stray}"}}"#
     );
     let err = parse_request(&status).unwrap_err();
-    assert_eq!((err.id, err.code), (Some(3), ErrorCode::Malformed), "{err:?}");
+    assert_eq!(
+        (err.id, err.code),
+        (Some(3), ErrorCode::Malformed),
+        "{err:?}"
+    );
     // A header length of 0: the 0x0002 after it is not inside the header.
     let text = format!(
         r#"{{"v":1,"id":4,"type":"post","envelope":"{}"}}"#,
@@ -160,16 +164,23 @@ fn a_field_the_request_type_does_not_have_is_malformed() {
     let session = "AAAAAAAAAAAAAAAAAAAAAA";
     for text in [
         format!(r#"{{"v":1,"id":6,"type":"close_session","session":"{session}","extra":1}}"#),
-        format!(r#"{{"v":1,"id":6,"type":"status","session":"{session}","status":"ready","room":null}}"#),
+        format!(
+            r#"{{"v":1,"id":6,"type":"status","session":"{session}","status":"ready","room":null}}"#
+        ),
         format!(
             r#"{{"v":1,"id":6,"type":"subscribe","session":"{session}","roster_after":0,"rooms":[{{"room":"{session}","after":0,"x":true}}]}}"#
         ),
     ] {
         let err = parse_request(&text).unwrap_err();
-        assert_eq!((err.id, err.code), (Some(6), ErrorCode::Malformed), "{text}");
+        assert_eq!(
+            (err.id, err.code),
+            (Some(6), ErrorCode::Malformed),
+            "{text}"
+        );
     }
     // The fields it has, in any order, and `room` of `location` left out.
-    let ok = format!(r#"{{"type":"location","disclose":false,"session":"{session}","id":6,"v":1}}"#);
+    let ok =
+        format!(r#"{{"type":"location","disclose":false,"session":"{session}","id":6,"v":1}}"#);
     assert!(parse_request(&ok).is_ok());
 }
 
@@ -188,13 +199,19 @@ fn integers_above_2_pow_53_minus_1_are_malformed() {
             r#"{{"v":1,"id":7,"type":"create_invite","session":"{session}","invite":"{session}","token_hash":"{}","expires_at":{big}}}"#,
             caucus_protocol::b64::encode(&[0; 32])
         ),
-        format!(r#"{{"v":1,"id":7,"type":"subscribe","session":"{session}","roster_after":{big},"rooms":[]}}"#),
+        format!(
+            r#"{{"v":1,"id":7,"type":"subscribe","session":"{session}","roster_after":{big},"rooms":[]}}"#
+        ),
         format!(
             r#"{{"v":1,"id":7,"type":"subscribe","session":"{session}","roster_after":0,"rooms":[{{"room":"{session}","after":{big}}}]}}"#
         ),
     ] {
         let err = parse_request(&text).unwrap_err();
-        assert_eq!((err.id, err.code), (Some(7), ErrorCode::Malformed), "{text}");
+        assert_eq!(
+            (err.id, err.code),
+            (Some(7), ErrorCode::Malformed),
+            "{text}"
+        );
     }
     let at_limit = format!(
         r#"{{"v":1,"id":{MAX_JSON_INTEGER},"type":"subscribe","session":"{session}","roster_after":{MAX_JSON_INTEGER},"rooms":[]}}"#
