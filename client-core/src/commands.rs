@@ -11,7 +11,7 @@ use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::invite::{Invite, same_relay};
-use caucus_protocol::offer::Offer;
+use caucus_protocol::offer::{Offer, OfferKind};
 use caucus_protocol::roster::{Phase, Role, RoomKind, Roster};
 use caucus_protocol::session::{Opened, SessionView};
 use caucus_protocol::wire::{Encoded, PartyStatus, RequestBody};
@@ -194,6 +194,7 @@ impl Machine {
     ) -> Result<OpId> {
         offer.validate()?;
         let room = self.my_room(session)?;
+        self.check_answer(session, &room, offer)?;
         self.post(session, &room, Content::Offer(offer.clone()), now)
     }
 
@@ -484,6 +485,10 @@ impl Machine {
         now: Timestamp,
     ) -> Result<OpId> {
         self.mediator_at(session, now)?;
+        if expires_at > caucus_protocol::wire::MAX_JSON_INTEGER {
+            // Past what a JSON number carries exactly (12.1).
+            return Err(ClientError::Usage("an invite cannot expire that far ahead"));
+        }
         let invite = Invite::new(
             self.relay().to_owned(),
             *session,
@@ -734,7 +739,36 @@ impl Machine {
     ) -> Result<OpId> {
         offer.validate()?;
         let room = self.party_room(session, party)?;
+        self.check_answer(session, &room, offer)?;
         self.post(session, &room, Content::Offer(offer.clone()), now)
+    }
+
+    /// What an offer to be made in `room` answers: nothing for a first
+    /// offer; for a counter-offer, a `CarriedOffer` the party received
+    /// there (9.5).
+    fn check_answer(&self, session: &SessionId, room: &RoomId, offer: &Offer) -> Result<()> {
+        let Some(answered) = offer.responds_to else {
+            return Ok(());
+        };
+        if offer.kind == OfferKind::Offer {
+            return Err(ClientError::Usage(
+                "a first offer answers nothing: make it a counter-offer",
+            ));
+        }
+        let received = self.sessions.get(session).is_some_and(|s| {
+            s.messages.iter().any(|(_, m)| {
+                m.hash == answered
+                    && m.header.room == *room
+                    && matches!(m.content, Content::CarriedOffer(_))
+            })
+        });
+        if received {
+            Ok(())
+        } else {
+            Err(ClientError::Usage(
+                "a counter-offer answers an offer the mediator brought to the party, and that message is not one",
+            ))
+        }
     }
 
     /// Propose an agreement: the exact `terms`, with a reality-testing
@@ -1120,9 +1154,13 @@ impl Machine {
     /// The offers log: every offer this device has seen made or carried in
     /// `session`, in the order they came.
     pub fn offers(&self, session: &SessionId) -> Vec<OfferEntry> {
-        self.sessions
-            .get(session)
-            .map_or_else(Vec::new, |s| crate::offers::log(&s.messages))
+        self.sessions.get(session).map_or_else(Vec::new, |s| {
+            crate::offers::log(&s.messages, |who| {
+                s.view
+                    .rosters()
+                    .any(|r| r.member(who).is_some_and(|m| m.role.is_mediator()))
+            })
+        })
     }
 
     /// A proposed agreement, by hash.

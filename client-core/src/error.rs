@@ -19,6 +19,13 @@ pub enum ClientError {
         /// Its explanation.
         message: String,
     },
+    /// The relay sent a frame of a protocol version this client does not
+    /// speak; nothing more is sent to it.
+    #[error(
+        "the relay speaks protocol version {0}; this client speaks {ours}",
+        ours = caucus_protocol::envelope::PROTOCOL_VERSION
+    )]
+    RelayVersion(u64),
     /// The relay could not be reached, or the connection broke.
     #[error("connection: {0}")]
     Connection(String),

@@ -269,12 +269,43 @@ impl Machine {
     /// Handle one text frame from the relay.
     pub fn handle_frame(&mut self, text: &str, now: Timestamp) {
         self.now = now;
-        match serde_json::from_str::<ServerFrame>(text) {
+        match wire::parse_server_frame(text) {
             Ok(ServerFrame::Reply(reply)) => self.on_reply(reply),
             Ok(ServerFrame::Event(event)) => self.on_event(*event),
+            Err(wire::ServerFrameError::UnsupportedVersion(v)) => self.other_version(v, now),
             Err(e) => tracing::warn!(error = %e, "unreadable frame from the relay"),
         }
         self.progress();
+    }
+
+    /// The relay sent a frame of protocol version `v`, which this client
+    /// does not speak: nothing more goes out on this connection (as if it
+    /// were lost, so posts stay unconfirmed), and every other request fails
+    /// saying so.
+    fn other_version(&mut self, v: u64, now: Timestamp) {
+        tracing::warn!(v, "the relay speaks another protocol version");
+        let asked: Vec<OpId> = self
+            .queue
+            .iter()
+            .filter(|q| !q.is_post())
+            .map(|q| q.op)
+            .chain(self.in_flight.values().map(|f| f.op))
+            .filter(|op| {
+                !self.ops.get(op).is_some_and(|o| {
+                    matches!(
+                        o.waiting,
+                        Waiting::Reply {
+                            awaiting: Awaiting::Post { .. },
+                            ..
+                        }
+                    )
+                })
+            })
+            .collect();
+        for op in asked {
+            self.fail(op, ClientError::RelayVersion(v));
+        }
+        self.disconnected(now);
     }
 
     /// Fail whatever has waited past its deadline.

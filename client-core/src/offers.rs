@@ -32,6 +32,10 @@ pub struct OfferEntry {
     pub message: Digest,
     /// Who recorded it: the maker, or the mediator who carried it.
     pub by: Fingerprint,
+    /// For a made offer: a mediator recorded it for the party (at the
+    /// party's request), not one of the party's members. Shown as such: it
+    /// is not the party's own signed word.
+    pub recorded_by_mediator: bool,
     /// For a received offer: where it came from, and whether the mediator
     /// restated it.
     pub carried: Option<(RoomId, ForwardMode)>,
@@ -39,8 +43,12 @@ pub struct OfferEntry {
     pub offer: Offer,
 }
 
-/// The log of `messages` (a session's, in the order they came).
-pub(crate) fn log(messages: &[(u64, Opened)]) -> Vec<OfferEntry> {
+/// The log of `messages` (a session's, in the order they came); `mediator`
+/// tells whether a sender is one of the session's mediators.
+pub(crate) fn log(
+    messages: &[(u64, Opened)],
+    mediator: impl Fn(&Fingerprint) -> bool,
+) -> Vec<OfferEntry> {
     messages
         .iter()
         .filter_map(|(index, m)| {
@@ -57,6 +65,7 @@ pub(crate) fn log(messages: &[(u64, Opened)]) -> Vec<OfferEntry> {
                 index: *index,
                 message: m.hash,
                 by: m.header.sender,
+                recorded_by_mediator: direction == Direction::Made && mediator(&m.header.sender),
                 carried,
                 offer: offer.clone(),
             })

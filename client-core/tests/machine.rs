@@ -870,3 +870,100 @@ fn requests_that_make_no_sense_are_refused_in_words_before_anything_is_sent() {
     let why = usage(w.ask(trust, |m, now| m.withdraw(&session, now)));
     assert!(why.contains("already withdrawn"), "{why}");
 }
+
+#[test]
+fn a_frame_of_another_protocol_version_fails_the_requests_saying_so() {
+    let now = caucus_client_core::Timestamp::from_millis(1_800_000_000_000);
+    let mut m = Machine::new(DeviceKeys::generate().unwrap(), "ws://127.0.0.1:7300");
+    let (_, op) = m.create_session("Ms Mediator", &["Claimant"], now).unwrap();
+    m.take_changes().unwrap();
+    m.connected(now);
+    let relay = DeviceKeys::generate().unwrap();
+    let challenge = serde_json::json!({"type": "challenge", "v": 2,
+        "nonce": caucus_protocol::b64::encode(&[7u8; 32]),
+        "relay": caucus_protocol::b64::encode(&caucus_protocol::codec::Canonical::to_bytes(relay.public()))});
+    m.handle_frame(&challenge.to_string(), now);
+    assert_eq!(
+        m.poll_transmit(),
+        None,
+        "a challenge of version 2 is not answered"
+    );
+    assert_eq!(m.link(), Link::Offline);
+    let (done, result) = m.poll_done().unwrap();
+    assert_eq!(done, op);
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "the relay speaks protocol version 2; this client speaks 1"
+    );
+}
+
+#[test]
+fn a_counter_offer_answers_a_carried_offer_and_one_recorded_by_the_mediator_says_so() {
+    let mut w = World::new();
+    let (med, claimant, trust, session, parties) = mediation(&mut w);
+    let first = Offer {
+        kind: OfferKind::Offer,
+        amount: Some(Amount::parse("GBP", "120000.00").unwrap()),
+        terms: String::new(),
+        conditions: vec![],
+        responds_to: None,
+    };
+    let Ok(Outcome::Sent(made)) = w.ask(trust, |m, now| m.make_offer(&session, &first, now)) else {
+        panic!()
+    };
+    w.run();
+    let claimant_room = w.m(med).party_room(&session, &parties[0]).unwrap();
+    let Ok(Outcome::Sent(carried)) = w.ask(med, |m, now| {
+        m.carry_offer(&session, &made.message, &claimant_room, None, now)
+    }) else {
+        panic!()
+    };
+    w.run();
+    let counter = |answers| Offer {
+        kind: OfferKind::CounterOffer,
+        amount: Some(Amount::parse("GBP", "180000.00").unwrap()),
+        terms: String::new(),
+        conditions: vec![],
+        responds_to: Some(answers),
+    };
+    // The trust's own offer, or any message that is not a carried offer
+    // the claimant's side received, is not something to answer.
+    for wrong in [made.message, caucus_protocol::crypto::Digest([9; 32])] {
+        let refused = w.ask(claimant, |m, now| {
+            m.make_offer(&session, &counter(wrong), now)
+        });
+        assert!(matches!(refused, Err(ClientError::Usage(_))), "{refused:?}");
+    }
+    let first_answering = Offer {
+        kind: OfferKind::Offer,
+        ..counter(carried.message)
+    };
+    assert!(matches!(
+        w.ask(claimant, |m, now| m.make_offer(
+            &session,
+            &first_answering,
+            now
+        )),
+        Err(ClientError::Usage(_))
+    ));
+    w.ask(claimant, |m, now| {
+        m.make_offer(&session, &counter(carried.message), now)
+    })
+    .unwrap();
+    // The mediator records one for the trust, at its request: the trust's
+    // log tells it from the offer its member made.
+    let for_trust = Offer {
+        terms: "A written apology".into(),
+        amount: None,
+        ..first.clone()
+    };
+    w.ask(med, |m, now| {
+        m.make_offer_for(&session, &parties[1], &for_trust, now)
+    })
+    .unwrap();
+    w.run();
+    let log = w.m(trust).offers(&session);
+    let flags: Vec<bool> = log.iter().map(|e| e.recorded_by_mediator).collect();
+    assert_eq!(flags, [false, true]);
+    assert_eq!(log[1].offer, for_trust);
+}

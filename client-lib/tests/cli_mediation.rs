@@ -350,6 +350,18 @@ fn a_three_party_mediation_runs_start_to_finish_through_the_command_line_alone()
             received["message"].as_str().unwrap(),
         ],
     );
+    // One the mediator records for a party, at its request: the party's log
+    // says so.
+    run(
+        &mediator,
+        &["offer", "--for", labels[2], "--terms", "Costs shared"],
+    );
+    let log = run(&partners[2], &["offers"]);
+    let recorded: Vec<bool> = log
+        .iter()
+        .map(|e| e["recorded_by_mediator"].as_bool().unwrap())
+        .collect();
+    assert_eq!(recorded, [false, false, true], "{log:?}");
 
     // The agreement: proposed, signed by every partner, countersigned.
     run(&mediator, &["phase", "agreement"]);

@@ -259,7 +259,7 @@ impl SignedAgreement {
     fn markdown_parts(&self) -> Vec<(&'static str, String)> {
         let a = &self.agreement;
         let mut parts = vec![
-            ("the title", format!("# {}\n\n", a.title)),
+            ("the title", format!("# {}\n\n", literal_line(&a.title))),
             (
                 "the session and drafting time",
                 format!(
@@ -267,12 +267,16 @@ impl SignedAgreement {
                     a.session, a.drafted_at
                 ),
             ),
-            ("the terms", format!("## Terms\n\n{}\n\n", a.terms)),
+            (
+                "the terms",
+                format!("## Terms\n\n{}\n", literal_block(&a.terms)),
+            ),
         ];
         if !a.checklist.is_empty() {
             let mut list = String::from("## Reality-testing checklist\n\n");
             for item in &a.checklist {
-                list.push_str(&format!("- {item}\n"));
+                let item = item.split('\n').map(literal_line).collect::<Vec<_>>();
+                list.push_str(&format!("- {}\n", item.join("\\\n  ")));
             }
             list.push('\n');
             parts.push(("the checklist", list));
@@ -284,15 +288,15 @@ impl SignedAgreement {
             let party = s.party.as_ref().map_or("", |(_, l)| l.as_str());
             table.push_str(&format!(
                 "| {} | {} | `{}` | `{}` |\n",
-                table_cell(&s.name),
-                table_cell(party),
+                literal_line(&s.name),
+                literal_line(party),
                 s.identity.fingerprint(),
                 crate::b64::encode(&sig.0)
             ));
         }
         table.push_str(&format!(
             "| {} (mediator, countersigning) | | `{}` | `{}` |\n\n",
-            table_cell(&a.mediator.name),
+            literal_line(&a.mediator.name),
             a.mediator.identity.fingerprint(),
             crate::b64::encode(&self.countersignature.0),
         ));
@@ -319,10 +323,40 @@ const SIGNED_BLOCK: &str = "```caucus-signed-agreement";
 /// The line that closes a fenced block.
 const FENCE: &str = "```";
 
-/// A name or label as a Markdown table cell: a `|` escaped, a line break
-/// as a space, so that the text stays in its row and column.
-fn table_cell(text: &str) -> String {
-    text.replace('|', "\\|").replace(['\r', '\n'], " ")
+/// Text in a fenced code block, which a Markdown renderer shows exactly as
+/// it is (an HTML comment, a `#` heading, a `` ``` `` of its own): the fence
+/// is a run of backticks longer than any in the text (three at least), so
+/// that no line of the text can close it.
+fn literal_block(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!("{fence}text\n{text}\n{fence}\n")
+}
+
+/// The characters that can make Markdown or HTML of running text: hide
+/// some of it (a comment, a tag, a link's target, an escape, an entity) or
+/// read it as emphasis, code, a heading, a quote or a table.
+const MARKUP: &[char] = &[
+    '\\', '`', '*', '_', '[', ']', '<', '>', '#', '!', '&', '|', '~',
+];
+
+/// One line of text in running Markdown (the title, a checklist line, a
+/// name or label in a table cell) shown as it is: each character of
+/// [`MARKUP`] escaped with a backslash (so a `|` stays in its cell), a line
+/// break as a space (so the text stays in its line or row).
+fn literal_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\r' | '\n' => out.push(' '),
+            c if MARKUP.contains(&c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The JSON export, as [`SignedAgreement::to_json`] writes it.

@@ -15,6 +15,11 @@
 //! A decoder accepts exactly one encoding of each value: it rejects unknown
 //! tags, booleans other than 0 and 1, invalid UTF-8, lengths that run past the
 //! input, and any byte left over at the end.
+//!
+//! An encoder never truncates: a byte string or list longer than a `u32` can
+//! count is an [`EncodeError`] from [`Canonical::encoded`]. Until then the
+//! [`Writer`] writes nothing more, so what it holds is a strict prefix of an
+//! encoding, which no decoder accepts.
 
 use thiserror::Error;
 
@@ -50,10 +55,25 @@ pub enum DecodeError {
     Invalid(&'static str),
 }
 
+/// Why a value has no canonical encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// A byte string or list is longer than its `u32` length prefix can say.
+    #[error("a value of {len} items is longer than a u32 length can say")]
+    TooLong {
+        /// Its length.
+        len: usize,
+    },
+}
+
 /// Appends canonical encodings to a byte buffer.
 #[derive(Debug, Default)]
 pub struct Writer {
     buf: Vec<u8>,
+    /// The first value that could not be encoded; from then on nothing more
+    /// is written.
+    failed: Option<EncodeError>,
 }
 
 impl Writer {
@@ -62,33 +82,62 @@ impl Writer {
         Self::default()
     }
 
-    /// The bytes written so far.
+    /// The bytes written so far. If a value could not be encoded they stop
+    /// before it: see [`Writer::finish`].
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
 
+    /// The encoding, or why there is none.
+    pub fn finish(self) -> Result<Vec<u8>, EncodeError> {
+        match self.failed {
+            None => Ok(self.buf),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Append raw bytes, unless an earlier value failed.
+    fn put(&mut self, v: &[u8]) -> &mut Self {
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(v);
+        }
+        self
+    }
+
+    /// The `u32` length prefix of a value of `len` bytes or items; `false`
+    /// (and nothing more written, ever) if it does not fit.
+    fn length(&mut self, len: usize) -> bool {
+        match u32::try_from(len) {
+            Ok(n) if self.failed.is_none() => {
+                self.u32(n);
+                true
+            }
+            Ok(_) => false,
+            Err(_) => {
+                self.failed = Some(EncodeError::TooLong { len });
+                false
+            }
+        }
+    }
+
     /// One byte.
     pub fn u8(&mut self, v: u8) -> &mut Self {
-        self.buf.push(v);
-        self
+        self.put(&[v])
     }
 
     /// A big-endian `u16`.
     pub fn u16(&mut self, v: u16) -> &mut Self {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-        self
+        self.put(&v.to_be_bytes())
     }
 
     /// A big-endian `u32`.
     pub fn u32(&mut self, v: u32) -> &mut Self {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-        self
+        self.put(&v.to_be_bytes())
     }
 
     /// A big-endian `u64`.
     pub fn u64(&mut self, v: u64) -> &mut Self {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-        self
+        self.put(&v.to_be_bytes())
     }
 
     /// A boolean as `0` or `1`.
@@ -98,20 +147,15 @@ impl Writer {
 
     /// Fixed-size bytes, with no length prefix.
     pub fn fixed(&mut self, v: &[u8]) -> &mut Self {
-        self.buf.extend_from_slice(v);
-        self
+        self.put(v)
     }
 
-    /// Variable-length bytes: a `u32` length, then the bytes.
-    ///
-    /// Values are bounded far below 4 GiB by the frame limits, so the length
-    /// always fits; a longer slice is a programming error and is truncated to
-    /// what its prefix says rather than silently mis-encoded.
+    /// Variable-length bytes: a `u32` length, then the bytes. Longer than a
+    /// `u32` can say, they are [`EncodeError::TooLong`] (see [`Writer::finish`]).
     pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
-        let len = u32::try_from(v.len()).unwrap_or(u32::MAX);
-        self.u32(len);
-        self.buf
-            .extend_from_slice(v.get(..len as usize).unwrap_or(v));
+        if self.length(v.len()) {
+            self.put(v);
+        }
         self
     }
 
@@ -120,12 +164,13 @@ impl Writer {
         self.bytes(v.as_bytes())
     }
 
-    /// A list: a `u32` count, then each item written by `f`.
+    /// A list: a `u32` count, then each item written by `f`. More items than
+    /// a `u32` can count are [`EncodeError::TooLong`] (see [`Writer::finish`]).
     pub fn list<T>(&mut self, items: &[T], mut f: impl FnMut(&mut Self, &T)) -> &mut Self {
-        let len = u32::try_from(items.len()).unwrap_or(u32::MAX);
-        self.u32(len);
-        for item in items.iter().take(len as usize) {
-            f(self, item);
+        if self.length(items.len()) {
+            for item in items {
+                f(self, item);
+            }
         }
         self
     }
@@ -285,7 +330,18 @@ pub trait Canonical: Sized {
     /// Read one value.
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError>;
 
-    /// The canonical encoding of `self`.
+    /// The canonical encoding of `self`, or [`EncodeError::TooLong`] if a
+    /// byte string or list in it is too long to encode. Values that came
+    /// from bytes, or that a size limit checked, always encode.
+    fn encoded(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut w = Writer::new();
+        self.encode(&mut w);
+        w.finish()
+    }
+
+    /// The canonical encoding of `self`, for a value that always encodes
+    /// (see [`Canonical::encoded`]). Of a value too long to encode it is a
+    /// strict prefix of the encoding, which no decoder accepts.
     fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
         self.encode(&mut w);
@@ -345,6 +401,28 @@ mod tests {
         );
         // A huge list count fails without allocating.
         assert!(Reader::decode_all(&[0xff, 0xff, 0xff, 0xff], |r| r.list(|r| r.u8())).is_err());
+    }
+
+    #[test]
+    fn a_list_too_long_to_count_is_an_error_not_a_truncation() {
+        // Items of no size: a list longer than u32::MAX costs no memory.
+        let items = vec![(); u32::MAX as usize + 1];
+        let mut w = Writer::new();
+        w.u8(9).list(&items, |w, ()| {
+            w.u8(0);
+        });
+        w.u8(1);
+        assert_eq!(
+            w.finish(),
+            Err(EncodeError::TooLong {
+                len: u32::MAX as usize + 1
+            })
+        );
+        let mut w = Writer::new();
+        w.u8(9).list(&items, |w, ()| {
+            w.u8(0);
+        });
+        assert_eq!(w.into_bytes(), [9], "nothing past the value that failed");
     }
 
     proptest! {

@@ -109,7 +109,7 @@ impl Envelope {
         if header.content_type != content.content_type() {
             return Err(Error::ContentTypeMismatch);
         }
-        let plaintext = zeroize::Zeroizing::new(content.to_bytes());
+        let plaintext = zeroize::Zeroizing::new(content.encoded()?);
         if plaintext.len() > MAX_CONTENT_LEN {
             return Err(Error::TooLarge);
         }

@@ -2,12 +2,13 @@
 
 use thiserror::Error;
 
-use crate::codec::DecodeError;
+use crate::codec::{DecodeError, EncodeError};
 use crate::hpke::HpkeError;
 use crate::offer::AmountError;
 
 /// Everything that can fail when building, sealing, opening or verifying a
-/// Caucus object. Each variant has a stable [`Error::code`].
+/// Caucus object. Where one crosses the wire, its code is the one
+/// [`ErrorCode`](crate::wire::ErrorCode) map, `From<&Error>`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -73,6 +74,11 @@ pub enum Error {
     /// The sender's role may not send this content here; the string says what.
     #[error("not permitted: {0}")]
     NotPermitted(&'static str),
+    /// The room is closed to party members for posting (its roster entry is
+    /// not `open`): sealing there, or a party member's envelope in an epoch
+    /// whose room was closed.
+    #[error("the room is closed")]
+    RoomClosed,
     /// Authenticated decryption failed.
     #[error("ciphertext does not decrypt")]
     DecryptFailed,
@@ -92,9 +98,6 @@ pub enum Error {
         /// Where the chain fails to link.
         seq: u64,
     },
-    /// A party member's envelope in a room closed to them at its epoch.
-    #[error("the room is closed")]
-    RoomClosed,
     /// An envelope of an epoch that has ended, past the sender's chain head
     /// at its end: sealed after the sender left the room (or the epoch
     /// ended), with a key they kept.
@@ -153,47 +156,10 @@ pub enum Error {
     BadStatement(&'static str),
 }
 
-impl Error {
-    /// A stable code for this error, as used on the wire and in logs.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Decode(DecodeError::UnsupportedVersion(_)) => "unsupported_version",
-            Self::Decode(_) => "malformed",
-            Self::Hpke(HpkeError::NonContributory) => "low_order_point",
-            Self::Hpke(_) => "hpke_failed",
-            Self::Randomness => "no_randomness",
-            Self::BadSignature(_) => "bad_signature",
-            Self::WrongSession => "wrong_session",
-            Self::UnpinnedMediator => "unpinned_mediator",
-            Self::StaleRoster { .. } => "stale_roster",
-            Self::RosterChain => "roster_chain",
-            Self::InvalidRoster(_) => "invalid_roster",
-            Self::NoRoster => "no_roster",
-            Self::UnknownRoom => "unknown_room",
-            Self::UnknownEpoch { .. } => "unknown_epoch",
-            Self::MissingRoomKey { .. } => "missing_room_key",
-            Self::BundleMismatch(_) => "bundle_mismatch",
-            Self::NotARecipient => "not_a_recipient",
-            Self::NotAMember => "not_a_member",
-            Self::NotPermitted(_) => "not_permitted",
-            Self::DecryptFailed => "decrypt_failed",
-            Self::ContentTypeMismatch => "content_type_mismatch",
-            Self::Replay { .. } => "replay",
-            Self::ChainBroken { .. } => "chain_broken",
-            Self::RoomClosed => "room_closed",
-            Self::AfterEpochEnded { .. } => "after_epoch_ended",
-            Self::Fork { .. } => "fork",
-            Self::NotCurrentEpoch { .. } => "not_current_epoch",
-            Self::HeadsBehind => "heads_behind",
-            Self::InvalidInvite(_) => "invalid_invite",
-            Self::InviteExpired => "invite_expired",
-            Self::BadJoinProof => "bad_join_proof",
-            Self::TooLarge => "too_large",
-            Self::InvalidOffer(_) => "invalid_offer",
-            Self::InvalidAmount(_) => "invalid_amount",
-            Self::NotAnExport(_) => "not_an_export",
-            Self::ReadableTextDiffers(_) => "readable_text_differs",
-            Self::BadStatement(_) => "bad_statement",
+impl From<EncodeError> for Error {
+    fn from(e: EncodeError) -> Self {
+        match e {
+            EncodeError::TooLong { .. } => Self::TooLarge,
         }
     }
 }

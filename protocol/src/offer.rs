@@ -81,6 +81,15 @@ pub enum AmountError {
     /// account, the testing code or "no currency" (XAU, XDR, XTS, XXX).
     #[error("{0} is not a currency that sums are paid in (use a code such as GBP, EUR or USD)")]
     NoMinorUnit(String),
+    /// A code ISO 4217 lists as replaced by another (HRK and BGN by EUR):
+    /// still read in offers made before, never typed in a new one.
+    #[error("{code} is no longer in use: it was replaced by {by}")]
+    Superseded {
+        /// The code typed.
+        code: String,
+        /// The code that replaced it.
+        by: String,
+    },
     /// More decimal places than the currency has.
     #[error("{currency} amounts have {}", places_in_words(*places))]
     TooManyDecimals {
@@ -120,8 +129,21 @@ impl Amount {
     /// capitals). The value may have fewer decimal places than the
     /// currency, never more; the result always has the currency's exponent,
     /// so `"250000"` and `"250000.00"` GBP are the same amount.
+    ///
+    /// A code that ISO 4217 lists as superseded (`HRK`, `BGN`) is refused
+    /// here, though [`Amount::validate`] still accepts it in an offer made
+    /// before the change.
     pub fn parse(currency: &str, value: &str) -> Result<Self, Error> {
         let places = decimal_places(currency)?;
+        if let Some(by) = iso_currency::Currency::from_code(currency)
+            .and_then(iso_currency::Currency::is_superseded)
+        {
+            return Err(AmountError::Superseded {
+                code: currency.into(),
+                by: by.code().into(),
+            }
+            .into());
+        }
         let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
         if whole.is_empty()
             || (fraction.is_empty() && value.ends_with('.'))

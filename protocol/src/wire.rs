@@ -62,6 +62,7 @@ impl<'de, T: Canonical> Deserialize<'de> for Encoded<T> {
 
 /// Where a client resumes one room: deliver envelopes with index > `after`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoomCursor {
     /// The room.
     pub room: RoomId,
@@ -93,9 +94,10 @@ pub struct Request {
     pub body: RequestBody,
 }
 
-/// What a client asks of the relay.
+/// What a client asks of the relay. A field the request type does not have
+/// is refused, as the canonical encoding refuses a byte it does not expect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RequestBody {
     /// Answer the relay's challenge: the device's identity and its signature
     /// over `u8(len) || "caucus/v1/auth" || nonce`.
@@ -273,6 +275,9 @@ pub enum ErrorCode {
     Internal,
 }
 
+/// The one map from a protocol error to its wire code (12.10). Errors the
+/// relay itself never meets (HPKE, decryption, offers, agreements) still
+/// have a code, so that a client can report any of them the same way.
 impl From<&crate::error::Error> for ErrorCode {
     fn from(e: &crate::error::Error) -> Self {
         use crate::codec::DecodeError;
@@ -283,14 +288,31 @@ impl From<&crate::error::Error> for ErrorCode {
             E::BadSignature(_) => Self::BadSignature,
             E::StaleRoster { .. } => Self::StaleRoster,
             E::UnpinnedMediator | E::NotAMember | E::NotPermitted(_) => Self::Forbidden,
+            E::RoomClosed => Self::RoomClosed,
             E::TooLarge => Self::TooLarge,
             E::UnknownRoom => Self::NotFound,
             E::Replay { .. } | E::Fork { .. } | E::HeadsBehind => Self::Conflict,
-            E::RoomClosed => Self::RoomClosed,
             E::AfterEpochEnded { .. } => Self::Forbidden,
             E::InvalidInvite(_) | E::InviteExpired | E::BadJoinProof => Self::InvalidInvite,
             E::Randomness => Self::Internal,
-            _ => Self::Invalid,
+            E::Hpke(_)
+            | E::WrongSession
+            | E::RosterChain
+            | E::InvalidRoster(_)
+            | E::NoRoster
+            | E::UnknownEpoch { .. }
+            | E::MissingRoomKey { .. }
+            | E::BundleMismatch(_)
+            | E::NotARecipient
+            | E::DecryptFailed
+            | E::ContentTypeMismatch
+            | E::ChainBroken { .. }
+            | E::NotCurrentEpoch { .. }
+            | E::InvalidOffer(_)
+            | E::InvalidAmount(_)
+            | E::NotAnExport(_)
+            | E::ReadableTextDiffers(_)
+            | E::BadStatement(_) => Self::Invalid,
         }
     }
 }
@@ -488,6 +510,35 @@ pub enum ServerFrame {
     Event(Box<Event>),
 }
 
+/// Why a client could not read a relay frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerFrameError {
+    /// The frame's `v` is not the version this client speaks: the relay
+    /// speaks another protocol, and nothing it sends can be trusted to mean
+    /// what this client would read it as.
+    #[error("the relay speaks protocol version {0}; this client speaks {PROTOCOL_VERSION}")]
+    UnsupportedVersion(u64),
+    /// Not a frame of this version: not JSON, no `v`, or fields that do not
+    /// fit its `type`.
+    #[error("unreadable frame from the relay: {0}")]
+    Unreadable(String),
+}
+
+/// Read a relay text frame as a client: its `v` first (a frame of another
+/// version is [`ServerFrameError::UnsupportedVersion`], whatever else it
+/// holds), then the reply or event.
+pub fn parse_server_frame(text: &str) -> Result<ServerFrame, ServerFrameError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ServerFrameError::Unreadable(e.to_string()))?;
+    match value.get("v").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+        Some(v) => return Err(ServerFrameError::UnsupportedVersion(v)),
+        None => return Err(ServerFrameError::Unreadable("no v".into())),
+    }
+    serde_json::from_value(value).map_err(|e| ServerFrameError::Unreadable(e.to_string()))
+}
+
 /// Why a client frame was refused before it could be handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameError {
@@ -506,19 +557,28 @@ impl FrameError {
     }
 }
 
+/// The largest integer a frame may carry, in either direction: 2^53 − 1, the
+/// largest a JavaScript number holds exactly.
+pub const MAX_JSON_INTEGER: u64 = (1 << 53) - 1;
+
 /// Parse a client text frame, telling apart (in this order) a frame that is
-/// not a JSON object, an unknown `v`, a missing `id`, an unknown `type`, and
-/// fields that do not fit the type.
+/// not a JSON object, an unknown `v`, a missing `id`, an unknown `type`, an
+/// envelope header version of a `post` this relay does not speak, and a
+/// frame that does not fit its type: a missing or mistyped field, a field
+/// the type does not have, or an integer above [`MAX_JSON_INTEGER`].
 pub fn parse_request(text: &str) -> Result<Request, FrameError> {
     let fail = |id, code, message: String| FrameError { id, code, message };
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| fail(None, ErrorCode::Malformed, format!("not JSON: {e}")))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| fail(None, ErrorCode::Malformed, "not a JSON object".into()))?;
-    let id = obj.get("id").and_then(serde_json::Value::as_u64);
-    match obj.get("v").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+    let serde_json::Value::Object(mut obj) = value else {
+        return Err(fail(None, ErrorCode::Malformed, "not a JSON object".into()));
+    };
+    let id = obj
+        .get("id")
+        .and_then(serde_json::Value::as_u64)
+        .filter(|id| *id <= MAX_JSON_INTEGER);
+    let v = match obj.get("v").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => PROTOCOL_VERSION,
         Some(v) => {
             return Err(fail(
                 id,
@@ -527,33 +587,65 @@ pub fn parse_request(text: &str) -> Result<Request, FrameError> {
             ));
         }
         None => return Err(fail(id, ErrorCode::Malformed, "missing v".into())),
-    }
-    if id.is_none() {
+    };
+    let Some(id) = id else {
         return Err(fail(None, ErrorCode::Malformed, "missing id".into()));
-    }
-    match obj.get("type").and_then(serde_json::Value::as_str) {
-        Some(t) if REQUEST_TYPES.contains(&t) => {}
-        Some(_) => return Err(fail(id, ErrorCode::UnknownType, "unknown type".into())),
-        None => return Err(fail(id, ErrorCode::Malformed, "missing type".into())),
-    }
-    if let Some(version) = envelope_version(obj)
+    };
+    let kind = match obj.get("type").and_then(serde_json::Value::as_str) {
+        Some(t) if REQUEST_TYPES.contains(&t) => t,
+        Some(_) => {
+            return Err(fail(
+                Some(id),
+                ErrorCode::UnknownType,
+                "unknown type".into(),
+            ));
+        }
+        None => return Err(fail(Some(id), ErrorCode::Malformed, "missing type".into())),
+    };
+    if kind == "post"
+        && let Some(version) = obj.get("envelope").and_then(envelope_version)
         && version != PROTOCOL_VERSION
     {
         return Err(fail(
-            id,
+            Some(id),
             ErrorCode::UnsupportedVersion,
             format!("envelope header version {version}; this relay speaks {PROTOCOL_VERSION}"),
         ));
     }
-    serde_json::from_value(value).map_err(|e| fail(id, ErrorCode::Malformed, e.to_string()))
+    obj.remove("v");
+    obj.remove("id");
+    let body = serde_json::Value::Object(obj);
+    if let Some(n) = too_large_integer(&body) {
+        return Err(fail(
+            Some(id),
+            ErrorCode::Malformed,
+            format!("{n} is not an integer from 0 to 2^53 - 1"),
+        ));
+    }
+    let body = serde_json::from_value(body)
+        .map_err(|e| fail(Some(id), ErrorCode::Malformed, e.to_string()))?;
+    Ok(Request { v, id, body })
 }
 
-/// The header version of a `post` frame's envelope, if it can be read: the
-/// envelope starts with a `u32` header length, then the header's `u16` version.
-fn envelope_version(obj: &serde_json::Map<String, serde_json::Value>) -> Option<u16> {
-    let text = obj.get("envelope")?.as_str()?;
-    let bytes = crate::b64::decode(text)?;
+/// The first number in `value` that is not an integer from 0 to
+/// [`MAX_JSON_INTEGER`], if any.
+fn too_large_integer(value: &serde_json::Value) -> Option<&serde_json::Number> {
+    match value {
+        serde_json::Value::Number(n) => {
+            n.as_u64().is_none_or(|n| n > MAX_JSON_INTEGER).then_some(n)
+        }
+        serde_json::Value::Array(items) => items.iter().find_map(too_large_integer),
+        serde_json::Value::Object(fields) => fields.values().find_map(too_large_integer),
+        _ => None,
+    }
+}
+
+/// The header version of a `post` frame's envelope, if it is inside a
+/// well-formed header: the envelope starts with a `u32` header length, and
+/// the header (at least two bytes, all present) with its `u16` version.
+fn envelope_version(envelope: &serde_json::Value) -> Option<u16> {
+    let bytes = crate::b64::decode(envelope.as_str()?)?;
     let mut r = crate::codec::Reader::new(&bytes);
-    r.u32().ok()?;
-    r.u16().ok()
+    let header = r.bytes().ok()?;
+    crate::codec::Reader::new(header).u16().ok()
 }

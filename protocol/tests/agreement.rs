@@ -192,7 +192,10 @@ fn a_changed_digit_in_the_readable_markdown_is_refused_with_the_part_named() {
         err.to_string(),
         "the readable text differs from what was signed: the terms"
     );
-    assert_eq!(err.code(), "readable_text_differs");
+    assert_eq!(
+        caucus_protocol::wire::ErrorCode::from(&err),
+        caucus_protocol::wire::ErrorCode::Invalid
+    );
     // Any one digit anywhere in the readable text, changed: refused.
     let end = readable(&md).len();
     let mut tried = 0;
@@ -379,5 +382,41 @@ fn markdown_and_base64_in_names_and_terms_do_not_confuse_the_block() {
         Err(Error::ReadableTextDiffers(_))
     ));
     // Table cells keep their row: a `|` in a name is escaped.
-    assert!(md.contains("| A\\|B ```caucus-signed-agreement | Claimant |"));
+    assert!(md.contains("| A\\|B \\`\\`\\`caucus-signed-agreement | Claimant |"));
+}
+
+#[test]
+fn the_markdown_shows_the_signed_text_literally_whatever_it_holds() {
+    let t = table();
+    let mut agreement = t.agreement.clone();
+    let terms = "1. The trust pays.\n<!-- x -->\n# heading\n```\nunclosed ```` run";
+    agreement.terms = terms.into();
+    agreement.title = "Agreement <!-- hidden --> *final*".into();
+    agreement.checklist = vec!["# not a heading\n<b>bold</b>".into()];
+    let signatures = t
+        .signers
+        .iter()
+        .map(|k| agreement.sign(k).unwrap())
+        .collect();
+    let copy = SignedAgreement::countersign(agreement, signatures, &t.mediator).unwrap();
+    let md = copy.to_markdown();
+    // The terms, exactly, inside a fence longer than any backtick run in
+    // them, which no line of them can close: a renderer shows them as text.
+    let block = format!("## Terms\n\n`````text\n{terms}\n`````\n\n");
+    assert!(md.contains(&block), "{md}");
+    // The title and checklist, escaped: no comment, tag, emphasis or heading.
+    assert!(
+        md.starts_with("# Agreement \\<\\!-- hidden --\\> \\*final\\*\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- \\# not a heading\\\n  \\<b\\>bold\\</b\\>\n"),
+        "{md}"
+    );
+    // The copy verifies, and reports the text signed.
+    let report = verify_export(&md).unwrap();
+    assert_eq!(report.terms, terms);
+    // A line of the terms changed inside the block is still a difference.
+    let edited = md.replacen("# heading", "# heading!", 1);
+    assert_eq!(differs(verify_export(&edited)), "the terms");
 }

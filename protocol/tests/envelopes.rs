@@ -8,6 +8,7 @@ use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Content, Forward, ForwardMode, ShareReceipt, SystemEvent};
 use caucus_protocol::envelope::Envelope;
 use caucus_protocol::session::SessionView;
+use caucus_protocol::wire::ErrorCode;
 use common::{Fixture, text};
 use proptest::prelude::*;
 
@@ -228,12 +229,13 @@ fn a_closed_room_refuses_party_posts_but_not_the_mediator() {
     let joint = f.joint_room;
     f.builder.set_open(&joint, false).unwrap();
     f.publish();
-    assert_eq!(
-        f.claimant
-            .view
-            .seal(&f.claimant.keys, &joint, &text("hello?")),
-        Err(Error::RoomClosed)
-    );
+    let refused = f
+        .claimant
+        .view
+        .seal(&f.claimant.keys, &joint, &text("hello?"))
+        .unwrap_err();
+    assert_eq!(refused, Error::RoomClosed);
+    assert_eq!(ErrorCode::from(&refused), ErrorCode::RoomClosed);
     assert!(
         f.mediator
             .view
@@ -267,7 +269,10 @@ fn an_unknown_header_version_is_refused_as_unsupported() {
     // bytes(header): a 4-byte length, then the u16 version.
     bytes[5] = 2;
     let err = Envelope::from_bytes(&bytes).unwrap_err();
-    assert_eq!(Error::from(err).code(), "unsupported_version");
+    assert_eq!(
+        ErrorCode::from(&Error::from(err)),
+        ErrorCode::UnsupportedVersion
+    );
 }
 
 #[test]

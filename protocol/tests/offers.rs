@@ -144,6 +144,24 @@ fn a_received_amount_is_held_to_the_same_rule() {
     assert!(matches!(f.mediator.view.open(&env), Err(Error::Decode(_))));
 }
 
+#[test]
+fn a_superseded_code_is_refused_when_typed_but_read_in_an_offer_made_before() {
+    for (code, by) in [("HRK", "EUR"), ("BGN", "EUR"), ("ZWL", "ZWG")] {
+        assert_eq!(
+            Amount::parse(code, "1.00").unwrap_err().to_string(),
+            format!("invalid amount: {code} is no longer in use: it was replaced by {by}")
+        );
+        let before = Amount {
+            minor: 100,
+            currency: code.as_bytes().try_into().unwrap(),
+            exponent: 2,
+        };
+        assert_eq!(before.validate(), Ok(()));
+        assert_eq!(Amount::from_bytes(&before.to_bytes()), Ok(before));
+    }
+    assert!(Amount::parse("EUR", "1.00").is_ok());
+}
+
 /// The offers of `docs/protocol.md` appendix A.5 decode as written there.
 #[test]
 fn the_appendix_offer_examples_decode() {

@@ -6,7 +6,8 @@ use caucus_protocol::crypto::{Digest, label};
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::{RoomId, SessionId};
 use caucus_protocol::wire::{
-    Encoded, ErrorCode, Event, Reply, Request, RequestBody, RoomCursor, ServerFrame, parse_request,
+    Encoded, ErrorCode, Event, MAX_JSON_INTEGER, Reply, Request, RequestBody, RoomCursor,
+    ServerFrame, parse_request,
 };
 
 fn auth_request() -> Request {
@@ -41,7 +42,7 @@ fn requests_round_trip_through_json() {
         },
         Request {
             v: 1,
-            id: u64::MAX,
+            id: MAX_JSON_INTEGER,
             body: RequestBody::CloseSession { session },
         },
     ];
@@ -128,6 +129,94 @@ fn an_envelope_with_an_unknown_header_version_is_unsupported_version() {
         parse_request(&text).unwrap_err().code,
         ErrorCode::UnsupportedVersion
     );
+}
+
+#[test]
+fn the_header_version_is_checked_for_post_only_and_inside_a_well_formed_header() {
+    // A `status` with a stray `envelope` field whose bytes 4-5 say version
+    // 2: not refused for its version, but for the field it does not have.
+    let stray = caucus_protocol::b64::encode(&[0, 0, 0, 2, 0, 2]);
+    let status = format!(
+        r#"{{"v":1,"id":3,"type":"status","session":"AAAAAAAAAAAAAAAAAAAAAA","status":"ready","envelope":"{stray}"}}"#
+    );
+    let err = parse_request(&status).unwrap_err();
+    assert_eq!(
+        (err.id, err.code),
+        (Some(3), ErrorCode::Malformed),
+        "{err:?}"
+    );
+    // A header length of 0: the 0x0002 after it is not inside the header.
+    let text = format!(
+        r#"{{"v":1,"id":4,"type":"post","envelope":"{}"}}"#,
+        caucus_protocol::b64::encode(&[0, 0, 0, 0, 0, 2])
+    );
+    assert_eq!(parse_request(&text).unwrap_err().code, ErrorCode::Malformed);
+    // A header length that runs past the bytes: not a header either.
+    let text = format!(
+        r#"{{"v":1,"id":5,"type":"post","envelope":"{}"}}"#,
+        caucus_protocol::b64::encode(&[0, 0, 0, 9, 0, 2])
+    );
+    assert_eq!(parse_request(&text).unwrap_err().code, ErrorCode::Malformed);
+}
+
+#[test]
+fn a_field_the_request_type_does_not_have_is_malformed() {
+    let session = "AAAAAAAAAAAAAAAAAAAAAA";
+    for text in [
+        format!(r#"{{"v":1,"id":6,"type":"close_session","session":"{session}","extra":1}}"#),
+        format!(
+            r#"{{"v":1,"id":6,"type":"status","session":"{session}","status":"ready","room":null}}"#
+        ),
+        format!(
+            r#"{{"v":1,"id":6,"type":"subscribe","session":"{session}","roster_after":0,"rooms":[{{"room":"{session}","after":0,"x":true}}]}}"#
+        ),
+    ] {
+        let err = parse_request(&text).unwrap_err();
+        assert_eq!(
+            (err.id, err.code),
+            (Some(6), ErrorCode::Malformed),
+            "{text}"
+        );
+    }
+    // The fields it has, in any order, and `room` of `location` left out.
+    let ok =
+        format!(r#"{{"type":"location","disclose":false,"session":"{session}","id":6,"v":1}}"#);
+    assert!(parse_request(&ok).is_ok());
+}
+
+#[test]
+fn integers_above_2_pow_53_minus_1_are_malformed() {
+    let session = "AAAAAAAAAAAAAAAAAAAAAA";
+    let big = MAX_JSON_INTEGER + 1;
+    // As the id: unreadable, so the refusal has none.
+    let err = parse_request(&format!(
+        r#"{{"v":1,"id":{big},"type":"close_session","session":"{session}"}}"#
+    ))
+    .unwrap_err();
+    assert_eq!((err.id, err.code), (None, ErrorCode::Malformed));
+    for text in [
+        format!(
+            r#"{{"v":1,"id":7,"type":"create_invite","session":"{session}","invite":"{session}","token_hash":"{}","expires_at":{big}}}"#,
+            caucus_protocol::b64::encode(&[0; 32])
+        ),
+        format!(
+            r#"{{"v":1,"id":7,"type":"subscribe","session":"{session}","roster_after":{big},"rooms":[]}}"#
+        ),
+        format!(
+            r#"{{"v":1,"id":7,"type":"subscribe","session":"{session}","roster_after":0,"rooms":[{{"room":"{session}","after":{big}}}]}}"#
+        ),
+    ] {
+        let err = parse_request(&text).unwrap_err();
+        assert_eq!(
+            (err.id, err.code),
+            (Some(7), ErrorCode::Malformed),
+            "{text}"
+        );
+    }
+    let at_limit = format!(
+        r#"{{"v":1,"id":{MAX_JSON_INTEGER},"type":"subscribe","session":"{session}","roster_after":{MAX_JSON_INTEGER},"rooms":[]}}"#
+    );
+    assert!(parse_request(&at_limit).is_ok());
 }
 
 #[test]

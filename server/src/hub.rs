@@ -28,7 +28,9 @@ use caucus_protocol::wire::{
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::store::{self, Commit, InviteRecord, Kind, SessionRecord, Store, StoreError};
+use crate::store::{
+    self, Commit, InviteRecord, Kind, Location, PresenceRecord, SessionRecord, Store, StoreError,
+};
 
 /// A refusal: a wire code and a message for the client.
 #[derive(Debug)]
@@ -116,7 +118,8 @@ struct SessionState {
     followers: HashMap<ConnId, Follower>,
     /// Joiners waiting for admission: connection, fingerprint, outbox.
     waiting: HashMap<ConnId, (Fingerprint, Arc<Outbox>)>,
-    location: Option<(RoomId, bool)>,
+    /// Where each mediator (lead or co-mediator) said they are.
+    locations: BTreeMap<Fingerprint, Location>,
     statuses: BTreeMap<Fingerprint, PartyStatus>,
 }
 
@@ -143,24 +146,70 @@ impl SessionState {
         }
     }
 
-    /// Where the mediator is, as `viewer` may know it.
+    /// Where the mediators are, as `viewer` may know it: each mediator has
+    /// a location of their own, and the viewer hears of them together, the
+    /// lead mediator first, then co-mediators in fingerprint order. A party
+    /// member is told a mediator is with them if any is (`with_you`), else
+    /// the first disclosed room (`in`), else `elsewhere` if any mediator is
+    /// with someone; a mediator is told the first location (`in`).
     fn whereabouts(&self, viewer: &Fingerprint) -> MediatorWhereabouts {
-        let Some((room, disclose)) = self.location else {
+        let Ok(roster) = self.roster() else {
             return MediatorWhereabouts::Away;
         };
-        let roster = self.roster().ok();
-        let viewer_is_mediator = roster
-            .and_then(|r| r.member(viewer))
-            .is_some_and(|m| m.role.is_mediator());
-        let viewer_in_room = roster
-            .and_then(|r| r.room(&room))
-            .is_some_and(|r| r.has(viewer));
-        if viewer_in_room && !viewer_is_mediator {
-            MediatorWhereabouts::WithYou(room)
-        } else if viewer_is_mediator || disclose {
-            MediatorWhereabouts::In(room)
+        let lead = self.locations.get(&self.record.mediator);
+        let places: Vec<&Location> = lead
+            .into_iter()
+            .chain(
+                self.locations
+                    .iter()
+                    .filter(|(who, _)| **who != self.record.mediator)
+                    .map(|(_, at)| at),
+            )
+            .collect();
+        let Some(first) = places.first() else {
+            return MediatorWhereabouts::Away;
+        };
+        if roster.member(viewer).is_some_and(|m| m.role.is_mediator()) {
+            return MediatorWhereabouts::In(first.room);
+        }
+        if let Some(at) = places
+            .iter()
+            .find(|at| roster.room(&at.room).is_some_and(|r| r.has(viewer)))
+        {
+            MediatorWhereabouts::WithYou(at.room)
+        } else if let Some(at) = places.iter().find(|at| at.disclose) {
+            MediatorWhereabouts::In(at.room)
         } else {
             MediatorWhereabouts::Elsewhere
+        }
+    }
+
+    /// After a new roster: forget the status of whoever is no longer a
+    /// party member and the location of whoever is no longer a mediator (or
+    /// is in a room that is gone).
+    fn forget_departed(&mut self) {
+        let Ok(roster) = self.roster().cloned() else {
+            return;
+        };
+        self.statuses.retain(|who, _| {
+            roster
+                .member(who)
+                .is_some_and(|m| m.role == Role::PartyMember)
+        });
+        self.locations.retain(|who, at| {
+            roster.member(who).is_some_and(|m| m.role.is_mediator())
+                && roster.room(&at.room).is_some()
+        });
+    }
+
+    /// The presence record the store keeps, with `statuses` and `locations`.
+    fn presence(
+        statuses: &BTreeMap<Fingerprint, PartyStatus>,
+        locations: &BTreeMap<Fingerprint, Location>,
+    ) -> PresenceRecord {
+        PresenceRecord {
+            statuses: statuses.iter().map(|(w, st)| (*w, *st)).collect(),
+            locations: locations.iter().map(|(w, at)| (*w, *at)).collect(),
         }
     }
 
@@ -287,6 +336,8 @@ impl Hub {
             }
             committed.insert(room, last);
         }
+        let presence: Option<PresenceRecord> =
+            self.store.get_json(&store::key(Kind::Presence, id, &[]))?;
         let next_bundle = self
             .store
             .last_key(&store::key(Kind::Bundle, id, &[]))?
@@ -301,9 +352,15 @@ impl Hub {
             next_bundle,
             followers: HashMap::new(),
             waiting: HashMap::new(),
-            location: None,
+            locations: BTreeMap::new(),
             statuses: BTreeMap::new(),
         }));
+        if let Some(presence) = presence {
+            let mut s = lock(&state);
+            s.statuses = presence.statuses.into_iter().collect();
+            s.locations = presence.locations.into_iter().collect();
+            s.forget_departed();
+        }
         let mut sessions = lock(&self.sessions);
         let entry = sessions.entry(*id).or_insert_with(|| {
             Metrics::add(&self.metrics.sessions, 1);
@@ -411,6 +468,7 @@ impl Hub {
         }
         s.followers.retain(|_, f| roster.member(&f.who).is_some());
         s.waiting.retain(|_, (who, _)| roster.member(who).is_none());
+        s.forget_departed();
         s.broadcast_presence(id);
         Ok(())
     }
@@ -802,7 +860,29 @@ impl Hub {
             .collect()
     }
 
-    /// `location`: the mediator says which room they are with.
+    /// Keep a session's presence in the store, so that it survives a
+    /// restart. The write is queued, not waited for: presence is not worth a
+    /// flush per change, and a clean shutdown drains the queue.
+    fn save_presence(&self, session: &SessionId, record: &PresenceRecord) -> Result<()> {
+        let mut batch = store::Batch::default();
+        batch.insert(
+            store::key(Kind::Presence, session, &[]),
+            record_json(record)?,
+        );
+        let session = *session;
+        self.store.submit(Commit {
+            batch,
+            then: Box::new(move |r| {
+                if let Err(e) = r {
+                    tracing::warn!(session = %session, error = %e, "presence not saved");
+                }
+            }),
+        })?;
+        Ok(())
+    }
+
+    /// `location`: a mediator (lead or co-mediator) says which room they
+    /// are with, or (`None`) that they are away.
     pub(crate) fn location(
         &self,
         caller: &Fingerprint,
@@ -821,7 +901,13 @@ impl Hub {
         {
             return Err(Refusal::new(ErrorCode::NotFound, "no such room"));
         }
-        s.location = room.map(|r| (r, disclose));
+        let mut locations = s.locations.clone();
+        match room {
+            Some(room) => locations.insert(*caller, Location { room, disclose }),
+            None => locations.remove(caller),
+        };
+        self.save_presence(&session, &SessionState::presence(&s.statuses, &locations))?;
+        s.locations = locations;
         s.broadcast_presence(session);
         Ok(())
     }
@@ -839,7 +925,10 @@ impl Hub {
         if s.role_of(caller) != Some(Role::PartyMember) {
             return Err(forbidden("only a party member sets a status"));
         }
-        s.statuses.insert(*caller, status);
+        let mut statuses = s.statuses.clone();
+        statuses.insert(*caller, status);
+        self.save_presence(&session, &SessionState::presence(&statuses, &s.locations))?;
+        s.statuses = statuses;
         let event = Event::Status {
             v: PROTOCOL_VERSION,
             session,
@@ -907,15 +996,19 @@ impl Hub {
         let mut batch = store::Batch::default();
         for (kind, key, size) in self.store.session_records(session)? {
             let count = match kind {
-                Kind::Session => &mut erased.sessions,
-                Kind::Roster => &mut erased.rosters,
-                Kind::Bundle => &mut erased.key_bundles,
-                Kind::Log => &mut erased.envelopes,
-                Kind::Invite => &mut erased.invites,
-                Kind::Waiting => &mut erased.join_requests,
+                Kind::Session => Some(&mut erased.sessions),
+                Kind::Roster => Some(&mut erased.rosters),
+                Kind::Bundle => Some(&mut erased.key_bundles),
+                Kind::Log => Some(&mut erased.envelopes),
+                Kind::Invite => Some(&mut erased.invites),
+                Kind::Waiting => Some(&mut erased.join_requests),
+                // Counted in `bytes` only: the statement has no line for it.
+                Kind::Presence => None,
                 Kind::Deleted => continue,
             };
-            *count += 1;
+            if let Some(count) = count {
+                *count += 1;
+            }
             erased.bytes += size;
             batch.remove(key);
         }

@@ -17,6 +17,7 @@
 //! | `L` session room index(u64 BE) | envelope, canonical bytes |
 //! | `I` session invite | invite record (JSON): token hash, expiry, state |
 //! | `W` session invite | a waiting join request, canonical bytes |
+//! | `P` session | presence (JSON): the party members' statuses and the mediators' locations |
 //! | `D` session | after erasure: the signed deletion statement, canonical bytes |
 //!
 //! Only ciphertext and the metadata of `docs/security.md` §2 are stored.
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::{RoomId, SessionId};
+use caucus_protocol::wire::PartyStatus;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,6 +60,7 @@ pub(crate) enum Kind {
     Log = b'L' as isize,
     Invite = b'I' as isize,
     Waiting = b'W' as isize,
+    Presence = b'P' as isize,
     Deleted = b'D' as isize,
 }
 
@@ -98,6 +101,22 @@ pub(crate) struct InviteRecord {
     pub(crate) expires_at: u64,
     /// The joiner who knocked with it, once one has.
     pub(crate) joiner: Option<Fingerprint>,
+}
+
+/// Where a mediator said they are: the room, and whether the parties may
+/// learn which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Location {
+    pub(crate) room: RoomId,
+    pub(crate) disclose: bool,
+}
+
+/// What the relay keeps of a session's presence, so that a restart does not
+/// lose it: each party member's last status and each mediator's location.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct PresenceRecord {
+    pub(crate) statuses: Vec<(Fingerprint, PartyStatus)>,
+    pub(crate) locations: Vec<(Fingerprint, Location)>,
 }
 
 /// Writes that stand or fall together, in order: a later write to a key
@@ -255,6 +274,7 @@ impl Store {
             Kind::Log,
             Kind::Invite,
             Kind::Waiting,
+            Kind::Presence,
         ] {
             for item in self.tree.scan_prefix(key(kind, session, &[])) {
                 let (k, v) = item?;

@@ -358,3 +358,104 @@ async fn connections_over_the_limit_are_refused_while_health_still_answers() {
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }
+
+/// The same device, again (for a second connection after a restart).
+fn again(keys: &DeviceKeys) -> DeviceKeys {
+    DeviceKeys::from_secret_bytes(&keys.to_secret_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn each_mediator_has_a_location_and_statuses_and_locations_survive_a_restart() {
+    let relay = Relay::start().await;
+    let url = relay.url();
+    let mut m = Mediation::start(&relay).await;
+    let session = m.session;
+    let mut co = Client::connect(&url, DeviceKeys::generate().unwrap()).await;
+    m.builder
+        .add_member(
+            co.keys.public(),
+            caucus_protocol::roster::Role::CoMediator,
+            None,
+            "Co-mediator",
+        )
+        .unwrap();
+    m.publish().await;
+    co.ok(RequestBody::Subscribe {
+        session,
+        roster_after: 0,
+        rooms: vec![],
+    })
+    .await;
+    // The lead mediator with the claimant's side, the co-mediator with the
+    // defendant's: each side hears that a mediator is with them.
+    let (claimant_room, defendant_room) = (m.claimant_room, m.defendant_room);
+    m.mediator
+        .ok(RequestBody::Location {
+            session,
+            room: Some(claimant_room),
+            disclose: false,
+        })
+        .await;
+    co.ok(RequestBody::Location {
+        session,
+        room: Some(defendant_room),
+        disclose: false,
+    })
+    .await;
+    assert_eq!(
+        latest_presence(&mut m.claimant).await,
+        MediatorWhereabouts::WithYou(claimant_room)
+    );
+    assert_eq!(
+        latest_presence(&mut m.defendant).await,
+        MediatorWhereabouts::WithYou(defendant_room)
+    );
+    // Statuses; then the solicitor leaves the session.
+    for (c, status) in [
+        (&mut m.defendant, PartyStatus::OnBreak),
+        (&mut m.solicitor, PartyStatus::NeedsMediator),
+    ] {
+        c.ok(RequestBody::Status { session, status }).await;
+    }
+    let solicitor = m.solicitor.keys.fingerprint();
+    m.builder.remove_member(&solicitor).unwrap();
+    m.publish().await;
+
+    // A restart on the same data directory.
+    let keys = [&m.mediator.keys, &m.claimant.keys, &m.defendant.keys].map(again);
+    drop(m);
+    drop(co);
+    let relay = Relay::start_in(relay.stop().await, &[]).await;
+    let url = relay.url();
+    let [mediator, claimant, defendant] = keys.map(|k| Client::connect(&url, k));
+    let (mut mediator, mut claimant, mut defendant) =
+        (mediator.await, claimant.await, defendant.await);
+    for c in [&mut mediator, &mut claimant, &mut defendant] {
+        c.ok(RequestBody::Subscribe {
+            session,
+            roster_after: 0,
+            rooms: vec![],
+        })
+        .await;
+    }
+    // The mediator is told the statuses kept: the defendant's, and not the
+    // removed solicitor's.
+    let mut statuses = Vec::new();
+    while let Some(e) = mediator.quiet_for(Duration::from_millis(300)).await {
+        if let Event::Status { member, status, .. } = e {
+            statuses.push((member, status));
+        }
+    }
+    assert_eq!(
+        statuses,
+        [(defendant.keys.fingerprint(), PartyStatus::OnBreak)]
+    );
+    assert_eq!(
+        latest_presence(&mut claimant).await,
+        MediatorWhereabouts::WithYou(claimant_room)
+    );
+    assert_eq!(
+        latest_presence(&mut defendant).await,
+        MediatorWhereabouts::WithYou(defendant_room)
+    );
+}

@@ -73,6 +73,24 @@ def fail(code: str, detail: str = ""):
     raise ProtocolError(code, detail)
 
 
+MAX_JSON_INTEGER = 2**53 - 1  # 12.1
+
+
+def json_integers_ok(value) -> bool:
+    """Every number in a frame is an integer from 0 to 2^53 - 1 (12.1)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        return 0 <= value <= MAX_JSON_INTEGER
+    if isinstance(value, float):
+        return False
+    if isinstance(value, list):
+        return all(json_integers_ok(v) for v in value)
+    if isinstance(value, dict):
+        return all(json_integers_ok(v) for v in value.values())
+    return False
+
+
 # ---------------------------------------------------------------------------
 # Unpadded base64url (1.6)
 # ---------------------------------------------------------------------------
@@ -1132,14 +1150,21 @@ class WireClient:
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             raise Fatal(f"the relay sent a frame without a type: {msg[:200]!r}")
         if frame.get("v") != 1:
-            raise Fatal(f"the relay sent a frame with v={frame.get('v')!r}")
+            raise Fatal(f"the relay speaks protocol version {frame.get('v')!r}; this client speaks 1")
+        if not json_integers_ok(frame):
+            raise Fatal(f"the relay sent a number that is not an integer from 0 to 2^53 - 1: {msg[:200]!r}")
         return frame
 
     async def request(self, type_: str, **fields) -> dict:
         """Send a request, handle events until its reply, return the reply."""
         rid = self.next_id
         self.next_id += 1
-        await self.ws.send(json.dumps({"v": 1, "id": rid, "type": type_, **fields}))
+        # 12.1: exactly the fields of the type (the caller gives those), and
+        # no number above 2^53 - 1.
+        frame = {"v": 1, "id": rid, "type": type_, **fields}
+        if not json_integers_ok(frame):
+            raise Fatal(f"refusing to send a number above 2^53 - 1 in {type_}")
+        await self.ws.send(json.dumps(frame))
         while True:
             frame = await self.recv()
             if frame["type"] in ("ok", "error"):
@@ -1493,6 +1518,10 @@ def self_test(hpke_vectors: Optional[str]) -> None:
             raise Fatal(f"self-test: base64url {bad!r} accepted")
         except ProtocolError:
             checks += 1
+    # 12.1 integers
+    eq("12.1 2^53 - 1", json_integers_ok({"id": 2**53 - 1, "rooms": [{"after": 0}]}), True)
+    eq("12.1 2^53", json_integers_ok({"rooms": [{"after": 2**53}]}), False)
+    eq("12.1 1.0", json_integers_ok({"id": 1.0}), False)
     # A.3 identities
     med = DeviceKeys(bytes(range(0x00, 0x20)), bytes(range(0x20, 0x40)))
     cla = DeviceKeys(bytes(range(0x40, 0x60)), bytes(range(0x60, 0x80)))

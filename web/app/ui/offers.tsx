@@ -118,7 +118,13 @@ export function OffersLog({ view, events }: { view: View; events: CaucusEvent[] 
     <ol class="offers" aria-label="Offers log">
       {offers.map((e) => (
         <li key={e.message}>
-          <span class="when">{e.type === "offer" ? `Made in ${roomName(view, e.room)}` : `Carried to ${roomName(view, e.room)} from ${roomName(view, e.from_room)}`}</span>
+          <span class="when">
+            {e.type === "offer"
+              ? view.mediators?.some((m) => m.device === e.by)
+                ? `Recorded by the mediator in ${roomName(view, e.room)}`
+                : `Made in ${roomName(view, e.room)}`
+              : `Carried to ${roomName(view, e.room)} from ${roomName(view, e.from_room)}`}
+          </span>
           <span>{offerSummary(e.offer)}</span>
         </li>
       ))}

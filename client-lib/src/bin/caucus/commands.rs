@@ -289,7 +289,7 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
             ..
         } => {
             let session = s()?;
-            let expires = caucus_client::now() + valid_hours * 3600;
+            let expires = caucus_client::now().saturating_add(valid_hours.saturating_mul(3600));
             let admission = if auto_admit {
                 Admission::Automatic
             } else {
@@ -713,6 +713,16 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
             let mediating = output::is_mediator(client, session, &client.fingerprint());
             for entry in offers {
                 let text = match (entry.direction, entry.carried) {
+                    // Not the party's own word: say who put it in.
+                    (Direction::Made, _) if entry.recorded_by_mediator => format!(
+                        "the mediator recorded for {}: {}",
+                        if mediating {
+                            output::party_of(client, session, &entry.room)
+                        } else {
+                            "your side".to_owned()
+                        },
+                        entry.offer.summary()
+                    ),
                     // The mediator hears every party's: say whose.
                     (Direction::Made, _) if mediating => format!(
                         "{} offered {}",
@@ -734,6 +744,7 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
                            "room_label": client.room_label(session, &entry.room),
                            "from_room": entry.carried.map(|(r, _)| r),
                            "index": entry.index, "message": entry.message, "by": entry.by,
+                           "recorded_by_mediator": entry.recorded_by_mediator,
                            "offer": output::offer(&entry.offer)}),
                 )?;
             }

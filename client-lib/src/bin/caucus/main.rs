@@ -298,7 +298,10 @@ pub(crate) enum Command {
         /// Answer an offer you received (its message id): a counter-offer.
         #[arg(long, allow_hyphen_values = true)]
         counter_to: Option<String>,
-        /// (Mediator) record it for this party: its label or id.
+        /// (Mediator) record it for this party, at its request: its label
+        /// or id. The party's log shows it as recorded by the mediator. To
+        /// restate another party's offer, carry it (`forward` with --amount,
+        /// --currency, --terms or --condition) instead.
         #[arg(long = "for")]
         #[serde(rename = "for")]
         for_party: Option<String>,
