@@ -15,6 +15,7 @@
 //! | [`keys`] | room keys per epoch, sealed to members in signed key bundles |
 //! | [`content`] | what is inside a message: text, forwards, receipts, consents, events |
 //! | [`envelope`] | a sealed, signed message and its header |
+//! | [`padding`] | the size buckets every sealed plaintext is padded to |
 //! | [`session`] | a client's verified view of one session: where everything is checked |
 //! | [`invite`] | invite links, admission tokens and join proofs |
 //! | [`wire`] | the JSON frames between clients and the relay |
@@ -97,6 +98,7 @@ pub mod invite;
 pub mod keys;
 mod macros;
 pub mod offer;
+pub mod padding;
 pub mod roster;
 pub mod session;
 pub mod signed;

@@ -15,7 +15,7 @@ use std::ops::RangeInclusive;
 use zeroize::Zeroizing;
 
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
-use crate::content::{Content, Forward, ForwardMode, ShareReceipt, Sharing};
+use crate::content::{Content, ContentClass, Forward, ForwardMode, ShareReceipt, Sharing};
 use crate::crypto::Digest;
 use crate::envelope::{Envelope, Header};
 use crate::error::Error;
@@ -415,7 +415,7 @@ impl SessionView {
             sender,
             seq,
             previous,
-            content_type: content.content_type(),
+            class: ContentClass::of(role),
             salt: crate::crypto::random_array()?,
         };
         let envelope = Envelope::seal(me, key, header, content)?;
@@ -426,9 +426,9 @@ impl SessionView {
     /// Verify and decrypt an envelope from the relay. Checks, in order: the
     /// session; that the epoch is known and its key held; that the sender
     /// was a member of the room at that epoch; the sender's signature; that
-    /// the sender's role may send this content type in this room; the
-    /// decryption and content type; and the sender's chain (no replay, links
-    /// that match). Only then is the message recorded and returned.
+    /// the header's class is the sender's role's; the decryption, padding
+    /// and content; that the sender's role may send that content type in
+    /// this room; and the sender's chain (no replay, links that match). Only then is the message recorded and returned.
     pub fn open(&mut self, envelope: &Envelope) -> Result<Opened, Error> {
         let h = envelope.header();
         if h.session != self.session {
@@ -447,8 +447,9 @@ impl SessionView {
         }
         let (identity, role) = self.identities.get(&h.sender).ok_or(Error::NotAMember)?;
         envelope.verify(identity)?;
-        h.content_type.check_sender(*role, epoch.kind)?;
+        h.class.check(*role)?;
         let content = envelope.decrypt(key)?;
+        content.content_type().check_sender(*role, epoch.kind)?;
         let hash = envelope.hash();
         let gap = self
             .chains
