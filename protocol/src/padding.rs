@@ -27,7 +27,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::codec::{DecodeError, Writer};
+use crate::codec::DecodeError;
 
 /// The smallest padded content: every content of up to 252 bytes (a consent,
 /// an agreement to a step, a withdrawal, a short text or offer) is padded to
@@ -53,12 +53,14 @@ pub fn padded_len(len: usize, min: usize) -> Option<usize> {
 }
 
 /// `plaintext` padded for sealing: `bytes(plaintext)`, then zeros up to
-/// [`padded_len`]. `None` if it would not fit in a `usize`.
+/// [`padded_len`]. `None` if it would not fit a `u32` length.
 pub(crate) fn pad(plaintext: &[u8], min: usize) -> Option<Zeroizing<Vec<u8>>> {
     let len = padded_len(plaintext.len().checked_add(4)?, min)?;
-    let mut w = Writer::new();
-    w.bytes(plaintext);
-    let mut padded = Zeroizing::new(w.into_bytes());
+    // Allocated once at its final size, so no copy of the plaintext is left
+    // behind by a reallocation.
+    let mut padded = Zeroizing::new(Vec::with_capacity(len));
+    padded.extend_from_slice(&u32::try_from(plaintext.len()).ok()?.to_be_bytes());
+    padded.extend_from_slice(plaintext);
     padded.resize(len, 0);
     Some(padded)
 }
