@@ -1,8 +1,10 @@
 //! What travels inside an envelope's ciphertext.
 //!
-//! The relay never sees any of this: only the one-byte [`ContentType`] in
-//! the envelope header, which it needs to let only mediators post forwards,
-//! share receipts and system events.
+//! The relay never sees any of this. The envelope header holds only a
+//! [`ContentClass`], which says which side sent the message (a party member
+//! or a mediator) and so nothing the roster does not already say; the
+//! [`ContentType`] is the first byte of the content, inside the ciphertext,
+//! and receivers apply [`ContentType::check_sender`] to it once decrypted.
 
 use crate::agreement::{Agreement, SignedAgreement};
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
@@ -156,7 +158,8 @@ impl Canonical for Step {
     }
 }
 
-/// The type of an envelope's content, visible to the relay in the header.
+/// The type of an envelope's content: the first byte of the content, inside
+/// the ciphertext, so the relay cannot tell one type from another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ContentType {
     /// [`Content::Text`].
@@ -206,7 +209,9 @@ impl ContentType {
     }
 
     /// Whether a member of `role` may send this content type in a room of
-    /// `kind`: the rules a receiver and the relay both apply.
+    /// `kind`: the one rule a sender applies before sealing and a receiver
+    /// after decrypting. The relay cannot apply it: it sees only the
+    /// [`ContentClass`].
     pub fn check_sender(self, role: Role, kind: RoomKind) -> Result<(), Error> {
         if self.mediator_only() && !role.is_mediator() {
             return Err(Error::NotPermitted("only a mediator sends this content"));
@@ -244,6 +249,59 @@ impl ContentType {
             Self::Offer => 11,
             Self::CarriedOffer => 12,
             Self::System => 5,
+        }
+    }
+}
+
+/// What an envelope's header says about its content: which side of the
+/// mediation sent it. It is fixed by the sender's role, so it tells the relay
+/// nothing the roster does not; what the content is (text, an offer, a
+/// consent, a step agreed, a forward) is inside the ciphertext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ContentClass {
+    /// Content from a party member.
+    Party,
+    /// Content from the lead mediator or a co-mediator.
+    Mediator,
+}
+
+impl ContentClass {
+    /// The class of everything a member of `role` sends.
+    pub fn of(role: Role) -> Self {
+        if role.is_mediator() {
+            Self::Mediator
+        } else {
+            Self::Party
+        }
+    }
+
+    /// Check that a header of this class can come from a sender of `role`:
+    /// the relay's one check of the header's class, and a receiver's before
+    /// it decrypts.
+    pub fn check(self, role: Role) -> Result<(), Error> {
+        if self == Self::of(role) {
+            Ok(())
+        } else {
+            Err(Error::ContentTypeMismatch)
+        }
+    }
+}
+
+impl Canonical for ContentClass {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(match self {
+            Self::Party => 1,
+            Self::Mediator => 2,
+        });
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            1 => Ok(Self::Party),
+            2 => Ok(Self::Mediator),
+            tag => Err(DecodeError::InvalidTag {
+                what: "content class",
+                tag,
+            }),
         }
     }
 }
@@ -362,7 +420,7 @@ pub enum Content {
 }
 
 impl Content {
-    /// The header content type for this content.
+    /// This content's type, its first byte.
     pub fn content_type(&self) -> ContentType {
         match self {
             Self::Text { .. } => ContentType::Text,

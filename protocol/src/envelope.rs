@@ -11,20 +11,27 @@
 //!   repeats.
 //! * **Associated data** is the canonical header, so the ciphertext cannot be
 //!   moved to another session, room, epoch, sender or position.
+//! * **Plaintext** is the canonical content padded to a size bucket
+//!   ([`crate::padding`], at least [`CONTENT_MIN`] bytes), so the relay learns
+//!   the bucket, not the length; the content's type is its first byte, inside.
+//!   The header says only the [`ContentClass`] of the sender's role.
 //! * **Signature** by the sender over `bytes(header) || bytes(ciphertext)`.
 
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
-use crate::content::{Content, ContentType};
+use crate::content::{Content, ContentClass};
 use crate::crypto::{Digest, Signature, label};
 use crate::error::Error;
 use crate::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use crate::ids::{RoomId, SessionId};
 use crate::keys::RoomKey;
+use crate::padding::{CONTENT_MIN, pad, unpad};
 
 /// The protocol version this crate speaks, in headers and wire frames.
 pub const PROTOCOL_VERSION: u16 = 1;
 
-/// The largest plaintext content, in bytes, that may be sealed or opened.
+/// The largest padded plaintext, in bytes, that may be sealed or opened. The
+/// largest content is 4 bytes less: padding adds its `u32` length, and the
+/// padded size of every content up to that is at most this.
 pub const MAX_CONTENT_LEN: usize = 256 * 1024;
 
 /// The largest ciphertext an envelope may carry: the content limit and the
@@ -50,8 +57,9 @@ pub struct Header {
     /// The envelope hash of the sender's previous message in this room
     /// ([`Digest::ZERO`] before the first).
     pub previous: Digest,
-    /// What the content is.
-    pub content_type: ContentType,
+    /// Which side sent it: [`ContentClass::of`] the sender's role. What the
+    /// content is travels inside the ciphertext.
+    pub class: ContentClass,
     /// Fresh random bytes that make the message key unique.
     pub salt: [u8; 16],
 }
@@ -65,7 +73,7 @@ impl Canonical for Header {
         self.sender.encode(w);
         w.u64(self.seq);
         self.previous.encode(w);
-        self.content_type.encode(w);
+        self.class.encode(w);
         w.fixed(&self.salt);
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -80,7 +88,7 @@ impl Canonical for Header {
             sender: Fingerprint::decode(r)?,
             seq: r.u64()?,
             previous: Digest::decode(r)?,
-            content_type: ContentType::decode(r)?,
+            class: ContentClass::decode(r)?,
             salt: r.array()?,
         })
     }
@@ -97,22 +105,19 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// Seal and sign `content` with `key` under `header` (whose content type
-    /// must match). Checks of who may send what are the caller's: see
-    /// [`crate::session::SessionView::seal`].
-    pub(crate) fn seal(
+    /// Pad, seal and sign `content` with `key` under `header`, exactly as
+    /// given. Nothing else is checked: who may send what where, the header's
+    /// class, its sequence number and link are the caller's to get right
+    /// (see [`crate::session::SessionView::seal`], which does).
+    pub fn seal(
         sender: &DeviceKeys,
         key: &RoomKey,
         header: Header,
         content: &Content,
     ) -> Result<Self, Error> {
-        if header.content_type != content.content_type() {
-            return Err(Error::ContentTypeMismatch);
-        }
-        let plaintext = zeroize::Zeroizing::new(content.encoded()?);
-        if plaintext.len() > MAX_CONTENT_LEN {
-            return Err(Error::TooLarge);
-        }
+        let plaintext = pad(&zeroize::Zeroizing::new(content.encoded()?), CONTENT_MIN)
+            .filter(|p| p.len() <= MAX_CONTENT_LEN)
+            .ok_or(Error::TooLarge)?;
         let header_bytes = header.to_bytes();
         let ciphertext = key
             .message_key(&header_bytes)
@@ -157,7 +162,8 @@ impl Envelope {
     }
 
     /// Decrypt with `key` (whose room and epoch the caller has matched to
-    /// the header) and check the content type.
+    /// the header), check the padding and decode the content. Who may send
+    /// that content is the caller's to check.
     pub(crate) fn decrypt(&self, key: &RoomKey) -> Result<Content, Error> {
         if self.ciphertext.len() > MAX_CIPHERTEXT_LEN {
             return Err(Error::TooLarge);
@@ -166,11 +172,7 @@ impl Envelope {
             key.message_key(&self.header_bytes)
                 .open_once(&self.header_bytes, &self.ciphertext)?,
         );
-        let content = Content::from_bytes(&plaintext)?;
-        if content.content_type() != self.header.content_type {
-            return Err(Error::ContentTypeMismatch);
-        }
-        Ok(content)
+        Ok(Content::from_bytes(unpad(&plaintext, CONTENT_MIN)?)?)
     }
 }
 

@@ -82,8 +82,8 @@ pub enum Error {
     /// Authenticated decryption failed.
     #[error("ciphertext does not decrypt")]
     DecryptFailed,
-    /// The decrypted content is not of the type the header declares.
-    #[error("content does not match the header's content type")]
+    /// The header's content class is not the one of the sender's role.
+    #[error("the header's content class is not the sender's role's")]
     ContentTypeMismatch,
     /// A sequence number already seen from this sender in this room.
     #[error("replay of sequence {seq}")]

@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::hpke;
 use crate::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use crate::ids::{RoomId, SessionId};
+use crate::padding::{LABEL_MIN, pad, unpad};
 use crate::signed::{Signed, SignedKind};
 
 /// The secret of one room at one epoch.
@@ -75,26 +76,34 @@ impl fmt::Debug for RoomKey {
 
 /// A short text (a party's label, a member's name) in a roster, sealed under
 /// a key derived from the joint room's key at `epoch`, so that members read
-/// it and the relay does not.
+/// it and the relay does not. The text is padded ([`crate::padding`], at
+/// least [`LABEL_MIN`] bytes), so the relay sees its size bucket, not its
+/// length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedLabel {
     /// The joint room epoch whose key seals it.
     pub epoch: u64,
     /// A fresh random salt, making each sealing's key unique.
     pub salt: [u8; 16],
-    /// ChaCha20-Poly1305 ciphertext and tag.
+    /// ChaCha20-Poly1305 ciphertext of the padded text, and tag.
     pub ciphertext: Vec<u8>,
 }
 
 impl SealedLabel {
+    /// `Expand(joint secret, "caucus/v1/roster-label-key", session || joint
+    /// room || u64(epoch) || bytes(subject) || salt)`: every input has a fixed
+    /// length or its own, so no two inputs run together. The key binds all
+    /// there is to bind, and is used once, so the AAD is empty.
     fn key(joint: &RoomKey, session: &SessionId, subject: &[u8], salt: &[u8; 16]) -> Secret32 {
+        let mut w = Writer::new();
+        w.bytes(subject);
         joint.secret.expand(
             label::ROSTER_LABEL_KEY,
             &[
                 &session.0,
                 &joint.room.0,
                 &joint.epoch.to_be_bytes(),
-                subject,
+                &w.into_bytes(),
                 salt,
             ],
         )
@@ -108,8 +117,8 @@ impl SealedLabel {
         text: &str,
     ) -> Result<Self, Error> {
         let salt = crate::crypto::random_array()?;
-        let ciphertext =
-            Self::key(joint, session, subject, &salt).seal_once(&[], text.as_bytes())?;
+        let padded = pad(text.as_bytes(), LABEL_MIN).ok_or(Error::TooLarge)?;
+        let ciphertext = Self::key(joint, session, subject, &salt).seal_once(&[], &padded)?;
         Ok(Self {
             epoch: joint.epoch,
             salt,
@@ -127,9 +136,10 @@ impl SealedLabel {
         if joint.epoch != self.epoch {
             return Err(Error::MissingRoomKey { epoch: self.epoch });
         }
-        let plain =
+        let padded =
             Self::key(joint, session, subject, &self.salt).open_once(&[], &self.ciphertext)?;
-        String::from_utf8(plain).map_err(|_| Error::Decode(DecodeError::InvalidUtf8))
+        let text = unpad(&padded, LABEL_MIN)?;
+        String::from_utf8(text.to_vec()).map_err(|_| Error::Decode(DecodeError::InvalidUtf8))
     }
 }
 

@@ -16,6 +16,7 @@
 //! | [`content`] | what is inside a message: text, forwards, receipts, consents, events |
 //! | [`envelope`] | a sealed, signed message and its header |
 //! | [`history`] | the accepted rosters and the rules binding rosters, bundles and envelopes to them |
+//! | [`padding`] | the size buckets every sealed plaintext is padded to |
 //! | [`session`] | a client's verified view of one session: where everything is checked |
 //! | [`relay`] | the relay's acceptance rules, from the same checks |
 //! | [`invite`] | invite links, admission tokens and join proofs |
@@ -100,6 +101,7 @@ pub mod invite;
 pub mod keys;
 mod macros;
 pub mod offer;
+pub mod padding;
 pub mod relay;
 pub mod roster;
 pub mod session;

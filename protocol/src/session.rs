@@ -15,7 +15,7 @@ use std::ops::RangeInclusive;
 use zeroize::Zeroizing;
 
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
-use crate::content::{Content, Forward, ForwardMode, ShareReceipt, Sharing};
+use crate::content::{Content, ContentClass, Forward, ForwardMode, ShareReceipt, Sharing};
 use crate::crypto::Digest;
 use crate::envelope::{Envelope, Header};
 use crate::error::Error;
@@ -346,7 +346,7 @@ impl SessionView {
             sender,
             seq,
             previous,
-            content_type: content.content_type(),
+            class: ContentClass::of(role),
             salt: crate::crypto::random_array()?,
         };
         let envelope = Envelope::seal(me, key, header, content)?;
@@ -359,10 +359,11 @@ impl SessionView {
     /// accepted roster began; a sender in the room at that epoch; a room
     /// open to party members then; no sequence number past the sender's
     /// chain head if the epoch has ended); that the epoch's key is held; the
-    /// sender's signature; that the sender's role at that epoch may send
-    /// this content type in this room; the decryption and content type; and
-    /// the sender's chain (no replay, links that match). Only then is the
-    /// message recorded and returned.
+    /// sender's signature; that the header's class is the sender's role's at
+    /// that epoch; the decryption, padding and content; that the role may
+    /// send that content type in this room; and the sender's chain (no
+    /// replay, links that match). Only then is the message recorded and
+    /// returned.
     ///
     /// A sender's chain is followed from this device's first epoch in the
     /// room: from the chain head the roster that began it recorded, so a
@@ -377,8 +378,9 @@ impl SessionView {
             .ok_or(Error::MissingRoomKey { epoch: h.epoch })?;
         let identity = self.rosters.identity(&h.sender).ok_or(Error::NotAMember)?;
         envelope.verify(identity)?;
-        h.content_type.check_sender(role, epoch.kind)?;
+        h.class.check(role)?;
         let content = envelope.decrypt(key)?;
+        content.content_type().check_sender(role, epoch.kind)?;
         let first_epoch = self
             .keys
             .range((h.room, 0)..=(h.room, u64::MAX))

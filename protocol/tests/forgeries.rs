@@ -96,9 +96,9 @@ fn an_envelope_signed_by_someone_other_than_its_named_sender_is_rejected() {
 }
 
 #[test]
-fn a_member_cannot_pass_off_text_as_a_forward() {
-    // A party member holding the room key seals a "forward" by hand: the
-    // header says forward, so the role check refuses it before decryption.
+fn a_member_cannot_pass_off_text_as_a_mediators() {
+    // A party member holding the room key claims a mediator's class in the
+    // header: the class check refuses it before decryption.
     let mut f = Fixture::new();
     let env = f
         .claimant
@@ -111,12 +111,12 @@ fn a_member_cannot_pass_off_text_as_a_forward() {
         .unwrap();
     let (_, ct, _) = parts(&env);
     let mut header = env.header().clone();
-    header.content_type = caucus_protocol::content::ContentType::Forward;
+    header.class = caucus_protocol::content::ContentClass::Mediator;
     let forged = assemble(&f.claimant.keys, &header, &ct);
-    assert!(matches!(
+    assert_eq!(
         f.defendant.view.open(&forged),
-        Err(Error::NotPermitted(_))
-    ));
+        Err(Error::ContentTypeMismatch)
+    );
 }
 
 #[test]

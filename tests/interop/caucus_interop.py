@@ -37,7 +37,7 @@ import json
 import os
 import struct
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -463,6 +463,12 @@ def is_mediator_role(role: int) -> bool:
     return role in (ROLE_MEDIATOR, ROLE_COMEDIATOR)
 
 
+def label_key(joint_secret: bytes, session: bytes, joint: bytes, epoch: int, subject: bytes, salt: bytes) -> bytes:
+    """8.2: the subject with its u32 length."""
+    info = session + joint + struct.pack(">Q", epoch) + Writer().bytes(subject).done() + salt
+    return expand(joint_secret, L_LABEL_KEY, info)
+
+
 @dataclass(frozen=True)
 class SealedLabel:
     epoch: int
@@ -718,6 +724,44 @@ def read_content(r: Reader) -> dict:
     return {"type": t}  # Withdrawal
 
 
+# The header's content class (9.1): the class of the sender's role, whatever
+# the content; the content type is the first byte inside the ciphertext.
+CLASS_PARTY, CLASS_MEDIATOR = 1, 2
+CONTENT_CLASSES = {CLASS_PARTY, CLASS_MEDIATOR}
+
+
+def class_of(role: int) -> int:
+    return CLASS_MEDIATOR if is_mediator_role(role) else CLASS_PARTY
+
+
+# Padding (9.2): min 256 for content, 64 for labels and names (8.2).
+CONTENT_MIN, LABEL_MIN = 256, 64
+
+
+def padded_len(n: int, min_len: int) -> int:
+    if n <= min_len:
+        return min_len
+    e = n.bit_length() - 1          # floor(log2(n))
+    s = e.bit_length()              # floor(log2(e)) + 1
+    step = 1 << (e - s)
+    return -(-n // step) * step
+
+
+def pad(x: bytes, min_len: int) -> bytes:
+    out = Writer().bytes(x).done()
+    return out + bytes(padded_len(len(out), min_len) - len(out))
+
+
+def unpad(padded: bytes, min_len: int) -> bytes:
+    r = Reader(padded)
+    x = r.bytes()
+    if any(padded[4 + len(x):]):
+        fail("malformed", "padding that is not zero")
+    if len(padded) != padded_len(4 + len(x), min_len):
+        fail("malformed", "padding of the wrong length")
+    return x
+
+
 def text_content(sharing: int, body: str) -> bytes:
     return Writer().u8(CT_TEXT).u8(sharing).string(body).done()
 
@@ -745,19 +789,19 @@ class Header:
     sender: bytes
     seq: int
     previous: bytes
-    content_type: int
+    content_class: int
     salt: bytes
 
     def encode(self) -> bytes:
         return (Writer().u16(1).fixed(self.session).fixed(self.room).u64(self.epoch).fixed(self.sender)
-                .u64(self.seq).fixed(self.previous).u8(self.content_type).fixed(self.salt).done())
+                .u64(self.seq).fixed(self.previous).u8(self.content_class).fixed(self.salt).done())
 
     @staticmethod
     def read(r: Reader) -> "Header":
         if r.u16() != 1:  # the version rule: read first, stop at once
             fail("unsupported_version")
         return Header(r.fixed(16), r.fixed(16), r.u64(), r.fixed(32), r.u64(), r.fixed(32),
-                      r.tag(CONTENT_TYPES), r.fixed(16))
+                      r.tag(CONTENT_CLASSES), r.fixed(16))
 
 
 @dataclass
@@ -790,13 +834,12 @@ class Envelope:
 
 
 def seal_envelope(keys: DeviceKeys, room_secret: bytes, header: Header, content: bytes) -> Envelope:
-    """10.3."""
-    if content[0] != header.content_type:
-        fail("content_type_mismatch")
-    if len(content) > MAX_CONTENT_LEN:
+    """10.3: `content` is canon(Content), padded here (9.2)."""
+    pt = pad(content, CONTENT_MIN)
+    if len(pt) > MAX_CONTENT_LEN:
         fail("too_large")
     hb = header.encode()
-    ct = seal_once(expand(room_secret, L_MESSAGE_KEY, hb), hb, content)
+    ct = seal_once(expand(room_secret, L_MESSAGE_KEY, hb), hb, pt)
     env = Envelope(hb, header, ct, b"")
     env.signature = keys.sign(L_ENVELOPE, env.signed_body)
     return env
@@ -1006,9 +1049,9 @@ class SessionView:
         key = self.keys.get((joint.id, label.epoch))
         if key is None:
             fail("missing_room_key", "joint room key for the label's epoch")
-        lkey = expand(key, L_LABEL_KEY, self.session + joint.id + struct.pack(">Q", label.epoch) + subject + label.salt)
+        lkey = label_key(key, self.session, joint.id, label.epoch, subject, label.salt)
         try:
-            return open_once(lkey, b"", label.ciphertext).decode("utf-8")
+            return unpad(open_once(lkey, b"", label.ciphertext), LABEL_MIN).decode("utf-8")
         except UnicodeDecodeError:
             fail("malformed", "label is not UTF-8")
 
@@ -1070,13 +1113,13 @@ class SessionView:
             fail("missing_room_key")
         if not verify_sig(self.identities[h.sender].signing_key, L_ENVELOPE, env.signed_body, env.signature):
             fail("bad_signature", "envelope signature")
-        permitted(role, record.kind, h.content_type)
+        if h.content_class != class_of(role):
+            fail("content_type_mismatch", "the header's class is not the sender's role's")
         if len(env.ciphertext) > MAX_CONTENT_LEN + 16:
             fail("too_large")
         pt = open_once(expand(secret, L_MESSAGE_KEY, env.header_bytes), env.header_bytes, env.ciphertext)
-        content = decode_exact(pt, read_content)
-        if content["type"] != h.content_type:
-            fail("content_type_mismatch")
+        content = decode_exact(unpad(pt, CONTENT_MIN), read_content)
+        permitted(role, record.kind, content["type"])
         gap = self.check_chain(h.room, h.sender, h.seq, h.previous, eh)
         self.record_link(h.room, h.sender, h.seq, eh, h.previous)
         return Opened(h, eh, content, gap)
@@ -1101,7 +1144,7 @@ class SessionView:
         chain = self.chains.get((room.id, me), {})
         seq = max(chain) + 1 if chain else 1
         previous = chain[seq - 1][0] if chain else ZERO32
-        header = Header(self.session, room.id, room.epoch, me, seq, previous, content[0], os.urandom(16))
+        header = Header(self.session, room.id, room.epoch, me, seq, previous, class_of(member.role), os.urandom(16))
         env = seal_envelope(self.me, secret, header, content)
         self.record_link(room.id, me, seq, env.hash, previous)
         return env
@@ -1406,74 +1449,95 @@ VECTORS = {
     "CONTENT_SYS_ADMITTED": "05014c2badd0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f78388",
     "CONTENT_SYS_JOINT_OPENED": "0503",
     "CONTENT_SYS_PHASE": "050503",
-    "LABEL_KEY_PARTY": "42dd525e68f3418032b7e52c562741bd5109b25c876edc1f1feecd0e84aff7be",
+    "LABEL_KEY_PARTY": "84ac0b4cea66cf873ef90ec268b1f31375796e266ce9b4041506c72be4c49bf9",
     "LABEL_PARTY": (
-        "00000000000000019999999999999999999999999999999900000018a4e6a80dc8167604beef4449241558797da75d16"
-        "879fd197"
+        "000000000000000199999999999999999999999999999999000000500f6b31eb918866fcfec7ac0d6c0cb0ab07d78039"
+        "f8be90b051c6e20038fc7dfe2179fb8c2fc59378e826196c2ddd9e67db974f11c3333cd28030ef4408cf17f194d7ddd4"
+        "afd936d6be5f701e89d55ba1"
     ),
     "LABEL_MED": (
-        "00000000000000019a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a0000001c0c93d2bbaf8bb39637d40118a900708304c31126"
-        "bb62a4886bba07f4"
+        "00000000000000019a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a0000005010ddd361c937fe1d5f5fdda4e9c1f110139cd0f7"
+        "52914c6f38c9091dcb330440047641e7ad80d505c8d59e43c3008c767676e5af8d1a4a2509a3123d7e3c48a816406835"
+        "c23f325c2c290a5448b9e53a"
     ),
     "LABEL_CLA": (
-        "00000000000000019b9b9b9b9b9b9b9b9b9b9b9b9b9b9b9b0000001b36625bf578c4862a667d0f60d12ddb881d5a56ab"
-        "c83d7e8f8e337a"
+        "00000000000000019b9b9b9b9b9b9b9b9b9b9b9b9b9b9b9b00000050f65b95e55b7cf580a79bb89392c052ca4bf30ef2"
+        "6f6884bf99db58ec3131d5e731b5d28c73db32537ecd11e2ed98aec0a9d66ca69c643b07decb24259a5d8b280a18966c"
+        "83756424f010eb2d7d608fba"
     ),
     "SIGNED_ROSTER": (
-        "000002dd1111111111111111111111111111111100000000000000010000000000000000000000000000000000000000"
+        "0000037a1111111111111111111111111111111100000000000000010000000000000000000000000000000000000000"
         "000000000000000000000000010000000122222222222222222222222222222222000000000000000199999999999999"
-        "99999999999999999900000018a4e6a80dc8167604beef4449241558797da75d16879fd197000000000203a107bff3ce"
-        "10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8358072d6365880d1aeea329adf9121383851ed21a28e"
-        "3b75e965d0d2cd16625488141f006dcbca5e639d50030b8ef00cd2b8a09a6290fd5158178e1f637467fb172b70cb0b5d"
-        "7dfe23518bdb61d62900a84d35413c9954409559b3bfcd556f04010000000000000000019a9a9a9a9a9a9a9a9a9a9a9a"
-        "9a9a9a9a0000001c0c93d2bbaf8bb39637d40118a900708304c31126bb62a4886bba07f42543b92ff1095511476adc83"
-        "69db6ddc933665a11978dda1404ee1066ca9559d675dd574ed7789310b3d2e7681f3790b466c773b1521fecf36577958"
-        "371ea52f75058fbf7337e67355ba254c5639b843dc715026524ab51d840c90c8dafbc707e815d478ed4928918acabd30"
-        "e78f2b3051ca11a6212f2b7ff3e4ab0a0b50e90803012222222222222222222222222222222200000000000000019b9b"
-        "9b9b9b9b9b9b9b9b9b9b9b9b9b9b0000001b36625bf578c4862a667d0f60d12ddb881d5a56abc83d7e8f8e337a000000"
-        "023333333333333333333333333333333302010000000000000001000000024c2badd0e00fb63a7881e2544dcf8c3f8a"
-        "56e1cc83ff3e0fab1c89a1c0f78388aaa4cbe92c47a7af3c0bcc84f18d6459998ae1b838e43241da921862c40a02e244"
-        "4444444444444444444444444444440122222222222222222222222222222222010000000000000001000000024c2bad"
-        "d0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f78388aaa4cbe92c47a7af3c0bcc84f18d6459998ae1"
-        "b838e43241da921862c40a02e2000000001783a43d6ef600238d1834613762c10b78485c1527dcc16d40052d37e9d1ae"
-        "583a0b1355f7d7bae0857254e273ad61c6c2b4c49bd0d9acb8de50ecfc29ed1000"
+        "999999999999999999000000500f6b31eb918866fcfec7ac0d6c0cb0ab07d78039f8be90b051c6e20038fc7dfe2179fb"
+        "8c2fc59378e826196c2ddd9e67db974f11c3333cd28030ef4408cf17f194d7ddd4afd936d6be5f701e89d55ba1000000"
+        "000203a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8358072d6365880d1aeea329adf91"
+        "21383851ed21a28e3b75e965d0d2cd16625488141f006dcbca5e639d50030b8ef00cd2b8a09a6290fd5158178e1f6374"
+        "67fb172b70cb0b5d7dfe23518bdb61d62900a84d35413c9954409559b3bfcd556f04010000000000000000019a9a9a9a"
+        "9a9a9a9a9a9a9a9a9a9a9a9a0000005010ddd361c937fe1d5f5fdda4e9c1f110139cd0f752914c6f38c9091dcb330440"
+        "047641e7ad80d505c8d59e43c3008c767676e5af8d1a4a2509a3123d7e3c48a816406835c23f325c2c290a5448b9e53a"
+        "2543b92ff1095511476adc8369db6ddc933665a11978dda1404ee1066ca9559d675dd574ed7789310b3d2e7681f3790b"
+        "466c773b1521fecf36577958371ea52f75058fbf7337e67355ba254c5639b843dc715026524ab51d840c90c8dafbc707"
+        "e815d478ed4928918acabd30e78f2b3051ca11a6212f2b7ff3e4ab0a0b50e90803012222222222222222222222222222"
+        "222200000000000000019b9b9b9b9b9b9b9b9b9b9b9b9b9b9b9b00000050f65b95e55b7cf580a79bb89392c052ca4bf3"
+        "0ef26f6884bf99db58ec3131d5e731b5d28c73db32537ecd11e2ed98aec0a9d66ca69c643b07decb24259a5d8b280a18"
+        "966c83756424f010eb2d7d608fba00000002333333333333333333333333333333330201000000000000000100000002"
+        "4c2badd0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f78388aaa4cbe92c47a7af3c0bcc84f18d6459"
+        "998ae1b838e43241da921862c40a02e24444444444444444444444444444444401222222222222222222222222222222"
+        "22010000000000000001000000024c2badd0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f78388aaa4"
+        "cbe92c47a7af3c0bcc84f18d6459998ae1b838e43241da921862c40a02e2fc0287cbff1e5f17b8715702f3078442c0c7"
+        "49abff0795bc849e1e75bcc360aa34f44c88dcdfeca55730ba7c52d699e81a5669d5a502471a483c12fd06b3c400"
     ),
-    "ROSTER_HASH": "4983787617491c0d21feff98f77ccfee19c7d31b36826a28237828845c1fdd57",
+    "ROSTER_HASH": "c0850c3c5cf655470860d124ba790e25ff9f7123a13efacbae99091cde85a92f",
     "SIGNED_BUNDLE": (
-        "000001341111111111111111111111111111111144444444444444444444444444444444000000000000000149837876"
-        "17491c0d21feff98f77ccfee19c7d31b36826a28237828845c1fdd57000000024c2badd0e00fb63a7881e2544dcf8c3f"
-        "8a56e1cc83ff3e0fab1c89a1c0f783883fe49d1c7b015ba66dc61efac9228ee2064c66882127d60d2c15e718b678f01c"
-        "00000030bf77e89c56df7849ea2aae692a547a9300ab7910117a0f1991f15a553832fced55a1a20871d30a84c6d902ad"
-        "fad513d8aaa4cbe92c47a7af3c0bcc84f18d6459998ae1b838e43241da921862c40a02e26f069fbaa211ca151810e887"
-        "200ee8ebffc187381de80da23889f90ac6ccde40000000308b3640fe6f1c348d9dec321da4c902c9acce1d55b1e26002"
-        "761a1051950f5e6bfde4600b7cc79ce10964052a1cca1f6e21e165a84486623b8b62958a110e1515f0b4d87f5a2db4d7"
-        "3bfc89dfe1f15b9bc86635b998f1b88f40238d310b108c12da3c83ac50deb00eec7923a5dd63470a"
+        "0000013411111111111111111111111111111111444444444444444444444444444444440000000000000001c0850c3c"
+        "5cf655470860d124ba790e25ff9f7123a13efacbae99091cde85a92f000000024c2badd0e00fb63a7881e2544dcf8c3f"
+        "8a56e1cc83ff3e0fab1c89a1c0f7838867e9ed3b1a84c34c2b8c0c0b4c3f0132825206a5a2b5d97d6715710c67467975"
+        "0000003084147f5d1a9b8327539c2a56a8917b8d94b824e31bfeff9bfe20d61b73f46555df45c7f8edfc1c9bda0ae904"
+        "00bee013aaa4cbe92c47a7af3c0bcc84f18d6459998ae1b838e43241da921862c40a02e2386fd2ff1760b3c89eb6748a"
+        "807387c9d1de9339f921bceed8fa429af4045c2e00000030aa24d7719b36becea0950de76bd519a62dcdc86ed1535cc8"
+        "bde0382d982b171fb6050eae7ab342a81caf039dfc3c187a79cbe2c6e54cafb5f5078b3601460df8d8aa4bef407fc324"
+        "d9d900b824dc43bc53ed37bff23e089f734dc7319a8f7836277e2aac16546e152ee2fbe25cf79406"
     ),
     "MSG_KEY_1": "5d1d0e09272d5d2966f4700602310ddc5fc6e3daa67f7f8e47a9e6981fb9cf53",
-    "CT_1": "c21936d1fff9f85372d1548dfb653618fc45d3dde1e808ff5d6ebd75268c890719428b11e1ec370db658",
+    "CT_1": (
+        "c31836cbfeecb52a52a77680af68344ce443d098ade815b45329e972ed8aaf6b430482281ac7bd07775d8933560db771"
+        "ebfda517053fa7322613c45b839e6a7d818604f8cd5c814d7a8a81354a13c07a2ca7cbf6f262edd9ac825219cb282af6"
+        "aa22c8f731f6036842d5317dcf342a111f53a802a340b588cd4b46e711aaa073b73fe6c79f66a34d03a130f3f4109843"
+        "b92b85bfcaab67951d08e8c8016a93239d96c7e29f8693973be9894936c839bebb4788ec3f694b6e4945e99a1e24714b"
+        "9103b69121e1ca3e25a82acf34ae26f3838e658597d51c7b4cc0b0f2b9b24951a24824b77310d80a35fb28e3c98c6067"
+        "689b1a0668e08e88531f68ea751eb9ccb7b32472d7c06417a984dec43c564aac"
+    ),
     "SIG_1": (
-        "66fe5188d376ed5fc1fd8b47c6740661c5281c1c6bbfd2074a6be0ab050ceb65f4711d49bc4d3b935fa5c8fc7f743b8a"
-        "a147f02b36968aac94d844e0b9c30306"
+        "f4e54519f8dd3124b37334bfb411ffb517faeb10f97a9f9ee9ad0ff907b5a86de890e5c40e30d72d6663c57ce6e79701"
+        "67e5917777ff905475189c3432476609"
     ),
     "ENVELOPE_1": (
         "000000830001111111111111111111111111111111114444444444444444444444444444444400000000000000014c2b"
         "add0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f78388000000000000000100000000000000000000"
-        "0000000000000000000000000000000000000000000001abababababababababababababababab0000002ac21936d1ff"
-        "f9f85372d1548dfb653618fc45d3dde1e808ff5d6ebd75268c890719428b11e1ec370db65866fe5188d376ed5fc1fd8b"
-        "47c6740661c5281c1c6bbfd2074a6be0ab050ceb65f4711d49bc4d3b935fa5c8fc7f743b8aa147f02b36968aac94d844"
-        "e0b9c30306"
+        "0000000000000000000000000000000000000000000001abababababababababababababababab00000110c31836cbfe"
+        "ecb52a52a77680af68344ce443d098ade815b45329e972ed8aaf6b430482281ac7bd07775d8933560db771ebfda51705"
+        "3fa7322613c45b839e6a7d818604f8cd5c814d7a8a81354a13c07a2ca7cbf6f262edd9ac825219cb282af6aa22c8f731"
+        "f6036842d5317dcf342a111f53a802a340b588cd4b46e711aaa073b73fe6c79f66a34d03a130f3f4109843b92b85bfca"
+        "ab67951d08e8c8016a93239d96c7e29f8693973be9894936c839bebb4788ec3f694b6e4945e99a1e24714b9103b69121"
+        "e1ca3e25a82acf34ae26f3838e658597d51c7b4cc0b0f2b9b24951a24824b77310d80a35fb28e3c98c6067689b1a0668"
+        "e08e88531f68ea751eb9ccb7b32472d7c06417a984dec43c564aacf4e54519f8dd3124b37334bfb411ffb517faeb10f9"
+        "7a9f9ee9ad0ff907b5a86de890e5c40e30d72d6663c57ce6e7970167e5917777ff905475189c3432476609"
     ),
-    "ENV_HASH_1": "8abd50d37dda827a09f41452987e544f8958ab9745ca20ca3aabf5d7df4b6ae9",
-    "MSG_KEY_2": "f47e4ab7dde3752d3deb50b617a925f0d89bc9f3e58ca484e0f10021acbc4d18",
+    "ENV_HASH_1": "2d07154e1ca62b6d0808e8b2267206cd74c994a97c4518ba667796b966c486f5",
+    "MSG_KEY_2": "9df72132d955b4bd02036d629db692309089849b0746ea9fdf5f6834f4ed5aed",
     "ENVELOPE_2": (
         "000000830001111111111111111111111111111111114444444444444444444444444444444400000000000000014c2b"
-        "add0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f7838800000000000000028abd50d37dda827a09f4"
-        "1452987e544f8958ab9745ca20ca3aabf5d7df4b6ae901acacacacacacacacacacacacacacacac0000002af7ae597b2d"
-        "f20551ebd3e7f895a625cc95170852c368a8ef05b4ee87e0c208571b2d54c307f0f42d9172f6bdb23cce68129d8a52e1"
-        "48ca9b0e69e1d94aa6cf62d16d8b7855073d670e18411073dcdc8c501bcb734a0fe83cb8de674bbf5aa950b97b4d3118"
-        "747d54ed06"
+        "add0e00fb63a7881e2544dcf8c3f8a56e1cc83ff3e0fab1c89a1c0f7838800000000000000022d07154e1ca62b6d0808"
+        "e8b2267206cd74c994a97c4518ba667796b966c486f501acacacacacacacacacacacacacacacac000001107f5185b45f"
+        "3d9633bdd9b5e89bcc799119fb6219060f539381bf88627b2649e1816facb415a0d67c14d44830cbe4b2f98a1115d175"
+        "4b46d83b993fb0519806477e1ddc2d831733656b3d8dd53f5656adb00454026c4dfe735dabbe504700e406d77585290c"
+        "9afd90ea2577246cae5a81fd856217597e5ef034878411aa687cafe37edcf3da30ea8f3ad0ddb18fbbb55c269765707d"
+        "41af3a084b6d0b92eac4345af8bf72afdc631445a744952a5cde477f6a54db2c92b20aefca294dabbeb1f97c19e43ec3"
+        "01e62e1b144778a252b8a754036bdb1af0c13e55f1fc4a168d03729e88397d2275993771763bbb8b4e99592b845c21b0"
+        "e16ffe3569146041d13410c3cc8c4899a1ac729737d13a68176869d4605f7863b17b1de7caded5726866b1a2141fabca"
+        "2af569c0fb346955af1915de2c9db3512c918621f8eaa1b1fcda3439582108de33accf27fa37df7fa73703"
     ),
-    "ENV_HASH_2": "a0fe92443a5676b97a7edf5b69dbbc153357aebbb8c65c1205546aa3c837ffe1",
+    "ENV_HASH_2": "b3d7de28817d0c952892cc8f634c798116cbcf99b75fd7f57ee9c90ef9923d60",
     "CANON_INVITE": (
         "000000137773733a2f2f72656c61792e6578616d706c6511111111111111111111111111111111555555555555555555"
         "555555555555556666666666666666666666666666666666666666666666666666666666666666aaa4cbe92c47a7af3c"
@@ -1545,7 +1609,7 @@ def self_test(hpke_vectors: Optional[str]) -> None:
     eq("A.1 envelope prefix", prefix(L_ENVELOPE).hex(), "126361756375732f76312f656e76656c6f7065")
     # A.4 header
     session, party, joint, private = b"\x11" * 16, b"\x22" * 16, b"\x33" * 16, b"\x44" * 16
-    h1 = Header(session, private, 1, cla.fingerprint, 1, ZERO32, CT_TEXT, b"\xab" * 16)
+    h1 = Header(session, private, 1, cla.fingerprint, 1, ZERO32, CLASS_PARTY, b"\xab" * 16)
     eq("A.4 header", h1.encode(), X["HEADER_1"])
     # A.5 contents
     eq("A.5 text", text_content(1, "My bottom line is..."), X["CONTENT_TEXT"])
@@ -1607,8 +1671,22 @@ def self_test(hpke_vectors: Optional[str]) -> None:
     eq("A.6 party label", view.open_label(roster.parties[0].label, party), "Claimant")
     eq("A.6 mediator name", view.open_label(roster.member(med.fingerprint).name, med.fingerprint), "The mediator")
     eq("A.6 claimant name", view.open_label(roster.member(cla.fingerprint).name, cla.fingerprint), "A. Claimant")
-    eq("A.6 label key", expand(b"\x77" * 32, L_LABEL_KEY, session + joint + struct.pack(">Q", 1) + party + b"\x99" * 16),
-       X["LABEL_KEY_PARTY"])
+    eq("A.6 label key", label_key(b"\x77" * 32, session, joint, 1, party, b"\x99" * 16), X["LABEL_KEY_PARTY"])
+    eq("A.6 label sizes", {len(p.label.ciphertext) for p in roster.parties}
+       | {len(m.name.ciphertext) for m in roster.members}, {LABEL_MIN + 16})
+    dirty = bytearray(pad(b"Claimant", LABEL_MIN))
+    dirty[-1] = 1
+    forged = SealedLabel(1, b"\x99" * 16, seal_once(X["LABEL_KEY_PARTY"], b"", bytes(dirty)))
+    try:
+        view.open_label(forged, party)
+        raise Fatal("self-test: a label with dirty padding opened")
+    except ProtocolError as e:
+        eq("8.2 label padding", e.code, "malformed")
+    # 9.2 padding sizes
+    eq("9.2 padded_len", [padded_len(n, CONTENT_MIN) for n in (1, 256, 257, 513, 262141, 262144)],
+       [256, 256, 272, 544, 262144, 262144])
+    eq("A.9 padded plaintext", pad(X["CONTENT_TEXT"], CONTENT_MIN),
+       bytes.fromhex("0000001a") + X["CONTENT_TEXT"] + bytes(226))
     # A.9 envelopes: sealing reproduces them byte for byte (Ed25519 is deterministic)
     env1 = seal_envelope(cla, b"\x88" * 32, h1, text_content(1, "My bottom line is..."))
     eq("A.9 message key 1", expand(b"\x88" * 32, L_MESSAGE_KEY, h1.encode()), X["MSG_KEY_1"])
@@ -1616,7 +1694,7 @@ def self_test(hpke_vectors: Optional[str]) -> None:
     eq("A.9 signature 1", env1.signature, X["SIG_1"])
     eq("A.9 envelope 1", env1.encode(), X["ENVELOPE_1"])
     eq("A.9 hash 1", env1.hash, X["ENV_HASH_1"])
-    h2 = Header(session, private, 1, cla.fingerprint, 2, X["ENV_HASH_1"], CT_TEXT, b"\xac" * 16)
+    h2 = Header(session, private, 1, cla.fingerprint, 2, X["ENV_HASH_1"], CLASS_PARTY, b"\xac" * 16)
     eq("A.9 message key 2", expand(b"\x88" * 32, L_MESSAGE_KEY, h2.encode()), X["MSG_KEY_2"])
     eq("A.9 envelope 2", seal_envelope(cla, b"\x88" * 32, h2, text_content(2, "...but I could move.")).encode(),
        X["ENVELOPE_2"])
@@ -1634,6 +1712,35 @@ def self_test(hpke_vectors: Optional[str]) -> None:
         raise Fatal("self-test: replay accepted")
     except ProtocolError as e:
         eq("10.6 replay", e.code, "replay")
+    # 10.5 steps 7 and 8: the header's class, the padding, then the content's type.
+    h3 = Header(session, private, 1, cla.fingerprint, 3, X["ENV_HASH_2"], CLASS_PARTY, b"\xad" * 16)
+
+    def sealed_by_hand(h: Header, pt: bytes) -> bytes:
+        hb = h.encode()
+        env = Envelope(hb, h, seal_once(expand(b"\x88" * 32, L_MESSAGE_KEY, hb), hb, pt), b"")
+        env.signature = cla.sign(L_ENVELOPE, env.signed_body)
+        return env.encode()
+
+    text3 = text_content(2, "three")
+    dirty = bytearray(pad(text3, CONTENT_MIN))
+    dirty[-1] = 1
+    for what, data, code in (
+        ("a mediator's class from a party member", sealed_by_hand(
+            replace(h3, content_class=CLASS_MEDIATOR), pad(text3, CONTENT_MIN)),
+         "content_type_mismatch"),
+        ("padding not zero", sealed_by_hand(h3, bytes(dirty)), "malformed"),
+        ("padding too long", sealed_by_hand(h3, pad(text3, CONTENT_MIN) + bytes(16)), "malformed"),
+        ("no padding", sealed_by_hand(h3, text3), "malformed"),
+        ("a forward from a party member", sealed_by_hand(h3, pad(X["CONTENT_FORWARD"], CONTENT_MIN)),
+         "not_permitted"),
+    ):
+        try:
+            mview.open_envelope(data)
+            raise Fatal(f"self-test: {what} opened")
+        except ProtocolError as e:
+            eq(f"10.5 {what}", e.code, code)
+    eq("10.5 seq 3 still open", mview.open_envelope(sealed_by_hand(h3, pad(text3, CONTENT_MIN))).content["body"],
+       "three")
     # 7.6: version 2 of the A.7 roster, the private room at `epoch`, with `heads`.
     v1_body = read_signed(X["SIGNED_ROSTER"], Roster.read).body
 
@@ -1658,7 +1765,7 @@ def self_test(hpke_vectors: Optional[str]) -> None:
     eq("7.6 version 1 again, silent", mview.accept_roster(X["SIGNED_ROSTER"]), None)
     # 10.5 step 6: the ended epoch 1 takes nothing past the claimant's head (seq 2).
     for seq, previous, code in ((3, X["ENV_HASH_2"], "after_epoch_ended"), (2, X["ENV_HASH_1"], "fork")):
-        late = seal_envelope(cla, b"\x88" * 32, Header(session, private, 1, cla.fingerprint, seq, previous, CT_TEXT,
+        late = seal_envelope(cla, b"\x88" * 32, Header(session, private, 1, cla.fingerprint, seq, previous, CLASS_PARTY,
                                                        b"\xad" * 16), text_content(1, "late"))
         try:
             mview.open_envelope(late.encode())
@@ -1671,7 +1778,7 @@ def self_test(hpke_vectors: Optional[str]) -> None:
     jview.accept_roster(v2)
     jview.keys[(private, 2)] = b"\x89" * 32
     for previous, want in ((X["ENV_HASH_1"], "chain_broken"), (X["ENV_HASH_2"], None)):
-        env3 = seal_envelope(cla, b"\x89" * 32, Header(session, private, 2, cla.fingerprint, 3, previous, CT_TEXT,
+        env3 = seal_envelope(cla, b"\x89" * 32, Header(session, private, 2, cla.fingerprint, 3, previous, CLASS_PARTY,
                                                        b"\xae" * 16), text_content(1, "next"))
         try:
             eq("10.6 from the head, no gap", jview.open_envelope(env3.encode()).gap, want)

@@ -16,7 +16,7 @@ use caucus_client::{Client, ClientError, Event, StateDir, Warning};
 use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::codec::{Canonical, Reader, Writer};
 use caucus_protocol::content::{
-    Content, ContentType, Forward, ForwardMode, ShareReceipt, Sharing, Step, SystemEvent,
+    Content, ContentClass, Forward, ForwardMode, ShareReceipt, Sharing, Step, SystemEvent,
 };
 use caucus_protocol::crypto::{Digest, Signature, label};
 use caucus_protocol::envelope::{Envelope, Header};
@@ -284,10 +284,9 @@ impl Attacker {
         self.keys.fingerprint()
     }
 
-    /// An envelope with `header` (its content type set to `content`'s),
-    /// whose ciphertext is `content` sealed under the attacker's own room
-    /// key, signed by the attacker.
-    fn envelope(&mut self, mut header: Header, content: &Content) -> Envelope {
+    /// An envelope with `header`, whose ciphertext is `content` sealed under
+    /// the attacker's own room key, signed by the attacker.
+    fn envelope(&mut self, header: Header, content: &Content) -> Envelope {
         let own = match self.lead_view.seal(&self.keys, &self.room, content) {
             Ok(env) => env,
             Err(_) => self
@@ -296,7 +295,6 @@ impl Attacker {
                 .unwrap(),
         };
         let (_, ciphertext, _) = split(&own);
-        header.content_type = content.content_type();
         let header = header.to_bytes();
         let mut body = Writer::new();
         body.bytes(&header).bytes(&ciphertext);
@@ -306,7 +304,7 @@ impl Attacker {
 }
 
 /// The header that `sender`'s next message in `room` would have, as far as
-/// the relay has seen that sender's chain.
+/// the relay has seen that sender's chain, with the class of `sender`'s role.
 fn next_header(proxy: &Proxy, roster: &Roster, room: RoomId, sender: Fingerprint) -> Header {
     let last = proxy
         .posted_by(&sender)
@@ -321,9 +319,15 @@ fn next_header(proxy: &Proxy, roster: &Roster, room: RoomId, sender: Fingerprint
         sender,
         seq,
         previous,
-        content_type: ContentType::Text,
+        class: ContentClass::of(roster.member(&sender).unwrap().role),
         salt: [0x5a; 16],
     }
+}
+
+/// What `client` sealed in `envelope`, which it posted: only its own client
+/// can say, since the header no longer does (the proxy, a relay, cannot).
+fn sent(client: &Client, session: &SessionId, envelope: &Envelope) -> Option<Content> {
+    client.message(session, &envelope.hash()).map(|m| m.content)
 }
 
 /// The last envelope `who` posted whose text `client` shows as `text`.
@@ -1303,7 +1307,7 @@ async fn a_forged_consent_is_refused_and_unlocks_no_forward() {
         s.proxy
             .posted_by(&s.m())
             .iter()
-            .all(|e| e.header().content_type != ContentType::Forward)
+            .all(|e| !matches!(sent(&s.mediator, &session, e), Some(Content::Forward(_))))
     );
 }
 
@@ -1399,8 +1403,10 @@ async fn a_forged_agreement_signature_is_refused_and_nothing_is_countersigned() 
         .posted_by(&s.m())
         .into_iter()
         .find(|e| {
-            e.header().content_type == ContentType::AgreementDraft
-                && e.header().room == s.claimant_room
+            matches!(
+                sent(&s.mediator, &session, e),
+                Some(Content::AgreementDraft(_))
+            ) && e.header().room == s.claimant_room
         })
         .unwrap();
     let Some(Content::AgreementDraft(draft)) = s
@@ -1431,12 +1437,10 @@ async fn a_forged_agreement_signature_is_refused_and_nothing_is_countersigned() 
     assert!(!events.iter().any(signed));
     assert!(s.claimant.agreement(&session).is_none());
     // The mediator countersigned nothing.
-    assert!(
-        s.proxy
-            .posted_by(&s.m())
-            .iter()
-            .all(|e| e.header().content_type != ContentType::AgreementFinal)
-    );
+    assert!(s.proxy.posted_by(&s.m()).iter().all(|e| !matches!(
+        sent(&s.mediator, &session, e),
+        Some(Content::AgreementFinal(_))
+    )));
 }
 
 // ----- key bundles -----
