@@ -123,6 +123,17 @@ pub enum Error {
     /// A relay's deletion statement does not match what was asked.
     #[error("deletion statement: {0}")]
     BadStatement(&'static str),
+    /// The relay shows an identity other than the one pinned for it, and no
+    /// chain of rotation statements from the pinned one to it.
+    #[error(
+        "the relay shows the key {shown}, not the key pinned for it ({pinned}), and no rotation statement from the pinned key vouches for it"
+    )]
+    UnpinnedRelay {
+        /// The fingerprint pinned (from the invite link, or on first use).
+        pinned: crate::identity::Fingerprint,
+        /// The fingerprint the relay showed.
+        shown: crate::identity::Fingerprint,
+    },
 }
 
 impl Error {
@@ -161,6 +172,7 @@ impl Error {
             Self::NotAnExport(_) => "not_an_export",
             Self::ReadableTextDiffers(_) => "readable_text_differs",
             Self::BadStatement(_) => "bad_statement",
+            Self::UnpinnedRelay { .. } => "unpinned_relay",
         }
     }
 }

@@ -2,7 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
 use caucus_protocol::codec::Canonical;
-use caucus_protocol::crypto::{Digest, label};
+use caucus_protocol::auth::AuthTarget;
+use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::{RoomId, SessionId};
 use caucus_protocol::wire::{
@@ -11,13 +12,15 @@ use caucus_protocol::wire::{
 
 fn auth_request() -> Request {
     let keys = DeviceKeys::generate().unwrap();
-    let nonce = [7u8; 32];
+    let relay = DeviceKeys::generate().unwrap().fingerprint();
+    let url = "wss://relay.example";
     Request {
         v: 1,
         id: 1,
         body: RequestBody::Auth {
             identity: Encoded(keys.public().clone()),
-            signature: keys.sign(label::AUTH, &nonce),
+            url: url.into(),
+            signature: AuthTarget::new(Digest([7; 32]), relay, url).sign(&keys),
         },
     }
 }
@@ -136,7 +139,12 @@ fn server_frames_are_told_apart_by_type() {
     assert_eq!(ok, ServerFrame::Reply(Reply::posted(3, 7)));
     let nonce = Digest([1; 32]);
     let relay = Encoded(DeviceKeys::generate().unwrap().public().clone());
-    let challenge = Event::Challenge { v: 1, nonce, relay };
+    let challenge = Event::Challenge {
+        v: 1,
+        nonce,
+        relay,
+        rotations: Vec::new(),
+    };
     let text = serde_json::to_string(&challenge).unwrap();
     let ev: ServerFrame = serde_json::from_str(&text).unwrap();
     assert_eq!(ev, ServerFrame::Event(Box::new(challenge)));

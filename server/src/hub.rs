@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::deletion::{DeletionStatement, Erased, SignedDeletionStatement};
 use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
-use caucus_protocol::identity::{DeviceKeys, Fingerprint, PublicIdentity};
+use caucus_protocol::identity::{Fingerprint, PublicIdentity};
 use caucus_protocol::ids::{InviteId, RoomId, SessionId};
 use caucus_protocol::invite::{AdmissionToken, JoinRequest};
 use caucus_protocol::keys::SignedKeyBundle;
@@ -26,6 +26,7 @@ use caucus_protocol::wire::{
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::relay_key::RelayIdentity;
 use crate::store::{self, Commit, InviteRecord, Kind, SessionRecord, Store, StoreError};
 
 /// A refusal: a wire code and a message for the client.
@@ -216,8 +217,9 @@ pub(crate) struct Hub {
     sessions: Mutex<HashMap<SessionId, Arc<Mutex<SessionState>>>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: Config,
-    /// The relay's own identity, which signs deletion statements.
-    pub(crate) relay: DeviceKeys,
+    /// The relay's own identity, which signs deletion statements, and the
+    /// URLs a login may name.
+    pub(crate) relay: RelayIdentity,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -240,7 +242,7 @@ impl Hub {
         store: Store,
         metrics: Arc<Metrics>,
         config: Config,
-        relay: DeviceKeys,
+        relay: RelayIdentity,
     ) -> Self {
         Self {
             store,
@@ -959,14 +961,14 @@ impl Hub {
             batch.remove(key);
         }
         let statement = DeletionStatement {
-            relay: self.relay.public().clone(),
+            relay: self.relay.keys.public().clone(),
             session: *session,
             mediator: record.mediator,
             closed_at: record.closed_at.unwrap_or_else(now),
             erased_at: now(),
             erased,
         }
-        .sign(&self.relay)?;
+        .sign(&self.relay.keys)?;
         batch.insert(
             store::key(Kind::Deleted, session, &[]),
             statement.to_bytes(),
