@@ -490,14 +490,15 @@ impl Machine {
         now: Timestamp,
     ) -> Result<OpId> {
         self.mediator_at(session, now)?;
-        let relay_key = *self
-            .session(session)?
-            .meta
-            .relay_keys
-            .last()
-            .ok_or(ClientError::Usage(
-                "the relay's key is not known yet: connect to the relay first",
-            ))?;
+        let relay_key =
+            *self
+                .session(session)?
+                .meta
+                .relay_keys
+                .last()
+                .ok_or(ClientError::Usage(
+                    "the relay's key is not known yet: connect to the relay first",
+                ))?;
         let invite = Invite::new(
             self.relay().to_owned(),
             relay_key,

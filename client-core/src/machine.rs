@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use caucus_protocol::auth::{AuthTarget, SignedRelayRotation, follow_rotations};
 use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Content, SystemEvent};
-use caucus_protocol::auth::{AuthTarget, SignedRelayRotation, follow_rotations};
 use caucus_protocol::deletion::SignedDeletionStatement;
 use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
 use caucus_protocol::identity::{DeviceKeys, Fingerprint, PublicIdentity};

@@ -131,7 +131,9 @@ impl RelayRotation {
     /// signer's, or if the two identities are the same).
     pub fn sign(self, old: &DeviceKeys) -> Result<SignedRelayRotation, Error> {
         if self.old != *old.public() {
-            return Err(Error::BadStatement("signer is not the relay's old identity"));
+            return Err(Error::BadStatement(
+                "signer is not the relay's old identity",
+            ));
         }
         if self.new == self.old {
             return Err(Error::BadStatement("a rotation to the same identity"));

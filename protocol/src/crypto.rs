@@ -570,7 +570,12 @@ mod tests {
                     assert_eq!(shared, [0u8; 32]);
                     low += 1;
                 } else {
-                    assert_eq!(hex::encode(shared), text(test, "shared"), "tcId {}", test["tcId"]);
+                    assert_eq!(
+                        hex::encode(shared),
+                        text(test, "shared"),
+                        "tcId {}",
+                        test["tcId"]
+                    );
                     other += 1;
                 }
             }

@@ -12,8 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
 use crate::crypto::{
-    Digest, Signature, is_small_order_x25519, label, signing_input, verify_signature,
-    verifying_key,
+    Digest, Signature, is_small_order_x25519, label, signing_input, verify_signature, verifying_key,
 };
 use crate::error::Error;
 

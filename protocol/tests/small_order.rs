@@ -54,7 +54,8 @@ fn an_identity_with_a_small_order_dh_key_does_not_decode() {
                 .any(|f| f == "LowOrderPublic");
             let body = [&signing_key[..], &dh].concat();
             let signature = keys.sign(label::IDENTITY, &body);
-            let decoded = PublicIdentity::from_bytes(&identity_bytes(&signing_key, &dh, &signature.0));
+            let decoded =
+                PublicIdentity::from_bytes(&identity_bytes(&signing_key, &dh, &signature.0));
             if low {
                 let err = decoded.unwrap_err().to_string();
                 assert!(err.contains("DH key is of small order"), "{err}");

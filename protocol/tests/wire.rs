@@ -1,8 +1,8 @@
 //! The JSON frames between client and relay.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
-use caucus_protocol::codec::Canonical;
 use caucus_protocol::auth::AuthTarget;
+use caucus_protocol::codec::Canonical;
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::{RoomId, SessionId};
@@ -167,4 +167,20 @@ fn encoded_objects_are_their_exact_canonical_bytes() {
     let json = serde_json::to_value(Encoded(keys.public().clone())).unwrap();
     let bytes = caucus_protocol::b64::decode(json.as_str().unwrap()).unwrap();
     assert_eq!(bytes, keys.public().to_bytes());
+}
+
+/// A challenge must name the relay and its rotations (open question 35):
+/// one without either is not a frame a client reads, so it is not answered.
+#[test]
+fn a_challenge_without_the_relay_or_its_rotations_is_not_a_challenge() {
+    let relay = caucus_protocol::b64::encode(&DeviceKeys::generate().unwrap().public().to_bytes());
+    let nonce = caucus_protocol::b64::encode(&[1; 32]);
+    let full = format!(r#"{{"type":"challenge","v":1,"nonce":"{nonce}","relay":"{relay}","rotations":[]}}"#);
+    assert!(serde_json::from_str::<ServerFrame>(&full).is_ok());
+    for partial in [
+        format!(r#"{{"type":"challenge","v":1,"nonce":"{nonce}","relay":"{relay}"}}"#),
+        format!(r#"{{"type":"challenge","v":1,"nonce":"{nonce}","rotations":[]}}"#),
+    ] {
+        assert!(serde_json::from_str::<ServerFrame>(&partial).is_err(), "{partial}");
+    }
 }

@@ -286,8 +286,13 @@ mod tests {
     fn public_urls_are_listed_by_repeating_the_flag_or_with_commas_and_must_be_websocket_urls() {
         assert!(parse(&[]).public_urls.is_empty());
         assert_eq!(
-            parse(&["--public-url", "wss://a.example", "--public-url", "ws://b.example:8080"])
-                .public_urls,
+            parse(&[
+                "--public-url",
+                "wss://a.example",
+                "--public-url",
+                "ws://b.example:8080"
+            ])
+            .public_urls,
             ["wss://a.example", "ws://b.example:8080"]
         );
         assert_eq!(

@@ -65,7 +65,9 @@ fn rotate_key(dir: &std::path::Path) -> std::process::ExitCode {
         .map_or(0, |d| d.as_secs());
     match caucus_server::rotate_key(dir, now) {
         Ok((old, new)) => {
-            println!("caucus-server: relay key rotated from {old} to {new}; restart the relay to use it");
+            println!(
+                "caucus-server: relay key rotated from {old} to {new}; restart the relay to use it"
+            );
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {

@@ -14,8 +14,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::auth::AuthTarget;
+use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::identity::{DeviceKeys, PublicIdentity};
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::roster::Role;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use caucus_bench::{key_in_event, key_of, nats};
-use caucus_protocol::codec::Canonical;
 use caucus_protocol::auth::AuthTarget;
+use caucus_protocol::codec::Canonical;
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::SessionId;
 use caucus_protocol::wire::{
