@@ -184,3 +184,66 @@ pub fn follow_rotations(
     }
     Ok(keys)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rotate(old: &DeviceKeys, new: &DeviceKeys) -> SignedRelayRotation {
+        RelayRotation {
+            old: old.public().clone(),
+            new: new.public().clone(),
+            rotated_at: 1_900_000_000,
+        }
+        .sign(old)
+        .unwrap()
+    }
+
+    /// A chain K0 → K1 → K2: a device pinned to K0 or K1 follows it to
+    /// K2; a prefix forged by a key of the relay's own (X → K1) does not
+    /// vouch for anything to a device pinned to X's victim; a chain with a
+    /// missing link, or a statement not signed by its old key, fails.
+    #[test]
+    fn rotations_are_followed_only_from_the_pinned_key_through_signed_links() {
+        let k: Vec<DeviceKeys> = (0..4).map(|_| DeviceKeys::generate().unwrap()).collect();
+        let chain = [rotate(&k[0], &k[1]), rotate(&k[1], &k[2])];
+        let shown = k[2].public();
+        assert_eq!(
+            follow_rotations(&k[0].fingerprint(), shown, &chain).unwrap(),
+            [k[1].fingerprint(), k[2].fingerprint()]
+        );
+        assert_eq!(
+            follow_rotations(&k[1].fingerprint(), shown, &chain).unwrap(),
+            [k[2].fingerprint()]
+        );
+        assert!(matches!(
+            follow_rotations(&k[3].fingerprint(), shown, &chain),
+            Err(Error::UnpinnedRelay { .. })
+        ));
+        let gap = [chain[0].clone(), rotate(&k[3], &k[2])];
+        assert!(matches!(
+            follow_rotations(&k[0].fingerprint(), shown, &gap),
+            Err(Error::UnpinnedRelay { .. })
+        ));
+        let mut bytes = chain[1].to_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let tampered = [
+            chain[0].clone(),
+            SignedRelayRotation::from_bytes(&bytes).unwrap(),
+        ];
+        assert!(matches!(
+            follow_rotations(&k[0].fingerprint(), shown, &tampered),
+            Err(Error::BadSignature(_))
+        ));
+        assert!(
+            RelayRotation {
+                old: k[0].public().clone(),
+                new: k[1].public().clone(),
+                rotated_at: 0
+            }
+            .sign(&k[1])
+            .is_err()
+        );
+    }
+}

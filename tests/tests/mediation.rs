@@ -478,13 +478,12 @@ async fn a_join_request_with_a_bad_proof_is_rejected_and_reported() {
     let (mut ws, _) = tokio_tungstenite::connect_async(http).await.unwrap();
     use futures_util::{SinkExt, StreamExt};
     let (nonce, relay_key) = loop {
-        if let Some(Ok(Message::Text(t))) = ws.next().await {
-            if let Ok(caucus_protocol::wire::ServerFrame::Event(e)) =
+        if let Some(Ok(Message::Text(t))) = ws.next().await
+            && let Ok(caucus_protocol::wire::ServerFrame::Event(e)) =
                 serde_json::from_str(t.as_str())
-                && let caucus_protocol::wire::Event::Challenge { nonce, relay, .. } = *e
-            {
-                break (nonce, relay.0.fingerprint());
-            }
+            && let caucus_protocol::wire::Event::Challenge { nonce, relay, .. } = *e
+        {
+            break (nonce, relay.0.fingerprint());
         }
     };
     for (id, body) in [
