@@ -175,12 +175,17 @@ fn encoded_objects_are_their_exact_canonical_bytes() {
 fn a_challenge_without_the_relay_or_its_rotations_is_not_a_challenge() {
     let relay = caucus_protocol::b64::encode(&DeviceKeys::generate().unwrap().public().to_bytes());
     let nonce = caucus_protocol::b64::encode(&[1; 32]);
-    let full = format!(r#"{{"type":"challenge","v":1,"nonce":"{nonce}","relay":"{relay}","rotations":[]}}"#);
+    let full = format!(
+        r#"{{"type":"challenge","v":1,"nonce":"{nonce}","relay":"{relay}","rotations":[]}}"#
+    );
     assert!(serde_json::from_str::<ServerFrame>(&full).is_ok());
     for partial in [
         format!(r#"{{"type":"challenge","v":1,"nonce":"{nonce}","relay":"{relay}"}}"#),
         format!(r#"{{"type":"challenge","v":1,"nonce":"{nonce}","rotations":[]}}"#),
     ] {
-        assert!(serde_json::from_str::<ServerFrame>(&partial).is_err(), "{partial}");
+        assert!(
+            serde_json::from_str::<ServerFrame>(&partial).is_err(),
+            "{partial}"
+        );
     }
 }
