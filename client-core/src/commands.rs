@@ -67,6 +67,8 @@ impl Machine {
                 "the invite is for another relay than this client's",
             ));
         }
+        // The relay already connected must be the one the link pins.
+        self.check_relay_key(&invite.relay_key)?;
         let session = invite.session;
         let link = link.trim().to_owned();
         match self.sessions.get(&session).map(|s| &s.meta.membership) {
@@ -83,6 +85,7 @@ impl Machine {
                 SessionView::new(session, invite.mediator),
                 Meta {
                     relay: invite.relay.clone(),
+                    relay_keys: vec![invite.relay_key],
                     cursors: Default::default(),
                     invites: Vec::new(),
                     membership: Membership::Knocking { link: link.clone() },
@@ -422,6 +425,9 @@ impl Machine {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let meta = Meta {
             relay: self.relay().to_owned(),
+            // Pinned on first use: the relay connected now, or else the one
+            // that answers next.
+            relay_keys: self.relay_key().into_iter().collect(),
             cursors: Default::default(),
             invites: Vec::new(),
             membership: Membership::Ready,
@@ -489,8 +495,18 @@ impl Machine {
             // Past what a JSON number carries exactly (12.1).
             return Err(ClientError::Usage("an invite cannot expire that far ahead"));
         }
+        let relay_key =
+            *self
+                .session(session)?
+                .meta
+                .relay_keys
+                .last()
+                .ok_or(ClientError::Usage(
+                    "the relay's key is not known yet: connect to the relay first",
+                ))?;
         let invite = Invite::new(
             self.relay().to_owned(),
+            relay_key,
             *session,
             self.fingerprint(),
             expires_at,

@@ -48,8 +48,11 @@
 //! # let relay = DeviceKeys::generate()?;
 //! # let challenge = serde_json::json!({"type": "challenge", "v": 1,
 //! #     "nonce": caucus_protocol::b64::encode(&[7u8; 32]),
-//! #     "relay": caucus_protocol::b64::encode(&caucus_protocol::codec::Canonical::to_bytes(relay.public()))});
+//! #     "relay": caucus_protocol::b64::encode(&caucus_protocol::codec::Canonical::to_bytes(relay.public())),
+//! #     "rotations": []});
 //! mediator.handle_frame(&challenge.to_string(), now);
+//! // The relay's key, pinned for the session on first use, is saved first.
+//! mediator.take_changes()?;
 //! let auth = mediator.poll_transmit().expect("the answer to the challenge");
 //! assert!(auth.contains(r#""type":"auth""#));
 //! mediator.handle_frame(r#"{"type":"ok","v":1,"id":0}"#, now);

@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use caucus_protocol::auth::{AuthTarget, SignedRelayRotation, follow_rotations};
 use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Content, SystemEvent};
-use caucus_protocol::crypto::label;
 use caucus_protocol::deletion::SignedDeletionStatement;
 use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
-use caucus_protocol::identity::{DeviceKeys, Fingerprint};
+use caucus_protocol::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::invite::{Invite, JoinRequest};
 use caucus_protocol::keys::{RoomKey, SignedKeyBundle};
@@ -75,6 +75,11 @@ pub enum Link {
     Authenticating,
     /// Authenticated: requests flow.
     Online,
+    /// Connected, but the relay showed an identity other than the one
+    /// pinned for it, with no rotation statement from the pinned one: this
+    /// device does not authenticate, and nothing is sent
+    /// ([`Machine::refused_relay`] says why).
+    Refused,
 }
 
 /// A roster this (mediator) device signed and published, pending until the
@@ -127,7 +132,10 @@ struct InFlight {
 pub struct Machine {
     pub(crate) keys: DeviceKeys,
     relay: String,
-    relay_identity: Option<Fingerprint>,
+    /// The relay's identity and rotations, from the latest challenge.
+    shown: Option<(PublicIdentity, Vec<SignedRelayRotation>)>,
+    /// Why the latest challenge was not answered.
+    refused: Option<caucus_protocol::Error>,
     link: Link,
     pub(crate) sessions: BTreeMap<SessionId, SessionState>,
     pending: BTreeMap<SessionId, PendingRoster>,
@@ -152,7 +160,8 @@ impl Machine {
         Self {
             keys,
             relay: relay.to_owned(),
-            relay_identity: None,
+            shown: None,
+            refused: None,
             link: Link::Offline,
             sessions: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -254,6 +263,83 @@ impl Machine {
     /// Where the connection stands.
     pub fn link(&self) -> Link {
         self.link
+    }
+
+    /// Why this device would not authenticate to the relay on the latest
+    /// connection: the relay showed a key other than the one pinned for it
+    /// ([`Link::Refused`]).
+    pub fn refused_relay(&self) -> Option<&caucus_protocol::Error> {
+        self.refused.as_ref()
+    }
+
+    /// The fingerprint of the relay's identity as this device knows it:
+    /// the one shown in the latest challenge, once it was accepted.
+    pub fn relay_key(&self) -> Option<Fingerprint> {
+        match (&self.shown, &self.refused) {
+            (Some((shown, _)), None) => Some(shown.fingerprint()),
+            _ => None,
+        }
+    }
+
+    /// Check the relay's identity against the key pinned for every session
+    /// held (following rotation statements from it), then move the pins to
+    /// it; a session with no pin yet (a mediator's, created before any
+    /// challenge) pins it now. Nothing moves if any check fails.
+    fn pin_relay(
+        &mut self,
+        shown: &PublicIdentity,
+        rotations: &[SignedRelayRotation],
+    ) -> std::result::Result<(), caucus_protocol::Error> {
+        let mut moves = Vec::new();
+        for (id, state) in &self.sessions {
+            let newer = match state.meta.relay_keys.last() {
+                Some(pinned) => follow_rotations(pinned, shown, rotations)?,
+                None => vec![shown.fingerprint()],
+            };
+            if !newer.is_empty() {
+                moves.push((*id, newer));
+            }
+        }
+        for (id, newer) in moves {
+            if let Some(state) = self.sessions.get_mut(&id) {
+                state.meta.relay_keys.extend(newer);
+                state.dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The relay is not the one pinned: do not authenticate, fail what
+    /// waits for it, and say so in every session.
+    fn refuse_relay(&mut self, why: caucus_protocol::Error) {
+        self.link = Link::Refused;
+        self.auth = None;
+        let waiting: Vec<OpId> = self.queue.iter().map(|q| q.op).collect();
+        for op in waiting {
+            self.fail(op, ClientError::Protocol(why.clone()));
+        }
+        let live: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.meta.membership.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for session in live {
+            self.warn(session, Warning::Verification, why.to_string());
+        }
+        self.refused = Some(why);
+    }
+
+    /// Whether the relay as last shown may serve a session whose relay key
+    /// is `pinned` (an invite's), following its rotation statements.
+    pub(crate) fn check_relay_key(
+        &self,
+        pinned: &Fingerprint,
+    ) -> std::result::Result<(), caucus_protocol::Error> {
+        match &self.shown {
+            Some((shown, rotations)) => follow_rotations(pinned, shown, rotations).map(drop),
+            None => Ok(()),
+        }
     }
 
     /// Whether every session has caught up since the last connection: the
@@ -967,17 +1053,33 @@ impl Machine {
 
     fn on_event(&mut self, event: wire::Event) {
         match event {
-            wire::Event::Challenge { nonce, relay, .. } => {
-                self.relay_identity = Some(relay.0.fingerprint());
-                let auth = Request {
-                    v: PROTOCOL_VERSION,
-                    id: AUTH_ID,
-                    body: RequestBody::Auth {
-                        identity: Encoded(self.keys.public().clone()),
-                        signature: self.keys.sign(label::AUTH, &nonce.0),
-                    },
-                };
-                self.auth = serde_json::to_string(&auth).ok();
+            wire::Event::Challenge {
+                nonce,
+                relay,
+                rotations,
+                ..
+            } => {
+                let shown = relay.0;
+                let rotations: Vec<SignedRelayRotation> =
+                    rotations.into_iter().map(|r| r.0).collect();
+                match self.pin_relay(&shown, &rotations) {
+                    Ok(()) => {
+                        self.refused = None;
+                        let target = AuthTarget::new(nonce, shown.fingerprint(), &self.relay);
+                        let auth = Request {
+                            v: PROTOCOL_VERSION,
+                            id: AUTH_ID,
+                            body: RequestBody::Auth {
+                                identity: Encoded(self.keys.public().clone()),
+                                url: self.relay.clone(),
+                                signature: target.sign(&self.keys),
+                            },
+                        };
+                        self.auth = serde_json::to_string(&auth).ok();
+                    }
+                    Err(e) => self.refuse_relay(e),
+                }
+                self.shown = Some((shown, rotations));
             }
             wire::Event::Roster {
                 session, roster, ..
@@ -1520,15 +1622,22 @@ impl Machine {
     }
 
     /// Check the relay's deletion statement against this device and the
-    /// relay's identity, and keep it.
+    /// relay keys pinned for the session (the first pinned, or one it moved
+    /// to by a rotation statement), and keep it.
     fn keep_statement(
         &mut self,
         session: &SessionId,
         statement: SignedDeletionStatement,
     ) -> Result<SignedDeletionStatement> {
-        let relay = self
-            .relay_identity
-            .ok_or(ClientError::Connection("no relay identity yet".into()))?;
+        let signer = statement.unverified().relay.fingerprint();
+        let pinned = &self.session(session)?.meta.relay_keys;
+        let relay = if pinned.contains(&signer) {
+            signer
+        } else {
+            *pinned.last().ok_or(ClientError::Usage(
+                "no relay key is pinned for this session yet",
+            ))?
+        };
         statement.verify_for(session, &self.keys.fingerprint(), &relay)?;
         self.kept
             .push((*session, Kept::Deletion, statement.to_bytes()));

@@ -104,6 +104,11 @@ pub struct InviteEntry {
 pub(crate) struct Meta {
     /// The relay's URL.
     pub(crate) relay: String,
+    /// The relay's identity as pinned for this session: the first key
+    /// pinned (from the invite link, or on first use), then each key it
+    /// moved to by a rotation statement; the last is the pin.
+    #[serde(default)]
+    pub(crate) relay_keys: Vec<Fingerprint>,
     /// The last index held per room.
     pub(crate) cursors: BTreeMap<RoomId, u64>,
     /// Invites issued (mediator).

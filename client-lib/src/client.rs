@@ -61,7 +61,18 @@ struct Shared {
     /// Wakes the driver after a command.
     wake: Notify,
     waiters: Mutex<HashMap<OpId, oneshot::Sender<Result<Outcome>>>>,
-    caught_up: watch::Sender<bool>,
+    caught_up: watch::Sender<Ready>,
+}
+
+/// How far the connection has come, for [`Client::open`] to wait on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ready {
+    /// Not caught up yet.
+    No,
+    /// Connected, authenticated, every session caught up.
+    CaughtUp,
+    /// The relay is not the one pinned: this device would not log in.
+    Refused(caucus_protocol::Error),
 }
 
 /// A Caucus participant's device, connected to a relay.
@@ -106,7 +117,11 @@ impl Shared {
             }
             let shown: Vec<Event> = std::iter::from_fn(|| m.poll_event()).collect();
             let done: Vec<_> = std::iter::from_fn(|| m.poll_done()).collect();
-            self.caught_up.send_replace(m.is_caught_up());
+            self.caught_up.send_replace(match m.refused_relay() {
+                Some(why) => Ready::Refused(why.clone()),
+                None if m.is_caught_up() => Ready::CaughtUp,
+                None => Ready::No,
+            });
             (shown, done)
         };
         for event in shown {
@@ -330,7 +345,7 @@ impl Client {
                 None
             }
         };
-        let (caught_up, mut caught_up_rx) = watch::channel(false);
+        let (caught_up, mut caught_up_rx) = watch::channel(Ready::No);
         let (events_tx, events) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             machine: Mutex::new(machine),
@@ -344,10 +359,17 @@ impl Client {
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(drive(shared.clone(), events_tx, stopped, first));
         if live {
-            tokio::time::timeout(OPEN_TIMEOUT, caught_up_rx.wait_for(|up| *up))
-                .await
-                .map_err(|_| ClientError::Timeout)?
-                .map_err(|_| ClientError::Connection("client stopped".into()))?;
+            let ready = tokio::time::timeout(
+                OPEN_TIMEOUT,
+                caught_up_rx.wait_for(|r| !matches!(r, Ready::No)),
+            )
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|_| ClientError::Connection("client stopped".into()))?
+            .clone();
+            if let Ready::Refused(why) = ready {
+                return Err(ClientError::Protocol(why));
+            }
         }
         Ok(Self {
             shared,

@@ -70,6 +70,7 @@ pub fn keys(n: u8) -> &'static DeviceKeys {
 pub fn invite() -> Invite {
     let mut w = Writer::new();
     w.str("wss://relay.example:7300/caucus");
+    keys(RELAY).fingerprint().encode(&mut w);
     SESSION.encode(&mut w);
     w.fixed(&[0x55; 16]).fixed(&[0x66; 32]);
     keys(MEDIATOR).fingerprint().encode(&mut w);

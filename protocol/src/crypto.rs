@@ -10,7 +10,7 @@ use std::fmt;
 
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
-use ed25519_dalek::{Verifier, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use ring::{digest, hkdf, hmac};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -49,6 +49,8 @@ pub mod label {
     pub const JOIN_PROOF: &str = "caucus/v1/join-proof";
     /// A device's signature answering the relay's login challenge.
     pub const AUTH: &str = "caucus/v1/auth";
+    /// A relay's statement, signed by its old identity, of its new one.
+    pub const RELAY_ROTATION: &str = "caucus/v1/relay-rotation";
     /// The hash that names an agreement.
     pub const AGREEMENT: &str = "caucus/v1/agreement";
     /// A signatory's signature on an agreement.
@@ -120,12 +122,14 @@ impl fmt::Debug for Signature {
 
 crate::macros::fixed_bytes!(Signature);
 
-/// Check an Ed25519 signature by `public_key` over `label`-prefixed `body`:
-/// RFC 8032 section 5.1.7 without the cofactor, `S < L` required, the
-/// encoding of `[S]B - [k]A` compared with `R` (protocol.md section 2.1).
-/// Signatures are made with `ring`; they are checked with `ed25519-dalek`,
-/// which accepts the same signatures and, using the CPU's vector unit, takes
-/// two thirds of the time (docs/performance.md).
+/// Check an Ed25519 signature by `public_key` over `label`-prefixed `body`,
+/// with the strict rules of protocol.md section 2.1: RFC 8032 section 5.1.7
+/// without the cofactor, `S < L` required, `R` a point not of small order,
+/// and the encoding of `[S]B - [k]A` compared with `R` byte for byte (the
+/// key itself was refused at decoding if it is small-order or not
+/// canonical, [`verifying_key`]). Signatures are made with `ring`; they are
+/// checked with `ed25519-dalek`'s `verify_strict`, which, using the CPU's
+/// vector unit, takes two thirds of ring's time (docs/performance.md).
 pub(crate) fn verify_signature(
     public_key: &VerifyingKey,
     label: &str,
@@ -141,19 +145,72 @@ pub(crate) fn verify_signature(
 }
 
 /// An Ed25519 public key, decoded (RFC 8032 section 5.1.3) once so that each
-/// check need not decode it again: `None` if it is not a point on the curve.
+/// check need not decode it again: `None` if it is not the canonical
+/// encoding (`y < p`) of a point on the curve, or if that point has small
+/// order (a multiple of it by the cofactor 8 is the identity): such a key
+/// would make signatures that hold for many messages (section 2.1).
 pub(crate) fn verifying_key(public_key: &[u8; 32]) -> Option<VerifyingKey> {
-    VerifyingKey::from_bytes(public_key).ok()
+    let key = VerifyingKey::from_bytes(public_key).ok()?;
+    (is_canonical_field_element(public_key) && !key.is_weak()).then_some(key)
 }
 
-/// Plain Ed25519 verification of `signature` by `public_key` over `message`.
+/// Whether the low 255 bits of `bytes`, little-endian, are below
+/// `p = 2^255 - 19`: the canonical encoding of a field element.
+fn is_canonical_field_element(bytes: &[u8; 32]) -> bool {
+    // Only 2^255 - 19 ..= 2^255 - 1 are not: 0xed..=0xff, then thirty
+    // 0xff, then 0x7f (ignoring the top bit, the sign of x).
+    !(bytes[0] >= 0xed && bytes[1..31].iter().all(|b| *b == 0xff) && bytes[31] & 0x7f == 0x7f)
+}
+
+/// The X25519 public keys of small order (on the curve or its twist), with
+/// the top bit cleared as RFC 7748 section 5 reads them: `0`, `1`, the two
+/// points of order 8, `p - 1`, and the non-canonical `p` and `p + 1`. Any
+/// of them gives an all-zero shared secret with every (clamped) secret key.
+const X25519_SMALL_ORDER: [[u8; 32]; 7] = [
+    [0; 32],
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    top_bytes(0xec),
+    top_bytes(0xed),
+    top_bytes(0xee),
+];
+
+/// `b, 0xff × 30, 0x7f`: `p - 1`, `p` and `p + 1` for `b` = `0xec`, `0xed`, `0xee`.
+const fn top_bytes(first: u8) -> [u8; 32] {
+    let mut a = [0xff; 32];
+    a[0] = first;
+    a[31] = 0x7f;
+    a
+}
+
+/// Whether an X25519 public key has small order, so that a key agreement
+/// with it would not depend on the other side's secret (section 5.2).
+pub(crate) fn is_small_order_x25519(public_key: &[u8; 32]) -> bool {
+    let mut u = *public_key;
+    u[31] &= 0x7f;
+    X25519_SMALL_ORDER.contains(&u)
+}
+
+/// Strict Ed25519 verification of `signature` by `public_key` over `message`.
 fn ed25519_verify(
     public_key: &VerifyingKey,
     message: &[u8],
     signature: &[u8; SIGNATURE_LEN],
 ) -> bool {
     public_key
-        .verify(message, &ed25519_dalek::Signature::from_bytes(signature))
+        .verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
         .is_ok()
 }
 
@@ -314,19 +371,21 @@ mod tests {
         }
     }
 
-    /// Signatures are made with ring and checked with ed25519-dalek: the two
-    /// must accept exactly the same signatures. One-bit changes (every
-    /// seventh bit) of each vector's signature and key, a longer message,
-    /// `S + L` (non-canonical `S`), and the small-order and non-canonical
-    /// keys with the signature `(R = A, S = 0)`, which a cofactorless check
-    /// accepts for the identity point's canonical encoding whatever the
-    /// message.
+    /// Signatures are made with ring and checked with ed25519-dalek: ours
+    /// must accept exactly what ring accepts, except what the strict rules
+    /// add (section 2.1): keys of small order or not canonically encoded,
+    /// and an `R` of small order. Each vector, one-bit changes (every
+    /// seventh bit) of its signature and key, a longer message, `S + L`
+    /// (non-canonical `S`), and the small-order and non-canonical keys with
+    /// the signature `(R = A, S = 0)`, which ring accepts for the identity
+    /// point's canonical encoding whatever the message.
     #[test]
-    fn verification_accepts_exactly_what_ring_accepts() {
+    fn verification_accepts_what_ring_accepts_but_small_order_and_non_canonical_points() {
         let mut cases: Vec<([u8; 32], Vec<u8>, [u8; 64])> = Vec::new();
         for (key, message, signature) in RFC8032 {
             let (key, message, signature): ([u8; 32], _, [u8; 64]) =
                 (array(key), hex::decode(message).unwrap(), array(signature));
+            cases.push((key, message.clone(), signature));
             for bit in (0..512).step_by(7) {
                 let mut s = signature;
                 s[bit / 8] ^= 1 << (bit % 8);
@@ -340,43 +399,200 @@ mod tests {
             let mut m = message.clone();
             m.push(0);
             cases.push((key, m, signature));
-            // S + L, where L = 2^252 + 27742317777372353535851937790883648493.
-            let l: [u8; 32] =
-                array("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010");
-            let mut s = signature;
-            let mut carry = 0u16;
-            for i in 0..32 {
-                let sum = u16::from(s[32 + i]) + u16::from(l[i]) + carry;
-                s[32 + i] = sum as u8;
-                carry = sum >> 8;
-            }
-            cases.push((key, message, s));
+            cases.push((key, message, plus_l(signature)));
         }
-        for small in [
-            "0100000000000000000000000000000000000000000000000000000000000000", // identity
-            "0100000000000000000000000000000000000000000000000000000000000080", // identity, x sign set
-            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // order 2
-            "0000000000000000000000000000000000000000000000000000000000000000", // order 4
-            "0000000000000000000000000000000000000000000000000000000000000080", // order 4
-            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // y = 1 + p
-        ] {
+        for (small, _) in EDGE_KEYS {
             let key: [u8; 32] = array(small);
             let mut signature = [0u8; 64];
             signature[..32].copy_from_slice(&key);
             cases.push((key, b"any message".to_vec(), signature));
         }
         let mut accepted = 0;
+        let mut refused_only_by_strict = 0;
         for (key, message, signature) in &cases {
             let ours = verifying_key(key).is_some_and(|k| ed25519_verify(&k, message, signature));
+            let strict_refuses = !is_canonical_field_element(key)
+                || VerifyingKey::from_bytes(key).is_ok_and(|k| k.is_weak())
+                || r_has_small_order(signature);
+            let ring = ring_verify(key, message, signature);
             assert_eq!(
                 ours,
-                ring_verify(key, message, signature),
+                ring && !strict_refuses,
                 "key {} signature {}",
                 hex::encode(key),
                 hex::encode(signature)
             );
             accepted += usize::from(ours);
+            refused_only_by_strict += usize::from(ring && !ours);
         }
         assert!(accepted > 0 && accepted < cases.len());
+        assert!(refused_only_by_strict > 0);
+    }
+
+    /// `S + L`, where L = 2^252 + 27742317777372353535851937790883648493.
+    fn plus_l(signature: [u8; 64]) -> [u8; 64] {
+        let l: [u8; 32] = array("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010");
+        let mut s = signature;
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let sum = u16::from(s[32 + i]) + u16::from(l[i]) + carry;
+            s[32 + i] = sum as u8;
+            carry = sum >> 8;
+        }
+        s
+    }
+
+    fn r_has_small_order(signature: &[u8; 64]) -> bool {
+        let r: [u8; 32] = signature[..32].try_into().unwrap();
+        VerifyingKey::from_bytes(&r).is_ok_and(|r| r.is_weak())
+    }
+
+    /// The edge cases of protocol.md Appendix A.3: Ed25519 public keys that
+    /// decoding refuses, and why. With the signature `(R = A, S = 0)`, the
+    /// cofactorless check of RFC 8032 accepts the first for every message.
+    const EDGE_KEYS: [(&str, &str); 7] = [
+        (
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "identity (order 1)",
+        ),
+        (
+            "0100000000000000000000000000000000000000000000000000000000000080",
+            "identity, sign of x set",
+        ),
+        (
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "order 2",
+        ),
+        (
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "order 4",
+        ),
+        (
+            "0000000000000000000000000000000000000000000000000000000000000080",
+            "order 4",
+        ),
+        (
+            "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+            "order 8",
+        ),
+        (
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "y = 1 + p (not canonical)",
+        ),
+    ];
+
+    #[test]
+    fn small_order_and_non_canonical_ed25519_keys_are_refused() {
+        for (key, why) in EDGE_KEYS {
+            let key: [u8; 32] = array(key);
+            assert!(verifying_key(&key).is_none(), "{why}");
+            let mut forged = [0u8; 64];
+            forged[..32].copy_from_slice(&key);
+            if let Ok(k) = VerifyingKey::from_bytes(&key) {
+                assert!(!ed25519_verify(&k, b"any message", &forged), "{why}");
+            }
+        }
+        // What the old, cofactorless-and-lax rules accepted: the identity
+        // point signs every message with (R = A, S = 0).
+        let identity: [u8; 32] = array(EDGE_KEYS[0].0);
+        let mut forged = [0u8; 64];
+        forged[..32].copy_from_slice(&identity);
+        assert!(ring_verify(&identity, b"any message", &forged));
+    }
+
+    fn vectors(name: &str) -> serde_json::Value {
+        let path = format!("{}/tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn groups(v: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+        v["testGroups"].as_array().unwrap().iter()
+    }
+
+    fn text<'a>(v: &'a serde_json::Value, field: &str) -> &'a str {
+        v[field].as_str().unwrap()
+    }
+
+    /// Wycheproof's Ed25519 vectors (protocol/tests/vectors/README.md):
+    /// every valid signature verifies, every invalid one does not.
+    #[test]
+    fn wycheproof_ed25519_valid_signatures_verify_and_invalid_ones_fail() {
+        let all = vectors("ed25519_test.json");
+        let (mut valid, mut invalid) = (0, 0);
+        for group in groups(&all) {
+            let key: [u8; 32] = array(text(&group["publicKey"], "pk"));
+            for test in group["tests"].as_array().unwrap() {
+                let message = hex::decode(text(test, "msg")).unwrap();
+                let signature = hex::decode(text(test, "sig")).unwrap();
+                let ours = <[u8; 64]>::try_from(signature.as_slice()).is_ok_and(|signature| {
+                    verifying_key(&key).is_some_and(|k| ed25519_verify(&k, &message, &signature))
+                });
+                match text(test, "result") {
+                    "valid" => {
+                        assert!(ours, "tcId {} should verify", test["tcId"]);
+                        valid += 1;
+                    }
+                    _ => {
+                        assert!(!ours, "tcId {} should not verify", test["tcId"]);
+                        invalid += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(valid + invalid, all["numberOfTests"].as_u64().unwrap());
+        assert!(valid > 0 && invalid > 0);
+    }
+
+    /// Wycheproof's X25519 vectors: the public keys whose shared secret is
+    /// all zeros (`LowOrderPublic`) are exactly those the small-order check
+    /// refuses; every other one is accepted and gives the expected secret.
+    #[test]
+    fn wycheproof_x25519_low_order_public_keys_are_exactly_those_refused() {
+        let all = vectors("x25519_test.json");
+        let (mut low, mut other) = (0, 0);
+        for group in groups(&all) {
+            for test in group["tests"].as_array().unwrap() {
+                let public: [u8; 32] = array(text(test, "public"));
+                let private: [u8; 32] = array(text(test, "private"));
+                let shared = x25519_dalek::x25519(private, public);
+                let flagged = test["flags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f == "LowOrderPublic");
+                assert_eq!(
+                    is_small_order_x25519(&public),
+                    flagged,
+                    "tcId {}",
+                    test["tcId"]
+                );
+                if flagged {
+                    assert_eq!(shared, [0u8; 32]);
+                    low += 1;
+                } else {
+                    assert_eq!(
+                        hex::encode(shared),
+                        text(test, "shared"),
+                        "tcId {}",
+                        test["tcId"]
+                    );
+                    other += 1;
+                }
+            }
+        }
+        assert!(low > 0 && other > 0);
+        assert_eq!(low + other, all["numberOfTests"].as_u64().unwrap());
+    }
+
+    /// Each small-order X25519 key gives the all-zero secret with a
+    /// clamped secret key (every one is a multiple of the cofactor 8).
+    #[test]
+    fn each_listed_x25519_key_has_small_order() {
+        for key in X25519_SMALL_ORDER {
+            assert_eq!(x25519_dalek::x25519([0x42; 32], key), [0u8; 32]);
+            let mut high = key;
+            high[31] |= 0x80;
+            assert!(is_small_order_x25519(&high));
+        }
     }
 }

@@ -154,6 +154,17 @@ pub enum Error {
     /// A relay's deletion statement does not match what was asked.
     #[error("deletion statement: {0}")]
     BadStatement(&'static str),
+    /// The relay shows an identity other than the one pinned for it, and no
+    /// chain of rotation statements from the pinned one to it.
+    #[error(
+        "the relay shows the key {shown}, not the key pinned for it ({pinned}), and no rotation statement from the pinned key vouches for it"
+    )]
+    UnpinnedRelay {
+        /// The fingerprint pinned (from the invite link, or on first use).
+        pinned: crate::identity::Fingerprint,
+        /// The fingerprint the relay showed.
+        shown: crate::identity::Fingerprint,
+    },
 }
 
 impl From<EncodeError> for Error {

@@ -11,7 +11,9 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
-use crate::crypto::{Digest, Signature, label, signing_input, verify_signature, verifying_key};
+use crate::crypto::{
+    Digest, Signature, is_small_order_x25519, label, signing_input, verify_signature, verifying_key,
+};
 use crate::error::Error;
 
 /// The SHA-256 fingerprint of a public identity. It is also how a member is
@@ -56,7 +58,8 @@ impl fmt::Debug for Fingerprint {
 
 /// A device's public identity: its Ed25519 and X25519 public keys, signed by
 /// the Ed25519 key. A value of this type has always had its self-signature
-/// checked: decoding verifies it. It keeps the signing key decoded, so that
+/// checked, and neither key is of small order: decoding verifies both
+/// (protocol.md section 5.2). It keeps the signing key decoded, so that
 /// checking its signatures does not decode the key each time.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicIdentity {
@@ -118,8 +121,13 @@ impl Canonical for PublicIdentity {
         let signing_key = r.array()?;
         let dh_key = r.array()?;
         let self_signature = Signature(r.array()?);
+        let signing_key = verifying_key(&signing_key).ok_or(DecodeError::Invalid(
+            "identity signing key is of small order or not canonical",
+        ))?;
+        if is_small_order_x25519(&dh_key) {
+            return Err(DecodeError::Invalid("identity DH key is of small order"));
+        }
         let bad = DecodeError::Invalid("identity self-signature does not verify");
-        let signing_key = verifying_key(&signing_key).ok_or(bad.clone())?;
         verify_signature(
             &signing_key,
             label::IDENTITY,

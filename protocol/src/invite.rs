@@ -12,7 +12,9 @@
 //! Knowing the token does not give the MAC key, so the relay cannot forge a
 //! join proof for a key of its own; and the link pins the mediator's
 //! fingerprint, so the relay cannot hand the joiner a mediator key of its
-//! own either.
+//! own either. It pins the relay's fingerprint too, so that the joiner
+//! connects only to the relay the mediator used (or one it vouched for
+//! with a rotation statement, [`crate::auth`]).
 
 use std::fmt;
 
@@ -33,6 +35,8 @@ const MAX_URL_LEN: usize = 2048;
 pub struct Invite {
     /// The relay's base URL (`ws://…` or `wss://…`).
     pub relay: String,
+    /// The fingerprint of the relay's identity, which the joiner pins.
+    pub relay_key: Fingerprint,
     /// The session.
     pub session: SessionId,
     /// The invite's id, which the relay sees.
@@ -48,6 +52,7 @@ impl Invite {
     /// A new invite with a fresh random id and secret.
     pub fn new(
         relay: String,
+        relay_key: Fingerprint,
         session: SessionId,
         mediator: Fingerprint,
         expires_at: u64,
@@ -58,6 +63,7 @@ impl Invite {
         check_relay_url(&relay)?;
         Ok(Self {
             relay,
+            relay_key,
             session,
             id: InviteId::random()?,
             secret: Secret32::random()?,
@@ -80,8 +86,8 @@ impl Invite {
     ///
     /// ```
     /// # use caucus_protocol::{identity::DeviceKeys, ids::SessionId, invite::Invite};
-    /// let mediator = DeviceKeys::generate()?.fingerprint();
-    /// let invite = Invite::new("wss://relay.example:7300".into(), SessionId::random()?, mediator, 0)?;
+    /// let (mediator, relay) = (DeviceKeys::generate()?.fingerprint(), DeviceKeys::generate()?.fingerprint());
+    /// let invite = Invite::new("wss://relay.example:7300".into(), relay, SessionId::random()?, mediator, 0)?;
     /// let web = invite.to_web_link();
     /// assert!(web.starts_with("https://relay.example:7300/#caucus:invite:v1:"));
     /// assert_eq!(Invite::from_link(&web)?, invite);
@@ -187,12 +193,22 @@ impl Invite {
 /// assert!(!same_relay("ws://127.0.0.1:7300", "ws://127.0.0.1:7301"));
 /// ```
 pub fn same_relay(a: &str, b: &str) -> bool {
-    normal_relay(a) == normal_relay(b)
+    canonical_url(a) == canonical_url(b)
 }
 
-/// `scheme://host[:port]/path` with the scheme and host in lower case, the
-/// default port left out and no trailing `/`.
-fn normal_relay(url: &str) -> String {
+/// A relay URL in the one form that [`same_relay`] compares and the auth
+/// signature covers ([`crate::auth::AuthTarget`]): surrounding whitespace
+/// removed; the scheme (before `://`) and the authority (up to the first
+/// `/`, `?` or `#`) in ASCII lower case; a port of `:80` after `ws` or
+/// `:443` after `wss` removed; the rest (path, query, fragment) as written,
+/// less any trailing `/`.
+///
+/// ```
+/// use caucus_protocol::invite::canonical_url;
+/// assert_eq!(canonical_url(" WSS://Relay.Example:443/ "), "wss://relay.example");
+/// assert_eq!(canonical_url("ws://127.0.0.1:7300/Caucus/"), "ws://127.0.0.1:7300/Caucus");
+/// ```
+pub fn canonical_url(url: &str) -> String {
     let (scheme, rest) = url.trim().split_once("://").unwrap_or(("", url.trim()));
     let scheme = scheme.to_ascii_lowercase();
     let (authority, path) = rest
@@ -218,6 +234,7 @@ impl fmt::Debug for Invite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Invite")
             .field("relay", &self.relay)
+            .field("relay_key", &self.relay_key)
             .field("session", &self.session)
             .field("id", &self.id)
             .field("mediator", &self.mediator)
@@ -229,6 +246,7 @@ impl fmt::Debug for Invite {
 impl Canonical for Invite {
     fn encode(&self, w: &mut Writer) {
         w.str(&self.relay);
+        self.relay_key.encode(w);
         self.session.encode(w);
         self.id.encode(w);
         w.fixed(self.secret.expose());
@@ -242,6 +260,7 @@ impl Canonical for Invite {
         }
         Ok(Self {
             relay,
+            relay_key: Fingerprint::decode(r)?,
             session: SessionId::decode(r)?,
             id: InviteId::decode(r)?,
             secret: Secret32(r.array()?),

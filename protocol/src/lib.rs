@@ -24,6 +24,7 @@
 //! | [`offer`] | settlement offers and counter-offers, and their carried copies |
 //! | [`agreement`] | the signed outcome, verifiable offline |
 //! | [`deletion`] | the relay's signed statement of what it erased at close |
+//! | [`auth`] | the device's answer to the relay's challenge; the relay's pinned identity and its rotations |
 //!
 //! ## A whole exchange
 //!
@@ -52,7 +53,8 @@
 //! mediator_view.accept_roster(first.clone())?;
 //!
 //! // An invite link; the joiner proves its identity with the link's secret.
-//! let invite = Invite::new("ws://127.0.0.1:7300".into(), session, mediator.fingerprint(), 2_000_000_000)?;
+//! let relay = DeviceKeys::generate()?.fingerprint(); // the relay's identity, pinned
+//! let invite = Invite::new("ws://127.0.0.1:7300".into(), relay, session, mediator.fingerprint(), 2_000_000_000)?;
 //! let received = Invite::from_link(&invite.to_link())?;
 //! let request = received.join_request(claimant.public());
 //! invite.verify_join(&request, 1_900_000_000)?; // `now`, passed in
@@ -85,6 +87,7 @@
 //! ```
 
 pub mod agreement;
+pub mod auth;
 pub mod b64;
 pub mod builder;
 pub mod codec;

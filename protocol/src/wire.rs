@@ -14,6 +14,7 @@ use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::SignedRelayRotation;
 use crate::codec::Canonical;
 use crate::crypto::{Digest, Signature};
 use crate::deletion::SignedDeletionStatement;
@@ -99,11 +100,14 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RequestBody {
-    /// Answer the relay's challenge: the device's identity and its signature
-    /// over `u8(len) || "caucus/v1/auth" || nonce`.
+    /// Answer the relay's challenge: the device's identity, the URL it
+    /// dialled, and its signature binding the nonce, the relay's identity
+    /// and that URL ([`crate::auth::AuthTarget`]).
     Auth {
         /// The device's public identity.
         identity: Encoded<PublicIdentity>,
+        /// The relay URL the device dialled.
+        url: String,
         /// The signature over the challenge.
         signature: Signature,
     },
@@ -287,7 +291,9 @@ impl From<&crate::error::Error> for ErrorCode {
             E::Decode(_) => Self::Malformed,
             E::BadSignature(_) => Self::BadSignature,
             E::StaleRoster { .. } => Self::StaleRoster,
-            E::UnpinnedMediator | E::NotAMember | E::NotPermitted(_) => Self::Forbidden,
+            E::UnpinnedMediator | E::UnpinnedRelay { .. } | E::NotAMember | E::NotPermitted(_) => {
+                Self::Forbidden
+            }
             E::RoomClosed => Self::RoomClosed,
             E::TooLarge => Self::TooLarge,
             E::UnknownRoom => Self::NotFound,
@@ -417,6 +423,10 @@ pub enum Event {
         nonce: Digest,
         /// The relay's own identity, which signs its deletion statements.
         relay: Encoded<PublicIdentity>,
+        /// The relay's key rotations, oldest first: each signed by the
+        /// identity it replaces, the last naming `relay` (empty if the relay
+        /// has always had this identity).
+        rotations: Vec<Encoded<SignedRelayRotation>>,
     },
     /// A roster of a session the client is in or waiting for.
     Roster {

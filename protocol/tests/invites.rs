@@ -13,6 +13,7 @@ fn invite() -> (DeviceKeys, Invite) {
     let mediator = DeviceKeys::generate().unwrap();
     let invite = Invite::new(
         "wss://relay.example:7300".into(),
+        DeviceKeys::generate().unwrap().fingerprint(),
         SessionId::random().unwrap(),
         mediator.fingerprint(),
         NOW + 3600,

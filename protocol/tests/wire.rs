@@ -1,8 +1,9 @@
 //! The JSON frames between client and relay.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
+use caucus_protocol::auth::AuthTarget;
 use caucus_protocol::codec::Canonical;
-use caucus_protocol::crypto::{Digest, label};
+use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::{RoomId, SessionId};
 use caucus_protocol::wire::{
@@ -12,13 +13,15 @@ use caucus_protocol::wire::{
 
 fn auth_request() -> Request {
     let keys = DeviceKeys::generate().unwrap();
-    let nonce = [7u8; 32];
+    let relay = DeviceKeys::generate().unwrap().fingerprint();
+    let url = "wss://relay.example";
     Request {
         v: 1,
         id: 1,
         body: RequestBody::Auth {
             identity: Encoded(keys.public().clone()),
-            signature: keys.sign(label::AUTH, &nonce),
+            url: url.into(),
+            signature: AuthTarget::new(Digest([7; 32]), relay, url).sign(&keys),
         },
     }
 }
@@ -225,7 +228,12 @@ fn server_frames_are_told_apart_by_type() {
     assert_eq!(ok, ServerFrame::Reply(Reply::posted(3, 7)));
     let nonce = Digest([1; 32]);
     let relay = Encoded(DeviceKeys::generate().unwrap().public().clone());
-    let challenge = Event::Challenge { v: 1, nonce, relay };
+    let challenge = Event::Challenge {
+        v: 1,
+        nonce,
+        relay,
+        rotations: Vec::new(),
+    };
     let text = serde_json::to_string(&challenge).unwrap();
     let ev: ServerFrame = serde_json::from_str(&text).unwrap();
     assert_eq!(ev, ServerFrame::Event(Box::new(challenge)));
@@ -248,4 +256,25 @@ fn encoded_objects_are_their_exact_canonical_bytes() {
     let json = serde_json::to_value(Encoded(keys.public().clone())).unwrap();
     let bytes = caucus_protocol::b64::decode(json.as_str().unwrap()).unwrap();
     assert_eq!(bytes, keys.public().to_bytes());
+}
+
+/// A challenge must name the relay and its rotations (open question 35):
+/// one without either is not a frame a client reads, so it is not answered.
+#[test]
+fn a_challenge_without_the_relay_or_its_rotations_is_not_a_challenge() {
+    let relay = caucus_protocol::b64::encode(&DeviceKeys::generate().unwrap().public().to_bytes());
+    let nonce = caucus_protocol::b64::encode(&[1; 32]);
+    let full = format!(
+        r#"{{"type":"challenge","v":1,"nonce":"{nonce}","relay":"{relay}","rotations":[]}}"#
+    );
+    assert!(serde_json::from_str::<ServerFrame>(&full).is_ok());
+    for partial in [
+        format!(r#"{{"type":"challenge","v":1,"nonce":"{nonce}","relay":"{relay}"}}"#),
+        format!(r#"{{"type":"challenge","v":1,"nonce":"{nonce}","rotations":[]}}"#),
+    ] {
+        assert!(
+            serde_json::from_str::<ServerFrame>(&partial).is_err(),
+            "{partial}"
+        );
+    }
 }

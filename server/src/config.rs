@@ -22,6 +22,19 @@ pub struct Args {
     /// Address to listen on [default: 127.0.0.1:7300].
     #[arg(long, env = "CAUCUS_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// A URL at which clients reach the relay (`ws://…` or `wss://…`), as
+    /// they dial it: behind a proxy, the proxy's. Repeat the flag (or
+    /// separate with commas) for several. A device's login names the URL it
+    /// dialled, and the relay accepts only these and its listening address
+    /// [default: none besides the listening address].
+    #[arg(long = "public-url", env = "CAUCUS_PUBLIC_URL", value_delimiter = ',')]
+    pub public_url: Option<Vec<String>>,
+    /// Move the relay to a new identity key, with a statement signed by the
+    /// old one that clients accept, and exit (the running relay, if any,
+    /// takes it when it restarts).
+    #[arg(long)]
+    #[serde(skip)]
+    pub rotate_key: bool,
     /// Directory of the sled store [default: ./caucus-data].
     #[arg(long, env = "CAUCUS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -96,6 +109,8 @@ pub enum WebClient {
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// URLs at which clients reach the relay, besides its listening address.
+    pub public_urls: Vec<String>,
     /// Directory of the sled store.
     pub data_dir: PathBuf,
     /// TLS certificate chain and key (PEM), when serving wss.
@@ -161,6 +176,7 @@ impl Config {
         }
         let config = Self {
             listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 7300))),
+            public_urls: pick!(public_url, Vec::new()),
             data_dir: pick!(data_dir, PathBuf::from("caucus-data")),
             tls: match (
                 args.tls_cert.or(file.tls_cert),
@@ -221,6 +237,13 @@ impl Config {
                 "idle-secs must be longer than ping-secs",
             ),
         ];
+        if !self
+            .public_urls
+            .iter()
+            .all(|u| u.starts_with("ws://") || u.starts_with("wss://"))
+        {
+            return Err(Invalid("a public-url starts with ws:// or wss://"));
+        }
         match checks.iter().find(|(bad, _)| *bad) {
             Some((_, why)) => Err(Invalid(why)),
             None => Ok(()),
@@ -257,5 +280,26 @@ mod tests {
         assert_eq!(parse(&["--no-web", "false"]).web, WebClient::Embedded);
         let both = Args::try_parse_from(["caucus-server", "--web-dir", "site", "--no-web"]);
         assert!(Config::from_args(both.unwrap()).is_err());
+    }
+
+    #[test]
+    fn public_urls_are_listed_by_repeating_the_flag_or_with_commas_and_must_be_websocket_urls() {
+        assert!(parse(&[]).public_urls.is_empty());
+        assert_eq!(
+            parse(&[
+                "--public-url",
+                "wss://a.example",
+                "--public-url",
+                "ws://b.example:8080"
+            ])
+            .public_urls,
+            ["wss://a.example", "ws://b.example:8080"]
+        );
+        assert_eq!(
+            parse(&["--public-url", "wss://a.example,wss://b.example"]).public_urls,
+            ["wss://a.example", "wss://b.example"]
+        );
+        let https = Args::try_parse_from(["caucus-server", "--public-url", "https://a.example"]);
+        assert!(Config::from_args(https.unwrap()).is_err());
     }
 }

@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caucus_protocol::crypto::{Digest, label};
+use caucus_protocol::auth::AuthTarget;
+use caucus_protocol::crypto::Digest;
 use caucus_protocol::deletion::SignedDeletionStatement;
 use caucus_protocol::envelope::PROTOCOL_VERSION;
 use caucus_protocol::identity::PublicIdentity;
@@ -230,7 +231,8 @@ pub(crate) async fn serve<S>(
     outbox.send(&Event::Challenge {
         v: PROTOCOL_VERSION,
         nonce,
-        relay: Encoded(hub.relay.public().clone()),
+        relay: Encoded(hub.relay.keys.public().clone()),
+        rotations: hub.relay.rotations.iter().cloned().map(Encoded).collect(),
     });
     Metrics::add(&hub.metrics.connections, 1);
     let mut bucket = Bucket {
@@ -372,15 +374,22 @@ impl Conn {
         let ok = Ok(Outcome::Done);
         if let RequestBody::Auth {
             identity,
+            url,
             signature,
         } = &body
         {
             if self.identity.is_some() {
                 return Err(Refusal::new(ErrorCode::Conflict, "already authenticated"));
             }
-            identity
-                .0
-                .verify(label::AUTH, &self.nonce.0, signature, "auth")
+            let relay = &self.hub.relay;
+            if !relay.serves(url) {
+                return Err(Refusal::new(
+                    ErrorCode::AuthFailed,
+                    format!("{url} is not this relay's URL; it serves {}", relay.urls()),
+                ));
+            }
+            AuthTarget::new(self.nonce, relay.keys.fingerprint(), url)
+                .verify(&identity.0, signature)
                 .map_err(|_| Refusal::new(ErrorCode::AuthFailed, "signature does not verify"))?;
             self.identity = Some(identity.0.clone());
             return ok;

@@ -15,7 +15,7 @@ use caucus_protocol::codec::Canonical;
 use caucus_protocol::deletion::{DeletionStatement, Erased, SignedDeletionStatement};
 use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
 use caucus_protocol::history::RosterOutcome;
-use caucus_protocol::identity::{DeviceKeys, Fingerprint, PublicIdentity};
+use caucus_protocol::identity::{Fingerprint, PublicIdentity};
 use caucus_protocol::ids::{InviteId, RoomId, SessionId};
 use caucus_protocol::invite::{AdmissionToken, JoinRequest};
 use caucus_protocol::keys::SignedKeyBundle;
@@ -28,6 +28,7 @@ use caucus_protocol::wire::{
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::relay_key::RelayIdentity;
 use crate::store::{
     self, Commit, InviteRecord, Kind, Location, PresenceRecord, SessionRecord, Store, StoreError,
 };
@@ -261,8 +262,9 @@ pub(crate) struct Hub {
     sessions: Mutex<HashMap<SessionId, Arc<Mutex<SessionState>>>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: Config,
-    /// The relay's own identity, which signs deletion statements.
-    pub(crate) relay: DeviceKeys,
+    /// The relay's own identity, which signs deletion statements, and the
+    /// URLs a login may name.
+    pub(crate) relay: RelayIdentity,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -285,7 +287,7 @@ impl Hub {
         store: Store,
         metrics: Arc<Metrics>,
         config: Config,
-        relay: DeviceKeys,
+        relay: RelayIdentity,
     ) -> Self {
         Self {
             store,
@@ -1013,14 +1015,14 @@ impl Hub {
             batch.remove(key);
         }
         let statement = DeletionStatement {
-            relay: self.relay.public().clone(),
+            relay: self.relay.keys.public().clone(),
             session: *session,
             mediator: record.mediator,
             closed_at: record.closed_at.unwrap_or_else(now),
             erased_at: now(),
             erased,
         }
-        .sign(&self.relay)?;
+        .sign(&self.relay.keys)?;
         batch.insert(
             store::key(Kind::Deleted, session, &[]),
             statement.to_bytes(),

@@ -17,6 +17,7 @@
 //! | `web` | the web client on `/`: built in, from `--web-dir`, or none |
 //! | `tls` | rustls (ring provider) from a PEM certificate and key |
 //! | `metrics` | Prometheus counters |
+//! | `relay_key` | the relay's identity key, its rotations and its URLs |
 //!
 //! Run it with `cargo run --release -p caucus-server`; embed it with
 //! [`Server`]:
@@ -47,5 +48,6 @@ mod web;
 
 pub use config::{Args, Config, ConfigError, WebClient};
 pub use conn::{CLOSE_AUTH_TIMEOUT, CLOSE_IDLE, CLOSE_TOO_SLOW};
+pub use relay_key::rotate as rotate_key;
 pub use server::{Running, Server, ServerError};
 pub use tls::TlsError;

@@ -5,13 +5,18 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = match caucus_server::Config::from_args(caucus_server::Args::parse()) {
+    let args = caucus_server::Args::parse();
+    let rotate = args.rotate_key;
+    let config = match caucus_server::Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("caucus-server: {e}");
             return std::process::ExitCode::from(2);
         }
     };
+    if rotate {
+        return rotate_key(&config.data_dir);
+    }
     // tungstenite traces whole frames (admission tokens, envelopes): never
     // below debug, whatever RUST_LOG asks.
     let filter = EnvFilter::try_from_default_env()
@@ -47,6 +52,26 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "stopped with an error");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--rotate-key`: a new identity for the relay in `dir`, vouched for by
+/// the old one (docs/operations.md).
+fn rotate_key(dir: &std::path::Path) -> std::process::ExitCode {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match caucus_server::rotate_key(dir, now) {
+        Ok((old, new)) => {
+            println!(
+                "caucus-server: relay key rotated from {old} to {new}; restart the relay to use it"
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("caucus-server: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -16,6 +16,7 @@ use crate::config::{Config, WebClient};
 use crate::http::Shared;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::relay_key::RelayIdentity;
 use crate::store::{Store, StoreError};
 
 /// Why the relay could not start or stopped with an error.
@@ -112,7 +113,6 @@ impl Server {
             source,
         })?;
         let metrics = Arc::new(Metrics::default());
-        let relay = crate::relay_key::load_or_create(&config.data_dir)?;
         let durable = !config.unsafe_ack_before_commit;
         if !durable {
             tracing::warn!(
@@ -126,6 +126,12 @@ impl Server {
             None => None,
         };
         let listener = TcpListener::bind(config.listen).await?;
+        // A login names the URL the device dialled: the relay's own
+        // address, or one of the public URLs it is given (13.3).
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let mut urls = vec![format!("{scheme}://{}", listener.local_addr()?)];
+        urls.extend(config.public_urls.iter().cloned());
+        let relay = RelayIdentity::load(&config.data_dir, &urls)?;
         Ok(Self {
             listener,
             tls,
@@ -166,7 +172,7 @@ impl Server {
         let router = crate::http::router(shared.clone());
         let mut tasks = JoinSet::new();
         let sweeper = tokio::spawn(sweep(hub.clone(), stop_rx.clone()));
-        tracing::info!(addr = %listener.local_addr()?, data_dir = %hub.config.data_dir.display(), relay = %hub.relay.fingerprint(), "relay listening");
+        tracing::info!(addr = %listener.local_addr()?, data_dir = %hub.config.data_dir.display(), relay = %hub.relay.keys.fingerprint(), urls = %hub.relay.urls(), "relay listening");
         log_web_client(&hub.config.web);
         tokio::pin!(shutdown);
         loop {

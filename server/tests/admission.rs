@@ -21,6 +21,7 @@ const FAR_FUTURE: u64 = 4_000_000_000;
 async fn invite(m: &mut Mediation, url: &str, expires_at: u64) -> Invite {
     let invite = Invite::new(
         url.into(),
+        m.mediator.relay.fingerprint(),
         m.session,
         m.mediator.keys.fingerprint(),
         expires_at,

@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::Arc;
 
-use caucus_protocol::crypto::label;
+use caucus_protocol::auth::AuthTarget;
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::wire::{Encoded, Event, Reply, Request, RequestBody, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
@@ -65,19 +65,20 @@ async fn websocket_and_health_work_over_tls() {
     // A websocket over TLS: challenge, auth, a request.
     let tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
     let stream = tls.connect(localhost, tcp).await.unwrap();
-    let mut request = format!("wss://localhost:{}", relay.addr.port())
-        .into_client_request()
-        .unwrap();
+    // The URL dialled is the relay's own (the name checked by TLS is
+    // `localhost`): a login names it, and the relay serves it.
+    let url = format!("wss://{}", relay.addr);
+    let mut request = url.as_str().into_client_request().unwrap();
     request
         .headers_mut()
         .insert("sec-websocket-protocol", "caucus.v1".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
         .await
         .unwrap();
-    let nonce = match ws.next().await.unwrap().unwrap() {
+    let (nonce, relay_key) = match ws.next().await.unwrap().unwrap() {
         Message::Text(t) => match serde_json::from_str::<ServerFrame>(t.as_str()).unwrap() {
             ServerFrame::Event(e) => match *e {
-                Event::Challenge { nonce, .. } => nonce,
+                Event::Challenge { nonce, relay, .. } => (nonce, relay.0.fingerprint()),
                 other => panic!("{other:?}"),
             },
             other => panic!("{other:?}"),
@@ -90,7 +91,8 @@ async fn websocket_and_health_work_over_tls() {
         id: 1,
         body: RequestBody::Auth {
             identity: Encoded(keys.public().clone()),
-            signature: keys.sign(label::AUTH, &nonce.0),
+            signature: AuthTarget::new(nonce, relay_key, &url).sign(&keys),
+            url,
         },
     };
     ws.send(Message::text(serde_json::to_string(&auth).unwrap()))

@@ -268,6 +268,7 @@ L_ADMISSION_TOKEN_HASH = b"caucus/v1/admission-token-hash"
 L_JOIN_MAC_KEY = b"caucus/v1/join-mac-key"
 L_JOIN_PROOF = b"caucus/v1/join-proof"
 L_AUTH = b"caucus/v1/auth"
+L_RELAY_ROTATION = b"caucus/v1/relay-rotation"
 
 ZERO32 = bytes(32)
 ZERO_NONCE = bytes(12)
@@ -321,6 +322,32 @@ def open_once(key: bytes, aad: bytes, ct: bytes) -> bytes:
         return ChaCha20Poly1305(key).decrypt(ZERO_NONCE, ct, aad)
     except InvalidTag:
         fail("decrypt_failed")
+
+
+P25519 = 2**255 - 19
+# The y-coordinates of the Ed25519 points of small order (2.1): the
+# identity (1), order 2 (p - 1), order 4 (0), and the two of order 8.
+ED25519_SMALL_ORDER_Y = {
+    1, P25519 - 1, 0,
+    int.from_bytes(bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"), "little"),
+    int.from_bytes(bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"), "little"),
+}
+# The X25519 u-coordinates of small order, top bit cleared (5.2): 0, 1, the
+# two of order 8, p - 1, and the non-canonical p and p + 1.
+X25519_SMALL_ORDER = {
+    0, 1, P25519 - 1, P25519, P25519 + 1,
+    int.from_bytes(bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"), "little"),
+    int.from_bytes(bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"), "little"),
+}
+
+
+def ed25519_key_refused(key: bytes) -> bool:
+    y = int.from_bytes(key, "little") & ((1 << 255) - 1)
+    return y >= P25519 or y in ED25519_SMALL_ORDER_Y
+
+
+def x25519_small_order(key: bytes) -> bool:
+    return int.from_bytes(key, "little") & ((1 << 255) - 1) in X25519_SMALL_ORDER
 
 
 def verify_sig(signing_key: bytes, label: bytes, m: bytes, sig: bytes) -> bool:
@@ -415,6 +442,12 @@ class PublicIdentity:
     @staticmethod
     def read(r: Reader) -> "PublicIdentity":
         ident = PublicIdentity(r.fixed(32), r.fixed(32), r.fixed(64))
+        # 5.2: neither key may have small order (nor the signing key be a
+        # non-canonical encoding, 2.1); failure is `malformed`.
+        if ed25519_key_refused(ident.signing_key):
+            fail("malformed", "identity signing key is of small order or not canonical")
+        if x25519_small_order(ident.dh_key):
+            fail("malformed", "identity DH key is of small order")
         # 5.2: decoding verifies the self-signature; failure is `malformed`.
         if not verify_sig(ident.signing_key, L_IDENTITY, ident.signing_key + ident.dh_key, ident.self_signature):
             fail("malformed", "identity self-signature does not verify")
@@ -855,6 +888,7 @@ LINK_PREFIX = "caucus:invite:v1:"
 @dataclass
 class Invite:
     relay: str
+    relay_key: bytes
     session: bytes
     id: bytes
     secret: bytes
@@ -864,13 +898,13 @@ class Invite:
     @staticmethod
     def read(r: Reader) -> "Invite":
         relay = r.string()
-        inv = Invite(relay, r.fixed(16), r.fixed(16), r.fixed(32), r.fixed(32), r.u64())
+        inv = Invite(relay, r.fixed(32), r.fixed(16), r.fixed(16), r.fixed(32), r.fixed(32), r.u64())
         if len(relay.encode("utf-8")) > 2048:
             fail("malformed", "relay URL longer than 2048 bytes")
         return inv
 
     def encode(self) -> bytes:
-        return (Writer().string(self.relay).fixed(self.session).fixed(self.id).fixed(self.secret)
+        return (Writer().string(self.relay).fixed(self.relay_key).fixed(self.session).fixed(self.id).fixed(self.secret)
                 .fixed(self.mediator).u64(self.expires_at).done())
 
     @staticmethod
@@ -896,6 +930,51 @@ class Invite:
     def join_request(self, ident: PublicIdentity) -> bytes:
         proof = mac(self.join_mac_key(), L_JOIN_PROOF, self.session + self.id + ident.encode())
         return self.session + self.id + ident.encode() + proof
+
+
+def canonical_url(url: str) -> str:
+    """11.1: the one form of a relay URL that the auth signature covers."""
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    scheme = scheme.lower()
+    cut = min([i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0], default=len(rest))
+    authority, path = rest[:cut].lower(), rest[cut:]
+    host, colon, port = authority.rpartition(":")
+    if colon and ((scheme == "ws" and port == "80") or (scheme == "wss" and port == "443")):
+        authority = host
+    return f"{scheme}://{authority}{path.rstrip('/')}"
+
+
+def auth_body(nonce: bytes, relay_fp: bytes, url: str) -> bytes:
+    """12.3: what a device's answer to the challenge signs."""
+    return Writer().fixed(nonce).fixed(relay_fp).string(canonical_url(url)).done()
+
+
+def check_relay(pinned: bytes, shown: "PublicIdentity", rotations: list) -> None:
+    """12.3: the relay shows the pinned key, or rotation statements, each
+    signed by the key before, lead from the pinned key to the one shown."""
+    if shown.fingerprint == pinned:
+        return
+    chain = []
+    for text in rotations:
+        raw = b64d(text)
+        signed = read_signed(raw, lambda r: (PublicIdentity.read(r), PublicIdentity.read(r), r.u64()))
+        chain.append(signed)
+    start = next((i for i, s in enumerate(chain) if s.value[0].fingerprint == pinned), None)
+    if start is None:
+        fail("unpinned_relay", "the relay shows another key than the invite's, with no rotation from it")
+    current = None
+    for signed in chain[start:]:
+        old, new, _ = signed.value
+        if current is not None and current != old:
+            fail("unpinned_relay", "the relay's rotation statements do not link up")
+        if not verify_sig(old.signing_key, L_RELAY_ROTATION, signed.body, signed.signature):
+            fail("bad_signature", "relay rotation")
+        current = new
+    if current != shown:
+        fail("unpinned_relay", "the relay's rotations do not lead to the key it shows")
 
 
 def token_hash(token: bytes) -> bytes:
@@ -1385,9 +1464,12 @@ async def run(relay_url: str, invite: Invite, text: str, sharing: int) -> None:
             raise Fatal(f"expected a challenge first, got {challenge['type']}")
         try:
             nonce = b64d(challenge["nonce"], 32)
-        except ProtocolError as e:
-            raise Fatal(f"bad challenge nonce: {e}")
-        await c.request("auth", identity=b64e(keys.public.encode()), signature=b64e(keys.sign(L_AUTH, nonce)))
+            relay = decode_exact(b64d(challenge["relay"]), PublicIdentity.read)
+            check_relay(invite.relay_key, relay, challenge["rotations"])
+        except (ProtocolError, KeyError) as e:
+            raise Fatal(f"bad challenge: {e}")
+        signature = keys.sign(L_AUTH, auth_body(nonce, relay.fingerprint, relay_url))
+        await c.request("auth", identity=b64e(keys.public.encode()), url=relay_url, signature=b64e(signature))
         log("authenticated")
         # 11.6: join, wait for a roster that names us.
         await c.request("join", token=b64e(invite.admission_token()),
@@ -1540,9 +1622,16 @@ VECTORS = {
     ),
     "ENV_HASH_2": "b3d7de28817d0c952892cc8f634c798116cbcf99b75fd7f57ee9c90ef9923d60",
     "CANON_INVITE": (
-        "000000137773733a2f2f72656c61792e6578616d706c6511111111111111111111111111111111555555555555555555"
-        "555555555555556666666666666666666666666666666666666666666666666666666666666666aaa4cbe92c47a7af3c"
-        "0bcc84f18d6459998ae1b838e43241da921862c40a02e20000000077359400"
+        "000000137773733a2f2f72656c61792e6578616d706c653ce04bc972d2098b27e6a511d0cca5d6fa93cb4b811bfa5c91"
+        "ad413cbd8921cc1111111111111111111111111111111155555555555555555555555555555555666666666666666666"
+        "6666666666666666666666666666666666666666666666aaa4cbe92c47a7af3c0bcc84f18d6459998ae1b838e43241da"
+        "921862c40a02e20000000077359400"
+    ),
+    "RELAY_FP": "3ce04bc972d2098b27e6a511d0cca5d6fa93cb4b811bfa5c91ad413cbd8921cc",
+    "AUTH_INPUT": (
+        "0e6361756375732f76312f61757468cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc3c"
+        "e04bc972d2098b27e6a511d0cca5d6fa93cb4b811bfa5c91ad413cbd8921cc000000137773733a2f2f72656c61792e65"
+        "78616d706c65"
     ),
     "TOKEN": "af6da23504addf3d53d53edba7414d7c480b7e7cc77887b513d47f74f052d8ed",
     "TOKEN_HASH": "e7fc10034596f30d23c0fb49663ee7189b727a54ba7d5e6a8e2010dcdff4aa15",
@@ -1555,8 +1644,8 @@ VECTORS = {
         "51ca11a6212f2b7ff3e4ab0a0b50e908264c332f4e31ccf9c0956cc6c74345e8b014ee1485bdb5dc106fc541ff9096c4"
     ),
     "AUTH_SIG": (
-        "c161d3b1b3cca8c1c3bfad06e339bdd8781beea3fb06a9a539a96bdc218b1d9081697191c779d6a90669ce834956b14a"
-        "00fe7e9322ecaff3a6a86fb52bd82800"
+        "10545a1b183721afc86dba296e5505ce4d6a18c92588223eb706d92a528fed3f0d534c731abb024cf5a03390710e5e76"
+        "d66947a085bd504513c0611423b56509"
     ),
 }
 
@@ -1787,11 +1876,14 @@ def self_test(hpke_vectors: Optional[str]) -> None:
             eq("10.6 from the head, linked", e.code, want)
     # A.10 invite
     link = (
-        "caucus:invite:v1:AAAAE3dzczovL3JlbGF5LmV4YW1wbGURERERERERERERERERERERVVVVVVVVVVVVVVVVVVVVVWZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmqqTL6SxHp688C8yE8Y1kWZmK4bg45DJB2pIYYsQKAuIAAAAAdzWUAA"
+        "caucus:invite:v1:AAAAE3dzczovL3JlbGF5LmV4YW1wbGU84EvJctIJiyfmpRHQzKXW-pPLS4Eb-lyRrUE8vYkhzBERERERERERERERERERERFVVVVVVVVVVVVVVVVVVVVVZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmaqpMvpLEenrzwLzITxjWRZmYrhuDjkMkHakhhixAoC4gAAAAB3NZQA"
     )
     inv = Invite.from_link("  " + link + "\n")
     eq("A.10 invite", inv.encode(), X["CANON_INVITE"])
-    eq("A.10 relay", (inv.relay, inv.expires_at, inv.mediator), ("wss://relay.example", 2000000000, med.fingerprint))
+    relay = DeviceKeys(bytes(range(0x80, 0xA0)), bytes(range(0xA0, 0xC0)))
+    eq("A.12 relay fingerprint", relay.fingerprint, X["RELAY_FP"])
+    eq("A.10 relay", (inv.relay, inv.relay_key, inv.expires_at, inv.mediator),
+       ("wss://relay.example", relay.fingerprint, 2000000000, med.fingerprint))
     eq("A.10 link", LINK_PREFIX + b64e(inv.encode()), link)
     eq("A.10 token", inv.admission_token(), X["TOKEN"])
     eq("A.10 token hash", token_hash(inv.admission_token()), X["TOKEN_HASH"])
@@ -1800,7 +1892,17 @@ def self_test(hpke_vectors: Optional[str]) -> None:
     eq("11.3 proof verifies", mac_verify(inv.join_mac_key(), L_JOIN_PROOF, session + inv.id + cla.public.encode(),
                                          X["JOIN_PROOF"]), True)
     # A.11 auth
-    eq("A.11 auth signature", med.sign(L_AUTH, b"\xcc" * 32), X["AUTH_SIG"])
+    body = auth_body(b"\xcc" * 32, relay.fingerprint, "WSS://Relay.Example:443/")
+    eq("A.11 auth input", prefix(L_AUTH) + body, X["AUTH_INPUT"])
+    eq("A.11 auth signature", med.sign(L_AUTH, body), X["AUTH_SIG"])
+    # 2.1, 5.2: small-order keys refused at decoding (Appendix A.3's table).
+    for key in ("0100000000000000000000000000000000000000000000000000000000000000",
+                "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+                "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+                "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"):
+        eq("2.1 refused key " + key[:8], ed25519_key_refused(bytes.fromhex(key)), True)
+    eq("2.1 accepted key", ed25519_key_refused(med.public.signing_key), False)
+    eq("5.2 small-order DH key", x25519_small_order(bytes(32)), True)
     # 2.4 HPKE round trip and low-order refusal
     info = room_key_info(session, private, 1, cla.fingerprint, X["ROSTER_HASH"])
     enc, ct = hpke_seal(cla.public.dh_key, info, b"\x5a" * 32)

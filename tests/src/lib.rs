@@ -19,6 +19,8 @@ pub struct Relay {
     pub url: String,
     /// Its data directory.
     pub dir: tempfile::TempDir,
+    /// The flags it was started with, to start again with.
+    flags: Vec<String>,
     running: caucus_server::Running,
 }
 
@@ -34,7 +36,8 @@ impl Relay {
     pub async fn restart(self) -> Self {
         let addr = self.url.trim_start_matches("ws://").to_string();
         self.running.stop().await.unwrap();
-        Self::start_at(self.dir, &addr, &[]).await
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        Self::start_at(self.dir, &addr, &flags).await
     }
 
     /// A new device with a fresh state directory, connected to this relay.
@@ -63,6 +66,7 @@ impl Relay {
         Self {
             url: running.url().to_string(),
             dir,
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
             running,
         }
     }

@@ -1,7 +1,10 @@
 //! A hostile relay under the test's control: a websocket proxy on loopback
 //! between real `caucus-client` clients and the real `caucus-server`.
 //!
-//! Clients connect to [`Proxy::url`] instead of the relay's URL. The proxy
+//! Clients connect to [`Proxy::url`] instead of the relay's URL; the relay
+//! behind it knows that URL as its own ([`Proxy::with_relay`]), as a relay
+//! behind a real reverse proxy does (`--public-url`), so that a device's
+//! login through the proxy names a URL the relay serves. The proxy
 //! forwards the websocket handshake (the `caucus.v1` subprotocol offered by
 //! the client goes to the relay, and the relay's answer, acceptance or
 //! refusal, comes back), then every text frame in both directions, each
@@ -212,11 +215,28 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
+    /// A new relay (started with `flags`) behind a new proxy, the relay
+    /// told that clients reach it at the proxy's URL.
+    pub async fn with_relay(flags: &[&str]) -> (crate::Relay, Self) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let mut all = vec!["--public-url", &url];
+        all.extend_from_slice(flags);
+        let relay = crate::Relay::start(&all).await;
+        let proxy = Self::serve_on(listener, url.clone(), &relay.url);
+        (relay, proxy)
+    }
+
     /// Listen on a loopback port and relay every connection to `relay` (a
-    /// `ws://` URL).
+    /// `ws://` URL) that does not know the proxy's URL: a relay that passes
+    /// on another relay's challenges, where no device's login is accepted.
     pub async fn start(relay: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}", listener.local_addr().unwrap());
+        Self::serve_on(listener, url, relay)
+    }
+
+    fn serve_on(listener: TcpListener, url: String, relay: &str) -> Self {
         let shared = Arc::new(Shared {
             relay: relay.to_owned(),
             rule: Mutex::new(None),

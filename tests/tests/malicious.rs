@@ -102,8 +102,7 @@ async fn admit(
 }
 
 async fn stage() -> Stage {
-    let relay = Relay::start(&[]).await;
-    let proxy = Proxy::start(&relay.url).await;
+    let (relay, proxy) = Proxy::with_relay(&[]).await;
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut mediator = Client::open(state_dir(dirs[0].path()).await, proxy.url())
         .await
@@ -390,8 +389,7 @@ fn verification() -> Warning {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_passes_the_caucus_v1_handshake_through_and_a_refusal_back() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let relay = Relay::start(&[]).await;
-    let proxy = Proxy::start(&relay.url).await;
+    let (_relay, proxy) = Proxy::with_relay(&[]).await;
     // Offered: the relay's choice comes back, then its challenge.
     let mut request = proxy.url().into_client_request().unwrap();
     request

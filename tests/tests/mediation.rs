@@ -449,7 +449,6 @@ async fn clients_reconnect_by_themselves_when_the_relay_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_request_with_a_bad_proof_is_rejected_and_reported() {
-    use caucus_protocol::crypto::label;
     use caucus_protocol::wire::{Encoded, Request, RequestBody};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -478,13 +477,13 @@ async fn a_join_request_with_a_bad_proof_is_rejected_and_reported() {
         .insert("sec-websocket-protocol", "caucus.v1".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(http).await.unwrap();
     use futures_util::{SinkExt, StreamExt};
-    let nonce = loop {
-        if let Some(Ok(Message::Text(t))) = ws.next().await {
-            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-            if v["type"] == "challenge" {
-                break caucus_protocol::b64::decode_array::<32>(v["nonce"].as_str().unwrap())
-                    .unwrap();
-            }
+    let (nonce, relay_key) = loop {
+        if let Some(Ok(Message::Text(t))) = ws.next().await
+            && let Ok(caucus_protocol::wire::ServerFrame::Event(e)) =
+                serde_json::from_str(t.as_str())
+            && let caucus_protocol::wire::Event::Challenge { nonce, relay, .. } = *e
+        {
+            break (nonce, relay.0.fingerprint());
         }
     };
     for (id, body) in [
@@ -492,7 +491,9 @@ async fn a_join_request_with_a_bad_proof_is_rejected_and_reported() {
             1,
             RequestBody::Auth {
                 identity: Encoded(keys.public().clone()),
-                signature: keys.sign(label::AUTH, &nonce),
+                url: relay.url.clone(),
+                signature: caucus_protocol::auth::AuthTarget::new(nonce, relay_key, &relay.url)
+                    .sign(&keys),
             },
         ),
         (

@@ -228,6 +228,7 @@ pub fn read_invite(link: &str) -> Result<String, JsError> {
     let invite = Invite::from_link(link).map_err(refused)?;
     Ok(json!({
         "relay": invite.relay,
+        "relayKey": invite.relay_key,
         "session": invite.session,
         "mediator": invite.mediator,
         "mediatorSafetyCode": invite.mediator.safety_code(),

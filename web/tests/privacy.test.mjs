@@ -56,7 +56,7 @@ const responses = [];
 
 /**
  * The canonical `Invite` of an invitation link (docs/protocol.md 11.1):
- * `str` relay (u32 length, UTF-8), session 16, id 16, secret 32, mediator
+ * `str` relay (u32 length, UTF-8), relay key 32, session 16, id 16, secret 32, mediator
  * 32, `u64` expires_at — nothing before, nothing after.
  */
 function decodeInvite(webLink) {
@@ -73,6 +73,7 @@ function decodeInvite(webLink) {
     fragment,
     payload,
     relay: take(n).toString("utf8"),
+    relayKey: take(32),
     session: take(16),
     id: take(16),
     secret: take(32),

@@ -36,14 +36,18 @@ import {
   launch,
   machineProblems,
   person,
+  freePort,
   say,
   startRelay,
   watchMachine,
 } from "./support.mjs";
 
-let relay, browser;
+let relay, browser, proxyPort;
 before(async () => {
-  relay = await startRelay();
+  // The page is served through a proxy (`proxyTo`) in one test: the relay
+  // is told the proxy's URL, as behind a real one, for a login there names it.
+  proxyPort = await freePort();
+  relay = await startRelay({ args: ["--public-url", `ws://127.0.0.1:${proxyPort}`] });
   browser = await launch();
 });
 after(async () => {
@@ -438,8 +442,9 @@ test(
 );
 
 /**
- * A TCP proxy in front of the relay, for the page to be served through:
- * while `withhold` is set, what the relay sends is dropped on the way.
+ * A TCP proxy in front of the relay, for the page to be served through, on
+ * the port the relay knows as its public URL (one proxy at a time): while
+ * `withhold` is set, what the relay sends is dropped on the way.
  */
 async function proxyTo(target) {
   const sockets = new Set();
@@ -463,7 +468,7 @@ async function proxyTo(target) {
       s.on("error", end);
     }
   });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  await new Promise((r) => server.listen(proxyPort, "127.0.0.1", r));
   proxy.port = server.address().port;
   proxy.url = `http://127.0.0.1:${proxy.port}/`;
   proxy.close = () => {

@@ -18,11 +18,12 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use caucus_client_core::{Changes, Event, Machine, OpId, Outcome, Timestamp};
-use caucus_protocol::crypto::{Digest, label};
+use caucus_protocol::auth::AuthTarget;
+use caucus_protocol::crypto::Digest;
 use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
 use caucus_protocol::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use caucus_protocol::ids::{InviteId, RoomId, SessionId};
-use caucus_protocol::invite::JoinRequest;
+use caucus_protocol::invite::{JoinRequest, same_relay};
 use caucus_protocol::keys::SignedKeyBundle;
 use caucus_protocol::roster::{Roster, SignedRoster};
 use caucus_protocol::wire::{
@@ -102,6 +103,7 @@ impl SimRelay {
                 v: PROTOCOL_VERSION,
                 nonce,
                 relay: Encoded(relay),
+                rotations: Vec::new(),
             }),
         ));
         conn
@@ -169,13 +171,17 @@ impl SimRelay {
     ) -> Result<Option<u64>, (ErrorCode, &'static str)> {
         if let RequestBody::Auth {
             identity,
+            url,
             signature,
         } = &body
         {
             let nonce = self.nonces[&conn];
-            identity
-                .0
-                .verify(label::AUTH, &nonce.0, signature, "auth")
+            let relay = self.keys.as_ref().unwrap().fingerprint();
+            if !same_relay(url, RELAY) {
+                return Err((ErrorCode::AuthFailed, "not this relay's URL"));
+            }
+            AuthTarget::new(nonce, relay, url)
+                .verify(&identity.0, signature)
                 .map_err(|_| (ErrorCode::Unauthenticated, "bad signature"))?;
             self.conns.insert(conn, Some(identity.0.fingerprint()));
             return Ok(None);

@@ -15,6 +15,7 @@ use caucus_fuzz::{
     SOLICITOR, Transcript, invite, keys,
 };
 use caucus_protocol::agreement::{Agreement, Signatory, SignedAgreement};
+use caucus_protocol::auth::AuthTarget;
 use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Content, ForwardMode, Sharing, Step, SystemEvent};
@@ -407,6 +408,7 @@ fn main() {
     // at the length limit.
     let real = Invite::new(
         "ws://127.0.0.1:7300".into(),
+        keys(RELAY).fingerprint(),
         SESSION,
         mediator.fingerprint(),
         INVITE_EXPIRES,
@@ -421,7 +423,8 @@ fn main() {
     );
     let long = format!("wss://{}", "a".repeat(2048 - 6));
     let long_invite =
-        Invite::new(long, SESSION, mediator.fingerprint(), 0).expect("the longest relay URL");
+        Invite::new(long, keys(RELAY).fingerprint(), SESSION, mediator.fingerprint(), 0)
+            .expect("the longest relay URL");
     seeds.put(
         "invite_link",
         "longest-url",
@@ -446,10 +449,16 @@ fn main() {
     let request = |id: u64, body: RequestBody| {
         serde_json::to_vec(&Request { v: 1, id, body }).expect("serialize a request")
     };
-    let auth_sig = mediator.sign("caucus/v1/auth", &[0xcc; 32]);
+    let auth_sig = AuthTarget::new(
+        Digest([0xcc; 32]),
+        keys(RELAY).fingerprint(),
+        "wss://relay.example",
+    )
+    .sign(mediator);
     let bodies = vec![
         RequestBody::Auth {
             identity: Encoded(mediator.public().clone()),
+            url: "wss://relay.example".into(),
             signature: auth_sig,
         },
         RequestBody::CreateSession {
@@ -560,6 +569,7 @@ fn main() {
             v: 1,
             nonce: Digest([0xcc; 32]),
             relay: Encoded(keys(RELAY).public().clone()),
+            rotations: Vec::new(),
         })),
         ServerFrame::Event(Box::new(Event::Roster {
             v: 1,

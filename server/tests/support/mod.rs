@@ -14,8 +14,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use caucus_protocol::auth::AuthTarget;
 use caucus_protocol::builder::RosterBuilder;
-use caucus_protocol::crypto::label;
 use caucus_protocol::identity::{DeviceKeys, PublicIdentity};
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::roster::Role;
@@ -140,10 +140,11 @@ impl Client {
             relay,
             next_id: 1,
         };
-        let signature = c.keys.sign(label::AUTH, &nonce.0);
+        let signature = AuthTarget::new(nonce, c.relay.fingerprint(), url).sign(&c.keys);
         let identity = Encoded(c.keys.public().clone());
         c.ok(RequestBody::Auth {
             identity,
+            url: url.to_owned(),
             signature,
         })
         .await;

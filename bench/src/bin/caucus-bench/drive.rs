@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use caucus_bench::{key_in_event, key_of, nats};
+use caucus_protocol::auth::AuthTarget;
 use caucus_protocol::codec::Canonical;
-use caucus_protocol::crypto::label;
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::SessionId;
 use caucus_protocol::wire::{
@@ -223,12 +223,12 @@ pub(crate) async fn request(ws: &mut Ws, id: u64, body: RequestBody) -> anyhow::
 /// Connect to a Caucus relay and authenticate as `keys`.
 pub(crate) async fn caucus_login(url: &str, keys: &DeviceKeys) -> anyhow::Result<Ws> {
     let mut ws = connect(url, true).await?;
-    let nonce = loop {
+    let (nonce, relay) = loop {
         let frame = next_text(&mut ws).await?;
         if let Ok(ServerFrame::Event(e)) = serde_json::from_str::<ServerFrame>(&frame)
-            && let Event::Challenge { nonce, .. } = *e
+            && let Event::Challenge { nonce, relay, .. } = *e
         {
-            break nonce;
+            break (nonce, relay.0.fingerprint());
         }
     };
     request(
@@ -236,7 +236,8 @@ pub(crate) async fn caucus_login(url: &str, keys: &DeviceKeys) -> anyhow::Result
         0,
         RequestBody::Auth {
             identity: Encoded(keys.public().clone()),
-            signature: keys.sign(label::AUTH, &nonce.0),
+            url: url.to_owned(),
+            signature: AuthTarget::new(nonce, relay, url).sign(keys),
         },
     )
     .await?;

@@ -233,7 +233,7 @@ fn agreement_named(client: &Client, session: &SessionId, named: Option<&str>) ->
 pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<()> {
     let client = &host.client;
     if let Some(relay) = command.relay()?
-        && relay.trim_end_matches('/') != client.relay().trim_end_matches('/')
+        && !caucus_protocol::invite::same_relay(&relay, client.relay())
     {
         return Err(Failure::Daemon(format!(
             "this state directory is connected to {}, not {relay}",
