@@ -64,7 +64,7 @@ pub struct Args {
     #[arg(long, env = "CAUCUS_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
     /// Most connections from one address not yet authenticated (TLS, HTTP
-    /// head, websocket before `auth`) [default: 16].
+    /// head, websocket before `auth`) [default: 64].
     #[arg(long, env = "CAUCUS_MAX_HANDSHAKES_PER_IP")]
     pub max_handshakes_per_ip: Option<usize>,
     /// Seconds a connection has to send a whole HTTP request head [default: 5].
@@ -255,7 +255,7 @@ impl Config {
             ip_rate_per_sec: pick!(ip_rate_per_sec, 1000),
             ip_rate_burst: pick!(ip_rate_burst, 2000),
             max_connections_per_ip: pick!(max_connections_per_ip, 256),
-            max_handshakes_per_ip: pick!(max_handshakes_per_ip, 16),
+            max_handshakes_per_ip: pick!(max_handshakes_per_ip, 64),
             header: Duration::from_secs(pick!(header_secs, 5)),
             write_timeout: Duration::from_secs(pick!(write_timeout_secs, 20)),
             mediators: match args.mediators.or(file.mediators) {
@@ -358,6 +358,24 @@ mod tests {
         assert!(!parse(&[]).unsafe_ack_before_commit);
         assert!(parse(&["--unsafe-ack-before-commit"]).unsafe_ack_before_commit);
         assert!(!parse(&["--unsafe-ack-before-commit", "false"]).unsafe_ack_before_commit);
+    }
+
+    #[test]
+    fn the_mediators_file_holds_fingerprints_and_comments_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mediators");
+        let keys = caucus_protocol::identity::DeviceKeys::generate().unwrap();
+        let fingerprint = keys.fingerprint();
+        std::fs::write(&path, format!("# who\n\n  {fingerprint}  # Ann\n")).unwrap();
+        let config = parse(&["--mediators", path.to_str().unwrap()]);
+        assert_eq!(config.mediators, Some(HashSet::from([fingerprint])));
+        assert_eq!(parse(&[]).mediators, None);
+        std::fs::write(&path, format!("{fingerprint}\nnot-a-fingerprint\n")).unwrap();
+        let args = Args::try_parse_from(["caucus-server", "--mediators", path.to_str().unwrap()]);
+        assert!(matches!(
+            Config::from_args(args.unwrap()),
+            Err(ConfigError::Mediator(_, 2))
+        ));
     }
 
     #[test]

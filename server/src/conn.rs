@@ -342,7 +342,11 @@ pub(crate) async fn serve<S>(
         // close; a client that fell behind gets only the close, and that
         // only if it takes it at once.
         let slow = code == CLOSE_TOO_SLOW;
-        let limit = if slow { CLOSE_GRACE } else { config.write_timeout };
+        let limit = if slow {
+            CLOSE_GRACE
+        } else {
+            config.write_timeout
+        };
         let _ = tokio::time::timeout(limit, async {
             while !slow && let Ok(frame) = queue.try_recv() {
                 if sink.send(Message::text(frame.as_ref())).await.is_err() {

@@ -299,3 +299,21 @@ fn log_web_client(web: &WebClient) {
         None => tracing::warn!(%source, "the web client has no SHA256SUMS: no hash to publish"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_in_a_row_wait_twice_as_long_each_time_up_to_a_second() {
+        let mut backoff = AcceptBackoff::default();
+        let error = std::io::Error::from_raw_os_error(24); // EMFILE
+        let waits: Vec<u64> = (0..10)
+            .map(|_| backoff.failed(&error).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        // A socket accepted ends the run: the next failure starts again.
+        backoff.accepted();
+        assert_eq!(backoff.failed(&error), Duration::from_millis(10));
+    }
+}
