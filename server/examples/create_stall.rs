@@ -32,8 +32,10 @@ async fn request(ws: &mut Ws, id: u64, body: RequestBody) {
     let text = serde_json::to_string(&Request { v: 1, id, body }).unwrap();
     ws.send(Message::text(text)).await.unwrap();
     loop {
-        let Some(Ok(Message::Text(t))) = ws.next().await else {
-            panic!("connection lost")
+        let t = match ws.next().await {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("connection lost: {other:?}"),
         };
         if let ServerFrame::Reply(reply) = serde_json::from_str(t.as_str()).unwrap() {
             match reply {
@@ -115,8 +117,8 @@ async fn main() {
     let mut ws = connect(&url, &other).await;
     let (session, body) = create(&other);
     request(&mut ws, 1, body).await;
-    let alone = invites(&mut ws, session, 0, 100).await;
-    println!("create_invite alone: {}", summary(&alone));
+    let alone = invites(&mut ws, session, 0, 50).await;
+    eprintln!("create_invite alone: {}", summary(&alone));
     let attacker = DeviceKeys::generate().unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut loops = tokio::task::JoinSet::new();
@@ -138,13 +140,13 @@ async fn main() {
         });
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let loaded = invites(&mut ws, session, 1000, 100).await;
+    let loaded = invites(&mut ws, session, 1000, 50).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut created = 0;
     while let Some(done) = loops.join_next().await {
         created += done.unwrap();
     }
-    println!(
+    eprintln!(
         "create_invite while {n} connections of one device loop create_session: {} ({created} sessions created)",
         summary(&loaded)
     );

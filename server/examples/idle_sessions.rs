@@ -60,8 +60,10 @@ async fn request(ws: &mut Ws, id: u64, body: RequestBody) {
     let text = serde_json::to_string(&Request { v: 1, id, body }).unwrap();
     ws.send(Message::text(text)).await.unwrap();
     loop {
-        let Some(Ok(Message::Text(t))) = ws.next().await else {
-            panic!("connection lost")
+        let t = match ws.next().await {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("connection lost: {other:?}"),
         };
         if let ServerFrame::Reply(reply) = serde_json::from_str(t.as_str()).unwrap() {
             match reply {

@@ -217,6 +217,10 @@ pub(crate) struct Hub {
     /// one of them is refused at once, so that two never both pass the
     /// check that the id is free.
     creating: Mutex<HashSet<SessionId>>,
+    /// Per device, the lock its `create_session`s take one at a time: a
+    /// device with many connections has at most one creation in the
+    /// committer's queue, and other devices never wait for it.
+    creators: Mutex<HashMap<Fingerprint, Arc<tokio::sync::Mutex<()>>>>,
     /// Per lead mediator, the sessions it holds on the relay (from
     /// `create_session` until erased), with those being created: counted
     /// against `max_sessions_per_device`.
@@ -300,6 +304,7 @@ impl Hub {
             relay,
             writes: tokio::sync::Mutex::new(()),
             creating: Mutex::new(HashSet::new()),
+            creators: Mutex::new(HashMap::new()),
             held: Mutex::new(held),
             sessions: Mutex::new(HashMap::new()),
             metrics,
@@ -429,6 +434,23 @@ impl Hub {
             ));
         }
         let id = r.session;
+        let creator = lock(&self.creators).entry(me).or_default().clone();
+        let result = {
+            let _one_at_a_time = creator.lock().await;
+            self.create(&me, id, &roster).await
+        };
+        let mut creators = lock(&self.creators);
+        // The map's reference and this one: no one else is waiting.
+        if Arc::strong_count(&creator) == 2 {
+            creators.remove(&me);
+        }
+        result
+    }
+
+    /// `create_session`'s checks and write, the caller's creations taken
+    /// one at a time.
+    async fn create(&self, me: &Fingerprint, id: SessionId, roster: &SignedRoster) -> Result<()> {
+        let me = *me;
         let _creating = self.claim_id(id)?;
         if self
             .store
