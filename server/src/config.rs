@@ -1,10 +1,12 @@
 //! Configuration: command-line flags, each with an environment variable,
 //! over an optional TOML file, over defaults.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use caucus_protocol::identity::Fingerprint;
 use clap::Parser;
 use serde::Deserialize;
 
@@ -59,9 +61,43 @@ pub struct Args {
     /// Requests per second a connection may sustain [default: 200].
     #[arg(long, env = "CAUCUS_RATE_PER_SEC")]
     pub rate_per_sec: Option<u32>,
-    /// Requests a connection may burst above its rate [default: 400].
+    /// Requests a connection may burst above its rate [default: 400]. The
+    /// same rate and burst hold for all of one device's connections together.
     #[arg(long, env = "CAUCUS_RATE_BURST")]
     pub rate_burst: Option<u32>,
+    /// Requests per second all connections from one address may sustain
+    /// together (IPv6: one /64) [default: 1000].
+    #[arg(long, env = "CAUCUS_IP_RATE_PER_SEC")]
+    pub ip_rate_per_sec: Option<u32>,
+    /// Requests all connections from one address may burst [default: 2000].
+    #[arg(long, env = "CAUCUS_IP_RATE_BURST")]
+    pub ip_rate_burst: Option<u32>,
+    /// Most simultaneous connections from one address (IPv6: one /64), at
+    /// any stage [default: 256].
+    #[arg(long, env = "CAUCUS_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Most connections from one address not yet authenticated (TLS, HTTP
+    /// head, websocket before `auth`) [default: 64].
+    #[arg(long, env = "CAUCUS_MAX_HANDSHAKES_PER_IP")]
+    pub max_handshakes_per_ip: Option<usize>,
+    /// Seconds a connection has to send a whole HTTP request head [default: 5].
+    #[arg(long, env = "CAUCUS_HEADER_SECS")]
+    pub header_secs: Option<u64>,
+    /// Seconds one frame (or a ping, or a close) may take to be written to a
+    /// client before it is closed as too slow [default: 20].
+    #[arg(long, env = "CAUCUS_WRITE_TIMEOUT_SECS")]
+    pub write_timeout_secs: Option<u64>,
+    /// A file of the fingerprints allowed to create sessions, one per line
+    /// (`#` starts a comment) [default: none, anyone may].
+    #[arg(long, env = "CAUCUS_MEDIATORS")]
+    pub mediators: Option<PathBuf>,
+    /// Sessions one device may hold on the relay at once, from
+    /// `create_session` until erased [default: 64].
+    #[arg(long, env = "CAUCUS_MAX_SESSIONS_PER_DEVICE")]
+    pub max_sessions_per_device: Option<usize>,
+    /// Invites one session may hold [default: 256].
+    #[arg(long, env = "CAUCUS_MAX_INVITES_PER_SESSION")]
+    pub max_invites_per_session: Option<usize>,
     /// Seconds between pings to each connection [default: 20].
     #[arg(long, env = "CAUCUS_PING_SECS")]
     pub ping_secs: Option<u64>,
@@ -125,8 +161,26 @@ pub struct Config {
     pub outbound_queue: usize,
     /// Sustained requests per second per connection.
     pub rate_per_sec: u32,
-    /// Burst of requests per connection.
+    /// Burst of requests per connection (and per device).
     pub rate_burst: u32,
+    /// Sustained requests per second per address.
+    pub ip_rate_per_sec: u32,
+    /// Burst of requests per address.
+    pub ip_rate_burst: u32,
+    /// Most simultaneous connections per address.
+    pub max_connections_per_ip: usize,
+    /// Most connections per address not yet authenticated.
+    pub max_handshakes_per_ip: usize,
+    /// Close a connection whose HTTP request head takes longer.
+    pub header: Duration,
+    /// Close a connection that takes longer to accept one frame.
+    pub write_timeout: Duration,
+    /// Who may create sessions: these fingerprints, or anyone (`None`).
+    pub mediators: Option<HashSet<Fingerprint>>,
+    /// Sessions one device may hold at once.
+    pub max_sessions_per_device: usize,
+    /// Invites one session may hold.
+    pub max_invites_per_session: usize,
     /// Interval between pings.
     pub ping: Duration,
     /// Close a connection silent for this long.
@@ -156,6 +210,28 @@ pub enum ConfigError {
     /// A setting is out of range.
     #[error("{0}")]
     Invalid(&'static str),
+    /// A line of the `--mediators` file is not a fingerprint.
+    #[error("{0} line {1}: not a fingerprint")]
+    Mediator(PathBuf, usize),
+}
+
+/// The fingerprints of a `--mediators` file: one per line, in base64url as
+/// the relay and clients print them; `#` starts a comment, blank lines are
+/// skipped.
+fn read_mediators(path: &Path) -> Result<HashSet<Fingerprint>, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+    let mut mediators = HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fingerprint = Fingerprint::parse(line)
+            .ok_or_else(|| ConfigError::Mediator(path.to_path_buf(), n + 1))?;
+        mediators.insert(fingerprint);
+    }
+    Ok(mediators)
 }
 
 impl Config {
@@ -192,6 +268,18 @@ impl Config {
             outbound_queue: pick!(outbound_queue, 1024),
             rate_per_sec: pick!(rate_per_sec, 200),
             rate_burst: pick!(rate_burst, 400),
+            ip_rate_per_sec: pick!(ip_rate_per_sec, 1000),
+            ip_rate_burst: pick!(ip_rate_burst, 2000),
+            max_connections_per_ip: pick!(max_connections_per_ip, 256),
+            max_handshakes_per_ip: pick!(max_handshakes_per_ip, 64),
+            header: Duration::from_secs(pick!(header_secs, 5)),
+            write_timeout: Duration::from_secs(pick!(write_timeout_secs, 20)),
+            mediators: match args.mediators.or(file.mediators) {
+                Some(path) => Some(read_mediators(&path)?),
+                None => None,
+            },
+            max_sessions_per_device: pick!(max_sessions_per_device, 64),
+            max_invites_per_session: pick!(max_invites_per_session, 256),
             ping: Duration::from_secs(pick!(ping_secs, 20)),
             idle: Duration::from_secs(pick!(idle_secs, 60)),
             auth: Duration::from_secs(pick!(auth_secs, 10)),
@@ -230,6 +318,32 @@ impl Config {
             ),
             (self.rate_per_sec == 0, "rate-per-sec must be at least 1"),
             (self.rate_burst == 0, "rate-burst must be at least 1"),
+            (
+                self.ip_rate_per_sec == 0,
+                "ip-rate-per-sec must be at least 1",
+            ),
+            (self.ip_rate_burst == 0, "ip-rate-burst must be at least 1"),
+            (
+                self.max_connections_per_ip == 0,
+                "max-connections-per-ip must be at least 1",
+            ),
+            (
+                self.max_handshakes_per_ip == 0,
+                "max-handshakes-per-ip must be at least 1",
+            ),
+            (self.header.is_zero(), "header-secs must be at least 1"),
+            (
+                self.write_timeout.is_zero(),
+                "write-timeout-secs must be at least 1",
+            ),
+            (
+                self.max_sessions_per_device == 0,
+                "max-sessions-per-device must be at least 1",
+            ),
+            (
+                self.max_invites_per_session == 0,
+                "max-invites-per-session must be at least 1",
+            ),
             (self.ping.is_zero(), "ping-secs must be at least 1"),
             (self.auth.is_zero(), "auth-secs must be at least 1"),
             (
@@ -267,6 +381,24 @@ mod tests {
         assert!(!parse(&[]).unsafe_ack_before_commit);
         assert!(parse(&["--unsafe-ack-before-commit"]).unsafe_ack_before_commit);
         assert!(!parse(&["--unsafe-ack-before-commit", "false"]).unsafe_ack_before_commit);
+    }
+
+    #[test]
+    fn the_mediators_file_holds_fingerprints_and_comments_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mediators");
+        let keys = caucus_protocol::identity::DeviceKeys::generate().unwrap();
+        let fingerprint = keys.fingerprint();
+        std::fs::write(&path, format!("# who\n\n  {fingerprint}  # Ann\n")).unwrap();
+        let config = parse(&["--mediators", path.to_str().unwrap()]);
+        assert_eq!(config.mediators, Some(HashSet::from([fingerprint])));
+        assert_eq!(parse(&[]).mediators, None);
+        std::fs::write(&path, format!("{fingerprint}\nnot-a-fingerprint\n")).unwrap();
+        let args = Args::try_parse_from(["caucus-server", "--mediators", path.to_str().unwrap()]);
+        assert!(matches!(
+            Config::from_args(args.unwrap()),
+            Err(ConfigError::Mediator(_, 2))
+        ));
     }
 
     #[test]

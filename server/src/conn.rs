@@ -3,10 +3,17 @@
 //! writer fed by the connection's [`Outbox`].
 //!
 //! Close codes: 1000 normal, 1001 relay shutting down, 1009 frame too big,
-//! 4000 too slow (the outbound queue overflowed; resume with `subscribe`),
-//! 4001 not authenticated in time, 4002 idle.
+//! 4000 too slow (the outbound queue overflowed, or a write took longer
+//! than the write timeout; resume with `subscribe`), 4001 not authenticated
+//! in time, 4002 idle.
+//!
+//! Every write to the socket (a frame, a ping, a close) is bounded by the
+//! write timeout, so that a client that stops reading cannot hold the
+//! connection's loop, and with it the cut-off, idle, ping and shutdown
+//! checks, for longer than that.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +34,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::config::Config;
 use crate::hub::{Catchup, ConnId, Hub, Refusal};
+use crate::limits::Ticket;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::store::InviteRecord;
@@ -37,29 +45,6 @@ pub const CLOSE_TOO_SLOW: u16 = 4000;
 pub const CLOSE_AUTH_TIMEOUT: u16 = 4001;
 /// Close code: the client was silent too long.
 pub const CLOSE_IDLE: u16 = 4002;
-
-/// A token bucket: `rate` per second, up to `burst`.
-struct Bucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.at).as_secs_f64();
-        self.at = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// How a request is answered.
 enum Outcome {
@@ -83,71 +68,90 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// Frames written in one go (one flush) from a connection's queue.
 const WRITE_BATCH: usize = 64;
 
-/// Write `first` and up to [`WRITE_BATCH`] frames already queued behind it,
-/// then flush once: a connection with a backlog gets few large writes
-/// instead of one system call per frame.
-async fn write_queued<S>(
-    hub: &Hub,
-    sink: &mut S,
-    first: Arc<str>,
-    queue: &mut tokio::sync::mpsc::Receiver<Arc<str>>,
-) -> Result<(), ()>
-where
-    S: futures_util::Sink<Message> + Unpin,
-{
-    let mut next = Some(first);
-    let mut written = 0;
-    while let Some(frame) = next.take() {
-        Metrics::add(&hub.metrics.bytes_out, frame.len() as u64);
-        sink.feed(Message::text(frame.as_ref()))
-            .await
-            .map_err(|_| ())?;
-        written += 1;
-        if written < WRITE_BATCH {
-            next = queue.try_recv().ok();
-        }
-    }
-    sink.flush().await.map_err(|_| ())
+/// Why a write to the client's socket did not complete.
+enum WriteError {
+    /// The client did not take it within the write timeout.
+    Stalled,
+    /// The socket failed.
+    Broken,
 }
 
-/// A catch-up's writes: each bounded by the idle period (a reader that takes
-/// nothing for that long is dropped), flushed a page at a time.
-struct CatchupWriter<'a, S> {
+/// One write to the socket, bounded by `limit`.
+async fn bounded<E>(
+    limit: Duration,
+    write: impl Future<Output = Result<(), E>>,
+) -> Result<(), WriteError> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteError::Broken),
+        Err(_) => Err(WriteError::Stalled),
+    }
+}
+
+/// The socket's writes: each frame, and each flush, bounded by the write
+/// timeout.
+struct Writer<'a, S> {
     hub: &'a Hub,
     sink: &'a mut S,
 }
 
-impl<S: futures_util::Sink<Message> + Unpin> CatchupWriter<'_, S> {
-    async fn feed(&mut self, frame: &str) -> Result<(), ()> {
+impl<S: futures_util::Sink<Message> + Unpin> Writer<'_, S> {
+    async fn feed(&mut self, frame: &str) -> Result<(), WriteError> {
         Metrics::add(&self.hub.metrics.bytes_out, frame.len() as u64);
-        let patience = self.hub.config.idle;
-        match tokio::time::timeout(patience, self.sink.feed(Message::text(frame))).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        }
+        let limit = self.hub.config.write_timeout;
+        bounded(limit, self.sink.feed(Message::text(frame))).await
     }
 
-    async fn flush(&mut self) -> Result<(), ()> {
-        match tokio::time::timeout(self.hub.config.idle, self.sink.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        }
+    async fn flush(&mut self) -> Result<(), WriteError> {
+        bounded(self.hub.config.write_timeout, self.sink.flush()).await
     }
 
-    async fn send(&mut self, frame: &str) -> Result<(), ()> {
+    async fn send(&mut self, frame: &str) -> Result<(), WriteError> {
         self.feed(frame).await?;
         self.flush().await
     }
 }
 
-/// Write a subscription's catch-up and its reply straight to the socket,
-/// ahead of the live frames that queue meanwhile, reading the log a page at a
-/// time so that neither the queue nor memory grows with the backlog.
-async fn write_catchup<S>(hub: &Hub, sink: &mut S, catchup: Catchup, id: u64) -> Result<(), ()>
+/// Write `first` and up to [`WRITE_BATCH`] frames already queued behind it,
+/// then flush once: a connection with a backlog gets few large writes
+/// instead of one system call per frame. A batch stops early once the
+/// queue has overflowed, so that the cut-off is not delayed.
+async fn write_queued<S>(
+    hub: &Hub,
+    sink: &mut S,
+    first: Arc<str>,
+    queue: &mut tokio::sync::mpsc::Receiver<Arc<str>>,
+    outbox: &Outbox,
+) -> Result<(), WriteError>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    let mut out = CatchupWriter { hub, sink };
+    let mut out = Writer { hub, sink };
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(frame) = next.take() {
+        out.feed(&frame).await?;
+        written += 1;
+        if written < WRITE_BATCH && !outbox.lagged() {
+            next = queue.try_recv().ok();
+        }
+    }
+    out.flush().await
+}
+
+/// Write a subscription's catch-up and its reply straight to the socket,
+/// ahead of the live frames that queue meanwhile, reading the log a page at a
+/// time so that neither the queue nor memory grows with the backlog.
+async fn write_catchup<S>(
+    hub: &Hub,
+    sink: &mut S,
+    catchup: Catchup,
+    id: u64,
+) -> Result<(), WriteError>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let mut out = Writer { hub, sink };
     for frame in &catchup.frames {
         out.feed(frame).await?;
     }
@@ -160,7 +164,7 @@ where
                     // The catch-up cannot be completed: say so instead of ok.
                     hub.metrics.reject(code);
                     let refusal = serde_json::to_string(&Reply::error(Some(id), code, message))
-                        .map_err(|_| ())?;
+                        .map_err(|_| WriteError::Broken)?;
                     return out.send(&refusal).await;
                 }
             };
@@ -174,7 +178,7 @@ where
             out.flush().await?;
         }
     }
-    let reply = serde_json::to_string(&Reply::ok(id)).map_err(|_| ())?;
+    let reply = serde_json::to_string(&Reply::ok(id)).map_err(|_| WriteError::Broken)?;
     out.send(&reply).await
 }
 
@@ -202,13 +206,36 @@ pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
         .max_frame_size(Some(config.max_frame_bytes))
 }
 
+/// The close of a connection that fell behind (its queue overflowed, or a
+/// write stalled), counted.
+fn too_slow(hub: &Hub) -> Option<(u16, &'static str)> {
+    Metrics::add(&hub.metrics.slow_consumers, 1);
+    Some((CLOSE_TOO_SLOW, "too slow: resume with subscribe"))
+}
+
+/// How long the relay tries to hand a close frame to a client that has
+/// already stalled a write, and waits for the client's own close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The `id` of a frame refused before it is parsed: the field read alone,
+/// every other one skipped unparsed (12.8's checks are not made).
+fn request_id(text: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: u64,
+    }
+    serde_json::from_str::<Id>(text).ok().map(|r| r.id)
+}
+
 /// Serve one websocket connection, its handshake done (with the limits of
-/// [`ws_config`]), until it closes or the relay shuts down.
+/// [`ws_config`]), until it closes or the relay shuts down. `ticket` holds
+/// its place among its address's connections and its request buckets.
 pub(crate) async fn serve<S>(
     hub: Arc<Hub>,
     ws: WebSocketStream<S>,
     id: ConnId,
     mut shutdown: watch::Receiver<bool>,
+    mut ticket: Ticket,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -235,12 +262,6 @@ pub(crate) async fn serve<S>(
         rotations: hub.relay.rotations.iter().cloned().map(Encoded).collect(),
     });
     Metrics::add(&hub.metrics.connections, 1);
-    let mut bucket = Bucket {
-        tokens: f64::from(config.rate_burst),
-        rate: f64::from(config.rate_per_sec),
-        burst: f64::from(config.rate_burst),
-        at: Instant::now(),
-    };
     let mut ping = tokio::time::interval_at(Instant::now() + config.ping, config.ping);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let auth_deadline = Instant::now() + config.auth;
@@ -249,31 +270,38 @@ pub(crate) async fn serve<S>(
         tokio::select! {
             biased;
             _ = shutdown.changed() => break Some((1001, "relay shutting down")),
-            () = outbox.cut_off() => {
-                Metrics::add(&hub.metrics.slow_consumers, 1);
-                break Some((CLOSE_TOO_SLOW, "too slow: resume with subscribe"));
-            }
+            () = outbox.cut_off() => break too_slow(&hub),
             frame = queue.recv() => {
                 let Some(frame) = frame else { break None };
-                if write_queued(&hub, &mut sink, frame, &mut queue).await.is_err() {
-                    break None;
+                match write_queued(&hub, &mut sink, frame, &mut queue, &outbox).await {
+                    Ok(()) => {}
+                    Err(WriteError::Stalled) => break too_slow(&hub),
+                    Err(WriteError::Broken) => break None,
                 }
             }
             message = stream.next() => {
                 last_heard = Instant::now();
                 match message {
                     Some(Ok(Message::Text(text))) => {
-                        if bucket.take() {
-                            if let Some((catchup, id)) = Box::pin(conn.handle(text.as_str())).await {
-                                if Box::pin(write_catchup(&hub, &mut sink, catchup, id)).await.is_err() {
-                                    break None;
+                        if ticket.take() {
+                            let catchup = Box::pin(conn.handle(text.as_str())).await;
+                            if !ticket.authenticated()
+                                && let Some(identity) = &conn.identity
+                            {
+                                ticket.authenticate(identity.fingerprint());
+                            }
+                            if let Some((catchup, id)) = catchup {
+                                match Box::pin(write_catchup(&hub, &mut sink, catchup, id)).await {
+                                    Ok(()) => {}
+                                    Err(WriteError::Stalled) => break too_slow(&hub),
+                                    Err(WriteError::Broken) => break None,
                                 }
                                 // A long catch-up is activity, not silence.
                                 last_heard = Instant::now();
                             }
                         } else {
                             hub.metrics.reject(ErrorCode::RateLimited);
-                            let id = parse_request(text.as_str()).ok().map(|r| r.id);
+                            let id = request_id(text.as_str());
                             outbox.send(&Reply::error(id, ErrorCode::RateLimited, "slow down"));
                         }
                     }
@@ -300,8 +328,10 @@ pub(crate) async fn serve<S>(
                 if last_heard.elapsed() >= config.idle {
                     break Some((CLOSE_IDLE, "idle"));
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break None;
+                match bounded(config.write_timeout, sink.send(Message::Ping(Default::default()))).await {
+                    Ok(()) => {}
+                    Err(WriteError::Stalled) => break too_slow(&hub),
+                    Err(WriteError::Broken) => break None,
                 }
             }
             () = tokio::time::sleep_until(auth_deadline), if conn.identity.is_none() => {
@@ -310,21 +340,32 @@ pub(crate) async fn serve<S>(
         }
     };
     if let Some((code, reason)) = close {
-        // Drain what is already queued (replies, the last events), then close.
-        while let Ok(frame) = queue.try_recv() {
-            if code == CLOSE_TOO_SLOW || sink.send(Message::text(frame.as_ref())).await.is_err() {
-                break;
+        // Drain what is already queued (replies, the last events), then
+        // close; a client that fell behind gets only the close, and that
+        // only if it takes it at once.
+        let slow = code == CLOSE_TOO_SLOW;
+        let limit = if slow {
+            CLOSE_GRACE
+        } else {
+            config.write_timeout
+        };
+        let _ = tokio::time::timeout(limit, async {
+            while !slow && let Ok(frame) = queue.try_recv() {
+                if sink.send(Message::text(frame.as_ref())).await.is_err() {
+                    break;
+                }
             }
-        }
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::from(code),
-                reason: reason.into(),
-            })))
-            .await;
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                })))
+                .await;
+        })
+        .await;
         // The closing handshake: give the peer a moment to read our close
         // and answer it, so that it sees the code rather than a reset.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
             let _ = sink.flush().await;
             while let Some(Ok(m)) = stream.next().await {
                 if m.is_close() {
@@ -337,6 +378,7 @@ pub(crate) async fn serve<S>(
     }
     hub.disconnect(id, &conn.sessions);
     Metrics::sub(&hub.metrics.connections, 1);
+    drop(ticket);
 }
 
 impl Conn {

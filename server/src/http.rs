@@ -38,6 +38,7 @@ use tower::ServiceExt;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::hub::Hub;
+use crate::limits::Ticket;
 
 /// The longest request head accepted, in bytes (hyper's smallest buffer).
 const MAX_HEAD: usize = 8192;
@@ -108,9 +109,16 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 
 /// Serve one accepted connection (after TLS, if any): HTTP requests until
 /// it closes, shuts down or upgrades; then, for an upgrade, the websocket.
-/// The head of each request must arrive within the authentication timeout.
-pub(crate) async fn serve<S>(shared: Arc<Shared>, router: Router, stream: S, peer: SocketAddr)
-where
+/// The head of each request must arrive within the header timeout.
+/// `ticket` holds the connection's place among its address's connections
+/// until it ends.
+pub(crate) async fn serve<S>(
+    shared: Arc<Shared>,
+    router: Router,
+    stream: S,
+    peer: SocketAddr,
+    ticket: Ticket,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (handoff, mut accepted) = mpsc::channel(1);
@@ -122,7 +130,7 @@ where
     let hub = shared.hub.clone();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(hub.config.auth)
+        .header_read_timeout(hub.config.header)
         .max_buf_size(MAX_HEAD);
     let connection = http
         .serve_connection(TokioIo::new(stream), service)
@@ -157,7 +165,7 @@ where
     let ws =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     // A fresh receiver: one that has seen the stop already still sees it.
-    crate::conn::serve(hub, ws, id, shared.stop.clone()).await;
+    crate::conn::serve(hub, ws, id, shared.stop.clone(), ticket).await;
     drop(permit);
 }
 

@@ -255,10 +255,22 @@ impl SessionState {
 pub(crate) struct Hub {
     store: Store,
     /// Serializes the requests that check the store and then commit
-    /// (creating sessions and invites, knocking, rosters, bundles, closing),
-    /// so two of them never both pass a check that only one may pass. They
-    /// are rare; posts do not take it.
+    /// (creating invites, knocking, rosters, bundles, closing), so two of
+    /// them never both pass a check that only one may pass. They are rare;
+    /// posts and `create_session` do not take it.
     writes: tokio::sync::Mutex<()>,
+    /// The ids of the sessions being created: a second `create_session` of
+    /// one of them is refused at once, so that two never both pass the
+    /// check that the id is free.
+    creating: Mutex<HashSet<SessionId>>,
+    /// Per device, the lock its `create_session`s take one at a time: a
+    /// device with many connections has at most one creation in the
+    /// committer's queue, and other devices never wait for it.
+    creators: Mutex<HashMap<Fingerprint, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per lead mediator, the sessions it holds on the relay (from
+    /// `create_session` until erased), with those being created: counted
+    /// against `max_sessions_per_device`.
+    held: Mutex<HashMap<Fingerprint, usize>>,
     sessions: Mutex<HashMap<SessionId, Arc<Mutex<SessionState>>>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: Config,
@@ -282,20 +294,106 @@ fn forbidden(msg: &str) -> Refusal {
     Refusal::new(ErrorCode::Forbidden, msg)
 }
 
+/// A session id claimed by a `create_session` under way; the claim ends
+/// when this is dropped.
+struct Creating<'a> {
+    hub: &'a Hub,
+    id: SessionId,
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        lock(&self.hub.creating).remove(&self.id);
+    }
+}
+
+/// A place in a device's session quota, given back when this is dropped
+/// unless [`Place::keep`] says the session was made.
+struct Place<'a> {
+    hub: &'a Hub,
+    device: Fingerprint,
+    kept: bool,
+}
+
+impl Place<'_> {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.hub.release_place(&self.device);
+        }
+    }
+}
+
 impl Hub {
+    /// The hub over `store`, with each device's held sessions counted from
+    /// it.
     pub(crate) fn new(
         store: Store,
         metrics: Arc<Metrics>,
         config: Config,
         relay: RelayIdentity,
-    ) -> Self {
-        Self {
+    ) -> std::result::Result<Self, StoreError> {
+        let mut held: HashMap<Fingerprint, usize> = HashMap::new();
+        for id in store.sessions(Kind::Session)? {
+            let record: Option<SessionRecord> =
+                store.get_json(&store::key(Kind::Session, &id, &[]))?;
+            if let Some(record) = record {
+                *held.entry(record.mediator).or_default() += 1;
+            }
+        }
+        Ok(Self {
             store,
             relay,
             writes: tokio::sync::Mutex::new(()),
+            creating: Mutex::new(HashSet::new()),
+            creators: Mutex::new(HashMap::new()),
+            held: Mutex::new(held),
             sessions: Mutex::new(HashMap::new()),
             metrics,
             config,
+        })
+    }
+
+    /// Claim `id` for a `create_session`, unless another is creating it.
+    fn claim_id(&self, id: SessionId) -> Result<Creating<'_>> {
+        if !lock(&self.creating).insert(id) {
+            return Err(Refusal::new(ErrorCode::Conflict, "session exists"));
+        }
+        Ok(Creating { hub: self, id })
+    }
+
+    /// Take a place in `device`'s session quota, if one is free.
+    fn take_place(&self, device: Fingerprint) -> Result<Place<'_>> {
+        let max = self.config.max_sessions_per_device;
+        let mut held = lock(&self.held);
+        let count = held.entry(device).or_default();
+        if *count >= max {
+            return Err(Refusal::new(
+                ErrorCode::Overloaded,
+                format!("quota: a device holds at most {max} sessions on this relay; close one"),
+            ));
+        }
+        *count += 1;
+        Ok(Place {
+            hub: self,
+            device,
+            kept: false,
+        })
+    }
+
+    /// Give back a place in `device`'s session quota.
+    fn release_place(&self, device: &Fingerprint) {
+        let mut held = lock(&self.held);
+        if let Some(count) = held.get_mut(device) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(device);
+            }
         }
     }
 
@@ -371,22 +469,48 @@ impl Hub {
         Ok(entry.clone())
     }
 
-    /// `create_session`: the caller becomes the mediator of a new session.
+    /// `create_session`: the caller becomes the mediator of a new session,
+    /// if the relay lets it create sessions and its quota has room. It
+    /// takes no relay-wide lock: the id it creates is claimed alone, so one
+    /// device's creations never wait for another's.
     pub(crate) async fn create_session(
         &self,
         caller: &PublicIdentity,
         roster: SignedRoster,
     ) -> Result<()> {
-        let _serial = self.writes.lock().await;
         let me = caller.fingerprint();
-        let r = roster.verify(&me)?;
-        if r.version != 1 {
-            return Err(Refusal::new(
-                ErrorCode::Invalid,
-                "a session starts at roster version 1",
+        if self
+            .config
+            .mediators
+            .as_ref()
+            .is_some_and(|allowed| !allowed.contains(&me))
+        {
+            return Err(forbidden(
+                "this relay lets only the mediators its operator lists create sessions",
             ));
         }
-        let id = r.session;
+        // The first roster, accepted as any client accepts one (7.6): the
+        // caller is its lead mediator, and it is version 1.
+        let id = roster.unverified().session;
+        RelayRules::new(id, me).accept_roster(&me, roster.clone())?;
+        let creator = lock(&self.creators).entry(me).or_default().clone();
+        let result = {
+            let _one_at_a_time = creator.lock().await;
+            self.create(&me, id, &roster).await
+        };
+        let mut creators = lock(&self.creators);
+        // The map's reference and this one: no one else is waiting.
+        if Arc::strong_count(&creator) == 2 {
+            creators.remove(&me);
+        }
+        result
+    }
+
+    /// `create_session`'s checks and write, the caller's creations taken
+    /// one at a time.
+    async fn create(&self, me: &Fingerprint, id: SessionId, roster: &SignedRoster) -> Result<()> {
+        let me = *me;
+        let _creating = self.claim_id(id)?;
         if self
             .store
             .get(&store::key(Kind::Session, &id, &[]))?
@@ -395,6 +519,7 @@ impl Hub {
         {
             return Err(Refusal::new(ErrorCode::Conflict, "session exists"));
         }
+        let place = self.take_place(me)?;
         let record = SessionRecord {
             mediator: me,
             closed_at: None,
@@ -406,6 +531,7 @@ impl Hub {
             roster.to_bytes(),
         );
         self.store.commit(batch).await?;
+        place.keep();
         tracing::info!(session = %id, "session created");
         Ok(())
     }
@@ -536,6 +662,18 @@ impl Hub {
         let key = store::key(Kind::Invite, &session, &[&invite.0]);
         if self.store.get(&key)?.is_some() {
             return Err(Refusal::new(ErrorCode::Conflict, "invite exists"));
+        }
+        let max = self.config.max_invites_per_session;
+        if self
+            .store
+            .scan(&store::key(Kind::Invite, &session, &[]))?
+            .len()
+            >= max
+        {
+            return Err(Refusal::new(
+                ErrorCode::Overloaded,
+                format!("quota: a session holds at most {max} invites on this relay"),
+            ));
         }
         let mut batch = store::Batch::default();
         batch.insert(key, record_json(&record)?);
@@ -1028,6 +1166,7 @@ impl Hub {
             statement.to_bytes(),
         );
         self.store.commit(batch).await?;
+        self.release_place(&record.mediator);
         if lock(&self.sessions).remove(session).is_some() {
             Metrics::sub(&self.metrics.sessions, 1);
         }

@@ -13,6 +13,7 @@
 //! | `hub` | sessions in memory and each request's rules |
 //! | `conn` | one websocket connection, once upgraded: auth, limits, timers |
 //! | `outbox` | a connection's bounded outbound queue |
+//! | `limits` | request rates per connection, device and address; connections and handshakes per address |
 //! | `http` | HTTP (hyper, axum): `/healthz`, `/metrics`, security headers, the websocket upgrade |
 //! | `web` | the web client on `/`: built in, from `--web-dir`, or none |
 //! | `tls` | rustls (ring provider) from a PEM certificate and key |
@@ -38,6 +39,7 @@ mod config;
 mod conn;
 mod http;
 mod hub;
+mod limits;
 mod metrics;
 mod outbox;
 mod relay_key;

@@ -21,6 +21,7 @@ pub(crate) struct Metrics {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
+    pub(crate) refused_sockets: AtomicU64,
     commits: AtomicU64,
     commit_groups: AtomicU64,
     commit_micros: AtomicU64,
@@ -65,7 +66,7 @@ impl Metrics {
     pub(crate) fn render(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
-        let simple: [(&str, &str, &str, &AtomicU64); 8] = [
+        let simple: [(&str, &str, &str, &AtomicU64); 9] = [
             (
                 "caucus_connections",
                 "Open websocket connections.",
@@ -107,6 +108,12 @@ impl Metrics {
                 "Connections cut off for falling behind.",
                 "counter",
                 &self.slow_consumers,
+            ),
+            (
+                "caucus_sockets_refused_total",
+                "Sockets closed as accepted: their address was at its connection or handshake limit.",
+                "counter",
+                &self.refused_sockets,
             ),
             (
                 "caucus_commits_total",

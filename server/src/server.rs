@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, WebClient};
 use crate::http::Shared;
 use crate::hub::Hub;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::relay_key::RelayIdentity;
 use crate::store::{Store, StoreError};
@@ -135,7 +136,7 @@ impl Server {
         Ok(Self {
             listener,
             tls,
-            hub: Arc::new(Hub::new(store, metrics, config, relay)),
+            hub: Arc::new(Hub::new(store, metrics, config, relay)?),
             committer,
         })
     }
@@ -170,6 +171,8 @@ impl Server {
             stop: stop_rx.clone(),
         });
         let router = crate::http::router(shared.clone());
+        let limits = Limits::new(&hub.config);
+        let mut backoff = AcceptBackoff::default();
         let mut tasks = JoinSet::new();
         let sweeper = tokio::spawn(sweep(hub.clone(), stop_rx.clone()));
         tracing::info!(addr = %listener.local_addr()?, data_dir = %hub.config.data_dir.display(), relay = %hub.relay.keys.fingerprint(), urls = %hub.relay.urls(), "relay listening");
@@ -184,10 +187,15 @@ impl Server {
                         Ok(a) => a,
                         Err(e) => {
                             // Out of file descriptors, say: back off, don't spin.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            tokio::time::sleep(backoff.failed(&e)).await;
                             continue;
                         }
+                    };
+                    backoff.accepted();
+                    // Over its address's limits: closed at once, unread.
+                    let Ok(ticket) = limits.admit(peer.ip()) else {
+                        Metrics::add(&hub.metrics.refused_sockets, 1);
+                        continue;
                     };
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
@@ -196,15 +204,15 @@ impl Server {
                     tasks.spawn(async move {
                         match tls {
                             // A socket that does not finish its TLS
-                            // handshake within the authentication timeout
-                            // is dropped.
+                            // handshake within the header timeout is
+                            // dropped.
                             Some(tls) => {
-                                let limit = shared.hub.config.auth;
+                                let limit = shared.hub.config.header;
                                 if let Ok(Ok(stream)) = tokio::time::timeout(limit, Box::pin(tls.accept(stream))).await {
-                                    Box::pin(crate::http::serve(shared, router, stream, peer)).await;
+                                    Box::pin(crate::http::serve(shared, router, stream, peer, ticket)).await;
                                 }
                             }
-                            None => Box::pin(crate::http::serve(shared, router, stream, peer)).await,
+                            None => Box::pin(crate::http::serve(shared, router, stream, peer, ticket)).await,
                         }
                     });
                 }
@@ -227,6 +235,34 @@ impl Server {
         let _ = committer.await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Accept failures in a row (out of file descriptors, say): a wait that
+/// doubles with each, from 10 ms up to one second, and one `warn` line
+/// for the whole run of them, the next when accepting works again.
+#[derive(Default)]
+struct AcceptBackoff {
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    /// How long to wait after the failure `error`.
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures == 1 {
+            tracing::warn!(%error, "accept failed: backing off until it works again");
+        }
+        let doublings = self.failures.saturating_sub(1).min(7);
+        Duration::from_millis(10 << doublings).min(Duration::from_secs(1))
+    }
+
+    /// A socket was accepted: the run of failures, if any, is over.
+    fn accepted(&mut self) {
+        if self.failures > 0 {
+            tracing::warn!(failures = self.failures, "accepting again");
+            self.failures = 0;
+        }
     }
 }
 
@@ -267,5 +303,23 @@ fn log_web_client(web: &WebClient) {
     match crate::web::published_hash(web) {
         Some(hash) => tracing::info!(web_client = %hash, %source, "serving the web client"),
         None => tracing::warn!(%source, "the web client has no SHA256SUMS: no hash to publish"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_in_a_row_wait_twice_as_long_each_time_up_to_a_second() {
+        let mut backoff = AcceptBackoff::default();
+        let error = std::io::Error::from_raw_os_error(24); // EMFILE
+        let waits: Vec<u64> = (0..10)
+            .map(|_| backoff.failed(&error).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        // A socket accepted ends the run: the next failure starts again.
+        backoff.accepted();
+        assert_eq!(backoff.failed(&error), Duration::from_millis(10));
     }
 }

@@ -374,7 +374,10 @@ async fn requests_before_authentication_are_refused() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_cut_off_while_the_others_keep_receiving() {
-    let relay = Relay::start_with(&["--outbound-queue", "8"]).await;
+    // The queue's overflow alone: a write timeout longer than the test, so
+    // that a slow machine does not stall a write first (whose close the
+    // client, not reading, may never get: abuse.rs tests that case).
+    let relay = Relay::start_with(&["--outbound-queue", "8", "--write-timeout-secs", "600"]).await;
     let mut m = Mediation::start(&relay).await;
     let room = m.joint_room;
     // The defendant stops reading; the claimant posts 100 envelopes of

@@ -66,10 +66,15 @@ impl Relay {
                 let mut c = Command::new(&bins.caucus);
                 c.args(["--listen", &listen, "--data-dir"])
                     .arg(dir.join("data"))
-                    // The per-connection rate limit protects a relay from one
-                    // client; the benchmark measures capacity, so lift it.
+                    // The rate limits (per connection, device, address) and
+                    // the per-address counts protect a relay from one client;
+                    // the benchmark measures capacity from one address, so
+                    // lift them.
                     .args(["--rate-per-sec", "1000000", "--rate-burst", "1000000"])
+                    .args(["--ip-rate-per-sec", "1000000", "--ip-rate-burst", "1000000"])
                     .args(["--max-connections", "20000"])
+                    .args(["--max-connections-per-ip", "20000"])
+                    .args(["--max-handshakes-per-ip", "20000"])
                     .env("RUST_LOG", "warn");
                 if kind == Kind::CaucusNoFlush {
                     c.arg("--unsafe-ack-before-commit");
