@@ -218,3 +218,63 @@ async fn a_catch_up_that_fails_leaves_the_connection_not_following() {
     assert_eq!(online, [mediator.keys.fingerprint()]);
     assert!(!online.contains(&claimant));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_request_stored_while_a_mediator_subscribes_reaches_it_once() {
+    let relay = Relay::start().await;
+    let mut m = Mediation::start(&relay).await;
+    let session = m.session;
+    for round in 0..30 {
+        let link = invite(&mut m, &relay.url()).await;
+        let joiner_keys = DeviceKeys::generate().unwrap();
+        let mut joiner = Client::connect(&relay.url(), copy(&joiner_keys)).await;
+        let mut mediator = Client::connect(&relay.url(), copy(&m.mediator.keys)).await;
+        // The knock and a mediator's subscription, sent together: the
+        // request is stored while the subscription reads the store.
+        let knock = serde_json::to_string(&caucus_protocol::wire::Request {
+            v: 1,
+            id: 1,
+            body: join(&link, &joiner_keys),
+        })
+        .unwrap();
+        let subscribe = serde_json::to_string(&caucus_protocol::wire::Request {
+            v: 1,
+            id: 1,
+            body: RequestBody::Subscribe {
+                session,
+                roster_after: 0,
+                rooms: vec![],
+            },
+        })
+        .unwrap();
+        tokio::join!(joiner.send_text(knock), mediator.send_text(subscribe));
+        assert!(matches!(
+            joiner.reply_to(1).await,
+            caucus_protocol::wire::Reply::Ok { .. }
+        ));
+        assert!(matches!(
+            mediator.reply_to(1).await,
+            caucus_protocol::wire::Reply::Ok { .. }
+        ));
+        // The knock is answered after it is sent live; a request of the
+        // mediator's is answered after whatever was queued for it before.
+        mediator
+            .ok(RequestBody::Location {
+                session,
+                room: None,
+                disclose: false,
+            })
+            .await;
+        let requests = mediator
+            .events
+            .iter()
+            .filter(
+                |e| matches!(e, Event::JoinRequest { request, .. } if request.0.invite == link.id),
+            )
+            .count();
+        assert_eq!(
+            requests, 1,
+            "round {round}: the request came {requests} times"
+        );
+    }
+}
