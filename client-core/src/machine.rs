@@ -911,6 +911,14 @@ impl Machine {
                 self.close(&session);
                 return Ok(());
             }
+            // Admitted meanwhile (the roster that says so went to a lost
+            // connection): follow the session instead.
+            Awaiting::Knock if code == ErrorCode::Conflict => {
+                if let Some(op) = self.ops.get_mut(&op) {
+                    op.stages.push_front(Stage::Subscribe);
+                }
+                return Ok(());
+            }
             Awaiting::Roster => {
                 self.pending.remove(&session);
             }

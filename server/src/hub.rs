@@ -561,10 +561,13 @@ impl Hub {
         {
             let s = lock(&state);
             s.open()?;
-            // Admission spent the invite (publish_roster deletes it); a
-            // member knocks on no invite.
+            // Admission spent the invite (publish_roster deletes it): a
+            // member has nothing to knock on, and is told to subscribe.
             if s.role_of(caller).is_some() {
-                return Err(bad());
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    "already a member of the session: subscribe",
+                ));
             }
         }
         let key = store::key(Kind::Invite, &session, &[&request.invite.0]);

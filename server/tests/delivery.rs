@@ -133,11 +133,12 @@ async fn admission_spends_the_invite() {
         )
         .unwrap();
     m.publish().await;
-    // Admitted, the same identity knocks again with the same token.
+    // Admitted, the same identity knocks again with the same token: it is
+    // told it is a member already.
     let mut again = Client::connect(&relay.url(), copy(&joiner_keys)).await;
     assert_eq!(
         again.refused(join(&link, &joiner_keys)).await,
-        ErrorCode::InvalidInvite
+        ErrorCode::Conflict
     );
     // No request was stored: a mediator subscribing afresh is shown none.
     let mut fresh = Client::connect(&relay.url(), copy(&m.mediator.keys)).await;
