@@ -188,12 +188,31 @@ impl Machine {
         snapshot: &[u8],
         log: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<SessionId> {
-        let state = SessionState::restore(snapshot, log)?;
+        let (state, unconfirmed) = SessionState::restore(snapshot, log)?;
         if !caucus_protocol::invite::same_relay(&state.meta.relay, &self.relay) {
             return Err(ClientError::Usage("a session of another relay"));
         }
         let id = state.view.session();
         self.sessions.insert(id, state);
+        // Posts sealed before the restart and not known to be stored: the
+        // next catch-up confirms them or they go again, as after a lost
+        // connection.
+        for post in unconfirmed {
+            let op = OpId(self.next_op);
+            self.next_op += 1;
+            let mut unsent = Op::new(
+                id,
+                Origin::Automatic("sending a message written before a restart"),
+                [],
+                Outcome::Done,
+            );
+            unsent.waiting = Waiting::Unconfirmed {
+                envelope: Box::new(post.envelope),
+                own: Box::new(post.own),
+                report: false,
+            };
+            self.ops.insert(op, unsent);
+        }
         Ok(id)
     }
 
@@ -530,7 +549,13 @@ impl Machine {
             let entry = changes.sessions.entry(*id).or_default();
             entry.appended = std::mem::take(&mut state.appended);
             if state.dirty {
-                entry.snapshot = Some(state.snapshot()?);
+                let unconfirmed: Vec<_> = self
+                    .ops
+                    .values()
+                    .filter(|op| op.session == *id)
+                    .filter_map(|op| op.waiting.post())
+                    .collect();
+                entry.snapshot = Some(state.snapshot(&unconfirmed)?);
                 state.dirty = false;
             }
         }
@@ -776,6 +801,12 @@ impl Machine {
         let Some(op) = self.ops.remove(&id) else {
             return;
         };
+        if op.waiting.post().is_some()
+            && let Some(state) = self.sessions.get_mut(&op.session)
+        {
+            // The snapshot no longer keeps it.
+            state.dirty = true;
+        }
         self.queue.retain(|q| q.op != id);
         self.in_flight.retain(|_, f| f.op != id);
         if let Some(p) = self.pending.get_mut(&op.session)
@@ -938,10 +969,14 @@ impl Machine {
                 // The relay delivers in index order and replies after every
                 // envelope before this one, so the cursor skips no one's.
                 state.advance(own.header.room, index);
-                state.record(index, (*own).clone());
-                // The relay does not echo our own posts: the event stream
-                // shows them once stored, like anyone else's.
-                self.emit_opened(session, index, *own);
+                // Stored: the snapshot stops keeping it to post again.
+                state.dirty = true;
+                // The relay does not echo our own posts to the connection
+                // that posted: the event stream shows them once stored,
+                // like anyone else's.
+                if state.record(index, (*own).clone()) {
+                    self.emit_opened(session, index, *own);
+                }
                 if report && let Some(op) = self.ops.get_mut(&op) {
                     op.outcome = Outcome::Sent(Sent { index, message });
                 }
@@ -1012,6 +1047,14 @@ impl Machine {
                 self.close(&session);
                 return Ok(());
             }
+            // Admitted meanwhile (the roster that says so went to a lost
+            // connection): follow the session instead.
+            Awaiting::Knock if code == ErrorCode::Conflict => {
+                if let Some(op) = self.ops.get_mut(&op) {
+                    op.stages.push_front(Stage::Subscribe);
+                }
+                return Ok(());
+            }
             Awaiting::Roster(again) => {
                 self.pending.remove(&session);
                 // The relay holds messages this device had not seen when it
@@ -1023,6 +1066,10 @@ impl Machine {
                     op.stages.push_front(Stage::Subscribe);
                     return Ok(());
                 }
+            }
+            Awaiting::Post { .. } => {
+                // Refused, so not stored: the snapshot stops keeping it.
+                self.session_mut(&session)?.dirty = true;
             }
             _ => {}
         }
@@ -1308,6 +1355,16 @@ impl Machine {
         let room = envelope.header().room;
         let sender = envelope.header().sender;
         let me = self.keys.fingerprint();
+        if sender == me && self.posting(&envelope.hash()).is_some() {
+            // Our own post, unconfirmed or awaiting its reply, met in a
+            // catch-up or on this device's other connection: stored after
+            // all, and recorded now, once.
+            if let Some(state) = self.sessions.get_mut(&session) {
+                state.advance(room, index);
+            }
+            self.confirmed(session, index, &envelope.hash());
+            return;
+        }
         let Some(state) = self.sessions.get_mut(&session) else {
             return;
         };
@@ -1339,17 +1396,19 @@ impl Machine {
                 let Some(state) = self.sessions.get_mut(&session) else {
                     return;
                 };
-                state.record(index, opened.clone());
+                // A message already held (delivered again) is not shown
+                // again.
+                if !state.record(index, opened.clone()) {
+                    return;
+                }
                 if let Content::Withdrawal = &opened.content {
                     self.on_withdrawal(session, opened.header.sender);
                 }
                 self.emit_opened(session, index, opened);
             }
-            // Our own message, met again in a catch-up: stored after all, if
-            // the connection was lost before its reply.
-            Err(caucus_protocol::Error::Replay { .. }) if sender == me => {
-                self.confirmed(session, index, &envelope.hash());
-            }
+            // Our own message, already confirmed, met again (in a catch-up,
+            // or on this device's other connection): nothing new.
+            Err(caucus_protocol::Error::Replay { .. }) if sender == me => {}
             // A message held already, delivered again: nothing to do.
             Err(caucus_protocol::Error::Replay { .. }) if state.has(&envelope.hash()) => {}
             // Another message at a place in the sender's sequence that one
@@ -1378,23 +1437,32 @@ impl Machine {
         }
     }
 
-    /// A catch-up brought back our own envelope `hash` at `index`: if a post
-    /// of it was unconfirmed, it was stored, and is done as if its reply had
-    /// come.
+    /// The operation posting our own envelope `hash`, unconfirmed or
+    /// awaiting its reply.
+    fn posting(&self, hash: &caucus_protocol::crypto::Digest) -> Option<OpId> {
+        self.ops
+            .iter()
+            .find(|(_, o)| o.waiting.post().is_some_and(|(_, own)| own.hash == *hash))
+            .map(|(id, _)| *id)
+    }
+
+    /// The relay sent back our own envelope `hash` at `index`: the post of
+    /// it was stored, and is done as if its reply had come (a reply still
+    /// to come is then passed over).
     fn confirmed(
         &mut self,
         session: SessionId,
         index: u64,
         hash: &caucus_protocol::crypto::Digest,
     ) {
-        let Some((&id, op)) = self.ops.iter_mut().find(
-            |(_, o)| matches!(&o.waiting, Waiting::Unconfirmed { own, .. } if own.hash == *hash),
-        ) else {
+        let Some(id) = self.posting(hash) else {
             return;
         };
-        let Some(awaiting) = op.waiting.take_unconfirmed() else {
+        let Some(awaiting) = self.ops.get_mut(&id).and_then(|o| o.waiting.take_post()) else {
             return;
         };
+        self.in_flight.retain(|_, f| f.op != id);
+        self.queue.retain(|q| q.op != id);
         if let Err(e) = self.on_accepted(id, session, awaiting, Some(index), None) {
             self.fail(id, e);
         }

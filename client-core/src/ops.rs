@@ -178,6 +178,35 @@ pub(crate) enum Waiting {
 }
 
 impl Waiting {
+    /// The post this stage holds, sealed and not yet known to be stored
+    /// (awaiting its reply, or unconfirmed): its envelope and the message
+    /// as sent.
+    pub(crate) fn post(&self) -> Option<(&Envelope, &Opened)> {
+        match self {
+            Self::Reply {
+                awaiting: Awaiting::Post { envelope, own, .. },
+                ..
+            }
+            | Self::Unconfirmed { envelope, own, .. } => Some((envelope, own)),
+            _ => None,
+        }
+    }
+
+    /// The post this stage holds, taken as the reply it awaits (the stage
+    /// left idle); anything else is left as it is.
+    pub(crate) fn take_post(&mut self) -> Option<Awaiting> {
+        match std::mem::replace(self, Self::Idle) {
+            Self::Reply {
+                awaiting: awaiting @ Awaiting::Post { .. },
+                ..
+            } => Some(awaiting),
+            other => {
+                *self = other;
+                self.take_unconfirmed()
+            }
+        }
+    }
+
     /// An unconfirmed post, taken as the reply it awaits again (the stage
     /// left idle); anything else is left as it is.
     pub(crate) fn take_unconfirmed(&mut self) -> Option<Awaiting> {

@@ -20,17 +20,24 @@
 //! the relay send the newest messages again; they are recognised by their
 //! hash and not recorded twice ([`SessionState::restore`]).
 //!
-//! Snapshot layout: `u16 version (3) || bytes(view state) || bytes(meta as
-//! JSON)`; version 2 held a view that kept every chain link, and is refused
-//! as a layout this client does not read. Log record: `u64 index ||
-//! bytes(header) || digest || bytes(content)`. Both use `caucus-protocol`'s
-//! canonical codec.
+//! The snapshot also holds every post sealed and not yet known to be stored
+//! (its reply lost with the connection, or not yet come): after a restart
+//! the catch-up confirms it (its own envelope comes back) or it is posted
+//! again, the same envelope, so a post is neither lost nor sent twice.
+//!
+//! Snapshot layout: `u16 version (4) || bytes(view state) || bytes(meta as
+//! JSON) || list(bytes(envelope) || bytes(content))`, the last being the
+//! posts not yet confirmed, in the order they were sealed. Version 3 is read
+//! as version 4 with no such posts; version 2 held a view that kept every
+//! chain link, and is refused as a layout this client does not read. Log
+//! record: `u64 index || bytes(header) || digest || bytes(content)`. All use
+//! `caucus-protocol`'s canonical codec.
 
 use std::collections::{BTreeMap, HashSet};
 
 use caucus_protocol::codec::{Canonical, Reader, Writer};
 use caucus_protocol::crypto::Digest;
-use caucus_protocol::envelope::Header;
+use caucus_protocol::envelope::{Envelope, Header};
 use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::{InviteId, PartyId, RoomId, SessionId};
 use caucus_protocol::session::{Opened, SessionView};
@@ -39,9 +46,21 @@ use zeroize::Zeroizing;
 
 use crate::error::ClientError;
 
-/// The layout version of a snapshot: 3 since the view keeps its chains as
-/// runs of sequence numbers.
-const SNAPSHOT_VERSION: u16 = 3;
+/// The layout version of a snapshot: 4 since it holds the posts not yet
+/// confirmed.
+const SNAPSHOT_VERSION: u16 = 4;
+
+/// The layout before posts not yet confirmed were kept (read as holding
+/// none).
+const SNAPSHOT_VERSION_3: u16 = 3;
+
+/// A post sealed and not yet known to be stored, as the snapshot keeps it.
+pub(crate) struct Unconfirmed {
+    /// The envelope, to post again as it is.
+    pub(crate) envelope: Envelope,
+    /// The message as sent, to record once stored.
+    pub(crate) own: Opened,
+}
 
 /// Where this device stands in a session.
 ///
@@ -154,21 +173,32 @@ impl SessionState {
         }
     }
 
-    /// Rebuild a session from its snapshot and its log records, in order.
-    /// A record already held (written again after a crash) is passed over.
+    /// Rebuild a session from its snapshot and its log records, in order,
+    /// with the posts it had not yet confirmed. A record already held
+    /// (written again after a crash) is passed over, and so is a post
+    /// already recorded (the snapshot that dropped it was not written).
     pub(crate) fn restore<'a>(
         snapshot: &[u8],
         log: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<Self, ClientError> {
-        let (version, view, meta) = Reader::decode_all(snapshot, |r| {
-            Ok((r.u16()?, r.bytes()?.to_vec(), r.bytes()?.to_vec()))
-        })
-        .map_err(corrupt)?;
-        if version != SNAPSHOT_VERSION {
+    ) -> Result<(Self, Vec<Unconfirmed>), ClientError> {
+        let version = Reader::new(snapshot).u16().map_err(corrupt)?;
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_3 {
             return Err(ClientError::Corrupt(format!(
                 "saved session has layout {version}, this client reads {SNAPSHOT_VERSION}"
             )));
         }
+        let (view, meta, posts) = Reader::decode_all(snapshot, |r| {
+            r.u16()?;
+            let view = r.bytes()?.to_vec();
+            let meta = r.bytes()?.to_vec();
+            let posts = if version == SNAPSHOT_VERSION {
+                r.list(|r| Ok((r.bytes()?.to_vec(), Zeroizing::new(r.bytes()?.to_vec()))))?
+            } else {
+                Vec::new()
+            };
+            Ok((view, meta, posts))
+        })
+        .map_err(corrupt)?;
         let view = Zeroizing::new(view);
         let mut state = Self {
             view: SessionView::from_state_bytes(&view)?,
@@ -184,7 +214,21 @@ impl SessionState {
                 state.messages.push((index, opened));
             }
         }
-        Ok(state)
+        let mut unconfirmed = Vec::with_capacity(posts.len());
+        for (envelope, content) in posts {
+            let envelope = Envelope::from_bytes(&envelope).map_err(corrupt)?;
+            let own = Opened {
+                header: envelope.header().clone(),
+                hash: envelope.hash(),
+                content: caucus_protocol::content::Content::from_bytes(&content)
+                    .map_err(corrupt)?,
+                gap: None,
+            };
+            if !state.seen.contains(&own.hash) {
+                unconfirmed.push(Unconfirmed { envelope, own });
+            }
+        }
+        Ok((state, unconfirmed))
     }
 
     /// Record a message (once) and queue its log record.
@@ -211,14 +255,22 @@ impl SessionState {
         }
     }
 
-    /// The whole snapshot.
-    pub(crate) fn snapshot(&self) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    /// The whole snapshot, with the session's posts not yet confirmed
+    /// (envelope and message as sent), in the order they were sealed.
+    pub(crate) fn snapshot(
+        &self,
+        unconfirmed: &[(&Envelope, &Opened)],
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
         let mut w = Writer::new();
         w.u16(SNAPSHOT_VERSION);
         w.bytes(&self.view.to_state_bytes());
         w.bytes(&Zeroizing::new(
             serde_json::to_vec(&self.meta).map_err(corrupt)?,
         ));
+        w.list(unconfirmed, |w, (envelope, own)| {
+            w.bytes(&envelope.to_bytes());
+            w.bytes(&Zeroizing::new(own.content.to_bytes()));
+        });
         Ok(Zeroizing::new(w.into_bytes()))
     }
 

@@ -567,6 +567,92 @@ fn a_post_stored_whose_reply_was_lost_is_confirmed_by_the_catch_up_and_not_sent_
     );
 }
 
+/// How often the claimant's history holds `text`.
+fn kept(w: &mut World, d: usize, session: SessionId, text: &str) -> usize {
+    w.m(d)
+        .history(&session)
+        .iter()
+        .filter(|e| matches!(e, Event::Message { text: t, .. } if t == text))
+        .count()
+}
+
+fn warnings(w: &mut World, d: usize) -> Vec<Event> {
+    w.events(d)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Warning { .. }))
+        .collect()
+}
+
+#[test]
+fn a_post_stored_whose_reply_was_lost_with_a_restart_is_kept_once_and_not_sent_again() {
+    let mut w = World::new();
+    let (med, claimant, _, session, _) = mediation(&mut w);
+    w.events(med);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let now = w.now;
+    w.m(claimant)
+        .send(
+            &session,
+            &room,
+            "stored, then the crash",
+            Sharing::MediatorOnly,
+            now,
+        )
+        .unwrap();
+    // The relay stores it; the device dies before the reply arrives.
+    w.transmit(claimant);
+    w.crash(claimant);
+    w.connect(claimant);
+    // The catch-up brings it back: the author keeps it, once.
+    assert_eq!(kept(&mut w, claimant, session, "stored, then the crash"), 1);
+    // And it was not posted twice: the mediator heard it once, and a later
+    // message follows it with no gap and no replay.
+    say(&mut w, claimant, session, "and then", Sharing::MediatorOnly);
+    assert_eq!(
+        heard_from(&mut w, med, claimant),
+        ["stored, then the crash", "and then"]
+    );
+    assert_eq!(warnings(&mut w, med), []);
+    assert_eq!(warnings(&mut w, claimant), []);
+    // Settled: a further restart has nothing left to confirm or send.
+    w.crash(claimant);
+    w.connect(claimant);
+    assert_eq!(kept(&mut w, claimant, session, "stored, then the crash"), 1);
+    assert_eq!(heard_from(&mut w, med, claimant), Vec::<String>::new());
+}
+
+#[test]
+fn a_post_the_relay_never_got_before_a_restart_goes_once_the_device_is_back() {
+    let mut w = World::new();
+    let (med, claimant, _, session, _) = mediation(&mut w);
+    w.events(med);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let now = w.now;
+    w.m(claimant)
+        .send(
+            &session,
+            &room,
+            "lost on the way",
+            Sharing::MediatorOnly,
+            now,
+        )
+        .unwrap();
+    // The frame is lost before the relay reads it, and the device dies.
+    w.relay.deaf = true;
+    w.transmit(claimant);
+    w.relay.deaf = false;
+    w.crash(claimant);
+    w.connect(claimant);
+    // Back, it posts the same envelope again: nothing lost, no gap.
+    say(&mut w, claimant, session, "and then", Sharing::MediatorOnly);
+    assert_eq!(
+        heard_from(&mut w, med, claimant),
+        ["lost on the way", "and then"]
+    );
+    assert_eq!(warnings(&mut w, med), []);
+    assert_eq!(kept(&mut w, claimant, session, "lost on the way"), 1);
+}
+
 #[test]
 fn a_crash_at_any_point_loses_nothing_acknowledged_and_records_nothing_twice() {
     let mut w = World::new();
@@ -739,7 +825,7 @@ fn a_snapshot_of_an_older_layout_is_refused_saying_so() {
     let mut machine = Machine::new(keys(), support::RELAY);
     match machine.restore(&old, log()) {
         Err(ClientError::Corrupt(why)) => {
-            assert_eq!(why, "saved session has layout 2, this client reads 3");
+            assert_eq!(why, "saved session has layout 2, this client reads 4");
         }
         other => panic!("an old snapshot restored as {other:?}"),
     }

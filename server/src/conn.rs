@@ -145,7 +145,7 @@ where
 async fn write_catchup<S>(
     hub: &Hub,
     sink: &mut S,
-    catchup: Catchup,
+    mut catchup: Catchup,
     id: u64,
 ) -> Result<(), WriteError>
 where
@@ -155,13 +155,15 @@ where
     for frame in &catchup.frames {
         out.feed(frame).await?;
     }
-    for mut part in catchup.rooms {
+    for mut part in std::mem::take(&mut catchup.rooms) {
         while part.after < part.upto {
             let page = match hub.log_page(&catchup.session, &part, CATCHUP_PAGE) {
                 Ok(page) if !page.is_empty() => page,
                 Ok(_) => break,
                 Err(Refusal(code, message)) => {
-                    // The catch-up cannot be completed: say so instead of ok.
+                    // The catch-up cannot be completed: the connection does
+                    // not follow after all, and is told so instead of ok.
+                    hub.unsubscribe(&catchup);
                     hub.metrics.reject(code);
                     let refusal = serde_json::to_string(&Reply::error(Some(id), code, message))
                         .map_err(|_| WriteError::Broken)?;

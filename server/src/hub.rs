@@ -65,6 +65,8 @@ type Result<T> = std::result::Result<T, Refusal>;
 
 /// What a new follower is sent before live traffic (see [`Hub::subscribe`]).
 pub(crate) struct Catchup {
+    /// The connection that subscribed.
+    pub(crate) conn: ConnId,
     /// The session.
     pub(crate) session: SessionId,
     /// Rosters, key bundles, join requests and statuses, in order.
@@ -103,6 +105,13 @@ struct Follower {
     outbox: Arc<Outbox>,
     /// The highest index delivered, per room.
     delivered: HashMap<RoomId, u64>,
+    /// The highest roster version delivered.
+    roster: u64,
+    /// The number after the last key bundle delivered or passed over (the
+    /// bundles are numbered in the order published).
+    bundles: u64,
+    /// The join request delivered for each invite, as canonical bytes.
+    joins: HashMap<InviteId, Vec<u8>>,
 }
 
 /// One session in memory.
@@ -564,9 +573,12 @@ impl Hub {
             // Joiners this roster admits stop waiting.
             for (key, bytes) in self.store.scan(&store::key(Kind::Waiting, &id, &[]))? {
                 let admitted = JoinRequest::from_bytes(&bytes)
-                    .is_ok_and(|r| roster.member(&r.identity.fingerprint()).is_some());
-                if admitted {
+                    .ok()
+                    .filter(|r| roster.member(&r.identity.fingerprint()).is_some());
+                if let Some(request) = admitted {
+                    // Admission spends the invite, as declining does.
                     batch.remove(key);
+                    batch.remove(store::key(Kind::Invite, &id, &[&request.invite.0]));
                 }
             }
             (batch, before)
@@ -582,14 +594,19 @@ impl Hub {
             roster: Encoded(signed.clone()),
         })?;
         let roster = signed.unverified();
+        let version = roster.version;
         for room in &roster.rooms {
             s.committed.entry(room.id).or_insert(0);
             s.next.entry(room.id).or_insert(0);
         }
-        // Everyone who follows or waits hears of it; those no longer in the
-        // roster stop following.
-        for f in s.followers.values() {
-            f.outbox.push(event.clone());
+        // Everyone who follows or waits hears of it, once (a follower whose
+        // catch-up already held it does not hear it again); those no longer
+        // in the roster stop following.
+        for f in s.followers.values_mut() {
+            if f.roster < version {
+                f.roster = version;
+                f.outbox.push(event.clone());
+            }
         }
         for (_, outbox) in s.waiting.values() {
             outbox.push(event.clone());
@@ -610,13 +627,14 @@ impl Hub {
         let _serial = self.writes.lock().await;
         let id = signed.unverified().session;
         let state = self.session(&id)?;
-        let (key, bytes) = {
+        let (seq, key, bytes) = {
             let mut s = lock(&state);
             s.open()?;
             s.rules.check_bundle(caller, &signed)?;
             let seq = s.next_bundle;
             s.next_bundle += 1;
             (
+                seq,
                 store::key(Kind::Bundle, &id, &[&seq.to_be_bytes()]),
                 signed.to_bytes(),
             )
@@ -624,7 +642,7 @@ impl Hub {
         let mut batch = store::Batch::default();
         batch.insert(key, bytes);
         self.store.commit(batch).await?;
-        let s = lock(&state);
+        let mut s = lock(&state);
         let recipients: HashSet<Fingerprint> = signed
             .unverified()
             .entries
@@ -636,8 +654,15 @@ impl Hub {
             session: id,
             bundle: Encoded(signed),
         };
-        for f in s.followers.values().filter(|f| recipients.contains(&f.who)) {
-            f.outbox.send(&event);
+        let event = frame(&event)?;
+        // Once: a follower whose catch-up already held it is passed over.
+        for f in s.followers.values_mut() {
+            if f.bundles <= seq {
+                f.bundles = seq + 1;
+                if recipients.contains(&f.who) {
+                    f.outbox.push(event.clone());
+                }
+            }
         }
         Ok(())
     }
@@ -698,9 +723,20 @@ impl Hub {
         }
         let session = request.session;
         let state = self.session(&session)?;
-        lock(&state).open()?;
-        let key = store::key(Kind::Invite, &session, &[&request.invite.0]);
         let bad = || Refusal::new(ErrorCode::InvalidInvite, "unknown, used or expired invite");
+        {
+            let s = lock(&state);
+            s.open()?;
+            // Admission spent the invite (publish_roster deletes it): a
+            // member has nothing to knock on, and is told to subscribe.
+            if s.role_of(caller).is_some() {
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    "already a member of the session: subscribe",
+                ));
+            }
+        }
+        let key = store::key(Kind::Invite, &session, &[&request.invite.0]);
         let mut record: InviteRecord = self.store.get_json(&key)?.ok_or_else(bad)?;
         if record.token_hash != token.hash() || now() > record.expires_at {
             return Err(bad());
@@ -716,13 +752,25 @@ impl Hub {
             request.to_bytes(),
         );
         self.store.commit(batch).await?;
-        let mut s = lock(&state);
-        let event = Event::JoinRequest {
+        let mut guard = lock(&state);
+        let s = &mut *guard;
+        let invite = request.invite;
+        let bytes = request.to_bytes();
+        let event = frame(&Event::JoinRequest {
             v: PROTOCOL_VERSION,
             request: Encoded(request),
-        };
-        for m in s.mediators() {
-            m.outbox.send(&event);
+        })?;
+        let roster = s.rules.history().current().ok();
+        // Once: a mediator whose catch-up already held it is passed over.
+        for m in s.followers.values_mut().filter(|f| {
+            roster
+                .and_then(|r| r.member(&f.who))
+                .is_some_and(|m| m.role.is_mediator())
+        }) {
+            if m.joins.get(&invite) != Some(&bytes) {
+                m.joins.insert(invite, bytes.clone());
+                m.outbox.push(event.clone());
+            }
         }
         s.waiting.insert(conn, (*caller, outbox.clone()));
         s.tell_waiting(session);
@@ -740,6 +788,7 @@ impl Hub {
         let state = self.session(&session)?;
         {
             let s = lock(&state);
+            s.open()?;
             if caller != &s.record.mediator {
                 return Err(forbidden("only the mediator declines joiners"));
             }
@@ -821,7 +870,6 @@ impl Hub {
             let delivery_state = state.clone();
             let metrics = self.metrics.clone();
             let room_id = h.room;
-            let sender = h.sender;
             self.store.submit(Commit {
                 batch,
                 then: Box::new(move |result| {
@@ -838,8 +886,12 @@ impl Hub {
                             let seen = f.delivered.entry(room_id).or_insert(0);
                             if members.contains(&f.who) && *seen < index {
                                 *seen = index;
-                                // The sender learns the index from its reply.
-                                if f.who != sender && f.outbox.push(event.clone()) {
+                                // The connection that posted learns the
+                                // index from its reply; the sender's other
+                                // connections get the envelope.
+                                if !Arc::ptr_eq(&f.outbox, &reply_to)
+                                    && f.outbox.push(event.clone())
+                                {
                                     Metrics::add(&metrics.envelopes_out, 1);
                                 }
                             }
@@ -880,6 +932,7 @@ impl Hub {
     ) -> Result<Catchup> {
         let state = self.session(&session)?;
         let mut s = lock(&state);
+        s.open()?;
         let roster = s.roster()?.clone();
         let me = roster
             .member(caller)
@@ -892,8 +945,15 @@ impl Hub {
         // The first epoch of each room that the caller was in: envelopes of
         // earlier epochs are not theirs to see, not even their headers.
         let mut first_epoch: HashMap<RoomId, u64> = HashMap::new();
+        // What the catch-up covers of rosters, key bundles and join requests
+        // is marked delivered, as for envelopes: one published meanwhile (it
+        // is stored before its broadcast) is not sent again live.
+        let mut roster_mark = 0;
+        let mut bundle_mark = 0;
+        let mut joins = HashMap::new();
         for (_, bytes) in self.store.scan(&store::key(Kind::Roster, &session, &[]))? {
             let r = SignedRoster::from_bytes(&bytes).map_err(corrupt)?;
+            roster_mark = r.unverified().version;
             for room in r.unverified().rooms.iter().filter(|room| room.has(caller)) {
                 first_epoch.entry(room.id).or_insert(room.epoch);
             }
@@ -905,8 +965,9 @@ impl Hub {
                 })?);
             }
         }
-        for (_, bytes) in self.store.scan(&store::key(Kind::Bundle, &session, &[]))? {
+        for (key, bytes) in self.store.scan(&store::key(Kind::Bundle, &session, &[]))? {
             let b = SignedKeyBundle::from_bytes(&bytes).map_err(corrupt)?;
+            bundle_mark = store::key_suffix(&key).map_or(bundle_mark, |seq| seq + 1);
             if b.unverified()
                 .entries
                 .iter()
@@ -922,6 +983,7 @@ impl Hub {
         if is_mediator {
             for (_, bytes) in self.store.scan(&store::key(Kind::Waiting, &session, &[]))? {
                 let request = JoinRequest::from_bytes(&bytes).map_err(corrupt)?;
+                joins.insert(request.invite, bytes.to_vec());
                 frames.push(frame(&Event::JoinRequest {
                     v: PROTOCOL_VERSION,
                     request: Encoded(request),
@@ -963,14 +1025,30 @@ impl Hub {
                 who: *caller,
                 outbox: outbox.clone(),
                 delivered,
+                roster: roster_mark,
+                bundles: bundle_mark,
+                joins,
             },
         );
         s.broadcast_presence(session);
         Ok(Catchup {
+            conn,
             session,
             frames,
             rooms,
         })
+    }
+
+    /// A catch-up could not be completed: undo its subscription, so that
+    /// no delivery mark counts what the connection never received.
+    pub(crate) fn unsubscribe(&self, catchup: &Catchup) {
+        let Some(state) = lock(&self.sessions).get(&catchup.session).cloned() else {
+            return;
+        };
+        let mut s = lock(&state);
+        if s.followers.remove(&catchup.conn).is_some() {
+            s.broadcast_presence(catchup.session);
+        }
     }
 
     /// The next page of a room's catch-up: up to `limit` stored entries
@@ -1097,7 +1175,29 @@ impl Hub {
             if caller != &s.record.mediator {
                 return Err(forbidden("only the mediator closes the session"));
             }
-            s.record.closed_at = Some(now());
+            let record = SessionRecord {
+                closed_at: Some(now()),
+                ..s.record.clone()
+            };
+            // Closed from now on: no request of the session is accepted
+            // while the closing time is being stored.
+            s.record = record.clone();
+            record
+        };
+        // The closing time is stored first, whatever the retention: if the
+        // erasure below fails, the session stays closed across a restart
+        // and the sweep erases it.
+        let mut batch = store::Batch::default();
+        batch.insert(
+            store::key(Kind::Session, &session, &[]),
+            record_json(&record)?,
+        );
+        if let Err(e) = self.store.commit(batch).await {
+            lock(&state).record.closed_at = None;
+            return Err(e.into());
+        }
+        {
+            let mut s = lock(&state);
             let event = Event::SessionClosed {
                 v: PROTOCOL_VERSION,
                 session,
@@ -1110,19 +1210,20 @@ impl Hub {
             }
             s.followers.clear();
             s.waiting.clear();
-            s.record.clone()
-        };
-        tracing::info!(session = %session, "session closed");
-        if self.config.retention.is_zero() {
-            return self.erase(&session, &record).await.map(Some);
         }
-        let mut batch = store::Batch::default();
-        batch.insert(
-            store::key(Kind::Session, &session, &[]),
-            record_json(&record)?,
-        );
-        self.store.commit(batch).await?;
-        Ok(None)
+        tracing::info!(session = %session, "session closed");
+        if !self.config.retention.is_zero() {
+            return Ok(None);
+        }
+        match self.erase(&session, &record).await {
+            Ok(statement) => Ok(Some(statement)),
+            Err(Refusal(_, why)) => {
+                // Closed all the same; the sweep erases it and keeps the
+                // statement for the mediator to fetch.
+                tracing::warn!(session = %session, error = %why, "erase failed; the sweep retries");
+                Ok(None)
+            }
+        }
     }
 
     /// Delete every record of a closed session, durably, and in the same

@@ -23,6 +23,8 @@
 //! Only ciphertext and the metadata of `docs/security.md` §2 are stored.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use caucus_protocol::crypto::Digest;
@@ -49,6 +51,9 @@ pub enum StoreError {
     /// Too many commits are waiting.
     #[error("store is overloaded")]
     Overloaded,
+    /// An earlier commit failed: the store takes no more writes.
+    #[error("store failed earlier; nothing more is written")]
+    Failed,
 }
 
 /// Record kinds, the first byte of every key.
@@ -167,11 +172,25 @@ pub(crate) struct Commit {
 }
 
 /// The store and its committer.
+///
+/// A failed commit stops all writing, so that `internal` always means
+/// nothing was stored and the stored indexes never have a gap
+/// (protocol.md 13.6): a commit that sled fails to apply is not stored (its
+/// writes stand or fall together), and every commit after it is refused
+/// unapplied. A flush that fails leaves what it covered neither known
+/// stored nor known lost: none of their follow-ups runs (no reply is sent),
+/// and the process exits, so that the relay starts again from what is on
+/// disk, as PostgreSQL does after a failed fsync. A relay that fails to
+/// apply a commit exits too, once what was applied before it is flushed.
 #[derive(Clone)]
 pub(crate) struct Store {
     tree: sled::Tree,
     commits: mpsc::Sender<Commit>,
+    failed: Arc<AtomicBool>,
 }
+
+/// The exit status of a relay whose store failed.
+const EXIT_STORE_FAILED: i32 = 75;
 
 impl Store {
     /// Open (or create) the store in `dir` and start its committer, which
@@ -187,12 +206,31 @@ impl Store {
         let db = sled::Config::new().path(dir).open()?;
         let tree = db.open_tree("caucus")?;
         let (commits, rx) = mpsc::channel(queue);
-        let committer = tokio::spawn(run_committer(db, tree.clone(), rx, metrics, durable));
-        Ok((Self { tree, commits }, committer))
+        let failed = Arc::new(AtomicBool::new(false));
+        let committer = tokio::spawn(run_committer(
+            db,
+            tree.clone(),
+            rx,
+            metrics,
+            durable,
+            failed.clone(),
+        ));
+        Ok((
+            Self {
+                tree,
+                commits,
+                failed,
+            },
+            committer,
+        ))
     }
 
-    /// Queue `commit` without waiting; fails at once if the queue is full.
+    /// Queue `commit` without waiting; fails at once if the queue is full,
+    /// or if an earlier commit failed.
     pub(crate) fn submit(&self, commit: Commit) -> Result<(), StoreError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Failed);
+        }
         self.commits.try_send(commit).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
@@ -317,17 +355,31 @@ async fn run_committer(
     mut rx: mpsc::Receiver<Commit>,
     metrics: std::sync::Arc<Metrics>,
     durable: bool,
+    failed: Arc<AtomicBool>,
 ) {
     const MAX_GROUP: usize = 512;
     let (to_flusher, applied_groups) = mpsc::channel(4);
-    let flusher = tokio::spawn(run_flusher(db.clone(), applied_groups, metrics.clone()));
+    let flusher = tokio::spawn(run_flusher(
+        db.clone(),
+        applied_groups,
+        metrics.clone(),
+        failed.clone(),
+    ));
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         let started = Instant::now();
         let size = group.len();
         let mut applied: Applied = Vec::with_capacity(size);
         for Commit { batch, then } in group.drain(..) {
-            let result = batch.apply(&tree).map_err(|e| e.to_string());
+            let result = if failed.load(Ordering::Acquire) {
+                Err(StoreError::Failed.to_string())
+            } else {
+                batch.apply(&tree).map_err(|e| {
+                    tracing::error!(error = %e, "a commit failed: the store takes no more writes");
+                    failed.store(true, Ordering::Release);
+                    e.to_string()
+                })
+            };
             if durable {
                 applied.push((result, then));
             } else {
@@ -355,6 +407,7 @@ async fn run_flusher(
     db: sled::Db,
     mut rx: mpsc::Receiver<(Instant, Applied)>,
     metrics: std::sync::Arc<Metrics>,
+    failed: Arc<AtomicBool>,
 ) {
     const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(2);
     let mut groups = Vec::new();
@@ -367,16 +420,21 @@ async fn run_flusher(
             }
         }
         last_flush = Some(Instant::now());
-        let flushed = db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
+        if let Err(e) = db.flush_async().await {
+            // What the flush covered may or may not be on disk: nothing is
+            // said of it, and the relay starts again from the disk.
+            tracing::error!(error = %e, "flush failed: stopping, to start again from what is on disk");
+            std::process::exit(EXIT_STORE_FAILED);
+        }
         for (started, applied) in groups.drain(..) {
             metrics.observe_commit(started.elapsed(), applied.len());
             for (result, then) in applied {
-                then(result.and(flushed.clone()));
+                then(result);
             }
+        }
+        if failed.load(Ordering::Acquire) {
+            tracing::error!("a commit failed: stopping, to start again from what is on disk");
+            std::process::exit(EXIT_STORE_FAILED);
         }
     }
 }

@@ -109,3 +109,165 @@ async fn acknowledged_envelopes_survive_kill_9_and_restart() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The relay binary over `dir`, unable to grow any file past `kib` KiB (as
+/// on a full disk: a write past it fails with `EFBIG`).
+fn spawn_limited(dir: &std::path::Path, kib: u64) -> (Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {}; exec \"$0\" --listen 127.0.0.1:0 --data-dir \"$1\"",
+            kib * 2
+        ))
+        .arg(env!("CARGO_BIN_EXE_caucus-server"))
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("caucus-server listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_whose_store_fails_stops_and_never_calls_a_stored_post_refused() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = spawn_limited(dir.path(), 2048);
+    let relay = relay_at(&url, dir);
+    let mut m = Mediation::start(&relay).await;
+    let room = m.claimant_room;
+    let keys = caucus_protocol::identity::DeviceKeys::from_secret_bytes(
+        &m.claimant.keys.to_secret_bytes(),
+    )
+    .unwrap();
+    // The claimant posts, one at a time, until the relay stops answering.
+    let mut acked = Vec::new();
+    let mut refused = Vec::new();
+    'posting: for n in 0..2000u64 {
+        let content = Content::Text {
+            sharing: Sharing::MediatorOnly,
+            body: format!("{n:>8}").repeat(1000),
+        };
+        let env = m.views[1].seal(&keys, &room, &content).unwrap();
+        let hash = env.hash();
+        let id = 1000 + n;
+        let frame = serde_json::to_string(&caucus_protocol::wire::Request {
+            v: 1,
+            id,
+            body: RequestBody::Post {
+                envelope: Encoded(env),
+            },
+        })
+        .unwrap();
+        if futures_util::SinkExt::send(&mut m.claimant.ws, Message::text(frame))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        loop {
+            let text = match tokio::time::timeout(support::WAIT, m.claimant.ws.next())
+                .await
+                .unwrap()
+            {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(_)) => continue,
+                _ => break 'posting,
+            };
+            match serde_json::from_str(text.as_str()).unwrap() {
+                caucus_protocol::wire::ServerFrame::Reply(caucus_protocol::wire::Reply::Ok {
+                    index: Some(index),
+                    ..
+                }) => {
+                    acked.push(index);
+                    break;
+                }
+                caucus_protocol::wire::ServerFrame::Reply(
+                    caucus_protocol::wire::Reply::Error { code, .. },
+                ) => {
+                    assert_eq!(code, caucus_protocol::wire::ErrorCode::Internal);
+                    refused.push(hash);
+                    break;
+                }
+                caucus_protocol::wire::ServerFrame::Event(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // The relay stopped by itself, rather than go on refusing.
+    let mut status = None;
+    for _ in 0..100 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let Some(status) = status else {
+        child.kill().unwrap();
+        panic!(
+            "the relay went on after its store failed ({} refused)",
+            refused.len()
+        );
+    };
+    assert_eq!(status.code(), Some(75), "{status:?}");
+    assert!(!acked.is_empty());
+    // Started again, with room to write: the log holds every acknowledged
+    // post, numbered with no gap, and none of the posts refused.
+    let dir = relay.into_dir();
+    let (mut child, url) = spawn(dir.path());
+    let mut mediator = Client::connect(
+        &url,
+        caucus_protocol::identity::DeviceKeys::from_secret_bytes(
+            &m.mediator.keys.to_secret_bytes(),
+        )
+        .unwrap(),
+    )
+    .await;
+    mediator
+        .ok(RequestBody::Subscribe {
+            session: m.session,
+            roster_after: 0,
+            rooms: vec![],
+        })
+        .await;
+    let mut stored = Vec::new();
+    for e in mediator.events.drain(..) {
+        if let Event::Envelope {
+            index, envelope, ..
+        } = e
+            && envelope.0.header().room == room
+        {
+            stored.push((index, envelope.0.hash()));
+        }
+    }
+    let indexes: Vec<u64> = stored.iter().map(|(i, _)| *i).collect();
+    assert_eq!(
+        indexes,
+        (1..=stored.len() as u64).collect::<Vec<_>>(),
+        "no gap"
+    );
+    for index in &acked {
+        assert!(indexes.contains(index), "acknowledged {index} lost");
+    }
+    for hash in &refused {
+        assert!(
+            !stored.iter().any(|(_, h)| h == hash),
+            "refused as internal, yet stored"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

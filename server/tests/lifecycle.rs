@@ -298,12 +298,16 @@ async fn a_closed_sessions_data_is_kept_for_the_retention_period_then_erased() {
             assert!(statement.erased.rosters >= 2);
             break;
         }
-        c.ok(RequestBody::Subscribe {
-            session,
-            roster_after: 0,
-            rooms: vec![],
-        })
-        .await;
+        // Kept, but closed: it cannot be followed again.
+        assert_eq!(
+            c.refused(RequestBody::Subscribe {
+                session,
+                roster_after: 0,
+                rooms: vec![],
+            })
+            .await,
+            ErrorCode::SessionClosed
+        );
         assert!(
             tokio::time::Instant::now() < deadline,
             "still there: {reply:?}"
