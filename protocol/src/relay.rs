@@ -187,7 +187,9 @@ impl RelayRules {
         let (_, role) = self.history.check_header(h, &hash)?;
         // The header says only which side sent it; what it holds, and
         // whether the sender may send that, clients check once decrypted.
-        h.class.check(role)?;
+        h.class
+            .check(role)
+            .map_err(|_| Error::NotPermitted("the header's class is not the sender's role's"))?;
         if h.seq == 0 || h.seq == u64::MAX {
             return Err(Error::ChainBroken { seq: h.seq });
         }

@@ -219,6 +219,14 @@ fn a_relay_cannot_add_a_member_without_the_mediators_signature() {
         party: Some(f.claimant_party),
         name: roster.members[0].name.clone(),
     });
+    // In the claimant's private room and the joint room, as a member of a
+    // party must be (7.4): well formed, so the signature is what fails.
+    for room in &mut roster.rooms {
+        if room.id == f.claimant_room || room.id == f.joint_room {
+            room.members.push(stranger.fingerprint());
+            room.members.sort();
+        }
+    }
     let mediator_sig = SignedRoster::sign_roster(good, &f.mediator.keys).unwrap();
     let (_, sig) = Reader::decode_all(&mediator_sig.to_bytes(), |r| {
         Ok((r.bytes()?.to_vec(), Signature::decode(r)?))

@@ -45,11 +45,10 @@ fn a_roster_that_is_not_newer_is_rejected() {
     f.builder
         .set_phase(caucus_protocol::roster::Phase::IndividualMeetings);
     f.publish();
-    // Rolling back to version 1, or replaying the current one.
-    assert_eq!(
-        f.claimant.view.accept_roster(first),
-        Err(Error::StaleRoster { held: 2, got: 1 })
-    );
+    // Version 1 again is the roster accepted at that version: redelivery,
+    // no error, and no rollback: version 2 is still held.
+    assert!(f.claimant.view.accept_roster(first).is_ok());
+    assert_eq!(f.claimant.view.roster().map(|r| r.version), Some(2));
     // The current one again is redelivery, not an error: nothing changes.
     let current = f.rosters[1].clone();
     assert_eq!(
@@ -58,12 +57,12 @@ fn a_roster_that_is_not_newer_is_rejected() {
     );
     assert_eq!(f.claimant.view.roster().map(|r| r.version), Some(2));
     // Another version 2 (the mediator signed two) is stale.
-    let mut older = SessionView::new(f.session, f.mediator.keys.fingerprint());
-    older.accept_roster(f.rosters[0].clone()).unwrap();
     let other_two = {
-        let mut b = RosterBuilder::resume(&older).unwrap();
-        b.set_phase(caucus_protocol::roster::Phase::Negotiation);
-        b.sign(&f.mediator.keys, &older).unwrap().0
+        let mut r = f.rosters[0].unverified().clone();
+        r.version = 2;
+        r.previous = f.rosters[0].hash();
+        r.phase = caucus_protocol::roster::Phase::Negotiation;
+        SignedRoster::sign_roster(r, &f.mediator.keys).unwrap()
     };
     assert_eq!(
         f.claimant.view.accept_roster(other_two),
@@ -103,26 +102,24 @@ fn a_roster_that_does_not_chain_from_the_held_one_is_rejected() {
 
 #[test]
 fn a_membership_change_without_a_new_epoch_is_rejected() {
-    // Hand-edit a roster so the claimant's room gains the defendant at the
-    // same epoch, and sign it with the real mediator key: clients refuse it.
+    // Hand-edit a roster so the solicitor leaves the session without any of
+    // its rooms starting a new epoch, and sign it with the real mediator
+    // key: clients refuse it (the solicitor would keep reading).
     let f = Fixture::new();
     let mut roster = f.mediator.view.roster().unwrap().clone();
     roster.version += 1;
     roster.previous = f.rosters.last().unwrap().hash();
-    let defendant = f.defendant.keys.fingerprint();
-    let mediator_id = f.mediator.keys.fingerprint();
+    let solicitor = f.solicitor.keys.fingerprint();
+    roster.members.retain(|m| m.id() != solicitor);
     for room in &mut roster.rooms {
-        if room.kind == caucus_protocol::roster::RoomKind::Joint {
-            room.members
-                .retain(|m| *m == mediator_id || *m == defendant);
-        }
+        room.members.retain(|m| *m != solicitor);
     }
     let signed = SignedRoster::sign_roster(roster, &f.mediator.keys).unwrap();
     let mut view = f.claimant.view.clone();
     assert_eq!(
         view.accept_roster(signed),
         Err(Error::InvalidRoster(
-            "a room's membership changed without a new epoch"
+            "a room's members, their roles or its openness changed without a new epoch"
         ))
     );
 }

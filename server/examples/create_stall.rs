@@ -65,7 +65,7 @@ async fn connect(url: &str, keys: &DeviceKeys) -> Ws {
     let body = RequestBody::Auth {
         identity: Encoded(keys.public().clone()),
         url: url.to_owned(),
-        signature: AuthTarget::new(nonce, relay.0.fingerprint(), url).sign(&keys),
+        signature: AuthTarget::new(nonce, relay.0.fingerprint(), url).sign(keys),
     };
     request(&mut ws, 0, body).await;
     ws

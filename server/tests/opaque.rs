@@ -15,7 +15,8 @@ use caucus_protocol::wire::{Encoded, ErrorCode, Event, RequestBody};
 use support::{Mediation, Relay};
 
 /// `content` sealed by hand as member `i` into `room` at its current epoch,
-/// as the `seq`th message there, with the header `class`; the room key is
+/// as the `seq`th message there (linked to the member's view's chain), with
+/// the header `class`; the room key is
 /// the mediator's copy (every member's is the same).
 fn by_hand(
     m: &Mediation,
@@ -38,7 +39,12 @@ fn by_hand(
         epoch,
         sender: keys.fingerprint(),
         seq,
-        previous: Digest::ZERO,
+        // Linked to the member's last message there, as the relay requires.
+        previous: if seq == 1 {
+            Digest::ZERO
+        } else {
+            m.views[i].chain_head(&room, &keys.fingerprint()).1
+        },
         class,
         salt: [seq as u8; 16],
     };

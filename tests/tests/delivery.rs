@@ -8,7 +8,7 @@ use caucus_client::{Client, Event, StateDir};
 use caucus_protocol::content::Sharing;
 use caucus_protocol::ids::SessionId;
 use caucus_tests::proxy::{Proxy, Verdict};
-use caucus_tests::{Relay, WAIT, wait_for};
+use caucus_tests::{WAIT, wait_for};
 
 /// A state directory, once the process that held it has let it go.
 async fn state_dir(path: &std::path::Path) -> StateDir {
@@ -34,8 +34,7 @@ fn kept(client: &Client, session: &SessionId, text: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_stored_whose_reply_died_with_the_process_is_kept_once_after_a_restart() {
-    let relay = Relay::start(&[]).await;
-    let proxy = Proxy::start(&relay.url).await;
+    let (_relay, proxy) = Proxy::with_relay(&[]).await;
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut mediator = Client::open(state_dir(dirs[0].path()).await, proxy.url())
         .await
