@@ -116,6 +116,11 @@ struct Follower {
 
 /// One session in memory.
 struct SessionState {
+    /// Serializes this session's requests that check the store and then
+    /// commit (invites, knocking, rosters, bundles, closing, erasing), so
+    /// two of them never both pass a check only one may pass. Held across
+    /// the commit; other sessions do not wait for it.
+    writes: Arc<tokio::sync::Mutex<()>>,
     record: SessionRecord,
     /// The session's rosters and chain heads, and the rules posts, rosters
     /// and key bundles must keep (the same checks clients make).
@@ -263,11 +268,6 @@ impl SessionState {
 /// The state shared by all connections.
 pub(crate) struct Hub {
     store: Store,
-    /// Serializes the requests that check the store and then commit
-    /// (creating invites, knocking, rosters, bundles, closing), so two of
-    /// them never both pass a check that only one may pass. They are rare;
-    /// posts and `create_session` do not take it.
-    writes: tokio::sync::Mutex<()>,
     /// The ids of the sessions being created: a second `create_session` of
     /// one of them is refused at once, so that two never both pass the
     /// check that the id is free.
@@ -358,7 +358,6 @@ impl Hub {
         Ok(Self {
             store,
             relay,
-            writes: tokio::sync::Mutex::new(()),
             creating: Mutex::new(HashSet::new()),
             creators: Mutex::new(HashMap::new()),
             held: Mutex::new(held),
@@ -457,6 +456,7 @@ impl Hub {
             .and_then(store::key_suffix)
             .map_or(0, |n| n + 1);
         let state = Arc::new(Mutex::new(SessionState {
+            writes: Arc::default(),
             record,
             rules,
             next: committed.clone(),
@@ -479,6 +479,18 @@ impl Hub {
             state
         });
         Ok(entry.clone())
+    }
+
+    /// The session's state, with its writes serialized: the guard is held
+    /// until the request's check and commit are done. A per-session lock, so
+    /// one session's load never delays another's writes.
+    async fn serial(
+        &self,
+        id: &SessionId,
+    ) -> Result<(Arc<Mutex<SessionState>>, tokio::sync::OwnedMutexGuard<()>)> {
+        let state = self.session(id)?;
+        let writes = lock(&state).writes.clone();
+        Ok((state, writes.lock_owned().await))
     }
 
     /// `create_session`: the caller becomes the mediator of a new session,
@@ -554,9 +566,8 @@ impl Hub {
         caller: &Fingerprint,
         signed: SignedRoster,
     ) -> Result<()> {
-        let _serial = self.writes.lock().await;
         let id = signed.unverified().session;
-        let state = self.session(&id)?;
+        let (state, _serial) = self.serial(&id).await?;
         let (batch, before) = {
             let mut s = lock(&state);
             s.open()?;
@@ -627,9 +638,8 @@ impl Hub {
         caller: &Fingerprint,
         signed: SignedKeyBundle,
     ) -> Result<()> {
-        let _serial = self.writes.lock().await;
         let id = signed.unverified().session;
-        let state = self.session(&id)?;
+        let (state, _serial) = self.serial(&id).await?;
         let (seq, key, bytes) = {
             let mut s = lock(&state);
             s.open()?;
@@ -678,8 +688,7 @@ impl Hub {
         invite: InviteId,
         record: InviteRecord,
     ) -> Result<()> {
-        let _serial = self.writes.lock().await;
-        let state = self.session(&session)?;
+        let (state, _serial) = self.serial(&session).await?;
         {
             let s = lock(&state);
             s.open()?;
@@ -718,14 +727,13 @@ impl Hub {
         token: AdmissionToken,
         request: JoinRequest,
     ) -> Result<()> {
-        let _serial = self.writes.lock().await;
         if &request.identity.fingerprint() != caller {
             return Err(forbidden(
                 "a join request carries the caller's own identity",
             ));
         }
         let session = request.session;
-        let state = self.session(&session)?;
+        let (state, _serial) = self.serial(&session).await?;
         let bad = || Refusal::new(ErrorCode::InvalidInvite, "unknown, used or expired invite");
         {
             let s = lock(&state);
@@ -787,8 +795,7 @@ impl Hub {
         session: SessionId,
         invite: InviteId,
     ) -> Result<()> {
-        let _serial = self.writes.lock().await;
-        let state = self.session(&session)?;
+        let (state, _serial) = self.serial(&session).await?;
         {
             let s = lock(&state);
             s.open()?;
@@ -1170,8 +1177,7 @@ impl Hub {
         caller: &Fingerprint,
         session: SessionId,
     ) -> Result<Option<SignedDeletionStatement>> {
-        let _serial = self.writes.lock().await;
-        let state = self.session(&session)?;
+        let (state, _serial) = self.serial(&session).await?;
         let record = {
             let mut s = lock(&state);
             s.open()?;
@@ -1320,17 +1326,26 @@ impl Hub {
     /// Erase closed sessions whose retention has passed, and forget
     /// deletion statements kept for longer than theirs.
     pub(crate) async fn sweep(&self) -> Result<()> {
-        let _serial = self.writes.lock().await;
         let retention = self.config.retention.as_secs();
         for id in self.store.sessions(Kind::Session)? {
             let record: Option<SessionRecord> =
                 self.store.get_json(&store::key(Kind::Session, &id, &[]))?;
-            if let Some(record) = record
-                && record
-                    .closed_at
+            let due = record.as_ref().is_some_and(|r| {
+                r.closed_at
                     .is_some_and(|at| at.saturating_add(retention) <= now())
-                && let Err(Refusal(_, why)) = self.erase(&id, &record).await
-            {
+            });
+            if !due {
+                continue;
+            }
+            // Erased under the session's own lock, as close_session erases.
+            let erased = match self.serial(&id).await {
+                Ok((state, _serial)) => {
+                    let record = lock(&state).record.clone();
+                    self.erase(&id, &record).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(Refusal(_, why)) = erased {
                 // Keep sweeping the others; this one is retried next time.
                 tracing::warn!(session = %id, error = %why, "erase failed");
             }
