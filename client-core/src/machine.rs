@@ -337,13 +337,7 @@ impl Machine {
         for op in waiting {
             self.fail(op, ClientError::Protocol(why.clone()));
         }
-        let live: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| !s.meta.membership.is_closed())
-            .map(|(id, _)| *id)
-            .collect();
-        for session in live {
+        for session in self.live_sessions() {
             self.warn(session, Warning::Verification, why.to_string());
         }
         self.refused = Some(why);
@@ -889,17 +883,20 @@ impl Machine {
         }
     }
 
+    /// The sessions this device still takes part in (not closed for it).
+    fn live_sessions(&self) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| !s.meta.membership.is_closed())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     fn on_auth(&mut self, reply: Reply) {
         match reply {
             Reply::Ok { .. } => {
                 self.link = Link::Online;
-                let live: Vec<SessionId> = self
-                    .sessions
-                    .iter()
-                    .filter(|(_, s)| !s.meta.membership.is_closed())
-                    .map(|(id, _)| *id)
-                    .collect();
-                for session in live {
+                for session in self.live_sessions() {
                     self.start_op(session, Origin::Resume, [Stage::Subscribe], Outcome::Done);
                 }
             }
