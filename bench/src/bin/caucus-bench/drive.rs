@@ -4,9 +4,13 @@
 //!
 //! Every pre-sealed envelope is a *slot*. A slot is sent, then counts down
 //! its deliveries (one per other member of its room); when the last arrives
-//! it goes back to its sender, which may send it again. A sender so never has
-//! more than its window of envelopes undelivered, on any relay, whether or
-//! not the relay acknowledges.
+//! it gives its sender a credit to send the next slot of its pool, in the
+//! order they were sealed. A sender so never has more than its window of
+//! envelopes undelivered, on any relay, whether or not the relay
+//! acknowledges. A Caucus relay stores each envelope once and refuses
+//! another at a sequence number it holds, so there a slot is sent once and
+//! a sender whose pool is spent falls silent; the other relays take a pool
+//! round and round.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -471,7 +475,7 @@ pub(crate) async fn drive(
         for (slot, _) in mine.iter().take(window) {
             table.release(*slot);
         }
-        let frames: HashMap<u32, Message> = mine.into_iter().collect();
+        let once = matches!(kind, Kind::Caucus | Kind::CaucusNoFlush);
         readers.push(tokio::spawn(read(
             kind,
             source,
@@ -490,7 +494,7 @@ pub(crate) async fn drive(
         };
         writers.push(tokio::spawn(write(
             sink,
-            frames,
+            (mine, once),
             free,
             ctrl_rx,
             table.clone(),
@@ -540,10 +544,11 @@ pub(crate) async fn drive(
     })
 }
 
-/// One sender: take a delivered slot back, (pace,) stamp and send it.
+/// One sender: for each delivered slot (a credit), (pace,) stamp and send the
+/// next of its pool, in order; with `once`, each only once.
 async fn write(
     mut sink: Sink,
-    frames: HashMap<u32, Message>,
+    (pool, once): (Vec<(u32, Message)>, bool),
     mut free: mpsc::UnboundedReceiver<u32>,
     mut ctrl: mpsc::UnboundedReceiver<Message>,
     table: Arc<Table>,
@@ -555,6 +560,7 @@ async fn write(
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         i
     });
+    let mut next = 0usize;
     loop {
         // Open loop: the time the post was due is its send time, so a sender
         // held up (by the relay or by this generator) counts against latency.
@@ -567,15 +573,20 @@ async fn write(
             },
             None => None,
         };
-        let slot = tokio::select! {
+        tokio::select! {
             biased;
             _ = stop.changed() => break,
             Some(m) = ctrl.recv() => { if sink.send(m).await.is_err() { break } continue }
-            slot = free.recv() => match slot { Some(s) => s, None => break },
+            credit = free.recv() => if credit.is_none() { break },
         };
-        let Some(frame) = frames.get(&slot) else {
+        if once && next >= pool.len() {
+            continue; // the pool is spent: nothing more to send
+        }
+        let Some((slot, frame)) = pool.get(next % pool.len().max(1)) else {
             continue;
         };
+        let slot = *slot;
+        next += 1;
         let at = due.map_or_else(
             || table.now_ns(),
             |d| d.saturating_duration_since(table.start).as_nanos() as u64,

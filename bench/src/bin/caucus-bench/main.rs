@@ -38,8 +38,9 @@ struct Args {
     /// Mediation sessions driven at once.
     #[arg(long, default_value_t = 200)]
     sessions: usize,
-    /// Envelopes sealed ahead of time per member (reused once delivered).
-    #[arg(long, default_value_t = 16)]
+    /// Envelopes sealed ahead of time per member: a Caucus relay takes each
+    /// once, so a member posts at most this many per run.
+    #[arg(long, default_value_t = 128)]
     pool: usize,
     /// Undelivered envelopes each sender may have at saturation.
     #[arg(long, default_value_t = 4)]
@@ -114,6 +115,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let plan = world::Plan {
         sessions: args.sessions,
         pool: args.pool,
+        long_pool: args.catchup,
         seed: args.seed,
     };
     eprintln!(
@@ -421,8 +423,8 @@ async fn catchup(
             while sent < total && sent - acked < window {
                 let msg = poster
                     .pool
-                    .get(sent % poster.pool.len().max(1))
-                    .context("empty pool")?;
+                    .get(sent)
+                    .context("the poster's pool is shorter than the catch-up")?;
                 sink.send(Message::text(format!(
                     "{{\"v\":1,\"id\":{},\"type\":\"post\",\"envelope\":\"{}\"}}",
                     sent + 1,

@@ -51,6 +51,10 @@ pub(crate) struct Session {
 pub(crate) struct Plan {
     pub(crate) sessions: usize,
     pub(crate) pool: usize,
+    /// The first session's first party member (its second member, after
+    /// the mediator) seals at least this many:
+    /// the catch-up measurement posts them all, each once.
+    pub(crate) long_pool: usize,
     pub(crate) seed: u64,
 }
 
@@ -66,7 +70,10 @@ pub(crate) fn body(shape: &mut Shape, len: usize) -> String {
 pub(crate) fn build(plan: Plan) -> anyhow::Result<Vec<Session>> {
     let mut shape = Shape::new(plan.seed);
     (0..plan.sessions)
-        .map(|_| session(&mut shape, plan.pool))
+        .map(|n| {
+            let long = if n == 0 { plan.long_pool } else { 0 };
+            session(&mut shape, plan.pool, long)
+        })
         .collect()
 }
 
@@ -79,7 +86,7 @@ fn b64_room(id: &RoomId) -> Arc<str> {
 /// the mediator's pool cycles through a reply in a private room, a forward
 /// of a party's message into the joint room, and the share receipt in the
 /// source room.
-fn session(shape: &mut Shape, pool: usize) -> anyhow::Result<Session> {
+fn session(shape: &mut Shape, pool: usize, long_pool: usize) -> anyhow::Result<Session> {
     let p = |e: caucus_protocol::Error| anyhow!("protocol: {e}");
     let id = SessionId::random().map_err(p)?;
     let mediator = DeviceKeys::generate().map_err(p)?;
@@ -144,7 +151,8 @@ fn session(shape: &mut Shape, pool: usize) -> anyhow::Result<Session> {
     // Every member checks the roster and opens its keys, as a client does.
     let mut members = Vec::new();
     let mut first_posts: Vec<Envelope> = Vec::new();
-    for (keys, party) in devices {
+    for (n, (keys, party)) in devices.into_iter().enumerate() {
+        let pool = if n == 0 { pool.max(long_pool) } else { pool };
         let mut view = SessionView::new(id, mediator.fingerprint());
         view.accept_roster(roster.clone()).map_err(p)?;
         for bundle in &bundles {
