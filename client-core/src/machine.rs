@@ -1841,20 +1841,13 @@ fn consent_rules(
     me: &caucus_protocol::identity::Fingerprint,
     opened: &Opened,
 ) -> std::result::Result<(), ConsentBreach> {
-    let find = |hash| {
-        state
-            .messages
-            .iter()
-            .map(|(_, m)| m)
-            .find(|m| &m.hash == hash)
-    };
     match &opened.content {
-        Content::Consent { message } => match find(message) {
+        Content::Consent { message } => match state.message(message) {
             Some(named) if opened.consents_to(named) => Ok(()),
             _ => Err(ConsentBreach::NotItsAuthors),
         },
         Content::ShareReceipt(receipt) => {
-            let Some(source) = find(&receipt.source_message) else {
+            let Some(source) = state.message(&receipt.source_message) else {
                 return Ok(());
             };
             let mine_and_private = &source.header.sender == me

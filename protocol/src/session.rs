@@ -381,17 +381,21 @@ impl SessionView {
         h.class.check(role)?;
         let content = envelope.decrypt(key)?;
         content.content_type().check_sender(role, epoch.kind)?;
-        let first_epoch = self
-            .keys
-            .range((h.room, 0)..=(h.room, u64::MAX))
-            .next()
-            .map_or(h.epoch, |((_, e), _)| *e);
-        let base = self.rosters.head_before(&h.room, first_epoch, &h.sender);
+        // A chain is started once, the first time this sender is opened in
+        // the room: from the head recorded when the epoch before this
+        // device's first one there ended.
+        let (keys, rosters) = (&self.keys, &self.rosters);
         let gap = self
             .chains
             .entry((h.room, h.sender))
             .or_insert_with(|| {
-                base.map_or_else(Chain::default, |(seq, last)| Chain::after(seq, last))
+                let first_epoch = keys
+                    .range((h.room, 0)..=(h.room, u64::MAX))
+                    .next()
+                    .map_or(h.epoch, |((_, e), _)| *e);
+                rosters
+                    .head_before(&h.room, first_epoch, &h.sender)
+                    .map_or_else(Chain::default, |(seq, last)| Chain::after(seq, last))
             })
             .link(h.seq, h.previous, hash)?;
         Ok(Opened {
