@@ -7,6 +7,7 @@ use std::ops::RangeInclusive;
 use caucus_protocol::content::Content;
 use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
 use caucus_protocol::crypto::Digest;
+use caucus_protocol::document::DocumentRef;
 use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::{InviteId, PartyId, RoomId, SessionId};
 use caucus_protocol::offer::Offer;
@@ -56,6 +57,45 @@ pub enum Event {
         /// What was carried.
         text: String,
         /// Whether the author consented (for *mediator only* content).
+        author_consented: bool,
+    },
+    /// A document, verified; its chunks are fetched with
+    /// [`crate::Machine::download`].
+    Document {
+        /// The session.
+        session: SessionId,
+        /// The room.
+        room: RoomId,
+        /// Its index in the room.
+        index: u64,
+        /// Who added it.
+        sender: Fingerprint,
+        /// Its envelope hash (to consent to, carry or download it).
+        hash: Digest,
+        /// Its author's sharing label.
+        sharing: Sharing,
+        /// What it is.
+        document: DocumentInfo,
+    },
+    /// A document the mediator carried across from another room.
+    DocumentCarried {
+        /// The session.
+        session: SessionId,
+        /// The room it arrived in.
+        room: RoomId,
+        /// Its index in the room.
+        index: u64,
+        /// The mediator who carried it.
+        mediator: Fingerprint,
+        /// Its envelope hash here (to download it).
+        hash: Digest,
+        /// The room it came from.
+        from_room: RoomId,
+        /// Verbatim (the author's file) or the mediator's own copy.
+        mode: ForwardMode,
+        /// What it is.
+        document: DocumentInfo,
+        /// Whether the author consented (for a *mediator only* document).
         author_consented: bool,
     },
     /// In the source room: what of it was shared, where and how.
@@ -284,6 +324,8 @@ impl Event {
     pub fn session(&self) -> &SessionId {
         match self {
             Self::Message { session, .. }
+            | Self::Document { session, .. }
+            | Self::DocumentCarried { session, .. }
             | Self::Forwarded { session, .. }
             | Self::Shared { session, .. }
             | Self::Consent { session, .. }
@@ -341,6 +383,34 @@ pub enum Warning {
     /// signed by the mediator, and is not the roster this client accepted
     /// at that version: an older or abandoned branch. The held roster stays.
     Rollback,
+}
+
+/// What a person is shown of a document: everything but its key and where
+/// its chunks are.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DocumentInfo {
+    /// What it is called.
+    pub title: String,
+    /// The file name it is saved under.
+    pub name: String,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The SHA-256 of its bytes, checked when it is downloaded.
+    pub sha256: Digest,
+}
+
+impl From<&DocumentRef> for DocumentInfo {
+    fn from(d: &DocumentRef) -> Self {
+        Self {
+            title: d.title.clone(),
+            name: d.name.clone(),
+            media_type: d.media_type.clone(),
+            size: d.size,
+            sha256: d.hash,
+        }
+    }
 }
 
 /// The event for a verified message, stored at `index` in its room.
@@ -432,6 +502,26 @@ pub(crate) fn of_message(session: SessionId, index: u64, opened: Opened) -> Even
             from_room: c.source_room,
             mode: c.mode,
             offer: c.offer,
+        },
+        Content::Document { sharing, document } => Event::Document {
+            session,
+            room: h.room,
+            index,
+            sender: h.sender,
+            hash: opened.hash,
+            sharing,
+            document: (&document).into(),
+        },
+        Content::CarriedDocument(c) => Event::DocumentCarried {
+            session,
+            room: h.room,
+            index,
+            mediator: h.sender,
+            hash: opened.hash,
+            from_room: c.source_room,
+            mode: c.mode,
+            document: (&c.document).into(),
+            author_consented: c.author_consented,
         },
     }
 }

@@ -71,7 +71,7 @@ pub mod state;
 
 pub use commands::Admission;
 pub use error::ClientError;
-pub use event::{Event, Warning};
+pub use event::{DocumentInfo, Event, Warning};
 pub use machine::{KEY_WAIT_MS, Knock, Link, Machine, REPLY_TIMEOUT_MS, Timestamp};
 pub use offers::{Direction, OfferEntry};
 pub use ops::{OpId, Outcome, Sent};

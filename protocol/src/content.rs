@@ -9,6 +9,7 @@
 use crate::agreement::{Agreement, SignedAgreement};
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
 use crate::crypto::{Digest, Signature};
+use crate::document::DocumentRef;
 use crate::error::Error;
 use crate::identity::Fingerprint;
 use crate::ids::RoomId;
@@ -62,6 +63,42 @@ pub struct ShareReceipt {
     pub mode: ForwardMode,
     /// The text as it was shared.
     pub text: String,
+}
+
+/// A mediator carrying a document from one room to another: the same file
+/// (verbatim: the same chunks and key, nothing uploaded again) or a document
+/// of the mediator's own standing for it (a redacted copy, a summary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarriedDocument {
+    /// The room the document came from.
+    pub source_room: RoomId,
+    /// The envelope hash of the document there.
+    pub source_message: Digest,
+    /// Verbatim (the same file) or the mediator's own copy.
+    pub mode: ForwardMode,
+    /// The document as carried.
+    pub document: DocumentRef,
+    /// Whether the author consented to sharing a *mediator only* document.
+    pub author_consented: bool,
+}
+
+impl Canonical for CarriedDocument {
+    fn encode(&self, w: &mut Writer) {
+        self.source_room.encode(w);
+        self.source_message.encode(w);
+        self.mode.encode(w);
+        self.document.encode(w);
+        w.bool(self.author_consented);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            source_room: RoomId::decode(r)?,
+            source_message: Digest::decode(r)?,
+            mode: ForwardMode::decode(r)?,
+            document: DocumentRef::decode(r)?,
+            author_consented: r.bool()?,
+        })
+    }
 }
 
 /// A session event announced by a mediator.
@@ -186,6 +223,10 @@ pub enum ContentType {
     Offer,
     /// [`Content::CarriedOffer`].
     CarriedOffer,
+    /// [`Content::Document`].
+    Document,
+    /// [`Content::CarriedDocument`].
+    CarriedDocument,
 }
 
 impl ContentType {
@@ -199,6 +240,7 @@ impl ContentType {
                 | Self::AgreementDraft
                 | Self::AgreementFinal
                 | Self::CarriedOffer
+                | Self::CarriedDocument
         )
     }
 
@@ -248,6 +290,8 @@ impl ContentType {
             Self::AgreementFinal => 10,
             Self::Offer => 11,
             Self::CarriedOffer => 12,
+            Self::Document => 13,
+            Self::CarriedDocument => 14,
             Self::System => 5,
         }
     }
@@ -323,6 +367,8 @@ impl Canonical for ContentType {
             10 => Ok(Self::AgreementFinal),
             11 => Ok(Self::Offer),
             12 => Ok(Self::CarriedOffer),
+            13 => Ok(Self::Document),
+            14 => Ok(Self::CarriedDocument),
             5 => Ok(Self::System),
             tag => Err(DecodeError::InvalidTag {
                 what: "content type",
@@ -417,6 +463,16 @@ pub enum Content {
     Offer(Offer),
     /// An offer carried by a mediator to another room.
     CarriedOffer(CarriedOffer),
+    /// A document, with its author's sharing label: its chunks are at the
+    /// relay, its key is here.
+    Document {
+        /// Whether the mediator may share it.
+        sharing: Sharing,
+        /// The document.
+        document: DocumentRef,
+    },
+    /// A document carried by a mediator to another room.
+    CarriedDocument(CarriedDocument),
 }
 
 impl Content {
@@ -435,6 +491,8 @@ impl Content {
             Self::AgreementFinal(_) => ContentType::AgreementFinal,
             Self::Offer(_) => ContentType::Offer,
             Self::CarriedOffer(_) => ContentType::CarriedOffer,
+            Self::Document { .. } => ContentType::Document,
+            Self::CarriedDocument(_) => ContentType::CarriedDocument,
         }
     }
 }
@@ -478,6 +536,11 @@ impl Canonical for Content {
             }
             Self::Offer(o) => o.encode(w),
             Self::CarriedOffer(c) => c.encode(w),
+            Self::Document { sharing, document } => {
+                sharing.encode(w);
+                document.encode(w);
+            }
+            Self::CarriedDocument(c) => c.encode(w),
         }
     }
 
@@ -518,6 +581,13 @@ impl Canonical for Content {
             }
             ContentType::Offer => Self::Offer(Offer::decode(r)?),
             ContentType::CarriedOffer => Self::CarriedOffer(CarriedOffer::decode(r)?),
+            ContentType::Document => Self::Document {
+                sharing: Sharing::decode(r)?,
+                document: DocumentRef::decode(r)?,
+            },
+            ContentType::CarriedDocument => {
+                Self::CarriedDocument(CarriedDocument::decode(r)?)
+            }
         })
     }
 }

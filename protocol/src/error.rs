@@ -138,6 +138,11 @@ pub enum Error {
     /// An offer breaks a rule; the string says which.
     #[error("invalid offer: {0}")]
     InvalidOffer(&'static str),
+    /// A document, or a chunk of one, that breaks the rules of protocol.md
+    /// 9.6: a description that is not valid, or a chunk of the wrong length
+    /// or with padding that is not zeros.
+    #[error("invalid document: {0}")]
+    InvalidDocument(&'static str),
     /// An amount does not fit its currency; the reason is in words for the
     /// person who typed it.
     #[error("invalid amount: {0}")]

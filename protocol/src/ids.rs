@@ -61,3 +61,9 @@ opaque_id!(
     /// One invitation.
     InviteId
 );
+opaque_id!(
+    /// One document's chunks at the relay (protocol.md 9.6). Chosen at
+    /// random by the uploading client and known, besides the relay, only to
+    /// those who can open an envelope naming it.
+    FileId
+);

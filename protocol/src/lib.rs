@@ -14,6 +14,7 @@
 //! | [`roster`] | the mediator-signed membership of a session |
 //! | [`keys`] | room keys per epoch, sealed to members in signed key bundles |
 //! | [`content`] | what is inside a message: text, forwards, receipts, consents, events |
+//! | [`document`] | files: chunks sealed as age's payload, and the reference an envelope carries |
 //! | [`envelope`] | a sealed, signed message and its header |
 //! | [`history`] | the accepted rosters and the rules binding rosters, bundles and envelopes to them |
 //! | [`padding`] | the size buckets every sealed plaintext is padded to |
@@ -94,6 +95,7 @@ pub mod codec;
 pub mod content;
 pub mod crypto;
 pub mod deletion;
+pub mod document;
 pub mod envelope;
 mod error;
 pub mod history;

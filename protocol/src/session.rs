@@ -15,7 +15,10 @@ use std::ops::RangeInclusive;
 use zeroize::Zeroizing;
 
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
-use crate::content::{Content, ContentClass, Forward, ForwardMode, ShareReceipt, Sharing};
+use crate::content::{
+    CarriedDocument, Content, ContentClass, Forward, ForwardMode, ShareReceipt, Sharing,
+};
+use crate::document::DocumentRef;
 use crate::crypto::Digest;
 use crate::envelope::{Envelope, Header};
 use crate::error::Error;
@@ -58,16 +61,7 @@ impl Opened {
         let Content::Text { sharing, body } = &self.content else {
             return Err(Error::NotPermitted("only text is forwarded"));
         };
-        if consent.is_some_and(|c| !c.consents_to(self)) {
-            return Err(Error::NotPermitted(
-                "the consent is not its author's for this message",
-            ));
-        }
-        if *sharing == Sharing::MediatorOnly && consent.is_none() {
-            return Err(Error::NotPermitted(
-                "mediator-only content is forwarded only with its author's consent",
-            ));
-        }
+        self.check_consent(*sharing, consent)?;
         let mode = mode_of(reframed.is_some());
         let text = reframed.unwrap_or_else(|| body.clone());
         let receipt = self.receipt(destination, mode, text.clone());
@@ -81,6 +75,58 @@ impl Opened {
             },
             receipt,
         ))
+    }
+
+    /// As a mediator: carry this document to `destination`, verbatim (the
+    /// same file: its key is passed on, its chunks are not uploaded again)
+    /// or as `own`, a document of the mediator's own standing for it (a
+    /// redacted copy, a summary), and the share receipt for its room. The
+    /// consent rule is [`Opened::forward`]'s.
+    pub fn carry_document(
+        &self,
+        destination: RoomId,
+        own: Option<DocumentRef>,
+        consent: Option<&Opened>,
+    ) -> Result<(CarriedDocument, ShareReceipt), Error> {
+        let Content::Document { sharing, document } = &self.content else {
+            return Err(Error::NotPermitted("only a document is carried as a document"));
+        };
+        if destination == self.header.room {
+            return Err(Error::NotPermitted("a document is carried to another room"));
+        }
+        self.check_consent(*sharing, consent)?;
+        if let Some(d) = &own {
+            d.validate()?;
+        }
+        let mode = mode_of(own.is_some());
+        let document = own.unwrap_or_else(|| document.clone());
+        let receipt = self.receipt(destination, mode, document.summary());
+        Ok((
+            CarriedDocument {
+                source_room: self.header.room,
+                source_message: self.hash,
+                mode,
+                document,
+                author_consented: consent.is_some(),
+            },
+            receipt,
+        ))
+    }
+
+    /// The one consent rule for carrying: a `consent` given must be this
+    /// message's author's for it, and *mediator only* content needs one.
+    fn check_consent(&self, sharing: Sharing, consent: Option<&Opened>) -> Result<(), Error> {
+        if consent.is_some_and(|c| !c.consents_to(self)) {
+            return Err(Error::NotPermitted(
+                "the consent is not its author's for this message",
+            ));
+        }
+        if sharing == Sharing::MediatorOnly && consent.is_none() {
+            return Err(Error::NotPermitted(
+                "mediator-only content is forwarded only with its author's consent",
+            ));
+        }
+        Ok(())
     }
 
     /// Carry this offer to `destination`: verbatim, or as `restated` in the

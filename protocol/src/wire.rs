@@ -20,7 +20,7 @@ use crate::crypto::{Digest, Signature};
 use crate::deletion::SignedDeletionStatement;
 use crate::envelope::{Envelope, PROTOCOL_VERSION};
 use crate::identity::{Fingerprint, PublicIdentity};
-use crate::ids::{InviteId, RoomId, SessionId};
+use crate::ids::{FileId, InviteId, RoomId, SessionId};
 use crate::invite::{AdmissionToken, JoinRequest};
 use crate::keys::SignedKeyBundle;
 use crate::roster::SignedRoster;
@@ -194,6 +194,37 @@ pub enum RequestBody {
         /// The session.
         session: SessionId,
     },
+    /// Begin, or resume, uploading a document's chunks (13.5.14). The `ok`
+    /// reply says how many chunks the relay already holds.
+    Upload {
+        /// The session.
+        session: SessionId,
+        /// The document's id, chosen by the uploader.
+        file: FileId,
+        /// Its padded size ([`crate::document::Layout::padded`]).
+        size: u64,
+    },
+    /// Store the next chunk of a document being uploaded (13.5.15).
+    Chunk {
+        /// The session.
+        session: SessionId,
+        /// The document.
+        file: FileId,
+        /// The chunk's index, from 0: the number of chunks already held.
+        index: u64,
+        /// The sealed chunk.
+        data: Bytes,
+    },
+    /// Fetch one chunk of a complete document (13.5.16). The `ok` reply
+    /// carries it.
+    Download {
+        /// The session.
+        session: SessionId,
+        /// The document.
+        file: FileId,
+        /// The chunk's index, from 0.
+        index: u64,
+    },
 }
 
 impl RequestBody {
@@ -213,6 +244,9 @@ impl RequestBody {
             Self::Status { .. } => "status",
             Self::CloseSession { .. } => "close_session",
             Self::DeletionStatement { .. } => "deletion_statement",
+            Self::Upload { .. } => "upload",
+            Self::Chunk { .. } => "chunk",
+            Self::Download { .. } => "download",
         }
     }
 }
@@ -232,7 +266,36 @@ pub const REQUEST_TYPES: &[&str] = &[
     "status",
     "close_session",
     "deletion_statement",
+    "upload",
+    "chunk",
+    "download",
 ];
+
+/// Bytes of any length in a JSON frame, as unpadded base64url: a document's
+/// sealed chunk.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bytes(pub Vec<u8>);
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::b64::encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        crate::b64::decode(&text)
+            .map(Self)
+            .ok_or_else(|| serde::de::Error::custom("not unpadded base64url"))
+    }
+}
 
 /// A stable error code in an `error` reply. The set only grows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -315,6 +378,7 @@ impl From<&crate::error::Error> for ErrorCode {
             | E::ChainBroken { .. }
             | E::NotCurrentEpoch { .. }
             | E::InvalidOffer(_)
+            | E::InvalidDocument(_)
             | E::InvalidAmount(_)
             | E::NotAnExport(_)
             | E::ReadableTextDiffers(_)
@@ -341,6 +405,12 @@ pub enum Reply {
         /// erased.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         statement: Option<Box<Encoded<SignedDeletionStatement>>>,
+        /// For `upload`: how many of the document's chunks the relay holds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chunks: Option<u64>,
+        /// For `download`: the chunk.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<Bytes>,
     },
     /// Refused; nothing was changed.
     Error {
@@ -363,6 +433,32 @@ impl Reply {
             id,
             index: None,
             statement: None,
+            chunks: None,
+            data: None,
+        }
+    }
+
+    /// An `ok` reply to an `upload`: the chunks already held.
+    pub fn uploading(id: u64, chunks: u64) -> Self {
+        Self::Ok {
+            v: PROTOCOL_VERSION,
+            id,
+            index: None,
+            statement: None,
+            chunks: Some(chunks),
+            data: None,
+        }
+    }
+
+    /// An `ok` reply to a `download`: the chunk.
+    pub fn chunk(id: u64, data: Vec<u8>) -> Self {
+        Self::Ok {
+            v: PROTOCOL_VERSION,
+            id,
+            index: None,
+            statement: None,
+            chunks: None,
+            data: Some(Bytes(data)),
         }
     }
 
@@ -373,6 +469,8 @@ impl Reply {
             id,
             index: Some(index),
             statement: None,
+            chunks: None,
+            data: None,
         }
     }
 
@@ -383,6 +481,8 @@ impl Reply {
             id,
             index: None,
             statement: Some(Box::new(Encoded(statement))),
+            chunks: None,
+            data: None,
         }
     }
 

@@ -520,6 +520,14 @@ impl Conn {
             RequestBody::DeletionStatement { session } => Ok(Outcome::Statement(Box::new(
                 hub.deletion_statement(&me, session)?,
             ))),
+            // Documents are not stored yet: refused as a relay of version 1.0
+            // refuses them, by type.
+            RequestBody::Upload { .. } | RequestBody::Chunk { .. } | RequestBody::Download { .. } => {
+                Err(Refusal::new(
+                    ErrorCode::UnknownType,
+                    "this relay does not store documents",
+                ))
+            }
         }
     }
 }
