@@ -585,9 +585,7 @@ impl Canonical for Content {
                 sharing: Sharing::decode(r)?,
                 document: DocumentRef::decode(r)?,
             },
-            ContentType::CarriedDocument => {
-                Self::CarriedDocument(CarriedDocument::decode(r)?)
-            }
+            ContentType::CarriedDocument => Self::CarriedDocument(CarriedDocument::decode(r)?),
         })
     }
 }

@@ -172,7 +172,12 @@ impl Stream {
     /// Open chunk `index`, `last` if it must be the final one. Fails with
     /// `decrypt_failed` if it is not exactly what was sealed at that index
     /// with that flag under this key.
-    pub fn open(&self, index: u32, last: bool, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    pub fn open(
+        &self,
+        index: u32,
+        last: bool,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
         let len = ciphertext
             .len()
             .checked_sub(TAG_LEN)
@@ -190,7 +195,9 @@ fn check_chunk(index: u32, last: bool, len: usize) -> Result<(), Error> {
         return Err(Error::InvalidDocument("a chunk longer than 64 KiB"));
     }
     if !last && len != CHUNK_SIZE {
-        return Err(Error::InvalidDocument("a chunk before the last that is not full"));
+        return Err(Error::InvalidDocument(
+            "a chunk before the last that is not full",
+        ));
     }
     if last && len == 0 && index > 0 {
         return Err(Error::InvalidDocument("an empty last chunk after others"));
@@ -308,8 +315,7 @@ impl Sealer {
         let mut plain = Zeroizing::new(Vec::with_capacity(plain_len + TAG_LEN));
         plain.extend_from_slice(bytes);
         plain.resize(plain_len, 0);
-        self.stream
-            .seal(index, self.layout.is_last(index), &plain)
+        self.stream.seal(index, self.layout.is_last(index), &plain)
     }
 }
 
@@ -530,10 +536,17 @@ mod tests {
         ];
         for (size, padded, chunks) in sizes {
             let layout = Layout::for_size(size).unwrap();
-            assert_eq!((layout.padded(), layout.chunks()), (padded, chunks), "{size}");
+            assert_eq!(
+                (layout.padded(), layout.chunks()),
+                (padded, chunks),
+                "{size}"
+            );
             assert_eq!(Layout::of_padded(padded), Some(layout));
         }
-        assert_eq!(Layout::for_size(MAX_DOCUMENT_SIZE + 1), Err(Error::TooLarge));
+        assert_eq!(
+            Layout::for_size(MAX_DOCUMENT_SIZE + 1),
+            Err(Error::TooLarge)
+        );
         assert_eq!(Layout::of_padded(65537), None);
         assert_eq!(Layout::of_padded(1), None);
         let two = Layout::for_size(65537).unwrap();
@@ -580,15 +593,24 @@ mod tests {
         assert_eq!(good.validate(), Ok(()));
         assert_eq!(DocumentRef::from_bytes(&good.to_bytes()).unwrap(), good);
         for name in ["", ".", "..", "../x", "a/b", "a\\b", "a\nb"] {
-            let bad = DocumentRef { name: name.into(), ..good.clone() };
+            let bad = DocumentRef {
+                name: name.into(),
+                ..good.clone()
+            };
             assert!(bad.validate().is_err(), "{name:?}");
             assert!(DocumentRef::from_bytes(&bad.to_bytes()).is_err());
         }
         for media in ["", "pdf", "text/ plain", "/x"] {
-            let bad = DocumentRef { media_type: media.into(), ..good.clone() };
+            let bad = DocumentRef {
+                media_type: media.into(),
+                ..good.clone()
+            };
             assert!(bad.validate().is_err(), "{media:?}");
         }
-        assert_eq!(good.summary(), "Document: Expert report (report.pdf, 10 bytes)");
+        assert_eq!(
+            good.summary(),
+            "Document: Expert report (report.pdf, 10 bytes)"
+        );
         assert_eq!(format_size(2_345_678), "2.4 MB");
         assert_eq!(format_size(48_100), "49 KB");
     }

@@ -18,8 +18,8 @@ use crate::codec::{Canonical, DecodeError, Reader, Writer};
 use crate::content::{
     CarriedDocument, Content, ContentClass, Forward, ForwardMode, ShareReceipt, Sharing,
 };
-use crate::document::DocumentRef;
 use crate::crypto::Digest;
+use crate::document::DocumentRef;
 use crate::envelope::{Envelope, Header};
 use crate::error::Error;
 use crate::history::RosterHistory;
@@ -89,7 +89,9 @@ impl Opened {
         consent: Option<&Opened>,
     ) -> Result<(CarriedDocument, ShareReceipt), Error> {
         let Content::Document { sharing, document } = &self.content else {
-            return Err(Error::NotPermitted("only a document is carried as a document"));
+            return Err(Error::NotPermitted(
+                "only a document is carried as a document",
+            ));
         };
         if destination == self.header.room {
             return Err(Error::NotPermitted("a document is carried to another room"));

@@ -133,7 +133,10 @@ fn every_age_stream_vector_opens_as_age_says() {
         assert_eq!(complete, v.expect == "success", "{}: {}", v.name, v.expect);
         checked += 1;
     }
-    assert_eq!(checked, 27, "the vectors with a file key copied from C2SP/CCTV");
+    assert_eq!(
+        checked, 27,
+        "the vectors with a file key copied from C2SP/CCTV"
+    );
 }
 
 #[test]
@@ -159,4 +162,89 @@ fn every_age_stream_vector_that_opens_seals_to_the_same_bytes() {
         checked += 1;
     }
     assert!(checked >= 2, "{checked}");
+}
+
+/// Appendix A.13 of `docs/protocol.md`, recomputed from its inputs: the
+/// payload key and the chunk by hand (HKDF from its HMAC definition,
+/// ChaCha20-Poly1305 with age's nonce) and by the crate, which must agree.
+#[test]
+fn appendix_a13_is_what_the_code_computes() {
+    use caucus_protocol::content::{Content, Sharing};
+    use caucus_protocol::document::{DocumentRef, Sealer};
+    use caucus_protocol::ids::FileId;
+    use chacha20poly1305::ChaCha20Poly1305;
+    use chacha20poly1305::aead::{Aead, KeyInit};
+    use ring::hmac;
+
+    const DOC: &str = include_str!("../../docs/protocol.md");
+    let section = &DOC[DOC.find("\n### A.13 ").expect("docs/protocol.md has A.13")..];
+    let wrapped = |bytes: &[u8]| {
+        let hex = hex::encode(bytes);
+        let lines: Vec<&str> = hex
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!("```text\n{}\n```", lines.join("\n"))
+    };
+    let mut missing = Vec::new();
+    let mut expect = |what: &str, bytes: &[u8]| {
+        let block = wrapped(bytes);
+        if !section.contains(&block) {
+            missing.push(format!("{what} ({} bytes):\n{block}", bytes.len()));
+        }
+    };
+
+    let file = b"Position statement of the claimant, 3 March.\n";
+    let (file_key, nonce) = ([0xc0u8; 16], [0xc1u8; 16]);
+    let key = DocumentKey::from_bytes(&[file_key, nonce].concat()).unwrap();
+    // HKDF-SHA256 by its definition: Extract, then one block of Expand.
+    let prk = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &nonce), &file_key);
+    let payload_key = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref()),
+        b"payload\x01",
+    );
+    let mut padded = file.to_vec();
+    padded.resize(CHUNK_SIZE, 0);
+    let mut chunk_nonce = [0u8; 12];
+    chunk_nonce[11] = 1; // chunk 0, the last
+    let payload_key: [u8; 32] = payload_key.as_ref().try_into().unwrap();
+    let by_hand = ChaCha20Poly1305::new(&payload_key.into())
+        .encrypt(&chunk_nonce.into(), &padded[..])
+        .unwrap();
+    let sealer = Sealer::new(&key, file.len() as u64).unwrap();
+    assert_eq!(sealer.layout().chunks(), 1);
+    let chunk = sealer.seal_chunk(0, file).unwrap();
+    assert_eq!(
+        chunk, by_hand,
+        "the crate seals what the document describes"
+    );
+
+    let reference = DocumentRef {
+        file: FileId([0xdd; 16]),
+        key,
+        size: file.len() as u64,
+        hash: Hasher::digest(file),
+        title: "Position statement".into(),
+        name: "statement.txt".into(),
+        media_type: "text/plain".into(),
+    };
+    let content = Content::Document {
+        sharing: Sharing::MediatorOnly,
+        document: reference.clone(),
+    };
+    expect("the file", file);
+    expect("its SHA-256", &reference.hash.0);
+    expect("the payload key", &payload_key);
+    expect("the nonce of chunk 0", &chunk_nonce);
+    expect("the chunk's first 64 bytes", &chunk[..64]);
+    expect("the chunk's tag", &chunk[chunk.len() - TAG_LEN..]);
+    expect("the SHA-256 of the whole chunk", &Hasher::digest(&chunk).0);
+    expect("canon(DocumentRef)", &reference.to_bytes());
+    expect("canon(Content::Document)", &content.to_bytes());
+    assert!(
+        missing.is_empty(),
+        "docs/protocol.md A.13 is stale; expected there:\n\n{}\n",
+        missing.join("\n\n")
+    );
 }

@@ -522,12 +522,12 @@ impl Conn {
             ))),
             // Documents are not stored yet: refused as a relay of version 1.0
             // refuses them, by type.
-            RequestBody::Upload { .. } | RequestBody::Chunk { .. } | RequestBody::Download { .. } => {
-                Err(Refusal::new(
-                    ErrorCode::UnknownType,
-                    "this relay does not store documents",
-                ))
-            }
+            RequestBody::Upload { .. }
+            | RequestBody::Chunk { .. }
+            | RequestBody::Download { .. } => Err(Refusal::new(
+                ErrorCode::UnknownType,
+                "this relay does not store documents",
+            )),
         }
     }
 }

@@ -451,9 +451,9 @@ impl SimRelay {
                 Ok(None)
             }
             RequestBody::DeletionStatement { .. } => Err((ErrorCode::NotFound, "kept for now")),
-            RequestBody::Upload { .. } | RequestBody::Chunk { .. } | RequestBody::Download { .. } => {
-                Err((ErrorCode::UnknownType, "no documents here"))
-            }
+            RequestBody::Upload { .. }
+            | RequestBody::Chunk { .. }
+            | RequestBody::Download { .. } => Err((ErrorCode::UnknownType, "no documents here")),
         }
     }
 }

@@ -21,8 +21,9 @@ use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Content, ForwardMode, Sharing, Step, SystemEvent};
 use caucus_protocol::crypto::{Digest, Signature};
 use caucus_protocol::deletion::{DeletionStatement, Erased};
+use caucus_protocol::document::{DocumentKey, DocumentRef, Hasher, Sealer};
 use caucus_protocol::envelope::Envelope;
-use caucus_protocol::ids::{InviteId, RoomId};
+use caucus_protocol::ids::{FileId, InviteId, RoomId};
 use caucus_protocol::invite::Invite;
 use caucus_protocol::keys::SignedKeyBundle;
 use caucus_protocol::offer::{Amount, CarriedOffer, Offer, OfferKind};
@@ -385,6 +386,24 @@ fn main() {
         seeds.put("content", &i.to_string(), &c.to_bytes());
     }
 
+    // A document's reference, and a chunk of it as the relay returns it,
+    // after the target's seven bytes of size, index and change to make.
+    let file = b"Position statement of the claimant".to_vec();
+    let key = DocumentKey::from_bytes(&[0x42; 32]).expect("32 bytes");
+    let reference = DocumentRef {
+        file: FileId([0x66; 16]),
+        key: key.clone(),
+        size: file.len() as u64,
+        hash: Hasher::digest(&file),
+        title: "Position statement".into(),
+        name: "statement.pdf".into(),
+        media_type: "application/pdf".into(),
+    };
+    seeds.put("document", "reference", &reference.to_bytes());
+    let sealer = Sealer::new(&key, file.len() as u64).expect("sealer");
+    let mut chunk = vec![0, 0, file.len() as u8, 0, 0, 7, 1];
+    chunk.extend(sealer.seal_chunk(0, &file).expect("seal"));
+    seeds.put("document", "chunk", &chunk);
     seeds.put("agreement", "signed", &final_copy.to_bytes());
     seeds.put("agreement", "draft", &agreement.to_bytes());
     let mut unsigned = agreement.clone();
@@ -422,9 +441,14 @@ fn main() {
         format!("  {}\n", invite().to_link()).as_bytes(),
     );
     let long = format!("wss://{}", "a".repeat(2048 - 6));
-    let long_invite =
-        Invite::new(long, keys(RELAY).fingerprint(), SESSION, mediator.fingerprint(), 0)
-            .expect("the longest relay URL");
+    let long_invite = Invite::new(
+        long,
+        keys(RELAY).fingerprint(),
+        SESSION,
+        mediator.fingerprint(),
+        0,
+    )
+    .expect("the longest relay URL");
     seeds.put(
         "invite_link",
         "longest-url",
