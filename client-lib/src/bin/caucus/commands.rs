@@ -911,7 +911,7 @@ async fn file(client: &Client, session: &SessionId, command: FileCommand, out: &
         FileCommand::List { .. } => {
             let documents = client.documents(session);
             if documents.is_empty() {
-                say(out, "no documents", json!({"files": 0}))?;
+                say(out, "no documents", json!({"files": []}))?;
             }
             for d in &documents {
                 emit(out, output::document_entry(client, session, d))?;
