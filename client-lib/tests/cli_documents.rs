@@ -14,7 +14,8 @@
 mod json_schema;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -67,11 +68,41 @@ impl Device {
             .collect()
     }
 
+    /// Start `caucus daemon` on this device's state directory: its other
+    /// commands go through it (and it admits joiners automatically).
+    fn daemon(&self, server: &str) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_caucus"))
+            .arg("--state")
+            .arg(self.path())
+            .args(["daemon", "--server", server])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.path().join("daemon.sock").exists() {
+            assert!(Instant::now() < deadline, "the daemon did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Daemon(child)
+    }
+
     /// Run a command that must fail; what it says on stderr.
     fn refused(&self, args: &[&str]) -> String {
         let out = self.try_run(args);
         assert!(!out.status.success(), "caucus {args:?} succeeded");
         String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+/// A daemon, stopped when the test ends.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -126,6 +157,9 @@ fn a_document_is_sent_listed_saved_carried_with_consent_and_erased_through_the_c
         let args = with(args);
         device.refused(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
+    // The mediator's device stays up (to let the claimant in), and their
+    // commands, paths included, go through it.
+    let _daemon = mediator.daemon(&url);
     let link = run(
         &mediator,
         &[

@@ -883,23 +883,23 @@ async fn file(client: &Client, session: &SessionId, command: FileCommand, out: &
             message, out: to, ..
         } => {
             let hash = message_id(&message)?;
-            let path = match to {
-                Some(path) => path,
-                None => {
-                    let entry = client
-                        .documents(session)
-                        .into_iter()
-                        .find(|d| d.message == hash)
-                        .ok_or(ClientError::Usage("no such document"))?;
-                    let path = std::env::current_dir()?.join(&entry.document.name);
-                    if path.try_exists()? {
-                        return Err(Failure::Daemon(format!(
-                            "{} exists already: say where to save it with --out",
-                            path.display()
-                        )));
-                    }
-                    path
+            let to = to.unwrap_or_else(|| ".".into());
+            let path = if to.is_dir() {
+                let entry = client
+                    .documents(session)
+                    .into_iter()
+                    .find(|d| d.message == hash)
+                    .ok_or(ClientError::Usage("no such document"))?;
+                let path = to.join(&entry.document.name);
+                if path.try_exists()? {
+                    return Err(Failure::Daemon(format!(
+                        "{} exists already: say where to save it with --out",
+                        path.display()
+                    )));
                 }
+                path
+            } else {
+                to
             };
             let d = with_progress(client, client.save_document(session, &hash, &path)).await?;
             say(

@@ -453,8 +453,9 @@ pub(crate) enum FileCommand {
         /// begin with `-`).
         #[arg(allow_hyphen_values = true)]
         message: String,
-        /// Where to save it (default: its file name, in this directory; an
-        /// existing file there is not replaced).
+        /// Where to save it: a file, or a directory to save it in under its
+        /// own name (default: this directory), where an existing file is
+        /// not replaced.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -492,7 +493,8 @@ impl Command {
         if let Self::File { command } = &mut self {
             let path = match command {
                 FileCommand::Send { path, .. } => Some(path),
-                FileCommand::Get { out, .. } => out.as_mut(),
+                // Saved here by default, not where a daemon runs.
+                FileCommand::Get { out, .. } => Some(out.get_or_insert_with(|| ".".into())),
                 FileCommand::Carry { own, .. } => own.as_mut(),
                 FileCommand::List { .. } => None,
             };
