@@ -489,4 +489,32 @@ mod tests {
         let https = Args::try_parse_from(["caucus-server", "--public-url", "https://a.example"]);
         assert!(Config::from_args(https.unwrap()).is_err());
     }
+
+    #[test]
+    fn the_document_settings_have_their_defaults_and_allowed_ranges() {
+        let config = parse(&[]);
+        assert_eq!(config.max_document_bytes, 52_428_800);
+        assert_eq!(config.session_document_bytes, 1 << 30);
+        assert_eq!(config.max_uploads_per_device, 8);
+        assert_eq!(config.upload_bytes_per_sec, 16 << 20);
+        assert_eq!(config.upload_ttl, Duration::from_secs(86_400));
+        for flags in [
+            ["--max-document-bytes", "65535"],
+            ["--max-document-bytes", "52428801"],
+            ["--session-document-bytes", "65535"],
+            ["--max-uploads-per-device", "0"],
+            ["--upload-bytes-per-sec", "65551"],
+            ["--upload-ttl-secs", "0"],
+        ] {
+            let args = Args::try_parse_from(std::iter::once("caucus-server").chain(flags));
+            assert!(Config::from_args(args.unwrap()).is_err(), "{flags:?}");
+        }
+        let edge = parse(&[
+            "--max-document-bytes",
+            "65536",
+            "--upload-bytes-per-sec",
+            "65552",
+        ]);
+        assert_eq!(edge.max_document_bytes, 65536);
+    }
 }

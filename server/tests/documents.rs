@@ -10,6 +10,7 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
+use caucus_protocol::codec::Canonical;
 use caucus_protocol::deletion::DeletionStatement;
 use caucus_protocol::document::{DocumentKey, Hasher, Layout, Opener, Sealer};
 use caucus_protocol::identity::DeviceKeys;
@@ -27,7 +28,11 @@ struct File {
 
 impl File {
     fn new(size: usize) -> Self {
-        let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        Self::of((0..size).map(|i| (i * 7 % 251) as u8).collect())
+    }
+
+    fn of(bytes: Vec<u8>) -> Self {
+        let size = bytes.len();
         let key = DocumentKey::generate().unwrap();
         let sealer = Sealer::new(&key, size as u64).unwrap();
         Self {
@@ -534,4 +539,48 @@ async fn acknowledged_chunks_survive_kill_9_and_the_upload_resumes() {
     assert_eq!(fetch(&mut defendant, session, &file).await, file.bytes);
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Every byte of every file under `dir`.
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn the_relay_stores_a_document_as_opaque_chunks_and_never_its_key_or_content() {
+    let relay = Relay::start().await;
+    let mut m = Mediation::start(&relay).await;
+    let session = m.session;
+    let canary = b"CANARY the expert's report on the partnership accounts";
+    let file = File::of(canary.repeat(2000)); // 2 chunks
+    upload(&mut m.claimant, file.upload(session)).await;
+    for index in 0..file.chunks() {
+        m.claimant.ok(file.chunk(session, index)).await;
+    }
+    assert_eq!(fetch(&mut m.defendant, session, &file).await, file.bytes);
+    let dir = relay.stop().await;
+    let stored = all_bytes(dir.path());
+    let key = file.key.to_bytes();
+    for (what, needle) in [
+        ("content", &canary[..]),
+        ("file key", &key[..16]),
+        ("nonce", &key[16..]),
+    ] {
+        assert!(!contains(&stored, needle), "{what} found in the data dir");
+    }
+    // It does hold the sealed chunks, as uploaded (so the search meant something).
+    assert!(contains(&stored, &file.sealed(1)));
 }
