@@ -1,0 +1,150 @@
+// Documents in browsers, as people use them: a party adds a document for the
+// mediator only; the mediator downloads it (the saved bytes are the
+// party's); the party lets it be shared; the mediator shares it as it is
+// with the other side, who downloads the same bytes, and then shares a
+// version of their own (a redacted copy), with the author told each time; a
+// file over the limit is refused at once, with the machine's sentence, and
+// nothing is sent. Real relay, real Chromium; screenshots of the new
+// screens are kept.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import {
+  LAPTOP,
+  createMediation,
+  goTo,
+  inviteLink,
+  joinAndAdmit,
+  launch,
+  person,
+  screenshot,
+  startRelay,
+} from "./support.mjs";
+
+let relay, browser;
+before(async () => {
+  relay = await startRelay();
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+  await relay?.stop();
+  relay?.remove();
+});
+
+/** `size` bytes of a made-up file, different for each `seed`. */
+function fileBytes(size, seed) {
+  const bytes = Buffer.alloc(size);
+  let x = seed;
+  for (let i = 0; i < size; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    bytes[i] = x >>> 24;
+  }
+  return bytes;
+}
+
+/** Click `button` and the bytes the page saves, with the file name it gives. */
+async function downloaded(page, button) {
+  const [download] = await Promise.all([page.waitForEvent("download"), button.click()]);
+  return { name: download.suggestedFilename(), bytes: readFileSync(await download.path()) };
+}
+
+const uploads = (who) => who.frames.filter((f) => f.includes('"upload"')).length;
+
+test("a document added for the mediator only, downloaded, shared as it is and as the mediator's own version", { timeout: 300_000 }, async () => {
+  const mediator = await person(browser, relay, "Ms Okafor", LAPTOP);
+  const family = await person(browser, relay, "Ann Patel");
+  const trust = await person(browser, relay, "Tom Reid");
+  const m = mediator.page;
+  await createMediation(mediator, relay, "Ms Okafor", [
+    ["The family", ["Ann Patel"]],
+    ["The trust", ["Tom Reid"]],
+  ]);
+  const links = { family: await inviteLink(mediator, "Ann Patel"), trust: await inviteLink(mediator, "Tom Reid") };
+  await joinAndAdmit(mediator, family, links.family);
+  await joinAndAdmit(mediator, trust, links.trust);
+
+  // The family adds a statement: its title is the file's name without its
+  // extension until they write another; it is for the mediator only unless
+  // they say otherwise.
+  const statement = fileBytes(3000, 1);
+  const f = family.page;
+  await f.getByLabel("Choose a file").setInputFiles({ name: "timeline.txt", mimeType: "text/plain", buffer: statement });
+  assert.equal(await f.getByLabel("Title").inputValue(), "timeline");
+  assert.equal(await f.getByRole("radio", { name: "For the mediator only" }).nth(1).isChecked(), true);
+  await f.getByLabel("Title").fill("What happened on the ward");
+  await f.getByRole("button", { name: "Add the document" }).click();
+  const card = f.locator(".message.document:not(.sending)", { hasText: "What happened on the ward" });
+  await card.waitFor();
+  await card.getByText("timeline.txt · 3 KB · text").waitFor();
+  await card.getByText("for the mediator only").waitFor();
+  await screenshot(f, "document-card");
+
+  // The mediator sees it, cannot share it yet, and downloads it: the bytes
+  // saved are the family's, under its file name.
+  await goTo(mediator, "The family (private)");
+  const atMediator = m.locator(".message.document", { hasText: "What happened on the ward" });
+  await atMediator.getByText("Ann Patel added a document").waitFor();
+  await atMediator.getByRole("button", { name: /Cannot share: for the mediator only/ }).waitFor();
+  const got = await downloaded(m, atMediator.getByRole("button", { name: "Download What happened on the ward" }));
+  assert.equal(got.name, "timeline.txt");
+  assert.deepEqual(got.bytes, statement);
+
+  // The family lets it be shared; the mediator shares it as it is with the trust.
+  await card.getByRole("button", { name: "Let the mediator share this" }).click();
+  await card.getByText("You let the mediator share this.").waitFor();
+  await atMediator.getByRole("button", { name: "Share…" }).click();
+  const dialog = m.getByRole("dialog", { name: "Share a document" });
+  await dialog.getByRole("radio", { name: "The trust's private room" }).check();
+  assert.equal(await dialog.getByRole("radio", { name: "Share this document as it is" }).isChecked(), true);
+  await screenshot(m, "document-carry-dialog");
+  await dialog.getByRole("button", { name: "Continue" }).click();
+  const confirm = m.getByRole("dialog", { name: "Share this document with The trust's private room?" });
+  await confirm.getByText("“What happened on the ward” (timeline.txt, 3 KB)").waitFor();
+  await screenshot(m, "document-carry-confirmation");
+  await confirm.getByRole("button", { name: "Share with The trust's private room" }).click();
+
+  const t = trust.page;
+  const carried = t.locator(".message.document.carried", { hasText: "What happened on the ward" });
+  await carried.getByText("Shared by the mediator from The family · the document as it was added").waitFor();
+  const atTrust = await downloaded(t, carried.getByRole("button", { name: "Download What happened on the ward" }));
+  assert.equal(atTrust.name, "timeline.txt");
+  assert.deepEqual(atTrust.bytes, statement);
+  await card.getByText("Shared with The trust, as it is.").waitFor();
+  await screenshot(t, "document-shared");
+
+  // The mediator shares a version of their own: a redacted copy.
+  const redacted = fileBytes(2000, 2);
+  await atMediator.getByRole("button", { name: "Share…" }).click();
+  await dialog.getByRole("radio", { name: "The trust's private room" }).check();
+  await dialog.getByRole("radio", { name: "Share my own version" }).check();
+  await dialog.getByLabel("Your version (a redacted copy, a summary)").setInputFiles({ name: "timeline-redacted.txt", mimeType: "text/plain", buffer: redacted });
+  await dialog.getByLabel("Its title").fill("What happened on the ward (names removed)");
+  await dialog.getByRole("button", { name: "Continue" }).click();
+  await confirm.getByText("your own version").waitFor();
+  await confirm.getByRole("button", { name: "Share with The trust's private room" }).click();
+  const own = t.locator(".message.document.carried", { hasText: "names removed" });
+  await own.getByText("Shared by the mediator from The family · the mediator's own version").waitFor();
+  const ownGot = await downloaded(t, own.getByRole("button", { name: "Download What happened on the ward (names removed)" }));
+  assert.equal(ownGot.name, "timeline-redacted.txt");
+  assert.deepEqual(ownGot.bytes, redacted);
+  await card
+    .getByText("Shared with The trust, as the mediator's own version: “Document: What happened on the ward (names removed) (timeline-redacted.txt, 2 KB)”")
+    .waitFor();
+  assert.equal(await t.locator(".file", { hasText: "timeline.txt" }).count(), 1, "the trust has only the copy shared as it is");
+
+  // A file over 50 MB is refused at once, with the machine's sentence, and nothing is sent.
+  const before = uploads(family);
+  await f.evaluate(() => {
+    const input = document.querySelector('input[type="file"]');
+    const files = new DataTransfer();
+    files.items.add(new File([new Blob([new Uint8Array(50 * 1024 * 1024 + 1)])], "scan.pdf", { type: "application/pdf" }));
+    input.files = files.files;
+    input.dispatchEvent(new Event("change", { bubbles: true }));
+  });
+  await f.getByRole("alert").getByText("This file cannot be added: scan.pdf is 52.5 MB; documents can be at most 50 MB.").waitFor();
+  assert.equal(await f.getByRole("button", { name: "Add the document" }).isDisabled(), true);
+  assert.equal(uploads(family), before, "nothing of the large file was sent");
+
+  assert.deepEqual([...mediator.errors, ...family.errors, ...trust.errors], []);
+});
