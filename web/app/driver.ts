@@ -40,7 +40,7 @@ export interface Downloading {
 }
 
 /** A transfer in progress, as `Device.transfers` gives it. */
-export interface TransferView {
+interface TransferView {
   id: number;
   session: string;
   kind: "upload" | "download";
@@ -130,6 +130,8 @@ export class Driver {
   readonly uploading = new Map<number, Uploading>();
   /** Documents being downloaded. */
   readonly downloading = new Map<number, Downloading>();
+  /** The furthest each transfer has got (see `progress`). */
+  private readonly furthest = new Map<number, { done: number; total: number }>();
   /** The file each upload reads from. */
   private readonly files = new Map<number, File>();
 
@@ -223,6 +225,7 @@ export class Driver {
       this.sending.delete(done.op);
       this.uploading.delete(done.op);
       this.files.delete(done.op);
+      this.furthest.delete(done.op);
       const download = this.downloading.get(done.op);
       this.downloading.delete(done.op);
       const waiter = this.waiters.get(done.op);
@@ -367,9 +370,19 @@ export class Driver {
     });
   }
 
-  /** Every transfer in progress, with how far it has got. */
-  transfers(): TransferView[] {
-    return JSON.parse(this.device.transfers()) as TransferView[];
+  /**
+   * How far the transfer `op` has got, in bytes of its file. While the
+   * connection is down the machine counts nothing as moving; the page keeps
+   * showing the furthest it got, which is where it goes on from.
+   */
+  progress(op: number): { done: number; total: number } | undefined {
+    const now = (JSON.parse(this.device.transfers()) as TransferView[]).find((t) => t.id === op);
+    const furthest = this.furthest.get(op);
+    const done = Math.max(now?.done ?? 0, furthest?.done ?? 0);
+    const total = now?.total ?? furthest?.total;
+    if (total === undefined) return undefined;
+    this.furthest.set(op, { done, total });
+    return { done, total };
   }
 
   private noted(event: CaucusEvent): void {

@@ -148,3 +148,45 @@ test("a document added for the mediator only, downloaded, shared as it is and as
 
   assert.deepEqual([...mediator.errors, ...family.errors, ...trust.errors], []);
 });
+
+test("an upload cut by the relay's kill -9 goes on by itself once the relay is back, and arrives whole", { timeout: 300_000 }, async () => {
+  // A relay that takes one chunk a second from each device, so that the
+  // kill comes in the middle of the upload.
+  const slow = await startRelay({ args: ["--upload-bytes-per-sec", "65552"] });
+  try {
+    const mediator = await person(browser, slow, "Ms Okafor", LAPTOP);
+    const gp = await person(browser, slow, "Dr Shah");
+    await createMediation(mediator, slow, "Ms Okafor", [
+      ["The practice", ["Dr Shah"]],
+      ["The patient", ["Sam Lee"]],
+    ]);
+    await joinAndAdmit(mediator, gp, await inviteLink(mediator, "Dr Shah"));
+    const notes = fileBytes(6 * 65536 - 1000, 3);
+    const g = gp.page;
+    await g.getByLabel("Choose a file").setInputFiles({ name: "notes.pdf", mimeType: "application/pdf", buffer: notes });
+    await g.getByRole("button", { name: "Add the document" }).click();
+    const sending = g.locator(".message.document.sending", { hasText: "notes" });
+    await sending.getByText("You · sending…").waitFor();
+    const progress = sending.getByRole("progressbar", { name: "Sending notes" });
+    await g.waitForFunction((bar) => bar.value > 0, await progress.elementHandle());
+    assert.ok((await progress.evaluate((bar) => bar.value)) < notes.length, "the kill comes mid-upload");
+
+    await slow.kill();
+    await sending.getByText("waiting for the connection").waitFor();
+    await screenshot(g, "document-sending");
+    await slow.start();
+
+    const card = g.locator(".message.document:not(.sending)", { hasText: "notes" });
+    await card.waitFor({ timeout: 60_000 });
+    await card.getByText("notes.pdf · 393 KB · PDF").waitFor();
+    await goTo(mediator, "The practice (private)");
+    const atMediator = mediator.page.locator(".message.document", { hasText: "notes" });
+    const got = await downloaded(mediator.page, atMediator.getByRole("button", { name: "Download notes" }));
+    assert.equal(got.name, "notes.pdf");
+    assert.deepEqual(got.bytes, notes);
+    assert.deepEqual([...mediator.errors, ...gp.errors].filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED/.test(e)), []);
+  } finally {
+    await slow.stop();
+    slow.remove();
+  }
+});

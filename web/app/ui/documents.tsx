@@ -7,7 +7,7 @@
 
 import { useState } from "preact/hooks";
 import { checkDocumentSize, formatSize } from "../../pkg/caucus_web.js";
-import type { Driver, TransferView, Uploading } from "../driver.ts";
+import type { Driver, Uploading } from "../driver.ts";
 import { type DocumentInfo, type RoomView, type View, kindOfFile, titleOf } from "../model.ts";
 import { ErrorLine, download } from "./common.tsx";
 
@@ -27,7 +27,7 @@ export function DocumentDetails({ driver, view, message, document: d }: { driver
 function DownloadButton({ driver, view, message, document: d }: { driver: Driver; view: View; message: string; document: DocumentInfo }) {
   const [error, setError] = useState<string>();
   const op = [...driver.downloading.values()].find((x) => x.session === view.session && x.message === message)?.op;
-  const progress = op === undefined ? undefined : driver.transfers().find((t) => t.id === op);
+  const progress = op === undefined ? undefined : driver.progress(op);
   const start = () => {
     setError(undefined);
     driver.download(view.session, message).then(
@@ -50,7 +50,7 @@ function DownloadButton({ driver, view, message, document: d }: { driver: Driver
 }
 
 /** A progress bar, with how far it has got in words. */
-function Progress({ label, transfer, words }: { label: string; transfer: TransferView | undefined; words: string }) {
+function Progress({ label, transfer, words }: { label: string; transfer: { done: number; total: number } | undefined; words: string }) {
   const done = transfer?.done ?? 0;
   const total = Math.max(transfer?.total ?? 1, 1);
   return (
@@ -65,7 +65,7 @@ function Progress({ label, transfer, words }: { label: string; transfer: Transfe
 
 /** A document on its way to the relay, in the room it goes to. */
 export function UploadingEntry({ driver, upload }: { driver: Driver; upload: Uploading }) {
-  const transfer = driver.transfers().find((t) => t.id === upload.op);
+  const transfer = driver.progress(upload.op);
   return (
     <li class="message mine document sending">
       <p class="meta">You · sending…</p>
