@@ -4,7 +4,9 @@
 // with the other side, who downloads the same bytes, and then shares a
 // version of their own (a redacted copy), with the author told each time; a
 // file over the limit is refused at once, with the machine's sentence, and
-// nothing is sent. Real relay, real Chromium; screenshots of the new
+// nothing is sent; the relay never sees a document's bytes, title or name;
+// an upload cut by a kill goes on by itself; a chunk altered on its way
+// fails the download, saying which, and nothing is saved. Real relay, real Chromium; screenshots of the new
 // screens are kept.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -12,6 +14,8 @@ import { readFileSync } from "node:fs";
 import {
   LAPTOP,
   createMediation,
+  filesUnder,
+  foundIn,
   goTo,
   inviteLink,
   joinAndAdmit,
@@ -146,6 +150,17 @@ test("a document added for the mediator only, downloaded, shared as it is and as
   assert.equal(await f.getByRole("button", { name: "Add the document" }).isDisabled(), true);
   assert.equal(uploads(family), before, "nothing of the large file was sent");
 
+  // The relay kept and saw the documents only sealed: no piece of either
+  // file, no title and no file name is on its disk, in its log or in any
+  // frame a page sent.
+  const seen = [
+    ...filesUnder(relay.dataDir),
+    { name: "the relay's log", bytes: Buffer.from(relay.log.join(""), "utf8") },
+    ...[mediator, family, trust].flatMap((p) => p.frames.map((text, i) => ({ name: `${p.name}'s frame ${i}`, bytes: Buffer.from(text, "utf8") }))),
+  ];
+  for (const secret of [statement.subarray(1000, 1032), redacted.subarray(500, 532), "What happened on the ward", "timeline", "names removed"]) {
+    assert.deepEqual(foundIn(seen, Buffer.from(secret)), [], `${secret} is nowhere at the relay`);
+  }
   assert.deepEqual([...mediator.errors, ...family.errors, ...trust.errors], []);
 });
 
@@ -189,4 +204,54 @@ test("an upload cut by the relay's kill -9 goes on by itself once the relay is b
     await slow.stop();
     slow.remove();
   }
+});
+
+test("a chunk altered on its way from the relay: the download is refused, saying which, and nothing is saved", { timeout: 300_000 }, async () => {
+  const mediator = await person(browser, relay, "Ms Okafor", LAPTOP);
+  const solicitor = await person(browser, relay, "Jo Grant");
+  // Between the mediator's page and the relay, once armed: one byte of the
+  // second chunk a download brings is changed.
+  let armed = false;
+  await mediator.context.routeWebSocket(/.*/, (page) => {
+    const server = page.connectToServer();
+    let chunks = 0;
+    server.onMessage((message) => {
+      let text = String(message);
+      const data = /"data":"([^"]+)"/.exec(text);
+      if (armed && data && ++chunks === 2) {
+        const at = data.index + 8 + 100;
+        text = text.slice(0, at) + (text[at] === "A" ? "B" : "A") + text.slice(at + 1);
+      }
+      page.send(text);
+    });
+    page.onMessage((message) => server.send(message));
+  });
+  await createMediation(mediator, relay, "Ms Okafor", [
+    ["The claimant", ["Jo Grant"]],
+    ["The hospital", ["Pat Kerr"]],
+  ]);
+  await joinAndAdmit(mediator, solicitor, await inviteLink(mediator, "Jo Grant"));
+  const report = fileBytes(100_000, 4);
+  await solicitor.page.getByLabel("Choose a file").setInputFiles({ name: "expert-report.pdf", mimeType: "application/pdf", buffer: report });
+  await solicitor.page.getByRole("button", { name: "Add the document" }).click();
+  await solicitor.page.locator(".message.document:not(.sending)", { hasText: "expert-report" }).waitFor();
+
+  await goTo(mediator, "The claimant (private)");
+  const m = mediator.page;
+  const card = m.locator(".message.document", { hasText: "expert-report" });
+  let saved = 0;
+  m.on("download", () => saved++);
+  armed = true;
+  await card.getByRole("button", { name: "Download expert-report" }).click();
+  await card
+    .getByRole("alert")
+    .getByText(/^This document could not be checked and was not saved: chunk 1 of “expert-report” from the relay did not open \(.+\): the download is refused\.$/)
+    .waitFor();
+  await screenshot(m, "document-refused");
+  assert.equal(saved, 0, "nothing was saved");
+
+  // Without the tampering, the same document downloads whole.
+  armed = false;
+  const got = await downloaded(m, card.getByRole("button", { name: "Download expert-report" }));
+  assert.deepEqual(got.bytes, report);
 });
