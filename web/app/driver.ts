@@ -48,6 +48,13 @@ interface TransferView {
   total: number;
 }
 
+/** A transfer ended because the person stopped it: nothing to warn them of. */
+export class Stopped extends Error {
+  constructor() {
+    super("stopped");
+  }
+}
+
 /** How much of a file is read and hashed at a time. */
 const SLICE = 1 << 20;
 
@@ -132,6 +139,8 @@ export class Driver {
   readonly downloading = new Map<number, Downloading>();
   /** The furthest each transfer has got (see `progress`). */
   private readonly furthest = new Map<number, { done: number; total: number }>();
+  /** Transfers the person stopped. */
+  private readonly stopping = new Set<number>();
   /** The file each upload reads from. */
   private readonly files = new Map<number, File>();
 
@@ -230,8 +239,9 @@ export class Driver {
       this.downloading.delete(done.op);
       const waiter = this.waiters.get(done.op);
       this.waiters.delete(done.op);
+      const stopped = this.stopping.delete(done.op);
       if (waiter) {
-        if ("error" in done) waiter.reject(new Error(done.error));
+        if ("error" in done) waiter.reject(stopped ? new Stopped() : new Error(done.error));
         else waiter.resolve(download ? download.parts : done.ok);
       }
       // A download that failed leaves nothing behind.
@@ -368,6 +378,12 @@ export class Driver {
       this.downloading.set(op, { op, session, message, parts: [] });
       return op;
     });
+  }
+
+  /** Stop the transfer `op`: it ends with `Stopped`; a stopped upload is forgotten. */
+  stopTransfer(op: number): void {
+    this.stopping.add(op);
+    this.now((d) => d.cancelTransfer(op));
   }
 
   /**

@@ -164,7 +164,7 @@ test("a document added for the mediator only, downloaded, shared as it is and as
   assert.deepEqual([...mediator.errors, ...family.errors, ...trust.errors], []);
 });
 
-test("an upload cut by the relay's kill -9 goes on by itself once the relay is back, and arrives whole", { timeout: 300_000 }, async () => {
+test("an upload cut by the relay's kill -9 goes on by itself once the relay is back, and arrives whole; a stopped one is gone", { timeout: 300_000 }, async () => {
   // A relay that takes one chunk a second from each device, so that the
   // kill comes in the middle of the upload.
   const slow = await startRelay({ args: ["--upload-bytes-per-sec", "65552"] });
@@ -199,6 +199,15 @@ test("an upload cut by the relay's kill -9 goes on by itself once the relay is b
     const got = await downloaded(mediator.page, atMediator.getByRole("button", { name: "Download notes" }));
     assert.equal(got.name, "notes.pdf");
     assert.deepEqual(got.bytes, notes);
+
+    // An upload stopped by the person is gone: no error, nothing left to finish, nothing posted.
+    await g.getByLabel("Choose a file").setInputFiles({ name: "rota.pdf", mimeType: "application/pdf", buffer: fileBytes(6 * 65536, 5) });
+    await g.getByRole("button", { name: "Add the document" }).click();
+    await g.getByRole("button", { name: "Stop sending rota" }).click();
+    await g.locator(".message.document.sending").waitFor({ state: "detached" });
+    assert.equal(await g.locator(".message.document", { hasText: "rota" }).count(), 0);
+    assert.equal(await g.getByText("did not finish").count(), 0);
+    assert.equal(await g.getByRole("alert").count(), 0);
     assert.deepEqual([...mediator.errors, ...gp.errors].filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED/.test(e)), []);
   } finally {
     await slow.stop();

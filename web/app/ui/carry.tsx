@@ -6,7 +6,7 @@
 // most in a chat tool).
 
 import { useState } from "preact/hooks";
-import type { Driver } from "../driver.ts";
+import { type Driver, Stopped } from "../driver.ts";
 import { type Said, type View, offerSummary, roomName } from "../model.ts";
 import { formatSize } from "../../pkg/caucus_web.js";
 import { Dialog, ErrorLine, useAction } from "./common.tsx";
@@ -44,7 +44,12 @@ export function CarryDialog({ driver, view, event, onClose }: { driver: Driver; 
         const message = (event as { message: string }).message;
         await driver.run((d, now) => d.carryOffer(view.session, message, to, reframe ? offerJson(offer) : "", now));
       } else if (event.type === "document") {
-        await driver.carryDocument(view.session, event.hash, to, reframe ? own : undefined);
+        try {
+          await driver.carryDocument(view.session, event.hash, to, reframe ? own : undefined);
+        } catch (e) {
+          // The mediator stopped sending their version: nothing was shared.
+          if (!(e instanceof Stopped)) throw e;
+        }
       } else if (event.type === "message") {
         await driver.run((d, now) => d.forward(view.session, event.hash, to, reframe ? words : "", now));
       }

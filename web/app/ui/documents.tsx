@@ -7,7 +7,7 @@
 
 import { useState } from "preact/hooks";
 import { checkDocumentSize, formatSize } from "../../pkg/caucus_web.js";
-import type { Driver, Uploading } from "../driver.ts";
+import { type Driver, Stopped, type Uploading } from "../driver.ts";
 import { type DocumentInfo, type RoomView, type View, kindOfFile, titleOf } from "../model.ts";
 import { ErrorLine, download } from "./common.tsx";
 
@@ -32,7 +32,9 @@ function DownloadButton({ driver, view, message, document: d }: { driver: Driver
     setError(undefined);
     driver.download(view.session, message).then(
       (parts) => download(d.name, parts as BlobPart[], d.media_type),
-      (e: unknown) => setError(`This document could not be checked and was not saved: ${e instanceof Error ? e.message : String(e)}`),
+      (e: unknown) => {
+        if (!(e instanceof Stopped)) setError(`This document could not be checked and was not saved: ${e instanceof Error ? e.message : String(e)}`);
+      },
     );
   };
   return (
@@ -42,7 +44,12 @@ function DownloadButton({ driver, view, message, document: d }: { driver: Driver
           Download
         </button>
       ) : (
-        <Progress label={`Downloading ${d.title}`} transfer={progress} words="downloading…" />
+        <>
+          <Progress label={`Downloading ${d.title}`} transfer={progress} words="downloading…" />
+          <button type="button" onClick={() => driver.stopTransfer(op)} aria-label={`Stop downloading ${d.title}`}>
+            Stop
+          </button>
+        </>
       )}
       <ErrorLine error={error} />
     </>
@@ -74,6 +81,9 @@ export function UploadingEntry({ driver, upload }: { driver: Driver; upload: Upl
         {upload.name} · {formatSize(upload.size)}
       </p>
       <Progress label={`Sending ${upload.title}`} transfer={transfer} words={driver.connected ? "sent" : "waiting for the connection:"} />
+      <button type="button" onClick={() => driver.stopTransfer(upload.op)} aria-label={`Stop sending ${upload.title}`}>
+        Stop sending
+      </button>
     </li>
   );
 }
@@ -102,7 +112,9 @@ export function AddDocument({ driver, view, room }: { driver: Driver; view: View
         // has it; the form is free again at once.
         driver
           .addDocument(view.session, room.id, file, title.trim() || titleOf(file.name), party ? mayShare : false)
-          .catch((e: unknown) => setError(`Not sent: ${e instanceof Error ? e.message : String(e)}`));
+          .catch((e: unknown) => {
+            if (!(e instanceof Stopped)) setError(`Not sent: ${e instanceof Error ? e.message : String(e)}`);
+          });
         form.reset();
         setFile(undefined);
         setTitle("");
