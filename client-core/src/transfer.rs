@@ -115,6 +115,21 @@ pub enum DocumentError {
     },
 }
 
+impl DocumentError {
+    /// [`DocumentError::TooLarge`] for a file of `size` bytes over
+    /// [`MAX_DOCUMENT_SIZE`]: the one size rule, for a driver to apply
+    /// before it reads the file at all.
+    pub fn check_size(name: &str, size: u64) -> std::result::Result<(), Self> {
+        if size > MAX_DOCUMENT_SIZE {
+            return Err(Self::TooLarge {
+                name: name.to_owned(),
+                size,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The size limit as people read it ("50 MB").
 fn limit() -> String {
     format!("{} MB", MAX_DOCUMENT_SIZE / (1024 * 1024))
@@ -705,13 +720,7 @@ impl Machine {
     /// (size and hash) saved with the session lends its id and key, so it
     /// resumes.
     fn document_ref(&mut self, session: &SessionId, new: NewDocument) -> Result<DocumentRef> {
-        if new.size > MAX_DOCUMENT_SIZE {
-            return Err(DocumentError::TooLarge {
-                name: new.name,
-                size: new.size,
-            }
-            .into());
-        }
+        DocumentError::check_size(&new.name, new.size)?;
         let saved = self
             .session(session)?
             .meta

@@ -4,7 +4,7 @@
 // sent before they are there; events and outcomes are handed to the page.
 // Every decision is the machine's.
 
-import { Device } from "../pkg/caucus_web.js";
+import { Device, DocumentHasher, checkDocumentSize } from "../pkg/caucus_web.js";
 import { Store, type KeptRecord } from "./store.ts";
 import { type CaucusEvent, isSaid } from "./model.ts";
 
@@ -17,6 +17,60 @@ export interface Sending {
   room: string;
   text: string;
   mayShare: boolean;
+}
+
+/** A document on its way to the relay (its outcome not back yet): shown as *sending* with its progress. */
+export interface Uploading {
+  op: number;
+  session: string;
+  /** The room it is added to or carried to. */
+  room: string;
+  title: string;
+  name: string;
+  size: number;
+  sha256: string;
+}
+
+/** A document coming from the relay: its opened chunks, kept aside until the machine has checked the whole file. */
+export interface Downloading {
+  op: number;
+  session: string;
+  message: string;
+  parts: Uint8Array[];
+}
+
+/** A transfer in progress, as `Device.transfers` gives it. */
+interface TransferView {
+  id: number;
+  session: string;
+  kind: "upload" | "download";
+  done: number;
+  total: number;
+}
+
+/** A transfer ended because the person stopped it: nothing to warn them of. */
+export class Stopped extends Error {
+  constructor() {
+    super("stopped");
+  }
+}
+
+/** How much of a file is read and hashed at a time. */
+const SLICE = 1 << 20;
+
+/**
+ * The form `Device.addDocument` takes for `file`, called `title`. A file
+ * too large is refused first, with the machine's sentence, before any of
+ * it is read; then its SHA-256 is computed by the machine's own hasher, a
+ * slice at a time.
+ */
+export async function documentForm(file: File, title: string): Promise<string> {
+  checkDocumentSize(file.name, file.size);
+  const hasher = new DocumentHasher();
+  for (let start = 0; start < file.size; start += SLICE) {
+    hasher.update(new Uint8Array(await file.slice(start, start + SLICE).arrayBuffer()));
+  }
+  return JSON.stringify({ title, name: file.name, mediaType: file.type, size: file.size, sha256: hasher.finish() });
 }
 
 /** What a session has heard that is not part of its record. */
@@ -79,6 +133,16 @@ export class Driver {
   connected = false;
   /** Messages on their way (their outcome not back yet). */
   readonly sending = new Map<number, Sending>();
+  /** Documents on their way (their outcome not back yet). */
+  readonly uploading = new Map<number, Uploading>();
+  /** Documents being downloaded. */
+  readonly downloading = new Map<number, Downloading>();
+  /** The furthest each transfer has got (see `progress`). */
+  private readonly furthest = new Map<number, { done: number; total: number }>();
+  /** Transfers the person stopped. */
+  private readonly stopping = new Set<number>();
+  /** The file each upload reads from. */
+  private readonly files = new Map<number, File>();
 
   constructor(
     readonly device: Device,
@@ -141,10 +205,15 @@ export class Driver {
         }
         // A frame taken while the socket is closing would be lost: leave it
         // with the machine, which sends again after the reconnect.
-        if (this.ws.readyState !== WebSocket.OPEN) break;
-        const frame = this.device.pollTransmit();
-        if (frame === undefined) break;
-        this.ws.send(frame);
+        if (this.ws.readyState === WebSocket.OPEN) {
+          const frame = this.device.pollTransmit();
+          if (frame !== undefined) {
+            this.ws.send(frame);
+            continue;
+          }
+        }
+        // Handing out a download's chunks makes room for more requests.
+        if (!this.moveBytes()) break;
       }
       this.deliver();
     } finally {
@@ -163,12 +232,20 @@ export class Driver {
     for (let text = this.device.pollDone(); text !== undefined; text = this.device.pollDone()) {
       const done = JSON.parse(text);
       this.sending.delete(done.op);
+      this.uploading.delete(done.op);
+      this.files.delete(done.op);
+      this.furthest.delete(done.op);
+      const download = this.downloading.get(done.op);
+      this.downloading.delete(done.op);
       const waiter = this.waiters.get(done.op);
       this.waiters.delete(done.op);
+      const stopped = this.stopping.delete(done.op);
       if (waiter) {
-        if ("error" in done) waiter.reject(new Error(done.error));
-        else waiter.resolve(done.ok);
+        if ("error" in done) waiter.reject(stopped ? new Stopped() : new Error(done.error));
+        else waiter.resolve(download ? download.parts : done.ok);
       }
+      // A download that failed leaves nothing behind.
+      if (download && "error" in done) for (const part of download.parts) part.fill(0);
     }
     this.recordAll();
     clearTimeout(this.timer);
@@ -222,6 +299,106 @@ export class Driver {
       this.sending.set(op, { op, session, room, text, mayShare });
       return op;
     });
+  }
+
+  /**
+   * The files' bytes the machine asks for (read as they come, each given
+   * back when read), and the opened chunks of downloads, set aside.
+   * Whether a chunk was handed out (which may let the machine ask for more).
+   */
+  private moveBytes(): boolean {
+    for (let text = this.device.pollRead(); text !== undefined; text = this.device.pollRead()) {
+      const { transfer, index, start, end } = JSON.parse(text) as { transfer: number; index: number; start: number; end: number };
+      const file = this.files.get(transfer);
+      if (file === undefined) {
+        this.device.cancelTransfer(transfer);
+        continue;
+      }
+      file
+        .slice(start, end)
+        .arrayBuffer()
+        .then(
+          (bytes) => this.device.provideChunk(transfer, index, new Uint8Array(bytes), Date.now()),
+          // The file can no longer be read (moved, deleted): the upload stops.
+          () => this.device.cancelTransfer(transfer),
+        )
+        .finally(() => this.flush());
+    }
+    let moved = false;
+    for (let chunk = this.device.pollChunk(); chunk !== undefined; chunk = this.device.pollChunk()) {
+      const { transfer, bytes } = chunk as { transfer: number; bytes: Uint8Array };
+      this.downloading.get(transfer)?.parts.push(bytes);
+      moved = true;
+    }
+    return moved;
+  }
+
+  /**
+   * Add `file` to a room as a document called `title`, shown as *sending*
+   * with its progress until the relay has it all and the document is
+   * posted. A file too large is refused before anything is read or sent.
+   */
+  async addDocument(session: string, room: string, file: File, title: string, mayShare: boolean): Promise<unknown> {
+    const form = await documentForm(file, title);
+    return this.run((d, now) => {
+      const op = d.addDocument(session, room, form, mayShare, now);
+      this.upload(op, session, room, file, form);
+      return op;
+    });
+  }
+
+  /**
+   * (Mediator) carry a document to `destination`: as it is, or, with
+   * `own`, as the mediator's own version (`file`, called `title`),
+   * uploaded first.
+   */
+  async carryDocument(session: string, message: string, destination: string, own?: { file: File; title: string }): Promise<unknown> {
+    const form = own ? await documentForm(own.file, own.title) : "";
+    return this.run((d, now) => {
+      const op = d.carryDocument(session, message, destination, form, now);
+      if (own) this.upload(op, session, destination, own.file, form);
+      return op;
+    });
+  }
+
+  private upload(op: number, session: string, room: string, file: File, form: string): void {
+    const { title, name, size, sha256 } = JSON.parse(form) as Uploading;
+    this.files.set(op, file);
+    this.uploading.set(op, { op, session, room, title, name, size, sha256 });
+  }
+
+  /**
+   * Download the document `message` names: its bytes, once every chunk
+   * opened and the whole file is the one the document names; refused,
+   * saying why, otherwise.
+   */
+  download(session: string, message: string): Promise<Uint8Array[]> {
+    return this.run((d, now) => {
+      const op = d.download(session, message, now);
+      this.downloading.set(op, { op, session, message, parts: [] });
+      return op;
+    });
+  }
+
+  /** Stop the transfer `op`: it ends with `Stopped`; a stopped upload is forgotten. */
+  stopTransfer(op: number): void {
+    this.stopping.add(op);
+    this.now((d) => d.cancelTransfer(op));
+  }
+
+  /**
+   * How far the transfer `op` has got, in bytes of its file. While the
+   * connection is down the machine counts nothing as moving; the page keeps
+   * showing the furthest it got, which is where it goes on from.
+   */
+  progress(op: number): { done: number; total: number } | undefined {
+    const now = (JSON.parse(this.device.transfers()) as TransferView[]).find((t) => t.id === op);
+    const furthest = this.furthest.get(op);
+    const done = Math.max(now?.done ?? 0, furthest?.done ?? 0);
+    const total = now?.total ?? furthest?.total;
+    if (total === undefined) return undefined;
+    this.furthest.set(op, { done, total });
+    return { done, total };
   }
 
   private noted(event: CaucusEvent): void {

@@ -32,6 +32,15 @@ export type Whereabouts =
 
 type In = { session: string; room: string };
 
+/** What a person is shown of a document (never its key). */
+export interface DocumentInfo {
+  title: string;
+  name: string;
+  media_type: string;
+  size: number;
+  sha256: string;
+}
+
 /** One event of `caucus_client_core::Event`, tagged by `type`. */
 export type CaucusEvent =
   | (In & { type: "message"; index: number; sender: string; hash: string; sharing: Sharing; text: string })
@@ -42,6 +51,17 @@ export type CaucusEvent =
       from_room: string;
       mode: Mode;
       text: string;
+      author_consented: boolean;
+    })
+  | (In & { type: "document"; index: number; sender: string; hash: string; sharing: Sharing; document: DocumentInfo })
+  | (In & {
+      type: "document_carried";
+      index: number;
+      mediator: string;
+      hash: string;
+      from_room: string;
+      mode: Mode;
+      document: DocumentInfo;
       author_consented: boolean;
     })
   | (In & { type: "shared"; source: string; destination: string; mode: Mode; text: string })
@@ -133,7 +153,16 @@ export interface StatementView {
   session: string;
   closedAt: number;
   erasedAt: number;
-  erased: { envelopes: number; rosters: number; keyBundles: number; invites: number; joinRequests: number; bytes: number };
+  erased: {
+    envelopes: number;
+    rosters: number;
+    keyBundles: number;
+    invites: number;
+    joinRequests: number;
+    documents: number;
+    chunks: number;
+    bytes: number;
+  };
 }
 
 /** `Device.view`: a session as the page shows it. */
@@ -223,6 +252,27 @@ export function offerSummary(o: Offer): string {
   const what = [o.amount?.text, o.terms].filter((x) => x).join("; ");
   const conditions = o.conditions.length > 0 ? ` (conditions: ${o.conditions.join("; ")})` : "";
   return `${o.kind === "counter_offer" ? "Counter-offer" : "Offer"}: ${what}${conditions}`;
+}
+
+/** What kind of file a media type is, in words: "PDF", "Word document", "picture". */
+export function kindOfFile(mediaType: string): string {
+  const t = mediaType.toLowerCase();
+  if (t === "application/pdf") return "PDF";
+  if (t.includes("wordprocessingml") || t === "application/msword" || t.includes("opendocument.text")) return "Word document";
+  if (t.includes("spreadsheetml") || t === "application/vnd.ms-excel" || t.includes("opendocument.spreadsheet") || t === "text/csv") return "spreadsheet";
+  if (t.includes("presentationml") || t.includes("opendocument.presentation")) return "presentation";
+  if (t.startsWith("image/")) return "picture";
+  if (t.startsWith("text/")) return "text";
+  if (t.startsWith("audio/")) return "sound recording";
+  if (t.startsWith("video/")) return "video";
+  if (t === "application/zip") return "zip archive";
+  return "file";
+}
+
+/** A file's name without its extension: a document's title until someone writes another. */
+export function titleOf(fileName: string): string {
+  const dot = fileName.lastIndexOf(".");
+  return dot > 0 ? fileName.slice(0, dot) : fileName;
 }
 
 /** The events said in one room. */

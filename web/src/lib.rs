@@ -17,13 +17,15 @@
 use std::fmt::Display;
 
 use caucus_client_core::{
-    Admission, ClientError, Kept, Machine, Membership, OpId, Outcome, Timestamp,
+    Admission, ClientError, DocumentError, Kept, Machine, Membership, NewDocument, OpId, Outcome,
+    Timestamp, TransferKind,
 };
 use caucus_protocol::agreement::{SignedAgreement, verify_export};
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Sharing, Step};
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::deletion::SignedDeletionStatement;
+use caucus_protocol::document::{Hasher, UNKNOWN_MEDIA_TYPE, format_size};
 use caucus_protocol::identity::{DeviceKeys, Fingerprint};
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::invite::Invite;
@@ -99,6 +101,8 @@ fn statement_json(statement: &SignedDeletionStatement) -> Value {
                 "keyBundles": s.erased.key_bundles,
                 "invites": s.erased.invites,
                 "joinRequests": s.erased.join_requests,
+                "documents": s.erased.documents,
+                "chunks": s.erased.chunks,
                 "bytes": s.erased.bytes,
             },
             "signed": Encoded(statement.clone()),
@@ -218,6 +222,77 @@ fn offer_from(json: &str) -> Result<Offer, JsError> {
     };
     offer.validate().map_err(refused)?;
     Ok(offer)
+}
+
+/// A file to add as a document, as the page's form gives it:
+/// `{ title, name, mediaType, size, sha256 }` (`sha256` from a
+/// [`DocumentHasher`]; an empty `mediaType` when the browser does not know
+/// it).
+fn new_document(json: &str) -> Result<NewDocument, JsError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Form {
+        title: String,
+        name: String,
+        #[serde(default)]
+        media_type: String,
+        size: u64,
+        sha256: String,
+    }
+    let form: Form = serde_json::from_str(json).map_err(refused)?;
+    let hash = caucus_protocol::b64::decode_array(&form.sha256)
+        .map(Digest)
+        .ok_or_else(|| refused("not a SHA-256"))?;
+    let media_type = match form.media_type.trim() {
+        "" => UNKNOWN_MEDIA_TYPE.to_owned(),
+        known => known.to_owned(),
+    };
+    Ok(NewDocument {
+        title: form.title.trim().to_owned(),
+        name: form.name,
+        media_type,
+        size: form.size,
+        hash,
+    })
+}
+
+/// The SHA-256 of a file, fed in slices as the page reads it (so a large
+/// file is never whole in memory): the hash a document names and a
+/// download is checked against, by the same code.
+#[wasm_bindgen]
+#[derive(Default)]
+pub struct DocumentHasher(Hasher);
+
+#[wasm_bindgen]
+impl DocumentHasher {
+    /// An empty hash.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> DocumentHasher {
+        Self(Hasher::new())
+    }
+
+    /// Add the next bytes of the file.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The hash of everything added, in base64url (for `addDocument`).
+    pub fn finish(self) -> String {
+        caucus_protocol::b64::encode(&self.0.finish().0)
+    }
+}
+
+/// Refuse a file too large to be a document (`name`, `size` in bytes),
+/// with the sentence people read, before the page reads any of it.
+#[wasm_bindgen(js_name = checkDocumentSize)]
+pub fn check_document_size(name: &str, size: f64) -> Result<(), JsError> {
+    DocumentError::check_size(name, size.max(0.0) as u64).map_err(refused)
+}
+
+/// A size in bytes as people read it: "512 bytes", "48 KB", "2.4 MB".
+#[wasm_bindgen(js_name = formatSize)]
+pub fn format_size_words(bytes: f64) -> String {
+    format_size(bytes.max(0.0) as u64)
 }
 
 /// What an invite link says before joining: the session, the mediator's
@@ -644,6 +719,188 @@ impl Device {
         self.machine.erase(&session_id(session)?).map_err(refused)
     }
 
+    // ----- documents -----
+
+    /// Add a document to a room (its id), *mediator only* unless
+    /// `may_share`: `document` is the form's JSON (see `new_document`). A
+    /// file over the size limit is refused at once, before anything is
+    /// sent. The file's bytes are asked for with [`Device::poll_read`]; the
+    /// outcome is the document's message. The same file added again after
+    /// a reload resumes its upload.
+    #[wasm_bindgen(js_name = addDocument)]
+    pub fn add_document(
+        &mut self,
+        session: &str,
+        room: &str,
+        document: &str,
+        may_share: bool,
+        now: f64,
+    ) -> Result<f64, JsError> {
+        let session = session_id(session)?;
+        let room = self.machine.room_named(&session, room).map_err(refused)?;
+        let sharing = if may_share {
+            Sharing::MayShare
+        } else {
+            Sharing::MediatorOnly
+        };
+        done(
+            self.machine
+                .add_document(&session, &room, new_document(document)?, sharing, at(now)),
+        )
+    }
+
+    /// As the mediator: carry a document (its message) to another room:
+    /// as it is (`own` empty), or as a document of the mediator's own
+    /// (`own`: the form's JSON of the file standing for it, uploaded
+    /// first). A *mediator only* document needs its author's consent.
+    #[wasm_bindgen(js_name = carryDocument)]
+    pub fn carry_document(
+        &mut self,
+        session: &str,
+        message: &str,
+        destination: &str,
+        own: &str,
+        now: f64,
+    ) -> Result<f64, JsError> {
+        let destination = RoomId::parse(destination).ok_or_else(|| refused("not a room"))?;
+        let own = match own {
+            "" => None,
+            form => Some(new_document(form)?),
+        };
+        done(self.machine.carry_document(
+            &session_id(session)?,
+            &digest(message)?,
+            &destination,
+            own,
+            at(now),
+        ))
+    }
+
+    /// Download a document (its message): its opened chunks come from
+    /// [`Device::poll_chunk`], and the operation ends well only once every
+    /// chunk opened and the whole file's SHA-256 is the one it names;
+    /// otherwise its error says what was wrong. Keep the chunks aside until
+    /// then.
+    pub fn download(&mut self, session: &str, message: &str, now: f64) -> Result<f64, JsError> {
+        done(
+            self.machine
+                .download(&session_id(session)?, &digest(message)?, at(now)),
+        )
+    }
+
+    /// The next bytes of an upload's file the machine wants, as JSON
+    /// `{ transfer, index, start, end }`: give `file[start..end]` to
+    /// [`Device::provide_chunk`].
+    #[wasm_bindgen(js_name = pollRead)]
+    pub fn poll_read(&mut self) -> Option<String> {
+        let r = self.machine.poll_read()?;
+        Some(
+            json!({
+                "transfer": r.transfer.as_u64(),
+                "index": r.index,
+                "start": r.range.start,
+                "end": r.range.end,
+            })
+            .to_string(),
+        )
+    }
+
+    /// The bytes a [`Device::poll_read`] asked for. Bytes no longer wanted
+    /// are passed over; bytes of the wrong length fail the upload (the
+    /// file changed).
+    #[wasm_bindgen(js_name = provideChunk)]
+    pub fn provide_chunk(&mut self, transfer: f64, index: u32, bytes: &[u8], now: f64) {
+        if let Some(id) = self.transfer(transfer) {
+            self.machine.provide_chunk(id, index, bytes, at(now));
+        }
+    }
+
+    /// The next opened chunk of a download:
+    /// `{ transfer, index, offset, bytes: Uint8Array }`, the file's bytes
+    /// at `offset`.
+    #[wasm_bindgen(js_name = pollChunk)]
+    pub fn poll_chunk(&mut self) -> Result<JsValue, JsValue> {
+        let Some(c) = self.machine.poll_chunk() else {
+            return Ok(JsValue::UNDEFINED);
+        };
+        let out = Object::new();
+        set(
+            &out,
+            "transfer",
+            &JsValue::from_f64(c.transfer.as_u64() as f64),
+        )?;
+        set(&out, "index", &JsValue::from(c.index))?;
+        set(&out, "offset", &JsValue::from_f64(c.offset as f64))?;
+        set(&out, "bytes", &Uint8Array::from(c.bytes.as_slice()))?;
+        Ok(out.into())
+    }
+
+    /// The documents this device can see in `session`, in order, as JSON:
+    /// `[{ message, room, index, sender, sharing: "mediator_only"|"may_share"|null,
+    ///     carried: { from, mode }|null, document: { title, name, media_type, size, sha256 } }]`.
+    pub fn documents(&self, session: &str) -> Result<String, JsError> {
+        let documents: Vec<Value> = self
+            .machine
+            .documents(&session_id(session)?)
+            .iter()
+            .map(|d| {
+                json!({
+                    "message": d.message,
+                    "room": d.room,
+                    "index": d.index,
+                    "sender": d.sender,
+                    "sharing": d.sharing,
+                    "carried": d.carried.map(|(from, mode)| json!({"from": from, "mode": mode})),
+                    "document": d.document,
+                })
+            })
+            .collect();
+        Ok(Value::from(documents).to_string())
+    }
+
+    /// Every transfer in progress, as JSON:
+    /// `[{ id, session, kind: "upload"|"download", document, done, total }]`
+    /// (`done` and `total` in bytes of the file).
+    pub fn transfers(&self) -> String {
+        let transfers: Vec<Value> = self
+            .machine
+            .transfers()
+            .iter()
+            .map(|t| {
+                json!({
+                    "id": t.id.as_u64(),
+                    "session": t.session,
+                    "kind": match t.kind {
+                        TransferKind::Upload => "upload",
+                        TransferKind::Download => "download",
+                    },
+                    "document": t.document,
+                    "done": t.done,
+                    "total": t.total,
+                })
+            })
+            .collect();
+        Value::from(transfers).to_string()
+    }
+
+    /// Stop a transfer (its operation id): it ends with an error; a stopped
+    /// upload is forgotten.
+    #[wasm_bindgen(js_name = cancelTransfer)]
+    pub fn cancel_transfer(&mut self, transfer: f64) {
+        if let Some(id) = self.transfer(transfer) {
+            self.machine.cancel_transfer(id);
+        }
+    }
+
+    /// Uploads of `session` begun and not finished (kept with it), as JSON
+    /// `[{ title, name, media_type, size, sha256 }]`: adding the same file
+    /// again finishes one.
+    #[wasm_bindgen(js_name = pendingUploads)]
+    pub fn pending_uploads(&self, session: &str) -> Result<String, JsError> {
+        let pending = self.machine.pending_uploads(&session_id(session)?);
+        serde_json::to_string(&pending).map_err(refused)
+    }
+
     // ----- as a party member -----
 
     /// Let the mediator share one of this member's *mediator only* messages.
@@ -967,5 +1224,16 @@ impl Device {
             self.machine
                 .fetch_deletion_statement(&session_id(session)?, at(now)),
         )
+    }
+}
+
+impl Device {
+    /// The transfer in progress whose operation id JavaScript holds.
+    fn transfer(&self, id: f64) -> Option<OpId> {
+        self.machine
+            .transfers()
+            .into_iter()
+            .map(|t| t.id)
+            .find(|t| t.as_u64() as f64 == id)
     }
 }

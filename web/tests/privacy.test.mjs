@@ -22,11 +22,11 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
-import path from "node:path";
 import {
   LAPTOP,
   createMediation,
+  filesUnder,
+  foundIn,
   goTo,
   inviteLink,
   joinAndAdmit,
@@ -83,41 +83,6 @@ function decodeInvite(webLink) {
   at += 8;
   assert.equal(at, bytes.length, "nothing after expires_at");
   return out;
-}
-
-/**
- * The forms `bytes` would take inside text: hex (both cases), and the part
- * of their base64 and base64url encoding that only they decide, at each of
- * the three alignments they may have in a longer encoded string.
- */
-function textForms(bytes) {
-  const forms = [bytes.toString("hex"), bytes.toString("hex").toUpperCase()];
-  for (const k of [0, 1, 2]) {
-    const padded = Buffer.concat([Buffer.alloc(k), bytes]);
-    const whole = 4 * Math.floor(padded.length / 3);
-    for (const encoding of ["base64", "base64url"]) {
-      forms.push(padded.toString(encoding).slice(k === 0 ? 0 : 4, whole));
-    }
-  }
-  return [...new Set(forms)];
-}
-
-/** Where `bytes` (or any text form of them) occur in `haystacks` ({ name, bytes }): their names. */
-function foundIn(haystacks, bytes) {
-  const forms = textForms(bytes).map((f) => Buffer.from(f, "latin1"));
-  return haystacks
-    .filter((h) => h.bytes.includes(bytes) || forms.some((f) => h.bytes.includes(f)))
-    .map((h) => h.name);
-}
-
-/** Every file under `dir`, recursively, with its bytes. */
-function filesUnder(dir) {
-  return readdirSync(dir, { withFileTypes: true, recursive: true })
-    .filter((e) => e.isFile())
-    .map((e) => {
-      const file = path.join(e.parentPath ?? e.path, e.name);
-      return { name: path.relative(dir, file), bytes: readFileSync(file) };
-    });
 }
 
 /** Everything the relay keeps and says: its data directory, file by file, and its log. */

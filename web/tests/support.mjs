@@ -3,7 +3,7 @@
 // Debian's Chromium driven by Playwright, and the steps people take in the
 // web client, found as people find them: by role, label and text.
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -265,4 +265,39 @@ export function rawDatabase(page, name) {
     }
     return out;
   }, name);
+}
+
+/**
+ * The forms `bytes` would take inside text: hex (both cases), and the part
+ * of their base64 and base64url encoding that only they decide, at each of
+ * the three alignments they may have in a longer encoded string.
+ */
+export function textForms(bytes) {
+  const forms = [bytes.toString("hex"), bytes.toString("hex").toUpperCase()];
+  for (const k of [0, 1, 2]) {
+    const padded = Buffer.concat([Buffer.alloc(k), bytes]);
+    const whole = 4 * Math.floor(padded.length / 3);
+    for (const encoding of ["base64", "base64url"]) {
+      forms.push(padded.toString(encoding).slice(k === 0 ? 0 : 4, whole));
+    }
+  }
+  return [...new Set(forms)];
+}
+
+/** Where `bytes` (or any text form of them) occur in `haystacks` ({ name, bytes }): their names. */
+export function foundIn(haystacks, bytes) {
+  const forms = textForms(bytes).map((f) => Buffer.from(f, "latin1"));
+  return haystacks
+    .filter((h) => h.bytes.includes(bytes) || forms.some((f) => h.bytes.includes(f)))
+    .map((h) => h.name);
+}
+
+/** Every file under `dir`, recursively, with its bytes. */
+export function filesUnder(dir) {
+  return readdirSync(dir, { withFileTypes: true, recursive: true })
+    .filter((e) => e.isFile())
+    .map((e) => {
+      const file = path.join(e.parentPath ?? e.path, e.name);
+      return { name: path.relative(dir, file), bytes: readFileSync(file) };
+    });
 }

@@ -1,17 +1,21 @@
-// The mediator carries a message or an offer to another room: pick the
-// destination, choose the author's words or a reframing, then confirm on a
+// The mediator carries a message, a document or an offer to another room:
+// pick the destination, choose the author's words (the document as it is)
+// or a reframing (a version of the mediator's own), then confirm on a
 // page that names the destination in words. Nothing is sent before that
 // confirmation (a forward to the wrong room by one click is what people fear
 // most in a chat tool).
 
 import { useState } from "preact/hooks";
-import type { Driver } from "../driver.ts";
+import { type Driver, Stopped } from "../driver.ts";
 import { type Said, type View, offerSummary, roomName } from "../model.ts";
+import { formatSize } from "../../pkg/caucus_web.js";
 import { Dialog, ErrorLine, useAction } from "./common.tsx";
+import { ChooseFile } from "./documents.tsx";
 import { OfferFields, type OfferForm, emptyOffer, offerJson } from "./offers.tsx";
 
 export function CarryDialog({ driver, view, event, onClose }: { driver: Driver; view: View; event: Said; onClose: () => void }) {
   const isOffer = event.type === "offer" || event.type === "offer_carried";
+  const isDocument = event.type === "document";
   const destinations = (view.rooms ?? []).filter(
     (r) => r.id !== event.room && (r.kind !== "joint" || r.open) && r.members.includes(view.me.device),
   );
@@ -19,11 +23,19 @@ export function CarryDialog({ driver, view, event, onClose }: { driver: Driver; 
   const [reframe, setReframe] = useState(false);
   const [words, setWords] = useState("");
   const [offer, setOffer] = useState<OfferForm>(() => (isOffer ? fromOffer(event) : emptyOffer()));
+  const [own, setOwn] = useState<{ file: File; title: string }>();
   const [confirming, setConfirming] = useState(false);
   const [run, busy, error] = useAction();
-  const original = event.type === "message" ? event.text : "offer" in event ? offerSummary(event.offer) : "";
+  const original =
+    event.type === "message"
+      ? event.text
+      : event.type === "document"
+        ? `“${event.document.title}” (${event.document.name}, ${formatSize(event.document.size)})`
+        : "offer" in event
+          ? offerSummary(event.offer)
+          : "";
   const where = to ? roomName(view, to) : "";
-  const title = isOffer ? "Carry an offer" : "Share a message";
+  const title = isOffer ? "Carry an offer" : isDocument ? "Share a document" : "Share a message";
 
   const send = () =>
     run(async () => {
@@ -31,11 +43,39 @@ export function CarryDialog({ driver, view, event, onClose }: { driver: Driver; 
       if (isOffer) {
         const message = (event as { message: string }).message;
         await driver.run((d, now) => d.carryOffer(view.session, message, to, reframe ? offerJson(offer) : "", now));
+      } else if (event.type === "document") {
+        try {
+          await driver.carryDocument(view.session, event.hash, to, reframe ? own : undefined);
+        } catch (e) {
+          // The mediator stopped sending their version: nothing was shared.
+          if (!(e instanceof Stopped)) throw e;
+        }
       } else if (event.type === "message") {
         await driver.run((d, now) => d.forward(view.session, event.hash, to, reframe ? words : "", now));
       }
       onClose();
     });
+
+  if (confirming && to !== undefined && isDocument) {
+    return (
+      <Dialog title={`Share this document with ${where}?`} onClose={onClose}>
+        <p>
+          Everyone in <strong>{where}</strong> will be able to read and download {reframe ? "your own version" : "the document as it was added, unchanged"}:
+        </p>
+        <blockquote>{reframe && own ? `“${own.title}” (${own.file.name}, ${formatSize(own.file.size)})` : original}</blockquote>
+        <p>The author will see that you shared it, where, and how.</p>
+        <ErrorLine error={error} />
+        <div class="actions">
+          <button type="button" onClick={() => setConfirming(false)}>
+            Back
+          </button>
+          <button type="button" class="primary" disabled={busy} onClick={send}>
+            Share with {where}
+          </button>
+        </div>
+      </Dialog>
+    );
+  }
 
   if (confirming && to !== undefined) {
     return (
@@ -73,13 +113,16 @@ export function CarryDialog({ driver, view, event, onClose }: { driver: Driver; 
       <fieldset>
         <legend>How</legend>
         <label>
-          <input type="radio" name="mode" checked={!reframe} onChange={() => setReframe(false)} /> {isOffer ? "As it was made" : "Word for word"}
+          <input type="radio" name="mode" checked={!reframe} onChange={() => setReframe(false)} />{" "}
+          {isOffer ? "As it was made" : isDocument ? "Share this document as it is" : "Word for word"}
         </label>
         <label>
-          <input type="radio" name="mode" checked={reframe} onChange={() => setReframe(true)} /> {isOffer ? "Restated by me" : "Reframed in my words"}
+          <input type="radio" name="mode" checked={reframe} onChange={() => setReframe(true)} />{" "}
+          {isOffer ? "Restated by me" : isDocument ? "Share my own version" : "Reframed in my words"}
         </label>
       </fieldset>
-      {reframe && !isOffer && (
+      {reframe && isDocument && <ChooseFile idPrefix="own-version" onChosen={setOwn} />}
+      {reframe && event.type === "message" && (
         <>
           <label for="reframing">Your words</label>
           <textarea id="reframing" rows={3} value={words} onInput={(e) => setWords((e.target as HTMLTextAreaElement).value)} />
@@ -91,7 +134,7 @@ export function CarryDialog({ driver, view, event, onClose }: { driver: Driver; 
         <button type="button" onClick={onClose}>
           Cancel
         </button>
-        <button type="button" class="primary" disabled={to === undefined || (reframe && !isOffer && words.trim() === "")} onClick={() => setConfirming(true)}>
+        <button type="button" class="primary" disabled={to === undefined || (reframe && event.type === "message" && words.trim() === "") || (reframe && isDocument && own === undefined)} onClick={() => setConfirming(true)}>
           Continue
         </button>
       </div>

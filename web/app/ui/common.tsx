@@ -167,9 +167,9 @@ export function QrCode({ text, label }: { text: string; label: string }) {
   );
 }
 
-/** Save `text` as a file the person downloads. */
-export function download(name: string, text: string, type: string): void {
-  const url = URL.createObjectURL(new Blob([text], { type }));
+/** Save `content` (text, or bytes in parts) as a file the person downloads. */
+export function download(name: string, content: string | BlobPart[], type: string): void {
+  const url = URL.createObjectURL(new Blob(typeof content === "string" ? [content] : content, { type }));
   const a = document.createElement("a");
   a.href = url;
   a.download = name;

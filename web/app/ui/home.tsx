@@ -173,8 +173,8 @@ export function Statement({ statement }: { statement: StatementView }) {
       <h2 id="statement-title">The relay's signed statement</h2>
       <p>
         On {new Date(statement.erasedAt * 1000).toLocaleString()} the relay erased everything it held of this mediation:{" "}
-        {e.envelopes} encrypted messages, {e.rosters} membership lists, {e.keyBundles} key bundles, {e.invites} invitations and{" "}
-        {e.joinRequests} join requests ({e.bytes} bytes). The statement is signed by the relay's key {statement.relay.slice(0, 12)}…
+        {e.envelopes} encrypted messages, {e.rosters} membership lists, {e.keyBundles} key bundles, {e.invites} invitations,{" "}
+        {e.joinRequests} join requests and {e.documents} documents in {e.chunks} encrypted pieces ({e.bytes} bytes). The statement is signed by the relay's key {statement.relay.slice(0, 12)}…
         and this device has checked the signature.
       </p>
     </section>

@@ -20,6 +20,7 @@ import {
   capital,
 } from "../model.ts";
 import { ErrorLine, useAction } from "./common.tsx";
+import { AddDocument, DocumentDetails, UploadingEntry } from "./documents.tsx";
 
 export interface RoomProps {
   driver: Driver;
@@ -36,8 +37,9 @@ export function Room({ driver, view, room, events, onCarry, onAnswer }: RoomProp
   const said = inRoom(events, room.id).filter((e) => e.type !== "shared" && e.type !== "consent");
   const sharing = sharingOf(events);
   const sending = [...driver.sending.values()].filter((s) => s.session === view.session && s.room === room.id);
+  const uploading = [...driver.uploading.values()].filter((u) => u.session === view.session && u.room === room.id);
   const end = useRef<HTMLLIElement>(null);
-  useEffect(() => end.current?.scrollIntoView({ block: "nearest" }), [said.length, sending.length]);
+  useEffect(() => end.current?.scrollIntoView({ block: "nearest" }), [said.length, sending.length, uploading.length]);
   const title = roomName(view, room.id);
   return (
     <section class="room" aria-label={title}>
@@ -53,9 +55,19 @@ export function Room({ driver, view, room, events, onCarry, onAnswer }: RoomProp
             <p class="text">{s.text}</p>
           </li>
         ))}
+        {uploading.map((u) => (
+          <UploadingEntry key={`uploading-${u.op}`} driver={driver} upload={u} />
+        ))}
         <li ref={end} class="end" aria-hidden="true" />
       </ol>
-      {canWrite(view, room) ? <Composer driver={driver} view={view} room={room} /> : <p class="hint">{cannotWrite(view, room)}</p>}
+      {canWrite(view, room) ? (
+        <>
+          <Composer driver={driver} view={view} room={room} />
+          <AddDocument driver={driver} view={view} room={room} />
+        </>
+      ) : (
+        <p class="hint">{cannotWrite(view, room)}</p>
+      )}
     </section>
   );
 }
@@ -129,6 +141,34 @@ function Entry(props: {
         </li>
       );
     }
+    case "document": {
+      const mine = e.sender === view.me.device;
+      const inPrivate = roomOf(view, e.room)?.kind === "private";
+      return (
+        <li class={`message document${mine ? " mine" : ""}`}>
+          <p class="meta">
+            {mine ? "You" : nameOf(view, e.sender)} added a document
+            {inPrivate && <span class={`label ${e.sharing}`}>{e.sharing === "may_share" ? "may be shared" : "for the mediator only"}</span>}
+          </p>
+          <DocumentDetails driver={driver} view={view} message={e.hash} document={e.document} />
+          <ShareNotes view={view} sharing={sharing} message={e.hash} mine={mine} document />
+          {mine && !mediator && e.sharing === "mediator_only" && !sharing.consented.has(e.hash) && inPrivate && (
+            <ConsentButton driver={driver} view={view} message={e.hash} />
+          )}
+          {mediator && onCarry && inPrivate && !isMediator(view, e.sender) && <CarryButton event={e} sharing={sharing} onCarry={onCarry} />}
+        </li>
+      );
+    }
+    case "document_carried":
+      return (
+        <li class="message document carried">
+          <p class="meta">
+            {mediator ? `You shared this here from ${roomName(view, e.from_room)}` : `Shared by the mediator from ${sideOf(view, e.from_room)}`} ·{" "}
+            {e.mode === "verbatim" ? "the document as it was added" : "the mediator's own version"}
+          </p>
+          <DocumentDetails driver={driver} view={view} message={e.hash} document={e.document} />
+        </li>
+      );
     case "forwarded":
       return (
         <li class="message carried">
@@ -227,7 +267,8 @@ function systemWords(view: View, event: { kind: string; detail?: unknown }): str
 }
 
 /** Beside a message: where the mediator shared it, and how. */
-function ShareNotes({ view, sharing, message, mine }: { view: View; sharing: ShareRecord; message: string; mine: boolean }) {
+function ShareNotes(props: { view: View; sharing: ShareRecord; message: string; mine: boolean; document?: boolean }) {
+  const { view, sharing, message, mine, document } = props;
   const shares = sharing.shares.get(message) ?? [];
   const consent = sharing.consented.has(message);
   return (
@@ -236,7 +277,13 @@ function ShareNotes({ view, sharing, message, mine }: { view: View; sharing: Sha
       {shares.map((s) => (
         <p class="share" key={`${s.destination}-${s.text}`}>
           Shared with {shareTarget(view, s.destination)}
-          {s.mode === "verbatim" ? ", word for word." : <>, reframed as: “{s.text}”</>}
+          {document
+            ? s.mode === "verbatim"
+              ? ", as it is."
+              : <>, as the mediator's own version: “{s.text}”</>
+            : s.mode === "verbatim"
+              ? ", word for word."
+              : <>, reframed as: “{s.text}”</>}
         </p>
       ))}
     </>
@@ -261,7 +308,7 @@ function ConsentButton({ driver, view, message }: { driver: Driver; view: View; 
   );
 }
 
-function CarryButton({ event, sharing, onCarry }: { event: Extract<Said, { type: "message" }>; sharing: ShareRecord; onCarry: (e: Said) => void }) {
+function CarryButton({ event, sharing, onCarry }: { event: Extract<Said, { type: "message" | "document" }>; sharing: ShareRecord; onCarry: (e: Said) => void }) {
   const blocked = event.sharing === "mediator_only" && !sharing.consented.has(event.hash);
   return (
     <button type="button" aria-disabled={blocked} class={blocked ? "blocked" : undefined} onClick={() => !blocked && onCarry(event)} title={blocked ? undefined : "Share this in another room"}>
