@@ -55,6 +55,10 @@ pub struct Erased {
     pub join_requests: u64,
     /// The session record itself (1).
     pub sessions: u64,
+    /// Document records, complete or not.
+    pub documents: u64,
+    /// Document chunks.
+    pub chunks: u64,
     /// The stored size of all of them, keys and values.
     pub bytes: u64,
 }
@@ -84,6 +88,8 @@ impl Canonical for Erased {
             .u64(self.invites)
             .u64(self.join_requests)
             .u64(self.sessions)
+            .u64(self.documents)
+            .u64(self.chunks)
             .u64(self.bytes);
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -94,6 +100,8 @@ impl Canonical for Erased {
             invites: r.u64()?,
             join_requests: r.u64()?,
             sessions: r.u64()?,
+            documents: r.u64()?,
+            chunks: r.u64()?,
             bytes: r.u64()?,
         })
     }

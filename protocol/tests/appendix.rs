@@ -658,3 +658,58 @@ fn a9_envelopes() {
     }
     s.done();
 }
+
+/// The relay's keys of A.12: seed 0x80.., X25519 secret 0xa0...
+const RELAY: (u8, u8) = (0x80, 0xa0);
+
+#[test]
+fn a12_deletion_statement() {
+    use caucus_protocol::deletion::{DeletionStatement, Erased};
+    use caucus_protocol::wire::Reply;
+    let mut s = Section::new("A.12");
+    let relay = device(RELAY);
+    let statement = DeletionStatement {
+        relay: relay.public().clone(),
+        session: SESSION,
+        mediator: device(MEDIATOR).fingerprint(),
+        closed_at: 1_900_000_000,
+        erased_at: 1_900_000_030,
+        erased: Erased {
+            rosters: 4,
+            key_bundles: 6,
+            envelopes: 12,
+            invites: 2,
+            join_requests: 0,
+            sessions: 1,
+            documents: 2,
+            chunks: 5,
+            bytes: 337_630,
+        },
+    };
+    let body = statement.to_bytes();
+    s.block("DeletionStatement", &body);
+    s.block(
+        "Signing input",
+        &[by_hand::prefix(label::DELETION), body.clone()].concat(),
+    );
+    let signed = statement.sign(&relay).unwrap();
+    let bytes = signed.to_bytes();
+    s.block("SignedDeletionStatement", &bytes);
+    signed
+        .verify_for(
+            &SESSION,
+            &device(MEDIATOR).fingerprint(),
+            &relay.fingerprint(),
+        )
+        .unwrap();
+    let sig = hex::encode(&bytes[bytes.len() - 64..]);
+    s.text(
+        "The signature",
+        &format!("`{}…{}`", &sig[..8], &sig[sig.len() - 6..]),
+    );
+    s.text(
+        "As an ok reply",
+        &serde_json::to_string(&Reply::erased(12, signed)).unwrap(),
+    );
+    s.done();
+}

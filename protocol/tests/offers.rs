@@ -317,6 +317,8 @@ fn statement(relay: &DeviceKeys, session: SessionId, mediator: &DeviceKeys) -> D
             invites: 3,
             join_requests: 0,
             sessions: 1,
+            documents: 2,
+            chunks: 5,
             bytes: 9_000,
         },
     }

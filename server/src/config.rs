@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use caucus_protocol::document::{CHUNK_SIZE, MAX_DOCUMENT_SIZE, TAG_LEN};
 use caucus_protocol::identity::Fingerprint;
 use clap::Parser;
 use serde::Deserialize;
@@ -87,6 +88,25 @@ pub struct Args {
     /// client before it is closed as too slow [default: 20].
     #[arg(long, env = "CAUCUS_WRITE_TIMEOUT_SECS")]
     pub write_timeout_secs: Option<u64>,
+    /// The largest padded size of one document, in bytes, 65536 to
+    /// 52428800 [default: 52428800, 50 MiB].
+    #[arg(long, env = "CAUCUS_MAX_DOCUMENT_BYTES")]
+    pub max_document_bytes: Option<u64>,
+    /// The padded size of all of one session's documents together, in
+    /// bytes [default: 1073741824, 1 GiB].
+    #[arg(long, env = "CAUCUS_SESSION_DOCUMENT_BYTES")]
+    pub session_document_bytes: Option<u64>,
+    /// Uploads one device may have under way (not yet complete) [default: 8].
+    #[arg(long, env = "CAUCUS_MAX_UPLOADS_PER_DEVICE")]
+    pub max_uploads_per_device: Option<usize>,
+    /// Bytes of chunks one device may upload a second, at least 65552;
+    /// faster uploads are slowed down, not refused [default: 16777216].
+    #[arg(long, env = "CAUCUS_UPLOAD_BYTES_PER_SEC")]
+    pub upload_bytes_per_sec: Option<u32>,
+    /// Seconds an upload may stay incomplete before the sweep deletes it
+    /// [default: 86400, a day].
+    #[arg(long, env = "CAUCUS_UPLOAD_TTL_SECS")]
+    pub upload_ttl_secs: Option<u64>,
     /// A file of the fingerprints allowed to create sessions, one per line
     /// (`#` starts a comment) [default: none, anyone may].
     #[arg(long, env = "CAUCUS_MEDIATORS")]
@@ -177,6 +197,16 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Who may create sessions: these fingerprints, or anyone (`None`).
     pub mediators: Option<HashSet<Fingerprint>>,
+    /// The largest padded size of one document.
+    pub max_document_bytes: u64,
+    /// The padded size of one session's documents together.
+    pub session_document_bytes: u64,
+    /// Uploads under way per device.
+    pub max_uploads_per_device: usize,
+    /// Each device's upload budget, in bytes a second.
+    pub upload_bytes_per_sec: u32,
+    /// How long an upload may stay incomplete.
+    pub upload_ttl: Duration,
     /// Sessions one device may hold at once.
     pub max_sessions_per_device: usize,
     /// Invites one session may hold.
@@ -278,6 +308,11 @@ impl Config {
                 Some(path) => Some(read_mediators(&path)?),
                 None => None,
             },
+            max_document_bytes: pick!(max_document_bytes, MAX_DOCUMENT_SIZE),
+            session_document_bytes: pick!(session_document_bytes, 1 << 30),
+            max_uploads_per_device: pick!(max_uploads_per_device, 8),
+            upload_bytes_per_sec: pick!(upload_bytes_per_sec, 16 << 20),
+            upload_ttl: Duration::from_secs(pick!(upload_ttl_secs, 86_400)),
             max_sessions_per_device: pick!(max_sessions_per_device, 64),
             max_invites_per_session: pick!(max_invites_per_session, 256),
             ping: Duration::from_secs(pick!(ping_secs, 20)),
@@ -335,6 +370,26 @@ impl Config {
             (
                 self.write_timeout.is_zero(),
                 "write-timeout-secs must be at least 1",
+            ),
+            (
+                !(CHUNK_SIZE as u64..=MAX_DOCUMENT_SIZE).contains(&self.max_document_bytes),
+                "max-document-bytes must be from 65536 to 52428800",
+            ),
+            (
+                self.session_document_bytes < CHUNK_SIZE as u64,
+                "session-document-bytes must be at least 65536",
+            ),
+            (
+                self.max_uploads_per_device == 0,
+                "max-uploads-per-device must be at least 1",
+            ),
+            (
+                (self.upload_bytes_per_sec as usize) < CHUNK_SIZE + TAG_LEN,
+                "upload-bytes-per-sec must be at least 65552",
+            ),
+            (
+                self.upload_ttl.is_zero(),
+                "upload-ttl-secs must be at least 1",
             ),
             (
                 self.max_sessions_per_device == 0,
@@ -433,5 +488,33 @@ mod tests {
         );
         let https = Args::try_parse_from(["caucus-server", "--public-url", "https://a.example"]);
         assert!(Config::from_args(https.unwrap()).is_err());
+    }
+
+    #[test]
+    fn the_document_settings_have_their_defaults_and_allowed_ranges() {
+        let config = parse(&[]);
+        assert_eq!(config.max_document_bytes, 52_428_800);
+        assert_eq!(config.session_document_bytes, 1 << 30);
+        assert_eq!(config.max_uploads_per_device, 8);
+        assert_eq!(config.upload_bytes_per_sec, 16 << 20);
+        assert_eq!(config.upload_ttl, Duration::from_secs(86_400));
+        for flags in [
+            ["--max-document-bytes", "65535"],
+            ["--max-document-bytes", "52428801"],
+            ["--session-document-bytes", "65535"],
+            ["--max-uploads-per-device", "0"],
+            ["--upload-bytes-per-sec", "65551"],
+            ["--upload-ttl-secs", "0"],
+        ] {
+            let args = Args::try_parse_from(std::iter::once("caucus-server").chain(flags));
+            assert!(Config::from_args(args.unwrap()).is_err(), "{flags:?}");
+        }
+        let edge = parse(&[
+            "--max-document-bytes",
+            "65536",
+            "--upload-bytes-per-sec",
+            "65552",
+        ]);
+        assert_eq!(edge.max_document_bytes, 65536);
     }
 }

@@ -56,6 +56,10 @@ enum Outcome {
     Later,
     /// Write this catch-up, then the `ok` reply (a `subscribe`).
     Catchup(Catchup),
+    /// Done: reply `ok` now, with the chunks held (an `upload`).
+    Uploading(u64),
+    /// Done: reply `ok` now, with a chunk (a `download`).
+    Chunk(Vec<u8>),
 }
 
 /// Envelopes read from the store per page of a catch-up.
@@ -286,7 +290,7 @@ pub(crate) async fn serve<S>(
                 match message {
                     Some(Ok(Message::Text(text))) => {
                         if ticket.take() {
-                            let catchup = Box::pin(conn.handle(text.as_str())).await;
+                            let catchup = Box::pin(conn.handle(text.as_str(), &ticket)).await;
                             if !ticket.authenticated()
                                 && let Some(identity) = &conn.identity
                             {
@@ -387,7 +391,7 @@ impl Conn {
     /// Handle one text frame; exactly one reply is queued for it (for
     /// `post`, once the envelope is durable), except for `subscribe`, whose
     /// catch-up and reply are returned for the caller to write.
-    async fn handle(&mut self, text: &str) -> Option<(Catchup, u64)> {
+    async fn handle(&mut self, text: &str, ticket: &Ticket) -> Option<(Catchup, u64)> {
         Metrics::add(&self.hub.metrics.bytes_in, text.len() as u64);
         let request = match parse_request(text) {
             Ok(r) => r,
@@ -399,8 +403,10 @@ impl Conn {
         };
         let id = request.id;
         let kind = request.body.kind();
-        let reply = match self.dispatch(id, request.body).await {
+        let reply = match self.dispatch(id, request.body, ticket).await {
             Ok(Outcome::Done) => Reply::ok(id),
+            Ok(Outcome::Uploading(chunks)) => Reply::uploading(id, chunks),
+            Ok(Outcome::Chunk(data)) => Reply::chunk(id, data),
             Ok(Outcome::Statement(statement)) => Reply::erased(id, *statement),
             Ok(Outcome::Later) => return None,
             Ok(Outcome::Catchup(c)) => return Some((c, id)),
@@ -414,7 +420,12 @@ impl Conn {
         None
     }
 
-    async fn dispatch(&mut self, id: u64, body: RequestBody) -> Result<Outcome, Refusal> {
+    async fn dispatch(
+        &mut self,
+        id: u64,
+        body: RequestBody,
+        ticket: &Ticket,
+    ) -> Result<Outcome, Refusal> {
         let ok = Ok(Outcome::Done);
         if let RequestBody::Auth {
             identity,
@@ -520,14 +531,35 @@ impl Conn {
             RequestBody::DeletionStatement { session } => Ok(Outcome::Statement(Box::new(
                 hub.deletion_statement(&me, session)?,
             ))),
-            // Documents are not stored yet: refused as a relay of version 1.0
-            // refuses them, by type.
-            RequestBody::Upload { .. }
-            | RequestBody::Chunk { .. }
-            | RequestBody::Download { .. } => Err(Refusal::new(
-                ErrorCode::UnknownType,
-                "this relay does not store documents",
+            RequestBody::Upload {
+                session,
+                file,
+                size,
+            } => Ok(Outcome::Uploading(
+                hub.upload(&me, session, file, size).await?,
             )),
+            RequestBody::Chunk {
+                session,
+                file,
+                index,
+                data,
+            } => {
+                // Checked, then the device's upload budget waited for (this
+                // connection reads nothing meanwhile), then checked again
+                // and accepted: answered by the committer once durable.
+                hub.check_chunk(&me, session, file, index, data.0.len())?;
+                let delay = ticket.upload_delay(data.0.len());
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                hub.chunk(&me, session, file, index, data.0, id, &self.outbox)?;
+                Ok(Outcome::Later)
+            }
+            RequestBody::Download {
+                session,
+                file,
+                index,
+            } => Ok(Outcome::Chunk(hub.download(&me, session, file, index)?)),
         }
     }
 }

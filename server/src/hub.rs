@@ -13,10 +13,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::deletion::{DeletionStatement, Erased, SignedDeletionStatement};
+use caucus_protocol::document::Layout;
 use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
 use caucus_protocol::history::RosterOutcome;
 use caucus_protocol::identity::{Fingerprint, PublicIdentity};
-use caucus_protocol::ids::{InviteId, RoomId, SessionId};
+use caucus_protocol::ids::{FileId, InviteId, RoomId, SessionId};
 use caucus_protocol::invite::{AdmissionToken, JoinRequest};
 use caucus_protocol::keys::SignedKeyBundle;
 use caucus_protocol::relay::{PostCheck, RelayRules};
@@ -30,7 +31,8 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::relay_key::RelayIdentity;
 use crate::store::{
-    self, Commit, InviteRecord, Kind, Location, PresenceRecord, SessionRecord, Store, StoreError,
+    self, Commit, DocumentRecord, InviteRecord, Kind, Location, PresenceRecord, SessionRecord,
+    Store, StoreError,
 };
 
 /// A refusal: a wire code and a message for the client.
@@ -114,6 +116,34 @@ struct Follower {
     joins: HashMap<InviteId, Vec<u8>>,
 }
 
+/// A document of a session, in memory (13.5.14-13.5.16).
+struct Document {
+    uploader: Fingerprint,
+    layout: Layout,
+    begun_at: u64,
+    /// The chunks accepted, those still being stored included: the next
+    /// chunk's index.
+    accepted: u32,
+    /// The chunks stored durably, which downloads may read.
+    held: u32,
+}
+
+impl Document {
+    fn record(&self, chunks: u32) -> DocumentRecord {
+        DocumentRecord {
+            uploader: self.uploader,
+            size: self.layout.padded(),
+            chunks,
+            begun_at: self.begun_at,
+        }
+    }
+
+    /// Every chunk accepted: nothing more may be uploaded.
+    fn complete(&self) -> bool {
+        self.accepted >= self.layout.chunks()
+    }
+}
+
 /// One session in memory.
 struct SessionState {
     /// Serializes this session's requests that check the store and then
@@ -136,6 +166,8 @@ struct SessionState {
     /// Where each mediator (lead or co-mediator) said they are.
     locations: BTreeMap<Fingerprint, Location>,
     statuses: BTreeMap<Fingerprint, PartyStatus>,
+    /// The session's documents, complete or not.
+    documents: HashMap<FileId, Document>,
 }
 
 impl SessionState {
@@ -286,11 +318,26 @@ pub(crate) struct Hub {
     /// The relay's own identity, which signs deletion statements, and the
     /// URLs a login may name.
     pub(crate) relay: RelayIdentity,
+    /// Per device, its uploads not yet complete, in every session: counted
+    /// against `max_uploads_per_device`. Changed only under the lock of the
+    /// document's session.
+    uploads: Mutex<HashMap<Fingerprint, usize>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock is a bug; keep serving the others.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Count one fewer for `device` in `counts`, forgetting it at zero.
+fn release(counts: &Mutex<HashMap<Fingerprint, usize>>, device: &Fingerprint) {
+    let mut counts = lock(counts);
+    if let Some(count) = counts.get_mut(device) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(device);
+        }
+    }
 }
 
 fn now() -> u64 {
@@ -301,6 +348,74 @@ fn now() -> u64 {
 
 fn forbidden(msg: &str) -> Refusal {
     Refusal::new(ErrorCode::Forbidden, msg)
+}
+
+/// `chunk`'s checks, steps 1 to 6 (13.5.15), in order: the document the
+/// chunk is the next of.
+fn chunk_checks<'a>(
+    s: &'a mut SessionState,
+    caller: &Fingerprint,
+    file: &FileId,
+    index: u64,
+    len: usize,
+) -> Result<&'a mut Document> {
+    s.open()?;
+    let d = s
+        .documents
+        .get_mut(file)
+        .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such upload"))?;
+    if d.uploader != *caller {
+        return Err(forbidden(
+            "only the device that began the upload adds to it",
+        ));
+    }
+    if d.complete() {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            "the document is complete",
+        ));
+    }
+    if index != u64::from(d.accepted) {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!("expected chunk {}", d.accepted),
+        ));
+    }
+    if d.layout.chunk_len(d.accepted) != Some(len) {
+        return Err(Refusal::new(
+            ErrorCode::Invalid,
+            "a chunk of the wrong length",
+        ));
+    }
+    Ok(d)
+}
+
+/// A stored document record, in memory.
+fn decode_document(bytes: &[u8]) -> std::result::Result<Document, StoreError> {
+    let record: DocumentRecord =
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let layout = Layout::of_padded(record.size)
+        .ok_or_else(|| StoreError::Corrupt("a document's size".into()))?;
+    Ok(Document {
+        uploader: record.uploader,
+        layout,
+        begun_at: record.begun_at,
+        accepted: record.chunks,
+        held: record.chunks,
+    })
+}
+
+/// A size limit for a person, rounded down: `50 MB`, `12.5 MB`, `195 KB`
+/// (of 2^20 and 2^10 bytes).
+fn size_limit(bytes: u64) -> String {
+    if bytes < 1 << 20 {
+        return format!("{} KB", bytes >> 10);
+    }
+    let tenths = bytes * 10 >> 20;
+    match tenths % 10 {
+        0 => format!("{} MB", tenths / 10),
+        tenth => format!("{}.{tenth} MB", tenths / 10),
+    }
 }
 
 /// A session id claimed by a `create_session` under way; the claim ends
@@ -355,7 +470,15 @@ impl Hub {
                 *held.entry(record.mediator).or_default() += 1;
             }
         }
+        let mut uploads: HashMap<Fingerprint, usize> = HashMap::new();
+        for (_, document) in store.scan(&[Kind::Document as u8])? {
+            let document = decode_document(&document)?;
+            if !document.complete() {
+                *uploads.entry(document.uploader).or_default() += 1;
+            }
+        }
         Ok(Self {
+            uploads: Mutex::new(uploads),
             store,
             relay,
             creating: Mutex::new(HashSet::new()),
@@ -396,13 +519,7 @@ impl Hub {
 
     /// Give back a place in `device`'s session quota.
     fn release_place(&self, device: &Fingerprint) {
-        let mut held = lock(&self.held);
-        if let Some(count) = held.get_mut(device) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                held.remove(device);
-            }
-        }
+        release(&self.held, device);
     }
 
     /// The session's state, loaded from the store on first use.
@@ -449,6 +566,15 @@ impl Hub {
         }
         let presence: Option<PresenceRecord> =
             self.store.get_json(&store::key(Kind::Presence, id, &[]))?;
+        let mut documents = HashMap::new();
+        for (key, bytes) in self.store.scan(&store::key(Kind::Document, id, &[]))? {
+            let file = key
+                .get(17..)
+                .and_then(|f| f.try_into().ok())
+                .map(FileId)
+                .ok_or_else(|| Refusal::from(StoreError::Corrupt("document key".into())))?;
+            documents.insert(file, decode_document(&bytes)?);
+        }
         let next_bundle = self
             .store
             .last_key(&store::key(Kind::Bundle, id, &[]))?
@@ -466,6 +592,7 @@ impl Hub {
             waiting: HashMap::new(),
             locations: BTreeMap::new(),
             statuses: BTreeMap::new(),
+            documents,
         }));
         if let Some(presence) = presence {
             let mut s = lock(&state);
@@ -1252,6 +1379,8 @@ impl Hub {
                 Kind::Log => Some(&mut erased.envelopes),
                 Kind::Invite => Some(&mut erased.invites),
                 Kind::Waiting => Some(&mut erased.join_requests),
+                Kind::Document => Some(&mut erased.documents),
+                Kind::Chunk => Some(&mut erased.chunks),
                 // Counted in `bytes` only: the statement has no line for it.
                 Kind::Presence => None,
                 Kind::Deleted => continue,
@@ -1277,10 +1406,15 @@ impl Hub {
         );
         self.store.commit(batch).await?;
         self.release_place(&record.mediator);
-        if lock(&self.sessions).remove(session).is_some() {
+        let forgotten = lock(&self.sessions).remove(session);
+        if let Some(state) = forgotten {
             Metrics::sub(&self.metrics.sessions, 1);
+            // Its uploads under way went with it.
+            for d in lock(&state).documents.values().filter(|d| !d.complete()) {
+                release(&self.uploads, &d.uploader);
+            }
         }
-        tracing::info!(session = %session, envelopes = erased.envelopes, bytes = erased.bytes, "session data erased");
+        tracing::info!(session = %session, envelopes = erased.envelopes, documents = erased.documents, bytes = erased.bytes, "session data erased");
         Ok(statement)
     }
 
@@ -1350,6 +1484,7 @@ impl Hub {
                 tracing::warn!(session = %id, error = %why, "erase failed");
             }
         }
+        self.sweep_uploads().await?;
         let keep = self.config.statement_retention.as_secs();
         let mut batch = store::Batch::default();
         let mut expired = 0;
@@ -1366,6 +1501,269 @@ impl Hub {
             self.store.commit(batch).await?;
         }
         Ok(())
+    }
+
+    /// Delete every upload not complete `upload_ttl_secs` after it began,
+    /// its record and chunks in one write (13.5.15).
+    async fn sweep_uploads(&self) -> Result<()> {
+        let ttl = self.config.upload_ttl.as_secs();
+        let due = |d: &Document, now: u64| !d.complete() && d.begun_at.saturating_add(ttl) <= now;
+        let mut sessions = HashSet::new();
+        for (key, bytes) in self.store.scan(&[Kind::Document as u8])? {
+            if due(&decode_document(&bytes)?, now()) {
+                let id = key
+                    .get(1..17)
+                    .and_then(|b| b.try_into().ok())
+                    .map(SessionId);
+                sessions.extend(id);
+            }
+        }
+        for id in sessions {
+            // An erased session's documents went with it.
+            let Ok(state) = self.session(&id) else {
+                continue;
+            };
+            // Removed from memory and queued under the session's lock, so
+            // that chunks accepted before are stored (and deleted) first and
+            // none is accepted after.
+            let (stored, deleted) = {
+                let mut s = lock(&state);
+                let now = now();
+                let expired: Vec<FileId> = s
+                    .documents
+                    .iter()
+                    .filter(|(_, d)| due(d, now))
+                    .map(|(file, _)| *file)
+                    .collect();
+                let mut batch = store::Batch::default();
+                for file in &expired {
+                    if let Some(d) = s.documents.remove(file) {
+                        batch.remove(store::document_key(&id, file));
+                        for index in 0..d.accepted {
+                            batch.remove(store::chunk_key(&id, file, index));
+                        }
+                        release(&self.uploads, &d.uploader);
+                    }
+                }
+                (self.store.queue(batch)?, expired.len())
+            };
+            stored.await?;
+            tracing::info!(session = %id, uploads = deleted, "abandoned uploads deleted");
+        }
+        Ok(())
+    }
+
+    /// `upload`: begin uploading a document, or (the same uploader and
+    /// size again) learn how many of its chunks the relay holds (13.5.14).
+    pub(crate) async fn upload(
+        &self,
+        caller: &Fingerprint,
+        session: SessionId,
+        file: FileId,
+        size: u64,
+    ) -> Result<u64> {
+        let state = self.session(&session)?;
+        let begun = {
+            let mut guard = lock(&state);
+            let s = &mut *guard;
+            s.open()?;
+            if s.role_of(caller).is_none() {
+                return Err(forbidden("not a member of this session"));
+            }
+            let layout = Layout::of_padded(size)
+                .ok_or_else(|| Refusal::new(ErrorCode::Invalid, "not a padded document size"))?;
+            let max = self.config.max_document_bytes;
+            if size > max {
+                return Err(Refusal::new(
+                    ErrorCode::TooLarge,
+                    format!("documents at this relay are at most {}", size_limit(max)),
+                ));
+            }
+            match s.documents.get(&file) {
+                Some(d) if d.uploader == *caller && d.layout == layout => None,
+                Some(_) => {
+                    return Err(Refusal::new(
+                        ErrorCode::Conflict,
+                        "that document id is taken",
+                    ));
+                }
+                None => Some(self.begin_upload(s, caller, session, file, layout)?),
+            }
+        };
+        match begun {
+            Some(stored) => {
+                if let Err(e) = stored.await {
+                    let mut s = lock(&state);
+                    if s.documents.remove(&file).is_some() {
+                        release(&self.uploads, caller);
+                    }
+                    return Err(e.into());
+                }
+                Ok(0)
+            }
+            None => {
+                // The chunks accepted before this, once they are stored.
+                self.store.commit(store::Batch::default()).await?;
+                Ok(lock(&state)
+                    .documents
+                    .get(&file)
+                    .map_or(0, |d| u64::from(d.held)))
+            }
+        }
+    }
+
+    /// `upload`'s quotas (steps 6 and 7), then its record: in memory now,
+    /// and queued for the store under the session's lock.
+    fn begin_upload(
+        &self,
+        s: &mut SessionState,
+        caller: &Fingerprint,
+        session: SessionId,
+        file: FileId,
+        layout: Layout,
+    ) -> Result<impl Future<Output = std::result::Result<(), StoreError>> + use<>> {
+        let taken: u64 = s.documents.values().map(|d| d.layout.padded()).sum();
+        if taken.saturating_add(layout.padded()) > self.config.session_document_bytes {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                "this session has no room for more documents",
+            ));
+        }
+        let mut uploads = lock(&self.uploads);
+        let count = uploads.entry(*caller).or_default();
+        let max = self.config.max_uploads_per_device;
+        if *count >= max {
+            return Err(Refusal::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "quota: a device has at most {max} uploads under way on this relay; finish one"
+                ),
+            ));
+        }
+        let document = Document {
+            uploader: *caller,
+            layout,
+            begun_at: now(),
+            accepted: 0,
+            held: 0,
+        };
+        let mut batch = store::Batch::default();
+        batch.insert(
+            store::document_key(&session, &file),
+            record_json(&document.record(0))?,
+        );
+        let stored = self.store.queue(batch)?;
+        *count += 1;
+        s.documents.insert(file, document);
+        Ok(stored)
+    }
+
+    /// `chunk`'s checks, steps 1 to 6 (13.5.15), made before the caller's
+    /// upload budget is waited for, and again after.
+    pub(crate) fn check_chunk(
+        &self,
+        caller: &Fingerprint,
+        session: SessionId,
+        file: FileId,
+        index: u64,
+        len: usize,
+    ) -> Result<()> {
+        let state = self.session(&session)?;
+        let mut s = lock(&state);
+        chunk_checks(&mut s, caller, &file, index, len).map(drop)
+    }
+
+    /// `chunk`: accept the next chunk of an upload and queue it with the
+    /// document's new count; once both are durable the reply to `request`
+    /// is queued on `outbox`. Synchronous, and replied to by the committer
+    /// in commit order, as `post` is: a connection may send chunks without
+    /// waiting, and their replies come in order.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn chunk(
+        &self,
+        caller: &Fingerprint,
+        session: SessionId,
+        file: FileId,
+        index: u64,
+        data: Vec<u8>,
+        request: u64,
+        outbox: &Arc<Outbox>,
+    ) -> Result<()> {
+        let state = self.session(&session)?;
+        let mut guard = lock(&state);
+        let d = chunk_checks(&mut guard, caller, &file, index, data.len())?;
+        let at = d.accepted;
+        let mut batch = store::Batch::default();
+        batch.insert(store::chunk_key(&session, &file, at), data);
+        batch.insert(
+            store::document_key(&session, &file),
+            record_json(&d.record(at + 1))?,
+        );
+        let stored = state.clone();
+        let reply_to = outbox.clone();
+        let metrics = self.metrics.clone();
+        self.store.submit(Commit {
+            batch,
+            then: Box::new(move |result| {
+                let reply = match result {
+                    Ok(()) => {
+                        // Unless the sweep took the upload meanwhile.
+                        if let Some(d) = lock(&stored)
+                            .documents
+                            .get_mut(&file)
+                            .filter(|d| d.accepted > at)
+                        {
+                            d.held = d.held.max(at + 1);
+                        }
+                        Reply::ok(request)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "commit failed");
+                        metrics.reject(ErrorCode::Internal);
+                        Reply::error(Some(request), ErrorCode::Internal, "store failure")
+                    }
+                };
+                reply_to.send(&reply);
+            }),
+        })?;
+        d.accepted = at + 1;
+        if d.complete() {
+            release(&self.uploads, caller);
+        }
+        Ok(())
+    }
+
+    /// `download`: one chunk of a complete document, for any member of the
+    /// session (13.5.16).
+    pub(crate) fn download(
+        &self,
+        caller: &Fingerprint,
+        session: SessionId,
+        file: FileId,
+        index: u64,
+    ) -> Result<Vec<u8>> {
+        let state = self.session(&session)?;
+        // Read under the session's lock, so that no erasure comes between
+        // the checks and the read.
+        let s = lock(&state);
+        s.open()?;
+        if s.role_of(caller).is_none() {
+            return Err(forbidden("not a member of this session"));
+        }
+        let d = s
+            .documents
+            .get(&file)
+            .filter(|d| d.held >= d.layout.chunks())
+            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such document"))?;
+        let index = u32::try_from(index)
+            .ok()
+            .filter(|i| *i < d.layout.chunks())
+            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such chunk"))?;
+        let chunk = self
+            .store
+            .get(&store::chunk_key(&session, &file, index))?
+            .ok_or_else(|| StoreError::Corrupt("a chunk of a complete document".into()))?;
+        Ok(chunk.to_vec())
     }
 
     /// A connection went away: stop following and waiting, tell the others.

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use caucus_protocol::identity::Fingerprint;
 use tokio::time::Instant;
@@ -54,6 +55,18 @@ impl Bucket {
         }
     }
 
+    /// Take `amount` tokens, into debt if there are not enough: how long
+    /// until the debt is paid off (zero if there was none).
+    fn spend(&mut self, amount: f64, now: Instant) -> Duration {
+        self.refill(now);
+        self.tokens -= amount;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+
     /// Whether it has refilled completely, so that forgetting it gives
     /// nothing away.
     fn full(&mut self, now: Instant) -> bool {
@@ -84,10 +97,12 @@ struct Peer {
     bucket: Bucket,
 }
 
-/// One device's connections and bucket.
+/// One device's connections and buckets: its requests, and its upload
+/// budget in bytes.
 struct Device {
     connections: usize,
     bucket: Bucket,
+    upload: Bucket,
 }
 
 /// Entries with no connection are kept until their bucket is full again
@@ -133,6 +148,7 @@ pub(crate) enum Refused {
 pub(crate) struct Limits {
     rate: (u32, u32),
     ip_rate: (u32, u32),
+    upload_rate: u32,
     max_connections: usize,
     max_handshakes: usize,
     peers: Mutex<Table<Origin, Peer>>,
@@ -149,6 +165,7 @@ impl Limits {
         Arc::new(Self {
             rate: (config.rate_per_sec, config.rate_burst),
             ip_rate: (config.ip_rate_per_sec, config.ip_rate_burst),
+            upload_rate: config.upload_bytes_per_sec,
             max_connections: config.max_connections_per_ip,
             max_handshakes: config.max_handshakes_per_ip,
             peers: Mutex::new(Table::new()),
@@ -222,6 +239,23 @@ impl Ticket {
             .is_none_or(|p| p.bucket.take(now))
     }
 
+    /// Take `bytes` of a chunk from the device's upload budget
+    /// (`upload_bytes_per_sec`, holding one second's worth): how long the
+    /// connection must wait before the chunk is accepted. Uploads faster
+    /// than the budget are slowed down, never refused; the device's
+    /// connections share it, each waiting its turn.
+    pub(crate) fn upload_delay(&self, bytes: usize) -> Duration {
+        let Some(device) = &self.device else {
+            return Duration::ZERO;
+        };
+        #[allow(clippy::cast_precision_loss)] // a chunk: at most 65552 bytes
+        let bytes = bytes as f64;
+        lock(&self.limits.devices)
+            .entries
+            .get_mut(device)
+            .map_or(Duration::ZERO, |d| d.upload.spend(bytes, Instant::now()))
+    }
+
     /// Whether the connection has authenticated.
     pub(crate) fn authenticated(&self) -> bool {
         self.device.is_some()
@@ -237,14 +271,17 @@ impl Ticket {
         self.end_handshake();
         let now = Instant::now();
         let mut devices = lock(&self.limits.devices);
-        devices.sweep(|d| d.connections == 0 && d.bucket.full(now));
+        devices.sweep(|d| d.connections == 0 && d.bucket.full(now) && d.upload.full(now));
         let (rate, burst) = self.limits.rate;
+        let upload = self.limits.upload_rate;
         devices
             .entries
             .entry(device)
             .or_insert_with(|| Device {
                 connections: 0,
                 bucket: Bucket::new(rate, burst),
+                // One second's worth at most.
+                upload: Bucket::new(upload, upload),
             })
             .connections += 1;
         self.device = Some(device);

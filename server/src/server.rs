@@ -266,16 +266,20 @@ impl AcceptBackoff {
     }
 }
 
-/// Erase closed sessions whose retention has passed, until shutdown: every
-/// 30 seconds, or every retention period if that is shorter (at least 1 s).
-/// The first sweep runs at start.
+/// Erase closed sessions whose retention has passed, and delete abandoned
+/// uploads, until shutdown: every 30 seconds, or every retention period or
+/// upload lifetime if that is shorter (at least 1 s). The first sweep runs
+/// at start.
 async fn sweep(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     // With no retention, closing erases at once and the sweep only mops up
     // after a crash between the two, so every 30 seconds is plenty.
-    let period = match hub.config.retention {
-        r if r.is_zero() => Duration::from_secs(30),
-        r => r.clamp(Duration::from_secs(1), Duration::from_secs(30)),
-    };
+    let period = [hub.config.retention, hub.config.upload_ttl]
+        .into_iter()
+        .filter(|d| !d.is_zero())
+        .min()
+        .map_or(Duration::from_secs(30), |d| {
+            d.clamp(Duration::from_secs(1), Duration::from_secs(30))
+        });
     let mut every = tokio::time::interval(period);
     loop {
         tokio::select! {

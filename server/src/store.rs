@@ -18,6 +18,8 @@
 //! | `I` session invite | invite record (JSON): token hash, expiry, state |
 //! | `W` session invite | a waiting join request, canonical bytes |
 //! | `P` session | presence (JSON): the party members' statuses and the mediators' locations |
+//! | `F` session file | document record (JSON): uploader, padded size, chunks held, when begun |
+//! | `C` session file index(u32 BE) | a document's chunk, as uploaded |
 //! | `D` session | after erasure: the signed deletion statement, canonical bytes |
 //!
 //! Only ciphertext and the metadata of `docs/security.md` §2 are stored.
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use caucus_protocol::crypto::Digest;
 use caucus_protocol::identity::Fingerprint;
-use caucus_protocol::ids::{RoomId, SessionId};
+use caucus_protocol::ids::{FileId, RoomId, SessionId};
 use caucus_protocol::wire::PartyStatus;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -66,6 +68,8 @@ pub(crate) enum Kind {
     Invite = b'I' as isize,
     Waiting = b'W' as isize,
     Presence = b'P' as isize,
+    Document = b'F' as isize,
+    Chunk = b'C' as isize,
     Deleted = b'D' as isize,
 }
 
@@ -83,6 +87,16 @@ pub(crate) fn key(kind: Kind, session: &SessionId, parts: &[&[u8]]) -> Vec<u8> {
 /// The key of an envelope in a room's log.
 pub(crate) fn log_key(session: &SessionId, room: &RoomId, index: u64) -> Vec<u8> {
     key(Kind::Log, session, &[&room.0, &index.to_be_bytes()])
+}
+
+/// The key of a document's record.
+pub(crate) fn document_key(session: &SessionId, file: &FileId) -> Vec<u8> {
+    key(Kind::Document, session, &[&file.0])
+}
+
+/// The key of a document's chunk.
+pub(crate) fn chunk_key(session: &SessionId, file: &FileId, index: u32) -> Vec<u8> {
+    key(Kind::Chunk, session, &[&file.0, &index.to_be_bytes()])
 }
 
 /// The `u64` that ends a key (a log index, a roster version, a bundle number).
@@ -106,6 +120,20 @@ pub(crate) struct InviteRecord {
     pub(crate) expires_at: u64,
     /// The joiner who knocked with it, once one has.
     pub(crate) joiner: Option<Fingerprint>,
+}
+
+/// What the relay keeps about a document (protocol.md 13.4): never its
+/// name, type, title or key, which it never sees.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DocumentRecord {
+    /// The device that began the upload.
+    pub(crate) uploader: Fingerprint,
+    /// Its padded size.
+    pub(crate) size: u64,
+    /// How many of its chunks are stored, from the first.
+    pub(crate) chunks: u32,
+    /// When the upload began, in seconds since the Unix epoch.
+    pub(crate) begun_at: u64,
 }
 
 /// Where a mediator said they are: the room, and whether the parties may
@@ -239,6 +267,16 @@ impl Store {
 
     /// Apply `batch` durably and wait for it.
     pub(crate) async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        self.queue(batch)?.await
+    }
+
+    /// Queue `batch` now, in order with every commit queued before it, and
+    /// wait for it to be durable later (when the queue must be kept in
+    /// order under a lock that the wait may not hold).
+    pub(crate) fn queue(
+        &self,
+        batch: Batch,
+    ) -> Result<impl Future<Output = Result<(), StoreError>> + use<>, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.submit(Commit {
             batch,
@@ -246,9 +284,11 @@ impl Store {
                 let _ = tx.send(r);
             }),
         })?;
-        rx.await
-            .map_err(|_| StoreError::Closed)?
-            .map_err(StoreError::Corrupt)
+        Ok(async move {
+            rx.await
+                .map_err(|_| StoreError::Closed)?
+                .map_err(StoreError::Corrupt)
+        })
     }
 
     /// One value.
@@ -313,6 +353,8 @@ impl Store {
             Kind::Invite,
             Kind::Waiting,
             Kind::Presence,
+            Kind::Document,
+            Kind::Chunk,
         ] {
             for item in self.tree.scan_prefix(key(kind, session, &[])) {
                 let (k, v) = item?;

@@ -571,6 +571,8 @@ fn main() {
             invites: 3,
             join_requests: 0,
             sessions: 1,
+            documents: 2,
+            chunks: 5,
             bytes: 12_345,
         },
     }

@@ -203,7 +203,7 @@ pub(crate) fn statement(s: &DeletionStatement) -> (String, Value) {
     let e = &s.erased;
     (
         format!(
-            "the relay ({}) erased session {} on {} (closed on {}): {} envelopes, {} rosters, {} key bundles, {} invites, {} join requests, {} bytes",
+            "the relay ({}) erased session {} on {} (closed on {}): {} envelopes, {} rosters, {} key bundles, {} invites, {} join requests, {} documents ({} chunks), {} bytes",
             s.relay.fingerprint(),
             s.session,
             date(s.erased_at),
@@ -213,13 +213,15 @@ pub(crate) fn statement(s: &DeletionStatement) -> (String, Value) {
             e.key_bundles,
             e.invites,
             e.join_requests,
+            e.documents,
+            e.chunks,
             e.bytes
         ),
         json!({"relay": s.relay.fingerprint(), "session": s.session, "mediator": s.mediator,
                "closed_at": s.closed_at, "erased_at": s.erased_at,
                "erased": {"envelopes": e.envelopes, "rosters": e.rosters, "key_bundles": e.key_bundles,
                           "invites": e.invites, "join_requests": e.join_requests, "sessions": e.sessions,
-                          "bytes": e.bytes}}),
+                          "documents": e.documents, "chunks": e.chunks, "bytes": e.bytes}}),
     )
 }
 
