@@ -89,6 +89,7 @@ impl Machine {
                     cursors: Default::default(),
                     invites: Vec::new(),
                     membership: Membership::Knocking { link: link.clone() },
+                    uploads: Vec::new(),
                 },
             )
         });
@@ -123,7 +124,7 @@ impl Machine {
 
     /// Whether this device may post in `room` now, as the roster says (the
     /// relay would refuse otherwise; this says why in words).
-    fn may_post(&self, session: &SessionId, room: &RoomId) -> Result<()> {
+    pub(crate) fn may_post(&self, session: &SessionId, room: &RoomId) -> Result<()> {
         let roster = self.roster_of(session)?;
         let me = self.fingerprint();
         let room = roster.room(room).ok_or(ClientError::Usage(
@@ -431,6 +432,7 @@ impl Machine {
             cursors: Default::default(),
             invites: Vec::new(),
             membership: Membership::Ready,
+            uploads: Vec::new(),
         };
         self.sessions.insert(session, SessionState::new(view, meta));
         let stages = std::iter::once(Stage::Request(RequestBody::CreateSession {
@@ -915,6 +917,21 @@ impl Machine {
         make: impl FnOnce(&Opened, Option<&Opened>) -> Result<(Content, ShareReceipt)>,
     ) -> Result<OpId> {
         self.now = now;
+        let stages = self.carry_stages(session, message, destination, make)?;
+        Ok(self.caller(*session, stages, Outcome::Done))
+    }
+
+    /// The stages of carrying `message` to `destination` as `make` builds
+    /// it (checked as a mediator may, with its author's consent looked up):
+    /// the carried copy, whose message is the outcome, then the receipt in
+    /// the source room.
+    pub(crate) fn carry_stages(
+        &self,
+        session: &SessionId,
+        message: &Digest,
+        destination: &RoomId,
+        make: impl FnOnce(&Opened, Option<&Opened>) -> Result<(Content, ShareReceipt)>,
+    ) -> Result<Vec<Stage>> {
         let carrier = self
             .roster_of(session)?
             .member(&self.fingerprint())
@@ -935,18 +952,14 @@ impl Machine {
             .find(|c| c.consents_to(source));
         let source_room = source.header.room;
         let (content, receipt) = make(source, consent)?;
-        Ok(self.caller(
-            *session,
-            [
-                Self::post_stage(*destination, content),
-                Stage::Post {
-                    room: source_room,
-                    content: Content::ShareReceipt(receipt),
-                    report: false,
-                },
-            ],
-            Outcome::Done,
-        ))
+        Ok(vec![
+            Self::post_stage(*destination, content),
+            Stage::Post {
+                room: source_room,
+                content: Content::ShareReceipt(receipt),
+                report: false,
+            },
+        ])
     }
 
     /// Close the session for everyone: the roster moves to the closed

@@ -83,6 +83,13 @@ pub enum ClientError {
         /// The names of the signatories who have not signed yet.
         signatories: Vec<String>,
     },
+    /// A document was refused: too large to send, or a download that is
+    /// not the document described.
+    #[error(transparent)]
+    Document(#[from] crate::transfer::DocumentError),
+    /// The transfer was cancelled.
+    #[error("cancelled")]
+    Cancelled,
     /// Nothing came in time.
     #[error("timed out waiting for the relay")]
     Timeout,

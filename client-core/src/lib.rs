@@ -20,7 +20,12 @@
 //!    changes are unsaved, so a sealed message is on disk before it leaves;
 //! 3. send every frame from [`Machine::poll_transmit`];
 //! 4. show every [`Event`] from [`Machine::poll_event`], and hand each
-//!    finished operation from [`Machine::poll_done`] to whoever asked.
+//!    finished operation from [`Machine::poll_done`] to whoever asked;
+//! 5. for documents: read the file's bytes each [`ReadRequest`] from
+//!    [`Machine::poll_read`] names and give them to
+//!    [`Machine::provide_chunk`]; write each [`DownloadedChunk`] from
+//!    [`Machine::poll_chunk`] aside (it is the document only once its
+//!    operation ends well); then go round again (both make frames to send).
 //!
 //! Every input takes the time, as a [`Timestamp`].
 //!
@@ -68,6 +73,7 @@ mod machine;
 mod offers;
 mod ops;
 pub mod state;
+mod transfer;
 
 pub use commands::Admission;
 pub use error::ClientError;
@@ -76,3 +82,7 @@ pub use machine::{KEY_WAIT_MS, Knock, Link, Machine, REPLY_TIMEOUT_MS, Timestamp
 pub use offers::{Direction, OfferEntry};
 pub use ops::{OpId, Outcome, Sent};
 pub use state::{Changes, InviteEntry, Kept, Membership, SessionChanges};
+pub use transfer::{
+    DocumentEntry, DocumentError, DocumentReader, DownloadedChunk, NewDocument, ReadRequest,
+    TransferInfo, TransferKind, WINDOW,
+};

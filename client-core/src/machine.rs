@@ -106,10 +106,10 @@ pub struct Knock {
     pub name: String,
 }
 
-struct Queued {
+pub(crate) struct Queued {
     id: u64,
     body: RequestBody,
-    op: OpId,
+    pub(crate) op: OpId,
     deadline: Timestamp,
 }
 
@@ -122,8 +122,8 @@ impl Queued {
     }
 }
 
-struct InFlight {
-    op: OpId,
+pub(crate) struct InFlight {
+    pub(crate) op: OpId,
     deadline: Timestamp,
 }
 
@@ -137,17 +137,18 @@ pub struct Machine {
     /// Why the latest challenge was not answered.
     refused: Option<caucus_protocol::Error>,
     link: Link,
+    pub(crate) transfers: BTreeMap<OpId, crate::transfer::Transfer>,
     pub(crate) sessions: BTreeMap<SessionId, SessionState>,
     pending: BTreeMap<SessionId, PendingRoster>,
     knocks: BTreeMap<SessionId, Vec<Knock>>,
-    ops: BTreeMap<OpId, Op>,
+    pub(crate) ops: BTreeMap<OpId, Op>,
     next_op: u64,
     next_request: u64,
-    queue: VecDeque<Queued>,
-    in_flight: BTreeMap<u64, InFlight>,
+    pub(crate) queue: VecDeque<Queued>,
+    pub(crate) in_flight: BTreeMap<u64, InFlight>,
     auth: Option<String>,
     events: VecDeque<Event>,
-    done: VecDeque<(OpId, Result<Outcome>)>,
+    pub(crate) done: VecDeque<(OpId, Result<Outcome>)>,
     kept: Vec<(SessionId, Kept, Vec<u8>)>,
     erased: Vec<SessionId>,
     pub(crate) now: Timestamp,
@@ -163,6 +164,7 @@ impl Machine {
             shown: None,
             refused: None,
             link: Link::Offline,
+            transfers: BTreeMap::new(),
             sessions: BTreeMap::new(),
             pending: BTreeMap::new(),
             knocks: BTreeMap::new(),
@@ -236,6 +238,7 @@ impl Machine {
         self.link = Link::Offline;
         self.auth = None;
         let lost: Vec<InFlight> = std::mem::take(&mut self.in_flight).into_values().collect();
+        self.pause_transfers();
         for f in lost {
             let Some(op) = self.ops.get_mut(&f.op) else {
                 continue;
@@ -566,6 +569,13 @@ impl Machine {
 
     // ----- operations -----
 
+    /// A fresh operation id.
+    pub(crate) fn new_op_id(&mut self) -> OpId {
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        id
+    }
+
     pub(crate) fn start_op(
         &mut self,
         session: SessionId,
@@ -573,8 +583,7 @@ impl Machine {
         stages: impl IntoIterator<Item = Stage>,
         outcome: Outcome,
     ) -> OpId {
-        let id = OpId(self.next_op);
-        self.next_op += 1;
+        let id = self.new_op_id();
         self.ops
             .insert(id, Op::new(session, origin, stages, outcome));
         self.progress();
@@ -778,6 +787,11 @@ impl Machine {
 
     /// Queue a request for operation `op`.
     fn request(&mut self, op: OpId, body: RequestBody, awaiting: Awaiting) -> Started {
+        Started::Waiting(self.queue_request(op, body), awaiting)
+    }
+
+    /// Queue a request for operation `op`; its id.
+    pub(crate) fn queue_request(&mut self, op: OpId, body: RequestBody) -> u64 {
         let id = self.next_request;
         self.next_request += 1;
         self.queue.push_back(Queued {
@@ -786,7 +800,7 @@ impl Machine {
             op,
             deadline: self.now.plus_millis(REPLY_TIMEOUT_MS),
         });
-        Started::Waiting(id, awaiting)
+        id
     }
 
     /// End an operation: to its caller through [`Machine::poll_done`], or as
@@ -842,8 +856,10 @@ impl Machine {
         }
     }
 
-    fn fail(&mut self, id: OpId, e: ClientError) {
-        self.finish(id, Err(e));
+    pub(crate) fn fail(&mut self, id: OpId, e: ClientError) {
+        if let Err(e) = self.fail_transfer(id, e) {
+            self.finish(id, Err(e));
+        }
     }
 
     // ----- what the relay says -----
@@ -860,6 +876,10 @@ impl Machine {
         let Some((rid, f)) = id.and_then(|id| Some((id, self.in_flight.remove(&id)?))) else {
             return;
         };
+        if self.is_transfer(&f.op) {
+            self.on_transfer_reply(f.op, rid, reply);
+            return;
+        }
         let Some(op) = self.ops.get_mut(&f.op) else {
             return;
         };
@@ -899,6 +919,7 @@ impl Machine {
                 for session in self.live_sessions() {
                     self.start_op(session, Origin::Resume, [Stage::Subscribe], Outcome::Done);
                 }
+                self.resume_transfers();
             }
             Reply::Error { message, .. } => {
                 let waiting: Vec<OpId> = self.queue.iter().map(|q| q.op).collect();
@@ -1714,6 +1735,7 @@ impl Machine {
     }
 
     pub(crate) fn forget(&mut self, session: &SessionId) -> bool {
+        self.drop_transfers(session);
         self.knocks.remove(session);
         self.pending.remove(session);
         let had = self.sessions.remove(session).is_some();
@@ -1854,6 +1876,9 @@ fn consent_rules(
                 && matches!(
                     source.content,
                     Content::Text {
+                        sharing: caucus_protocol::content::Sharing::MediatorOnly,
+                        ..
+                    } | Content::Document {
                         sharing: caucus_protocol::content::Sharing::MediatorOnly,
                         ..
                     }

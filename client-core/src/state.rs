@@ -134,6 +134,10 @@ pub(crate) struct Meta {
     pub(crate) invites: Vec<InviteEntry>,
     /// Where this device stands.
     pub(crate) membership: Membership,
+    /// Documents being uploaded: their ids and keys, so that an upload
+    /// resumes after a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) uploads: Vec<crate::transfer::SavedUpload>,
 }
 
 /// What is kept of a session after it is erased.

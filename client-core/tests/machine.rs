@@ -5,15 +5,18 @@
 mod support;
 
 use caucus_client_core::{
-    Admission, ClientError, Event, Link, Machine, Membership, Outcome, REPLY_TIMEOUT_MS, Warning,
+    Admission, ClientError, DocumentError, Event, Link, Machine, Membership, NewDocument, OpId,
+    Outcome, REPLY_TIMEOUT_MS, TransferKind, Warning,
 };
-use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
+use caucus_protocol::content::{Content, ForwardMode, ShareReceipt, Sharing, Step, SystemEvent};
+use caucus_protocol::crypto::Digest;
+use caucus_protocol::document::Hasher;
 use caucus_protocol::identity::DeviceKeys;
-use caucus_protocol::ids::{PartyId, SessionId};
+use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::offer::{Amount, Offer, OfferKind};
 use caucus_protocol::roster::{Phase, RoomKind};
 use caucus_protocol::wire::PartyStatus;
-use support::World;
+use support::{Hostile, World};
 
 /// A mediator's session with these parties; returns (mediator, session,
 /// parties).
@@ -1052,4 +1055,589 @@ fn a_counter_offer_answers_a_carried_offer_and_one_recorded_by_the_mediator_says
     let flags: Vec<bool> = log.iter().map(|e| e.recorded_by_mediator).collect();
     assert_eq!(flags, [false, true]);
     assert_eq!(log[1].offer, for_trust);
+}
+
+// ----- documents -----
+
+/// A file of `len` bytes that differ from place to place.
+fn file_of(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn new_document(title: &str, bytes: &[u8]) -> NewDocument {
+    NewDocument {
+        title: title.into(),
+        name: format!("{}.pdf", title.to_lowercase().replace(' ', "-")),
+        media_type: "application/pdf".into(),
+        size: bytes.len() as u64,
+        hash: Hasher::digest(bytes),
+    }
+}
+
+/// Device `d` adds `bytes` to `room` (the driver reads them as asked); the
+/// operation, not yet run.
+fn add(
+    w: &mut World,
+    d: usize,
+    session: SessionId,
+    room: RoomId,
+    title: &str,
+    bytes: &[u8],
+    sharing: Sharing,
+) -> OpId {
+    let now = w.now;
+    let op = w
+        .m(d)
+        .add_document(&session, &room, new_document(title, bytes), sharing, now)
+        .unwrap();
+    w.devices[d].files.insert(op, bytes.to_vec());
+    op
+}
+
+/// Device `d` downloads the document of `message`, run to the end: its
+/// outcome and the bytes the driver wrote.
+fn download(
+    w: &mut World,
+    d: usize,
+    session: SessionId,
+    message: Digest,
+) -> (Result<Outcome, ClientError>, Vec<u8>) {
+    let now = w.now;
+    let op = w.m(d).download(&session, &message, now).unwrap();
+    let outcome = w.outcome(d, op);
+    let bytes = w.devices[d].downloads.remove(&op).unwrap_or_default();
+    (outcome, bytes)
+}
+
+fn sent(outcome: Result<Outcome, ClientError>) -> caucus_client_core::Sent {
+    match outcome {
+        Ok(Outcome::Sent(sent)) => sent,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_document_goes_up_in_chunks_and_comes_down_checked_and_whole() {
+    let mut w = World::new();
+    let (med, claimant, _trust, session, _) = mediation(&mut w);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    // Three chunks, the last a short one.
+    let report = file_of(2 * 65536 + 1000, 1);
+    let op = add(
+        &mut w,
+        claimant,
+        session,
+        room,
+        "Expert report",
+        &report,
+        Sharing::MayShare,
+    );
+    let progress = w.m(claimant).transfers();
+    assert_eq!(progress.len(), 1);
+    assert_eq!(
+        (progress[0].kind, progress[0].done, progress[0].total),
+        (TransferKind::Upload, 0, report.len() as u64)
+    );
+    let posted = sent(w.outcome(claimant, op));
+    assert!(w.m(claimant).transfers().is_empty());
+    assert!(w.m(claimant).pending_uploads(&session).is_empty());
+
+    // The mediator sees what it is, not yet its bytes.
+    let seen: Vec<_> = w
+        .events(med)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Document {
+                hash,
+                document,
+                sharing,
+                ..
+            } => Some((hash, document.title, document.size, sharing)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [(
+            posted.message,
+            "Expert report".to_owned(),
+            report.len() as u64,
+            Sharing::MayShare
+        )]
+    );
+    let listed = w.m(med).documents(&session);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].message,
+            listed[0].room,
+            listed[0].document.name.as_str()
+        ),
+        (posted.message, room, "expert-report.pdf")
+    );
+
+    let (outcome, bytes) = download(&mut w, med, session, posted.message);
+    assert!(matches!(outcome, Ok(Outcome::Done)), "{outcome:?}");
+    assert_eq!(bytes, report);
+    // Each chunk was sent once, and fetched once.
+    assert_eq!((w.relay.chunks_stored, w.relay.chunks_served), (3, 3));
+}
+
+#[test]
+fn a_file_over_the_limit_is_refused_in_words_before_anything_is_sent() {
+    let mut w = World::new();
+    let (_med, claimant, _trust, session, _) = mediation(&mut w);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let before = w.relay.requests.len();
+    let now = w.now;
+    let big = NewDocument {
+        title: "Accounts".into(),
+        name: "report.pdf".into(),
+        media_type: "application/pdf".into(),
+        size: 63_200_000,
+        hash: Hasher::digest(b"not read"),
+    };
+    let refused = w
+        .m(claimant)
+        .add_document(&session, &room, big, Sharing::MediatorOnly, now);
+    let Err(e) = refused else {
+        panic!("{refused:?}")
+    };
+    assert!(matches!(
+        e,
+        ClientError::Document(DocumentError::TooLarge { .. })
+    ));
+    assert_eq!(
+        e.to_string(),
+        "report.pdf is 63.2 MB; documents can be at most 50 MB"
+    );
+    w.run();
+    assert_eq!(w.relay.requests.len(), before, "nothing was sent");
+    assert!(!w.m(claimant).has_changes());
+    assert!(w.m(claimant).pending_uploads(&session).is_empty());
+}
+
+#[test]
+fn an_upload_cut_off_midway_goes_on_from_the_chunks_the_relay_holds() {
+    let mut w = World::new();
+    let (med, claimant, _trust, session, _) = mediation(&mut w);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let bytes = file_of(6 * 65536 + 5, 2);
+    w.relay.deaf_after_chunks = Some(w.relay.chunks_stored + 2);
+    let op = add(
+        &mut w,
+        claimant,
+        session,
+        room,
+        "Position statement",
+        &bytes,
+        Sharing::MediatorOnly,
+    );
+    w.run();
+    assert_eq!(w.relay.chunks_stored, 2);
+    let held = w.m(claimant).transfers()[0].done;
+    assert_eq!(held, 2 * 65536);
+
+    w.disconnect(claimant);
+    w.relay.deaf = false;
+    w.relay.deaf_after_chunks = None;
+    w.connect(claimant);
+    let posted = sent(w.outcome(claimant, op));
+    // Nothing sent twice: the relay's count told where to go on.
+    assert_eq!(w.relay.chunks_stored, 7);
+    let (outcome, got) = download(&mut w, med, session, posted.message);
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(got, bytes);
+}
+
+#[test]
+fn an_upload_interrupted_by_a_restart_resumes_when_the_same_file_is_added_again() {
+    let mut w = World::new();
+    let (med, claimant, _trust, session, _) = mediation(&mut w);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let bytes = file_of(5 * 65536, 3);
+    w.relay.deaf_after_chunks = Some(w.relay.chunks_stored + 3);
+    add(
+        &mut w,
+        claimant,
+        session,
+        room,
+        "Draft heads of terms",
+        &bytes,
+        Sharing::MayShare,
+    );
+    w.run();
+    w.crash(claimant);
+    w.relay.deaf = false;
+    w.relay.deaf_after_chunks = None;
+    w.connect(claimant);
+    // The saved upload is there, and nothing of it goes by itself.
+    let pending = w.m(claimant).pending_uploads(&session);
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].title, "Draft heads of terms");
+
+    let op = add(
+        &mut w,
+        claimant,
+        session,
+        room,
+        "Draft heads of terms",
+        &bytes,
+        Sharing::MayShare,
+    );
+    let posted = sent(w.outcome(claimant, op));
+    // The same document id, its missing chunks sealed again byte for byte.
+    assert_eq!(w.relay.chunks_stored, 5);
+    assert!(w.m(claimant).pending_uploads(&session).is_empty());
+    let (outcome, got) = download(&mut w, med, session, posted.message);
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(got, bytes);
+}
+
+#[test]
+fn a_download_cut_off_midway_goes_on_from_the_next_chunk_not_yet_handed_out() {
+    let mut w = World::new();
+    let (med, claimant, _trust, session, _) = mediation(&mut w);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let bytes = file_of(7 * 65536 + 77, 4);
+    let op = add(
+        &mut w,
+        claimant,
+        session,
+        room,
+        "Accounts",
+        &bytes,
+        Sharing::MayShare,
+    );
+    let posted = sent(w.outcome(claimant, op));
+
+    w.relay.deaf_after_chunks = Some(w.relay.chunks_stored + w.relay.chunks_served + 3);
+    let now = w.now;
+    let op = w.m(med).download(&session, &posted.message, now).unwrap();
+    w.run();
+    assert_eq!(w.relay.chunks_served, 3);
+    let done = w.m(med).transfers()[0].done;
+    assert_eq!(done, 3 * 65536);
+    w.disconnect(med);
+    w.relay.deaf = false;
+    w.relay.deaf_after_chunks = None;
+    w.connect(med);
+    let outcome = w.outcome(med, op);
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(w.devices[med].downloads[&op], bytes);
+    assert_eq!(
+        w.relay.chunks_served, 8,
+        "the first three were not fetched again"
+    );
+
+    // The chunks kept as they came open again from the cache, checked the
+    // same way.
+    let cache = w.devices[med].cache[&op].clone();
+    let mut reader = w.m(med).document_reader(&session, &posted.message).unwrap();
+    let mut again = Vec::new();
+    for (i, sealed) in cache.iter().enumerate() {
+        again.extend_from_slice(&reader.open(i as u32, sealed).unwrap());
+    }
+    reader.finish().unwrap();
+    assert_eq!(again, bytes);
+}
+
+#[test]
+fn a_relay_that_swaps_cuts_drops_substitutes_or_repeats_chunks_is_caught_and_nothing_is_accepted() {
+    let mut w = World::new();
+    let (med, claimant, _trust, session, _) = mediation(&mut w);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let bytes = file_of(3 * 65536 + 9, 5);
+    let op = add(
+        &mut w,
+        claimant,
+        session,
+        room,
+        "Report",
+        &bytes,
+        Sharing::MayShare,
+    );
+    let posted = sent(w.outcome(claimant, op));
+    let other = file_of(3 * 65536 + 9, 6);
+    let op = add(
+        &mut w,
+        claimant,
+        session,
+        room,
+        "Other",
+        &other,
+        Sharing::MayShare,
+    );
+    let other_posted = sent(w.outcome(claimant, op));
+    let Some(Content::Document {
+        document: other_ref,
+        ..
+    }) = w
+        .m(claimant)
+        .message(&session, &other_posted.message)
+        .map(|m| m.content)
+    else {
+        panic!()
+    };
+
+    for hostile in [
+        Hostile::Swap,
+        Hostile::Truncate,
+        Hostile::Drop,
+        Hostile::Substitute(other_ref.file),
+        Hostile::Repeat,
+    ] {
+        w.relay.hostile = Some(hostile);
+        let (outcome, _) = download(&mut w, med, session, posted.message);
+        let Err(ClientError::Document(e)) = &outcome else {
+            panic!("{hostile:?}: {outcome:?}")
+        };
+        match (hostile, e) {
+            (Hostile::Drop, DocumentError::Missing { index: 0, .. })
+            | (
+                Hostile::Swap | Hostile::Truncate | Hostile::Substitute(_),
+                DocumentError::Chunk { index: 0, .. },
+            )
+            | (Hostile::Repeat, DocumentError::Chunk { index: 1, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(e.to_string().contains("Report"), "{e}");
+        assert!(w.m(med).transfers().is_empty());
+    }
+}
+
+#[test]
+fn a_document_whose_bytes_are_not_the_ones_described_is_refused() {
+    let mut w = World::new();
+    let (med, claimant, _trust, session, _) = mediation(&mut w);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let bytes = file_of(70_000, 7);
+    // The sender's driver names one file and sends another of its size.
+    let now = w.now;
+    let mut described = new_document("Settlement draft", &bytes);
+    described.hash = Hasher::digest(&file_of(70_000, 8));
+    let op = w
+        .m(claimant)
+        .add_document(&session, &room, described, Sharing::MayShare, now)
+        .unwrap();
+    w.devices[claimant].files.insert(op, bytes);
+    let posted = sent(w.outcome(claimant, op));
+    let (outcome, _) = download(&mut w, med, session, posted.message);
+    let Err(e) = outcome else { panic!() };
+    assert!(matches!(
+        e,
+        ClientError::Document(DocumentError::HashDiffers { .. })
+    ));
+    assert_eq!(
+        e.to_string(),
+        "“Settlement draft” is not the document described: its SHA-256 differs; it is refused"
+    );
+}
+
+#[test]
+fn the_mediator_carries_a_document_verbatim_or_as_their_own_copy_with_receipts() {
+    let mut w = World::new();
+    let (med, claimant, trust, session, parties) = mediation(&mut w);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let trust_room = w.m(med).party_room(&session, &parties[1]).unwrap();
+    let bytes = file_of(100_000, 9);
+    let op = add(
+        &mut w,
+        claimant,
+        session,
+        room,
+        "Valuation",
+        &bytes,
+        Sharing::MayShare,
+    );
+    let posted = sent(w.outcome(claimant, op));
+    w.run();
+    w.events(claimant);
+    let stored = w.relay.chunks_stored;
+
+    // Verbatim: the same file, nothing uploaded again.
+    let carried = sent(w.ask(med, |m, now| {
+        m.carry_document(&session, &posted.message, &trust_room, None, now)
+    }));
+    assert_eq!(w.relay.chunks_stored, stored);
+    let (outcome, got) = download(&mut w, trust, session, carried.message);
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(got, bytes);
+
+    // The mediator's own copy: uploaded, then carried.
+    let redacted = file_of(50_000, 10);
+    let now = w.now;
+    let op = w
+        .m(med)
+        .carry_document(
+            &session,
+            &posted.message,
+            &trust_room,
+            Some(new_document("Valuation redacted", &redacted)),
+            now,
+        )
+        .unwrap();
+    w.devices[med].files.insert(op, redacted.clone());
+    let own = sent(w.outcome(med, op));
+    let (outcome, got) = download(&mut w, trust, session, own.message);
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(got, redacted);
+    let arrived: Vec<_> = w
+        .events(trust)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::DocumentCarried { mode, document, .. } => Some((mode, document.title)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        arrived,
+        [
+            (ForwardMode::Verbatim, "Valuation".to_owned()),
+            (ForwardMode::Reframed, "Valuation redacted".to_owned())
+        ]
+    );
+    let listed = w.m(trust).documents(&session);
+    assert_eq!(
+        listed
+            .iter()
+            .map(|d| d.carried.map(|c| c.1))
+            .collect::<Vec<_>>(),
+        [Some(ForwardMode::Verbatim), Some(ForwardMode::Reframed)]
+    );
+
+    // The author sees both receipts, each naming the document carried.
+    let receipts: Vec<_> = w
+        .events(claimant)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Shared {
+                source, mode, text, ..
+            } => Some((source, mode, text)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(receipts.len(), 2);
+    assert!(
+        receipts
+            .iter()
+            .all(|(source, ..)| *source == posted.message)
+    );
+    assert!(
+        receipts[0].2.starts_with("Document: Valuation ("),
+        "{}",
+        receipts[0].2
+    );
+    assert!(
+        receipts[1].2.starts_with("Document: Valuation redacted ("),
+        "{}",
+        receipts[1].2
+    );
+}
+
+#[test]
+fn a_mediator_only_document_is_carried_only_with_its_authors_consent() {
+    let mut w = World::new();
+    let (med, claimant, trust, session, parties) = mediation(&mut w);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let trust_room = w.m(med).party_room(&session, &parties[1]).unwrap();
+    let bytes = file_of(10_000, 11);
+    let op = add(
+        &mut w,
+        claimant,
+        session,
+        room,
+        "Medical notes",
+        &bytes,
+        Sharing::MediatorOnly,
+    );
+    let posted = sent(w.outcome(claimant, op));
+    w.run();
+
+    // Refused before anything is sent, and before any upload of an own copy.
+    let before = w.relay.requests.len();
+    let now = w.now;
+    let refused = w
+        .m(med)
+        .carry_document(&session, &posted.message, &trust_room, None, now);
+    assert!(
+        matches!(refused, Err(ClientError::Protocol(_))),
+        "{refused:?}"
+    );
+    let refused = w.m(med).carry_document(
+        &session,
+        &posted.message,
+        &trust_room,
+        Some(new_document("Summary", b"a summary")),
+        now,
+    );
+    assert!(
+        matches!(refused, Err(ClientError::Protocol(_))),
+        "{refused:?}"
+    );
+    w.run();
+    assert_eq!(w.relay.requests.len(), before);
+    assert!(w.m(med).transfers().is_empty());
+
+    w.ask(claimant, |m, now| m.consent(&session, &posted.message, now))
+        .unwrap();
+    w.run();
+    let carried = sent(w.ask(med, |m, now| {
+        m.carry_document(&session, &posted.message, &trust_room, None, now)
+    }));
+    let (outcome, got) = download(&mut w, trust, session, carried.message);
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(got, bytes);
+    assert!(w.events(trust).iter().any(|e| matches!(
+        e,
+        Event::DocumentCarried {
+            author_consented: true,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn the_author_is_warned_of_a_receipt_for_a_mediator_only_document_shared_without_consent() {
+    let mut w = World::new();
+    let (med, claimant, _trust, session, parties) = mediation(&mut w);
+    let room = w.m(claimant).my_room(&session).unwrap();
+    let trust_room = w.m(med).party_room(&session, &parties[1]).unwrap();
+    let bytes = file_of(1_000, 12);
+    let op = add(
+        &mut w,
+        claimant,
+        session,
+        room,
+        "Private letter",
+        &bytes,
+        Sharing::MediatorOnly,
+    );
+    let posted = sent(w.outcome(claimant, op));
+    w.run();
+    w.events(claimant);
+    // A mediator's device that does not keep the rule posts a receipt.
+    let receipt = ShareReceipt {
+        source_message: posted.message,
+        destination_room: trust_room,
+        mode: ForwardMode::Verbatim,
+        text: "Document: Private letter".into(),
+    };
+    w.ask(med, |m, now| {
+        m.post(&session, &room, Content::ShareReceipt(receipt), now)
+    })
+    .unwrap();
+    w.run();
+    assert!(
+        w.events(claimant).iter().any(|e| matches!(
+            e,
+            Event::Warning {
+                kind: Warning::Consent,
+                ..
+            }
+        )),
+        "the author is warned"
+    );
 }

@@ -27,6 +27,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::documents::FileIo;
 use crate::store::StateDir;
 use crate::transport::{Socket, Tls, connect};
 
@@ -37,7 +38,7 @@ pub fn now() -> u64 {
     clock().as_secs()
 }
 
-fn clock() -> Timestamp {
+pub(crate) fn clock() -> Timestamp {
     Timestamp::from_millis(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -62,6 +63,8 @@ struct Shared {
     wake: Notify,
     waiters: Mutex<HashMap<OpId, oneshot::Sender<Result<Outcome>>>>,
     caught_up: watch::Sender<Ready>,
+    /// The files of the transfers in progress.
+    files: Mutex<HashMap<OpId, FileIo>>,
 }
 
 /// How far the connection has come, for [`Client::open`] to wait on.
@@ -98,12 +101,21 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Save what changed, then take what is to be sent; hand events and
-    /// outcomes on. Nothing is answered or sent before it is saved.
+    fn files(&self) -> MutexGuard<'_, HashMap<OpId, FileIo>> {
+        self.files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Save what changed, then take what is to be sent, doing the file IO
+    /// of transfers as the machine asks; hand events and outcomes on.
+    /// Nothing is answered or sent before it is saved.
     fn flush(&self, events: &mpsc::UnboundedSender<Event>) -> Result<Vec<String>> {
         let mut frames = Vec::new();
+        let mut failed = HashMap::new();
         let (shown, done) = {
             let mut m = self.machine();
+            let mut files = self.files();
             loop {
                 if m.has_changes() {
                     let changes = m.take_changes()?;
@@ -112,11 +124,20 @@ impl Shared {
                 match m.poll_transmit() {
                     Some(frame) => frames.push(frame),
                     None if m.has_changes() => {}
+                    None if crate::documents::serve(&mut m, &mut files, &mut failed) => {}
                     None => break,
                 }
             }
             let shown: Vec<Event> = std::iter::from_fn(|| m.poll_event()).collect();
-            let done: Vec<_> = std::iter::from_fn(|| m.poll_done()).collect();
+            let mut done: Vec<_> = std::iter::from_fn(|| m.poll_done()).collect();
+            for (op, outcome) in &mut done {
+                // A transfer ended: its file is closed; one cancelled for
+                // its file's sake fails with what its file met.
+                files.remove(op);
+                if let Some(e) = failed.remove(op) {
+                    *outcome = Err(e);
+                }
+            }
             self.caught_up.send_replace(match m.refused_relay() {
                 Some(why) => Ready::Refused(why.clone()),
                 None if m.is_caught_up() => Ready::CaughtUp,
@@ -355,6 +376,7 @@ impl Client {
             wake: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
             caught_up,
+            files: Mutex::new(HashMap::new()),
         });
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(drive(shared.clone(), events_tx, stopped, first));
@@ -412,9 +434,24 @@ impl Client {
         &self,
         ask: impl FnOnce(&mut Machine, Timestamp) -> Result<OpId>,
     ) -> Result<Outcome> {
+        self.run_with(ask, None).await
+    }
+
+    /// Ask the machine for a transfer of `file` (if any), and wait for the
+    /// outcome.
+    pub(crate) async fn run_with(
+        &self,
+        ask: impl FnOnce(&mut Machine, Timestamp) -> Result<OpId>,
+        file: Option<FileIo>,
+    ) -> Result<Outcome> {
         let outcome = {
             let mut m = self.shared.machine();
             let op = ask(&mut m, clock())?;
+            if let Some(file) = file {
+                // Before the driver can ask for it: it does under the
+                // machine's lock, held here.
+                self.shared.files().insert(op, file);
+            }
             let (tx, rx) = oneshot::channel();
             // Registered before the driver can see the outcome: it takes
             // outcomes under the machine's lock, which is held here.
@@ -431,13 +468,27 @@ impl Client {
         &self,
         ask: impl FnOnce(&mut Machine, Timestamp) -> Result<OpId>,
     ) -> Result<Sent> {
-        match self.run(ask).await? {
+        self.run_sent_with(ask, None).await
+    }
+
+    /// [`Client::run_with`], for an operation that stores a message.
+    pub(crate) async fn run_sent_with(
+        &self,
+        ask: impl FnOnce(&mut Machine, Timestamp) -> Result<OpId>,
+        file: Option<FileIo>,
+    ) -> Result<Sent> {
+        match self.run_with(ask, file).await? {
             Outcome::Sent(sent) => Ok(sent),
             _ => Err(ClientError::Usage("nothing was stored")),
         }
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Machine) -> T) -> T {
+    /// Where `session`'s downloaded documents are kept (sealed).
+    pub(crate) fn documents_dir(&self, session: &SessionId) -> std::path::PathBuf {
+        self.shared.dir.documents(session)
+    }
+
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Machine) -> T) -> T {
         f(&self.shared.machine())
     }
 

@@ -55,11 +55,13 @@
 //! ```
 
 mod client;
+mod documents;
 mod store;
 mod transport;
 
 pub use caucus_client_core::{
-    Admission, ClientError, Direction, Event, Membership, OfferEntry, Sent, Warning,
+    Admission, ClientError, Direction, DocumentEntry, DocumentError, DocumentInfo, Event,
+    Membership, OfferEntry, Sent, TransferInfo, TransferKind, Warning,
 };
 pub use client::{Client, now};
 pub use store::StateDir;

@@ -19,6 +19,10 @@
 //! STATE/kept/SESSION.agreement    the concluded agreement, signed (kept
 //!                                 when the session is erased)
 //! STATE/kept/SESSION.deletion     the relay's signed deletion statement
+//! STATE/documents/SESSION/MESSAGE/INDEX
+//!                                 a downloaded document's chunks, as the relay
+//!                                 stored them (sealed: their key is only in
+//!                                 the session's snapshot)
 //! ```
 //!
 //! One batch of changes is saved as: the log appended and synced, then the
@@ -27,7 +31,7 @@
 //! frame cut short by the crash is dropped when the log is read.
 //!
 //! Erasing a session removes both files, and with them its room keys and
-//! messages; what is under `kept/` is the participant's own record of the
+//! messages, and its downloaded documents; what is under `kept/` is the participant's own record of the
 //! outcome and stays until they delete it.
 //!
 //! A directory opened with a passphrase ([`StateDir::open_encrypted`]) is
@@ -73,7 +77,7 @@ pub struct StateDir {
     _lock: Arc<std::fs::File>,
 }
 
-fn private_dir(path: &Path) -> Result<(), ClientError> {
+pub(crate) fn private_dir(path: &Path) -> Result<(), ClientError> {
     std::fs::create_dir_all(path)?;
     #[cfg(unix)]
     {
@@ -341,6 +345,12 @@ impl StateDir {
         }
     }
 
+    /// Where a session's downloaded documents are kept, each as its
+    /// sealed chunks (erased with the session).
+    pub(crate) fn documents(&self, id: &SessionId) -> PathBuf {
+        self.root.join("documents").join(id.to_string())
+    }
+
     fn log_file(&self, id: &SessionId) -> PathBuf {
         self.root.join("sessions").join(format!("{id}.log"))
     }
@@ -354,6 +364,11 @@ impl StateDir {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        match std::fs::remove_dir_all(self.documents(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
         }
         self.counts().insert(*id, 0);
         sync_dir(&self.root.join("sessions"))

@@ -20,9 +20,10 @@ use std::collections::{BTreeMap, VecDeque};
 use caucus_client_core::{Changes, Event, Machine, OpId, Outcome, Timestamp};
 use caucus_protocol::auth::AuthTarget;
 use caucus_protocol::crypto::Digest;
+use caucus_protocol::document::Layout;
 use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
 use caucus_protocol::identity::{DeviceKeys, Fingerprint, PublicIdentity};
-use caucus_protocol::ids::{InviteId, RoomId, SessionId};
+use caucus_protocol::ids::{FileId, InviteId, RoomId, SessionId};
 use caucus_protocol::invite::{JoinRequest, same_relay};
 use caucus_protocol::keys::SignedKeyBundle;
 use caucus_protocol::roster::{Roster, SignedRoster};
@@ -49,6 +50,29 @@ struct SimSession {
     waiting: Vec<(Conn, JoinRequest)>,
     followers: Vec<Conn>,
     closed: bool,
+    documents: BTreeMap<FileId, SimDocument>,
+}
+
+/// A document at the relay: who began it, its layout, its chunks so far.
+struct SimDocument {
+    uploader: Fingerprint,
+    layout: Layout,
+    chunks: Vec<Vec<u8>>,
+}
+
+/// How a hostile relay answers a `download` (13.5.16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hostile {
+    /// Chunk `i + 1` for chunk `i` (the last for the last).
+    Swap,
+    /// The chunk cut short by one byte.
+    Truncate,
+    /// An `ok` with no chunk in it.
+    Drop,
+    /// The chunk of another document, at the same index.
+    Substitute(FileId),
+    /// The first chunk for every index after it.
+    Repeat,
 }
 
 impl SimSession {
@@ -69,6 +93,18 @@ pub struct SimRelay {
     /// While true, frames from clients are lost before the relay reads
     /// them (a connection that dies on the way).
     pub deaf: bool,
+    /// Once this many document chunks have been stored, or served, the
+    /// relay turns deaf (a connection that dies in the middle of a
+    /// transfer).
+    pub deaf_after_chunks: Option<usize>,
+    /// Chunks stored (`chunk`) and served (`download`) so far.
+    pub chunks_stored: usize,
+    /// See [`SimRelay::chunks_stored`].
+    pub chunks_served: usize,
+    /// Every request's type, in the order the relay read them.
+    pub requests: Vec<&'static str>,
+    /// How this relay lies about documents, if it does.
+    pub hostile: Option<Hostile>,
     next_conn: Conn,
 }
 
@@ -146,6 +182,11 @@ impl SimRelay {
             Err(e) => return self.send(conn, reply(e.reply())),
         };
         let id = request.id;
+        self.requests.push(request.body.kind());
+        if let Some(r) = self.serve_document(conn, &request.body, id) {
+            let r = r.unwrap_or_else(|(code, msg)| Reply::error(Some(id), code, msg));
+            return self.send(conn, reply(r));
+        }
         let outcome = self.serve(conn, request.body, id);
         let r = match outcome {
             Ok(Some(index)) => Reply::posted(id, index),
@@ -161,6 +202,118 @@ impl SimRelay {
             .copied()
             .flatten()
             .ok_or((ErrorCode::Unauthenticated, "authenticate first"))
+    }
+
+    /// Serve `upload`, `chunk` and `download` as protocol.md 13.5.14-16
+    /// says (less the quotas and the budget); `None` for other requests.
+    fn serve_document(
+        &mut self,
+        conn: Conn,
+        body: &RequestBody,
+        id: u64,
+    ) -> Option<Result<Reply, (ErrorCode, &'static str)>> {
+        let (session, file) = match body {
+            RequestBody::Upload { session, file, .. }
+            | RequestBody::Chunk { session, file, .. }
+            | RequestBody::Download { session, file, .. } => (*session, *file),
+            _ => return None,
+        };
+        let hostile = self.hostile;
+        let limit = self.deaf_after_chunks;
+        let me = match self.who(conn) {
+            Ok(me) => me,
+            Err(e) => return Some(Err(e)),
+        };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Some(Err((ErrorCode::NotFound, "no such session")));
+        };
+        if s.closed {
+            return Some(Err((ErrorCode::SessionClosed, "closed")));
+        }
+        if s.roster().is_none_or(|r| r.member(&me).is_none()) {
+            return Some(Err((ErrorCode::Forbidden, "not a member of this session")));
+        }
+        let other = |s: &SimSession, i: u64| {
+            let Some(Hostile::Substitute(other)) = hostile else {
+                return None;
+            };
+            s.documents.get(&other)?.chunks.get(i as usize).cloned()
+        };
+        let result = match body {
+            RequestBody::Upload { size, .. } => {
+                let Some(layout) = Layout::of_padded(*size) else {
+                    return Some(Err((ErrorCode::Invalid, "not a padded document size")));
+                };
+                match s.documents.get(&file) {
+                    Some(d) if d.uploader == me && d.layout == layout => {
+                        Ok(Reply::uploading(id, d.chunks.len() as u64))
+                    }
+                    Some(_) => Err((ErrorCode::Conflict, "that document id is taken")),
+                    None => {
+                        s.documents.insert(
+                            file,
+                            SimDocument {
+                                uploader: me,
+                                layout,
+                                chunks: Vec::new(),
+                            },
+                        );
+                        Ok(Reply::uploading(id, 0))
+                    }
+                }
+            }
+            RequestBody::Chunk { index, data, .. } => {
+                let Some(d) = s.documents.get_mut(&file) else {
+                    return Some(Err((ErrorCode::NotFound, "no such upload")));
+                };
+                if d.uploader != me {
+                    return Some(Err((ErrorCode::Forbidden, "not the uploader")));
+                }
+                if d.chunks.len() as u32 == d.layout.chunks() {
+                    return Some(Err((ErrorCode::Conflict, "the document is complete")));
+                }
+                if *index != d.chunks.len() as u64 {
+                    return Some(Err((ErrorCode::Conflict, "expected another chunk")));
+                }
+                if Some(data.0.len()) != d.layout.chunk_len(*index as u32) {
+                    return Some(Err((ErrorCode::Invalid, "a chunk of the wrong length")));
+                }
+                d.chunks.push(data.0.clone());
+                self.chunks_stored += 1;
+                Ok(Reply::ok(id))
+            }
+            RequestBody::Download { index, .. } => {
+                let Some(d) = s.documents.get(&file) else {
+                    return Some(Err((ErrorCode::NotFound, "no such document")));
+                };
+                if d.chunks.len() as u32 != d.layout.chunks() {
+                    return Some(Err((ErrorCode::NotFound, "no such document")));
+                }
+                let Some(chunk) = d.chunks.get(*index as usize) else {
+                    return Some(Err((ErrorCode::NotFound, "no such chunk")));
+                };
+                let last = d.chunks.len() - 1;
+                let i = *index as usize;
+                let served = match hostile {
+                    None => Some(chunk.clone()),
+                    Some(Hostile::Swap) => Some(d.chunks[(i + 1).min(last)].clone()),
+                    Some(Hostile::Truncate) => Some(chunk[..chunk.len() - 1].to_vec()),
+                    Some(Hostile::Drop) => None,
+                    Some(Hostile::Substitute(_)) => other(s, *index),
+                    Some(Hostile::Repeat) => Some(d.chunks[0].clone()),
+                };
+                self.chunks_served += 1;
+                Ok(match served {
+                    Some(data) => Reply::chunk(id, data),
+                    None => Reply::ok(id),
+                })
+            }
+            _ => return None,
+        };
+        if limit.is_some_and(|n| self.chunks_stored + self.chunks_served >= n) {
+            self.deaf = true;
+        }
+        Some(result)
     }
 
     fn serve(
@@ -453,7 +606,9 @@ impl SimRelay {
             RequestBody::DeletionStatement { .. } => Err((ErrorCode::NotFound, "kept for now")),
             RequestBody::Upload { .. }
             | RequestBody::Chunk { .. }
-            | RequestBody::Download { .. } => Err((ErrorCode::UnknownType, "no documents here")),
+            | RequestBody::Download { .. } => {
+                unreachable!("served by serve_document")
+            }
         }
     }
 }
@@ -495,6 +650,13 @@ pub struct Device {
     pub disk: Disk,
     pub events: Vec<Event>,
     pub done: BTreeMap<OpId, Result<Outcome, caucus_client_core::ClientError>>,
+    /// The files being uploaded, by operation: what the driver reads.
+    pub files: BTreeMap<OpId, Vec<u8>>,
+    /// What each download has written, at the offsets given.
+    pub downloads: BTreeMap<OpId, Vec<u8>>,
+    /// The sealed chunks of each download, in the order they came (a
+    /// driver's cache).
+    pub cache: BTreeMap<OpId, Vec<Vec<u8>>>,
 }
 
 /// Several devices and one relay, stepped on a virtual clock.
@@ -525,6 +687,9 @@ impl World {
             disk: Disk::default(),
             events: Vec::new(),
             done: BTreeMap::new(),
+            files: BTreeMap::new(),
+            downloads: BTreeMap::new(),
+            cache: BTreeMap::new(),
         });
         let d = self.devices.len() - 1;
         self.connect(d);
@@ -621,6 +786,26 @@ impl World {
             }
             while let Some((op, outcome)) = dev.machine.poll_done() {
                 dev.done.insert(op, outcome);
+                moved = true;
+            }
+            while let Some(read) = dev.machine.poll_read() {
+                let file = &dev.files[&read.transfer];
+                let bytes = &file[read.range.start as usize..read.range.end as usize];
+                dev.machine
+                    .provide_chunk(read.transfer, read.index, bytes, self.now);
+                moved = true;
+            }
+            while let Some(chunk) = dev.machine.poll_chunk() {
+                let out = dev.downloads.entry(chunk.transfer).or_default();
+                let end = chunk.offset as usize + chunk.bytes.len();
+                if out.len() < end {
+                    out.resize(end, 0);
+                }
+                out[chunk.offset as usize..end].copy_from_slice(&chunk.bytes);
+                dev.cache
+                    .entry(chunk.transfer)
+                    .or_default()
+                    .push(chunk.sealed);
                 moved = true;
             }
             let Some(frame) = dev.machine.poll_transmit() else {

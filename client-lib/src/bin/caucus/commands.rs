@@ -5,9 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use caucus_client::{Admission, Client, ClientError, Direction, Event, StateDir};
+use caucus_client::{Admission, Client, ClientError, Direction, Event, StateDir, TransferKind};
 use caucus_protocol::content::{Content, Sharing, Step};
 use caucus_protocol::crypto::Digest;
+use caucus_protocol::document::format_size;
 use caucus_protocol::ids::SessionId;
 use caucus_protocol::invite::Invite;
 use caucus_protocol::offer::{Amount, Offer, OfferKind};
@@ -19,8 +20,8 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::host::{Host, Out};
 use crate::output::{self, Record, describe};
 use crate::{
-    AgreementCommand, At, Command, ExportFormat, Failure, OfferTerms, OpenClose, PhaseArg,
-    SessionCommand, SideRoomCommand, StatusArg, StepArg,
+    AgreementCommand, At, Command, ExportFormat, Failure, FileCommand, OfferTerms, OpenClose,
+    PhaseArg, SessionCommand, SideRoomCommand, StatusArg, StepArg,
 };
 
 type Result<T> = std::result::Result<T, Failure>;
@@ -78,6 +79,12 @@ impl Command {
             | Self::Erase { at } => Some(at),
             Self::SideRoom { command } => match command {
                 SideRoomCommand::Open { at, .. } | SideRoomCommand::Close { at, .. } => Some(at),
+            },
+            Self::File { command } => match command {
+                FileCommand::Send { at, .. }
+                | FileCommand::Get { at, .. }
+                | FileCommand::List { at }
+                | FileCommand::Carry { at, .. } => Some(at),
             },
             Self::Agreement { command } => match command {
                 AgreementCommand::Propose { at, .. }
@@ -786,7 +793,162 @@ pub(crate) async fn execute(host: &Host, command: Command, out: Out) -> Result<(
             command: AgreementCommand::Verify { file },
         } => verify(&file)?.into_iter().try_for_each(|r| emit(&out, r)),
         Command::Agreement { command } => agreement(client, s()?, command, &out).await,
+        Command::File { command } => file(client, s()?, command, &out).await,
         Command::Demo { .. } => Err(ClientError::Usage("run `caucus demo` on its own").into()),
+    }
+}
+
+/// How often a transfer's progress is drawn on a terminal.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// Run `work`, drawing the client's transfers' progress on stderr when it
+/// is a terminal (stdout stays for the results).
+async fn with_progress<T>(client: &Client, work: impl std::future::Future<Output = T>) -> T {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stderr().is_terminal() {
+        return work.await;
+    }
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    let mut drawn = false;
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            _ = tick.tick() => {
+                for t in client.transfers() {
+                    let verb = match t.kind {
+                        TransferKind::Upload => "sending",
+                        TransferKind::Download => "fetching",
+                    };
+                    let percent = (t.done * 100).checked_div(t.total).unwrap_or(100);
+                    eprint!(
+                        "\r{verb} {}: {} of {} ({percent}%)   ",
+                        t.document.title,
+                        format_size(t.done),
+                        format_size(t.total)
+                    );
+                    drawn = true;
+                }
+                let _ = std::io::stderr().flush();
+            }
+        }
+    };
+    if drawn {
+        eprintln!();
+    }
+    result
+}
+
+async fn file(client: &Client, session: &SessionId, command: FileCommand, out: &Out) -> Result<()> {
+    match command {
+        FileCommand::Send {
+            path,
+            title,
+            room,
+            may_share,
+            ..
+        } => {
+            let target = client.room_named(session, &room)?;
+            let sharing = if may_share {
+                Sharing::MayShare
+            } else {
+                Sharing::MediatorOnly
+            };
+            let sent = with_progress(
+                client,
+                client.send_document(session, &target, &path, title.as_deref(), sharing),
+            )
+            .await?;
+            let d = client
+                .documents(session)
+                .into_iter()
+                .find(|d| d.message == sent.message)
+                .map(|d| d.document)
+                .ok_or(ClientError::Usage(
+                    "the document sent is not in this device's history",
+                ))?;
+            say(
+                out,
+                format!(
+                    "sent {} to {} (message {})",
+                    output::about(&d),
+                    client.room_label(session, &target),
+                    id(&sent.message)
+                ),
+                json!({"document_sent": sent.message, "index": sent.index, "room": target,
+                       "sharing": sharing, "document": output::document(&d)}),
+            )
+        }
+        FileCommand::Get {
+            message, out: to, ..
+        } => {
+            let hash = message_id(&message)?;
+            let path = match to {
+                Some(path) => path,
+                None => {
+                    let entry = client
+                        .documents(session)
+                        .into_iter()
+                        .find(|d| d.message == hash)
+                        .ok_or(ClientError::Usage("no such document"))?;
+                    let path = std::env::current_dir()?.join(&entry.document.name);
+                    if path.try_exists()? {
+                        return Err(Failure::Daemon(format!(
+                            "{} exists already: say where to save it with --out",
+                            path.display()
+                        )));
+                    }
+                    path
+                }
+            };
+            let d = with_progress(client, client.save_document(session, &hash, &path)).await?;
+            say(
+                out,
+                format!("saved {} as {}", output::about(&d), path.display()),
+                json!({"saved": path.display().to_string(), "message": hash, "document": output::document(&d)}),
+            )
+        }
+        FileCommand::List { .. } => {
+            let documents = client.documents(session);
+            if documents.is_empty() {
+                say(out, "no documents", json!({"files": 0}))?;
+            }
+            for d in &documents {
+                emit(out, output::document_entry(client, session, d))?;
+            }
+            Ok(())
+        }
+        FileCommand::Carry {
+            message,
+            to,
+            own,
+            title,
+            ..
+        } => {
+            let destination = client.room_named(session, &to)?;
+            let source = message_id(&message)?;
+            let own = own.as_deref().map(|path| (path, title.as_deref()));
+            let sent = with_progress(
+                client,
+                client.carry_document(session, &source, &destination, own),
+            )
+            .await?;
+            say(
+                out,
+                format!(
+                    "carried to {} ({}; the copy is message {})",
+                    output::party_of(client, session, &destination),
+                    if own.is_some() {
+                        "your own copy"
+                    } else {
+                        "the same file"
+                    },
+                    id(&sent.message)
+                ),
+                json!({"document_carried": source, "to": destination, "message": sent.message, "index": sent.index,
+                       "mode": if own.is_some() { "reframed" } else { "verbatim" }}),
+            )
+        }
     }
 }
 

@@ -343,6 +343,12 @@ pub(crate) enum Command {
         #[serde(flatten)]
         command: AgreementCommand,
     },
+    /// Documents: send, list, get and carry encrypted files.
+    File {
+        #[command(subcommand)]
+        #[serde(flatten)]
+        command: FileCommand,
+    },
     /// Play a whole shuttle mediation against a running relay and show what
     /// each participant saw.
     Demo {
@@ -409,6 +415,93 @@ pub(crate) enum AgreementCommand {
         /// The file.
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand, Serialize, Deserialize, Debug, Clone)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub(crate) enum FileCommand {
+    /// Add a file to a room as a document, encrypted (at most 50 MB). It is
+    /// for the mediator only unless --may-share; an interrupted send
+    /// resumes when the same file is sent again.
+    Send {
+        #[command(flatten)]
+        #[serde(flatten)]
+        at: At,
+        /// The file.
+        path: PathBuf,
+        /// What people see it called (default: the file's name).
+        #[arg(long)]
+        title: Option<String>,
+        /// The room: `mine` (your party's private room), `joint`, a party's
+        /// label, or a side room's id.
+        #[arg(long, default_value = "mine")]
+        #[serde(default = "mine")]
+        room: String,
+        /// Let the mediator share it (the default is mediator only).
+        #[arg(long)]
+        #[serde(default)]
+        may_share: bool,
+    },
+    /// Save a document: downloaded (or from this device's copy), every
+    /// chunk checked and the whole file's SHA-256 compared before it is
+    /// written.
+    Get {
+        #[command(flatten)]
+        #[serde(flatten)]
+        at: At,
+        /// The document's message id (as `file list` prints it; ids may
+        /// begin with `-`).
+        #[arg(allow_hyphen_values = true)]
+        message: String,
+        /// Where to save it (default: its file name, in this directory; an
+        /// existing file there is not replaced).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The documents this device can see: title, size, type, sender, room.
+    List {
+        #[command(flatten)]
+        #[serde(flatten)]
+        at: At,
+    },
+    /// Carry a document to another room (mediator): verbatim, or with --own
+    /// a file of your own standing for it (a redacted copy, a summary).
+    Carry {
+        #[command(flatten)]
+        #[serde(flatten)]
+        at: At,
+        /// The document's message id (ids may begin with `-`).
+        #[arg(allow_hyphen_values = true)]
+        message: String,
+        /// Where to: `joint`, a party's label, or a side room's id.
+        #[arg(long)]
+        to: String,
+        /// Carry this file instead of the original.
+        #[arg(long)]
+        own: Option<PathBuf>,
+        /// The title of the --own file (default: its file name).
+        #[arg(long, requires = "own")]
+        title: Option<String>,
+    },
+}
+
+impl Command {
+    /// Paths made absolute here, where they were given: the command may
+    /// run in a daemon started in another directory.
+    fn with_absolute_paths(mut self) -> std::io::Result<Self> {
+        if let Self::File { command } = &mut self {
+            let path = match command {
+                FileCommand::Send { path, .. } => Some(path),
+                FileCommand::Get { out, .. } => out.as_mut(),
+                FileCommand::Carry { own, .. } => own.as_mut(),
+                FileCommand::List { .. } => None,
+            };
+            if let Some(path) = path {
+                *path = std::path::absolute(&*path)?;
+            }
+        }
+        Ok(self)
+    }
 }
 
 #[derive(Subcommand, Serialize, Deserialize, Debug, Clone)]
@@ -545,7 +638,14 @@ async fn main() -> ExitCode {
         json: cli.json,
         ca_cert: cli.ca_cert,
     };
-    match host::run(options, cli.command).await {
+    let command = match cli.command.with_absolute_paths() {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("caucus: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match host::run(options, command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("caucus: {}", output::error(&e));

@@ -1,7 +1,7 @@
 //! How results and events are printed: readable lines, or with `--json`
 //! one JSON object per line (`docs/cli-json.md`, `docs/cli-json.schema.json`).
 
-use caucus_client::{Client, ClientError, Event, Warning};
+use caucus_client::{Client, ClientError, DocumentEntry, DocumentInfo, Event, Warning};
 use caucus_protocol::content::{ForwardMode, Sharing, Step, SystemEvent};
 use caucus_protocol::deletion::DeletionStatement;
 use caucus_protocol::identity::Fingerprint;
@@ -131,6 +131,48 @@ pub(crate) fn party_of(client: &Client, session: &SessionId, room: &RoomId) -> S
         Some(party) => party.to_owned(),
         None => format!("the {label} room"),
     }
+}
+
+/// A document for people: "Expert report (report.pdf, application/pdf, 2.4 MB)".
+pub(crate) fn about(d: &DocumentInfo) -> String {
+    format!(
+        "{} ({}, {}, {})",
+        d.title,
+        d.name,
+        d.media_type,
+        caucus_protocol::document::format_size(d.size)
+    )
+}
+
+/// A document as `--json` shows it (never its key).
+pub(crate) fn document(d: &DocumentInfo) -> Value {
+    json!({"title": d.title, "name": d.name, "media_type": d.media_type, "size": d.size, "sha256": d.sha256})
+}
+
+/// One line of `file list`.
+pub(crate) fn document_entry(client: &Client, session: &SessionId, e: &DocumentEntry) -> Record {
+    let label = match (e.sharing, e.carried) {
+        (Some(s), _) => sharing(s).to_owned(),
+        (None, Some((from, m))) => format!(
+            "carried from {} ({})",
+            party_of(client, session, &from),
+            mode(m)
+        ),
+        (None, None) => String::new(),
+    };
+    Record::new(
+        format!(
+            "{}   from {} in {}; {label}   (message {})",
+            about(&e.document),
+            who(client, session, &e.sender),
+            client.room_label(session, &e.room),
+            caucus_protocol::b64::encode(&e.message.0)
+        ),
+        json!({"file": e.message, "room": e.room, "room_label": client.room_label(session, &e.room),
+               "index": e.index, "sender": e.sender, "sender_name": who(client, session, &e.sender),
+               "sharing": e.sharing, "carried_from": e.carried.map(|c| c.0), "mode": e.carried.map(|c| c.1),
+               "document": document(&e.document)}),
+    )
 }
 
 fn sharing(s: Sharing) -> &'static str {
@@ -567,6 +609,62 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
             json!({"event": "offer_carried", "session": session, "room": room, "room_label": client.room_label(session, room),
                    "index": index, "mediator": mediator, "message": message, "from_room": from_room, "mode": m,
                    "offer": offer(o)}),
+        ),
+        Event::Document {
+            session,
+            room,
+            index,
+            sender,
+            hash,
+            sharing: s,
+            document: d,
+        } => (
+            format!(
+                "[{}] {} adds a document: {}   ({}message {})",
+                client.room_label(session, room),
+                who(client, session, sender),
+                about(d),
+                if is_private(client, session, room) && !is_mediator(client, session, sender) {
+                    format!("{}; ", sharing(*s))
+                } else {
+                    String::new()
+                },
+                caucus_protocol::b64::encode(&hash.0)
+            ),
+            json!({"event": "document", "session": session, "room": room, "room_label": client.room_label(session, room),
+                   "index": index, "sender": sender, "sender_name": who(client, session, sender),
+                   "message": hash, "sharing": s, "document": document(d)}),
+        ),
+        Event::DocumentCarried {
+            session,
+            room,
+            index,
+            mediator,
+            hash,
+            from_room,
+            mode: m,
+            document: d,
+            author_consented,
+        } => (
+            format!(
+                "[{}] the mediator brings a document from {} ({}{}): {}   (message {})",
+                client.room_label(session, room),
+                party_of(client, session, from_room),
+                match m {
+                    ForwardMode::Verbatim => "the same file",
+                    ForwardMode::Reframed => "the mediator's own copy",
+                },
+                if *author_consented {
+                    ", with the author's consent"
+                } else {
+                    ""
+                },
+                about(d),
+                caucus_protocol::b64::encode(&hash.0)
+            ),
+            json!({"event": "document_carried", "session": session, "room": room, "room_label": client.room_label(session, room),
+                   "index": index, "mediator": mediator, "message": hash, "from_room": from_room, "mode": m,
+                   "author_consented": author_consented, "document": document(d)}),
         ),
         Event::Closed { session } => (
             "the session has closed".into(),
