@@ -1902,3 +1902,262 @@ async fn the_author_is_warned_when_its_private_words_are_shared_without_its_cons
         "{events:#?}"
     );
 }
+
+// ----- documents: a relay that swaps, drops, truncates or reorders chunks -----
+
+/// A file of `len` bytes that is not all one byte, so that chunks differ.
+fn file_bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+/// The claimant adds a three-chunk document (150,000 bytes: chunks of 65552,
+/// 65552 and 20496 bytes at the relay) to their private room, for the
+/// mediator to share; the mediator has seen it. Returns its message and
+/// bytes.
+async fn claimant_adds_a_document(s: &mut Stage, name: &str, seed: u8) -> (Digest, Vec<u8>) {
+    let bytes = file_bytes(150_000, seed);
+    let path = s.dirs[3].path().join(name);
+    std::fs::write(&path, &bytes).unwrap();
+    let sent = s
+        .claimant
+        .send_document(&s.session, &s.claimant_room, &path, None, Sharing::MayShare)
+        .await
+        .unwrap();
+    settle(&mut s.mediator, &s.session.clone()).await;
+    (sent.message, bytes)
+}
+
+/// The request id of each `download` the mediator sends, by chunk index.
+fn download_index(frame: &proxy::Frame, ids: &mut std::collections::HashMap<u64, u64>) {
+    if frame.kind() == "download" {
+        let id = frame.json["id"].as_u64().unwrap();
+        ids.insert(id, frame.json["index"].as_u64().unwrap());
+    }
+}
+
+/// The chunk index of a reply to one of the mediator's downloads, if it is
+/// one.
+fn reply_index(
+    frame: &proxy::Frame,
+    m: &Fingerprint,
+    ids: &std::collections::HashMap<u64, u64>,
+) -> Option<u64> {
+    if !frame.to_client(m) || frame.kind() != "ok" || frame.json.get("data").is_none() {
+        return None;
+    }
+    ids.get(&frame.json["id"].as_u64()?).copied()
+}
+
+/// The mediator saves `message` with the proxy's current rule: it must fail
+/// with a document error, leaving no file and no partial file; then, with
+/// the relay honest again, the same download gives exactly `bytes`.
+async fn refused_then_saved(s: &Stage, message: &Digest, bytes: &[u8], what: &str) {
+    let out = s.dirs[0].path().join("saved.bin");
+    match s.mediator.save_document(&s.session, message, &out).await {
+        Err(ClientError::Document(e)) => {
+            assert!(e.to_string().contains("refused"), "{what}: {e}");
+        }
+        other => panic!("{what}: the download was not refused: {other:?}"),
+    }
+    assert!(!out.exists(), "{what}: a file was saved");
+    let leftovers: Vec<_> = std::fs::read_dir(s.dirs[0].path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "{what}: {leftovers:?}");
+    s.proxy.clear_rule();
+    s.mediator
+        .save_document(&s.session, message, &out)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), bytes, "{what}: honest again");
+    std::fs::remove_file(&out).unwrap();
+}
+
+/// Rewrite the `data` of the reply for chunk `index` with `f`.
+fn with_data(frame: &proxy::Frame, f: impl FnOnce(Vec<u8>) -> Vec<u8>) -> serde_json::Value {
+    let mut json = frame.json.clone();
+    let data = caucus_protocol::b64::decode(json["data"].as_str().unwrap()).unwrap();
+    json["data"] = caucus_protocol::b64::encode(&f(data)).into();
+    json
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_swaps_truncates_drops_or_reorders_chunks_is_caught_and_nothing_is_saved() {
+    // A fresh document for each attack: a device that has opened a document
+    // keeps its sealed chunks and opens them again without the relay.
+    let mut s = stage().await;
+    let m = s.m();
+    let (message, bytes) = claimant_adds_a_document(&mut s, "report.pdf", 1).await;
+
+    // Swapped: chunk 0's reply carries chunk 1 and chunk 1's carries chunk 0.
+    let mut ids = std::collections::HashMap::new();
+    let mut held: Option<proxy::Frame> = None;
+    s.proxy.set_rule(move |f| {
+        download_index(f, &mut ids);
+        match reply_index(f, &m, &ids) {
+            Some(0) => {
+                held = Some(f.clone());
+                Verdict::Drop
+            }
+            Some(1) => {
+                let Some(first) = held.take() else {
+                    return Verdict::Pass;
+                };
+                let one = f.json["data"].clone();
+                let mut zero = first.json.clone();
+                zero["data"] = one;
+                let mut second = f.json.clone();
+                second["data"] = first.json["data"].clone();
+                Verdict::Replace(vec![zero, second])
+            }
+            _ => Verdict::Pass,
+        }
+    });
+    refused_then_saved(&s, &message, &bytes, "swapped").await;
+
+    // Truncated: the last chunk cut in half.
+    let (message, bytes) = claimant_adds_a_document(&mut s, "report-2.pdf", 5).await;
+    let mut ids = std::collections::HashMap::new();
+    s.proxy.set_rule(move |f| {
+        download_index(f, &mut ids);
+        match reply_index(f, &m, &ids) {
+            Some(2) => Verdict::Replace(vec![with_data(f, |mut d| {
+                d.truncate(d.len() / 2);
+                d
+            })]),
+            _ => Verdict::Pass,
+        }
+    });
+    refused_then_saved(&s, &message, &bytes, "truncated").await;
+
+    // Dropped: the relay says it has no chunk 1.
+    let (message, _) = claimant_adds_a_document(&mut s, "report-3.pdf", 6).await;
+    let mut ids = std::collections::HashMap::new();
+    s.proxy.set_rule(move |f| {
+        download_index(f, &mut ids);
+        match reply_index(f, &m, &ids) {
+            Some(1) => Verdict::Replace(vec![serde_json::json!({
+                "type": "error", "v": 1, "id": f.json["id"],
+                "code": "not_found", "message": "no such chunk",
+            })]),
+            _ => Verdict::Pass,
+        }
+    });
+    let out = s.dirs[0].path().join("saved.bin");
+    let dropped = s.mediator.save_document(&s.session, &message, &out).await;
+    assert!(dropped.is_err() && !out.exists(), "dropped: {dropped:?}");
+    s.proxy.clear_rule();
+
+    // Dropped without a word: a reply with no data.
+    let (message, bytes) = claimant_adds_a_document(&mut s, "report-4.pdf", 7).await;
+    let mut ids = std::collections::HashMap::new();
+    s.proxy.set_rule(move |f| {
+        download_index(f, &mut ids);
+        match reply_index(f, &m, &ids) {
+            Some(1) => {
+                let mut json = f.json.clone();
+                json.as_object_mut().unwrap().remove("data");
+                Verdict::Replace(vec![json])
+            }
+            _ => Verdict::Pass,
+        }
+    });
+    refused_then_saved(&s, &message, &bytes, "no data").await;
+
+    // Reordered: every chunk served one place along (0 gets 1, 1 gets 2, 2 gets 0).
+    let (message, bytes) = claimant_adds_a_document(&mut s, "report-5.pdf", 8).await;
+    let mut ids = std::collections::HashMap::new();
+    let mut seen: Vec<Option<proxy::Frame>> = vec![None, None, None];
+    s.proxy.set_rule(move |f| {
+        download_index(f, &mut ids);
+        let Some(i) = reply_index(f, &m, &ids) else {
+            return Verdict::Pass;
+        };
+        seen[i as usize] = Some(f.clone());
+        if seen.iter().any(Option::is_none) {
+            return Verdict::Drop;
+        }
+        let frames: Vec<proxy::Frame> = seen.iter_mut().map(|x| x.take().unwrap()).collect();
+        Verdict::Replace(
+            (0..3)
+                .map(|i| {
+                    let mut json = frames[i].json.clone();
+                    json["data"] = frames[(i + 1) % 3].json["data"].clone();
+                    json
+                })
+                .collect(),
+        )
+    });
+    refused_then_saved(&s, &message, &bytes, "reordered").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_of_another_document_or_one_altered_in_upload_never_opens() {
+    let mut s = stage().await;
+    let (message, bytes) = claimant_adds_a_document(&mut s, "accounts.xlsx", 2).await;
+    let (other, _) = claimant_adds_a_document(&mut s, "letter.pdf", 3).await;
+    let m = s.m();
+
+    // Fetch the other document's first chunk, as the relay holds it.
+    let mut other_chunk = None;
+    let out = s.dirs[0].path().join("other.bin");
+    s.mediator
+        .save_document(&s.session, &other, &out)
+        .await
+        .unwrap();
+    for f in s.proxy.log() {
+        if f.to_client(&m) && f.json.get("data").is_some() && other_chunk.is_none() {
+            other_chunk = Some(f.json["data"].clone());
+        }
+    }
+    let other_chunk = other_chunk.unwrap();
+
+    // Substituted: chunk 0 of the other document, the same length, for chunk 0.
+    let mut ids = std::collections::HashMap::new();
+    s.proxy.set_rule(move |f| {
+        download_index(f, &mut ids);
+        match reply_index(f, &m, &ids) {
+            Some(0) => {
+                let mut json = f.json.clone();
+                json["data"] = other_chunk.clone();
+                Verdict::Replace(vec![json])
+            }
+            _ => Verdict::Pass,
+        }
+    });
+    refused_then_saved(&s, &message, &bytes, "another document's chunk").await;
+
+    // Altered on its way up: the relay stores a chunk with one byte changed.
+    let c = s.c();
+    s.proxy.set_rule(move |f| {
+        if f.from_client(&c) && f.kind() == "chunk" && f.json["index"] == 1 {
+            return Verdict::Replace(vec![with_data(f, |mut d| {
+                d[100] ^= 0x40;
+                d
+            })]);
+        }
+        Verdict::Pass
+    });
+    let path = s.dirs[3].path().join("minutes.pdf");
+    let altered = file_bytes(150_000, 4);
+    std::fs::write(&path, &altered).unwrap();
+    let sent = s
+        .claimant
+        .send_document(&s.session, &s.claimant_room, &path, None, Sharing::MayShare)
+        .await
+        .unwrap();
+    s.proxy.clear_rule();
+    settle(&mut s.mediator, &s.session.clone()).await;
+    let out = s.dirs[0].path().join("minutes.pdf");
+    match s
+        .mediator
+        .save_document(&s.session, &sent.message, &out)
+        .await
+    {
+        Err(ClientError::Document(e)) => assert!(e.to_string().contains("chunk 1"), "{e}"),
+        other => panic!("an altered chunk was not caught: {other:?}"),
+    }
+    assert!(!out.exists());
+}

@@ -854,3 +854,248 @@ async fn the_agreement_is_signed_by_every_party_member_and_verifies_offline() {
     let tampered = <caucus_protocol::agreement::SignedAgreement as caucus_protocol::codec::Canonical>::from_bytes(&bad);
     assert!(tampered.map_or(true, |a| a.verify().is_err()));
 }
+
+/// Write `len` bytes that differ from chunk to chunk at `dir/name`.
+fn a_file(
+    dir: &std::path::Path,
+    name: &str,
+    len: usize,
+    seed: u8,
+) -> (std::path::PathBuf, Vec<u8>) {
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8 ^ seed).collect();
+    let path = dir.join(name);
+    std::fs::write(&path, &bytes).unwrap();
+    (path, bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_carried_verbatim_or_as_the_mediators_own_with_consent_and_receipts() {
+    let relay = Relay::start(&[]).await;
+    let mut c = cast(&relay).await;
+    let session = c.session;
+    let claimant_room = c.claimant.my_room(&session).unwrap();
+    let defendant_room = c.defendant.my_room(&session).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+
+    // The claimant adds an expert's report for the mediator only (the default).
+    let (path, report) = a_file(scratch.path(), "okafor-report.pdf", 150_000, 1);
+    let sent = c
+        .claimant
+        .send_document(
+            &session,
+            &claimant_room,
+            &path,
+            Some("Expert report of Dr Okafor"),
+            Sharing::MediatorOnly,
+        )
+        .await
+        .unwrap();
+    let seen = wait_for(&mut c.mediator, |e| matches!(e, Event::Document { .. })).await;
+    let Event::Document {
+        hash,
+        sharing,
+        document,
+        sender,
+        ..
+    } = seen
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (hash, sharing, sender),
+        (
+            sent.message,
+            Sharing::MediatorOnly,
+            c.claimant.fingerprint()
+        )
+    );
+    assert_eq!(
+        (
+            document.title.as_str(),
+            document.name.as_str(),
+            document.media_type.as_str(),
+            document.size
+        ),
+        (
+            "Expert report of Dr Okafor",
+            "okafor-report.pdf",
+            "application/pdf",
+            150_000
+        )
+    );
+    // The solicitor, in the same private room, sees it and opens it.
+    wait_for(&mut c.solicitor, |e| matches!(e, Event::Document { .. })).await;
+    let out = scratch.path().join("solicitor.pdf");
+    c.solicitor
+        .save_document(&session, &hash, &out)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), report);
+    // The mediator opens it: the same bytes.
+    let out = scratch.path().join("mediator.pdf");
+    c.mediator
+        .save_document(&session, &hash, &out)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), report);
+    // The defendant's side never sees it.
+    c.defendant.sync(&session).await.unwrap();
+    assert!(c.defendant.documents(&session).is_empty());
+    assert!(
+        c.defendant
+            .save_document(&session, &hash, &out)
+            .await
+            .is_err()
+    );
+
+    // Mediator only: carrying it, as it is or as the mediator's own, is refused.
+    let (own_path, own) = a_file(scratch.path(), "report-summary.pdf", 2_000, 2);
+    for refused in [
+        c.mediator
+            .carry_document(&session, &hash, &defendant_room, None)
+            .await,
+        c.mediator
+            .carry_document(
+                &session,
+                &hash,
+                &defendant_room,
+                Some((&own_path, Some("Summary"))),
+            )
+            .await,
+    ] {
+        assert!(
+            matches!(
+                refused,
+                Err(caucus_client::ClientError::Protocol(
+                    caucus_protocol::Error::NotPermitted(_)
+                ))
+            ),
+            "{refused:?}"
+        );
+    }
+    assert!(c.defendant.documents(&session).is_empty());
+
+    // With the claimant's consent it goes across as it is: the same file.
+    c.claimant.consent(&session, &hash).await.unwrap();
+    wait_for(
+        &mut c.mediator,
+        |e| matches!(e, Event::Consent { message, .. } if *message == hash),
+    )
+    .await;
+    let carried = c
+        .mediator
+        .carry_document(&session, &hash, &defendant_room, None)
+        .await
+        .unwrap();
+    let arrived = wait_for(&mut c.defendant, |e| {
+        matches!(e, Event::DocumentCarried { .. })
+    })
+    .await;
+    let Event::DocumentCarried {
+        hash: copy,
+        mode,
+        author_consented,
+        from_room,
+        document,
+        ..
+    } = arrived
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (copy, mode, author_consented, from_room, document.sha256),
+        (
+            carried.message,
+            ForwardMode::Verbatim,
+            true,
+            claimant_room,
+            caucus_protocol::document::Hasher::digest(&report)
+        )
+    );
+    let out = scratch.path().join("defendant.pdf");
+    c.defendant
+        .save_document(&session, &copy, &out)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), report);
+    // The claimant's room is told what of theirs went where.
+    let receipt = wait_for(&mut c.claimant, |e| matches!(e, Event::Shared { .. })).await;
+    let Event::Shared {
+        source,
+        destination,
+        mode,
+        text,
+        ..
+    } = receipt
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (source, destination, mode),
+        (hash, defendant_room, ForwardMode::Verbatim)
+    );
+    assert_eq!(
+        text,
+        "Document: Expert report of Dr Okafor (okafor-report.pdf, 150 KB)"
+    );
+
+    // The mediator's own version: a summary, uploaded by the mediator.
+    let summary = c
+        .mediator
+        .carry_document(
+            &session,
+            &hash,
+            &defendant_room,
+            Some((&own_path, Some("Summary of the report"))),
+        )
+        .await
+        .unwrap();
+    wait_for(&mut c.defendant, |e| {
+        matches!(e, Event::DocumentCarried { hash, mode: ForwardMode::Reframed, .. } if *hash == summary.message)
+    })
+    .await;
+    let out = scratch.path().join("summary.pdf");
+    c.defendant
+        .save_document(&session, &summary.message, &out)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), own);
+    let receipt = wait_for(&mut c.claimant, |e| {
+        matches!(
+            e,
+            Event::Shared {
+                mode: ForwardMode::Reframed,
+                ..
+            }
+        )
+    })
+    .await;
+    let Event::Shared { text, .. } = receipt else {
+        unreachable!()
+    };
+    assert_eq!(
+        text,
+        "Document: Summary of the report (report-summary.pdf, 2 KB)"
+    );
+
+    // Closing erases the documents at the relay, and the statement counts
+    // them: the report's 3 chunks and the summary's 1.
+    let statement = c.mediator.close_session(&session).await.unwrap().unwrap();
+    let erased = statement.verify().unwrap().erased;
+    assert_eq!((erased.documents, erased.chunks), (2, 4), "{erased:?}");
+    let dir = relay.stop().await;
+    // Only the statement is left of the session: no document (F) or chunk (C).
+    assert_eq!(
+        caucus_tests::stored_records(dir.path(), &session),
+        vec![b'D']
+    );
+    // Erasing a device's copy removes the chunks it kept.
+    let kept = c.dirs[3].path().join("documents");
+    assert!(
+        std::fs::read_dir(&kept).unwrap().next().is_some(),
+        "the defendant kept chunks"
+    );
+    c.defendant.erase(&session).unwrap();
+    assert!(!dir_contains(c.dirs[3].path(), &report[..64]));
+    assert!(std::fs::read_dir(&kept).map_or(true, |mut d| d.next().is_none()));
+}
