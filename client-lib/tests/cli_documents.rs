@@ -4,11 +4,6 @@
 //! redacted copy of their own, and erasing the session removes the copies
 //! kept on the device. Every JSON line is checked against
 //! `docs/cli-json.schema.json`.
-//!
-//! NEEDS THE RELAY'S DOCUMENT HANDLERS (protocol.md 13.5.14-16), written
-//! on branch `relay` in parallel with this one: a relay without them
-//! answers `upload` with `unknown_type`. The test is ignored until the two
-//! are merged; then remove the `ignore` (or run it with `--ignored`).
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
 mod json_schema;
@@ -114,7 +109,6 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "needs the relay's document handlers (branch `relay`); run with --ignored once merged"]
 fn a_document_is_sent_listed_saved_carried_with_consent_and_erased_through_the_command_line() {
     let relay_dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
