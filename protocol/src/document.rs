@@ -172,7 +172,12 @@ impl Stream {
     /// Open chunk `index`, `last` if it must be the final one. Fails with
     /// `decrypt_failed` if it is not exactly what was sealed at that index
     /// with that flag under this key.
-    pub fn open(&self, index: u32, last: bool, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    pub fn open(
+        &self,
+        index: u32,
+        last: bool,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
         let len = ciphertext
             .len()
             .checked_sub(TAG_LEN)
@@ -190,7 +195,9 @@ fn check_chunk(index: u32, last: bool, len: usize) -> Result<(), Error> {
         return Err(Error::InvalidDocument("a chunk longer than 64 KiB"));
     }
     if !last && len != CHUNK_SIZE {
-        return Err(Error::InvalidDocument("a chunk before the last that is not full"));
+        return Err(Error::InvalidDocument(
+            "a chunk before the last that is not full",
+        ));
     }
     if last && len == 0 && index > 0 {
         return Err(Error::InvalidDocument("an empty last chunk after others"));
@@ -308,8 +315,7 @@ impl Sealer {
         let mut plain = Zeroizing::new(Vec::with_capacity(plain_len + TAG_LEN));
         plain.extend_from_slice(bytes);
         plain.resize(plain_len, 0);
-        self.stream
-            .seal(index, self.layout.is_last(index), &plain)
+        self.stream.seal(index, self.layout.is_last(index), &plain)
     }
 }
 
@@ -423,27 +429,7 @@ impl DocumentRef {
     /// and when it is opened (a name is a file name and nothing more, so
     /// that saving it cannot write outside the folder chosen).
     pub fn validate(&self) -> Result<(), Error> {
-        if self.size > MAX_DOCUMENT_SIZE {
-            return Err(Error::TooLarge);
-        }
-        let title = self.title.trim();
-        if title.is_empty() || self.title.len() > MAX_TITLE_LEN || has_control(&self.title) {
-            return Err(Error::InvalidDocument(
-                "a title is 1 to 300 bytes of text on one line",
-            ));
-        }
-        let name = &self.name;
-        if name.is_empty()
-            || name.len() > MAX_NAME_LEN
-            || name == "."
-            || name == ".."
-            || name.contains(['/', '\\'])
-            || has_control(name)
-        {
-            return Err(Error::InvalidDocument(
-                "a file name is 1 to 255 bytes, with no folder and no control characters",
-            ));
-        }
+        check_file(self.size, &self.title, &self.name)?;
         let media = &self.media_type;
         let well_formed = media
             .split_once('/')
@@ -467,6 +453,34 @@ impl DocumentRef {
             format_size(self.size)
         )
     }
+}
+
+/// The rules for a file's size, title and name, which a [`DocumentRef`]
+/// and an agreement's [`Attachment`](crate::agreement::Attachment) both
+/// keep: at most [`MAX_DOCUMENT_SIZE`] bytes (`too_large`); a title of 1 to
+/// 300 bytes, not only white space, on one line; a name that is a file name
+/// and nothing more (`invalid_document`).
+pub(crate) fn check_file(size: u64, title: &str, name: &str) -> Result<(), Error> {
+    if size > MAX_DOCUMENT_SIZE {
+        return Err(Error::TooLarge);
+    }
+    if title.trim().is_empty() || title.len() > MAX_TITLE_LEN || has_control(title) {
+        return Err(Error::InvalidDocument(
+            "a title is 1 to 300 bytes of text on one line",
+        ));
+    }
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\\'])
+        || has_control(name)
+    {
+        return Err(Error::InvalidDocument(
+            "a file name is 1 to 255 bytes, with no folder and no control characters",
+        ));
+    }
+    Ok(())
 }
 
 fn has_control(text: &str) -> bool {
@@ -530,10 +544,17 @@ mod tests {
         ];
         for (size, padded, chunks) in sizes {
             let layout = Layout::for_size(size).unwrap();
-            assert_eq!((layout.padded(), layout.chunks()), (padded, chunks), "{size}");
+            assert_eq!(
+                (layout.padded(), layout.chunks()),
+                (padded, chunks),
+                "{size}"
+            );
             assert_eq!(Layout::of_padded(padded), Some(layout));
         }
-        assert_eq!(Layout::for_size(MAX_DOCUMENT_SIZE + 1), Err(Error::TooLarge));
+        assert_eq!(
+            Layout::for_size(MAX_DOCUMENT_SIZE + 1),
+            Err(Error::TooLarge)
+        );
         assert_eq!(Layout::of_padded(65537), None);
         assert_eq!(Layout::of_padded(1), None);
         let two = Layout::for_size(65537).unwrap();
@@ -580,15 +601,24 @@ mod tests {
         assert_eq!(good.validate(), Ok(()));
         assert_eq!(DocumentRef::from_bytes(&good.to_bytes()).unwrap(), good);
         for name in ["", ".", "..", "../x", "a/b", "a\\b", "a\nb"] {
-            let bad = DocumentRef { name: name.into(), ..good.clone() };
+            let bad = DocumentRef {
+                name: name.into(),
+                ..good.clone()
+            };
             assert!(bad.validate().is_err(), "{name:?}");
             assert!(DocumentRef::from_bytes(&bad.to_bytes()).is_err());
         }
         for media in ["", "pdf", "text/ plain", "/x"] {
-            let bad = DocumentRef { media_type: media.into(), ..good.clone() };
+            let bad = DocumentRef {
+                media_type: media.into(),
+                ..good.clone()
+            };
             assert!(bad.validate().is_err(), "{media:?}");
         }
-        assert_eq!(good.summary(), "Document: Expert report (report.pdf, 10 bytes)");
+        assert_eq!(
+            good.summary(),
+            "Document: Expert report (report.pdf, 10 bytes)"
+        );
         assert_eq!(format_size(2_345_678), "2.4 MB");
         assert_eq!(format_size(48_100), "49 KB");
     }
