@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
 use crate::crypto::{Digest, Signature, label};
-use crate::document::{DocumentRef, check_file};
+use crate::document::{DocumentRef, check_file, format_size};
 use crate::error::Error;
 use crate::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use crate::ids::{PartyId, SessionId};
@@ -86,6 +86,18 @@ impl Attachment {
     /// The SHA-256 in lowercase hex, as `sha256sum` prints it.
     pub fn sha256_hex(&self) -> String {
         self.sha256.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// How a person reads it: `Expert report (report.pdf, 2.4 MB), SHA-256
+    /// 1f…` (the hash in full, in hex).
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({}, {}), SHA-256 {}",
+            self.title,
+            self.name,
+            format_size(self.size),
+            self.sha256_hex()
+        )
     }
 }
 

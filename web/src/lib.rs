@@ -116,6 +116,7 @@ fn agreement_json(agreement: &SignedAgreement) -> Value {
             "title": v.title,
             "terms": v.terms,
             "checklist": v.checklist,
+            "attachments": v.attachments,
             "signers": v.signers.iter().map(|(name, party, f)| json!({
                 "name": name, "party": party, "device": f, "safetyCode": f.safety_code(),
             })).collect::<Vec<_>>(),
@@ -258,6 +259,7 @@ pub fn verify_agreement(text: &str) -> Result<String, JsError> {
         "title": v.title,
         "terms": v.terms,
         "checklist": v.checklist,
+        "attachments": v.attachments,
         "signers": v.signers.iter().map(|(name, party, f)| json!({
             "name": name, "party": party, "device": f, "safetyCode": f.safety_code(),
         })).collect::<Vec<_>>(),
@@ -916,7 +918,8 @@ impl Device {
         )
     }
 
-    /// Propose an agreement for every party member to sign.
+    /// Propose an agreement for every party member to sign, attaching the
+    /// documents named by the messages that brought them (`attaches`).
     #[wasm_bindgen(js_name = proposeAgreement)]
     pub fn propose_agreement(
         &mut self,
@@ -924,6 +927,7 @@ impl Device {
         title: &str,
         terms: &str,
         checklist: Vec<String>,
+        attaches: Vec<String>,
         now: f64,
     ) -> Result<f64, JsError> {
         let checklist: Vec<String> = checklist
@@ -931,11 +935,16 @@ impl Device {
             .map(|q| q.trim().to_owned())
             .filter(|q| !q.is_empty())
             .collect();
+        let attaches = attaches
+            .iter()
+            .map(|m| digest(m))
+            .collect::<Result<Vec<_>, _>>()?;
         done(self.machine.propose_agreement(
             &session_id(session)?,
             title,
             terms,
             &checklist,
+            &attaches,
             at(now),
         ))
     }
