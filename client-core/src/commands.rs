@@ -821,9 +821,7 @@ impl Machine {
                 }
             };
             if attachments.iter().any(|a| a.sha256 == document.hash) {
-                return Err(ClientError::Usage(
-                    "that document is attached already",
-                ));
+                return Err(ClientError::Usage("that document is attached already"));
             }
             attachments.push(document.into());
         }

@@ -390,12 +390,19 @@ fn an_agreement_attaches_a_document_the_mediator_holds_and_the_signatories_see_i
             _ => None,
         })
         .expect("the mediator holds the document");
-    w.ask(med, |m, now| m.send(&session, &room, "Thank you.", Sharing::MayShare, now))
-        .unwrap();
-    let text = w.m(med).history(&session).iter().rev().find_map(|e| match e {
-        Event::Message { hash, .. } => Some(*hash),
-        _ => None,
-    });
+    w.ask(med, |m, now| {
+        m.send(&session, &room, "Thank you.", Sharing::MayShare, now)
+    })
+    .unwrap();
+    let text = w
+        .m(med)
+        .history(&session)
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Message { hash, .. } => Some(*hash),
+            _ => None,
+        });
     // Only a document: not a text, not a message this device never saw, not twice.
     for (attaches, why) in [
         (vec![text.unwrap()], "a text"),

@@ -193,7 +193,9 @@ fn an_attachment_names_a_file_as_a_document_does() {
     assert_eq!(attached.sha256_hex(), REPORT_SHA256);
     assert_eq!(
         attached.summary(),
-        format!("Expert report of Dr Okafor (okafor_report.pdf, 26 bytes), SHA-256 {REPORT_SHA256}")
+        format!(
+            "Expert report of Dr Okafor (okafor_report.pdf, 26 bytes), SHA-256 {REPORT_SHA256}"
+        )
     );
     assert_eq!(
         Agreement::from_bytes(&t.agreement.to_bytes()).unwrap(),
