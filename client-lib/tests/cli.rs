@@ -388,8 +388,12 @@ async fn caucus_agreement_verify_checks_a_copy_offline() {
     );
     // The attached file, with the SHA-256 that `sha256sum` would print.
     assert!(
+        out.contains("Attached documents (the signatures cover each SHA-256):"),
+        "{out}"
+    );
+    assert!(
         out.contains(&format!(
-            "Attached documents (the signatures cover each SHA-256):\n  - Valuation of the practice (valuation.pdf, 2.4 MB), SHA-256 {}",
+            "- Valuation of the practice (valuation.pdf, 2.4 MB), SHA-256 {}",
             "ab".repeat(32)
         )),
         "{out}"
@@ -422,6 +426,25 @@ async fn ids_that_begin_with_a_hyphen_are_taken_as_ids_not_flags() {
         "--session",
         "-AAAAAAAAAAAAAAAAAAAAA",
         "--message",
+        "-not-a-message-id",
+    ];
+    let out = caucus(as_device(dir.path(), &args)).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a message id"), "{err}");
+    // A document attached to an agreement is named by its message id too.
+    let args = [
+        "agreement",
+        "propose",
+        "--server",
+        &url,
+        "--session",
+        "-AAAAAAAAAAAAAAAAAAAAA",
+        "--title",
+        "Settlement",
+        "--terms",
+        "The trust pays.",
+        "--attach",
         "-not-a-message-id",
     ];
     let out = caucus(as_device(dir.path(), &args)).await;
