@@ -790,15 +790,18 @@ impl Machine {
     }
 
     /// Propose an agreement: the exact `terms`, with a reality-testing
-    /// `checklist`, for every member of every party still in the mediation
-    /// to sign. Posted in the joint room and in each party's private room.
-    /// The outcome names it.
+    /// `checklist` and the documents it `attaches` (each named by the hash
+    /// of the message that brought it to this device, a `Document` or a
+    /// `CarriedDocument`: the signatures cover its SHA-256), for every
+    /// member of every party still in the mediation to sign. Posted in the
+    /// joint room and in each party's private room. The outcome names it.
     pub fn propose_agreement(
         &mut self,
         session: &SessionId,
         title: &str,
         terms: &str,
         checklist: &[String],
+        attaches: &[Digest],
         now: Timestamp,
     ) -> Result<OpId> {
         self.mediator_at(session, now)?;
@@ -808,6 +811,22 @@ impl Machine {
             ));
         }
         let state = self.session(session)?;
+        let mut attachments: Vec<caucus_protocol::agreement::Attachment> = Vec::new();
+        for message in attaches {
+            let document = match state.message(message).map(|m| &m.content) {
+                Some(Content::Document { document, .. }) => document,
+                Some(Content::CarriedDocument(carried)) => &carried.document,
+                _ => {
+                    return Err(ClientError::Usage(
+                        "an agreement attaches a document this device holds, named by the message that brought it",
+                    ));
+                }
+            };
+            if attachments.iter().any(|a| a.sha256 == document.hash) {
+                return Err(ClientError::Usage("that document is attached already"));
+            }
+            attachments.push(document.into());
+        }
         let roster = self.roster_of(session)?;
         let name = |m: &caucus_protocol::roster::Member| {
             state
@@ -839,6 +858,7 @@ impl Machine {
             title: title.to_owned(),
             terms: terms.to_owned(),
             checklist: checklist.to_vec(),
+            attachments,
             mediator: Signatory {
                 identity: mediator.identity.clone(),
                 name: name(mediator),

@@ -168,6 +168,8 @@ pub enum Event {
         terms: String,
         /// The reality-testing checklist.
         checklist: Vec<String>,
+        /// The documents it attaches: each file's SHA-256 is signed with it.
+        attachments: Vec<caucus_protocol::agreement::Attachment>,
     },
     /// A signatory signed a proposed agreement.
     AgreementSigned {
@@ -473,6 +475,7 @@ pub(crate) fn of_message(session: SessionId, index: u64, opened: Opened) -> Even
             title: a.title,
             terms: a.terms,
             checklist: a.checklist,
+            attachments: a.attachments,
         },
         Content::AgreementSignature { agreement, .. } => Event::AgreementSigned {
             session,

@@ -82,6 +82,10 @@ pub(crate) enum RosterEdit {
 
 /// One step of an operation.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a post holds its content (an agreement's final copy at most) once, moved in and out; a box would only add an allocation"
+)]
 pub(crate) enum Stage {
     /// A request whose acceptance is all that is needed.
     Request(RequestBody),

@@ -323,6 +323,7 @@ fn the_mediator_countersigns_the_agreement_once_everyone_has_signed() {
             "Settlement",
             "The trust pays 150,000.",
             &["Can you live with this?".into()],
+            &[],
             now,
         )
     }) else {
@@ -359,6 +360,82 @@ fn the_mediator_countersigns_the_agreement_once_everyone_has_signed() {
             "two parties and the mediator"
         );
     }
+}
+
+#[test]
+fn an_agreement_attaches_a_document_the_mediator_holds_and_the_signatories_see_it() {
+    use caucus_protocol::agreement::Attachment;
+    use caucus_protocol::document::{DocumentKey, DocumentRef, Hasher};
+    let mut w = World::new();
+    let (med, claimant, trust, session, parties) = mediation(&mut w);
+    let report = DocumentRef {
+        file: caucus_protocol::ids::FileId([9; 16]),
+        key: DocumentKey::generate().unwrap(),
+        size: 21,
+        hash: Hasher::digest(b"The trust's valuation"),
+        title: "Valuation".into(),
+        name: "valuation.pdf".into(),
+        media_type: "application/pdf".into(),
+    };
+    let room = w.m(trust).party_room(&session, &parties[1]).unwrap();
+    let document = caucus_protocol::content::Content::Document {
+        sharing: Sharing::MayShare,
+        document: report.clone(),
+    };
+    w.ask(trust, |m, now| m.post(&session, &room, document, now))
+        .unwrap();
+    w.run();
+    let held = w
+        .events(med)
+        .iter()
+        .find_map(|e| match e {
+            Event::Document { hash, .. } => Some(*hash),
+            _ => None,
+        })
+        .expect("the mediator holds the document");
+    w.ask(med, |m, now| {
+        m.send(&session, &room, "Thank you.", Sharing::MayShare, now)
+    })
+    .unwrap();
+    let text = w
+        .m(med)
+        .history(&session)
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Message { hash, .. } => Some(*hash),
+            _ => None,
+        });
+    // Only a document: not a text, not a message this device never saw, not twice.
+    for (attaches, why) in [
+        (vec![text.unwrap()], "a text"),
+        (vec![caucus_protocol::crypto::Digest([3; 32])], "unknown"),
+        (vec![held, held], "twice"),
+    ] {
+        let refused = w.ask(med, |m, now| {
+            m.propose_agreement(&session, "Settlement", "Terms.", &[], &attaches, now)
+        });
+        assert!(matches!(refused, Err(ClientError::Usage(_))), "{why}");
+    }
+    let Ok(Outcome::Proposed(hash)) = w.ask(med, |m, now| {
+        m.propose_agreement(&session, "Settlement", "The trust pays.", &[], &[held], now)
+    }) else {
+        panic!()
+    };
+    w.run();
+    let attached = vec![Attachment::from(&report)];
+    let proposed = w.events(claimant).into_iter().find_map(|e| match e {
+        Event::AgreementProposed {
+            agreement,
+            attachments,
+            ..
+        } => Some((agreement, attachments)),
+        _ => None,
+    });
+    assert_eq!(proposed, Some((hash, attached.clone())));
+    let draft = w.m(trust).draft(&session, &hash).unwrap();
+    assert_eq!(draft.attachments, attached);
+    assert_eq!(draft.hash(), hash);
 }
 
 #[test]

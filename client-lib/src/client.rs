@@ -812,18 +812,21 @@ impl Client {
     }
 
     /// Propose an agreement: the exact `terms`, with a reality-testing
-    /// `checklist`, for every member of every party still in the mediation to
-    /// sign. Posted in the joint room and in each party's private room, so
-    /// that it can be shuttled as well as read together. Returns its hash.
+    /// `checklist` and the documents it `attaches` (named by the messages
+    /// that brought them; the signatures cover their SHA-256), for every
+    /// member of every party still in the mediation to sign. Posted in the
+    /// joint room and in each party's private room, so that it can be
+    /// shuttled as well as read together. Returns its hash.
     pub async fn propose_agreement(
         &self,
         session: &SessionId,
         title: &str,
         terms: &str,
         checklist: &[String],
+        attaches: &[Digest],
     ) -> Result<Digest> {
         match self
-            .run(|m, now| m.propose_agreement(session, title, terms, checklist, now))
+            .run(|m, now| m.propose_agreement(session, title, terms, checklist, attaches, now))
             .await?
         {
             Outcome::Proposed(hash) => Ok(hash),

@@ -342,7 +342,7 @@ async fn a_scripted_session_with_the_caucus_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caucus_agreement_verify_checks_a_copy_offline() {
-    use caucus_protocol::agreement::{Agreement, Signatory, SignedAgreement};
+    use caucus_protocol::agreement::{Agreement, Attachment, Signatory, SignedAgreement};
     use caucus_protocol::codec::Canonical;
     use caucus_protocol::identity::DeviceKeys;
     use caucus_protocol::ids::{PartyId, SessionId};
@@ -353,6 +353,12 @@ async fn caucus_agreement_verify_checks_a_copy_offline() {
         title: "Partnership agreement".into(),
         terms: "Dr A retires on 31 March; the practice buys her share.".into(),
         checklist: vec![],
+        attachments: vec![Attachment {
+            title: "Valuation of the practice".into(),
+            name: "valuation.pdf".into(),
+            size: 2_345_678,
+            sha256: caucus_protocol::crypto::Digest([0xab; 32]),
+        }],
         mediator: Signatory {
             identity: mediator.public().clone(),
             name: "Ms Mediator".into(),
@@ -378,6 +384,18 @@ async fn caucus_agreement_verify_checks_a_copy_offline() {
     .await);
     assert!(
         out.contains("signed by Dr A (Partner A), Ms Mediator (mediator)"),
+        "{out}"
+    );
+    // The attached file, with the SHA-256 that `sha256sum` would print.
+    assert!(
+        out.contains("Attached documents (the signatures cover each SHA-256):"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "- Valuation of the practice (valuation.pdf, 2.4 MB), SHA-256 {}",
+            "ab".repeat(32)
+        )),
         "{out}"
     );
     // One byte changed in the signed copy: refused.
@@ -408,6 +426,25 @@ async fn ids_that_begin_with_a_hyphen_are_taken_as_ids_not_flags() {
         "--session",
         "-AAAAAAAAAAAAAAAAAAAAA",
         "--message",
+        "-not-a-message-id",
+    ];
+    let out = caucus(as_device(dir.path(), &args)).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a message id"), "{err}");
+    // A document attached to an agreement is named by its message id too.
+    let args = [
+        "agreement",
+        "propose",
+        "--server",
+        &url,
+        "--session",
+        "-AAAAAAAAAAAAAAAAAAAAA",
+        "--title",
+        "Settlement",
+        "--terms",
+        "The trust pays.",
+        "--attach",
         "-not-a-message-id",
     ];
     let out = caucus(as_device(dir.path(), &args)).await;

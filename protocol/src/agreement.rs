@@ -2,9 +2,11 @@
 //! the mediator countersigns, and that anyone holding a copy can verify
 //! offline, with no relay.
 //!
-//! * The [`Agreement`] is the exact text and the list of who must sign it
+//! * The [`Agreement`] is the exact text, the documents it attaches (each
+//!   named by its SHA-256, [`Attachment`]) and the list of who must sign it
 //!   (each with their public identity, name and party), drafted by the lead
-//!   mediator. Its hash names it.
+//!   mediator. Its hash names it, so every signature covers the attached
+//!   files' hashes too.
 //! * Each signer's [`Signature`] is over
 //!   `u8(len) || "caucus/v1/agreement-sign" || agreement hash`.
 //! * The mediator's countersignature is over
@@ -20,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
 use crate::crypto::{Digest, Signature, label};
+use crate::document::{DocumentRef, check_file, format_size};
 use crate::error::Error;
 use crate::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use crate::ids::{PartyId, SessionId};
@@ -53,6 +56,69 @@ impl Canonical for Signatory {
     }
 }
 
+/// A document the agreement attaches: what it is called, and the SHA-256 of
+/// the file's bytes, which the signatures cover. It names the file and holds
+/// no key: anyone can check a copy of the file with `sha256sum`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The document's title.
+    pub title: String,
+    /// Its file name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The plain SHA-256 of its bytes, as its [`DocumentRef`] gives it.
+    pub sha256: Digest,
+}
+
+impl From<&DocumentRef> for Attachment {
+    fn from(d: &DocumentRef) -> Self {
+        Self {
+            title: d.title.clone(),
+            name: d.name.clone(),
+            size: d.size,
+            sha256: d.hash,
+        }
+    }
+}
+
+impl Attachment {
+    /// The SHA-256 in lowercase hex, as `sha256sum` prints it.
+    pub fn sha256_hex(&self) -> String {
+        self.sha256.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// How a person reads it: `Expert report (report.pdf, 2.4 MB), SHA-256
+    /// 1f…` (the hash in full, in hex).
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({}, {}), SHA-256 {}",
+            self.title,
+            self.name,
+            format_size(self.size),
+            self.sha256_hex()
+        )
+    }
+}
+
+impl Canonical for Attachment {
+    fn encode(&self, w: &mut Writer) {
+        w.str(&self.title).str(&self.name).u64(self.size);
+        self.sha256.encode(w);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let attachment = Self {
+            title: r.string()?,
+            name: r.string()?,
+            size: r.u64()?,
+            sha256: Digest::decode(r)?,
+        };
+        check_file(attachment.size, &attachment.title, &attachment.name)
+            .map_err(|_| DecodeError::Invalid("attachment"))?;
+        Ok(attachment)
+    }
+}
+
 /// The agreement as drafted: the exact text everyone signs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agreement {
@@ -64,6 +130,8 @@ pub struct Agreement {
     pub terms: String,
     /// The reality-testing checklist the parties went through.
     pub checklist: Vec<String>,
+    /// The documents it attaches, in order.
+    pub attachments: Vec<Attachment>,
     /// The mediator, who countersigns.
     pub mediator: Signatory,
     /// Every party member who must sign, in signing order.
@@ -79,6 +147,7 @@ impl Canonical for Agreement {
         w.list(&self.checklist, |w, item| {
             w.str(item);
         });
+        w.list(&self.attachments, |w, a| a.encode(w));
         self.mediator.encode(w);
         w.list(&self.signatories, |w, s| s.encode(w));
         w.u64(self.drafted_at);
@@ -89,6 +158,7 @@ impl Canonical for Agreement {
             title: r.string()?,
             terms: r.string()?,
             checklist: r.list(|r| r.string())?,
+            attachments: r.list(Attachment::decode)?,
             mediator: Signatory::decode(r)?,
             signatories: r.list(Signatory::decode)?,
             drafted_at: r.u64()?,
@@ -152,7 +222,8 @@ impl Canonical for SignedAgreement {
 }
 
 /// Who signed what, as [`SignedAgreement::verify`] found it. The title,
-/// terms and checklist are the signed text: show these as what was agreed.
+/// terms, checklist and attachments are the signed text: show these as what
+/// was agreed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verified {
     /// The agreement's hash.
@@ -163,6 +234,8 @@ pub struct Verified {
     pub terms: String,
     /// The reality-testing checklist, as signed.
     pub checklist: Vec<String>,
+    /// The attached documents, as signed.
+    pub attachments: Vec<Attachment>,
     /// Each signer: name, party label (none for the mediator), fingerprint.
     pub signers: Vec<(String, Option<String>, Fingerprint)>,
 }
@@ -224,6 +297,7 @@ impl SignedAgreement {
             title: a.title.clone(),
             terms: a.terms.clone(),
             checklist: a.checklist.clone(),
+            attachments: a.attachments.clone(),
             signers,
         })
     }
@@ -240,14 +314,17 @@ impl SignedAgreement {
             .collect()
     }
 
-    /// The JSON export: `{"agreement", "checklist", "signed", "terms",
-    /// "title"}`, the signed copy in base64url in `signed`.
+    /// The JSON export: `{"agreement", "attachments", "checklist",
+    /// "signed", "terms", "title"}`, the signed copy in base64url in
+    /// `signed`, each attachment as `{"name", "sha256", "size", "title"}`
+    /// with its SHA-256 in hex.
     pub fn to_json(&self) -> String {
         let a = &self.agreement;
         serde_json::json!({
             "title": a.title,
             "terms": a.terms,
             "checklist": a.checklist,
+            "attachments": exported_attachments(a),
             "agreement": crate::b64::encode(&a.hash().0),
             "signed": crate::b64::encode(&self.to_bytes()),
         })
@@ -280,6 +357,22 @@ impl SignedAgreement {
             }
             list.push('\n');
             parts.push(("the checklist", list));
+        }
+        if !a.attachments.is_empty() {
+            let mut list = String::from(
+                "## Attachments\n\nThe signatures cover each file's SHA-256, which `sha256sum FILE` prints.\n\n",
+            );
+            for file in &a.attachments {
+                list.push_str(&format!(
+                    "- {}: {}, {} bytes, SHA-256 `{}`\n",
+                    literal_line(&file.title),
+                    literal_line(&file.name),
+                    file.size,
+                    file.sha256_hex()
+                ));
+            }
+            list.push('\n');
+            parts.push(("the attachments", list));
         }
         let mut table = String::from(
             "## Signatures\n\n| signer | party | fingerprint | signature |\n| --- | --- | --- | --- |\n",
@@ -366,8 +459,32 @@ struct JsonExport {
     title: String,
     terms: String,
     checklist: Vec<String>,
+    attachments: Vec<JsonAttachment>,
     agreement: Digest,
     signed: String,
+}
+
+/// An attachment in the JSON export: its SHA-256 in hex, as `sha256sum`
+/// prints it.
+#[derive(PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonAttachment {
+    title: String,
+    name: String,
+    size: u64,
+    sha256: String,
+}
+
+fn exported_attachments(a: &Agreement) -> Vec<JsonAttachment> {
+    a.attachments
+        .iter()
+        .map(|file| JsonAttachment {
+            title: file.title.clone(),
+            name: file.name.clone(),
+            size: file.size,
+            sha256: file.sha256_hex(),
+        })
+        .collect()
 }
 
 /// Check an exported copy of an agreement, with nothing else: the Markdown
@@ -376,7 +493,8 @@ struct JsonExport {
 ///
 /// The signed copy must verify ([`SignedAgreement::verify`]), and the text
 /// a person reads beside it must be the text signed: in JSON, `title`,
-/// `terms`, `checklist` and `agreement` equal the signed ones exactly; in
+/// `terms`, `checklist`, `attachments` and `agreement` equal the signed
+/// ones exactly; in
 /// Markdown, the whole document equals the Markdown export of the signed
 /// copy, reading CRLF as LF and ignoring white space at the ends of lines
 /// and blank lines at the end. Otherwise [`Error::ReadableTextDiffers`]
@@ -408,7 +526,7 @@ fn signed_copy(text: &str) -> Result<(SignedAgreement, Verified), Error> {
 fn verify_json(text: &str) -> Result<Verified, Error> {
     let export: JsonExport = serde_json::from_str(text).map_err(|_| {
         Error::NotAnExport(
-            "a JSON export has exactly title, terms, checklist, agreement and signed",
+            "a JSON export has exactly title, terms, checklist, attachments, agreement and signed",
         )
     })?;
     let (copy, verified) = signed_copy(&export.signed)?;
@@ -419,6 +537,8 @@ fn verify_json(text: &str) -> Result<Verified, Error> {
         Some("the terms")
     } else if export.checklist != a.checklist {
         Some("the checklist")
+    } else if export.attachments != exported_attachments(a) {
+        Some("the attachments")
     } else if export.agreement != verified.agreement {
         Some("the agreement hash")
     } else {

@@ -429,27 +429,7 @@ impl DocumentRef {
     /// and when it is opened (a name is a file name and nothing more, so
     /// that saving it cannot write outside the folder chosen).
     pub fn validate(&self) -> Result<(), Error> {
-        if self.size > MAX_DOCUMENT_SIZE {
-            return Err(Error::TooLarge);
-        }
-        let title = self.title.trim();
-        if title.is_empty() || self.title.len() > MAX_TITLE_LEN || has_control(&self.title) {
-            return Err(Error::InvalidDocument(
-                "a title is 1 to 300 bytes of text on one line",
-            ));
-        }
-        let name = &self.name;
-        if name.is_empty()
-            || name.len() > MAX_NAME_LEN
-            || name == "."
-            || name == ".."
-            || name.contains(['/', '\\'])
-            || has_control(name)
-        {
-            return Err(Error::InvalidDocument(
-                "a file name is 1 to 255 bytes, with no folder and no control characters",
-            ));
-        }
+        check_file(self.size, &self.title, &self.name)?;
         let media = &self.media_type;
         let well_formed = media
             .split_once('/')
@@ -473,6 +453,34 @@ impl DocumentRef {
             format_size(self.size)
         )
     }
+}
+
+/// The rules for a file's size, title and name, which a [`DocumentRef`]
+/// and an agreement's [`Attachment`](crate::agreement::Attachment) both
+/// keep: at most [`MAX_DOCUMENT_SIZE`] bytes (`too_large`); a title of 1 to
+/// 300 bytes, not only white space, on one line; a name that is a file name
+/// and nothing more (`invalid_document`).
+pub(crate) fn check_file(size: u64, title: &str, name: &str) -> Result<(), Error> {
+    if size > MAX_DOCUMENT_SIZE {
+        return Err(Error::TooLarge);
+    }
+    if title.trim().is_empty() || title.len() > MAX_TITLE_LEN || has_control(title) {
+        return Err(Error::InvalidDocument(
+            "a title is 1 to 300 bytes of text on one line",
+        ));
+    }
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\\'])
+        || has_control(name)
+    {
+        return Err(Error::InvalidDocument(
+            "a file name is 1 to 255 bytes, with no folder and no control characters",
+        ));
+    }
+    Ok(())
 }
 
 fn has_control(text: &str) -> bool {

@@ -3,16 +3,35 @@
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
 use caucus_protocol::Error;
-use caucus_protocol::agreement::{Agreement, Signatory, SignedAgreement, Verified, verify_export};
+use caucus_protocol::agreement::{
+    Agreement, Attachment, Signatory, SignedAgreement, Verified, verify_export,
+};
 use caucus_protocol::codec::Canonical;
+use caucus_protocol::document::{DocumentKey, DocumentRef, Hasher};
 use caucus_protocol::identity::DeviceKeys;
-use caucus_protocol::ids::{PartyId, SessionId};
+use caucus_protocol::ids::{FileId, PartyId, SessionId};
 
 struct Table {
     mediator: DeviceKeys,
     signers: Vec<DeviceKeys>,
     agreement: Agreement,
 }
+
+/// The expert's report, as the mediator's device holds it.
+fn report() -> DocumentRef {
+    DocumentRef {
+        file: FileId([5; 16]),
+        key: DocumentKey::generate().unwrap(),
+        size: 26,
+        hash: Hasher::digest(b"Expert report of Dr Okafor"),
+        title: "Expert report of Dr Okafor".into(),
+        name: "okafor_report.pdf".into(),
+        media_type: "application/pdf".into(),
+    }
+}
+
+/// `sha256sum` of the report's bytes.
+const REPORT_SHA256: &str = "dd07dc9eb809f7a57e16366781f250c92cb551b4c93c0c9a37823c74dbbd6f91";
 
 fn table() -> Table {
     let mediator = DeviceKeys::generate().unwrap();
@@ -33,6 +52,7 @@ fn table() -> Table {
             "Will it work in practice?".into(),
             "Who else must see it?".into(),
         ],
+        attachments: vec![Attachment::from(&report())],
         mediator: Signatory {
             identity: mediator.public().clone(),
             name: "Ms Mediator".into(),
@@ -133,11 +153,85 @@ fn a_signature_on_one_text_does_not_sign_another() {
 }
 
 #[test]
+fn a_changed_attachment_hash_breaks_every_signature() {
+    let t = table();
+    let copy = signed(&t);
+    let mut other = t.agreement.clone();
+    other.attachments[0].sha256 = Hasher::digest(b"Expert report of Dr Okafor, revised");
+    assert_ne!(other.hash(), t.agreement.hash());
+    // Each signature, and so the countersignature, is of the file signed.
+    for (k, sig) in t.signers.iter().zip(&copy.signatures) {
+        let alone = SignedAgreement::countersign(other.clone(), vec![*sig; 3], &t.mediator);
+        assert!(alone.is_err());
+        assert_ne!(other.sign(k).unwrap(), *sig);
+    }
+    let swapped = SignedAgreement {
+        agreement: other,
+        ..copy.clone()
+    };
+    assert!(matches!(swapped.verify(), Err(Error::BadSignature(_))));
+    // A file removed, or one added: the same.
+    let mut removed = copy.clone();
+    removed.agreement.attachments.clear();
+    assert!(removed.verify().is_err());
+    let mut added = copy;
+    added
+        .agreement
+        .attachments
+        .push(Attachment::from(&report()));
+    assert!(added.verify().is_err());
+}
+
+#[test]
+fn an_attachment_names_a_file_as_a_document_does() {
+    let t = table();
+    let attached = &t.agreement.attachments[0];
+    assert_eq!(
+        attached.sha256,
+        Hasher::digest(b"Expert report of Dr Okafor")
+    );
+    assert_eq!(attached.sha256_hex(), REPORT_SHA256);
+    assert_eq!(
+        attached.summary(),
+        format!(
+            "Expert report of Dr Okafor (okafor_report.pdf, 26 bytes), SHA-256 {REPORT_SHA256}"
+        )
+    );
+    assert_eq!(
+        Agreement::from_bytes(&t.agreement.to_bytes()).unwrap(),
+        t.agreement
+    );
+    // A name that leaves its folder, an empty title, a file over the limit:
+    // the agreement does not decode, as a DocumentRef would not.
+    for bad in [
+        Attachment {
+            name: "../okafor.pdf".into(),
+            ..attached.clone()
+        },
+        Attachment {
+            title: " ".into(),
+            ..attached.clone()
+        },
+        Attachment {
+            size: 50 * 1024 * 1024 + 1,
+            ..attached.clone()
+        },
+    ] {
+        let mut agreement = t.agreement.clone();
+        agreement.attachments = vec![bad];
+        assert!(Agreement::from_bytes(&agreement.to_bytes()).is_err());
+    }
+}
+
+#[test]
 fn the_readable_copy_carries_the_terms_and_every_signature() {
     let copy = signed(&table());
     let md = copy.to_markdown();
     assert!(md.contains("The trust pays £150,000 within 28 days."));
     assert!(md.contains("Will it work in practice?"));
+    assert!(md.contains(&format!(
+        "## Attachments\n\nThe signatures cover each file's SHA-256, which `sha256sum FILE` prints.\n\n- Expert report of Dr Okafor: okafor\\_report.pdf, 26 bytes, SHA-256 `{REPORT_SHA256}`\n\n## Signatures"
+    )));
     for sig in &copy.signatures {
         assert!(md.contains(&caucus_protocol::b64::encode(&sig.0)));
     }
@@ -170,6 +264,7 @@ fn every_export_form_verifies_and_reports_the_signed_text() {
         assert_eq!(report, copy.verify().unwrap());
         assert_eq!(report.terms, copy.agreement.terms);
         assert_eq!(report.checklist, copy.agreement.checklist);
+        assert_eq!(report.attachments, copy.agreement.attachments);
     }
 }
 
@@ -229,6 +324,12 @@ fn each_readable_part_of_the_markdown_is_checked() {
             "Who else must not see it?",
             "the checklist",
         ),
+        (
+            &format!("SHA-256 `{}", &REPORT_SHA256[..8]),
+            "SHA-256 `00000000",
+            "the attachments",
+        ),
+        ("26 bytes", "27 bytes", "the attachments"),
         ("| Dr Defendant |", "| Dr Plaintiff |", "the signatures"),
         (
             "Agreement hash `",
@@ -245,6 +346,11 @@ fn each_readable_part_of_the_markdown_is_checked() {
         assert!(md.contains(from), "{from}");
         assert_eq!(differs(verify_export(&md.replacen(from, to, 1))), part);
     }
+    // The attachments list removed whole.
+    let at = md.find("## Attachments").unwrap();
+    let list = &md[at..md.find("## Signatures").unwrap()];
+    let removed = md.replacen(list, "", 1);
+    assert_eq!(differs(verify_export(&removed)), "the attachments");
     // A line added to the terms, a signer's row removed, text after the block.
     let added = md.replacen("## Reality", "3. And £1,000 more.\n\n## Reality", 1);
     assert_eq!(differs(verify_export(&added)), "the terms");
@@ -321,6 +427,27 @@ fn the_json_export_s_readable_fields_equal_the_signed_ones() {
         differs(with("checklist", serde_json::json!([]))),
         "the checklist"
     );
+    assert_eq!(
+        json["attachments"],
+        serde_json::json!([{"title": "Expert report of Dr Okafor", "name": "okafor_report.pdf",
+            "size": 26, "sha256": REPORT_SHA256}])
+    );
+    let mut file = json["attachments"][0].clone();
+    file["sha256"] = REPORT_SHA256.to_uppercase().into();
+    assert_eq!(
+        differs(with("attachments", serde_json::json!([file]))),
+        "the attachments"
+    );
+    assert_eq!(
+        differs(with("attachments", serde_json::json!([]))),
+        "the attachments"
+    );
+    let mut extra = json["attachments"][0].clone();
+    extra["media_type"] = "application/pdf".into();
+    assert!(matches!(
+        with("attachments", serde_json::json!([extra])),
+        Err(Error::NotAnExport(_))
+    ));
     let other = caucus_protocol::b64::encode(&[7; 32]);
     assert_eq!(
         differs(with("agreement", other.into())),

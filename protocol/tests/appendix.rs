@@ -17,6 +17,7 @@
 
 mod by_hand;
 
+use caucus_protocol::agreement::{Agreement, Attachment, Signatory, SignedAgreement};
 use caucus_protocol::b64;
 use caucus_protocol::codec::{Canonical, Writer};
 use caucus_protocol::content::{
@@ -298,6 +299,37 @@ fn offer() -> Offer {
     }
 }
 
+/// A.5's agreement: the claimant signs, the mediator countersigns; it
+/// attaches one file, `0123456789`.
+fn signed_agreement() -> SignedAgreement {
+    let (mediator, claimant) = (device(MEDIATOR), device(CLAIMANT));
+    let agreement = Agreement {
+        session: SESSION,
+        title: "Settlement".into(),
+        terms: "The trust pays GBP 250000.00.".into(),
+        checklist: vec!["Is it workable?".into()],
+        attachments: vec![Attachment {
+            title: "Expert report".into(),
+            name: "report.pdf".into(),
+            size: 10,
+            sha256: caucus_protocol::document::Hasher::digest(b"0123456789"),
+        }],
+        mediator: Signatory {
+            identity: mediator.public().clone(),
+            name: "The mediator".into(),
+            party: None,
+        },
+        signatories: vec![Signatory {
+            identity: claimant.public().clone(),
+            name: "A. Claimant".into(),
+            party: Some((PARTY, "Claimant".into())),
+        }],
+        drafted_at: 1_900_000_000,
+    };
+    let signature = agreement.sign(&claimant).unwrap();
+    SignedAgreement::countersign(agreement, vec![signature], &mediator).unwrap()
+}
+
 fn first_text() -> Content {
     Content::Text {
         sharing: Sharing::MediatorOnly,
@@ -369,6 +401,34 @@ fn a5_content_encodings() {
     for (what, content) in &contents {
         s.block(what, &content.to_bytes());
     }
+    let signed = signed_agreement();
+    s.block(
+        "AgreementFinal",
+        &Content::AgreementFinal(signed.clone()).to_bytes(),
+    );
+    s.block("agreement hash", &signed.agreement.hash().0);
+    // As the text says: a changed attachment hash decodes and fails to
+    // verify; a name with a folder does not decode.
+    let mut changed = Content::AgreementFinal(signed.clone()).to_bytes();
+    changed[138] ^= 1;
+    let Ok(Content::AgreementFinal(copy)) = Content::from_bytes(&changed) else {
+        panic!("a changed attachment hash still decodes");
+    };
+    assert!(matches!(
+        copy.verify(),
+        Err(caucus_protocol::Error::BadSignature(_))
+    ));
+    let mut folder = signed.agreement.clone();
+    folder.attachments[0].name = "../report.pdf".into();
+    assert!(Agreement::from_bytes(&folder.to_bytes()).is_err());
+    s.block(
+        "AgreementSignature",
+        &Content::AgreementSignature {
+            agreement: signed.agreement.hash(),
+            signature: signed.signatures[0],
+        }
+        .to_bytes(),
+    );
     s.block("Amount", &offer().amount.unwrap().to_bytes());
     s.text(
         "offer summary",

@@ -37,6 +37,7 @@ import json
 import os
 import struct
 import sys
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
@@ -269,6 +270,9 @@ L_JOIN_MAC_KEY = b"caucus/v1/join-mac-key"
 L_JOIN_PROOF = b"caucus/v1/join-proof"
 L_AUTH = b"caucus/v1/auth"
 L_RELAY_ROTATION = b"caucus/v1/relay-rotation"
+L_AGREEMENT = b"caucus/v1/agreement"
+L_AGREEMENT_SIGN = b"caucus/v1/agreement-sign"
+L_AGREEMENT_COUNTERSIGN = b"caucus/v1/agreement-countersign"
 
 ZERO32 = bytes(32)
 ZERO_NONCE = bytes(12)
@@ -726,7 +730,8 @@ def room_key_info(session: bytes, room: bytes, epoch: int, recipient: bytes, ros
 # ---------------------------------------------------------------------------
 
 CT_TEXT, CT_FORWARD, CT_SHARE_RECEIPT, CT_CONSENT, CT_SYSTEM, CT_WITHDRAWAL, CT_AGREE = 1, 2, 3, 4, 5, 6, 7
-CONTENT_TYPES = {1, 2, 3, 4, 5, 6, 7}
+CT_AGREEMENT_DRAFT, CT_AGREEMENT_SIGNATURE, CT_AGREEMENT_FINAL = 8, 9, 10
+CONTENT_TYPES = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 SHARING = {"MediatorOnly": 1, "MayShare": 2}
 SHARING_NAMES = {v: k for k, v in SHARING.items()}
 MODE_NAMES = {1: "Verbatim", 2: "Reframed"}
@@ -734,6 +739,70 @@ SYSTEM_NAMES = {1: "MemberAdmitted", 2: "MemberRemoved", 3: "JointOpened", 4: "J
                 5: "PhaseChanged", 6: "PartyWithdrew", 7: "PartyRejoined"}
 STEP_NAMES = {1: "Continue", 2: "JointMeeting"}
 PHASE_NAMES = {1: "Preparation", 2: "IndividualMeetings", 3: "Negotiation", 4: "Agreement", 5: "Closed"}
+
+
+# The agreement (9.4) and its attachments, which keep 9.6's rules for a
+# document's size, title and name.
+MAX_DOCUMENT_SIZE = 52428800
+
+
+def has_control(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def read_attachment(r: Reader) -> dict:
+    a = {"title": r.string(), "name": r.string(), "size": r.u64(), "sha256": r.fixed(32)}
+    title, name = a["title"], a["name"]
+    if a["size"] > MAX_DOCUMENT_SIZE:
+        fail("malformed", "an attachment over the document size limit")
+    if not title.strip() or len(title.encode()) > 300 or has_control(title):
+        fail("malformed", "an attachment's title is 1 to 300 bytes of text on one line")
+    if (not name or len(name.encode()) > 255 or name in (".", "..") or "/" in name or "\\" in name
+            or has_control(name)):
+        fail("malformed", "an attachment's name is a file name and nothing more")
+    return a
+
+
+def read_signatory(r: Reader) -> dict:
+    return {"identity": PublicIdentity.read(r), "name": r.string(),
+            "party": r.option(lambda r: (r.fixed(16), r.string()))}
+
+
+def read_agreement(r: Reader) -> dict:
+    return {"session": r.fixed(16), "title": r.string(), "terms": r.string(),
+            "checklist": r.list(lambda r: r.string()), "attachments": r.list(read_attachment),
+            "mediator": read_signatory(r), "signatories": r.list(read_signatory), "drafted_at": r.u64()}
+
+
+def read_agreement_bytes(r: Reader) -> dict:
+    """bytes(canonical Agreement), with its hash: the reader is strict, so the bytes read are the canonical ones."""
+    raw = r.bytes()
+    agreement = decode_exact(raw, read_agreement)
+    agreement["hash"] = labelled_hash(L_AGREEMENT, raw)
+    return agreement
+
+
+def read_signed_agreement(r: Reader) -> dict:
+    return {"agreement": read_agreement_bytes(r), "signatures": r.list(lambda r: r.fixed(64)),
+            "countersignature": r.fixed(64)}
+
+
+def verify_signed_agreement(signed: dict) -> None:
+    """9.4: one signature per signatory, each over the hash; the countersignature over the hash and them."""
+    a, sigs = signed["agreement"], signed["signatures"]
+    if len(sigs) != len(a["signatories"]):
+        fail("bad_signature", "agreement: a signature is missing")
+    for s, sig in zip(a["signatories"], sigs):
+        if not verify_sig(s["identity"].signing_key, L_AGREEMENT_SIGN, a["hash"], sig):
+            fail("bad_signature", "agreement signature")
+    if not verify_sig(a["mediator"]["identity"].signing_key, L_AGREEMENT_COUNTERSIGN,
+                      a["hash"] + b"".join(sigs), signed["countersignature"]):
+        fail("bad_signature", "agreement countersignature")
+
+
+def attachments_json(agreement: dict) -> list:
+    return [{"title": a["title"], "name": a["name"], "size": a["size"], "sha256": a["sha256"].hex()}
+            for a in agreement["attachments"]]
 
 
 def read_content(r: Reader) -> dict:
@@ -754,6 +823,12 @@ def read_content(r: Reader) -> dict:
         return {"type": t, "event": ev, "arg": arg}
     if t == CT_AGREE:
         return {"type": t, "step": r.tag({1, 2})}
+    if t == CT_AGREEMENT_DRAFT:
+        return {"type": t, "agreement": read_agreement_bytes(r)}
+    if t == CT_AGREEMENT_SIGNATURE:
+        return {"type": t, "agreement": r.fixed(32), "signature": r.fixed(64)}
+    if t == CT_AGREEMENT_FINAL:
+        return {"type": t, "signed": decode_exact(r.bytes(), read_signed_agreement)}
     return {"type": t}  # Withdrawal
 
 
@@ -801,8 +876,11 @@ def text_content(sharing: int, body: str) -> bytes:
 
 def permitted(role: int, kind: tuple, content_type: int) -> None:
     """9.3."""
-    if content_type in (CT_FORWARD, CT_SHARE_RECEIPT, CT_SYSTEM) and not is_mediator_role(role):
+    if content_type in (CT_FORWARD, CT_SHARE_RECEIPT, CT_SYSTEM, CT_AGREEMENT_DRAFT,
+                        CT_AGREEMENT_FINAL) and not is_mediator_role(role):
         fail("not_permitted", "mediator-only content type")
+    if content_type == CT_AGREEMENT_SIGNATURE and is_mediator_role(role):
+        fail("not_permitted", "a mediator countersigns; party members sign")
     if content_type in (CT_CONSENT, CT_WITHDRAWAL, CT_AGREE) and (
         is_mediator_role(role) or kind[0] != KIND_PRIVATE
     ):
@@ -1440,6 +1518,17 @@ class WireClient:
             emit({"event": "consent", "message": b64e(c["message"]), **base})
         elif c["type"] == CT_AGREE:
             emit({"event": "agree", "step": STEP_NAMES[c["step"]], **base})
+        elif c["type"] == CT_AGREEMENT_DRAFT:
+            a = c["agreement"]
+            emit({"event": "agreement_proposed", "agreement": b64e(a["hash"]), "title": a["title"],
+                  "terms": a["terms"], "checklist": a["checklist"], "attachments": attachments_json(a), **base})
+        elif c["type"] == CT_AGREEMENT_SIGNATURE:
+            emit({"event": "agreement_signed", "agreement": b64e(c["agreement"]), **base})
+        elif c["type"] == CT_AGREEMENT_FINAL:
+            verify_signed_agreement(c["signed"])
+            a = c["signed"]["agreement"]
+            emit({"event": "agreement_concluded", "agreement": b64e(a["hash"]),
+                  "attachments": attachments_json(a), **base})
         else:
             emit({"event": "withdrawal", **base})
 
@@ -1505,6 +1594,28 @@ async def run(relay_url: str, invite: Invite, text: str, sharing: int) -> None:
 
 VECTORS = {
     # Appendix A values, hex, copied from docs/protocol.md.
+    "CONTENT_AGREEMENT_FINAL": (
+        "0a00000272000001ea111111111111111111111111111111110000000a536574746c656d656e740000001d5468652074"
+        "72757374207061797320474250203235303030302e30302e000000010000000f497320697420776f726b61626c653f00"
+        "0000010000000d457870657274207265706f72740000000a7265706f72742e706466000000000000000a84d89877f0d4"
+        "041efb6bf91a16f0248f2fd573e6af05c19f96bedb9f882f788203a107bff3ce10be1d70dd18e74bc09967e4d6309ba5"
+        "0d5f1ddc8664125531b8358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd16625488141f006dcb"
+        "ca5e639d50030b8ef00cd2b8a09a6290fd5158178e1f637467fb172b70cb0b5d7dfe23518bdb61d62900a84d35413c99"
+        "54409559b3bfcd556f040000000c546865206d65646961746f7200000000012543b92ff1095511476adc8369db6ddc93"
+        "3665a11978dda1404ee1066ca9559d675dd574ed7789310b3d2e7681f3790b466c773b1521fecf36577958371ea52f75"
+        "058fbf7337e67355ba254c5639b843dc715026524ab51d840c90c8dafbc707e815d478ed4928918acabd30e78f2b3051"
+        "ca11a6212f2b7ff3e4ab0a0b50e9080000000b412e20436c61696d616e74012222222222222222222222222222222200"
+        "000008436c61696d616e7400000000713fb30000000001df0197fdd1bbf0708b857d81dde80dca13b7e0093c5e9f647c"
+        "0e57dc450a870332d59ac6600edb690b3831bba2146759575569781187bb0ba5382336307a7b0f0957469e2c3977a333"
+        "8c1196381a7e53496131de1f3c6d43dd2e560040d813b6973461a83cf3f09bdf672004948bb73ad5da5c80517c2e1299"
+        "72f2c716c2dc0d"
+    ),
+    "AGREEMENT_HASH": "092d68ee6898521861b3b2cad890c950ae3432a14cbfb9626a026d1f3e280b67",
+    "CONTENT_AGREEMENT_SIGNATURE": (
+        "09092d68ee6898521861b3b2cad890c950ae3432a14cbfb9626a026d1f3e280b67df0197fdd1bbf0708b857d81dde80d"
+        "ca13b7e0093c5e9f647c0e57dc450a870332d59ac6600edb690b3831bba2146759575569781187bb0ba5382336307a7b"
+        "0f"
+    ),
     "MED_SIGNING": "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8",
     "MED_DH": "358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd166254",
     "MED_SELFSIG": (
@@ -1716,6 +1827,29 @@ def self_test(hpke_vectors: Optional[str]) -> None:
             raise Fatal(f"self-test: content {bad.hex()} decoded")
         except ProtocolError as e:
             eq("4.1 bad content", e.code, "malformed")
+    # A.5 agreement (9.4): decoded, hashed, verified; its attachment's hash is covered
+    final = decode_exact(X["CONTENT_AGREEMENT_FINAL"], read_content)["signed"]
+    verify_signed_agreement(final)
+    eq("A.5 agreement hash", final["agreement"]["hash"], X["AGREEMENT_HASH"])
+    eq("A.5 attachment", attachments_json(final["agreement"]),
+       [{"title": "Expert report", "name": "report.pdf", "size": 10,
+         "sha256": hashlib.sha256(b"0123456789").hexdigest()}])
+    eq("A.5 agreement signature",
+       Writer().u8(CT_AGREEMENT_SIGNATURE).fixed(final["agreement"]["hash"]).fixed(final["signatures"][0]).done(),
+       X["CONTENT_AGREEMENT_SIGNATURE"])
+    changed = bytearray(X["CONTENT_AGREEMENT_FINAL"])
+    changed[138] ^= 1
+    try:
+        verify_signed_agreement(decode_exact(bytes(changed), read_content)["signed"])
+        raise Fatal("self-test: an agreement with a changed attachment hash verified")
+    except ProtocolError as e:
+        eq("9.4 changed attachment", e.code, "bad_signature")
+    for name in ("../report.pdf", "a/b", "..", "", "a\nb"):
+        try:
+            decode_exact(Writer().string("Expert report").string(name).u64(10).fixed(ZERO32).done(), read_attachment)
+            raise Fatal(f"self-test: attachment name {name!r} decoded")
+        except ProtocolError as e:
+            eq("9.6 attachment name", e.code, "malformed")
     fwd = decode_exact(X["CONTENT_FORWARD"], read_content)
     eq("A.5 forward", (fwd["mode"], fwd["text"], fwd["author_consented"]), (2, "They could move on price.", False))
     # A.7 roster: decode, verify, accept

@@ -1353,7 +1353,7 @@ async fn a_forged_agreement_signature_is_refused_and_nothing_is_countersigned() 
     let mut attacker = Attacker::new(session);
     let hash = s
         .mediator
-        .propose_agreement(&session, "Settlement", "The defendant pays 50k.", &[])
+        .propose_agreement(&session, "Settlement", "The defendant pays 50k.", &[], &[])
         .await
         .unwrap();
     wait_for(&mut s.claimant, |e| {

@@ -813,7 +813,7 @@ async fn the_agreement_is_signed_by_every_party_member_and_verifies_offline() {
     let checklist = vec!["Will it work in practice?".to_string()];
     let hash = c
         .mediator
-        .propose_agreement(&session, "Settlement agreement", terms, &checklist)
+        .propose_agreement(&session, "Settlement agreement", terms, &checklist, &[])
         .await
         .unwrap();
     // Each party member reads the exact terms, then signs.

@@ -426,7 +426,7 @@ async fn a_clinical_negligence_mediation_from_invitation_to_erasure() {
     ]
     .map(String::from);
     let hash = mediator
-        .propose_agreement(&session, "Settlement agreement", terms, &checklist)
+        .propose_agreement(&session, "Settlement agreement", terms, &checklist, &[])
         .await
         .unwrap();
     let [
@@ -679,7 +679,7 @@ async fn a_gp_partnership_dispute_settled_by_shuttle_alone() {
                  2. The on-call rota is shared equally from April.";
     let checklist = ["Does the rota work with the practice's opening hours?".to_string()];
     let hash = mediator
-        .propose_agreement(&session, "Partnership agreement", terms, &checklist)
+        .propose_agreement(&session, "Partnership agreement", terms, &checklist, &[])
         .await
         .unwrap();
     let mut refs: Vec<&mut Person> = partners.iter_mut().collect();

@@ -69,7 +69,14 @@ export type CaucusEvent =
   | (In & { type: "system"; event: { kind: string; detail?: unknown } })
   | (In & { type: "withdrew"; member: string })
   | (In & { type: "agreed"; member: string; step: Step })
-  | (In & { type: "agreement_proposed"; agreement: string; title: string; terms: string; checklist: string[] })
+  | (In & {
+      type: "agreement_proposed";
+      agreement: string;
+      title: string;
+      terms: string;
+      checklist: string[];
+      attachments: Attachment[];
+    })
   | (In & { type: "agreement_signed"; member: string; agreement: string })
   | (In & { type: "agreement_concluded"; agreement: string })
   | (In & { type: "offer"; index: number; by: string; message: string; offer: Offer })
@@ -134,6 +141,31 @@ export interface InviteView {
   link: string;
 }
 
+/** A document an agreement attaches: the signatures cover its SHA-256 (base64url). */
+export interface Attachment {
+  title: string;
+  name: string;
+  size: number;
+  sha256: string;
+}
+
+/** A hash in base64url as lowercase hex, as `sha256sum` prints it. */
+export function hexOf(base64url: string): string {
+  const bytes = atob(base64url.replace(/-/g, "+").replace(/_/g, "/"));
+  return Array.from(bytes, (c) => c.charCodeAt(0).toString(16).padStart(2, "0")).join("");
+}
+
+/** The documents this device holds, each by the message that brought it (a document added or carried to a room). */
+export function heldDocuments(events: CaucusEvent[]): { message: string; document: Attachment }[] {
+  const held: { message: string; document: Attachment }[] = [];
+  for (const e of events as unknown as { type: string; hash?: string; document?: Attachment }[]) {
+    if ((e.type === "document" || e.type === "document_carried") && e.hash && e.document) {
+      held.push({ message: e.hash, document: e.document });
+    }
+  }
+  return held;
+}
+
 export interface AgreementView {
   verified: boolean;
   error?: string;
@@ -141,6 +173,7 @@ export interface AgreementView {
   title: string;
   terms: string;
   checklist: string[];
+  attachments: Attachment[];
   signers: { name: string; party: string | null; device: string; safetyCode: string }[];
   markdown: string;
   json: string;

@@ -120,6 +120,7 @@ fn agreement_json(agreement: &SignedAgreement) -> Value {
             "title": v.title,
             "terms": v.terms,
             "checklist": v.checklist,
+            "attachments": v.attachments,
             "signers": v.signers.iter().map(|(name, party, f)| json!({
                 "name": name, "party": party, "device": f, "safetyCode": f.safety_code(),
             })).collect::<Vec<_>>(),
@@ -333,6 +334,7 @@ pub fn verify_agreement(text: &str) -> Result<String, JsError> {
         "title": v.title,
         "terms": v.terms,
         "checklist": v.checklist,
+        "attachments": v.attachments,
         "signers": v.signers.iter().map(|(name, party, f)| json!({
             "name": name, "party": party, "device": f, "safetyCode": f.safety_code(),
         })).collect::<Vec<_>>(),
@@ -1173,7 +1175,8 @@ impl Device {
         )
     }
 
-    /// Propose an agreement for every party member to sign.
+    /// Propose an agreement for every party member to sign, attaching the
+    /// documents named by the messages that brought them (`attaches`).
     #[wasm_bindgen(js_name = proposeAgreement)]
     pub fn propose_agreement(
         &mut self,
@@ -1181,6 +1184,7 @@ impl Device {
         title: &str,
         terms: &str,
         checklist: Vec<String>,
+        attaches: Vec<String>,
         now: f64,
     ) -> Result<f64, JsError> {
         let checklist: Vec<String> = checklist
@@ -1188,11 +1192,16 @@ impl Device {
             .map(|q| q.trim().to_owned())
             .filter(|q| !q.is_empty())
             .collect();
+        let attaches = attaches
+            .iter()
+            .map(|m| digest(m))
+            .collect::<Result<Vec<_>, _>>()?;
         done(self.machine.propose_agreement(
             &session_id(session)?,
             title,
             terms,
             &checklist,
+            &attaches,
             at(now),
         ))
     }

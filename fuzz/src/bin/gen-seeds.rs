@@ -14,7 +14,7 @@ use caucus_fuzz::{
     CLAIMANT, CO_MEDIATOR, DEFENDANT, INVITE_EXPIRES, ItemKind, MEDIATOR, RELAY, SESSION,
     SOLICITOR, Transcript, invite, keys,
 };
-use caucus_protocol::agreement::{Agreement, Signatory, SignedAgreement};
+use caucus_protocol::agreement::{Agreement, Attachment, Signatory, SignedAgreement};
 use caucus_protocol::auth::AuthTarget;
 use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::codec::Canonical;
@@ -256,6 +256,12 @@ fn main() {
             "Will it work in practice?".into(),
             "Who else must see it?".into(),
         ],
+        attachments: vec![Attachment {
+            title: "Expert report of Dr Okafor".into(),
+            name: "okafor-report.pdf".into(),
+            size: 26,
+            sha256: Digest([0x5a; 32]),
+        }],
         mediator: signatory(MEDIATOR, "Ms Mediator", None),
         signatories: vec![
             signatory(CLAIMANT, "Ms Claimant", Some((claimant_party, "Claimant"))),

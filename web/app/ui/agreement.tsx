@@ -6,7 +6,16 @@
 import { useState } from "preact/hooks";
 import { verifyAgreement } from "../../pkg/caucus_web.js";
 import type { Driver } from "../driver.ts";
-import { type AgreementView, type CaucusEvent, type View, latestDraft, nameOf } from "../model.ts";
+import {
+  type AgreementView,
+  type Attachment,
+  type CaucusEvent,
+  type View,
+  heldDocuments,
+  hexOf,
+  latestDraft,
+  nameOf,
+} from "../model.ts";
 import { Confirm, ErrorLine, download, go, useAction } from "./common.tsx";
 
 export function AgreementPanel({ driver, view, events }: { driver: Driver; view: View; events: CaucusEvent[] }) {
@@ -34,6 +43,7 @@ export function AgreementPanel({ driver, view, events }: { driver: Driver; view:
               </ul>
             </>
           )}
+          <Attachments attachments={draft.attachments} />
           <h4>Signatures</h4>
           <ul aria-label="Signatures">
             {signatories.map((p) => (
@@ -50,7 +60,8 @@ export function AgreementPanel({ driver, view, events }: { driver: Driver; view:
               onConfirm={() => driver.run((d, now) => d.signAgreement(view.session, draft.agreement, now))}
             >
               <p>
-                You sign “{draft.title}” exactly as written above, in good faith. Your signature is made on this device and
+                You sign “{draft.title}” exactly as written above
+                {draft.attachments.length > 0 ? ", with the attached documents named by their SHA-256," : ""} in good faith. Your signature is made on this device and
                 everyone can check it.
               </p>
             </Confirm>
@@ -72,14 +83,38 @@ export function AgreementPanel({ driver, view, events }: { driver: Driver; view:
       ) : (
         <p class="hint">{mediator ? "No agreement drafted yet." : "When the sides agree, the mediator drafts the agreement here for everyone to read and sign."}</p>
       )}
-      {mediator && !concluded && <Propose driver={driver} view={view} />}
+      {mediator && !concluded && <Propose driver={driver} view={view} events={events} />}
     </section>
   );
 }
 
-function Propose({ driver, view }: { driver: Driver; view: View }) {
+/** The documents an agreement attaches, each with the SHA-256 its signatures cover. */
+function Attachments({ attachments }: { attachments: Attachment[] }) {
+  if (attachments.length === 0) return null;
+  return (
+    <>
+      <h4>Attached documents</h4>
+      <p class="hint">
+        The signatures cover each file's SHA-256: check your copy of a file with <code>sha256sum</code>.
+      </p>
+      <ul aria-label="Attached documents" class="attachments">
+        {attachments.map((a) => (
+          <li key={a.sha256}>
+            <strong>{a.title}</strong> ({a.name}, {a.size.toLocaleString()} bytes)
+            <br />
+            SHA-256 <code class="hash">{hexOf(a.sha256)}</code>
+          </li>
+        ))}
+      </ul>
+    </>
+  );
+}
+
+function Propose({ driver, view, events }: { driver: Driver; view: View; events: CaucusEvent[] }) {
   const [title, setTitle] = useState("");
   const [terms, setTerms] = useState("");
+  const [attach, setAttach] = useState<string[]>([]);
+  const held = heldDocuments(events);
   const [checklist, setChecklist] = useState(
     "Is this workable in practice?\nWhat happens if a term is not kept?\nIs there anything you have not said that matters?",
   );
@@ -90,7 +125,7 @@ function Propose({ driver, view }: { driver: Driver; view: View }) {
       <form
         onSubmit={(ev) => {
           ev.preventDefault();
-          run(() => driver.run((d, now) => d.proposeAgreement(view.session, title, terms, checklist.split("\n"), now)));
+          run(() => driver.run((d, now) => d.proposeAgreement(view.session, title, terms, checklist.split("\n"), attach, now)));
         }}
       >
         <label for="agreement-title-input">Title</label>
@@ -99,6 +134,23 @@ function Propose({ driver, view }: { driver: Driver; view: View }) {
         <textarea id="agreement-terms" rows={6} value={terms} onInput={(e) => setTerms((e.target as HTMLTextAreaElement).value)} />
         <label for="agreement-checklist">Reality-testing questions (one per line)</label>
         <textarea id="agreement-checklist" rows={3} value={checklist} onInput={(e) => setChecklist((e.target as HTMLTextAreaElement).value)} />
+        {held.length > 0 && (
+          <fieldset>
+            <legend>Attach documents (the signatures cover each file's SHA-256)</legend>
+            {held.map(({ message, document }) => (
+              <label key={message}>
+                <input
+                  type="checkbox"
+                  checked={attach.includes(message)}
+                  onChange={(e) =>
+                    setAttach((a) => ((e.target as HTMLInputElement).checked ? [...a, message] : a.filter((m) => m !== message)))
+                  }
+                />{" "}
+                {document.title} ({document.name})
+              </label>
+            ))}
+          </fieldset>
+        )}
         <ErrorLine error={error} />
         <button type="submit" class="primary" disabled={busy || title.trim() === "" || terms.trim() === ""}>
           Propose for signature
@@ -117,6 +169,7 @@ export function Concluded({ agreement }: { agreement: AgreementView }) {
       <p role="status">Signed by everyone and countersigned by the mediator. Keep a copy: it can be checked at any time, with no relay.</p>
       <h3>{agreement.title}</h3>
       <pre class="terms">{agreement.terms}</pre>
+      <Attachments attachments={agreement.attachments} />
       <h4>Signed by</h4>
       <ul>
         {agreement.signers.map((s) => (
@@ -185,6 +238,7 @@ export function VerifyPage() {
           </p>
           <h2>{result.agreement.title}</h2>
           <pre class="terms">{result.agreement.terms}</pre>
+          <Attachments attachments={result.agreement.attachments} />
           <h3>Signed by</h3>
           <ul>
             {result.agreement.signers.map((s) => (

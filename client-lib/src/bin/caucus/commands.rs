@@ -161,9 +161,14 @@ pub(crate) fn verify(file: &Path) -> Result<Vec<Record>> {
         .iter()
         .map(|q| format!("\n  - {q}"))
         .collect();
+    let files: String = report
+        .attachments
+        .iter()
+        .map(|a| format!("\n  - {}", a.summary()))
+        .collect();
     Ok(vec![Record::new(
         format!(
-            "valid: \"{}\" (agreement {}), signed by {}\nThe signed terms:\n{}{}",
+            "valid: \"{}\" (agreement {}), signed by {}\nThe signed terms:\n{}{}{}",
             report.title,
             id(&report.agreement),
             signers.join(", "),
@@ -172,6 +177,11 @@ pub(crate) fn verify(file: &Path) -> Result<Vec<Record>> {
                 String::new()
             } else {
                 format!("\nReality-testing questions:{questions}")
+            },
+            if files.is_empty() {
+                String::new()
+            } else {
+                format!("\nAttached documents (the signatures cover each SHA-256):{files}")
             }
         ),
         json!({"valid": true, "report": report}),
@@ -963,10 +973,15 @@ async fn agreement(
             title,
             terms,
             questions,
+            attach,
             ..
         } => {
+            let attaches = attach
+                .iter()
+                .map(|m| message_id(m))
+                .collect::<Result<Vec<_>>>()?;
             let hash = client
-                .propose_agreement(session, &title, &terms, &questions)
+                .propose_agreement(session, &title, &terms, &questions, &attaches)
                 .await?;
             say(
                 out,

@@ -318,7 +318,7 @@ pub(crate) async fn run(server: &str, json_mode: bool) -> Result<(), ClientError
     .map(String::from);
     let hash = mediator
         .client
-        .propose_agreement(&session, "Settlement agreement", terms, &checklist)
+        .propose_agreement(&session, "Settlement agreement", terms, &checklist, &[])
         .await?;
     for person in &mut people {
         person

@@ -376,6 +376,12 @@ pub(crate) enum AgreementCommand {
         #[arg(long = "question")]
         #[serde(default)]
         questions: Vec<String>,
+        /// Attach a document this device holds: the message that brought it,
+        /// as `listen` prints it (repeat for each; the signatures cover each
+        /// file's SHA-256).
+        #[arg(long = "attach", allow_hyphen_values = true)]
+        #[serde(default)]
+        attach: Vec<String>,
     },
     /// Sign the proposed agreement, exactly as drafted (read it first: `caucus
     /// listen` shows it).

@@ -436,15 +436,20 @@ fn parts(client: &Client, event: &Event) -> (String, Value) {
             title,
             terms,
             checklist,
+            attachments,
         } => (
             format!(
-                "[{}] the mediator proposes \"{title}\" (agreement {}): {terms} — reality-testing: {}",
+                "[{}] the mediator proposes \"{title}\" (agreement {}): {terms} — reality-testing: {}{}",
                 client.room_label(session, room),
                 caucus_protocol::b64::encode(&agreement.0),
-                checklist.join(" / ")
+                checklist.join(" / "),
+                attachments
+                    .iter()
+                    .map(|a| format!(" — attached: {}", a.summary()))
+                    .collect::<String>()
             ),
             json!({"event": "agreement_proposed", "session": session, "room": room, "room_label": client.room_label(session, room),
-                   "agreement": agreement, "title": title, "terms": terms, "checklist": checklist}),
+                   "agreement": agreement, "title": title, "terms": terms, "checklist": checklist, "attachments": attachments}),
         ),
         Event::AgreementSigned {
             session,
