@@ -156,14 +156,10 @@ export function hexOf(base64url: string): string {
 }
 
 /** The documents this device holds, each by the message that brought it (a document added or carried to a room). */
-export function heldDocuments(events: CaucusEvent[]): { message: string; document: Attachment }[] {
-  const held: { message: string; document: Attachment }[] = [];
-  for (const e of events as unknown as { type: string; hash?: string; document?: Attachment }[]) {
-    if ((e.type === "document" || e.type === "document_carried") && e.hash && e.document) {
-      held.push({ message: e.hash, document: e.document });
-    }
-  }
-  return held;
+export function heldDocuments(events: CaucusEvent[]): { message: string; document: DocumentInfo }[] {
+  return events.flatMap((e) =>
+    e.type === "document" || e.type === "document_carried" ? [{ message: e.hash, document: e.document }] : [],
+  );
 }
 
 export interface AgreementView {
