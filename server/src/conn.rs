@@ -389,8 +389,10 @@ pub(crate) async fn serve<S>(
 
 impl Conn {
     /// Handle one text frame; exactly one reply is queued for it (for
-    /// `post`, once the envelope is durable), except for `subscribe`, whose
-    /// catch-up and reply are returned for the caller to write.
+    /// `post` and `chunk`, once what they store is durable), except for
+    /// `subscribe`, whose catch-up and reply are returned for the caller to
+    /// write. A `chunk` over the device's upload budget (`ticket`) waits
+    /// here first.
     async fn handle(&mut self, text: &str, ticket: &Ticket) -> Option<(Catchup, u64)> {
         Metrics::add(&self.hub.metrics.bytes_in, text.len() as u64);
         let request = match parse_request(text) {

@@ -411,7 +411,7 @@ fn size_limit(bytes: u64) -> String {
     if bytes < 1 << 20 {
         return format!("{} KB", bytes >> 10);
     }
-    let tenths = bytes * 10 >> 20;
+    let tenths = (bytes * 10) >> 20;
     match tenths % 10 {
         0 => format!("{} MB", tenths / 10),
         tenth => format!("{}.{tenth} MB", tenths / 10),
