@@ -35,7 +35,7 @@ type Result<T> = std::result::Result<T, ClientError>;
 
 /// How many chunks of one transfer are asked for, or sent, and not yet
 /// answered, at a time.
-pub const WINDOW: u32 = 4;
+pub const WINDOW: u32 = 16;
 
 /// What goes wrong with a document itself, in words a person understands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,6 +10,7 @@
 //! cryptography, then checks the targets.
 
 mod crypto;
+mod documents;
 mod drive;
 mod procs;
 mod world;
@@ -60,6 +61,9 @@ struct Args {
     /// Envelopes in the catch-up measurement (0 skips).
     #[arg(long, default_value_t = 10_000)]
     catchup: usize,
+    /// MiB in the document transfer measurement (0 skips).
+    #[arg(long, default_value_t = 50)]
+    document_mib: u64,
     /// Messages in the client cryptography measurement (0 skips).
     #[arg(long, default_value_t = 4000)]
     crypto: usize,
@@ -96,6 +100,7 @@ struct Report {
     catchup_per_sec: Vec<f64>,
     catchup_envelopes: u64,
     crypto: Vec<crypto::Crypto>,
+    documents: Vec<documents::Transfer>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -282,6 +287,20 @@ async fn measure_all(
             report
                 .idle_kib_per_connection
                 .push((kind.name().to_owned(), kib));
+        }
+    }
+    if args.document_mib > 0 {
+        for _ in 0..args.repeat {
+            let t = documents::measure(bins, scratch, args.document_mib).await?;
+            eprintln!(
+                "document {} MiB: Caucus up {:.1} MiB/s, down {:.1} MiB/s; plain websocket up {:.1}, down {:.1}",
+                t.mib,
+                t.caucus_upload_mib_s,
+                t.caucus_download_mib_s,
+                t.plain_upload_mib_s,
+                t.plain_download_mib_s
+            );
+            report.documents.push(t);
         }
     }
     if args.catchup > 0 {
@@ -584,6 +603,27 @@ fn print_report(r: &Report) {
         crypto(|c| c.sign_per_sec),
         crypto(|c| c.verify_per_sec),
     );
+    if !r.documents.is_empty() {
+        let doc = |f: fn(&documents::Transfer) -> f64| {
+            median(&r.documents.iter().map(f).collect::<Vec<_>>())
+        };
+        println!();
+        println!(
+            "| a {} MiB document, native client | upload MiB/s | download MiB/s |",
+            r.documents[0].mib
+        );
+        println!("| --- | ---: | ---: |");
+        println!(
+            "| through the Caucus relay (sealed, durable, opened and checked) | {:.1} | {:.1} |",
+            doc(|t| t.caucus_upload_mib_s),
+            doc(|t| t.caucus_download_mib_s)
+        );
+        println!(
+            "| a plain websocket (64 KiB binary frames, synced) | {:.1} | {:.1} |",
+            doc(|t| t.plain_upload_mib_s),
+            doc(|t| t.plain_download_mib_s)
+        );
+    }
 
     let sat = |k: Kind| runs_of(&r.saturation, k).map(|runs| med(runs, |x| x.delivered_per_sec));
     let half = |k: Kind| runs_of(&r.half_load, k).map(|runs| med(runs, |x| x.latency.p99));

@@ -75,6 +75,9 @@ impl Relay {
                     .args(["--max-connections", "20000"])
                     .args(["--max-connections-per-ip", "20000"])
                     .args(["--max-handshakes-per-ip", "20000"])
+                    // Likewise each device's document upload budget (16 MiB/s
+                    // by default), so that a document measures the relay.
+                    .args(["--upload-bytes-per-sec", "4294967295"])
                     .env("RUST_LOG", "warn");
                 if kind == Kind::CaucusNoFlush {
                     c.arg("--unsafe-ack-before-commit");
