@@ -57,6 +57,14 @@ impl From<StoreError> for Refusal {
     }
 }
 
+/// The reply to a write whose commit failed: logged, counted, and
+/// `internal`, which always means that nothing was stored (13.5).
+fn commit_failed(metrics: &Metrics, request: u64, error: &dyn std::fmt::Display) -> Reply {
+    tracing::error!(error = %error, "commit failed");
+    metrics.reject(ErrorCode::Internal);
+    Reply::error(Some(request), ErrorCode::Internal, "store failure")
+}
+
 impl From<caucus_protocol::Error> for Refusal {
     fn from(e: caucus_protocol::Error) -> Self {
         Self(ErrorCode::from(&e), e.to_string())
@@ -1037,11 +1045,7 @@ impl Hub {
                     }
                     let reply = match result {
                         Ok(()) => Reply::posted(request, index),
-                        Err(e) => {
-                            tracing::error!(error = %e, "commit failed");
-                            metrics.reject(ErrorCode::Internal);
-                            Reply::error(Some(request), ErrorCode::Internal, "store failure")
-                        }
+                        Err(e) => commit_failed(&metrics, request, &e),
                     };
                     reply_to.send(&reply);
                 }),
@@ -1717,11 +1721,7 @@ impl Hub {
                         }
                         Reply::ok(request)
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "commit failed");
-                        metrics.reject(ErrorCode::Internal);
-                        Reply::error(Some(request), ErrorCode::Internal, "store failure")
-                    }
+                    Err(e) => commit_failed(&metrics, request, &e),
                 };
                 reply_to.send(&reply);
             }),
