@@ -20,7 +20,11 @@ room and (b) a Forward from the lead mediator. Every verified content event is
 printed on stdout as one JSON line, for example
     {"event": "message", "text": "...", ...}
     {"event": "forward", "mode": "Reframed", "text": "...", ...}
-and its own post as {"event": "sent", ...}. Exit status 0 once both were seen; 1 on a verification failure, a refusal by
+and its own post as {"event": "sent", ...}. With --document FILE it then adds
+FILE as a document in that room (9.6: encrypted, uploaded in chunks, named by
+a Document content) and waits instead for a Document from the lead mediator
+there, which it downloads, opens and checks ({"event": "document_opened",
+...}). Exit status 0 once both were seen; 1 on a verification failure, a refusal by
 the relay, a decline or a timeout (--timeout, default 30 s), with the reason
 on stderr; 2 on bad usage.
 
@@ -52,7 +56,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PublicKey,
 )
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 
@@ -731,7 +735,9 @@ def room_key_info(session: bytes, room: bytes, epoch: int, recipient: bytes, ros
 
 CT_TEXT, CT_FORWARD, CT_SHARE_RECEIPT, CT_CONSENT, CT_SYSTEM, CT_WITHDRAWAL, CT_AGREE = 1, 2, 3, 4, 5, 6, 7
 CT_AGREEMENT_DRAFT, CT_AGREEMENT_SIGNATURE, CT_AGREEMENT_FINAL = 8, 9, 10
-CONTENT_TYPES = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+CT_DOCUMENT, CT_CARRIED_DOCUMENT = 13, 14
+# Offer (11) and CarriedOffer (12) are not implemented here; they are refused.
+CONTENT_TYPES = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, CT_DOCUMENT, CT_CARRIED_DOCUMENT}
 SHARING = {"MediatorOnly": 1, "MayShare": 2}
 SHARING_NAMES = {v: k for k, v in SHARING.items()}
 MODE_NAMES = {1: "Verbatim", 2: "Reframed"}
@@ -752,15 +758,116 @@ def has_control(text: str) -> bool:
 
 def read_attachment(r: Reader) -> dict:
     a = {"title": r.string(), "name": r.string(), "size": r.u64(), "sha256": r.fixed(32)}
-    title, name = a["title"], a["name"]
     if a["size"] > MAX_DOCUMENT_SIZE:
         fail("malformed", "an attachment over the document size limit")
+    check_title_and_name(a["title"], a["name"], "an attachment")
+    return a
+
+
+def check_title_and_name(title: str, name: str, what: str) -> None:
     if not title.strip() or len(title.encode()) > 300 or has_control(title):
-        fail("malformed", "an attachment's title is 1 to 300 bytes of text on one line")
+        fail("malformed", f"{what}'s title is 1 to 300 bytes of text on one line")
     if (not name or len(name.encode()) > 255 or name in (".", "..") or "/" in name or "\\" in name
             or has_control(name)):
-        fail("malformed", "an attachment's name is a file name and nothing more")
-    return a
+        fail("malformed", f"{what}'s name is a file name and nothing more")
+
+
+def media_type_ok(m: str) -> bool:
+    """9.6: `type/subtype`, both parts non-empty, printable ASCII without spaces, at most 127 bytes."""
+    if not m or len(m) > 127 or any(not (0x21 <= ord(c) <= 0x7E) for c in m):
+        return False
+    kind, slash, sub = m.partition("/")
+    return bool(kind and slash and sub)
+
+
+def read_document_ref(r: Reader) -> dict:
+    """9.6 DocumentRef, with its rules (`DocumentRef::validate`)."""
+    d = {"file": r.fixed(16), "key": r.fixed(32), "size": r.u64(), "hash": r.fixed(32),
+         "title": r.string(), "name": r.string(), "media_type": r.string()}
+    if d["size"] > MAX_DOCUMENT_SIZE:
+        fail("malformed", "a document over the size limit")
+    check_title_and_name(d["title"], d["name"], "a document")
+    if not media_type_ok(d["media_type"]):
+        fail("malformed", "a document's media type is not type/subtype")
+    return d
+
+
+def write_document_ref(w: Writer, d: dict) -> Writer:
+    return (w.fixed(d["file"]).fixed(d["key"]).u64(d["size"]).fixed(d["hash"])
+            .string(d["title"]).string(d["name"]).string(d["media_type"]))
+
+
+def document_content(sharing: int, d: dict) -> bytes:
+    return write_document_ref(Writer().u8(CT_DOCUMENT).u8(sharing), d).done()
+
+
+# Documents (9.6): the payload of age v1 (STREAM over ChaCha20-Poly1305),
+# padded with zeros to padded_len(size, 65536), in chunks of 65536 bytes.
+DOC_CHUNK = 65536
+DOC_TAG = 16
+
+
+def payload_key(key: bytes) -> bytes:
+    file_key, nonce = key[:16], key[16:]
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=nonce, info=b"payload").derive(file_key)
+
+
+def chunk_nonce(i: int, last: bool) -> bytes:
+    return i.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+
+
+def doc_layout(size: int) -> tuple:
+    """(padded, number of chunks) for a file of `size` bytes."""
+    padded = padded_len(size, DOC_CHUNK)
+    return padded, -(-padded // DOC_CHUNK)
+
+
+def doc_chunk_len(padded: int, i: int) -> int:
+    """len(chunk_i): the plaintext's length plus the tag."""
+    chunks = -(-padded // DOC_CHUNK)
+    plain = DOC_CHUNK if i < chunks - 1 else padded - DOC_CHUNK * (chunks - 1)
+    return plain + DOC_TAG
+
+
+def seal_document(data: bytes, key: bytes) -> list:
+    """The chunks of `data` under `key` (file_key || nonce)."""
+    padded, chunks = doc_layout(len(data))
+    body = data + bytes(padded - len(data))
+    aead = ChaCha20Poly1305(payload_key(key))
+    return [aead.encrypt(chunk_nonce(i, i == chunks - 1), body[i * DOC_CHUNK:(i + 1) * DOC_CHUNK], b"")
+            for i in range(chunks)]
+
+
+class DocumentOpener:
+    """9.6 Opening: chunk by chunk, in order, then the hash."""
+
+    def __init__(self, ref: dict) -> None:
+        self.ref = ref
+        self.padded, self.chunks = doc_layout(ref["size"])
+        self.aead = ChaCha20Poly1305(payload_key(ref["key"]))
+        self.parts: list = []
+
+    def open_chunk(self, i: int, chunk: bytes) -> None:
+        if i != len(self.parts) or i >= self.chunks:
+            fail("invalid_document", f"chunk {i} out of order")
+        if len(chunk) != doc_chunk_len(self.padded, i):
+            fail("invalid_document", f"chunk {i} has the wrong length")
+        try:
+            plain = self.aead.decrypt(chunk_nonce(i, i == self.chunks - 1), chunk, b"")
+        except InvalidTag:
+            fail("decrypt_failed", f"chunk {i}")
+        keep = max(0, min(len(plain), self.ref["size"] - i * DOC_CHUNK))
+        if any(plain[keep:]):
+            fail("invalid_document", f"chunk {i}: padding that is not zero")
+        self.parts.append(plain[:keep])
+
+    def finish(self) -> bytes:
+        if len(self.parts) != self.chunks:
+            fail("invalid_document", "chunks missing")
+        data = b"".join(self.parts)
+        if hashlib.sha256(data).digest() != self.ref["hash"]:
+            fail("invalid_document", "the document is not the one described")
+        return data
 
 
 def read_signatory(r: Reader) -> dict:
@@ -829,6 +936,11 @@ def read_content(r: Reader) -> dict:
         return {"type": t, "agreement": r.fixed(32), "signature": r.fixed(64)}
     if t == CT_AGREEMENT_FINAL:
         return {"type": t, "signed": decode_exact(r.bytes(), read_signed_agreement)}
+    if t == CT_DOCUMENT:
+        return {"type": t, "sharing": r.tag({1, 2}), "document": read_document_ref(r)}
+    if t == CT_CARRIED_DOCUMENT:
+        return {"type": t, "source_room": r.fixed(16), "source_message": r.fixed(32),
+                "mode": r.tag({1, 2}), "document": read_document_ref(r), "author_consented": r.boolean()}
     return {"type": t}  # Withdrawal
 
 
@@ -877,7 +989,7 @@ def text_content(sharing: int, body: str) -> bytes:
 def permitted(role: int, kind: tuple, content_type: int) -> None:
     """9.3."""
     if content_type in (CT_FORWARD, CT_SHARE_RECEIPT, CT_SYSTEM, CT_AGREEMENT_DRAFT,
-                        CT_AGREEMENT_FINAL) and not is_mediator_role(role):
+                        CT_AGREEMENT_FINAL, CT_CARRIED_DOCUMENT) and not is_mediator_role(role):
         fail("not_permitted", "mediator-only content type")
     if content_type == CT_AGREEMENT_SIGNATURE and is_mediator_role(role):
         fail("not_permitted", "a mediator countersigns; party members sign")
@@ -1338,6 +1450,7 @@ class WireClient:
         self.got_text = False
         self.got_forward = False
         self.labels_shown = False
+        self.documents: list = []  # (hash, DocumentRef) of the lead mediator's documents in our room
 
     async def recv(self) -> dict:
         msg = await self.ws.recv()
@@ -1529,11 +1642,69 @@ class WireClient:
             a = c["signed"]["agreement"]
             emit({"event": "agreement_concluded", "agreement": b64e(a["hash"]),
                   "attachments": attachments_json(a), **base})
+        elif c["type"] in (CT_DOCUMENT, CT_CARRIED_DOCUMENT):
+            d = c["document"]
+            line = {"event": "document", "title": d["title"], "name": d["name"], "media_type": d["media_type"],
+                    "size": d["size"], "sha256": d["hash"].hex(), "file": b64e(d["file"])}
+            if c["type"] == CT_DOCUMENT:
+                line["sharing"] = SHARING_NAMES[c["sharing"]]
+            else:
+                line.update({"event": "document_carried", "mode": MODE_NAMES[c["mode"]],
+                             "author_consented": c["author_consented"], "source_room": b64e(c["source_room"]),
+                             "source_message": b64e(c["source_message"])})
+            emit({**line, **base})
+            if from_lead and h.room == self.my_room:
+                self.documents.append((o.hash, d))
         else:
             emit({"event": "withdrawal", **base})
 
+    # -- documents (9.6, 13.5.14-13.5.16) ------------------------------------
 
-async def run(relay_url: str, invite: Invite, text: str, sharing: int) -> None:
+    async def upload_document(self, path: str, sharing: int) -> tuple:
+        """Encrypt the file, upload its chunks, post its `Document` in our
+        private room. Returns (the envelope, the DocumentRef)."""
+        with open(path, "rb") as f:
+            data = f.read()
+        name = os.path.basename(path)
+        ref = {"file": os.urandom(16), "key": os.urandom(32), "size": len(data),
+               "hash": hashlib.sha256(data).digest(), "title": name, "name": name,
+               "media_type": "application/octet-stream"}
+        content = document_content(sharing, ref)
+        decode_exact(content, read_content)  # the rules of 9.6, before anything is sent
+        chunks = seal_document(data, ref["key"])
+        padded, _ = doc_layout(len(data))
+        session = b64e(self.view.session)
+        reply = await self.request("upload", session=session, file=b64e(ref["file"]), size=padded)
+        if reply.get("chunks") != 0:
+            raise Fatal(f"a fresh upload holds {reply.get('chunks')!r} chunks")
+        for i, chunk in enumerate(chunks):
+            await self.request("chunk", session=session, file=b64e(ref["file"]), index=i, data=b64e(chunk))
+        log(f"uploaded {len(data)} bytes in {len(chunks)} chunks (padded to {padded})")
+        env = self.view.seal(self.my_room, content)
+        reply = await self.request("post", envelope=b64e(env.encode()))
+        emit({"event": "document_sent", "name": name, "size": len(data), "sha256": ref["hash"].hex(),
+              "sharing": SHARING_NAMES[sharing], "room": b64e(self.my_room), "index": reply.get("index"),
+              "hash": b64e(env.hash)})
+        return env, ref
+
+    async def download_document(self, ref: dict) -> bytes:
+        """Fetch and open every chunk, in order, then check the hash (9.6)."""
+        opener = DocumentOpener(ref)
+        for i in range(opener.chunks):
+            reply = await self.request("download", session=b64e(self.view.session), file=b64e(ref["file"]), index=i)
+            if not isinstance(reply.get("data"), str):
+                raise Fatal(f"the reply to download has no data: {reply}")
+            try:
+                opener.open_chunk(i, b64d(reply["data"]))
+            except ProtocolError as e:
+                raise Fatal(f"chunk {i} of the document did not open: {e}")
+        try:
+            return opener.finish()
+        except ProtocolError as e:
+            raise Fatal(f"the document did not open: {e}")
+
+
+async def run(relay_url: str, invite: Invite, text: str, sharing: int, document: Optional[str] = None) -> None:
     try:
         from websockets.asyncio.client import connect
     except ImportError:  # websockets < 13
@@ -1584,8 +1755,19 @@ async def run(relay_url: str, invite: Invite, text: str, sharing: int) -> None:
         log(f"posted our message at index {reply.get('index')} (hash {b64e(env.hash)})")
         emit({"event": "sent", "text": text, "sharing": SHARING_NAMES[sharing], "room": b64e(c.my_room),
               "index": reply.get("index"), "hash": b64e(env.hash)})
-        await c.pump_until(lambda: c.got_text and c.got_forward)
-        log("received a text and a forward from the mediator; done")
+        if document is None:
+            await c.pump_until(lambda: c.got_text and c.got_forward)
+            log("received a text and a forward from the mediator; done")
+            return
+        # With a document: add it to our private room, then wait for a
+        # document from the lead mediator there, and open it.
+        await c.upload_document(document, sharing)
+        await c.pump_until(lambda: bool(c.documents))
+        h, ref = c.documents[0]
+        data = await c.download_document(ref)
+        emit({"event": "document_opened", "message": b64e(h), "name": ref["name"], "size": len(data),
+              "sha256": hashlib.sha256(data).hexdigest()})
+        log("opened the mediator's document; done")
 
 
 # ---------------------------------------------------------------------------
@@ -2037,6 +2219,97 @@ def self_test(hpke_vectors: Optional[str]) -> None:
         eq("2.1 refused key " + key[:8], ed25519_key_refused(bytes.fromhex(key)), True)
     eq("2.1 accepted key", ed25519_key_refused(med.public.signing_key), False)
     eq("5.2 small-order DH key", x25519_small_order(bytes(32)), True)
+    # A.13 a document (9.6)
+    a13_file = b"Position statement of the claimant, 3 March.\n"
+    eq("A.13 file", a13_file.hex(), "506f736974696f6e2073746174656d656e74206f662074686520636c61696d61"
+                                    "6e742c2033204d617263682e0a")
+    eq("A.13 file size", len(a13_file), 45)
+    a13_hash = hashlib.sha256(a13_file).digest()
+    eq("A.13 hash", a13_hash.hex(), "5898c2a708cbac118b1407350d5f7993310c9728195d00094d9dc942715a49cd")
+    a13_key = b"\xc0" * 16 + b"\xc1" * 16
+    eq("A.13 payload key", payload_key(a13_key).hex(),
+       "4ddf196aa25465dff3bb423cbe20c22c0ee90b77e939ee0b4d13772160abe95b")
+    eq("A.13 padded_len(45, 65536)", doc_layout(45), (65536, 1))
+    eq("A.13 nonce", chunk_nonce(0, True).hex(), "000000000000000000000001")
+    a13_chunks = seal_document(a13_file, a13_key)
+    eq("A.13 one chunk", len(a13_chunks), 1)
+    c0 = a13_chunks[0]
+    eq("A.13 chunk length", len(c0), 65552)
+    eq("A.13 chunk start", c0[:64].hex(), "47321611f58940be5e3ac1a00fed045aa2ae034206d31a3724febf9669b588f0"
+                                         "33d894919b81193dd9d6a87231071fe5253e0e6bf9efc99e65bc90d078702c7b")
+    eq("A.13 chunk tag", c0[-16:].hex(), "9bac8eba96727be807655d2f956e8ce8")
+    eq("A.13 chunk SHA-256", hashlib.sha256(c0).hexdigest(),
+       "02211beda61e3fd3c422dd5bd63edead04fdc07f00028066643438534e02afbb")
+    # The chunk, computed directly as 9.6 writes it (not through seal_document).
+    direct = ChaCha20Poly1305(HKDF(algorithm=hashes.SHA256(), length=32, salt=b"\xc1" * 16,
+                                   info=b"payload").derive(b"\xc0" * 16))
+    eq("A.13 chunk, directly", direct.encrypt(bytes(11) + b"\x01", a13_file + bytes(65536 - 45), b""), c0)
+    a13_ref = {"file": b"\xdd" * 16, "key": a13_key, "size": 45, "hash": a13_hash,
+               "title": "Position statement", "name": "statement.txt", "media_type": "text/plain"}
+    eq("A.13 file id b64", b64e(a13_ref["file"]), "3d3d3d3d3d3d3d3d3d3d3Q")
+    a13_canon_ref = bytes.fromhex(
+        "ddddddddddddddddddddddddddddddddc0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0"
+        "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1000000000000002d5898c2a708cbac11"
+        "8b1407350d5f7993310c9728195d00094d9dc942715a49cd00000012506f7369"
+        "74696f6e2073746174656d656e740000000d73746174656d656e742e74787400"
+        "00000a746578742f706c61696e")
+    eq("A.13 canon(DocumentRef)", write_document_ref(Writer(), a13_ref).done(), a13_canon_ref)
+    eq("A.13 canon(DocumentRef) length", len(a13_canon_ref), 141)
+    eq("A.13 DocumentRef decoded", decode_exact(a13_canon_ref, read_document_ref), a13_ref)
+    a13_content = bytes.fromhex(
+        "0d01ddddddddddddddddddddddddddddddddc0c0c0c0c0c0c0c0c0c0c0c0c0c0"
+        "c0c0c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1000000000000002d5898c2a708cb"
+        "ac118b1407350d5f7993310c9728195d00094d9dc942715a49cd00000012506f"
+        "736974696f6e2073746174656d656e740000000d73746174656d656e742e7478"
+        "740000000a746578742f706c61696e")
+    eq("A.13 canon(Content::Document)", document_content(SHARING["MediatorOnly"], a13_ref), a13_content)
+    eq("A.13 content length", len(a13_content), 143)
+    eq("A.13 content padded", len(pad(a13_content, CONTENT_MIN)), 256)
+    eq("A.13 content decoded", decode_exact(a13_content, read_content),
+       {"type": CT_DOCUMENT, "sharing": 1, "document": a13_ref})
+    opener = DocumentOpener(a13_ref)
+    opener.open_chunk(0, c0)
+    eq("A.13 opened", opener.finish(), a13_file)
+    # 9.6 layout examples
+    eq("9.6 65537 bytes", (doc_layout(65537), doc_chunk_len(67584, 1)), ((67584, 2), 2064))  # the second chunk: 2048 + 16
+    eq("9.6 1 MB", doc_layout(1000000)[0], 1015808)
+    eq("9.6 50 MiB", doc_layout(MAX_DOCUMENT_SIZE), (MAX_DOCUMENT_SIZE, 800))
+    # 9.6 opening refusals: another index, the final flag off, a cut chunk,
+    # dirty padding, another file's hash.
+    multi = bytes(range(256)) * 400  # 102400 bytes: 2 chunks
+    mref = {**a13_ref, "size": len(multi), "hash": hashlib.sha256(multi).digest()}
+    mchunks = seal_document(multi, a13_key)
+    eq("9.6 two chunks", [len(x) for x in mchunks], [65552, doc_layout(len(multi))[0] - 65536 + 16])
+    o = DocumentOpener(mref)
+    for x in mchunks:
+        o.open_chunk(len(o.parts), x)
+    eq("9.6 two chunks opened", o.finish(), multi)
+    for what, i, chunk, ref, code in (
+        ("the second chunk at index 0", 0, mchunks[1], mref, "invalid_document"),
+        ("a chunk cut short", 0, mchunks[0][:-1], mref, "invalid_document"),
+        ("the final chunk as the first", 0, a13_chunks[0], mref, "decrypt_failed"),
+        ("a chunk under another key", 0, seal_document(multi, bytes(32))[0], mref, "decrypt_failed"),
+        ("dirty padding", 0, seal_document(a13_file + b"\x01", a13_key)[0], a13_ref, "invalid_document"),
+    ):
+        try:
+            DocumentOpener(ref).open_chunk(i, chunk)
+            raise Fatal(f"self-test: {what} opened")
+        except ProtocolError as e:
+            eq(f"9.6 {what}", e.code, code)
+    try:
+        o = DocumentOpener({**a13_ref, "hash": ZERO32})
+        o.open_chunk(0, c0)
+        o.finish()
+        raise Fatal("self-test: a document with another hash opened")
+    except ProtocolError as e:
+        eq("9.6 another hash", e.code, "invalid_document")
+    for bad in ({"name": ".."}, {"name": "a/b"}, {"title": " "}, {"media_type": "text"},
+                {"media_type": "text/ plain"}, {"size": MAX_DOCUMENT_SIZE + 1}):
+        try:
+            decode_exact(write_document_ref(Writer(), {**a13_ref, **bad}).done(), read_document_ref)
+            raise Fatal(f"self-test: DocumentRef with {bad} decoded")
+        except ProtocolError as e:
+            eq(f"9.6 DocumentRef {bad}", e.code, "malformed")
     # 2.4 HPKE round trip and low-order refusal
     info = room_key_info(session, private, 1, cla.fingerprint, X["ROSTER_HASH"])
     enc, ct = hpke_seal(cla.public.dh_key, info, b"\x5a" * 32)
@@ -2076,6 +2349,9 @@ def main(argv=None) -> int:
                    help="the message to send (env CAUCUS_TEXT)")
     p.add_argument("--sharing", choices=sorted(SHARING), default="MediatorOnly",
                    help="sharing of the message sent (default MediatorOnly)")
+    p.add_argument("--document", default=None, metavar="FILE",
+                   help="after the message, add FILE as a document (9.6) in our private room, then wait for "
+                        "a document from the mediator there and open it (instead of a text and a forward)")
     p.add_argument("--timeout", type=float, default=float(os.environ.get("CAUCUS_TIMEOUT", "30")),
                    help="seconds before giving up (default 30)")
     p.add_argument("--self-test", action="store_true",
@@ -2095,7 +2371,7 @@ def main(argv=None) -> int:
         except ProtocolError as e:
             raise Fatal(f"bad invite link: {e}")
         relay = invite.relay if a.relay == "-" else a.relay
-        asyncio.run(asyncio.wait_for(run(relay, invite, a.text, SHARING[a.sharing]), a.timeout))
+        asyncio.run(asyncio.wait_for(run(relay, invite, a.text, SHARING[a.sharing], a.document), a.timeout))
         return 0
     except Fatal as e:
         log(f"FAILED: {e}")

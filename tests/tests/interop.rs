@@ -326,6 +326,163 @@ async fn a_python_party_joins_sends_and_receives_from_the_rust_mediator() {
     assert_eq!(forward["author_consented"], false);
 }
 
+/// A file of `len` bytes, all different from the start of another.
+fn a_file(dir: &std::path::Path, name: &str, len: usize, seed: u8) -> (PathBuf, Vec<u8>) {
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ seed).collect();
+    let path = dir.join(name);
+    std::fs::write(&path, &bytes).unwrap();
+    (path, bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_party_and_the_rust_mediator_exchange_documents() {
+    let relay = Relay::start(&[]).await;
+    let (mut mediator, _dir) = relay.device().await;
+    let (session, parties) = mediator
+        .create_session("The mediator", &["Claimant", "Respondent"])
+        .await
+        .unwrap();
+    let room = mediator.party_room(&session, &parties[0]).unwrap();
+    let link = mediator
+        .invite(
+            &session,
+            &parties[0],
+            "Py Claimant",
+            caucus_client::now() + 3600,
+            caucus_client::Admission::Automatic,
+        )
+        .await
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // 100,000 bytes: two chunks (protocol.md 9.6), padded to 100352.
+    let (py_path, py_bytes) = a_file(scratch.path(), "position.bin", 100_000, 7);
+    let py = Python::spawn(&[
+        &relay.url,
+        &link,
+        "A document follows",
+        "--sharing",
+        "MediatorOnly",
+        "--document",
+        &py_path.display().to_string(),
+    ]);
+
+    let member = match next(&mut mediator, &py, |e| matches!(e, Event::Admitted { .. })).await {
+        Event::Admitted { member, .. } => member,
+        _ => unreachable!(),
+    };
+    // The Python party's document, verified, then downloaded and opened by
+    // the Rust client: the same bytes.
+    let (hash, document) = match next(
+        &mut mediator,
+        &py,
+        |e| matches!(e, Event::Document { sender, .. } if *sender == member),
+    )
+    .await
+    {
+        Event::Document {
+            room: r,
+            hash,
+            sharing,
+            document,
+            ..
+        } => {
+            assert_eq!((r, sharing), (room, Sharing::MediatorOnly));
+            (hash, document)
+        }
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        (
+            document.title.as_str(),
+            document.name.as_str(),
+            document.media_type.as_str(),
+            document.size,
+            document.sha256
+        ),
+        (
+            "position.bin",
+            "position.bin",
+            "application/octet-stream",
+            100_000,
+            caucus_protocol::document::Hasher::digest(&py_bytes)
+        )
+    );
+    let saved = scratch.path().join("saved.bin");
+    mediator
+        .save_document(&session, &hash, &saved)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&saved).unwrap(), py_bytes);
+
+    // The Rust mediator's document, three chunks, which the Python party
+    // downloads and opens.
+    let (rust_path, rust_bytes) = a_file(scratch.path(), "mediator-note.txt", 150_000, 3);
+    let sent = mediator
+        .send_document(
+            &session,
+            &room,
+            &rust_path,
+            Some("A note from the mediator"),
+            Sharing::MayShare,
+        )
+        .await
+        .unwrap();
+
+    let (status, stdout, stderr) = py.finish().await;
+    assert!(
+        status.success(),
+        "the Python client failed ({status}):\n{stderr}\nstdout:\n{stdout}"
+    );
+    eprintln!("the Python client's stdout:\n{stdout}stderr:\n{stderr}"); // with --nocapture
+    let lines = json_lines(&stdout);
+    let find = |event: &str| {
+        lines
+            .iter()
+            .find(|l| l["event"] == event)
+            .unwrap_or_else(|| panic!("no {event} line in:\n{stdout}"))
+    };
+    let b64 = caucus_protocol::b64::encode;
+    let hex = |d: &caucus_protocol::crypto::Digest| {
+        d.0.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    // Both sides name the Python party's document by the same envelope hash.
+    let doc_sent = find("document_sent");
+    assert_eq!(doc_sent["hash"], b64(&hash.0));
+    assert_eq!(doc_sent["size"], 100_000);
+    let rust_sha = hex(&caucus_protocol::document::Hasher::digest(&rust_bytes));
+    let seen = lines
+        .iter()
+        .find(|l| l["event"] == "document" && l["sender"] == b64(&mediator.fingerprint().0))
+        .unwrap_or_else(|| panic!("no document line from the mediator in:\n{stdout}"));
+    assert_eq!(
+        (
+            &seen["title"],
+            &seen["name"],
+            &seen["sharing"],
+            &seen["size"],
+            &seen["sha256"],
+            &seen["hash"]
+        ),
+        (
+            &"A note from the mediator".into(),
+            &"mediator-note.txt".into(),
+            &"MayShare".into(),
+            &150_000.into(),
+            &rust_sha.as_str().into(),
+            &b64(&sent.message.0).into()
+        )
+    );
+    let opened = find("document_opened");
+    assert_eq!(
+        (&opened["message"], &opened["size"], &opened["sha256"]),
+        (
+            &b64(&sent.message.0).into(),
+            &150_000.into(),
+            &rust_sha.as_str().into()
+        )
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_refuses_rosters_not_signed_by_the_pinned_mediator() {
     let relay = Relay::start(&[]).await;
