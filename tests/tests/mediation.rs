@@ -1078,11 +1078,39 @@ async fn documents_are_carried_verbatim_or_as_the_mediators_own_with_consent_and
         "Document: Summary of the report (report-summary.pdf, 2 KB)"
     );
 
+    // The joint room holds documents too: the mediator's draft heads of
+    // terms reach every party.
+    let joint = c.mediator.joint_room(&session).unwrap();
+    let (heads_path, heads) = a_file(scratch.path(), "heads-of-terms.docx", 70_000, 3);
+    let draft = c
+        .mediator
+        .send_document(
+            &session,
+            &joint,
+            &heads_path,
+            Some("Draft heads of terms"),
+            Sharing::MayShare,
+        )
+        .await
+        .unwrap();
+    for party in [&mut c.claimant, &mut c.defendant] {
+        wait_for(party, |e| {
+            matches!(e, Event::Document { hash, room, .. } if *hash == draft.message && *room == joint)
+        })
+        .await;
+        let out = scratch.path().join("heads.docx");
+        party
+            .save_document(&session, &draft.message, &out)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), heads);
+    }
+
     // Closing erases the documents at the relay, and the statement counts
-    // them: the report's 3 chunks and the summary's 1.
+    // them: the report's 3 chunks, the summary's 1 and the draft's 2.
     let statement = c.mediator.close_session(&session).await.unwrap().unwrap();
     let erased = statement.verify().unwrap().erased;
-    assert_eq!((erased.documents, erased.chunks), (2, 4), "{erased:?}");
+    assert_eq!((erased.documents, erased.chunks), (3, 6), "{erased:?}");
     let dir = relay.stop().await;
     // Only the statement is left of the session: no document (F) or chunk (C).
     assert_eq!(
