@@ -68,7 +68,8 @@ pub enum DocumentError {
     /// A chunk from the relay did not open: cut short, padded out, moved
     /// from another place, of another document, or altered.
     #[error(
-        "chunk {index} of “{title}” from the relay did not open ({reason}): the download is refused"
+        "part {} of “{title}” was damaged or changed on its way from the relay, so the download is refused ({reason})",
+        .index + 1
     )]
     Chunk {
         /// The document's title.
@@ -79,7 +80,10 @@ pub enum DocumentError {
         reason: caucus_protocol::Error,
     },
     /// The relay's reply to a download held no chunk.
-    #[error("the relay sent no data for chunk {index} of “{title}”: the download is refused")]
+    #[error(
+        "the relay did not send part {} of “{title}”, so the download is refused",
+        .index + 1
+    )]
     Missing {
         /// The document's title.
         title: String,

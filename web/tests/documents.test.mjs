@@ -254,7 +254,7 @@ test("a chunk altered on its way from the relay: the download is refused, saying
   await card.getByRole("button", { name: "Download expert-report" }).click();
   await card
     .getByRole("alert")
-    .getByText(/^This document could not be checked and was not saved: chunk 1 of “expert-report” from the relay did not open \(.+\): the download is refused\.$/)
+    .getByText(/^This document could not be checked and was not saved: part 2 of “expert-report” was damaged or changed on its way from the relay, so the download is refused \(.+\)\.?$/)
     .waitFor();
   await screenshot(m, "document-refused");
   assert.equal(saved, 0, "nothing was saved");
