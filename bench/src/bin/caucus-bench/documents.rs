@@ -150,16 +150,7 @@ async fn plain_websocket(dir: &Path, source: &Path, mib: u64) -> anyhow::Result<
                     ws.send(Message::text("done")).await?;
                 }
                 Message::Text(t) if t.as_str() == "get" => {
-                    let mut f = tokio::fs::File::open(&stored).await?;
-                    let mut buf = vec![0u8; 65536];
-                    loop {
-                        let n = f.read(&mut buf).await?;
-                        if n == 0 {
-                            break;
-                        }
-                        ws.feed(Message::binary(buf[..n].to_vec())).await?;
-                    }
-                    ws.send(Message::text("end")).await?;
+                    send_file(&mut ws, &stored).await?;
                 }
                 _ => {}
             }
@@ -168,16 +159,7 @@ async fn plain_websocket(dir: &Path, source: &Path, mib: u64) -> anyhow::Result<
     });
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await?;
     let started = Instant::now();
-    let mut f = tokio::fs::File::open(source).await?;
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let n = f.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        ws.feed(Message::binary(buf[..n].to_vec())).await?;
-    }
-    ws.send(Message::text("end")).await?;
+    send_file(&mut ws, source).await?;
     wait_for_text(&mut ws, "done").await?;
     let upload = rate(mib, started);
     let started = Instant::now();
@@ -195,6 +177,24 @@ async fn plain_websocket(dir: &Path, source: &Path, mib: u64) -> anyhow::Result<
     drop(ws);
     server.abort();
     Ok((upload, download))
+}
+
+/// The file at `path` as 64 KiB binary frames, then the text frame `end`.
+async fn send_file<S>(ws: &mut S, path: &Path) -> anyhow::Result<()>
+where
+    S: SinkExt<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        ws.feed(Message::binary(buf[..n].to_vec())).await?;
+    }
+    ws.send(Message::text("end")).await?;
+    Ok(())
 }
 
 async fn wait_for_text<S>(ws: &mut S, want: &str) -> anyhow::Result<()>
