@@ -11,6 +11,8 @@ use caucus_protocol::identity::Fingerprint;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::store::StoreLocation;
+
 /// Command-line flags. Every flag is also read from the environment variable
 /// named beside it, and from the TOML file's key of the same name with `_`
 /// for `-`.
@@ -38,9 +40,15 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip)]
     pub rotate_key: bool,
-    /// Directory of the sled store [default: ./caucus-data].
+    /// Directory of the sled store and of the relay's key [default: ./caucus-data].
     #[arg(long, env = "CAUCUS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the records are kept: `sled` (in the data directory), or a
+    /// PostgreSQL URL, `postgres://user@host/db`; keep a password off the
+    /// command line: in this variable, the TOML file or `~/.pgpass`
+    /// [default: sled].
+    #[arg(long, env = "CAUCUS_STORE")]
+    pub store: Option<String>,
     /// PEM certificate chain for TLS (wss); with --tls-key.
     #[arg(long, env = "CAUCUS_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -167,8 +175,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// URLs at which clients reach the relay, besides its listening address.
     pub public_urls: Vec<String>,
-    /// Directory of the sled store.
+    /// Directory of the sled store and of the relay's key.
     pub data_dir: PathBuf,
+    /// Where the records are kept.
+    pub store: StoreLocation,
     /// TLS certificate chain and key (PEM), when serving wss.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Log as JSON lines.
@@ -284,6 +294,17 @@ impl Config {
             listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 7300))),
             public_urls: pick!(public_url, Vec::new()),
             data_dir: pick!(data_dir, PathBuf::from("caucus-data")),
+            store: match args.store.or(file.store).as_deref() {
+                None | Some("sled") => StoreLocation::Sled,
+                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                    StoreLocation::Postgres(url.to_owned())
+                }
+                Some(_) => {
+                    return Err(ConfigError::Invalid(
+                        "--store is `sled` or a postgres:// URL",
+                    ));
+                }
+            },
             tls: match (
                 args.tls_cert.or(file.tls_cert),
                 args.tls_key.or(file.tls_key),
@@ -404,6 +425,10 @@ impl Config {
             (
                 self.idle <= self.ping,
                 "idle-secs must be longer than ping-secs",
+            ),
+            (
+                self.unsafe_ack_before_commit && self.store != StoreLocation::Sled,
+                "--unsafe-ack-before-commit is for the sled store only",
             ),
         ];
         if !self

@@ -161,7 +161,7 @@ where
     }
     for mut part in std::mem::take(&mut catchup.rooms) {
         while part.after < part.upto {
-            let page = match hub.log_page(&catchup.session, &part, CATCHUP_PAGE) {
+            let page = match hub.log_page(&catchup.session, &part, CATCHUP_PAGE).await {
                 Ok(page) if !page.is_empty() => page,
                 Ok(_) => break,
                 Err(Refusal(code, message)) => {
@@ -499,7 +499,7 @@ impl Conn {
             RequestBody::Post { envelope } => {
                 // Answered by the committer once durable, without holding
                 // up this connection.
-                hub.post(&me, envelope.0, id, &self.outbox)?;
+                hub.post(&me, envelope.0, id, &self.outbox).await?;
                 Ok(Outcome::Later)
             }
             RequestBody::Subscribe {
@@ -507,8 +507,9 @@ impl Conn {
                 roster_after,
                 rooms,
             } => {
-                let catchup =
-                    hub.subscribe(self.id, &me, &self.outbox, session, roster_after, &rooms)?;
+                let catchup = hub
+                    .subscribe(self.id, &me, &self.outbox, session, roster_after, &rooms)
+                    .await?;
                 self.sessions.insert(session);
                 Ok(Outcome::Catchup(catchup))
             }
@@ -517,11 +518,11 @@ impl Conn {
                 room,
                 disclose,
             } => {
-                hub.location(&me, session, room, disclose)?;
+                hub.location(&me, session, room, disclose).await?;
                 ok
             }
             RequestBody::Status { session, status } => {
-                hub.status(&me, session, status)?;
+                hub.status(&me, session, status).await?;
                 ok
             }
             RequestBody::CloseSession { session } => {
@@ -531,7 +532,7 @@ impl Conn {
                 })
             }
             RequestBody::DeletionStatement { session } => Ok(Outcome::Statement(Box::new(
-                hub.deletion_statement(&me, session)?,
+                hub.deletion_statement(&me, session).await?,
             ))),
             RequestBody::Upload {
                 session,
@@ -549,19 +550,23 @@ impl Conn {
                 // Checked, then the device's upload budget waited for (this
                 // connection reads nothing meanwhile), then checked again
                 // and accepted: answered by the committer once durable.
-                hub.check_chunk(&me, session, file, index, data.0.len())?;
+                hub.check_chunk(&me, session, file, index, data.0.len())
+                    .await?;
                 let delay = ticket.upload_delay(data.0.len());
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                hub.chunk(&me, session, file, index, data.0, id, &self.outbox)?;
+                hub.chunk(&me, session, file, index, data.0, id, &self.outbox)
+                    .await?;
                 Ok(Outcome::Later)
             }
             RequestBody::Download {
                 session,
                 file,
                 index,
-            } => Ok(Outcome::Chunk(hub.download(&me, session, file, index)?)),
+            } => Ok(Outcome::Chunk(
+                hub.download(&me, session, file, index).await?,
+            )),
         }
     }
 }

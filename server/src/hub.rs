@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::relay_key::RelayIdentity;
 use crate::store::{
-    self, Commit, DocumentRecord, InviteRecord, Kind, Location, PresenceRecord, SessionRecord,
+    self, Commit, DocumentRecord, InviteRecord, Key, Kind, Location, PresenceRecord, SessionRecord,
     Store, StoreError,
 };
 
@@ -464,22 +464,19 @@ impl Drop for Place<'_> {
 impl Hub {
     /// The hub over `store`, with each device's held sessions counted from
     /// it.
-    pub(crate) fn new(
+    pub(crate) async fn new(
         store: Store,
         metrics: Arc<Metrics>,
         config: Config,
         relay: RelayIdentity,
     ) -> std::result::Result<Self, StoreError> {
         let mut held: HashMap<Fingerprint, usize> = HashMap::new();
-        for id in store.sessions(Kind::Session)? {
-            let record: Option<SessionRecord> =
-                store.get_json(&store::key(Kind::Session, &id, &[]))?;
-            if let Some(record) = record {
-                *held.entry(record.mediator).or_default() += 1;
-            }
+        for (_, record) in store.all(Kind::Session).await? {
+            let record: SessionRecord = store::from_json(&record)?;
+            *held.entry(record.mediator).or_default() += 1;
         }
         let mut uploads: HashMap<Fingerprint, usize> = HashMap::new();
-        for (_, document) in store.scan(&[Kind::Document as u8])? {
+        for (_, document) in store.all(Kind::Document).await? {
             let document = decode_document(&document)?;
             if !document.complete() {
                 *uploads.entry(document.uploader).or_default() += 1;
@@ -531,14 +528,13 @@ impl Hub {
     }
 
     /// The session's state, loaded from the store on first use.
-    fn session(&self, id: &SessionId) -> Result<Arc<Mutex<SessionState>>> {
+    async fn session(&self, id: &SessionId) -> Result<Arc<Mutex<SessionState>>> {
         if let Some(s) = lock(&self.sessions).get(id) {
             return Ok(s.clone());
         }
-        let record: Option<SessionRecord> =
-            self.store.get_json(&store::key(Kind::Session, id, &[]))?;
+        let record: Option<SessionRecord> = self.store.get_json(&Key::Session(*id)).await?;
         let Some(record) = record else {
-            return Err(match self.statement(id)? {
+            return Err(match self.statement(id).await? {
                 Some(_) => Refusal::new(ErrorCode::SessionClosed, "the session has closed"),
                 None => Refusal::new(ErrorCode::NotFound, "no such session"),
             });
@@ -547,7 +543,7 @@ impl Hub {
         // accepted in turn, then each room's log read for its chain heads.
         let corrupt = |e: &dyn std::fmt::Display| Refusal::from(StoreError::Corrupt(e.to_string()));
         let mut rules = RelayRules::new(*id, record.mediator);
-        for (_, bytes) in self.store.scan(&store::key(Kind::Roster, id, &[]))? {
+        for (_, bytes) in self.store.records(Kind::Roster, id).await? {
             let roster = SignedRoster::from_bytes(&bytes).map_err(|e| corrupt(&e))?;
             rules
                 .accept_roster(&record.mediator, roster)
@@ -561,8 +557,7 @@ impl Hub {
             .unwrap_or_default();
         for room in rooms {
             let mut last = 0;
-            for (key, bytes) in self.store.scan(&store::key(Kind::Log, id, &[&room.0]))? {
-                let index = store::key_suffix(&key).unwrap_or(0);
+            for (index, bytes) in self.store.log(id, &room, 1, u64::MAX, usize::MAX).await? {
                 // A stored envelope that no longer decodes is no chain head;
                 // its catch-up reports the damage (13.5.9).
                 if let Ok(envelope) = Envelope::from_bytes(&bytes) {
@@ -572,23 +567,17 @@ impl Hub {
             }
             committed.insert(room, last);
         }
-        let presence: Option<PresenceRecord> =
-            self.store.get_json(&store::key(Kind::Presence, id, &[]))?;
+        let presence: Option<PresenceRecord> = self.store.get_json(&Key::Presence(*id)).await?;
         let mut documents = HashMap::new();
-        for (key, bytes) in self.store.scan(&store::key(Kind::Document, id, &[]))? {
-            let file = key
-                .get(17..)
-                .and_then(|f| f.try_into().ok())
-                .map(FileId)
-                .ok_or_else(|| Refusal::from(StoreError::Corrupt("document key".into())))?;
-            documents.insert(file, decode_document(&bytes)?);
+        for (key, bytes) in self.store.records(Kind::Document, id).await? {
+            if let Key::Document(_, file) = key {
+                documents.insert(file, decode_document(&bytes)?);
+            }
         }
-        let next_bundle = self
-            .store
-            .last_key(&store::key(Kind::Bundle, id, &[]))?
-            .as_deref()
-            .and_then(store::key_suffix)
-            .map_or(0, |n| n + 1);
+        let next_bundle = match self.store.records(Kind::Bundle, id).await?.last() {
+            Some((Key::Bundle(_, n), _)) => n + 1,
+            _ => 0,
+        };
         let state = Arc::new(Mutex::new(SessionState {
             writes: Arc::default(),
             record,
@@ -623,7 +612,7 @@ impl Hub {
         &self,
         id: &SessionId,
     ) -> Result<(Arc<Mutex<SessionState>>, tokio::sync::OwnedMutexGuard<()>)> {
-        let state = self.session(id)?;
+        let state = self.session(id).await?;
         let writes = lock(&state).writes.clone();
         Ok((state, writes.lock_owned().await))
     }
@@ -670,11 +659,8 @@ impl Hub {
     async fn create(&self, me: &Fingerprint, id: SessionId, roster: &SignedRoster) -> Result<()> {
         let me = *me;
         let _creating = self.claim_id(id)?;
-        if self
-            .store
-            .get(&store::key(Kind::Session, &id, &[]))?
-            .is_some()
-            || self.statement(&id)?.is_some()
+        if self.store.get(&Key::Session(id)).await?.is_some()
+            || self.statement(&id).await?.is_some()
         {
             return Err(Refusal::new(ErrorCode::Conflict, "session exists"));
         }
@@ -684,11 +670,8 @@ impl Hub {
             closed_at: None,
         };
         let mut batch = store::Batch::default();
-        batch.insert(store::key(Kind::Session, &id, &[]), record_json(&record)?);
-        batch.insert(
-            store::key(Kind::Roster, &id, &[&1u64.to_be_bytes()]),
-            roster.to_bytes(),
-        );
+        batch.insert(Key::Session(id), record_json(&record)?);
+        batch.insert(Key::Roster(id, 1), roster.to_bytes());
         self.store.commit(batch).await?;
         place.keep();
         tracing::info!(session = %id, "session created");
@@ -703,6 +686,7 @@ impl Hub {
     ) -> Result<()> {
         let id = signed.unverified().session;
         let (state, _serial) = self.serial(&id).await?;
+        let waiting = self.store.records(Kind::Waiting, &id).await?;
         let (batch, before) = {
             let mut s = lock(&state);
             s.open()?;
@@ -715,19 +699,16 @@ impl Hub {
             }
             let roster = signed.unverified();
             let mut batch = store::Batch::default();
-            batch.insert(
-                store::key(Kind::Roster, &id, &[&roster.version.to_be_bytes()]),
-                signed.to_bytes(),
-            );
+            batch.insert(Key::Roster(id, roster.version), signed.to_bytes());
             // Joiners this roster admits stop waiting.
-            for (key, bytes) in self.store.scan(&store::key(Kind::Waiting, &id, &[]))? {
+            for (key, bytes) in waiting {
                 let admitted = JoinRequest::from_bytes(&bytes)
                     .ok()
                     .filter(|r| roster.member(&r.identity.fingerprint()).is_some());
                 if let Some(request) = admitted {
                     // Admission spends the invite, as declining does.
                     batch.remove(key);
-                    batch.remove(store::key(Kind::Invite, &id, &[&request.invite.0]));
+                    batch.remove(Key::Invite(id, request.invite));
                 }
             }
             (batch, before)
@@ -775,20 +756,16 @@ impl Hub {
     ) -> Result<()> {
         let id = signed.unverified().session;
         let (state, _serial) = self.serial(&id).await?;
-        let (seq, key, bytes) = {
+        let seq = {
             let mut s = lock(&state);
             s.open()?;
             s.rules.check_bundle(caller, &signed)?;
             let seq = s.next_bundle;
             s.next_bundle += 1;
-            (
-                seq,
-                store::key(Kind::Bundle, &id, &[&seq.to_be_bytes()]),
-                signed.to_bytes(),
-            )
+            seq
         };
         let mut batch = store::Batch::default();
-        batch.insert(key, bytes);
+        batch.insert(Key::Bundle(id, seq), signed.to_bytes());
         self.store.commit(batch).await?;
         let mut s = lock(&state);
         let recipients: HashSet<Fingerprint> = signed
@@ -831,17 +808,12 @@ impl Hub {
                 return Err(forbidden("only the mediator creates invites"));
             }
         }
-        let key = store::key(Kind::Invite, &session, &[&invite.0]);
-        if self.store.get(&key)?.is_some() {
+        let key = Key::Invite(session, invite);
+        if self.store.get(&key).await?.is_some() {
             return Err(Refusal::new(ErrorCode::Conflict, "invite exists"));
         }
         let max = self.config.max_invites_per_session;
-        if self
-            .store
-            .scan(&store::key(Kind::Invite, &session, &[]))?
-            .len()
-            >= max
-        {
+        if self.store.records(Kind::Invite, &session).await?.len() >= max {
             return Err(Refusal::new(
                 ErrorCode::Overloaded,
                 format!("quota: a session holds at most {max} invites on this relay"),
@@ -882,8 +854,8 @@ impl Hub {
                 ));
             }
         }
-        let key = store::key(Kind::Invite, &session, &[&request.invite.0]);
-        let mut record: InviteRecord = self.store.get_json(&key)?.ok_or_else(bad)?;
+        let key = Key::Invite(session, request.invite);
+        let mut record: InviteRecord = self.store.get_json(&key).await?.ok_or_else(bad)?;
         if record.token_hash != token.hash() || now() > record.expires_at {
             return Err(bad());
         }
@@ -893,10 +865,7 @@ impl Hub {
         record.joiner = Some(*caller);
         let mut batch = store::Batch::default();
         batch.insert(key, record_json(&record)?);
-        batch.insert(
-            store::key(Kind::Waiting, &session, &[&request.invite.0]),
-            request.to_bytes(),
-        );
+        batch.insert(Key::Waiting(session, request.invite), request.to_bytes());
         self.store.commit(batch).await?;
         let mut guard = lock(&state);
         let s = &mut *guard;
@@ -938,15 +907,16 @@ impl Hub {
                 return Err(forbidden("only the mediator declines joiners"));
             }
         }
-        let waiting_key = store::key(Kind::Waiting, &session, &[&invite.0]);
+        let waiting_key = Key::Waiting(session, invite);
         let request = self
             .store
-            .get(&waiting_key)?
+            .get(&waiting_key)
+            .await?
             .and_then(|b| JoinRequest::from_bytes(&b).ok())
             .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such waiting joiner"))?;
         let mut batch = store::Batch::default();
         batch.remove(waiting_key);
-        batch.remove(store::key(Kind::Invite, &session, &[&invite.0]));
+        batch.remove(Key::Invite(session, invite));
         self.store.commit(batch).await?;
         let joiner = request.identity.fingerprint();
         let mut s = lock(&state);
@@ -970,7 +940,7 @@ impl Hub {
     /// `request` is queued on `outbox`. Synchronous, and replies are sent by
     /// the committer in commit order, so a connection's posts take indexes,
     /// and get their replies, in the order it sent them.
-    pub(crate) fn post(
+    pub(crate) async fn post(
         &self,
         caller: &Fingerprint,
         envelope: Envelope,
@@ -978,7 +948,7 @@ impl Hub {
         outbox: &Arc<Outbox>,
     ) -> Result<()> {
         let h = envelope.header().clone();
-        let state = self.session(&h.session)?;
+        let state = self.session(&h.session).await?;
         let reply_to = outbox.clone();
         {
             let mut s = lock(&state);
@@ -1011,7 +981,7 @@ impl Hub {
             let mut batch = store::Batch::default();
             let bytes = envelope.to_bytes();
             let event = crate::outbox::envelope_frame(index, &bytes);
-            batch.insert(store::log_key(&h.session, &h.room, index), bytes);
+            batch.insert(Key::Log(h.session, h.room, index), bytes);
             let delivery_state = state.clone();
             let metrics = self.metrics.clone();
             let room_id = h.room;
@@ -1062,7 +1032,7 @@ impl Hub {
     /// envelopes after its cursor. The connection writes these straight to
     /// its socket, page by page with [`Hub::log_page`], before anything
     /// queued, so a catch-up of any length never overflows the live queue.
-    pub(crate) fn subscribe(
+    pub(crate) async fn subscribe(
         &self,
         conn: ConnId,
         caller: &Fingerprint,
@@ -1071,7 +1041,12 @@ impl Hub {
         roster_after: u64,
         cursors: &[RoomCursor],
     ) -> Result<Catchup> {
-        let state = self.session(&session)?;
+        // The session's other writes wait until the follower is registered,
+        // so that every key bundle and join request is either read here or
+        // delivered to it live.
+        let (state, _serial) = self.serial(&session).await?;
+        let bundles = self.store.records(Kind::Bundle, &session).await?;
+        let waiting = self.store.records(Kind::Waiting, &session).await?;
         let mut s = lock(&state);
         s.open()?;
         let roster = s.roster()?.clone();
@@ -1092,8 +1067,7 @@ impl Hub {
         let mut roster_mark = 0;
         let mut bundle_mark = 0;
         let mut joins = HashMap::new();
-        for (_, bytes) in self.store.scan(&store::key(Kind::Roster, &session, &[]))? {
-            let r = SignedRoster::from_bytes(&bytes).map_err(corrupt)?;
+        for r in s.rules.history().all() {
             roster_mark = r.unverified().version;
             for room in r.unverified().rooms.iter().filter(|room| room.has(caller)) {
                 first_epoch.entry(room.id).or_insert(room.epoch);
@@ -1102,13 +1076,15 @@ impl Hub {
                 frames.push(frame(&Event::Roster {
                     v: PROTOCOL_VERSION,
                     session,
-                    roster: Encoded(r),
+                    roster: Encoded(r.clone()),
                 })?);
             }
         }
-        for (key, bytes) in self.store.scan(&store::key(Kind::Bundle, &session, &[]))? {
+        for (key, bytes) in bundles {
             let b = SignedKeyBundle::from_bytes(&bytes).map_err(corrupt)?;
-            bundle_mark = store::key_suffix(&key).map_or(bundle_mark, |seq| seq + 1);
+            if let Key::Bundle(_, seq) = key {
+                bundle_mark = seq + 1;
+            }
             if b.unverified()
                 .entries
                 .iter()
@@ -1122,9 +1098,9 @@ impl Hub {
             }
         }
         if is_mediator {
-            for (_, bytes) in self.store.scan(&store::key(Kind::Waiting, &session, &[]))? {
+            for (_, bytes) in waiting {
                 let request = JoinRequest::from_bytes(&bytes).map_err(corrupt)?;
-                joins.insert(request.invite, bytes.to_vec());
+                joins.insert(request.invite, bytes);
                 frames.push(frame(&Event::JoinRequest {
                     v: PROTOCOL_VERSION,
                     request: Encoded(request),
@@ -1195,20 +1171,18 @@ impl Hub {
     /// The next page of a room's catch-up: up to `limit` stored entries
     /// after `part.after`, each with its index and, if it was sealed at epoch
     /// `part.since` or later, its `envelope` event frame.
-    pub(crate) fn log_page(
+    pub(crate) async fn log_page(
         &self,
         session: &SessionId,
         part: &RoomCatchup,
         limit: usize,
     ) -> Result<Vec<(u64, Option<Arc<str>>)>> {
-        let from = store::log_key(session, &part.room, part.after.saturating_add(1));
-        let to = store::log_key(session, &part.room, part.upto);
+        let from = part.after.saturating_add(1);
         self.store
-            .range(&from, &to, limit)?
+            .log(session, &part.room, from, part.upto, limit)
+            .await?
             .into_iter()
-            .map(|(key, bytes)| {
-                let index = store::key_suffix(&key)
-                    .ok_or_else(|| Refusal::from(StoreError::Corrupt("log key".into())))?;
+            .map(|(index, bytes)| {
                 let envelope = Envelope::from_bytes(&bytes)
                     .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
                 if envelope.header().epoch < part.since {
@@ -1224,10 +1198,7 @@ impl Hub {
     /// flush per change, and a clean shutdown drains the queue.
     fn save_presence(&self, session: &SessionId, record: &PresenceRecord) -> Result<()> {
         let mut batch = store::Batch::default();
-        batch.insert(
-            store::key(Kind::Presence, session, &[]),
-            record_json(record)?,
-        );
+        batch.insert(Key::Presence(*session), record_json(record)?);
         let session = *session;
         self.store.submit(Commit {
             batch,
@@ -1242,14 +1213,14 @@ impl Hub {
 
     /// `location`: a mediator (lead or co-mediator) says which room they
     /// are with, or (`None`) that they are away.
-    pub(crate) fn location(
+    pub(crate) async fn location(
         &self,
         caller: &Fingerprint,
         session: SessionId,
         room: Option<RoomId>,
         disclose: bool,
     ) -> Result<()> {
-        let state = self.session(&session)?;
+        let state = self.session(&session).await?;
         let mut s = lock(&state);
         s.open()?;
         if !s.role_of(caller).is_some_and(Role::is_mediator) {
@@ -1272,13 +1243,13 @@ impl Hub {
     }
 
     /// `status`: a party member's status, shown to the mediators.
-    pub(crate) fn status(
+    pub(crate) async fn status(
         &self,
         caller: &Fingerprint,
         session: SessionId,
         status: PartyStatus,
     ) -> Result<()> {
-        let state = self.session(&session)?;
+        let state = self.session(&session).await?;
         let mut s = lock(&state);
         s.open()?;
         if s.role_of(caller) != Some(Role::PartyMember) {
@@ -1328,10 +1299,7 @@ impl Hub {
         // erasure below fails, the session stays closed across a restart
         // and the sweep erases it.
         let mut batch = store::Batch::default();
-        batch.insert(
-            store::key(Kind::Session, &session, &[]),
-            record_json(&record)?,
-        );
+        batch.insert(Key::Session(session), record_json(&record)?);
         if let Err(e) = self.store.commit(batch).await {
             lock(&state).record.closed_at = None;
             return Err(e.into());
@@ -1375,8 +1343,8 @@ impl Hub {
     ) -> Result<SignedDeletionStatement> {
         let mut erased = Erased::default();
         let mut batch = store::Batch::default();
-        for (kind, key, size) in self.store.session_records(session)? {
-            let count = match kind {
+        for (key, size) in self.store.session_records(session).await? {
+            let count = match key.kind() {
                 Kind::Session => Some(&mut erased.sessions),
                 Kind::Roster => Some(&mut erased.rosters),
                 Kind::Bundle => Some(&mut erased.key_bundles),
@@ -1404,10 +1372,7 @@ impl Hub {
             erased,
         }
         .sign(&self.relay.keys)?;
-        batch.insert(
-            store::key(Kind::Deleted, session, &[]),
-            statement.to_bytes(),
-        );
+        batch.insert(Key::Deleted(*session), statement.to_bytes());
         self.store.commit(batch).await?;
         self.release_place(&record.mediator);
         let forgotten = lock(&self.sessions).remove(session);
@@ -1423,9 +1388,10 @@ impl Hub {
     }
 
     /// The deletion statement of an erased session, if the relay keeps one.
-    fn statement(&self, session: &SessionId) -> Result<Option<SignedDeletionStatement>> {
+    async fn statement(&self, session: &SessionId) -> Result<Option<SignedDeletionStatement>> {
         self.store
-            .get(&store::key(Kind::Deleted, session, &[]))?
+            .get(&Key::Deleted(*session))
+            .await?
             .map(|v| SignedDeletionStatement::from_bytes(&v))
             .transpose()
             .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))
@@ -1433,18 +1399,18 @@ impl Hub {
 
     /// `deletion_statement`: what the relay erased of a closed session, for
     /// its lead mediator.
-    pub(crate) fn deletion_statement(
+    pub(crate) async fn deletion_statement(
         &self,
         caller: &Fingerprint,
         session: SessionId,
     ) -> Result<SignedDeletionStatement> {
-        if let Some(statement) = self.statement(&session)? {
+        if let Some(statement) = self.statement(&session).await? {
             if &statement.unverified().mediator != caller {
                 return Err(forbidden("the statement is for the session's mediator"));
             }
             return Ok(statement);
         }
-        let state = self.session(&session)?;
+        let state = self.session(&session).await?;
         let s = lock(&state);
         if &s.record.mediator != caller {
             return Err(forbidden("the statement is for the session's mediator"));
@@ -1465,13 +1431,12 @@ impl Hub {
     /// deletion statements kept for longer than theirs.
     pub(crate) async fn sweep(&self) -> Result<()> {
         let retention = self.config.retention.as_secs();
-        for id in self.store.sessions(Kind::Session)? {
-            let record: Option<SessionRecord> =
-                self.store.get_json(&store::key(Kind::Session, &id, &[]))?;
-            let due = record.as_ref().is_some_and(|r| {
-                r.closed_at
-                    .is_some_and(|at| at.saturating_add(retention) <= now())
-            });
+        for (key, record) in self.store.all(Kind::Session).await? {
+            let record: SessionRecord = store::from_json(&record)?;
+            let due = record
+                .closed_at
+                .is_some_and(|at| at.saturating_add(retention) <= now());
+            let id = *key.session();
             if !due {
                 continue;
             }
@@ -1492,12 +1457,11 @@ impl Hub {
         let keep = self.config.statement_retention.as_secs();
         let mut batch = store::Batch::default();
         let mut expired = 0;
-        for id in self.store.sessions(Kind::Deleted)? {
-            if self
-                .statement(&id)?
-                .is_some_and(|s| s.unverified().erased_at.saturating_add(keep) <= now())
-            {
-                batch.remove(store::key(Kind::Deleted, &id, &[]));
+        for (key, statement) in self.store.all(Kind::Deleted).await? {
+            let statement = SignedDeletionStatement::from_bytes(&statement)
+                .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
+            if statement.unverified().erased_at.saturating_add(keep) <= now() {
+                batch.remove(key);
                 expired += 1;
             }
         }
@@ -1513,18 +1477,14 @@ impl Hub {
         let ttl = self.config.upload_ttl.as_secs();
         let due = |d: &Document, now: u64| !d.complete() && d.begun_at.saturating_add(ttl) <= now;
         let mut sessions = HashSet::new();
-        for (key, bytes) in self.store.scan(&[Kind::Document as u8])? {
+        for (key, bytes) in self.store.all(Kind::Document).await? {
             if due(&decode_document(&bytes)?, now()) {
-                let id = key
-                    .get(1..17)
-                    .and_then(|b| b.try_into().ok())
-                    .map(SessionId);
-                sessions.extend(id);
+                sessions.insert(*key.session());
             }
         }
         for id in sessions {
             // An erased session's documents went with it.
-            let Ok(state) = self.session(&id) else {
+            let Ok(state) = self.session(&id).await else {
                 continue;
             };
             // Removed from memory and queued under the session's lock, so
@@ -1542,9 +1502,9 @@ impl Hub {
                 let mut batch = store::Batch::default();
                 for file in &expired {
                     if let Some(d) = s.documents.remove(file) {
-                        batch.remove(store::document_key(&id, file));
+                        batch.remove(Key::Document(id, *file));
                         for index in 0..d.accepted {
-                            batch.remove(store::chunk_key(&id, file, index));
+                            batch.remove(Key::Chunk(id, *file, index));
                         }
                         release(&self.uploads, &d.uploader);
                     }
@@ -1566,7 +1526,7 @@ impl Hub {
         file: FileId,
         size: u64,
     ) -> Result<u64> {
-        let state = self.session(&session)?;
+        let state = self.session(&session).await?;
         let begun = {
             let mut guard = lock(&state);
             let s = &mut *guard;
@@ -1653,7 +1613,7 @@ impl Hub {
         };
         let mut batch = store::Batch::default();
         batch.insert(
-            store::document_key(&session, &file),
+            Key::Document(session, file),
             record_json(&document.record(0))?,
         );
         let stored = self.store.queue(batch)?;
@@ -1664,7 +1624,7 @@ impl Hub {
 
     /// `chunk`'s checks, steps 1 to 6 (13.5.15), made before the caller's
     /// upload budget is waited for, and again after.
-    pub(crate) fn check_chunk(
+    pub(crate) async fn check_chunk(
         &self,
         caller: &Fingerprint,
         session: SessionId,
@@ -1672,7 +1632,7 @@ impl Hub {
         index: u64,
         len: usize,
     ) -> Result<()> {
-        let state = self.session(&session)?;
+        let state = self.session(&session).await?;
         let mut s = lock(&state);
         chunk_checks(&mut s, caller, &file, index, len).map(drop)
     }
@@ -1683,7 +1643,7 @@ impl Hub {
     /// in commit order, as `post` is: a connection may send chunks without
     /// waiting, and their replies come in order.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn chunk(
+    pub(crate) async fn chunk(
         &self,
         caller: &Fingerprint,
         session: SessionId,
@@ -1693,14 +1653,14 @@ impl Hub {
         request: u64,
         outbox: &Arc<Outbox>,
     ) -> Result<()> {
-        let state = self.session(&session)?;
+        let state = self.session(&session).await?;
         let mut guard = lock(&state);
         let d = chunk_checks(&mut guard, caller, &file, index, data.len())?;
         let at = d.accepted;
         let mut batch = store::Batch::default();
-        batch.insert(store::chunk_key(&session, &file, at), data);
+        batch.insert(Key::Chunk(session, file, at), data);
         batch.insert(
-            store::document_key(&session, &file),
+            Key::Document(session, file),
             record_json(&d.record(at + 1))?,
         );
         let stored = state.clone();
@@ -1735,35 +1695,39 @@ impl Hub {
 
     /// `download`: one chunk of a complete document, for any member of the
     /// session (13.5.16).
-    pub(crate) fn download(
+    pub(crate) async fn download(
         &self,
         caller: &Fingerprint,
         session: SessionId,
         file: FileId,
         index: u64,
     ) -> Result<Vec<u8>> {
-        let state = self.session(&session)?;
-        // Read under the session's lock, so that no erasure comes between
-        // the checks and the read.
-        let s = lock(&state);
-        s.open()?;
-        if s.role_of(caller).is_none() {
-            return Err(forbidden("not a member of this session"));
+        let state = self.session(&session).await?;
+        let index = {
+            let s = lock(&state);
+            s.open()?;
+            if s.role_of(caller).is_none() {
+                return Err(forbidden("not a member of this session"));
+            }
+            let d = s
+                .documents
+                .get(&file)
+                .filter(|d| d.held >= d.layout.chunks())
+                .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such document"))?;
+            u32::try_from(index)
+                .ok()
+                .filter(|i| *i < d.layout.chunks())
+                .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such chunk"))?
+        };
+        // A complete document's chunks are only ever deleted with the
+        // session, which is then closed.
+        match self.store.get(&Key::Chunk(session, file, index)).await? {
+            Some(chunk) => Ok(chunk),
+            None => {
+                lock(&state).open()?;
+                Err(StoreError::Corrupt("a chunk of a complete document".into()).into())
+            }
         }
-        let d = s
-            .documents
-            .get(&file)
-            .filter(|d| d.held >= d.layout.chunks())
-            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such document"))?;
-        let index = u32::try_from(index)
-            .ok()
-            .filter(|i| *i < d.layout.chunks())
-            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "no such chunk"))?;
-        let chunk = self
-            .store
-            .get(&store::chunk_key(&session, &file, index))?
-            .ok_or_else(|| StoreError::Corrupt("a chunk of a complete document".into()))?;
-        Ok(chunk.to_vec())
     }
 
     /// A connection went away: stop following and waiting, tell the others.

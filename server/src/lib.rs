@@ -9,7 +9,7 @@
 //! | module | holds |
 //! | --- | --- |
 //! | `config` | flags, environment and TOML settings |
-//! | `store` | the sled store and its group committer |
+//! | `store` | the durable store (sled or PostgreSQL) and its group committer |
 //! | `hub` | sessions in memory and each request's rules |
 //! | `conn` | one websocket connection, once upgraded: auth, limits, timers |
 //! | `outbox` | a connection's bounded outbound queue |
@@ -52,4 +52,5 @@ pub use config::{Args, Config, ConfigError, WebClient};
 pub use conn::{CLOSE_AUTH_TIMEOUT, CLOSE_IDLE, CLOSE_TOO_SLOW};
 pub use relay_key::rotate as rotate_key;
 pub use server::{Running, Server, ServerError};
+pub use store::StoreLocation;
 pub use tls::TlsError;

@@ -120,7 +120,14 @@ impl Server {
                 "--unsafe-ack-before-commit: acknowledged writes can be lost in a crash (benchmarking aid)"
             );
         }
-        let (store, committer) = Store::open(&config.data_dir, 65_536, metrics.clone(), durable)?;
+        let (store, committer) = Store::open(
+            &config.store,
+            &config.data_dir,
+            65_536,
+            metrics.clone(),
+            durable,
+        )
+        .await?;
         crate::web::check(&config.web)?;
         let tls = match &config.tls {
             Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
@@ -136,7 +143,7 @@ impl Server {
         Ok(Self {
             listener,
             tls,
-            hub: Arc::new(Hub::new(store, metrics, config, relay)?),
+            hub: Arc::new(Hub::new(store, metrics, config, relay).await?),
             committer,
         })
     }

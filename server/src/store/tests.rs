@@ -1,0 +1,165 @@
+//! The store's promises, checked on each engine: writes stand or fall
+//! together and apply in order, follow-ups run in commit order once durable,
+//! and every read returns what was written, in key order.
+
+use std::sync::{Arc, Mutex};
+
+use caucus_protocol::ids::{FileId, InviteId, RoomId, SessionId};
+
+use super::*;
+
+/// Commits queued together, of one write and of several, must leave what
+/// applying them one after another gives, and their follow-ups must run in
+/// commit order, after they are durable.
+pub(super) async fn a_group_of_commits_applies_in_order(store: &Store) {
+    let s = SessionId([1; 16]);
+    let (a, b, c) = (Key::Roster(s, 1), Key::Roster(s, 2), Key::Roster(s, 3));
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    type Write = (Key, Option<&'static [u8]>);
+    let writes: [Vec<Write>; 4] = [
+        vec![(a.clone(), Some(b"1")), (b.clone(), Some(b"1"))],
+        vec![(a.clone(), None)],
+        vec![(b.clone(), Some(b"2")), (c.clone(), Some(b"1"))],
+        vec![(c.clone(), None), (c.clone(), Some(b"3"))],
+    ];
+    for (n, commit) in writes.into_iter().enumerate() {
+        let mut batch = Batch::default();
+        for (key, value) in commit {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        let ran = ran.clone();
+        store
+            .submit(Commit {
+                batch,
+                then: Box::new(move |r| ran.lock().unwrap().push((n, r))),
+            })
+            .unwrap();
+    }
+    store.commit(Batch::default()).await.unwrap();
+    assert_eq!(
+        *ran.lock().unwrap(),
+        (0..4).map(|n| (n, Ok(()))).collect::<Vec<_>>()
+    );
+    assert_eq!(store.get(&a).await.unwrap(), None);
+    assert_eq!(store.get(&b).await.unwrap(), Some(b"2".to_vec()));
+    assert_eq!(store.get(&c).await.unwrap(), Some(b"3".to_vec()));
+}
+
+/// Each read returns the records it names and only those, in key order;
+/// the sizes erasure counts are the same on every engine.
+pub(super) async fn reads_return_what_was_written_in_key_order(store: &Store) {
+    let (s, other) = (SessionId([2; 16]), SessionId([3; 16]));
+    let (r1, r2) = (RoomId([1; 16]), RoomId([2; 16]));
+    let file = FileId([9; 16]);
+    let mut batch = Batch::default();
+    batch.insert(Key::Session(s), b"{}".to_vec());
+    batch.insert(Key::Session(other), b"{}".to_vec());
+    for index in [3u64, 1, 2, 256] {
+        batch.insert(Key::Log(s, r2, index), format!("r2-{index}"));
+        batch.insert(Key::Log(s, r1, index), format!("r1-{index}"));
+    }
+    batch.insert(Key::Log(other, r1, 1), b"other".to_vec());
+    batch.insert(Key::Invite(s, InviteId([5; 16])), b"invite".to_vec());
+    batch.insert(Key::Waiting(s, InviteId([5; 16])), b"waiting".to_vec());
+    batch.insert(Key::Bundle(s, 0), b"bundle".to_vec());
+    batch.insert(Key::Presence(s), b"presence".to_vec());
+    batch.insert(Key::Document(s, file), b"document".to_vec());
+    batch.insert(Key::Chunk(s, file, 1), vec![1; 70_000]);
+    batch.insert(Key::Chunk(s, file, 0), vec![0; 70_000]);
+    batch.insert(Key::Deleted(other), b"statement".to_vec());
+    store.commit(batch).await.unwrap();
+
+    let log = store.log(&s, &r1, 2, 256, 10).await.unwrap();
+    let indexes: Vec<u64> = log.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indexes, [2, 3, 256]);
+    assert_eq!(log[0].1, b"r1-2");
+    assert_eq!(store.log(&s, &r1, 1, u64::MAX, 2).await.unwrap().len(), 2);
+    assert!(
+        store
+            .log(&s, &r1, 257, u64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let rooms: Vec<Key> = store
+        .records(Kind::Log, &s)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let mut expected = Vec::new();
+    for room in [r1, r2] {
+        for index in [1, 2, 3, 256] {
+            expected.push(Key::Log(s, room, index));
+        }
+    }
+    assert_eq!(rooms, expected);
+    let chunks = store.records(Kind::Chunk, &s).await.unwrap();
+    assert_eq!(
+        chunks
+            .iter()
+            .map(|(k, v)| (k.clone(), v[0]))
+            .collect::<Vec<_>>(),
+        [(Key::Chunk(s, file, 0), 0), (Key::Chunk(s, file, 1), 1)]
+    );
+
+    let mut sessions: Vec<Key> = store
+        .all(Kind::Session)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    sessions.sort_by_key(|k| k.session().0);
+    assert_eq!(sessions, [Key::Session(s), Key::Session(other)]);
+    assert_eq!(
+        store.all(Kind::Deleted).await.unwrap(),
+        [(Key::Deleted(other), b"statement".to_vec())]
+    );
+
+    let records = store.session_records(&s).await.unwrap();
+    // 1 session, 8 envelopes, 1 each of invite, waiting, bundle, presence,
+    // document, and 2 chunks; nothing of the other session.
+    assert_eq!(records.len(), 16);
+    assert!(records.iter().all(|(k, _)| k.session() == &s));
+    let bytes: u64 = records.iter().map(|(_, size)| size).sum();
+    let keys: u64 = records.iter().map(|(k, _)| k.len()).sum();
+    // "{}", the eight envelopes' "rN-I", the invite, waiting request,
+    // bundle, presence, document and the two chunks.
+    let values = 2 + 2 * (3 * 4 + 6) + 6 + 7 + 6 + 8 + 8 + 2 * 70_000;
+    assert_eq!(bytes, keys + values);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sled_keeps_the_store_promises() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, committer) = Store::open(
+        &StoreLocation::Sled,
+        dir.path(),
+        16,
+        Arc::new(Metrics::default()),
+        true,
+    )
+    .await
+    .unwrap();
+    a_group_of_commits_applies_in_order(&store).await;
+    reads_return_what_was_written_in_key_order(&store).await;
+    drop(store);
+    committer.await.unwrap();
+    // And it is on disk. (sled's flusher thread lets go of the directory's
+    // lock a moment after the last handle is dropped.)
+    let db = (0..100)
+        .find_map(|_| {
+            ::sled::open(dir.path())
+                .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(50)))
+                .ok()
+        })
+        .unwrap();
+    let tree = db.open_tree("caucus").unwrap();
+    assert_eq!(tree.len(), 2 + 19);
+}
