@@ -338,6 +338,8 @@ pub enum ErrorCode {
     SessionClosed,
     /// The relay is at a limit (connections, storage); try again later.
     Overloaded,
+    /// The relay cannot store anything just now; nothing was changed.
+    Unavailable,
     /// A fault in the relay; nothing was changed.
     Internal,
 }

@@ -49,6 +49,19 @@ pub struct Args {
     /// [default: sled].
     #[arg(long, env = "CAUCUS_STORE")]
     pub store: Option<String>,
+    /// Join a cluster of relay nodes through the NATS server at this URL
+    /// (`nats://host:4222`); needs `--store postgres://…`, the same for
+    /// every node (docs/cluster.md) [default: none, a single relay].
+    #[arg(long, env = "CAUCUS_NATS")]
+    pub nats: Option<String>,
+    /// The cluster's name: nodes with the same NATS server and name serve
+    /// together [default: caucus].
+    #[arg(long, env = "CAUCUS_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Seconds a node's lease on a session lasts unrenewed: how long a
+    /// session waits for another node when its node dies [default: 6].
+    #[arg(long, env = "CAUCUS_LEASE_SECS")]
+    pub lease_secs: Option<u64>,
     /// PEM certificate chain for TLS (wss); with --tls-key.
     #[arg(long, env = "CAUCUS_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -157,6 +170,17 @@ pub struct Args {
     pub no_web: Option<bool>,
 }
 
+/// How a node joins its cluster (`--nats`, `--cluster`, `--lease-secs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// The NATS server's URL.
+    pub nats: String,
+    /// The cluster's name.
+    pub name: String,
+    /// How long a session's lease lasts unrenewed.
+    pub lease: Duration,
+}
+
 /// Which web client the relay serves on `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebClient {
@@ -179,6 +203,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where the records are kept.
     pub store: StoreLocation,
+    /// The cluster this node joins, if any.
+    pub cluster: Option<ClusterSettings>,
     /// TLS certificate chain and key (PEM), when serving wss.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Log as JSON lines.
@@ -294,6 +320,15 @@ impl Config {
             listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 7300))),
             public_urls: pick!(public_url, Vec::new()),
             data_dir: pick!(data_dir, PathBuf::from("caucus-data")),
+            cluster: args.nats.or(file.nats).map(|nats| ClusterSettings {
+                nats,
+                name: args
+                    .cluster
+                    .clone()
+                    .or(file.cluster.clone())
+                    .unwrap_or_else(|| "caucus".into()),
+                lease: Duration::from_secs(args.lease_secs.or(file.lease_secs).unwrap_or(6)),
+            }),
             store: match args.store.or(file.store).as_deref() {
                 None | Some("sled") => StoreLocation::Sled,
                 Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
@@ -429,6 +464,24 @@ impl Config {
             (
                 self.unsafe_ack_before_commit && self.store != StoreLocation::Sled,
                 "--unsafe-ack-before-commit is for the sled store only",
+            ),
+            (
+                self.cluster.is_some() && self.store == StoreLocation::Sled,
+                "--nats needs --store postgres://…: the nodes of a cluster share one database",
+            ),
+            (
+                self.cluster.as_ref().is_some_and(|c| c.lease.as_secs() < 2),
+                "lease-secs must be at least 2",
+            ),
+            (
+                self.cluster.as_ref().is_some_and(|c| {
+                    c.name.is_empty()
+                        || !c
+                            .name
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+                }),
+                "cluster is a name of letters, digits, - and _",
             ),
         ];
         if !self

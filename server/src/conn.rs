@@ -24,14 +24,16 @@ use caucus_protocol::envelope::PROTOCOL_VERSION;
 use caucus_protocol::identity::PublicIdentity;
 use caucus_protocol::ids::SessionId;
 use caucus_protocol::wire::{Encoded, ErrorCode, Event, Reply, RequestBody, parse_request};
+use futures_util::FutureExt;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::cluster::{RemoteInput, Route};
 use crate::config::Config;
 use crate::hub::{Catchup, ConnId, Hub, Refusal};
 use crate::limits::Ticket;
@@ -261,6 +263,9 @@ pub(crate) async fn serve<S>(
         identity: None,
         sessions: HashSet::new(),
     };
+    if let Some(cluster) = &hub.cluster {
+        cluster.attach(id, outbox.clone());
+    }
     outbox.send(&Event::Challenge {
         v: PROTOCOL_VERSION,
         nonce,
@@ -276,7 +281,10 @@ pub(crate) async fn serve<S>(
         tokio::select! {
             biased;
             _ = shutdown.changed() => break Some((1001, "relay shutting down")),
-            () = outbox.cut_off() => break too_slow(&hub),
+            () = outbox.cut_off() => match outbox.closing() {
+                Some(close) if !outbox.lagged() => break Some(close),
+                _ => break too_slow(&hub),
+            },
             frame = queue.recv() => {
                 let Some(frame) = frame else { break None };
                 match write_queued(&hub, &mut sink, frame, &mut queue, &outbox).await {
@@ -290,7 +298,7 @@ pub(crate) async fn serve<S>(
                 match message {
                     Some(Ok(Message::Text(text))) => {
                         if ticket.take() {
-                            let catchup = Box::pin(conn.handle(text.as_str(), &ticket)).await;
+                            let catchup = Box::pin(conn.handle(text.as_str(), Some(&ticket))).await;
                             if !ticket.authenticated()
                                 && let Some(identity) = &conn.identity
                             {
@@ -383,8 +391,111 @@ pub(crate) async fn serve<S>(
         .await;
     }
     hub.disconnect(id, &conn.sessions);
+    if let Some(cluster) = &hub.cluster {
+        cluster.detach(id);
+    }
     Metrics::sub(&hub.metrics.connections, 1);
     drop(ticket);
+}
+
+/// Serve, for `node`, its connection `remote` authenticated as `identity`,
+/// whose sessions this node decides: its requests come in on `input`, in
+/// the order it sent them, and everything it is sent goes back to `node`.
+/// Its limits (rates, the upload budget) were applied at `node`. Ends when
+/// `node` says the connection closed (or the link broke).
+pub(crate) async fn serve_remote(
+    hub: Arc<Hub>,
+    node: String,
+    remote: ConnId,
+    identity: PublicIdentity,
+    mut input: mpsc::Receiver<RemoteInput>,
+) {
+    let Some(cluster) = hub.cluster.clone() else {
+        return;
+    };
+    let (outbox, mut queue) = Outbox::new(hub.config.outbound_queue);
+    let mut conn = Conn {
+        id: hub.conn_id(),
+        hub: hub.clone(),
+        outbox: outbox.clone(),
+        nonce: Digest::ZERO,
+        identity: Some(identity),
+        sessions: HashSet::new(),
+    };
+    let mut frames = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = outbox.cut_off() => {
+                let code = match outbox.closing() {
+                    Some((code, _)) if !outbox.lagged() => code,
+                    _ => CLOSE_TOO_SLOW,
+                };
+                // What is queued goes first.
+                while queue.recv_many(&mut frames, WRITE_BATCH).now_or_never().unwrap_or(0) > 0 {
+                    cluster.frames(&node, remote, std::mem::take(&mut frames));
+                }
+                cluster.close(&node, remote, code);
+                break;
+            }
+            n = queue.recv_many(&mut frames, WRITE_BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                cluster.frames(&node, remote, std::mem::take(&mut frames));
+            }
+            next = input.recv() => match next {
+                None => break,
+                Some(RemoteInput::Request(text)) => {
+                    if let Some((catchup, id)) = Box::pin(conn.handle(&text, None)).await {
+                        cluster.catchup(&node, remote, id, catchup);
+                    }
+                }
+                Some(RemoteInput::Unsubscribe(session)) => {
+                    hub.unsubscribe(&Catchup {
+                        owner: None,
+                        conn: conn.id,
+                        session,
+                        frames: Vec::new(),
+                        rooms: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+    hub.disconnect(conn.id, &conn.sessions);
+}
+
+/// Wait until the device's upload budget (`ticket`'s) covers `bytes` of a
+/// chunk; a connection served for another node was budgeted there.
+async fn wait_for_budget(ticket: Option<&Ticket>, bytes: usize) {
+    let delay = ticket.map_or(Duration::ZERO, |t| t.upload_delay(bytes));
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// The session a request names, if any.
+fn session_of(body: &RequestBody) -> Option<SessionId> {
+    match body {
+        RequestBody::Auth { .. } => None,
+        RequestBody::CreateSession { roster } | RequestBody::PublishRoster { roster } => {
+            Some(roster.0.unverified().session)
+        }
+        RequestBody::PublishKeys { bundle } => Some(bundle.0.unverified().session),
+        RequestBody::Join { request, .. } => Some(request.0.session),
+        RequestBody::Post { envelope } => Some(envelope.0.header().session),
+        RequestBody::CreateInvite { session, .. }
+        | RequestBody::Decline { session, .. }
+        | RequestBody::Subscribe { session, .. }
+        | RequestBody::Location { session, .. }
+        | RequestBody::Status { session, .. }
+        | RequestBody::CloseSession { session }
+        | RequestBody::DeletionStatement { session }
+        | RequestBody::Upload { session, .. }
+        | RequestBody::Chunk { session, .. }
+        | RequestBody::Download { session, .. } => Some(*session),
+    }
 }
 
 impl Conn {
@@ -393,7 +504,7 @@ impl Conn {
     /// `subscribe`, whose catch-up and reply are returned for the caller to
     /// write. A `chunk` over the device's upload budget (`ticket`) waits
     /// here first.
-    async fn handle(&mut self, text: &str, ticket: &Ticket) -> Option<(Catchup, u64)> {
+    async fn handle(&mut self, text: &str, ticket: Option<&Ticket>) -> Option<(Catchup, u64)> {
         Metrics::add(&self.hub.metrics.bytes_in, text.len() as u64);
         let request = match parse_request(text) {
             Ok(r) => r,
@@ -405,7 +516,7 @@ impl Conn {
         };
         let id = request.id;
         let kind = request.body.kind();
-        let reply = match self.dispatch(id, request.body, ticket).await {
+        let reply = match self.dispatch(id, text, request.body, ticket).await {
             Ok(Outcome::Done) => Reply::ok(id),
             Ok(Outcome::Uploading(chunks)) => Reply::uploading(id, chunks),
             Ok(Outcome::Chunk(data)) => Reply::chunk(id, data),
@@ -425,8 +536,9 @@ impl Conn {
     async fn dispatch(
         &mut self,
         id: u64,
+        text: &str,
         body: RequestBody,
-        ticket: &Ticket,
+        ticket: Option<&Ticket>,
     ) -> Result<Outcome, Refusal> {
         let ok = Ok(Outcome::Done);
         if let RequestBody::Auth {
@@ -457,6 +569,13 @@ impl Conn {
             .ok_or_else(|| Refusal::new(ErrorCode::Unauthenticated, "authenticate first"))?;
         let me = identity.fingerprint();
         let hub = self.hub.clone();
+        if let Some(session) = session_of(&body)
+            && let Route::At(node) = hub.route(&session).await?
+        {
+            return self
+                .forward(&node, id, text, &body, &identity, ticket)
+                .await;
+        }
         match body {
             RequestBody::Auth { .. } => ok,
             RequestBody::CreateSession { roster } => {
@@ -552,10 +671,7 @@ impl Conn {
                 // and accepted: answered by the committer once durable.
                 hub.check_chunk(&me, session, file, index, data.0.len())
                     .await?;
-                let delay = ticket.upload_delay(data.0.len());
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
+                wait_for_budget(ticket, data.0.len()).await;
                 hub.chunk(&me, session, file, index, data.0, id, &self.outbox)
                     .await?;
                 Ok(Outcome::Later)
@@ -567,6 +683,41 @@ impl Conn {
             } => Ok(Outcome::Chunk(
                 hub.download(&me, session, file, index).await?,
             )),
+        }
+    }
+
+    /// Send request `text` to `node`, which decides for its session; the
+    /// reply comes from there. A `subscribe` waits for its catch-up, which
+    /// this node writes; a chunk first waits for the upload budget here.
+    async fn forward(
+        &mut self,
+        node: &str,
+        id: u64,
+        text: &str,
+        body: &RequestBody,
+        identity: &PublicIdentity,
+        ticket: Option<&Ticket>,
+    ) -> Result<Outcome, Refusal> {
+        let Some(cluster) = self.hub.cluster.clone() else {
+            return Err(Refusal::new(ErrorCode::Internal, "no cluster"));
+        };
+        let subscribe = match body {
+            RequestBody::Subscribe { session, .. } => Some((id, *session)),
+            RequestBody::Chunk { data, .. } => {
+                wait_for_budget(ticket, data.0.len()).await;
+                None
+            }
+            _ => None,
+        };
+        if let Some(session) = session_of(body) {
+            self.sessions.insert(session);
+        }
+        match cluster
+            .forward(node, self.id, identity, text, subscribe)
+            .await?
+        {
+            Some(catchup) => Ok(Outcome::Catchup(catchup)),
+            None => Ok(Outcome::Later),
         }
     }
 }

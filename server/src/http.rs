@@ -17,7 +17,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Body;
@@ -66,8 +65,6 @@ pub(crate) struct Shared {
     pub(crate) hub: Arc<Hub>,
     /// Websocket connection slots (`--max-connections`).
     pub(crate) slots: Arc<Semaphore>,
-    /// The next websocket connection's number.
-    pub(crate) next_id: AtomicU64,
     /// Becomes `true` when the relay shuts down.
     pub(crate) stop: watch::Receiver<bool>,
 }
@@ -275,7 +272,7 @@ fn websocket(shared: &Shared, mut request: Request) -> Response {
             "too many connections".into(),
         );
     };
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = shared.hub.conn_id();
     let upgrade = hyper::upgrade::on(&mut request);
     if handoff
         .try_send(Accepted {

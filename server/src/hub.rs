@@ -8,6 +8,7 @@
 //! order, so a client never sees an envelope the relay could still lose.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,7 @@ use caucus_protocol::wire::{
     Encoded, ErrorCode, Event, MediatorWhereabouts, PartyStatus, Reply, RoomCursor,
 };
 
+use crate::cluster::{CLOSE_MOVED, Cluster, Route};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -75,6 +77,9 @@ type Result<T> = std::result::Result<T, Refusal>;
 
 /// What a new follower is sent before live traffic (see [`Hub::subscribe`]).
 pub(crate) struct Catchup {
+    /// The node that owns the session, when it is not this one: the
+    /// follower is registered there.
+    pub(crate) owner: Option<String>,
     /// The connection that subscribed.
     pub(crate) conn: ConnId,
     /// The session.
@@ -87,6 +92,7 @@ pub(crate) struct Catchup {
 
 /// The part of one room's log a new follower is sent: the envelopes with
 /// index in `(after, upto]` sealed at epoch `since` or later.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct RoomCatchup {
     pub(crate) room: RoomId,
     pub(crate) after: u64,
@@ -308,6 +314,11 @@ impl SessionState {
 /// The state shared by all connections.
 pub(crate) struct Hub {
     store: Store,
+    /// This node's part in a cluster of relays, if it is in one.
+    pub(crate) cluster: Option<Arc<Cluster>>,
+    /// The next connection's number, for sockets here and connections
+    /// served here for other nodes alike.
+    next_conn: AtomicU64,
     /// The ids of the sessions being created: a second `create_session` of
     /// one of them is refused at once, so that two never both pass the
     /// check that the id is free.
@@ -466,6 +477,7 @@ impl Hub {
     /// it.
     pub(crate) async fn new(
         store: Store,
+        cluster: Option<Arc<Cluster>>,
         metrics: Arc<Metrics>,
         config: Config,
         relay: RelayIdentity,
@@ -485,6 +497,8 @@ impl Hub {
         Ok(Self {
             uploads: Mutex::new(uploads),
             store,
+            cluster,
+            next_conn: AtomicU64::new(1),
             relay,
             creating: Mutex::new(HashSet::new()),
             creators: Mutex::new(HashMap::new()),
@@ -493,6 +507,44 @@ impl Hub {
             metrics,
             config,
         })
+    }
+
+    /// A number for a new connection.
+    pub(crate) fn conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Where `session`'s requests are decided.
+    pub(crate) async fn route(&self, session: &SessionId) -> Result<Route> {
+        match &self.cluster {
+            None => Ok(Route::Here),
+            Some(cluster) => cluster.route(session).await,
+        }
+    }
+
+    /// The sessions held in memory.
+    pub(crate) fn loaded(&self) -> Vec<SessionId> {
+        lock(&self.sessions).keys().copied().collect()
+    }
+
+    /// Forget a session this node no longer decides for: everyone following
+    /// it or waiting to join is closed, to reconnect and resume wherever it
+    /// is decided now.
+    pub(crate) fn evict(&self, session: &SessionId) {
+        let Some(state) = lock(&self.sessions).remove(session) else {
+            return;
+        };
+        Metrics::sub(&self.metrics.sessions, 1);
+        let s = lock(&state);
+        for f in s.followers.values() {
+            f.outbox.close(CLOSE_MOVED, crate::cluster::MOVED);
+        }
+        for (_, outbox) in s.waiting.values() {
+            outbox.close(CLOSE_MOVED, crate::cluster::MOVED);
+        }
+        for d in s.documents.values().filter(|d| !d.complete()) {
+            release(&self.uploads, &d.uploader);
+        }
     }
 
     /// Claim `id` for a `create_session`, unless another is creating it.
@@ -1149,6 +1201,7 @@ impl Hub {
         );
         s.broadcast_presence(session);
         Ok(Catchup {
+            owner: None,
             conn,
             session,
             frames,
@@ -1159,6 +1212,10 @@ impl Hub {
     /// A catch-up could not be completed: undo its subscription, so that
     /// no delivery mark counts what the connection never received.
     pub(crate) fn unsubscribe(&self, catchup: &Catchup) {
+        if let (Some(owner), Some(cluster)) = (&catchup.owner, &self.cluster) {
+            cluster.unsubscribe(owner, catchup.conn, catchup.session);
+            return;
+        }
         let Some(state) = lock(&self.sessions).get(&catchup.session).cloned() else {
             return;
         };
@@ -1437,7 +1494,7 @@ impl Hub {
                 .closed_at
                 .is_some_and(|at| at.saturating_add(retention) <= now());
             let id = *key.session();
-            if !due {
+            if !due || self.route(&id).await? != Route::Here {
                 continue;
             }
             // Erased under the session's own lock, as close_session erases.
@@ -1483,6 +1540,9 @@ impl Hub {
             }
         }
         for id in sessions {
+            if self.route(&id).await? != Route::Here {
+                continue;
+            }
             // An erased session's documents went with it.
             let Ok(state) = self.session(&id).await else {
                 continue;

@@ -8,6 +8,7 @@
 //!
 //! | module | holds |
 //! | --- | --- |
+//! | `cluster` | several relay nodes on one PostgreSQL: session leases, and NATS between the nodes |
 //! | `config` | flags, environment and TOML settings |
 //! | `store` | the durable store (sled or PostgreSQL) and its group committer |
 //! | `hub` | sessions in memory and each request's rules |
@@ -35,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 mod config;
 mod conn;
 mod http;
@@ -48,7 +50,8 @@ mod store;
 mod tls;
 mod web;
 
-pub use config::{Args, Config, ConfigError, WebClient};
+pub use cluster::{CLOSE_MOVED, ClusterError};
+pub use config::{Args, ClusterSettings, Config, ConfigError, WebClient};
 pub use conn::{CLOSE_AUTH_TIMEOUT, CLOSE_IDLE, CLOSE_TOO_SLOW};
 pub use relay_key::rotate as rotate_key;
 pub use server::{Running, Server, ServerError};

@@ -1,10 +1,12 @@
 //! A connection's bounded outbound queue. The relay never waits on a slow
 //! reader: a frame that does not fit marks the connection as lagging, and its
-//! task closes it with close code 4000 so the client can resume.
+//! task closes it with close code 4000 so the client can resume. The relay
+//! may also ask a connection's task to close it with another code
+//! ([`Outbox::close`]).
 
 use std::fmt::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use caucus_protocol::envelope::PROTOCOL_VERSION;
 use serde::Serialize;
@@ -31,6 +33,8 @@ pub(crate) fn envelope_frame(index: u64, envelope: &[u8]) -> Arc<str> {
 pub(crate) struct Outbox {
     tx: mpsc::Sender<Arc<str>>,
     lagged: AtomicBool,
+    /// A close asked for, with its code and reason.
+    closing: OnceLock<(u16, &'static str)>,
     cut: Notify,
 }
 
@@ -42,6 +46,7 @@ impl Outbox {
             Arc::new(Self {
                 tx,
                 lagged: AtomicBool::new(false),
+                closing: OnceLock::new(),
                 cut: Notify::new(),
             }),
             rx,
@@ -78,9 +83,22 @@ impl Outbox {
         self.lagged.load(Ordering::Relaxed)
     }
 
-    /// Resolves when the connection falls behind.
+    /// Ask the connection's task to close it with `code` and `reason`,
+    /// once what is queued is written; the first close asked for wins.
+    pub(crate) fn close(&self, code: u16, reason: &'static str) {
+        if self.closing.set((code, reason)).is_ok() {
+            self.cut.notify_one();
+        }
+    }
+
+    /// The close asked for, if any.
+    pub(crate) fn closing(&self) -> Option<(u16, &'static str)> {
+        self.closing.get().copied()
+    }
+
+    /// Resolves when the connection falls behind or a close is asked for.
     pub(crate) async fn cut_off(&self) {
-        if !self.lagged() {
+        if !self.lagged() && self.closing().is_none() {
             self.cut.notified().await;
         }
     }

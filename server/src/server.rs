@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -12,13 +11,14 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::cluster::Cluster;
 use crate::config::{Config, WebClient};
 use crate::http::Shared;
 use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::relay_key::RelayIdentity;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreLocation};
 
 /// Why the relay could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,9 @@ pub enum ServerError {
     /// The store failed to open.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The node could not join its cluster.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The TLS certificate or key could not be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -62,6 +65,8 @@ pub struct Server {
     tls: Option<TlsAcceptor>,
     hub: Arc<Hub>,
     committer: tokio::task::JoinHandle<()>,
+    /// What this node sends the cluster's other nodes, if it is in one.
+    outgoing: Option<crate::cluster::Outgoing>,
 }
 
 /// A relay running in the background, from [`Server::spawn`].
@@ -140,11 +145,20 @@ impl Server {
         let mut urls = vec![format!("{scheme}://{}", listener.local_addr()?)];
         urls.extend(config.public_urls.iter().cloned());
         let relay = RelayIdentity::load(&config.data_dir, &urls)?;
+        let (cluster, outgoing) = match (&config.cluster, &config.store) {
+            (Some(settings), StoreLocation::Postgres(url)) => {
+                let (cluster, outgoing) =
+                    Cluster::join(settings, url, &relay.keys.fingerprint()).await?;
+                (Some(cluster), Some(outgoing))
+            }
+            _ => (None, None),
+        };
         Ok(Self {
             listener,
             tls,
-            hub: Arc::new(Hub::new(store, metrics, config, relay).await?),
+            hub: Arc::new(Hub::new(store, cluster, metrics, config, relay).await?),
             committer,
+            outgoing,
         })
     }
 
@@ -169,12 +183,16 @@ impl Server {
             tls,
             hub,
             committer,
+            outgoing,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let cluster = hub.cluster.clone();
+        if let (Some(cluster), Some(outgoing)) = (&cluster, outgoing) {
+            tokio::spawn(cluster.clone().run(hub.clone(), outgoing, stop_rx.clone()));
+        }
         let shared = Arc::new(Shared {
             hub: hub.clone(),
             slots: Arc::new(Semaphore::new(hub.config.max_connections)),
-            next_id: AtomicU64::new(1),
             stop: stop_rx.clone(),
         });
         let router = crate::http::router(shared.clone());
@@ -240,6 +258,10 @@ impl Server {
         drop(shared);
         drop(hub);
         let _ = committer.await;
+        // Every commit is done: other nodes may take this one's sessions.
+        if let Some(cluster) = cluster {
+            cluster.leave().await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -276,7 +276,13 @@ pub struct Mediation {
 
 impl Mediation {
     pub async fn start(relay: &Relay) -> Self {
-        let url = relay.url();
+        Self::start_across(&[relay.url()]).await
+    }
+
+    /// The same, with participant `i` (mediator, claimant, solicitor,
+    /// defendant) connected to `urls[i % urls.len()]`.
+    pub async fn start_across(urls: &[String]) -> Self {
+        let url = |i: usize| urls[i % urls.len()].as_str();
         let mediator_keys = DeviceKeys::generate().unwrap();
         let session = SessionId::random().unwrap();
         let mut builder = RosterBuilder::new(session, &mediator_keys, "Mediator").unwrap();
@@ -285,15 +291,15 @@ impl Mediation {
         let mut views = vec![SessionView::new(session, mediator_keys.fingerprint())];
         let (first, _) = builder.sign(&mediator_keys, &views[0]).unwrap();
         views[0].accept_roster(first.clone()).unwrap();
-        let mut mediator = Client::connect(&url, mediator_keys).await;
+        let mut mediator = Client::connect(url(0), mediator_keys).await;
         mediator
             .ok(RequestBody::CreateSession {
                 roster: Encoded(first),
             })
             .await;
-        let claimant = Client::connect(&url, DeviceKeys::generate().unwrap()).await;
-        let solicitor = Client::connect(&url, DeviceKeys::generate().unwrap()).await;
-        let defendant = Client::connect(&url, DeviceKeys::generate().unwrap()).await;
+        let claimant = Client::connect(url(1), DeviceKeys::generate().unwrap()).await;
+        let solicitor = Client::connect(url(2), DeviceKeys::generate().unwrap()).await;
+        let defendant = Client::connect(url(3), DeviceKeys::generate().unwrap()).await;
         for (c, p) in [
             (&claimant, claimant_party),
             (&solicitor, claimant_party),
@@ -432,10 +438,21 @@ pub fn spawn_binary(
     log: &str,
     stderr: std::process::Stdio,
 ) -> (std::process::Child, String) {
+    spawn_binary_with(data, log, stderr, &[])
+}
+
+/// [`spawn_binary`], with `extra` flags.
+pub fn spawn_binary_with(
+    data: &std::path::Path,
+    log: &str,
+    stderr: std::process::Stdio,
+    extra: &[&str],
+) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_caucus-server"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
+        .args(extra)
         .env("RUST_LOG", log)
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)

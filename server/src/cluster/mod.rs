@@ -1,0 +1,753 @@
+//! Several relay nodes, one service (docs/cluster.md).
+//!
+//! The nodes share one PostgreSQL store and talk over NATS. Each session is
+//! decided by one node at a time, its *owner*: the node holding the
+//! session's lease ([`lease`]), which runs the hub's rules for it exactly as
+//! a single relay does — it orders the session's envelopes, keeps its
+//! roster, chains, invites and documents, and commits them. A connection
+//! may sit on any node: a request for a session another node owns is
+//! forwarded to the owner as it came, and everything the owner sends that
+//! connection (replies, events, catch-ups) comes back over NATS to the
+//! node that holds the socket.
+//!
+//! NATS core publish/subscribe is at most once, and is all this needs: the
+//! store, not NATS, keeps what was acknowledged. Every packet between two
+//! nodes is numbered on its link; a packet missing from a link (or a peer
+//! that stops sending its heartbeat) ends everything that depended on the
+//! link — each connection with state at the other node is closed with
+//! [`CLOSE_MOVED`] and resumes, from its cursor, wherever it reconnects.
+//! Nothing acknowledged is lost (the store has it) and nothing is delivered
+//! twice (cursors and the relay's duplicate check).
+
+pub(crate) mod lease;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use caucus_protocol::identity::PublicIdentity;
+use caucus_protocol::ids::SessionId;
+use caucus_protocol::wire::{Encoded, ErrorCode};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::ClusterSettings;
+use crate::hub::{Catchup, ConnId, Hub, Refusal, RoomCatchup};
+use crate::outbox::Outbox;
+pub(crate) use lease::Leases;
+
+/// Close code: the node that decides for one of the connection's sessions
+/// went away, or the session moved to another node; reconnect and resume.
+pub const CLOSE_MOVED: u16 = 1012;
+
+/// Its reason.
+pub(crate) const MOVED: &str = "the relay moved a session between its nodes: reconnect";
+
+/// How often a node says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long a silent peer is believed alive.
+const SILENCE: Duration = Duration::from_secs(3);
+
+/// How long a peer is believed to own a session before the lease is read
+/// again.
+const OWNER_CACHE: Duration = Duration::from_secs(1);
+
+/// Packets a node may have queued for sending before its links are judged
+/// broken.
+const SEND_QUEUE: usize = 65_536;
+
+/// Requests a connection served for another node may have waiting.
+const REMOTE_QUEUE: usize = 1024;
+
+/// How long a forwarded `subscribe` waits for its catch-up.
+const CATCHUP_WAIT: Duration = Duration::from_secs(30);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What one node sends another, numbered on its link.
+#[derive(Serialize, Deserialize)]
+struct Packet {
+    from: String,
+    seq: u64,
+    body: Body,
+}
+
+/// A heartbeat.
+#[derive(Serialize, Deserialize)]
+struct Alive {
+    node: String,
+}
+
+/// The packets.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Body {
+    /// To an owner: a request, as sent, of connection `conn` at the sender,
+    /// authenticated as `identity`.
+    Request {
+        conn: ConnId,
+        identity: Box<Encoded<PublicIdentity>>,
+        text: String,
+    },
+    /// To an owner: connection `conn` at the sender closed.
+    Gone { conn: ConnId },
+    /// To an owner: connection `conn` could not take its catch-up; it does
+    /// not follow `session` after all.
+    Unsubscribe { conn: ConnId, session: SessionId },
+    /// From an owner: frames for connection `conn`, in order.
+    Frames { conn: ConnId, frames: Vec<Arc<str>> },
+    /// From an owner: the catch-up of `conn`'s `subscribe` request `id`.
+    Catchup {
+        conn: ConnId,
+        id: u64,
+        session: SessionId,
+        frames: Vec<Arc<str>>,
+        rooms: Vec<RoomCatchup>,
+    },
+    /// From an owner: close connection `conn` with `code`.
+    Close { conn: ConnId, code: u16 },
+}
+
+/// Where a session's requests are decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Here.
+    Here,
+    /// At this other node.
+    At(String),
+}
+
+/// What a connection served for another node is given.
+pub(crate) enum RemoteInput {
+    /// A request, as sent.
+    Request(String),
+    /// Its catch-up of `session` failed at the node with the socket.
+    Unsubscribe(SessionId),
+}
+
+/// A peer, as this node knows it.
+struct Peer {
+    heard: Instant,
+    /// The number of the next packet expected from it.
+    next: u64,
+}
+
+/// A connection with its socket here.
+struct Local {
+    outbox: Arc<Outbox>,
+    /// The nodes that hold state for it.
+    nodes: HashSet<String>,
+    /// Its forwarded `subscribe`s waiting for their catch-ups, by request.
+    catchups: HashMap<u64, oneshot::Sender<Catchup>>,
+}
+
+/// What a node believes about who owns a session.
+struct Known {
+    route: Route,
+    until: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    owners: HashMap<SessionId, Known>,
+    peers: HashMap<String, Peer>,
+    locals: HashMap<ConnId, Local>,
+    /// Connections served here for other nodes: where their requests go.
+    remotes: HashMap<(String, ConnId), mpsc::Sender<RemoteInput>>,
+    /// Until when this node's leases are known good (its last renewal).
+    held_until: Option<Instant>,
+    /// Sessions claimed here, and when.
+    claimed: HashMap<SessionId, Instant>,
+}
+
+/// Why a node could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// NATS could not be reached.
+    #[error("NATS at {url}: {error}")]
+    Nats {
+        /// The server named.
+        url: String,
+        /// What failed.
+        error: String,
+    },
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// This node's relay key is not the cluster's.
+    #[error(
+        "this node's relay key is not the one the cluster's other nodes use: give every node the same key (docs/cluster.md)"
+    )]
+    OtherRelay,
+    /// A cluster needs the PostgreSQL store.
+    #[error("--nats needs --store postgres://…: the nodes of a cluster share one database")]
+    NeedsPostgres,
+}
+
+/// This node's part in the cluster.
+pub(crate) struct Cluster {
+    node: String,
+    prefix: String,
+    nats: async_nats::Client,
+    leases: Leases,
+    lease: Duration,
+    outgoing: mpsc::Sender<(String, Body)>,
+    state: Mutex<State>,
+}
+
+/// The queue of packets for other nodes, which [`Cluster::run`] sends.
+pub(crate) type Outgoing = mpsc::Receiver<(String, Body)>;
+
+impl Cluster {
+    /// Join the cluster `settings` name, as a new node with the relay key
+    /// `relay`, keeping session leases in the PostgreSQL database at
+    /// `store`.
+    pub(crate) async fn join(
+        settings: &ClusterSettings,
+        store: &str,
+        relay: &caucus_protocol::identity::Fingerprint,
+    ) -> Result<(Arc<Self>, Outgoing), ClusterError> {
+        let url = settings.nats.as_str();
+        let lease = settings.lease;
+        let mut id = [0u8; 6];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id).map_err(
+            |_| ClusterError::Nats {
+                url: url.into(),
+                error: "no randomness for a node id".into(),
+            },
+        )?;
+        let node = hex::encode(id);
+        let leases = Leases::new(lease::pool(store)?, node.clone(), lease);
+        if leases.relay_identity(relay).await? != relay.0 {
+            return Err(ClusterError::OtherRelay);
+        }
+        let nats = async_nats::ConnectOptions::new()
+            .name(format!("caucus-relay {node}"))
+            .connect(url)
+            .await
+            .map_err(|e| ClusterError::Nats {
+                url: url.into(),
+                error: e.to_string(),
+            })?;
+        let (outgoing, queue) = mpsc::channel(SEND_QUEUE);
+        let cluster = Arc::new(Self {
+            node,
+            prefix: format!("caucus.{}", settings.name),
+            nats,
+            leases,
+            lease,
+            outgoing,
+            state: Mutex::new(State::default()),
+        });
+        tracing::info!(node = %cluster.node, "joined the cluster");
+        Ok((cluster, queue))
+    }
+
+    fn subject(&self, node: &str) -> String {
+        format!("{}.node.{node}", self.prefix)
+    }
+
+    /// Queue `body` for `node`. A queue that overflows breaks the link.
+    fn send(&self, node: &str, body: Body) {
+        if self.outgoing.try_send((node.to_owned(), body)).is_err() {
+            tracing::warn!(peer = node, "send queue full: the link is dropped");
+            self.break_link(node);
+        }
+    }
+
+    /// Which node decides for `session`: this one if no live node holds its
+    /// lease (it takes it), or the holder. When the holder has gone silent
+    /// its lease is waited out.
+    pub(crate) async fn route(&self, session: &SessionId) -> Result<Route, Refusal> {
+        let unavailable = |e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, "session lease unavailable");
+            Refusal::new(
+                ErrorCode::Unavailable,
+                "the relay cannot reach its database just now; try again later",
+            )
+        };
+        for _ in 0..3 {
+            let now = Instant::now();
+            {
+                let state = lock(&self.state);
+                if let Some(known) = state.owners.get(session)
+                    && known.until > now
+                {
+                    return Ok(known.route.clone());
+                }
+            }
+            let owner = self
+                .leases
+                .claim(session)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            if let Some(route) = self.learn(session, &owner.node, now) {
+                return Ok(route);
+            }
+            // The holder is silent: wait its lease out, then take it.
+            if owner.remaining > self.lease * 2 {
+                break;
+            }
+            tokio::time::sleep(owner.remaining + Duration::from_millis(50)).await;
+        }
+        Err(Refusal::new(
+            ErrorCode::Unavailable,
+            "the relay is moving this session between its nodes; try again shortly",
+        ))
+    }
+
+    /// What `node` holding `session`'s lease means here: the route, unless
+    /// the holder is a peer gone silent.
+    fn learn(&self, session: &SessionId, node: &str, now: Instant) -> Option<Route> {
+        let mut state = lock(&self.state);
+        if node == self.node {
+            state.claimed.insert(*session, now);
+            let until = state
+                .held_until
+                .map_or(now + self.lease / 2, |h| h.max(now));
+            state.owners.insert(
+                *session,
+                Known {
+                    route: Route::Here,
+                    until,
+                },
+            );
+            return Some(Route::Here);
+        }
+        let alive = state
+            .peers
+            .get(node)
+            .is_some_and(|p| now.duration_since(p.heard) < SILENCE);
+        if !alive {
+            return None;
+        }
+        let route = Route::At(node.to_owned());
+        state.owners.insert(
+            *session,
+            Known {
+                route: route.clone(),
+                until: now + OWNER_CACHE,
+            },
+        );
+        Some(route)
+    }
+
+    /// A connection with its socket here: frames from other nodes for it go
+    /// to `outbox`.
+    pub(crate) fn attach(&self, conn: ConnId, outbox: Arc<Outbox>) {
+        lock(&self.state).locals.insert(
+            conn,
+            Local {
+                outbox,
+                nodes: HashSet::new(),
+                catchups: HashMap::new(),
+            },
+        );
+    }
+
+    /// The connection closed: the nodes holding state for it forget it.
+    pub(crate) fn detach(&self, conn: ConnId) {
+        let local = lock(&self.state).locals.remove(&conn);
+        for node in local.into_iter().flat_map(|l| l.nodes) {
+            self.send(&node, Body::Gone { conn });
+        }
+    }
+
+    /// Forward `conn`'s request `text` to `node`, which owns its session.
+    /// For a `subscribe` (`id`), wait for its catch-up; otherwise the
+    /// reply comes later, as a frame.
+    pub(crate) async fn forward(
+        &self,
+        node: &str,
+        conn: ConnId,
+        identity: &PublicIdentity,
+        text: &str,
+        subscribe: Option<(u64, SessionId)>,
+    ) -> Result<Option<Catchup>, Refusal> {
+        let waiting = {
+            let mut state = lock(&self.state);
+            let Some(local) = state.locals.get_mut(&conn) else {
+                return Err(Refusal::new(ErrorCode::Internal, "connection closed"));
+            };
+            local.nodes.insert(node.to_owned());
+            subscribe.map(|(id, _)| {
+                let (tx, rx) = oneshot::channel();
+                local.catchups.insert(id, tx);
+                rx
+            })
+        };
+        self.send(
+            node,
+            Body::Request {
+                conn,
+                identity: Box::new(Encoded(identity.clone())),
+                text: text.to_owned(),
+            },
+        );
+        let Some(waiting) = waiting else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(CATCHUP_WAIT, waiting).await {
+            Ok(Ok(catchup)) => Ok(Some(catchup)),
+            _ => {
+                if let Some(local) = lock(&self.state).locals.get_mut(&conn) {
+                    local.catchups.retain(|_, tx| !tx.is_closed());
+                }
+                Err(Refusal::new(
+                    ErrorCode::Unavailable,
+                    "the relay's node for this session did not answer; try again",
+                ))
+            }
+        }
+    }
+
+    /// A catch-up from `node` could not be written: the owner forgets the
+    /// subscription.
+    pub(crate) fn unsubscribe(&self, node: &str, conn: ConnId, session: SessionId) {
+        self.send(node, Body::Unsubscribe { conn, session });
+    }
+
+    /// Send a connection served here for `node` its frames.
+    pub(crate) fn frames(&self, node: &str, conn: ConnId, frames: Vec<Arc<str>>) {
+        self.send(node, Body::Frames { conn, frames });
+    }
+
+    /// Send a connection served here for `node` its catch-up.
+    pub(crate) fn catchup(&self, node: &str, conn: ConnId, id: u64, catchup: Catchup) {
+        self.send(
+            node,
+            Body::Catchup {
+                conn,
+                id,
+                session: catchup.session,
+                frames: catchup.frames,
+                rooms: catchup.rooms,
+            },
+        );
+    }
+
+    /// Close, at `node`, a connection served here for it.
+    pub(crate) fn close(&self, node: &str, conn: ConnId, code: u16) {
+        self.send(node, Body::Close { conn, code });
+    }
+
+    /// Everything that depends on the link with `node` ends: connections
+    /// here with state there are closed to resume, and connections served
+    /// here for it are dropped (and it is told to close them).
+    fn break_link(&self, node: &str) {
+        let mut state = lock(&self.state);
+        for local in state.locals.values_mut() {
+            if local.nodes.remove(node) {
+                local.catchups.clear();
+                local.outbox.close(CLOSE_MOVED, MOVED);
+            }
+        }
+        let dropped: Vec<ConnId> = state
+            .remotes
+            .keys()
+            .filter(|(n, _)| n == node)
+            .map(|(_, c)| *c)
+            .collect();
+        for conn in &dropped {
+            state.remotes.remove(&(node.to_owned(), *conn));
+        }
+        state
+            .owners
+            .retain(|_, known| known.route != Route::At(node.to_owned()));
+        drop(state);
+        for conn in dropped {
+            // Sent directly: the queue may be what overflowed.
+            let _ = self.outgoing.try_send((
+                node.to_owned(),
+                Body::Close {
+                    conn,
+                    code: CLOSE_MOVED,
+                },
+            ));
+        }
+    }
+
+    /// Take in one packet from a peer.
+    fn receive(&self, hub: &Arc<Hub>, packet: Packet) {
+        let Packet { from, seq, body } = packet;
+        let in_order = {
+            let mut state = lock(&self.state);
+            let now = Instant::now();
+            let peer = state.peers.entry(from.clone()).or_insert(Peer {
+                heard: now,
+                next: 0,
+            });
+            peer.heard = now;
+            let in_order = peer.next == seq;
+            peer.next = seq + 1;
+            in_order
+        };
+        if !in_order {
+            tracing::warn!(peer = %from, "packets lost on a link: its connections resume");
+            self.break_link(&from);
+        }
+        match body {
+            Body::Request {
+                conn,
+                identity,
+                text,
+            } => self.request(hub, &from, conn, identity.0, text),
+            Body::Unsubscribe { conn, session } => {
+                let remote = lock(&self.state).remotes.get(&(from, conn)).cloned();
+                if let Some(remote) = remote {
+                    let _ = remote.try_send(RemoteInput::Unsubscribe(session));
+                }
+            }
+            Body::Gone { conn } => {
+                lock(&self.state).remotes.remove(&(from, conn));
+            }
+            Body::Frames { conn, frames } => {
+                let outbox = lock(&self.state)
+                    .locals
+                    .get(&conn)
+                    .map(|l| l.outbox.clone());
+                if let Some(outbox) = outbox {
+                    for frame in frames {
+                        outbox.push(frame);
+                    }
+                }
+            }
+            Body::Catchup {
+                conn,
+                id,
+                session,
+                frames,
+                rooms,
+            } => {
+                let waiting = lock(&self.state)
+                    .locals
+                    .get_mut(&conn)
+                    .and_then(|l| l.catchups.remove(&id));
+                if let Some(waiting) = waiting {
+                    let _ = waiting.send(Catchup {
+                        conn,
+                        session,
+                        frames,
+                        rooms,
+                        owner: Some(from),
+                    });
+                }
+            }
+            Body::Close { conn, code } => {
+                let outbox = lock(&self.state)
+                    .locals
+                    .get(&conn)
+                    .map(|l| l.outbox.clone());
+                if let Some(outbox) = outbox {
+                    outbox.close(code, MOVED);
+                }
+            }
+        }
+    }
+
+    /// A request for a connection served here for `node`: to its task,
+    /// started with its first request.
+    fn request(
+        self: &Cluster,
+        hub: &Arc<Hub>,
+        node: &str,
+        conn: ConnId,
+        identity: PublicIdentity,
+        text: String,
+    ) {
+        let key = (node.to_owned(), conn);
+        let mut state = lock(&self.state);
+        let remote = state.remotes.entry(key).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(REMOTE_QUEUE);
+            tokio::spawn(crate::conn::serve_remote(
+                hub.clone(),
+                node.to_owned(),
+                conn,
+                identity,
+                rx,
+            ));
+            tx
+        });
+        if remote.try_send(RemoteInput::Request(text)).is_err() {
+            state.remotes.remove(&(node.to_owned(), conn));
+            drop(state);
+            self.close(node, conn, crate::conn::CLOSE_TOO_SLOW);
+        }
+    }
+
+    /// Renew this node's leases on the sessions it holds (those `hub` has
+    /// loaded, and those claimed within a lease); give up the others. A
+    /// session whose lease another node took is evicted.
+    async fn renew(&self, hub: &Hub) {
+        let started = Instant::now();
+        let held: Vec<SessionId> = {
+            let mut state = lock(&self.state);
+            let lease = self.lease;
+            state
+                .claimed
+                .retain(|_, at| started.duration_since(*at) < lease);
+            hub.loaded()
+                .into_iter()
+                .chain(state.claimed.keys().copied())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        match self.leases.renew(&held).await {
+            Ok(kept) => {
+                let lost: Vec<SessionId> =
+                    held.iter().filter(|s| !kept.contains(s)).copied().collect();
+                {
+                    let mut state = lock(&self.state);
+                    state.held_until = Some(started + self.lease - self.lease / 4);
+                    for session in &lost {
+                        state.owners.remove(session);
+                        state.claimed.remove(session);
+                    }
+                    let until = state.held_until;
+                    for known in state.owners.values_mut() {
+                        if known.route == Route::Here
+                            && let Some(until) = until
+                        {
+                            known.until = until;
+                        }
+                    }
+                }
+                for session in lost {
+                    tracing::warn!(session = %session, "another node took this session's lease");
+                    hub.evict(&session);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not renew session leases");
+                let expired = lock(&self.state)
+                    .held_until
+                    .is_none_or(|until| Instant::now() >= until);
+                if expired {
+                    // No longer sure of any lease: decide for nothing.
+                    let mut state = lock(&self.state);
+                    state.owners.retain(|_, k| k.route != Route::Here);
+                    state.claimed.clear();
+                    drop(state);
+                    for session in held {
+                        hub.evict(&session);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A peer is silent: believe it gone.
+    fn check_peers(&self) {
+        let now = Instant::now();
+        let silent: Vec<String> = lock(&self.state)
+            .peers
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.heard) >= SILENCE)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in silent {
+            tracing::warn!(peer = %node, "a relay node went silent: its sessions move");
+            lock(&self.state).peers.remove(&node);
+            self.break_link(&node);
+        }
+    }
+
+    /// Run the node's part until `stop`: send queued packets in order,
+    /// take in packets and heartbeats, say it is alive, renew leases.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        hub: Arc<Hub>,
+        queue: Outgoing,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        if let Err(e) = self.serve(hub, queue, stop).await {
+            tracing::error!(error = %e, "the link to the cluster failed");
+        }
+    }
+
+    async fn serve(
+        &self,
+        hub: Arc<Hub>,
+        mut queue: Outgoing,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ClusterError> {
+        let nats_error = |e: &dyn std::fmt::Display| ClusterError::Nats {
+            url: "the cluster's server".into(),
+            error: e.to_string(),
+        };
+        let mut inbox = self
+            .nats
+            .subscribe(self.subject(&self.node))
+            .await
+            .map_err(|e| nats_error(&e))?;
+        let mut alive = self
+            .nats
+            .subscribe(format!("{}.alive", self.prefix))
+            .await
+            .map_err(|e| nats_error(&e))?;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut renewal = tokio::time::interval(self.lease / 3);
+        let mut sent: HashMap<String, u64> = HashMap::new();
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                n = queue.recv_many(&mut batch, 256) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for (to, body) in batch.drain(..) {
+                        let seq = sent.entry(to.clone()).or_default();
+                        let packet = Packet { from: self.node.clone(), seq: *seq, body };
+                        *seq += 1;
+                        match serde_json::to_vec(&packet) {
+                            Ok(bytes) => {
+                                if let Err(e) = self.nats.publish(self.subject(&to), bytes.into()).await {
+                                    tracing::warn!(peer = %to, error = %e, "publish failed");
+                                }
+                            }
+                            Err(e) => tracing::error!(error = %e, "a packet did not encode"),
+                        }
+                    }
+                }
+                Some(message) = inbox.next() => {
+                    match serde_json::from_slice::<Packet>(&message.payload) {
+                        Ok(packet) => self.receive(&hub, packet),
+                        Err(e) => tracing::warn!(error = %e, "a packet from another node did not decode"),
+                    }
+                }
+                Some(message) = alive.next() => {
+                    if let Ok(Alive { node }) = serde_json::from_slice(&message.payload)
+                        && node != self.node
+                    {
+                        let now = Instant::now();
+                        lock(&self.state).peers.entry(node).or_insert(Peer { heard: now, next: 0 }).heard = now;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if let Ok(bytes) = serde_json::to_vec(&Alive { node: self.node.clone() }) {
+                        let _ = self.nats.publish(format!("{}.alive", self.prefix), bytes.into()).await;
+                    }
+                    self.check_peers();
+                }
+                _ = renewal.tick() => self.renew(&hub).await,
+            }
+        }
+        Ok(())
+    }
+
+    /// Give up every lease (a node that drains), so that other nodes take
+    /// its sessions at once.
+    pub(crate) async fn leave(&self) {
+        if let Err(e) = self.leases.release().await {
+            tracing::warn!(error = %e, "could not give up session leases");
+        }
+        let _ = self.nats.flush().await;
+    }
+}
