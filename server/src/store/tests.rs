@@ -135,6 +135,137 @@ pub(super) async fn reads_return_what_was_written_in_key_order(store: &Store) {
     assert_eq!(bytes, keys + values);
 }
 
+/// Within one batch, a later write to a key replaces an earlier one.
+pub(super) async fn a_batch_writing_one_key_twice_keeps_the_last(store: &Store) {
+    let s = SessionId([4; 16]);
+    let (twice, removed, back) = (Key::Session(s), Key::Presence(s), Key::Roster(s, 7));
+    let mut batch = Batch::default();
+    batch.insert(twice.clone(), b"first".to_vec());
+    batch.insert(removed.clone(), b"gone".to_vec());
+    batch.insert(twice.clone(), b"second".to_vec());
+    batch.remove(removed.clone());
+    batch.remove(back.clone());
+    batch.insert(back.clone(), b"back".to_vec());
+    store.commit(batch).await.unwrap();
+    assert_eq!(store.get(&twice).await.unwrap(), Some(b"second".to_vec()));
+    assert_eq!(store.get(&removed).await.unwrap(), None);
+    assert_eq!(store.get(&back).await.unwrap(), Some(b"back".to_vec()));
+}
+
+/// A value of more than a MiB comes back byte for byte.
+pub(super) async fn a_large_value_round_trips(store: &Store) {
+    let key = Key::Chunk(SessionId([5; 16]), FileId([1; 16]), 0);
+    let value: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
+    let mut batch = Batch::default();
+    batch.insert(key.clone(), value.clone());
+    store.commit(batch).await.unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), Some(value));
+}
+
+/// Indexes sort as numbers (as sled's big-endian bytes do), across byte
+/// boundaries.
+pub(super) async fn indexes_sort_as_numbers(store: &Store) {
+    let (s, room, file) = (SessionId([6; 16]), RoomId([1; 16]), FileId([2; 16]));
+    let indexes = [1u64 << 32, 256, 0, 255, 1];
+    let mut batch = Batch::default();
+    for index in indexes {
+        batch.insert(Key::Log(s, room, index), index.to_string());
+        batch.insert(Key::Roster(s, index), index.to_string());
+    }
+    for index in [u32::MAX, 256, 255] {
+        batch.insert(Key::Chunk(s, file, index), index.to_string());
+    }
+    store.commit(batch).await.unwrap();
+    let sorted = [0, 1, 255, 256, 1 << 32];
+    let log = store.log(&s, &room, 0, u64::MAX, 10).await.unwrap();
+    assert_eq!(log.iter().map(|(i, _)| *i).collect::<Vec<_>>(), sorted);
+    assert!(log.iter().all(|(i, v)| v == i.to_string().as_bytes()));
+    let from_256 = store.log(&s, &room, 256, 1 << 32, 1).await.unwrap();
+    assert_eq!(from_256, [(256, b"256".to_vec())]);
+    let rosters = store.records(Kind::Roster, &s).await.unwrap();
+    let expected: Vec<Key> = sorted.iter().map(|i| Key::Roster(s, *i)).collect();
+    assert_eq!(
+        rosters.into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        expected
+    );
+    let chunks = store.records(Kind::Chunk, &s).await.unwrap();
+    let expected: Vec<Key> = [255, 256, u32::MAX]
+        .iter()
+        .map(|i| Key::Chunk(s, file, *i))
+        .collect();
+    assert_eq!(
+        chunks.into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        expected
+    );
+}
+
+/// Open the store at `location`, with a small queue.
+async fn open(location: &StoreLocation, dir: &std::path::Path) -> Opened {
+    Store::open(location, dir, 16, Arc::new(Metrics::default()), true)
+        .await
+        .unwrap()
+}
+
+/// A fresh PostgreSQL database, on the test process's one server.
+fn postgres() -> StoreLocation {
+    StoreLocation::Postgres(caucus_testkit::Postgres::shared().database())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sled_keeps_the_last_write_large_values_and_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(&StoreLocation::Sled, dir.path()).await;
+    a_batch_writing_one_key_twice_keeps_the_last(&store).await;
+    a_large_value_round_trips(&store).await;
+    indexes_sort_as_numbers(&store).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn postgres_keeps_the_store_promises() {
+    let (store, committer) = open(&postgres(), std::path::Path::new("")).await;
+    a_group_of_commits_applies_in_order(&store).await;
+    reads_return_what_was_written_in_key_order(&store).await;
+    a_batch_writing_one_key_twice_keeps_the_last(&store).await;
+    a_large_value_round_trips(&store).await;
+    indexes_sort_as_numbers(&store).await;
+    drop(store);
+    committer.await.unwrap();
+}
+
+/// A second relay on the same database finds the schema made (applying the
+/// migrations again changes nothing) and reads what the first committed.
+#[tokio::test(flavor = "current_thread")]
+async fn postgres_opens_twice_on_one_database() {
+    let location = postgres();
+    let (first, _) = open(&location, std::path::Path::new("")).await;
+    let key = Key::Session(SessionId([7; 16]));
+    let mut batch = Batch::default();
+    batch.insert(key.clone(), b"{}".to_vec());
+    first.commit(batch).await.unwrap();
+    let (second, _) = open(&location, std::path::Path::new("")).await;
+    assert_eq!(second.get(&key).await.unwrap(), Some(b"{}".to_vec()));
+    assert_eq!(first.all(Kind::Session).await.unwrap().len(), 1);
+}
+
+/// What a store committed is there when the store is opened again.
+#[tokio::test(flavor = "current_thread")]
+async fn postgres_reopened_store_reads_what_was_committed() {
+    let location = postgres();
+    let (store, committer) = open(&location, std::path::Path::new("")).await;
+    let key = Key::Log(SessionId([8; 16]), RoomId([1; 16]), 3);
+    let mut batch = Batch::default();
+    batch.insert(key.clone(), b"envelope".to_vec());
+    store.commit(batch).await.unwrap();
+    drop(store);
+    committer.await.unwrap();
+    let (store, _) = open(&location, std::path::Path::new("")).await;
+    assert_eq!(store.get(&key).await.unwrap(), Some(b"envelope".to_vec()));
+    assert_eq!(
+        store.session_records(key.session()).await.unwrap(),
+        [(key.clone(), key.len() + 8)]
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn sled_keeps_the_store_promises() {
     let dir = tempfile::tempdir().unwrap();

@@ -441,18 +441,18 @@ pub fn spawn_binary(
     spawn_binary_with(data, log, stderr, &[])
 }
 
-/// [`spawn_binary`], with `extra` flags.
+/// [`spawn_binary`] with further `flags`.
 pub fn spawn_binary_with(
     data: &std::path::Path,
     log: &str,
     stderr: std::process::Stdio,
-    extra: &[&str],
+    flags: &[&str],
 ) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_caucus-server"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
-        .args(extra)
+        .args(flags)
         .env("RUST_LOG", log)
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)
