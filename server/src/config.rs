@@ -155,6 +155,11 @@ pub struct Args {
     /// collect [default: 2592000, 30 days].
     #[arg(long, env = "CAUCUS_STATEMENT_RETENTION_SECS")]
     pub statement_retention_secs: Option<u64>,
+    /// Seconds to go on serving after SIGTERM, with `/healthz` answering
+    /// `503 draining` so that a load balancer sends no one new, before every
+    /// connection is closed with 1001; 0 closes them at once [default: 5].
+    #[arg(long, env = "CAUCUS_DRAIN_SECS")]
+    pub drain_secs: Option<u64>,
     /// BENCHMARKING AID, UNSAFE: acknowledge and deliver writes once applied
     /// in memory, before the flush; a crash or `kill -9` can lose what was
     /// acknowledged [default: false].
@@ -257,6 +262,9 @@ pub struct Config {
     pub retention: Duration,
     /// Keep a deletion statement this long after the erasure.
     pub statement_retention: Duration,
+    /// Go on serving this long after the signal to shut down, `/healthz`
+    /// saying `draining`.
+    pub drain: Duration,
     /// Benchmarking aid, unsafe: acknowledge writes before their flush
     /// (`--unsafe-ack-before-commit`; see `docs/operations.md`).
     pub unsafe_ack_before_commit: bool,
@@ -376,6 +384,7 @@ impl Config {
             auth: Duration::from_secs(pick!(auth_secs, 10)),
             retention: Duration::from_secs(pick!(retention_secs, 0)),
             statement_retention: Duration::from_secs(pick!(statement_retention_secs, 2_592_000)),
+            drain: Duration::from_secs(pick!(drain_secs, 5)),
             unsafe_ack_before_commit: pick!(unsafe_ack_before_commit, false),
             web: match (args.web_dir.or(file.web_dir), pick!(no_web, false)) {
                 (None, false) => WebClient::Embedded,
@@ -566,6 +575,17 @@ mod tests {
         );
         let https = Args::try_parse_from(["caucus-server", "--public-url", "https://a.example"]);
         assert!(Config::from_args(https.unwrap()).is_err());
+    }
+
+    #[test]
+    fn the_drain_lasts_five_seconds_unless_told_otherwise_and_zero_means_none() {
+        assert_eq!(parse(&[]).drain, Duration::from_secs(5));
+        assert_eq!(parse(&["--drain-secs", "0"]).drain, Duration::ZERO);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, "drain_secs = 30\n").unwrap();
+        let from_file = parse(&["--config", path.to_str().unwrap()]);
+        assert_eq!(from_file.drain, Duration::from_secs(30));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! HTTP on the relay's port, plain or TLS alike, through hyper (HTTP/1.1)
-//! and axum: `GET|HEAD /healthz`, `GET|HEAD /metrics`, the web client
+//! and axum: `GET|HEAD /healthz` (whether the relay can serve,
+//! [`crate::health`]), `GET|HEAD /metrics`, the web client
 //! ([`crate::web`]) on every other path, and the websocket upgrade.
 //!
 //! A request whose `Upgrade` header names `websocket` is a websocket
@@ -36,8 +37,10 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tower::ServiceExt;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::health::{Health, Readiness};
 use crate::hub::Hub;
 use crate::limits::Ticket;
+use crate::store::Store;
 
 /// The longest request head accepted, in bytes (hyper's smallest buffer).
 const MAX_HEAD: usize = 8192;
@@ -63,6 +66,10 @@ pub(crate) const SECURITY_HEADERS: [(&str, &str); 5] = [
 pub(crate) struct Shared {
     /// The relay.
     pub(crate) hub: Arc<Hub>,
+    /// Its store, for its health.
+    pub(crate) store: Store,
+    /// What `/healthz` reports besides the store.
+    pub(crate) health: Arc<Health>,
     /// Websocket connection slots (`--max-connections`).
     pub(crate) slots: Arc<Semaphore>,
     /// Becomes `true` when the relay shuts down.
@@ -166,20 +173,36 @@ pub(crate) async fn serve<S>(
     drop(permit);
 }
 
-/// `/healthz`: the accept loop is running.
-async fn health() -> Response {
+impl Shared {
+    /// Whether the relay can serve.
+    fn readiness(&self) -> Readiness {
+        self.health.readiness(self.store.healthy())
+    }
+}
+
+/// `/healthz`, for a load balancer: `200 ok` when the relay can serve,
+/// otherwise `503` and why.
+async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    let readiness = shared.readiness();
+    let status = match readiness {
+        Readiness::Ready => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
     (
+        status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "ok\n",
+        format!("{}\n", readiness.says()),
     )
         .into_response()
 }
 
 /// `/metrics`: the Prometheus text format.
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let mut body = shared.hub.metrics.render();
+    shared.readiness().render(&mut body);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.hub.metrics.render(),
+        body,
     )
         .into_response()
 }

@@ -15,6 +15,7 @@
 //! | `conn` | one websocket connection, once upgraded: auth, limits, timers |
 //! | `outbox` | a connection's bounded outbound queue |
 //! | `limits` | request rates per connection, device and address; connections and handshakes per address |
+//! | `health` | readiness for `/healthz`: draining, the store, the cluster link |
 //! | `http` | HTTP (hyper, axum): `/healthz`, `/metrics`, security headers, the websocket upgrade |
 //! | `web` | the web client on `/`: built in, from `--web-dir`, or none |
 //! | `tls` | rustls (ring provider) from a PEM certificate and key |
@@ -39,6 +40,7 @@
 mod cluster;
 mod config;
 mod conn;
+mod health;
 mod http;
 mod hub;
 mod limits;
@@ -53,6 +55,7 @@ mod web;
 pub use cluster::{CLOSE_MOVED, ClusterError};
 pub use config::{Args, ClusterSettings, Config, ConfigError, WebClient};
 pub use conn::{CLOSE_AUTH_TIMEOUT, CLOSE_IDLE, CLOSE_TOO_SLOW};
+pub use health::{Health, Link};
 pub use relay_key::rotate as rotate_key;
 pub use server::{Running, Server, ServerError};
 pub use store::StoreLocation;

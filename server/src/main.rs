@@ -48,7 +48,11 @@ async fn main() -> std::process::ExitCode {
         banner.push_str(&format!("the web client: open {page}/ in a browser\n"));
     }
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes());
-    match server.run(shutdown_signal()).await {
+    let signals = signals();
+    let (first, second) = (signals.clone(), signals);
+    let shutdown = async move { first.nth(1).await };
+    let now = async move { second.nth(2).await };
+    match server.run_until(shutdown, now).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "stopped with an error");
@@ -80,25 +84,78 @@ fn rotate_key(dir: &std::path::Path) -> std::process::ExitCode {
 const QUIET_TUNGSTENITE: &str = "tungstenite=debug";
 const QUIET_TOKIO_TUNGSTENITE: &str = "tokio_tungstenite=debug";
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// How many times SIGINT or SIGTERM has come: the first starts the drain,
+/// the second ends it.
+#[derive(Clone)]
+struct Signals(tokio::sync::watch::Receiver<u32>);
+
+impl Signals {
+    /// Resolves once the `n`th signal has come.
+    async fn nth(mut self, n: u32) {
+        if self.0.wait_for(|count| *count >= n).await.is_err() {
+            // No more signals will come.
+            std::future::pending::<()>().await;
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Count SIGINT and SIGTERM from now on.
+fn signals() -> Signals {
+    let (tx, rx) = tokio::sync::watch::channel(0);
+    tokio::spawn(async move {
+        let mut signals = SignalStreams::new();
+        loop {
+            signals.next().await;
+            tx.send_modify(|count| *count += 1);
+        }
+    });
+    Signals(rx)
+}
+
+/// The listeners for SIGINT and SIGTERM, made once so that no signal
+/// falls between two of them.
+struct SignalStreams {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl SignalStreams {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+                let received = match signal {
+                    Some(s) => s.recv().await.is_some(),
+                    None => false,
+                };
+                if !received {
+                    std::future::pending::<()>().await;
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.interrupt) => {}
+                () = recv(&mut self.terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -1,5 +1,8 @@
 //! The listener: accepts connections, hands each (after TLS, if any) to
-//! [`crate::http`], sweeps expired sessions, and shuts down cleanly.
+//! [`crate::http`], sweeps expired sessions, and shuts down cleanly: told
+//! to stop, it drains (goes on serving, `/healthz` saying `draining`, for
+//! `--drain-secs`), then closes every connection with 1001 and finishes
+//! every queued commit.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::cluster::Cluster;
 use crate::config::{Config, WebClient};
+use crate::health::Health;
 use crate::http::Shared;
 use crate::hub::Hub;
 use crate::limits::Limits;
@@ -64,6 +68,9 @@ pub struct Server {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     hub: Arc<Hub>,
+    /// The store, asked at each health check whether it still takes writes.
+    store: Store,
+    health: Arc<Health>,
     committer: tokio::task::JoinHandle<()>,
     /// What this node sends the cluster's other nodes, if it is in one.
     outgoing: Option<crate::cluster::Outgoing>,
@@ -72,6 +79,7 @@ pub struct Server {
 /// A relay running in the background, from [`Server::spawn`].
 pub struct Running {
     url: String,
+    drain: Option<tokio::sync::oneshot::Sender<()>>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -82,13 +90,34 @@ impl Running {
         &self.url
     }
 
-    /// Shut it down gracefully and wait until every commit is done.
+    /// Begin shutting down as on SIGTERM: drain for `--drain-secs`, then
+    /// close every connection and finish every commit; [`Running::wait`]
+    /// waits for the end.
+    pub fn drain(&mut self) {
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.send(());
+        }
+    }
+
+    /// Wait until it has stopped (after [`Running::drain`]).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        joined(self.task).await
+    }
+
+    /// Shut it down at once, with no drain (or ending one under way), and
+    /// wait until every commit is done.
     pub async fn stop(self) -> Result<(), ServerError> {
         let _ = self.stop.send(());
-        self.task
-            .await
-            .map_err(|e| ServerError::Config(format!("relay task failed: {e}")))?
+        joined(self.task).await
     }
+}
+
+/// The relay task's result.
+async fn joined(
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+) -> Result<(), ServerError> {
+    task.await
+        .map_err(|e| ServerError::Config(format!("relay task failed: {e}")))?
 }
 
 impl Server {
@@ -105,11 +134,25 @@ impl Server {
         let config = Config::from_args(args).map_err(|e| ServerError::Config(e.to_string()))?;
         let server = Self::bind(config).await?;
         let url = server.url();
+        let (drain, drained) = tokio::sync::oneshot::channel::<()>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        Ok(Running { url, stop, task })
+        // A dropped sender is no signal: only `Running::drain` starts one.
+        let task = tokio::spawn(server.run_until(
+            async {
+                if drained.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Running {
+            url,
+            drain: Some(drain),
+            stop,
+            task,
+        })
     }
 
     /// Open the store and bind the listening socket.
@@ -156,10 +199,19 @@ impl Server {
         Ok(Self {
             listener,
             tls,
-            hub: Arc::new(Hub::new(store, cluster, metrics, config, relay).await?),
+            hub: Arc::new(Hub::new(store.clone(), cluster, metrics, config, relay).await?),
+            store,
+            health: Arc::new(Health::default()),
             committer,
             outgoing,
         })
+    }
+
+    /// What its `/healthz` reports besides its store, for whatever else
+    /// knows whether it can serve (the link between the relays of a
+    /// cluster) to set.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// The address actually bound (useful with port 0).
@@ -175,13 +227,28 @@ impl Server {
         format!("{scheme}://{}", self.local_addr())
     }
 
-    /// Serve until `shutdown` resolves; then stop accepting, close every
+    /// Serve until `shutdown` resolves; then drain: answer `/healthz` with
+    /// `503 draining` and go on serving, new connections included, for the
+    /// drain period (`--drain-secs`); then stop accepting, close every
     /// connection with 1001, and finish every queued commit.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        self.run_until(shutdown, std::future::pending()).await
+    }
+
+    /// [`Server::run`], with `now` to end the drain early: once `now`
+    /// resolves (a second signal, say), the relay stops at once, drained
+    /// or not.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()>,
+        now: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
         let Self {
             listener,
             tls,
             hub,
+            store,
+            health,
             committer,
             outgoing,
         } = self;
@@ -192,6 +259,8 @@ impl Server {
         }
         let shared = Arc::new(Shared {
             hub: hub.clone(),
+            store,
+            health: health.clone(),
             slots: Arc::new(Semaphore::new(hub.config.max_connections)),
             stop: stop_rx.clone(),
         });
@@ -203,9 +272,18 @@ impl Server {
         tracing::info!(addr = %listener.local_addr()?, data_dir = %hub.config.data_dir.display(), relay = %hub.relay.keys.fingerprint(), urls = %hub.relay.urls(), "relay listening");
         log_web_client(&hub.config.web);
         tokio::pin!(shutdown);
+        tokio::pin!(now);
+        let mut phase = Phase::Serving;
         loop {
             tokio::select! {
-                () = &mut shutdown => break,
+                () = &mut shutdown, if matches!(phase, Phase::Serving) => {
+                    health.drain();
+                    let drain = hub.config.drain;
+                    tracing::info!(secs = drain.as_secs(), "draining: /healthz says so; a second signal stops at once");
+                    phase = Phase::Draining(Box::pin(tokio::time::sleep(drain)));
+                }
+                () = phase.over() => break,
+                () = &mut now => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
@@ -264,6 +342,24 @@ impl Server {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Where the accept loop is in its life.
+enum Phase {
+    /// Serving: `/healthz` says `ok` if nothing else is wrong.
+    Serving,
+    /// Told to shut down: serving on until the drain period ends.
+    Draining(std::pin::Pin<Box<tokio::time::Sleep>>),
+}
+
+impl Phase {
+    /// Resolves when the drain period is over; never while serving.
+    async fn over(&mut self) {
+        match self {
+            Phase::Serving => std::future::pending().await,
+            Phase::Draining(sleep) => sleep.as_mut().await,
+        }
     }
 }
 

@@ -96,6 +96,11 @@ async fn head_healthz_answers_200_with_no_body_and_get_healthz_says_ok() {
             .unwrap()
             .contains("caucus_connections 0")
     );
+    assert!(
+        std::str::from_utf8(&body)
+            .unwrap()
+            .contains("caucus_health{state=\"ok\"} 1\n")
+    );
 }
 
 #[tokio::test]

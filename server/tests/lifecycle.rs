@@ -237,6 +237,84 @@ async fn shutdown_closes_connections_with_1001() {
     stopping.await.unwrap();
 }
 
+/// `/healthz` on a connection of its own: status and body.
+async fn healthz(relay: &Relay) -> (u16, String) {
+    let mut http = support::http::Http::connect(relay.addr).await;
+    let (parts, body) = http.get("/healthz", &[]).await;
+    (
+        parts.status.as_u16(),
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+/// Ask `/healthz` until it stops saying `ok` (the drain begins on the
+/// relay's own task).
+async fn healthz_once_not_ok(relay: &Relay) -> (u16, String) {
+    tokio::time::timeout(support::WAIT, async {
+        loop {
+            let answer = healthz(relay).await;
+            if answer.0 != 200 {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// A request every relay answers with a reply of its own.
+fn any_request() -> RequestBody {
+    RequestBody::DeletionStatement {
+        session: caucus_protocol::ids::SessionId::random().unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn a_draining_relay_fails_health_checks_serves_its_connections_then_closes_them_with_1001() {
+    let mut relay = Relay::start_with(&["--drain-secs", "1"]).await;
+    assert_eq!(healthz(&relay).await, (200, "ok\n".into()));
+    let mut c = Client::connect(&relay.url(), DeviceKeys::generate().unwrap()).await;
+    relay.drain();
+    assert_eq!(healthz_once_not_ok(&relay).await, (503, "draining\n".into()));
+    // The connection it had is still served, and so is a new one.
+    assert_eq!(c.refused(any_request()).await, ErrorCode::NotFound);
+    let mut late = Client::connect(&relay.url(), DeviceKeys::generate().unwrap()).await;
+    assert_eq!(late.refused(any_request()).await, ErrorCode::NotFound);
+    // Then both are closed, going away, and the relay stops.
+    assert_eq!(support::close_code(&mut c.ws).await, 1001);
+    assert_eq!(support::close_code(&mut late.ws).await, 1001);
+    tokio::time::timeout(support::WAIT, relay.wait())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_second_signal_ends_the_drain_at_once() {
+    let mut relay = Relay::start_with(&["--drain-secs", "3600"]).await;
+    let mut c = Client::connect(&relay.url(), DeviceKeys::generate().unwrap()).await;
+    relay.drain();
+    assert_eq!(healthz_once_not_ok(&relay).await, (503, "draining\n".into()));
+    // Well before the hour is out.
+    let stopping = tokio::spawn(relay.stop());
+    assert_eq!(support::close_code(&mut c.ws).await, 1001);
+    tokio::time::timeout(support::WAIT, stopping)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_drain_of_zero_seconds_closes_connections_at_once() {
+    let mut relay = Relay::start_with(&["--drain-secs", "0"]).await;
+    let mut c = Client::connect(&relay.url(), DeviceKeys::generate().unwrap()).await;
+    relay.drain();
+    assert_eq!(support::close_code(&mut c.ws).await, 1001);
+    tokio::time::timeout(support::WAIT, relay.wait())
+        .await
+        .unwrap();
+}
+
 trait CloneForTest {
     fn clone_for_test(&self) -> DeviceKeys;
 }

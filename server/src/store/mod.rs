@@ -59,6 +59,10 @@ pub enum StoreError {
     /// An earlier commit failed: the store takes no more writes.
     #[error("store failed earlier; nothing more is written")]
     Failed,
+    /// The database cannot be reached just now: nothing was read or
+    /// written, and trying again later may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Where the relay keeps its records.
@@ -313,6 +317,11 @@ impl Store {
             },
             committer,
         ))
+    }
+
+    /// Whether it still takes writes (no commit has failed).
+    pub(crate) fn healthy(&self) -> bool {
+        !self.failed.load(Ordering::Acquire)
     }
 
     /// Queue `commit` without waiting; fails at once if the queue is full,

@@ -85,6 +85,16 @@ impl Relay {
         format!("ws://{}", self.addr)
     }
 
+    /// Begin shutting down as on SIGTERM: drain, then stop.
+    pub fn drain(&mut self) {
+        self.running.as_mut().unwrap().drain();
+    }
+
+    /// Wait until a drain is over and the relay has stopped.
+    pub async fn wait(mut self) {
+        self.running.take().unwrap().wait().await.unwrap();
+    }
+
     /// Stop gracefully and give back the data directory.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(running) = self.running.take() {
