@@ -315,6 +315,40 @@ async fn a_drain_of_zero_seconds_closes_connections_at_once() {
         .unwrap();
 }
 
+/// Send SIGTERM to `child`.
+fn terminate(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_starts_the_drain_and_a_second_one_stops_the_relay_at_once_with_status_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = support::spawn_binary_with(
+        &dir.path().join("data"),
+        "info",
+        std::process::Stdio::null(),
+        &["--drain-secs", "3600"],
+    );
+    let relay = Relay::external(&url, dir);
+    let mut c = Client::connect(&url, DeviceKeys::generate().unwrap()).await;
+    terminate(&child);
+    assert_eq!(healthz_once_not_ok(&relay).await, (503, "draining\n".into()));
+    assert_eq!(c.refused(any_request()).await, ErrorCode::NotFound);
+    terminate(&child);
+    assert_eq!(support::close_code(&mut c.ws).await, 1001);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
+    let status = tokio::time::timeout(support::WAIT, status)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
 trait CloneForTest {
     fn clone_for_test(&self) -> DeviceKeys;
 }

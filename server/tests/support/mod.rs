@@ -451,7 +451,8 @@ pub fn spawn_binary(
     spawn_binary_with(data, log, stderr, &[])
 }
 
-/// [`spawn_binary`] with further `flags`.
+/// [`spawn_binary`] with more flags. SIGTERM stops it at once (no drain)
+/// unless `flags` give a `--drain-secs`.
 pub fn spawn_binary_with(
     data: &std::path::Path,
     log: &str,
@@ -463,6 +464,7 @@ pub fn spawn_binary_with(
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .args(flags)
+        .env("CAUCUS_DRAIN_SECS", "0")
         .env("RUST_LOG", log)
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)
