@@ -11,8 +11,8 @@ pub enum ClientError {
     /// A protocol check failed (a signature, a roster, a key, an invite).
     #[error(transparent)]
     Protocol(#[from] caucus_protocol::Error),
-    /// The relay refused a request.
-    #[error("the relay refused: {message}")]
+    /// The relay refused a request; nothing was changed.
+    #[error("{}", refused(*.code, .message))]
     Refused {
         /// The relay's stable code.
         code: ErrorCode,
@@ -95,6 +95,17 @@ pub enum ClientError {
     Timeout,
 }
 
+/// A refusal as a person should read it: the relay's words, or for a
+/// relay that cannot store anything just now, what that means to them.
+fn refused(code: ErrorCode, message: &str) -> String {
+    match code {
+        ErrorCode::Unavailable => "the relay can't save anything just now, so nothing was done. \
+             Nothing was lost — try again in a minute"
+            .to_owned(),
+        _ => format!("the relay refused: {message}"),
+    }
+}
+
 fn not_agreed(step: Step, parties: &[String]) -> String {
     let what = match step {
         Step::Continue => "to continue after the individual meetings",
@@ -119,6 +130,27 @@ fn names(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relay_that_cannot_store_anything_is_told_in_plain_words_and_others_in_its_own() {
+        let unavailable = ClientError::Refused {
+            code: ErrorCode::Unavailable,
+            message: "store unavailable".into(),
+        };
+        assert_eq!(
+            unavailable.to_string(),
+            "the relay can't save anything just now, so nothing was done. \
+             Nothing was lost — try again in a minute"
+        );
+        let other = ClientError::Refused {
+            code: ErrorCode::Forbidden,
+            message: "not the lead mediator".into(),
+        };
+        assert_eq!(
+            other.to_string(),
+            "the relay refused: not the lead mediator"
+        );
+    }
 
     #[test]
     fn a_gate_refusal_names_the_parties_still_missing() {

@@ -338,10 +338,15 @@ pub enum ErrorCode {
     SessionClosed,
     /// The relay is at a limit (connections, storage); try again later.
     Overloaded,
-    /// The relay cannot store anything just now; nothing was changed.
+    /// The relay cannot store anything just now (its database or the link
+    /// between its nodes is down); nothing was changed; try again later.
     Unavailable,
     /// A fault in the relay; nothing was changed.
     Internal,
+    /// A code this build does not know (from a newer relay): a refusal all
+    /// the same, for nothing was changed (12.9). Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The one map from a protocol error to its wire code (12.10). Errors the

@@ -8,7 +8,7 @@ use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::{RoomId, SessionId};
 use caucus_protocol::wire::{
     Encoded, ErrorCode, Event, MAX_JSON_INTEGER, Reply, Request, RequestBody, RoomCursor,
-    ServerFrame, parse_request,
+    ServerFrame, parse_request, parse_server_frame,
 };
 
 fn auth_request() -> Request {
@@ -248,6 +248,25 @@ fn server_frames_are_told_apart_by_type() {
             ..
         })
     ));
+}
+
+#[test]
+fn an_error_code_a_client_does_not_know_is_still_a_refusal_it_can_read() {
+    let read = |code: &str| match parse_server_frame(&format!(
+        r#"{{"type":"error","v":1,"id":4,"code":"{code}","message":"no"}}"#
+    )) {
+        Ok(ServerFrame::Reply(Reply::Error { id, code, .. })) => (id, code),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(read("unavailable"), (Some(4), ErrorCode::Unavailable));
+    assert_eq!(
+        read("a_code_from_the_future"),
+        (Some(4), ErrorCode::Unknown)
+    );
+    assert_eq!(
+        serde_json::to_value(ErrorCode::Unavailable).unwrap(),
+        "unavailable"
+    );
 }
 
 #[test]

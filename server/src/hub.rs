@@ -51,6 +51,11 @@ impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Overloaded => Self::new(ErrorCode::Overloaded, "store is busy; retry"),
+            // The database is out of reach: nothing read, nothing changed.
+            StoreError::Unavailable(why) | StoreError::Postgres(why) => {
+                tracing::warn!(error = %why, "store unavailable");
+                Self::new(ErrorCode::Unavailable, "store unavailable; try again later")
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 Self::new(ErrorCode::Internal, "store failure")
@@ -1803,5 +1808,25 @@ impl Hub {
                 s.broadcast_presence(*id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_out_of_reach_is_unavailable_and_a_store_fault_internal() {
+        let code = |e: StoreError| Refusal::from(e).0;
+        let unreachable = StoreError::Unavailable("connection refused".into());
+        assert_eq!(code(unreachable), ErrorCode::Unavailable);
+        let read = StoreError::Postgres("connection reset".into());
+        assert_eq!(code(read), ErrorCode::Unavailable);
+        assert_eq!(code(StoreError::Overloaded), ErrorCode::Overloaded);
+        assert_eq!(code(StoreError::Failed), ErrorCode::Internal);
+        assert_eq!(
+            code(StoreError::Corrupt("a log key".into())),
+            ErrorCode::Internal
+        );
     }
 }

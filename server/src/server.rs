@@ -113,9 +113,7 @@ impl Running {
 }
 
 /// The relay task's result.
-async fn joined(
-    task: tokio::task::JoinHandle<Result<(), ServerError>>,
-) -> Result<(), ServerError> {
+async fn joined(task: tokio::task::JoinHandle<Result<(), ServerError>>) -> Result<(), ServerError> {
     task.await
         .map_err(|e| ServerError::Config(format!("relay task failed: {e}")))?
 }

@@ -276,7 +276,10 @@ async fn a_draining_relay_fails_health_checks_serves_its_connections_then_closes
     assert_eq!(healthz(&relay).await, (200, "ok\n".into()));
     let mut c = Client::connect(&relay.url(), DeviceKeys::generate().unwrap()).await;
     relay.drain();
-    assert_eq!(healthz_once_not_ok(&relay).await, (503, "draining\n".into()));
+    assert_eq!(
+        healthz_once_not_ok(&relay).await,
+        (503, "draining\n".into())
+    );
     // The connection it had is still served, and so is a new one.
     assert_eq!(c.refused(any_request()).await, ErrorCode::NotFound);
     let mut late = Client::connect(&relay.url(), DeviceKeys::generate().unwrap()).await;
@@ -294,7 +297,10 @@ async fn a_second_signal_ends_the_drain_at_once() {
     let mut relay = Relay::start_with(&["--drain-secs", "3600"]).await;
     let mut c = Client::connect(&relay.url(), DeviceKeys::generate().unwrap()).await;
     relay.drain();
-    assert_eq!(healthz_once_not_ok(&relay).await, (503, "draining\n".into()));
+    assert_eq!(
+        healthz_once_not_ok(&relay).await,
+        (503, "draining\n".into())
+    );
     // Well before the hour is out.
     let stopping = tokio::spawn(relay.stop());
     assert_eq!(support::close_code(&mut c.ws).await, 1001);
@@ -337,7 +343,10 @@ async fn sigterm_starts_the_drain_and_a_second_one_stops_the_relay_at_once_with_
     let relay = Relay::external(&url, dir);
     let mut c = Client::connect(&url, DeviceKeys::generate().unwrap()).await;
     terminate(&child);
-    assert_eq!(healthz_once_not_ok(&relay).await, (503, "draining\n".into()));
+    assert_eq!(
+        healthz_once_not_ok(&relay).await,
+        (503, "draining\n".into())
+    );
     assert_eq!(c.refused(any_request()).await, ErrorCode::NotFound);
     terminate(&child);
     assert_eq!(support::close_code(&mut c.ws).await, 1001);

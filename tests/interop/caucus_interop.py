@@ -1428,6 +1428,15 @@ class Fatal(Exception):
     """Ends the run with exit status 1."""
 
 
+def refusal(type_: str, code, message) -> str:
+    """An `error` reply in words (12.9): every code, known or not, is a
+    refusal that changed nothing; `unavailable` says to try again later."""
+    if code == "unavailable":
+        return (f"the relay can't save anything just now, so {type_} was not done; "
+                "nothing was lost: try again in a minute")
+    return f"the relay refused {type_}: {code}: {message}"
+
+
 def log(msg: str) -> None:
     print(f"caucus_interop: {msg}", file=sys.stderr, flush=True)
 
@@ -1484,7 +1493,7 @@ class WireClient:
                 if frame.get("id") != rid:
                     raise Fatal(f"reply to an unknown request: {frame}")
                 if frame["type"] == "error":
-                    raise Fatal(f"the relay refused {type_}: {frame.get('code')}: {frame.get('message')}")
+                    raise Fatal(refusal(type_, frame.get("code"), frame.get("message")))
                 return frame
             self.on_event(frame)
 
@@ -1965,6 +1974,11 @@ def self_test(hpke_vectors: Optional[str]) -> None:
             raise Fatal(f"self-test: base64url {bad!r} accepted")
         except ProtocolError:
             checks += 1
+    # 12.9 error codes: unavailable in words, an unknown code still a refusal
+    eq("12.9 unavailable", refusal("post", "unavailable", "store unavailable"),
+       "the relay can't save anything just now, so post was not done; nothing was lost: try again in a minute")
+    eq("12.9 unknown code", refusal("post", "from_the_future", "no"),
+       "the relay refused post: from_the_future: no")
     # 12.1 integers
     eq("12.1 2^53 - 1", json_integers_ok({"id": 2**53 - 1, "rooms": [{"after": 0}]}), True)
     eq("12.1 2^53", json_integers_ok({"rooms": [{"after": 2**53}]}), False)
