@@ -1,0 +1,499 @@
+//! Three relay nodes on loopback, one PostgreSQL and one NATS
+//! (docs/cluster.md): a mediation whose members sit on different nodes sees
+//! one order; posts into one room through two nodes at once take one
+//! gap-free sequence of indexes; and a node killed with `kill -9` under load
+//! loses nothing acknowledged — the clients resume on the other nodes and
+//! every acknowledged envelope reaches every reader exactly once.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)] // test helpers
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use caucus_protocol::content::{Content, Sharing};
+use caucus_protocol::crypto::Digest;
+use caucus_protocol::envelope::Envelope;
+use caucus_protocol::identity::DeviceKeys;
+use caucus_protocol::ids::RoomId;
+use caucus_protocol::wire::{Encoded, Event, Reply, Request, RequestBody, RoomCursor, ServerFrame};
+use futures_util::StreamExt;
+use support::{Client, Mediation};
+use tokio_tungstenite::tungstenite::Message;
+
+/// One relay node: a `caucus-server` process.
+struct Node {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three nodes on one database and one NATS server, with one relay key.
+struct Cluster {
+    nodes: Vec<Node>,
+    _nats: caucus_testkit::Nats,
+    _postgres: caucus_testkit::Postgres,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let postgres = caucus_testkit::Postgres::start();
+        let nats = caucus_testkit::Nats::start();
+        let mut nodes: Vec<Node> = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            // Every node holds the first node's relay key.
+            if let Some(first) = nodes.first() {
+                std::fs::copy(
+                    first._dir.path().join("relay.key"),
+                    dir.path().join("relay.key"),
+                )
+                .unwrap();
+            }
+            let log = std::env::var("CAUCUS_TEST_LOG").unwrap_or_else(|_| "warn".into());
+            let (child, url) = support::spawn_binary_with(
+                dir.path(),
+                &log,
+                Stdio::inherit(),
+                &[
+                    "--store",
+                    postgres.url(),
+                    "--nats",
+                    nats.url(),
+                    "--lease-secs",
+                    "2",
+                ],
+            );
+            nodes.push(Node {
+                child,
+                url,
+                _dir: dir,
+            });
+        }
+        Self {
+            nodes,
+            _nats: nats,
+            _postgres: postgres,
+        }
+    }
+
+    fn url(&self, node: usize) -> String {
+        self.nodes[node].url.clone()
+    }
+}
+
+/// A post of participant `i` of `m` into `room`, sealed, with its hash.
+fn seal(m: &mut Mediation, i: usize, room: RoomId, body: &str) -> Envelope {
+    let keys = DeviceKeys::from_secret_bytes(&m.client(i).keys.to_secret_bytes()).unwrap();
+    let content = Content::Text {
+        sharing: Sharing::MayShare,
+        body: body.into(),
+    };
+    m.views[i].seal(&keys, &room, &content).unwrap()
+}
+
+fn post_frame(id: u64, envelope: &Envelope) -> String {
+    serde_json::to_string(&Request {
+        v: 1,
+        id,
+        body: RequestBody::Post {
+            envelope: Encoded(envelope.clone()),
+        },
+    })
+    .unwrap()
+}
+
+/// What one reader received of one room: index → envelope hash, and how
+/// many times each index came.
+#[derive(Default, Debug)]
+struct Received {
+    envelopes: BTreeMap<u64, Digest>,
+    repeats: Vec<u64>,
+}
+
+impl Received {
+    fn take(&mut self, index: u64, envelope: &Envelope) {
+        if self.envelopes.insert(index, envelope.hash()).is_some() {
+            self.repeats.push(index);
+        }
+    }
+
+    fn last(&self) -> u64 {
+        self.envelopes.keys().next_back().copied().unwrap_or(0)
+    }
+}
+
+/// Read `client`'s frames for up to `d` (or until it closes): envelopes of
+/// `room` into `received`, replies into `replies`. Whether it is still open.
+async fn pump(
+    client: &mut Client,
+    room: RoomId,
+    received: &mut Received,
+    replies: &mut HashMap<u64, Reply>,
+    d: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + d;
+    for event in client.events.drain(..).collect::<Vec<_>>() {
+        if let Event::Envelope {
+            index, envelope, ..
+        } = event
+            && envelope.0.header().room == room
+        {
+            received.take(index, &envelope.0);
+        }
+    }
+    loop {
+        let next = tokio::time::timeout_at(deadline, client.ws.next()).await;
+        let Ok(next) = next else { return true };
+        let text = match next {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
+            Some(Ok(_)) => continue,
+        };
+        match serde_json::from_str(text.as_str()).unwrap() {
+            ServerFrame::Reply(reply) => {
+                let id = match &reply {
+                    Reply::Ok { id, .. } => *id,
+                    Reply::Error { id, .. } => id.unwrap_or(0),
+                };
+                replies.insert(id, reply);
+            }
+            ServerFrame::Event(event) => {
+                if let Event::Envelope {
+                    index, envelope, ..
+                } = *event
+                    && envelope.0.header().room == room
+                {
+                    received.take(index, &envelope.0);
+                }
+            }
+        }
+    }
+}
+
+/// [`pump`] until `done` (at most 20 s): whether it was.
+async fn pump_until(
+    client: &mut Client,
+    room: RoomId,
+    received: &mut Received,
+    replies: &mut HashMap<u64, Reply>,
+    done: impl Fn(&Received, &HashMap<u64, Reply>) -> bool,
+) -> bool {
+    for _ in 0..40 {
+        if done(received, replies) {
+            return true;
+        }
+        if !pump(client, room, received, replies, Duration::from_millis(500)).await {
+            return false;
+        }
+    }
+    done(received, replies)
+}
+
+/// Connect participant `i` again at `url` and follow `room` from after
+/// `after`: its catch-up arrives through [`pump`].
+async fn resume(m: &mut Mediation, i: usize, url: &str, room: RoomId, after: u64) {
+    let secret = m.client(i).keys.to_secret_bytes();
+    let session = m.session;
+    // The first node to see the session after its owner died waits out
+    // the lease; a refusal meanwhile is retried.
+    for _ in 0..10 {
+        let keys = DeviceKeys::from_secret_bytes(&secret).unwrap();
+        let mut client = Client::connect(url, keys).await;
+        let roster_after = m.views[i].roster().map_or(0, |r| r.version);
+        let reply = client
+            .request(RequestBody::Subscribe {
+                session,
+                roster_after,
+                rooms: vec![RoomCursor { room, after }],
+            })
+            .await;
+        if let Reply::Ok { .. } = reply {
+            *m.client(i) = client;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("participant {i} could not resume at {url}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mediation_spread_over_three_nodes_sees_one_order() {
+    let cluster = Cluster::start();
+    // The mediator creates the session at node 0, which owns it; the
+    // claimant is at node 1, the solicitor at node 2, the defendant at 0.
+    let urls = [cluster.url(0), cluster.url(1), cluster.url(2)];
+    let mut m = Mediation::start_across(&urls).await;
+    let room = m.claimant_room;
+
+    // The mediator sees everyone online, wherever they are connected.
+    m.mediator
+        .wait_for(|e| matches!(e, Event::Presence { online, .. } if online.len() == 4))
+        .await;
+
+    // One post through each node arrives at every reader in the room,
+    // wherever they are, with the same index.
+    let a = m.post(1, room, "from node 1").await;
+    let b = m.post(2, room, "from node 2").await;
+    let c = m.post(0, room, "from node 0").await;
+    assert_eq!((a, b, c), (1, 2, 3));
+    let mut seen = Vec::new();
+    for i in [0, 1, 2] {
+        let mut got = Received::default();
+        let mut replies = HashMap::new();
+        assert!(
+            pump_until(m.client(i), room, &mut got, &mut replies, |g, _| g
+                .envelopes
+                .len()
+                >= 2)
+            .await,
+            "got: {:?}",
+            got
+        );
+        seen.push(got.envelopes);
+    }
+    // Each sees the two posts of the others.
+    assert_eq!(seen[0].keys().copied().collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(seen[1].keys().copied().collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(seen[2].keys().copied().collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(seen[0][&2], seen[1][&2]);
+    assert_eq!(seen[0][&1], seen[2][&1]);
+
+    // Posts into one room through two nodes at once take one gap-free
+    // order: the claimant (node 1) and the solicitor (node 2) pipeline 40
+    // posts each, concurrently.
+    const N: u64 = 40;
+    let mut sent: HashMap<(usize, u64), Digest> = HashMap::new();
+    let mut frames: HashMap<usize, Vec<String>> = HashMap::new();
+    for i in [1, 2] {
+        for n in 0..N {
+            let envelope = seal(&mut m, i, room, &format!("{i}/{n}"));
+            sent.insert((i, 100 + n), envelope.hash());
+            frames
+                .entry(i)
+                .or_default()
+                .push(post_frame(100 + n, &envelope));
+        }
+    }
+    async fn send(c: &mut Client, frames: Vec<String>) {
+        for f in frames {
+            c.send_text(f).await;
+        }
+    }
+    tokio::join!(
+        send(&mut m.claimant, frames.remove(&1).unwrap()),
+        send(&mut m.solicitor, frames.remove(&2).unwrap())
+    );
+    let mut indexes: BTreeMap<u64, Digest> = BTreeMap::new();
+    let mut received: Vec<Received> = (0..3).map(|_| Received::default()).collect();
+    for i in [1, 2] {
+        let mut replies = HashMap::new();
+        assert!(
+            pump_until(m.client(i), room, &mut received[i], &mut replies, |_, r| r
+                .len()
+                >= N as usize)
+            .await,
+            "received[i]: {:?}",
+            received[i]
+        );
+        for n in 0..N {
+            match &replies[&(100 + n)] {
+                Reply::Ok {
+                    index: Some(index), ..
+                } => {
+                    assert!(
+                        indexes.insert(*index, sent[&(i, 100 + n)]).is_none(),
+                        "index {index} given twice"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        indexes.keys().copied().collect::<Vec<_>>(),
+        (4..4 + 2 * N).collect::<Vec<_>>(),
+        "one gap-free order"
+    );
+    // The mediator, at node 0, receives all 80, each once.
+    let mut replies = HashMap::new();
+    assert!(
+        pump_until(
+            &mut m.mediator,
+            room,
+            &mut received[0],
+            &mut replies,
+            |g, _| g.envelopes.len() >= 2 * N as usize
+        )
+        .await,
+        "received[0]: {:?}",
+        received[0]
+    );
+    for (index, hash) in &indexes {
+        assert_eq!(received[0].envelopes.get(index), Some(hash));
+    }
+    assert!(received[0].repeats.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_loses_nothing_acknowledged() {
+    let mut cluster = Cluster::start();
+    // The session is owned by node 0, where the mediator made it; the
+    // posters sit at nodes 1 and 2, the readers at 0 (the mediator) and 2
+    // (the defendant). All are in the joint room.
+    let urls = [
+        cluster.url(0),
+        cluster.url(1),
+        cluster.url(2),
+        cluster.url(2),
+    ];
+    let mut m = Mediation::start_across(&urls).await;
+    let room = m.joint_room;
+
+    let mut received: Vec<Received> = (0..4).map(|_| Received::default()).collect();
+    // Every post sealed, in order, per poster; those acknowledged.
+    let mut sealed: HashMap<usize, Vec<Envelope>> = HashMap::new();
+    let mut acked: BTreeMap<u64, Digest> = BTreeMap::new();
+    let mut next_id: u64 = 1000;
+    let mut ids: HashMap<u64, (usize, usize)> = HashMap::new();
+    const ROUNDS: usize = 12;
+    const BURST: usize = 10;
+    let mut killed = false;
+    for round in 0..ROUNDS {
+        // Each poster pipelines a burst.
+        for i in [1, 2] {
+            for n in 0..BURST {
+                let envelope = seal(&mut m, i, room, &format!("{i}/{round}/{n}"));
+                let list = sealed.entry(i).or_default();
+                list.push(envelope.clone());
+                ids.insert(next_id, (i, list.len() - 1));
+                let frame = post_frame(next_id, &envelope);
+                next_id += 1;
+                m.client(i).send_text(frame).await;
+            }
+        }
+        if round == ROUNDS / 3 && !killed {
+            // No goodbye: SIGKILL, with posts in flight through it.
+            cluster.nodes[0].child.kill().unwrap();
+            cluster.nodes[0].child.wait().unwrap();
+            killed = true;
+        }
+        let mut replies = HashMap::new();
+        for i in 0..4 {
+            let open = pump(
+                m.client(i),
+                room,
+                &mut received[i],
+                &mut replies,
+                Duration::from_millis(300),
+            )
+            .await;
+            if !open {
+                // Closed (its node died, or the session moved): resume at
+                // a live node from the cursor, then send again every post
+                // not yet acknowledged, in order.
+                let url = if i == 0 {
+                    cluster.url(1)
+                } else {
+                    urls[i].clone()
+                };
+                let after = received[i].last();
+                resume(&mut m, i, &url, room, after).await;
+                if let Some(list) = sealed.get(&i) {
+                    let done: Vec<usize> = ids
+                        .iter()
+                        .filter(|(_, (who, _))| *who == i)
+                        .filter(|(_, (_, k))| acked.values().any(|h| *h == list[*k].hash()))
+                        .map(|(_, (_, k))| *k)
+                        .collect();
+                    for (k, envelope) in list.iter().enumerate() {
+                        if !done.contains(&k) {
+                            ids.insert(next_id, (i, k));
+                            let frame = post_frame(next_id, envelope);
+                            next_id += 1;
+                            m.client(i).send_text(frame).await;
+                        }
+                    }
+                }
+            }
+        }
+        for (id, reply) in replies {
+            if let (
+                Reply::Ok {
+                    index: Some(index), ..
+                },
+                Some((i, k)),
+            ) = (&reply, ids.get(&id))
+            {
+                let hash = sealed[i][*k].hash();
+                if let Some(held) = acked.insert(*index, hash) {
+                    assert_eq!(held, hash, "index {index} acknowledged for two envelopes");
+                }
+            }
+        }
+    }
+    // Let everything settle, then every reader has every acknowledged
+    // envelope, once, in one gap-free order shared by all.
+    for _ in 0..10 {
+        let mut replies = HashMap::new();
+        for i in 0..4 {
+            assert!(
+                pump(
+                    m.client(i),
+                    room,
+                    &mut received[i],
+                    &mut replies,
+                    Duration::from_millis(500)
+                )
+                .await
+            );
+        }
+        for (id, reply) in replies {
+            if let (
+                Reply::Ok {
+                    index: Some(index), ..
+                },
+                Some((i, k)),
+            ) = (&reply, ids.get(&id))
+            {
+                acked.insert(*index, sealed[i][*k].hash());
+            }
+        }
+    }
+    assert!(killed);
+    let total = 2 * ROUNDS * BURST;
+    assert_eq!(
+        acked.len(),
+        total,
+        "every post acknowledged once in the end"
+    );
+    assert_eq!(
+        acked.keys().copied().collect::<Vec<_>>(),
+        (1..=total as u64).collect::<Vec<_>>()
+    );
+    for (i, got) in received.iter().enumerate() {
+        assert!(
+            got.repeats.is_empty(),
+            "reader {i} got {:?} twice",
+            got.repeats
+        );
+        for (index, hash) in &acked {
+            let own = matches!(i, 1 | 2) && sealed[&i].iter().any(|e| e.hash() == *hash);
+            if !own {
+                assert_eq!(
+                    got.envelopes.get(index),
+                    Some(hash),
+                    "reader {i} lacks {index}"
+                );
+            }
+        }
+    }
+}
