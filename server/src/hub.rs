@@ -65,11 +65,12 @@ impl From<StoreError> for Refusal {
 }
 
 /// The reply to a write whose commit failed: logged, counted, and
-/// `internal`, which always means that nothing was stored (13.5).
-fn commit_failed(metrics: &Metrics, request: u64, error: &dyn std::fmt::Display) -> Reply {
-    tracing::error!(error = %error, "commit failed");
-    metrics.reject(ErrorCode::Internal);
-    Reply::error(Some(request), ErrorCode::Internal, "store failure")
+/// `internal` or `unavailable`, which always mean that nothing was stored
+/// (13.5).
+fn commit_failed(metrics: &Metrics, request: u64, error: StoreError) -> Reply {
+    let Refusal(code, message) = Refusal::from(error);
+    metrics.reject(code);
+    Reply::error(Some(request), code, message)
 }
 
 impl From<caucus_protocol::Error> for Refusal {
@@ -524,6 +525,18 @@ impl Hub {
         match &self.cluster {
             None => Ok(Route::Here),
             Some(cluster) => cluster.route(session).await,
+        }
+    }
+
+    /// The store.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Let go of every session held in memory (see [`Hub::evict`]).
+    pub(crate) fn evict_all(&self) {
+        for session in self.loaded() {
+            self.evict(&session);
         }
     }
 
@@ -1072,7 +1085,7 @@ impl Hub {
                     }
                     let reply = match result {
                         Ok(()) => Reply::posted(request, index),
-                        Err(e) => commit_failed(&metrics, request, &e),
+                        Err(e) => commit_failed(&metrics, request, e),
                     };
                     reply_to.send(&reply);
                 }),
@@ -1746,7 +1759,7 @@ impl Hub {
                         }
                         Reply::ok(request)
                     }
-                    Err(e) => commit_failed(&metrics, request, &e),
+                    Err(e) => commit_failed(&metrics, request, e),
                 };
                 reply_to.send(&reply);
             }),

@@ -166,12 +166,18 @@ impl Server {
                 "--unsafe-ack-before-commit: acknowledged writes can be lost in a crash (benchmarking aid)"
             );
         }
+        // A node of a cluster stores only under its leases (docs/cluster.md).
+        let node = match config.cluster {
+            Some(_) => Some(crate::cluster::node_name()?),
+            None => None,
+        };
         let (store, committer) = Store::open(
             &config.store,
             &config.data_dir,
             65_536,
             metrics.clone(),
             durable,
+            node.as_deref(),
         )
         .await?;
         crate::web::check(&config.web)?;
@@ -186,10 +192,17 @@ impl Server {
         let mut urls = vec![format!("{scheme}://{}", listener.local_addr()?)];
         urls.extend(config.public_urls.iter().cloned());
         let relay = RelayIdentity::load(&config.data_dir, &urls)?;
-        let (cluster, outgoing) = match (&config.cluster, &config.store) {
-            (Some(settings), StoreLocation::Postgres(url)) => {
-                let (cluster, outgoing) =
-                    Cluster::join(settings, url, &relay.keys.fingerprint()).await?;
+        let health = Arc::new(Health::default());
+        let (cluster, outgoing) = match (&config.cluster, &config.store, node) {
+            (Some(settings), StoreLocation::Postgres(url), Some(node)) => {
+                let (cluster, outgoing) = Cluster::join(
+                    settings,
+                    node,
+                    url,
+                    &relay.keys.fingerprint(),
+                    health.clone(),
+                )
+                .await?;
                 (Some(cluster), Some(outgoing))
             }
             _ => (None, None),
@@ -199,7 +212,7 @@ impl Server {
             tls,
             hub: Arc::new(Hub::new(store.clone(), cluster, metrics, config, relay).await?),
             store,
-            health: Arc::new(Health::default()),
+            health,
             committer,
             outgoing,
         })
@@ -267,6 +280,7 @@ impl Server {
         let mut backoff = AcceptBackoff::default();
         let mut tasks = JoinSet::new();
         let sweeper = tokio::spawn(sweep(hub.clone(), stop_rx.clone()));
+        tokio::spawn(reload_after_store_failures(hub.clone(), stop_rx.clone()));
         tracing::info!(addr = %listener.local_addr()?, data_dir = %hub.config.data_dir.display(), relay = %hub.relay.keys.fingerprint(), urls = %hub.relay.urls(), "relay listening");
         log_web_client(&hub.config.web);
         tokio::pin!(shutdown);
@@ -410,6 +424,27 @@ async fn sweep(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
             _ = every.tick() => {
                 if let Err(e) = hub.sweep().await {
                     tracing::warn!(error = ?e, "retention sweep failed");
+                }
+            }
+        }
+    }
+}
+
+/// Each time the store fails (PostgreSQL), let go of every session held in
+/// memory — they may hold what was not stored — and let the store resume;
+/// sessions load again from what it holds on their next request.
+async fn reload_after_store_failures(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+    let mut failures = hub.store().failures();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            changed = failures.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                hub.evict_all();
+                if let Err(e) = hub.store().resume() {
+                    tracing::error!(error = %e, "the store cannot resume");
                 }
             }
         }

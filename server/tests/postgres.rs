@@ -1,16 +1,16 @@
 //! The relay on the PostgreSQL store (`--store postgres://…`): what it
 //! acknowledges is in the database for the next relay, and a write the
-//! database refuses stops the relay without storing any of it.
+//! database refuses, or cannot take, is refused `unavailable` and stored
+//! once it can be.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
 mod support;
 
-use std::process::Stdio;
-
 use caucus_protocol::content::{Content, Sharing};
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::{RoomId, SessionId};
-use caucus_protocol::wire::{Encoded, Event, RequestBody, RoomCursor};
+use caucus_protocol::wire::{Encoded, ErrorCode, Event, Reply, RequestBody, RoomCursor};
+use caucus_server::CLOSE_MOVED;
 use support::{Client, Mediation, Relay};
 
 fn copy(keys: &DeviceKeys) -> DeviceKeys {
@@ -59,61 +59,80 @@ async fn a_relay_on_postgres_serves_what_an_earlier_one_stored() {
     assert_eq!(stored(&relay.url(), mediator, session, room).await, [1, 2]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_postgres_refuses_stops_the_relay_and_none_of_it_is_stored() {
+/// Seal `body` as participant `i` of `m` in `room`: a post request.
+fn post(m: &mut Mediation, i: usize, room: RoomId, body: &str) -> RequestBody {
+    let keys = copy(&m.client(i).keys);
+    let content = Content::Text {
+        sharing: Sharing::MayShare,
+        body: body.into(),
+    };
+    RequestBody::Post {
+        envelope: Encoded(m.views[i].seal(&keys, &room, &content).unwrap()),
+    }
+}
+
+/// What PostgreSQL cannot store is refused `unavailable`, never
+/// acknowledged; the relay lets go of the session (its followers are
+/// closed with 1012, to resume) and takes writes again as soon as the
+/// database does, its indexes without a gap.
+async fn refused_then_resumed(break_it: &str, mend_it: &str) {
     let store = caucus_testkit::Postgres::shared().database();
-    let flags = ["--store", store.as_str()];
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = support::spawn_binary_with(dir.path(), "error", Stdio::null(), &flags);
-    let relay = Relay::external(&url, dir);
+    let relay = Relay::start_with(&["--store", store.as_str()]).await;
     let mut m = Mediation::start(&relay).await;
     let room = m.claimant_room;
     assert_eq!(m.post(1, room, "kept").await, 1);
 
-    // From now on PostgreSQL refuses every envelope.
     let (db, connection) = tokio_postgres::connect(&store, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
-    let refuse = "ALTER TABLE envelopes ADD CONSTRAINT refuse CHECK (idx < 0) NOT VALID";
-    db.batch_execute(refuse).await.unwrap();
-    let keys = copy(&m.claimant.keys);
-    let content = Content::Text {
-        sharing: Sharing::MayShare,
-        body: "refused".into(),
-    };
-    let envelope = m.views[1].seal(&keys, &room, &content).unwrap();
-    // Told `internal`, or cut off as the relay exits; never acknowledged.
-    let post = RequestBody::Post {
-        envelope: Encoded(envelope),
-    };
-    let frame = serde_json::to_string(&caucus_protocol::wire::Request {
-        v: 1,
-        id: 99,
-        body: post,
-    })
-    .unwrap();
-    m.claimant.send_text(frame).await;
-    let mut status = None;
-    for _ in 0..100 {
-        status = child.try_wait().unwrap();
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    db.batch_execute(break_it).await.unwrap();
+    let refused = post(&mut m, 1, room, "refused");
+    assert_eq!(
+        m.claimant.refused(refused.clone()).await,
+        ErrorCode::Unavailable
+    );
+    // Every follower of the session is told to resume.
+    assert_eq!(support::close_code(&mut m.mediator.ws).await, CLOSE_MOVED);
+    if !mend_it.is_empty() {
+        db.batch_execute(mend_it).await.unwrap();
     }
-    let Some(status) = status else {
-        child.kill().unwrap();
-        panic!("the relay went on after PostgreSQL refused a write");
-    };
-    assert_eq!(status.code(), Some(75), "{status:?}");
 
-    // Started again once PostgreSQL takes envelopes: only the first post.
-    db.batch_execute("ALTER TABLE envelopes DROP CONSTRAINT refuse")
-        .await
-        .unwrap();
+    // The same post, sent again, is stored next, once the store is back.
+    let mut claimant = Client::connect(&relay.url(), copy(&m.claimant.keys)).await;
+    let mut index = None;
+    for _ in 0..50 {
+        match claimant.request(refused.clone()).await {
+            Reply::Ok { index: i, .. } => {
+                index = i;
+                break;
+            }
+            Reply::Error { code, .. } => {
+                assert_eq!(code, ErrorCode::Unavailable);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+    assert_eq!(index, Some(2));
     let (session, mediator) = (m.session, copy(&m.mediator.keys));
-    drop(m);
-    let relay = Relay::start_in(relay.into_dir(), &flags).await;
-    assert_eq!(stored(&relay.url(), mediator, session, room).await, [1]);
+    assert_eq!(stored(&relay.url(), mediator, session, room).await, [1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_postgres_refuses_is_refused_unavailable_and_written_once_it_is_taken() {
+    refused_then_resumed(
+        "ALTER TABLE envelopes ADD CONSTRAINT refuse CHECK (idx < 0) NOT VALID",
+        "ALTER TABLE envelopes DROP CONSTRAINT refuse",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_loses_its_database_connections_refuses_then_connects_again() {
+    refused_then_resumed(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        "",
+    )
+    .await;
 }

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::ClusterSettings;
+use crate::health::{Health, Link};
 use crate::hub::{Catchup, ConnId, Hub, Refusal, RoomCatchup};
 use crate::outbox::Outbox;
 pub(crate) use lease::Leases;
@@ -184,9 +185,9 @@ pub enum ClusterError {
         "this node's relay key is not the one the cluster's other nodes use: give every node the same key (docs/cluster.md)"
     )]
     OtherRelay,
-    /// A cluster needs the PostgreSQL store.
-    #[error("--nats needs --store postgres://…: the nodes of a cluster share one database")]
-    NeedsPostgres,
+    /// The system gave no randomness for a node's name.
+    #[error("no randomness for a node's name")]
+    NoRandomness,
 }
 
 /// This node's part in the cluster.
@@ -200,6 +201,14 @@ pub(crate) struct Cluster {
     state: Mutex<State>,
 }
 
+/// A new node's name: random, so that a restarted node is a new one.
+pub(crate) fn node_name() -> Result<String, ClusterError> {
+    let mut id = [0u8; 6];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+        .map_err(|_| ClusterError::NoRandomness)?;
+    Ok(hex::encode(id))
+}
+
 /// The queue of packets for other nodes, which [`Cluster::run`] sends.
 pub(crate) type Outgoing = mpsc::Receiver<(String, Body)>;
 
@@ -209,25 +218,32 @@ impl Cluster {
     /// `store`.
     pub(crate) async fn join(
         settings: &ClusterSettings,
+        node: String,
         store: &str,
         relay: &caucus_protocol::identity::Fingerprint,
+        health: Arc<Health>,
     ) -> Result<(Arc<Self>, Outgoing), ClusterError> {
         let url = settings.nats.as_str();
         let lease = settings.lease;
-        let mut id = [0u8; 6];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id).map_err(
-            |_| ClusterError::Nats {
-                url: url.into(),
-                error: "no randomness for a node id".into(),
-            },
-        )?;
-        let node = hex::encode(id);
         let leases = Leases::new(lease::pool(store)?, node.clone(), lease);
         if leases.relay_identity(relay).await? != relay.0 {
             return Err(ClusterError::OtherRelay);
         }
         let nats = async_nats::ConnectOptions::new()
             .name(format!("caucus-relay {node}"))
+            .event_callback(move |event| {
+                let health = health.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => health.set_cluster(Link::Up),
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("lost the link to NATS");
+                            health.set_cluster(Link::Down);
+                        }
+                        _ => {}
+                    }
+                }
+            })
             .connect(url)
             .await
             .map_err(|e| ClusterError::Nats {

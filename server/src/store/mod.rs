@@ -34,7 +34,7 @@ use caucus_protocol::identity::Fingerprint;
 use caucus_protocol::ids::{FileId, ID_LEN, InviteId, RoomId, SessionId};
 use caucus_protocol::wire::PartyStatus;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 
@@ -233,6 +233,9 @@ pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T,
 #[derive(Default)]
 pub(crate) struct Batch {
     writes: Vec<(Key, Option<Vec<u8>>)>,
+    /// A store that failed may take writes again once it reaches this
+    /// (see [`Store::resume`]).
+    resume: bool,
 }
 
 impl Batch {
@@ -248,7 +251,7 @@ impl Batch {
 }
 
 /// What a commit's follow-up is told: `Ok`, or why nothing was stored.
-pub(crate) type Outcome = Result<(), String>;
+pub(crate) type Outcome = Result<(), StoreError>;
 
 /// A group of writes that stand or fall together, and what to do once they
 /// are durable.
@@ -272,6 +275,7 @@ pub(crate) struct Store {
     engine: Engine,
     commits: mpsc::Sender<Commit>,
     failed: Arc<AtomicBool>,
+    failures: watch::Receiver<u64>,
 }
 
 /// The exit status of a relay whose store failed.
@@ -289,23 +293,28 @@ impl Store {
     /// Open (or create) the store at `location` (sled in `dir`) and start
     /// its committer, with room for `queue` waiting commits. With `durable`
     /// false (`--unsafe-ack-before-commit`, a benchmarking aid, sled only) a
-    /// commit's follow-up runs before the flush.
+    /// commit's follow-up runs before the flush. With `fence`, a cluster
+    /// node's name (PostgreSQL only), a commit is stored only while the node
+    /// holds the leases of the sessions it writes to.
     pub(crate) async fn open(
         location: &StoreLocation,
         dir: &std::path::Path,
         queue: usize,
         metrics: Arc<Metrics>,
         durable: bool,
+        fence: Option<&str>,
     ) -> Result<Opened, StoreError> {
         let (commits, rx) = mpsc::channel(queue);
         let failed = Arc::new(AtomicBool::new(false));
+        let (failed_again, failures) = watch::channel(0);
         let (engine, committer) = match location {
             StoreLocation::Sled => {
                 let (reader, committer) = sled::open(dir, rx, metrics, durable, failed.clone())?;
                 (Engine::Sled(reader), committer)
             }
             StoreLocation::Postgres(url) => {
-                let (reader, committer) = postgres::open(url, rx, metrics, failed.clone()).await?;
+                let (reader, committer) =
+                    postgres::open(url, rx, metrics, failed.clone(), failed_again, fence).await?;
                 (Engine::Postgres(reader), committer)
             }
         };
@@ -314,6 +323,7 @@ impl Store {
                 engine,
                 commits,
                 failed,
+                failures,
             },
             committer,
         ))
@@ -324,12 +334,39 @@ impl Store {
         !self.failed.load(Ordering::Acquire)
     }
 
+    /// Resolves each time a commit fails and the store stops taking writes
+    /// until told to [`resume`](Self::resume) (PostgreSQL); never for sled,
+    /// whose relay exits instead.
+    pub(crate) fn failures(&self) -> watch::Receiver<u64> {
+        self.failures.clone()
+    }
+
+    /// After a failure, once whoever writes holds nothing in memory that
+    /// the store may lack: take writes again, from behind every commit
+    /// queued before now, as soon as the database answers.
+    pub(crate) fn resume(&self) -> Result<(), StoreError> {
+        self.enqueue(Commit {
+            batch: Batch {
+                writes: Vec::new(),
+                resume: true,
+            },
+            then: Box::new(|_| {}),
+        })
+    }
+
     /// Queue `commit` without waiting; fails at once if the queue is full,
     /// or if an earlier commit failed.
     pub(crate) fn submit(&self, commit: Commit) -> Result<(), StoreError> {
         if self.failed.load(Ordering::Acquire) {
-            return Err(StoreError::Failed);
+            return Err(match self.engine {
+                Engine::Sled(_) => StoreError::Failed,
+                Engine::Postgres(_) => StoreError::Unavailable("the store is recovering".into()),
+            });
         }
+        self.enqueue(commit)
+    }
+
+    fn enqueue(&self, commit: Commit) -> Result<(), StoreError> {
         self.commits.try_send(commit).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
@@ -355,11 +392,7 @@ impl Store {
                 let _ = tx.send(r);
             }),
         })?;
-        Ok(async move {
-            rx.await
-                .map_err(|_| StoreError::Closed)?
-                .map_err(StoreError::Corrupt)
-        })
+        Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 
     /// One record.

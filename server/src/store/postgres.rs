@@ -27,11 +27,17 @@
 //! order. One transaction at a time, so follow-ups run in commit order and
 //! no group is durable unless every earlier one is.
 //!
-//! A group that fails before its `COMMIT` is stored in no part: each of its
-//! commits is told why, every later one is refused, and the relay exits. A
-//! `COMMIT` that fails, or whose outcome is lost with the connection, leaves
-//! the group neither known stored nor known lost: none of its follow-ups
-//! runs, and the relay exits, to start again from what the database holds.
+//! A group that fails before its `COMMIT` (the database out of reach, a
+//! write refused, or — under a fence — a session another node now
+//! decides for) is stored in no part: each of its commits is refused with
+//! `unavailable`, and so is every later one, until the relay has let go of
+//! everything it held in memory ([`super::Store::failures`]) and resumes
+//! ([`super::Store::resume`]); the committer then connects again, as often
+//! as it takes, and takes writes again. A `COMMIT` whose outcome is lost
+//! with the connection is asked of PostgreSQL over a new connection
+//! (`txid_status` of the transaction's id, taken before the `COMMIT`): its
+//! follow-ups run as it turned out; if the answer cannot be had within 30
+//! seconds, the relay exits, to start again from what the database holds.
 //!
 //! Never logged: the connection URL's password, and any record.
 
@@ -42,7 +48,7 @@ use std::time::Instant;
 
 use caucus_protocol::ids::{FileId, ID_LEN, InviteId, RoomId, SessionId};
 use futures_util::future::try_join_all;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Statement};
 
@@ -445,41 +451,92 @@ async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> 
         .map_err(|e| StoreError::Postgres(format!("migrating the schema: {e}")))
 }
 
-/// Open the store at `url`: connect, apply the migrations, and start the
-/// committer on `commits`.
-pub(super) async fn open(
-    url: &str,
-    commits: mpsc::Receiver<Commit>,
-    metrics: Arc<Metrics>,
-    failed: Arc<AtomicBool>,
-) -> Result<(Reader, tokio::task::JoinHandle<()>), StoreError> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| StoreError::Postgres(format!("the store's URL: {}", describe(&e))))?;
-    let place = place(&config);
-    let (mut client, connection) = config.connect(NoTls).await.map_err(|e| {
-        StoreError::Postgres(format!("cannot connect to {place}: {}", describe(&e)))
+/// The committer's connection: its own, with its prepared writes.
+struct Writer {
+    client: tokio_postgres::Client,
+    writes: Writes,
+    /// The fence, with a node's name: `SELECT … FOR SHARE` of the leases a
+    /// group's sessions must be held under.
+    fence: Option<(Statement, String)>,
+}
+
+/// Connect the committer to `config` with `synchronous_commit` on, and
+/// prepare its statements.
+async fn writer(
+    config: &tokio_postgres::Config,
+    fence: Option<&str>,
+) -> Result<Writer, StoreError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot connect to {}: {}",
+            place(config),
+            describe(&e)
+        ))
     })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::error!(error = %describe(&e), "the store's connection to PostgreSQL failed");
+            tracing::warn!(error = %describe(&e), "the store's connection to PostgreSQL ended");
         }
     });
     client
         .batch_execute("SET synchronous_commit = on")
         .await
         .map_err(pg)?;
-    migrate(&mut client).await?;
-    let sql = Arc::new(KINDS.map(Sql::of));
     let mut writes = Vec::with_capacity(KINDS.len());
     for kind in KINDS {
-        let sql = &sql[kind as usize];
+        let sql = Sql::of(kind);
         let upsert = client.prepare(&sql.upsert).await.map_err(pg)?;
         let delete = client.prepare(&sql.delete).await.map_err(pg)?;
         writes.push((upsert, delete));
     }
+    let fence = match fence {
+        Some(node) => Some((
+            client
+                .prepare(
+                    "SELECT session FROM owners WHERE node = $1 AND session = ANY($2) FOR SHARE",
+                )
+                .await
+                .map_err(pg)?,
+            node.to_owned(),
+        )),
+        None => None,
+    };
+    Ok(Writer {
+        client,
+        writes,
+        fence,
+    })
+}
+
+/// Open the store at `url`: connect, apply the migrations, and start the
+/// committer on `commits`. With `fence`, a node's name, every group of
+/// commits is stored only while that node holds the lease of each session
+/// it writes to (docs/cluster.md).
+pub(super) async fn open(
+    url: &str,
+    commits: mpsc::Receiver<Commit>,
+    metrics: Arc<Metrics>,
+    failed: Arc<AtomicBool>,
+    failures: watch::Sender<u64>,
+    fence: Option<&str>,
+) -> Result<(Reader, tokio::task::JoinHandle<()>), StoreError> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Postgres(format!("the store's URL: {}", describe(&e))))?;
+    let place = place(&config);
+    {
+        let (mut client, connection) = config.connect(NoTls).await.map_err(|e| {
+            StoreError::Postgres(format!("cannot connect to {place}: {}", describe(&e)))
+        })?;
+        let connection = tokio::spawn(connection);
+        migrate(&mut client).await?;
+        drop(client);
+        let _ = connection.await;
+    }
+    let writer = writer(&config, fence).await?;
+    let sql = Arc::new(KINDS.map(Sql::of));
     let manager = deadpool_postgres::Manager::from_config(
-        config,
+        config.clone(),
         NoTls,
         deadpool_postgres::ManagerConfig {
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,
@@ -489,7 +546,17 @@ pub(super) async fn open(
         .max_size(READERS)
         .build()
         .map_err(|e| StoreError::Postgres(format!("the readers' pool: {e}")))?;
-    let committer = tokio::spawn(run_committer(client, writes, commits, metrics, failed));
+    let committer = tokio::spawn(
+        Committer {
+            config,
+            writer,
+            metrics,
+            failed,
+            failures,
+            fence: fence.map(str::to_owned),
+        }
+        .run(commits),
+    );
     Ok((Reader { pool, sql }, committer))
 }
 
@@ -502,23 +569,30 @@ enum Applied {
     Stored,
     /// No part of it is stored, for this reason.
     NotStored(String),
-    /// Its `COMMIT` failed or its outcome was lost: neither known stored
-    /// nor known lost.
-    Unknown(String),
+    /// Its `COMMIT` failed or its outcome was lost with the connection:
+    /// transaction `xid` is neither known stored nor known lost.
+    Unknown { why: String, xid: i64 },
 }
 
 /// Apply `batches` in one transaction and commit it. Only each key's last
 /// write is applied (as if all were applied in order), so no two of the
-/// statements, pipelined on the one connection, touch the same row.
-async fn apply(
-    client: &mut tokio_postgres::Client,
-    statements: &Writes,
-    batches: Vec<&Batch>,
-) -> Applied {
+/// statements, pipelined on the one connection, touch the same row. Under
+/// a fence, the transaction first holds the leases of the sessions it
+/// writes to, and stores nothing if one is not this node's.
+async fn apply(writer: &mut Writer, batches: Vec<&Batch>) -> Applied {
     let mut last: HashMap<&Key, Option<&Vec<u8>>> = HashMap::new();
     for (key, value) in batches.into_iter().flat_map(|batch| &batch.writes) {
         last.insert(key, value.as_ref());
     }
+    // A deletion statement may be forgotten by any node: it is fenced by
+    // the erasure that wrote it.
+    let mut sessions: Vec<&[u8]> = last
+        .keys()
+        .filter(|key| key.kind() != Kind::Deleted)
+        .map(|key| &key.session().0[..])
+        .collect();
+    sessions.sort_unstable();
+    sessions.dedup();
     let writes = last
         .into_iter()
         .map(|(key, value)| Ok((key.kind(), Params::of(key)?, value)))
@@ -528,10 +602,27 @@ async fn apply(
         Ok(writes) => writes,
         Err(e) => return Applied::NotStored(e.to_string()),
     };
+    let Writer {
+        client,
+        writes: statements,
+        fence,
+    } = writer;
     let transaction = match client.transaction().await {
         Ok(transaction) => transaction,
         Err(e) => return Applied::NotStored(describe(&e)),
     };
+    if let Some((held, node)) = fence {
+        match transaction.query(&*held, &[&*node, &sessions]).await {
+            Ok(rows) if rows.len() == sessions.len() => {}
+            Ok(_) => {
+                return Applied::NotStored(
+                    "another node now decides for a session this group writes to".into(),
+                );
+            }
+            Err(e) => return Applied::NotStored(describe(&e)),
+        }
+    }
+    let xid = transaction.query_one("SELECT txid_current()", &[]);
     let executed = try_join_all(writes.iter().map(|(kind, params, value)| {
         let transaction = &transaction;
         let (upsert, delete) = &statements[*kind as usize];
@@ -541,70 +632,163 @@ async fn apply(
                 None => transaction.execute(delete, &params.with(None)).await,
             }
         }
-    }))
-    .await;
-    if let Err(e) = executed {
+    }));
+    let (xid, executed) = tokio::join!(xid, executed);
+    let xid: i64 = match (xid, executed) {
+        (Ok(row), Ok(_)) => match row.try_get(0) {
+            Ok(xid) => xid,
+            Err(e) => return Applied::NotStored(describe(&e)),
+        },
         // Dropping the transaction rolls it back.
-        return Applied::NotStored(describe(&e));
-    }
+        (Err(e), _) | (_, Err(e)) => return Applied::NotStored(describe(&e)),
+    };
     match transaction.commit().await {
         Ok(()) => Applied::Stored,
-        Err(e) => Applied::Unknown(describe(&e)),
+        Err(e) => Applied::Unknown {
+            why: describe(&e),
+            xid,
+        },
     }
 }
 
-/// Commit queued groups, up to [`MAX_GROUP`] commits at a time and one
-/// transaction at a time, running each group's follow-ups in order once it
-/// is durable.
-async fn run_committer(
-    mut client: tokio_postgres::Client,
-    statements: Writes,
-    mut rx: mpsc::Receiver<Commit>,
+/// How long the committer tries to learn the outcome of a `COMMIT` it lost
+/// before it gives up and the relay exits.
+const RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often the committer tries to reach a database it lost.
+const RECONNECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The committer task and what it holds.
+struct Committer {
+    config: tokio_postgres::Config,
+    writer: Writer,
     metrics: Arc<Metrics>,
     failed: Arc<AtomicBool>,
-) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let started = Instant::now();
-        let size = group.len();
-        let batches = group.iter().map(|commit| &commit.batch).collect();
-        match apply(&mut client, &statements, batches).await {
-            Applied::Stored => {
-                for Commit { then, .. } in group.drain(..) {
-                    then(Ok(()));
+    failures: watch::Sender<u64>,
+    fence: Option<String>,
+}
+
+impl Committer {
+    /// Commit queued groups, up to [`MAX_GROUP`] commits at a time and one
+    /// transaction at a time, running each group's follow-ups in order once
+    /// it is durable. After a failure, refuse every commit until a resume
+    /// (see [`super::Store::resume`]), then take writes again once the
+    /// database answers.
+    async fn run(mut self, mut rx: mpsc::Receiver<Commit>) {
+        let mut queued = Vec::with_capacity(MAX_GROUP);
+        let mut refusing = false;
+        while rx.recv_many(&mut queued, MAX_GROUP).await > 0 {
+            let mut group = Vec::with_capacity(queued.len());
+            for commit in queued.drain(..) {
+                if commit.batch.resume {
+                    if refusing {
+                        self.reconnect().await;
+                        refusing = false;
+                    }
+                } else if refusing {
+                    (commit.then)(Err(StoreError::Unavailable(
+                        "the store is recovering".into(),
+                    )));
+                } else {
+                    group.push(commit);
                 }
-                metrics.observe_commit(started.elapsed(), size);
             }
-            Applied::NotStored(why) => {
-                failed.store(true, Ordering::Release);
-                tracing::error!(error = %why, "a commit failed, nothing of it stored: the store takes no more writes");
-                for Commit { then, .. } in group.drain(..) {
-                    then(Err(why.clone()));
+            if group.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            let size = group.len();
+            let batches = group.iter().map(|commit| &commit.batch).collect();
+            let stored = match apply(&mut self.writer, batches).await {
+                Applied::Stored => Ok(()),
+                Applied::NotStored(why) => Err(why),
+                Applied::Unknown { why, xid } => {
+                    tracing::warn!(error = %why, "a commit's outcome was lost: asking PostgreSQL");
+                    self.failed.store(true, Ordering::Release);
+                    match self.resolve(xid).await {
+                        Some(true) => {
+                            self.failed.store(false, Ordering::Release);
+                            Ok(())
+                        }
+                        Some(false) => Err(why),
+                        None => {
+                            tracing::error!(
+                                "a commit's outcome cannot be learnt: stopping, to start again from what PostgreSQL holds"
+                            );
+                            std::process::exit(EXIT_STORE_FAILED);
+                        }
+                    }
                 }
-                return stop(rx);
-            }
-            Applied::Unknown(why) => {
-                failed.store(true, Ordering::Release);
-                tracing::error!(error = %why, "a commit's outcome is unknown: the store takes no more writes");
-                // Neither stored nor lost as far as anyone knows: nothing
-                // is said of it.
-                group.clear();
-                return stop(rx);
+            };
+            match stored {
+                Ok(()) => {
+                    for Commit { then, .. } in group.drain(..) {
+                        then(Ok(()));
+                    }
+                    self.metrics.observe_commit(started.elapsed(), size);
+                }
+                Err(why) => {
+                    // Nothing of the group is stored, but its writers may
+                    // hold it in memory: every commit is refused until they
+                    // have let go of it and resume.
+                    self.failed.store(true, Ordering::Release);
+                    tracing::error!(error = %why, "a commit failed, nothing of it stored: writes are refused until the relay has reloaded");
+                    for Commit { then, .. } in group.drain(..) {
+                        then(Err(StoreError::Unavailable(why.clone())));
+                    }
+                    refusing = true;
+                    self.failures.send_modify(|n| *n += 1);
+                }
             }
         }
     }
-}
 
-/// After a failed commit, once everything before it is settled: refuse
-/// every commit still queued, then exit, so that the relay starts again
-/// from what PostgreSQL holds.
-fn stop(mut rx: mpsc::Receiver<Commit>) {
-    rx.close();
-    while let Ok(Commit { then, .. }) = rx.try_recv() {
-        then(Err(StoreError::Failed.to_string()));
+    /// Connect again, as often as it takes; then take writes again.
+    async fn reconnect(&mut self) {
+        loop {
+            match writer(&self.config, self.fence.as_deref()).await {
+                Ok(writer) => {
+                    self.writer = writer;
+                    self.failed.store(false, Ordering::Release);
+                    tracing::warn!("the store takes writes again");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "PostgreSQL still out of reach");
+                    tokio::time::sleep(RECONNECT_EVERY).await;
+                }
+            }
+        }
     }
-    tracing::error!("the store failed: stopping, to start again from what PostgreSQL holds");
-    std::process::exit(EXIT_STORE_FAILED);
+
+    /// Whether transaction `xid` committed, asked of PostgreSQL over a new
+    /// connection (which the committer keeps), within [`RESOLVE_WITHIN`].
+    async fn resolve(&mut self, xid: i64) -> Option<bool> {
+        let deadline = Instant::now() + RESOLVE_WITHIN;
+        while Instant::now() < deadline {
+            if let Ok(writer) = writer(&self.config, self.fence.as_deref()).await {
+                let status = writer
+                    .client
+                    .query_one("SELECT txid_status($1)", &[&xid])
+                    .await;
+                self.writer = writer;
+                if let Ok(row) = status {
+                    match row
+                        .try_get::<_, Option<String>>(0)
+                        .ok()
+                        .flatten()
+                        .as_deref()
+                    {
+                        Some("committed") => return Some(true),
+                        Some("aborted") | None => return Some(false),
+                        Some(_) => {}
+                    }
+                }
+            }
+            tokio::time::sleep(RECONNECT_EVERY).await;
+        }
+        None
+    }
 }
 
 #[cfg(test)]

@@ -267,12 +267,12 @@ async fn run_committer(
         let mut applied: Applied = Vec::with_capacity(size);
         for Commit { batch, then } in group.drain(..) {
             let result = if failed.load(Ordering::Acquire) {
-                Err(StoreError::Failed.to_string())
+                Err(StoreError::Failed)
             } else {
                 apply(batch, &tree).map_err(|e| {
                     tracing::error!(error = %e, "a commit failed: the store takes no more writes");
                     failed.store(true, Ordering::Release);
-                    e.to_string()
+                    StoreError::Sled(e)
                 })
             };
             if durable {

@@ -34,14 +34,14 @@ pub(super) async fn a_group_of_commits_applies_in_order(store: &Store) {
         store
             .submit(Commit {
                 batch,
-                then: Box::new(move |r| ran.lock().unwrap().push((n, r))),
+                then: Box::new(move |r| ran.lock().unwrap().push((n, r.is_ok()))),
             })
             .unwrap();
     }
     store.commit(Batch::default()).await.unwrap();
     assert_eq!(
         *ran.lock().unwrap(),
-        (0..4).map(|n| (n, Ok(()))).collect::<Vec<_>>()
+        (0..4).map(|n| (n, true)).collect::<Vec<_>>()
     );
     assert_eq!(store.get(&a).await.unwrap(), None);
     assert_eq!(store.get(&b).await.unwrap(), Some(b"2".to_vec()));
@@ -201,7 +201,7 @@ pub(super) async fn indexes_sort_as_numbers(store: &Store) {
 
 /// Open the store at `location`, with a small queue.
 async fn open(location: &StoreLocation, dir: &std::path::Path) -> Opened {
-    Store::open(location, dir, 16, Arc::new(Metrics::default()), true)
+    Store::open(location, dir, 16, Arc::new(Metrics::default()), true, None)
         .await
         .unwrap()
 }
@@ -275,6 +275,7 @@ async fn sled_keeps_the_store_promises() {
         16,
         Arc::new(Metrics::default()),
         true,
+        None,
     )
     .await
     .unwrap();
