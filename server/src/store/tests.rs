@@ -295,3 +295,71 @@ async fn sled_keeps_the_store_promises() {
     let tree = db.open_tree("caucus").unwrap();
     assert_eq!(tree.len(), 2 + 19);
 }
+
+/// Under a fence, a node stores only into the sessions whose leases it
+/// holds: a group that writes to another node's session stores nothing and
+/// is refused `unavailable`; the store takes writes again once resumed,
+/// and a deletion statement is forgotten by any node.
+#[tokio::test(flavor = "current_thread")]
+async fn postgres_under_a_fence_stores_only_into_the_nodes_own_sessions() {
+    let StoreLocation::Postgres(url) = postgres() else {
+        unreachable!()
+    };
+    let location = StoreLocation::Postgres(url.clone());
+    let (store, _) = Store::open(
+        &location,
+        std::path::Path::new(""),
+        16,
+        Arc::new(Metrics::default()),
+        true,
+        Some("here"),
+    )
+    .await
+    .unwrap();
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (mine, theirs) = (SessionId([1; 16]), SessionId([2; 16]));
+    for (session, node) in [(mine, "here"), (theirs, "there")] {
+        db.execute(
+            "INSERT INTO owners VALUES ($1, $2, now() + interval '1 hour')",
+            &[&&session.0[..], &node],
+        )
+        .await
+        .unwrap();
+    }
+    let write = |session: SessionId| {
+        let mut batch = Batch::default();
+        batch.insert(Key::Session(session), b"{}".to_vec());
+        batch
+    };
+    store.commit(write(mine)).await.unwrap();
+    let mut failures = store.failures();
+    assert!(matches!(
+        store.commit(write(theirs)).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert_eq!(store.get(&Key::Session(theirs)).await.unwrap(), None);
+    // Refused until resumed, then taken again.
+    failures.changed().await.unwrap();
+    assert!(!store.healthy());
+    assert!(matches!(
+        store.commit(write(mine)).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    store.resume().unwrap();
+    let mut statement = Batch::default();
+    statement.insert(Key::Deleted(theirs), b"statement".to_vec());
+    for _ in 0..50 {
+        if store.healthy() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    store.commit(statement).await.unwrap();
+    let mut forget = Batch::default();
+    forget.remove(Key::Deleted(theirs));
+    store.commit(forget).await.unwrap();
+    store.commit(write(mine)).await.unwrap();
+}
