@@ -39,8 +39,8 @@ impl Drop for Node {
 /// Three nodes on one database and one NATS server, with one relay key.
 struct Cluster {
     nodes: Vec<Node>,
-    _nats: caucus_testkit::Nats,
-    _postgres: caucus_testkit::Postgres,
+    nats: caucus_testkit::Nats,
+    postgres: caucus_testkit::Postgres,
 }
 
 impl Cluster {
@@ -80,8 +80,8 @@ impl Cluster {
         }
         Self {
             nodes,
-            _nats: nats,
-            _postgres: postgres,
+            nats,
+            postgres,
         }
     }
 
@@ -492,4 +492,28 @@ async fn a_node_killed_under_load_loses_nothing_acknowledged() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_relay_key_refuses_to_join() {
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_caucus-server"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--store",
+            cluster.postgres.url(),
+            "--nats",
+            cluster.nats.url(),
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("relay key is not the one the cluster's other nodes use"),
+        "{said}"
+    );
 }
