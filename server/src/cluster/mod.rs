@@ -488,6 +488,14 @@ impl Cluster {
         }
     }
 
+    /// The outbox of connection `conn`, with its socket here.
+    fn outbox(&self, conn: ConnId) -> Option<Arc<Outbox>> {
+        lock(&self.state)
+            .locals
+            .get(&conn)
+            .map(|l| l.outbox.clone())
+    }
+
     /// Take in one packet from a peer.
     fn receive(&self, hub: &Arc<Hub>, packet: Packet) {
         let Packet { from, seq, body } = packet;
@@ -523,11 +531,7 @@ impl Cluster {
                 lock(&self.state).remotes.remove(&(from, conn));
             }
             Body::Frames { conn, frames } => {
-                let outbox = lock(&self.state)
-                    .locals
-                    .get(&conn)
-                    .map(|l| l.outbox.clone());
-                if let Some(outbox) = outbox {
+                if let Some(outbox) = self.outbox(conn) {
                     for frame in frames {
                         outbox.push(frame);
                     }
@@ -555,11 +559,7 @@ impl Cluster {
                 }
             }
             Body::Close { conn, code } => {
-                let outbox = lock(&self.state)
-                    .locals
-                    .get(&conn)
-                    .map(|l| l.outbox.clone());
-                if let Some(outbox) = outbox {
+                if let Some(outbox) = self.outbox(conn) {
                     outbox.close(code, MOVED);
                 }
             }

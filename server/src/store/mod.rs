@@ -100,9 +100,9 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    /// Every kind of a session's records but its deletion statement, in
-    /// the order erasure lists them.
-    pub(crate) const OF_A_SESSION: [Kind; 9] = [
+    /// Every kind, each once, in the order declared (so `kind as usize` is
+    /// its place here), the deletion statement last.
+    pub(crate) const ALL: [Kind; 10] = [
         Kind::Session,
         Kind::Roster,
         Kind::Bundle,
@@ -112,7 +112,15 @@ impl Kind {
         Kind::Presence,
         Kind::Document,
         Kind::Chunk,
+        Kind::Deleted,
     ];
+
+    /// Every kind of a session's records but its deletion statement, in
+    /// the order erasure lists them.
+    pub(crate) const OF_A_SESSION: &'static [Kind] = match Kind::ALL.split_last() {
+        Some((_, rest)) => rest,
+        None => &[],
+    };
 }
 
 /// The name of one record.

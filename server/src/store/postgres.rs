@@ -66,21 +66,6 @@ const READERS: usize = 8;
 /// this use: "caucus" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6361_7563_7573;
 
-/// Every kind, each once, in the order declared (so `kind as usize` is its
-/// place here).
-const KINDS: [Kind; 10] = [
-    Kind::Session,
-    Kind::Roster,
-    Kind::Bundle,
-    Kind::Log,
-    Kind::Invite,
-    Kind::Waiting,
-    Kind::Presence,
-    Kind::Document,
-    Kind::Chunk,
-    Kind::Deleted,
-];
-
 impl Kind {
     /// Its table, and the columns of its key after the session.
     fn table(self) -> (&'static str, &'static [&'static str]) {
@@ -251,7 +236,7 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
 #[derive(Clone)]
 pub(crate) struct Reader {
     pool: deadpool_postgres::Pool,
-    sql: Arc<[Sql; KINDS.len()]>,
+    sql: Arc<[Sql; Kind::ALL.len()]>,
 }
 
 impl Reader {
@@ -370,7 +355,7 @@ impl Reader {
     ) -> Result<Vec<(Key, u64)>, StoreError> {
         let client = self.client().await?;
         let mut statements = Vec::with_capacity(Kind::OF_A_SESSION.len());
-        for kind in Kind::OF_A_SESSION {
+        for &kind in Kind::OF_A_SESSION {
             let statement = client
                 .prepare_cached(&self.sql(kind).sizes)
                 .await
@@ -482,8 +467,8 @@ async fn writer(
         .batch_execute("SET synchronous_commit = on")
         .await
         .map_err(pg)?;
-    let mut writes = Vec::with_capacity(KINDS.len());
-    for kind in KINDS {
+    let mut writes = Vec::with_capacity(Kind::ALL.len());
+    for kind in Kind::ALL {
         let sql = Sql::of(kind);
         let upsert = client.prepare(&sql.upsert).await.map_err(pg)?;
         let delete = client.prepare(&sql.delete).await.map_err(pg)?;
@@ -534,7 +519,7 @@ pub(super) async fn open(
         let _ = connection.await;
     }
     let writer = writer(&config, fence).await?;
-    let sql = Arc::new(KINDS.map(Sql::of));
+    let sql = Arc::new(Kind::ALL.map(Sql::of));
     let manager = deadpool_postgres::Manager::from_config(
         config.clone(),
         NoTls,
@@ -797,7 +782,7 @@ mod tests {
 
     #[test]
     fn each_kind_finds_its_own_statements() {
-        for (i, kind) in KINDS.into_iter().enumerate() {
+        for (i, kind) in Kind::ALL.into_iter().enumerate() {
             assert_eq!(kind as usize, i);
         }
     }

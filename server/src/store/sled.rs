@@ -185,7 +185,7 @@ impl Reader {
         session: &SessionId,
     ) -> Result<Vec<(Key, u64)>, StoreError> {
         let mut records = Vec::new();
-        for kind in Kind::OF_A_SESSION {
+        for &kind in Kind::OF_A_SESSION {
             for item in self.scan(kind, &prefix(kind, session)) {
                 let (key, value) = item?;
                 let size = key.len() + value.len() as u64;
