@@ -43,6 +43,8 @@ use crate::store::InviteRecord;
 
 /// Close code: the client fell behind its outbound queue.
 pub const CLOSE_TOO_SLOW: u16 = 4000;
+/// Its reason.
+pub(crate) const TOO_SLOW: &str = "too slow: resume with subscribe";
 /// Close code: the client did not authenticate in time.
 pub const CLOSE_AUTH_TIMEOUT: u16 = 4001;
 /// Close code: the client was silent too long.
@@ -218,7 +220,7 @@ pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
 /// write stalled), counted.
 fn too_slow(hub: &Hub) -> Option<(u16, &'static str)> {
     Metrics::add(&hub.metrics.slow_consumers, 1);
-    Some((CLOSE_TOO_SLOW, "too slow: resume with subscribe"))
+    Some((CLOSE_TOO_SLOW, TOO_SLOW))
 }
 
 /// How long the relay tries to hand a close frame to a client that has

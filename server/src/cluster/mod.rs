@@ -560,7 +560,11 @@ impl Cluster {
             }
             Body::Close { conn, code } => {
                 if let Some(outbox) = self.outbox(conn) {
-                    outbox.close(code, MOVED);
+                    let reason = match code {
+                        crate::conn::CLOSE_TOO_SLOW => crate::conn::TOO_SLOW,
+                        _ => MOVED,
+                    };
+                    outbox.close(code, reason);
                 }
             }
         }
