@@ -17,7 +17,10 @@ use caucus_protocol::crypto::Digest;
 use caucus_protocol::envelope::Envelope;
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::RoomId;
-use caucus_protocol::wire::{Encoded, Event, Reply, Request, RequestBody, RoomCursor, ServerFrame};
+use caucus_protocol::wire::{
+    Encoded, ErrorCode, Event, Reply, Request, RequestBody, RoomCursor, ServerFrame,
+};
+use caucus_server::CLOSE_MOVED;
 use futures_util::StreamExt;
 use support::{Client, Mediation};
 use tokio_tungstenite::tungstenite::Message;
@@ -88,6 +91,10 @@ impl Cluster {
     fn url(&self, node: usize) -> String {
         self.nodes[node].url.clone()
     }
+}
+
+fn copy(keys: &DeviceKeys) -> DeviceKeys {
+    DeviceKeys::from_secret_bytes(&keys.to_secret_bytes()).unwrap()
 }
 
 /// A post of participant `i` of `m` into `room`, sealed, with its hash.
@@ -516,4 +523,45 @@ async fn a_node_with_another_relay_key_refuses_to_join() {
         said.contains("relay key is not the one the cluster's other nodes use"),
         "{said}"
     );
+}
+
+/// `/healthz` of the node at websocket URL `url`: its status and body.
+async fn health(url: &str) -> (u16, String) {
+    let addr = url.trim_start_matches("ws://").parse().unwrap();
+    let (parts, body) = support::http::Http::connect(addr)
+        .await
+        .get("/healthz", &[])
+        .await;
+    (
+        parts.status.as_u16(),
+        String::from_utf8_lossy(&body).trim().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_a_node_refuses_what_another_decides_and_says_so() {
+    let cluster = Cluster::start();
+    let urls = [cluster.url(0), cluster.url(1)];
+    let mut m = Mediation::start_across(&urls).await;
+    assert_eq!(health(&urls[1]).await, (200, "ok".into()));
+    // NATS goes: node 1 can no longer reach node 0, which decides for the
+    // session.
+    drop(cluster.nats);
+    // The claimant, at node 1 with its session at node 0, is told to
+    // resume (1012), and node 1 tells the balancer it cannot serve fully.
+    assert_eq!(support::close_code(&mut m.claimant.ws).await, CLOSE_MOVED);
+    assert_eq!(health(&urls[1]).await, (503, "cluster unavailable".into()));
+    // A request for the session through node 1 is refused `unavailable`.
+    let mut claimant = Client::connect(&urls[1], copy(&m.claimant.keys)).await;
+    let code = claimant
+        .refused(RequestBody::Subscribe {
+            session: m.session,
+            roster_after: 0,
+            rooms: vec![],
+        })
+        .await;
+    assert_eq!(code, ErrorCode::Unavailable);
+    // Node 0 serves on for the connections it holds.
+    let room = m.claimant_room;
+    assert_eq!(m.post(0, room, "still here").await, 1);
 }
