@@ -1,11 +1,17 @@
 -- Several relay nodes on one database (docs/cluster.md).
 
--- Which node decides for each session, and until when: a lease the node
--- renews while it lives. A node takes a session whose lease has run out.
+-- Each node while it lives: it renews `alive_until` every third of its
+-- lease. A node whose `alive_until` has passed holds nothing.
+CREATE TABLE nodes (
+    node text PRIMARY KEY,
+    alive_until timestamptz NOT NULL
+);
+
+-- Which node decides for each session: the lease is good while that node
+-- lives. A node takes a session whose node is dead.
 CREATE TABLE owners (
     session bytea PRIMARY KEY,
-    node text NOT NULL,
-    lease_until timestamptz NOT NULL
+    node text NOT NULL
 );
 CREATE INDEX owners_by_node ON owners (node);
 

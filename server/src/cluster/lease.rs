@@ -1,8 +1,9 @@
-//! Which node decides for each session: leases in PostgreSQL's `owners`
-//! table (migration `V2__cluster.sql`), judged by PostgreSQL's clock alone,
-//! so that the nodes' clocks need not agree.
+//! Which node decides for each session: PostgreSQL's `owners` table names
+//! the node, and the node's row in `nodes` says until when it lives
+//! (migration `V2__cluster.sql`). A node renews its one row, however many
+//! sessions it holds; every time is PostgreSQL's clock, so that the nodes'
+//! clocks need not agree.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use caucus_protocol::identity::Fingerprint;
@@ -51,34 +52,36 @@ impl Leases {
         self.pool.get().await.map_err(pg)
     }
 
-    /// Take `session`'s lease if no one holds it (or it ran out, or this
-    /// node holds it); either way, who holds it now.
+    /// Take `session`'s lease if no live node holds it (or this node
+    /// does); either way, who holds it now, and for how much longer at
+    /// least.
     pub(crate) async fn claim(&self, session: &SessionId) -> Result<Owner, StoreError> {
         let client = self.client().await?;
         let take = client
             .prepare_cached(
-                "INSERT INTO owners (session, node, lease_until) \
-                 VALUES ($1, $2, now() + make_interval(secs => $3)) \
-                 ON CONFLICT (session) DO UPDATE \
-                 SET node = EXCLUDED.node, lease_until = EXCLUDED.lease_until \
-                 WHERE owners.lease_until < now() OR owners.node = EXCLUDED.node \
+                "INSERT INTO owners (session, node) VALUES ($1, $2) \
+                 ON CONFLICT (session) DO UPDATE SET node = EXCLUDED.node \
+                 WHERE owners.node = EXCLUDED.node OR NOT EXISTS ( \
+                     SELECT 1 FROM nodes \
+                     WHERE nodes.node = owners.node AND nodes.alive_until >= now()) \
                  RETURNING node",
             )
             .await
             .map_err(pg)?;
         let held = client
             .prepare_cached(
-                "SELECT node, GREATEST(EXTRACT(EPOCH FROM lease_until - now()), 0)::float8 \
-                 FROM owners WHERE session = $1",
+                "SELECT owners.node, \
+                 COALESCE(GREATEST(EXTRACT(EPOCH FROM nodes.alive_until - now()), 0), 0)::float8 \
+                 FROM owners LEFT JOIN nodes ON nodes.node = owners.node \
+                 WHERE owners.session = $1",
             )
             .await
             .map_err(pg)?;
         let id: &[u8] = &session.0;
         // A lease given up between the two statements is taken again.
         for _ in 0..3 {
-            let secs = self.lease.as_secs_f64();
             if client
-                .query_opt(&take, &[&id, &self.node, &secs])
+                .query_opt(&take, &[&id, &self.node])
                 .await
                 .map_err(pg)?
                 .is_some()
@@ -101,49 +104,62 @@ impl Leases {
         ))
     }
 
-    /// Renew this node's leases on `held`, and give up its others: the
-    /// sessions of `held` it still holds.
-    pub(crate) async fn renew(&self, held: &[SessionId]) -> Result<HashSet<SessionId>, StoreError> {
+    /// Say this node lives for another lease, and give up `released`: one
+    /// row written, however many sessions the node holds.
+    pub(crate) async fn renew(&self, released: &[SessionId]) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let renew = client
+        let alive = client
             .prepare_cached(
-                "UPDATE owners SET lease_until = now() + make_interval(secs => $3) \
-                 WHERE node = $1 AND session = ANY($2) RETURNING session",
+                "INSERT INTO nodes (node, alive_until) \
+                 VALUES ($1, now() + make_interval(secs => $2)) \
+                 ON CONFLICT (node) DO UPDATE SET alive_until = EXCLUDED.alive_until",
             )
             .await
             .map_err(pg)?;
-        let give_up = client
-            .prepare_cached("DELETE FROM owners WHERE node = $1 AND NOT (session = ANY($2))")
+        client
+            .execute(&alive, &[&self.node, &self.lease.as_secs_f64()])
             .await
             .map_err(pg)?;
-        let ids: Vec<&[u8]> = held.iter().map(|s| &s.0[..]).collect();
-        let secs = self.lease.as_secs_f64();
-        client
-            .execute(&give_up, &[&self.node, &ids])
-            .await
-            .map_err(pg)?;
-        client
-            .query(&renew, &[&self.node, &ids, &secs])
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(|row| {
-                let id: &[u8] = row.try_get(0).map_err(pg)?;
-                id.try_into()
-                    .map(SessionId)
-                    .map_err(|_| StoreError::Corrupt("a lease's session id".into()))
-            })
-            .collect()
+        if !released.is_empty() {
+            let ids: Vec<&[u8]> = released.iter().map(|s| &s.0[..]).collect();
+            client
+                .execute(
+                    "DELETE FROM owners WHERE node = $1 AND session = ANY($2)",
+                    &[&self.node, &ids],
+                )
+                .await
+                .map_err(pg)?;
+        }
+        Ok(())
     }
 
-    /// Give up every lease this node holds (a node that drains).
+    /// Give up every lease this node holds (a node that drains), so that
+    /// other nodes take its sessions at once.
     pub(crate) async fn release(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
             .execute("DELETE FROM owners WHERE node = $1", &[&self.node])
             .await
             .map_err(pg)?;
+        client
+            .execute("DELETE FROM nodes WHERE node = $1", &[&self.node])
+            .await
+            .map_err(pg)?;
         Ok(())
+    }
+
+    /// Forget the leases of nodes dead for over an hour, and those nodes.
+    pub(crate) async fn forget_the_dead(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .batch_execute(
+                "DELETE FROM owners WHERE NOT EXISTS ( \
+                     SELECT 1 FROM nodes WHERE nodes.node = owners.node \
+                     AND nodes.alive_until >= now() - interval '1 hour'); \
+                 DELETE FROM nodes WHERE alive_until < now() - interval '1 hour';",
+            )
+            .await
+            .map_err(pg)
     }
 
     /// The cluster's relay identity: `relay` if this is the first node,

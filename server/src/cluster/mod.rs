@@ -164,6 +164,8 @@ struct State {
     held_until: Option<Instant>,
     /// Sessions claimed here, and when.
     claimed: HashMap<SessionId, Instant>,
+    /// The sessions this node held at its last renewal.
+    held: HashSet<SessionId>,
 }
 
 /// Why a node could not join its cluster.
@@ -229,6 +231,8 @@ impl Cluster {
         if leases.relay_identity(relay).await? != relay.0 {
             return Err(ClusterError::OtherRelay);
         }
+        leases.forget_the_dead().await?;
+        leases.renew(&[]).await?;
         let nats = async_nats::ConnectOptions::new()
             .name(format!("caucus-relay {node}"))
             .event_callback(move |event| {
@@ -600,51 +604,43 @@ impl Cluster {
         }
     }
 
-    /// Renew this node's leases on the sessions it holds (those `hub` has
-    /// loaded, and those claimed within a lease); give up the others. A
-    /// session whose lease another node took is evicted.
+    /// Say this node lives for another lease, and give up the sessions it
+    /// no longer holds (neither loaded in `hub` nor claimed within a
+    /// lease). A node that cannot say so before its last lease runs out
+    /// decides for nothing more: every session it holds is evicted.
     async fn renew(&self, hub: &Hub) {
         let started = Instant::now();
-        let held: Vec<SessionId> = {
+        let (held, released) = {
             let mut state = lock(&self.state);
             let lease = self.lease;
             state
                 .claimed
                 .retain(|_, at| started.duration_since(*at) < lease);
-            hub.loaded()
+            let held: HashSet<SessionId> = hub
+                .loaded()
                 .into_iter()
                 .chain(state.claimed.keys().copied())
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect()
+                .collect();
+            let released: Vec<SessionId> = state.held.difference(&held).copied().collect();
+            for session in &released {
+                state.owners.remove(session);
+            }
+            state.held.clone_from(&held);
+            (held, released)
         };
-        match self.leases.renew(&held).await {
-            Ok(kept) => {
-                let lost: Vec<SessionId> =
-                    held.iter().filter(|s| !kept.contains(s)).copied().collect();
-                {
-                    let mut state = lock(&self.state);
-                    state.held_until = Some(started + self.lease - self.lease / 4);
-                    for session in &lost {
-                        state.owners.remove(session);
-                        state.claimed.remove(session);
+        match self.leases.renew(&released).await {
+            Ok(()) => {
+                let mut state = lock(&self.state);
+                let until = started + self.lease - self.lease / 4;
+                state.held_until = Some(until);
+                for known in state.owners.values_mut() {
+                    if known.route == Route::Here {
+                        known.until = until;
                     }
-                    let until = state.held_until;
-                    for known in state.owners.values_mut() {
-                        if known.route == Route::Here
-                            && let Some(until) = until
-                        {
-                            known.until = until;
-                        }
-                    }
-                }
-                for session in lost {
-                    tracing::warn!(session = %session, "another node took this session's lease");
-                    hub.evict(&session);
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "could not renew session leases");
+                tracing::warn!(error = %e, "could not renew this node's leases");
                 let expired = lock(&self.state)
                     .held_until
                     .is_none_or(|until| Instant::now() >= until);
@@ -653,6 +649,7 @@ impl Cluster {
                     let mut state = lock(&self.state);
                     state.owners.retain(|_, k| k.route != Route::Here);
                     state.claimed.clear();
+                    state.held.clear();
                     drop(state);
                     for session in held {
                         hub.evict(&session);
