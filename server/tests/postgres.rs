@@ -136,3 +136,74 @@ async fn a_relay_that_loses_its_database_connections_refuses_then_connects_again
     )
     .await;
 }
+
+/// The same mediation, closed on sled and on PostgreSQL: each relay erases
+/// everything and signs a statement that counts the same records and the
+/// same bytes, and nothing of the session is left in PostgreSQL's tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_on_postgres_erases_everything_and_counts_as_sled_does() {
+    let store = caucus_testkit::Postgres::shared().database();
+    let mut erased = Vec::new();
+    for flags in [vec![], vec!["--store", store.as_str()]] {
+        let relay = Relay::start_with(&flags).await;
+        let mut m = Mediation::start(&relay).await;
+        for (i, text) in [(1, "one"), (2, "two"), (3, "three")] {
+            let room = if i == 3 {
+                m.defendant_room
+            } else {
+                m.claimant_room
+            };
+            m.post(i, room, text).await;
+        }
+        let session = m.session;
+        let reply = m
+            .mediator
+            .request(RequestBody::CloseSession { session })
+            .await;
+        let Reply::Ok {
+            statement: Some(statement),
+            ..
+        } = reply
+        else {
+            panic!("no deletion statement in {reply:?}");
+        };
+        let statement = statement
+            .0
+            .verify_for(
+                &session,
+                &m.mediator.keys.fingerprint(),
+                &m.mediator.relay.fingerprint(),
+            )
+            .unwrap()
+            .clone();
+        assert_eq!(statement.erased.envelopes, 3);
+        erased.push(statement.erased);
+    }
+    assert_eq!(erased[0], erased[1]);
+    let (db, connection) = tokio_postgres::connect(&store, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    for table in [
+        "sessions",
+        "rosters",
+        "bundles",
+        "envelopes",
+        "invites",
+        "waiting",
+        "presence",
+        "documents",
+        "chunks",
+    ] {
+        let row = db
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), 0, "{table} still holds records");
+    }
+    let row = db
+        .query_one("SELECT count(*) FROM deletions", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+}
