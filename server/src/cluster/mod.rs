@@ -46,6 +46,9 @@ pub const CLOSE_MOVED: u16 = 1012;
 /// Its reason.
 pub(crate) const MOVED: &str = "the relay moved a session between its nodes: reconnect";
 
+/// The refusal of a request for a session between two nodes.
+const MOVING: &str = "the relay is moving this session between its nodes; try again shortly";
+
 /// How often a node says it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -315,10 +318,7 @@ impl Cluster {
             }
             tokio::time::sleep(owner.remaining + Duration::from_millis(50)).await;
         }
-        Err(Refusal::new(
-            ErrorCode::Unavailable,
-            "the relay is moving this session between its nodes; try again shortly",
-        ))
+        Err(Refusal::new(ErrorCode::Unavailable, MOVING))
     }
 
     /// What `node` holding `session`'s lease means here: the route, unless
@@ -391,8 +391,10 @@ impl Cluster {
     ) -> Result<Option<Catchup>, Refusal> {
         let waiting = {
             let mut state = lock(&self.state);
+            // Only a socket here forwards: a connection served here for
+            // another node asks for a session that has just moved on.
             let Some(local) = state.locals.get_mut(&conn) else {
-                return Err(Refusal::new(ErrorCode::Internal, "connection closed"));
+                return Err(Refusal::new(ErrorCode::Unavailable, MOVING));
             };
             local.nodes.insert(node.to_owned());
             subscribe.map(|(id, _)| {
