@@ -627,6 +627,10 @@ impl Cluster {
             for session in &released {
                 state.owners.remove(session);
             }
+            // What was learnt of other nodes' sessions and has gone stale.
+            state
+                .owners
+                .retain(|_, k| k.route == Route::Here || k.until > started);
             state.held.clone_from(&held);
             (held, released)
         };
