@@ -195,14 +195,8 @@ impl Server {
         let health = Arc::new(Health::default());
         let (cluster, outgoing) = match (&config.cluster, &config.store, node) {
             (Some(settings), StoreLocation::Postgres(url), Some(node)) => {
-                let (cluster, outgoing) = Cluster::join(
-                    settings,
-                    node,
-                    url,
-                    &relay.keys.fingerprint(),
-                    health.clone(),
-                )
-                .await?;
+                let (cluster, outgoing) =
+                    Cluster::join(settings, node, url, &relay.keys, health.clone()).await?;
                 (Some(cluster), Some(outgoing))
             }
             _ => (None, None),

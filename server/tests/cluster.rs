@@ -565,3 +565,54 @@ async fn without_nats_a_node_refuses_what_another_decides_and_says_so() {
     let room = m.claimant_room;
     assert_eq!(m.post(0, room, "still here").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_on_nats_from_outside_the_cluster_are_dropped() {
+    let cluster = Cluster::start();
+    let urls = [cluster.url(0), cluster.url(1)];
+    let mut m = Mediation::start_across(&urls).await;
+    // Whoever can publish on NATS learns the nodes' names from their
+    // heartbeats (authenticated, not secret)…
+    let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+    let mut alive = nats.subscribe("caucus.caucus.alive").await.unwrap();
+    let mut nodes = std::collections::HashSet::new();
+    while nodes.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(10), alive.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let heartbeat: serde_json::Value = serde_json::from_slice(&message.payload[32..]).unwrap();
+        nodes.insert(heartbeat["node"].as_str().unwrap().to_owned());
+    }
+    // …but packets it makes up, with no tag or a wrong one, to close every
+    // connection of every node, are dropped.
+    for to in &nodes {
+        for from in &nodes {
+            for conn in 1..10u64 {
+                let packet = serde_json::json!({
+                    "from": from, "to": to, "seq": 0,
+                    "body": {"type": "close", "conn": conn, "code": 1012}
+                });
+                let json = serde_json::to_vec(&packet).unwrap();
+                let mut tagged = vec![7u8; 32];
+                tagged.extend_from_slice(&json);
+                let subject = format!("caucus.caucus.node.{to}");
+                nats.publish(subject.clone(), json.into()).await.unwrap();
+                nats.publish(subject, tagged.into()).await.unwrap();
+            }
+        }
+    }
+    nats.flush().await.unwrap();
+    // Every connection is still open and served, across the nodes.
+    let room = m.claimant_room;
+    assert_eq!(m.post(1, room, "still here").await, 1);
+    let mut got = Received::default();
+    let mut replies = HashMap::new();
+    assert!(
+        pump_until(&mut m.mediator, room, &mut got, &mut replies, |g, _| g
+            .envelopes
+            .len()
+            == 1)
+        .await
+    );
+}

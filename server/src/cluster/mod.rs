@@ -29,6 +29,7 @@ use caucus_protocol::identity::PublicIdentity;
 use caucus_protocol::ids::SessionId;
 use caucus_protocol::wire::{Encoded, ErrorCode};
 use futures_util::StreamExt;
+use ring::{hkdf, hmac};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -77,6 +78,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Serialize, Deserialize)]
 struct Packet {
     from: String,
+    to: String,
     seq: u64,
     body: Body,
 }
@@ -86,6 +88,47 @@ struct Packet {
 struct Alive {
     node: String,
 }
+
+/// The key that authenticates what the nodes say to each other: derived
+/// (HKDF-SHA256) from the relay key every node holds, so that whoever can
+/// publish on NATS but does not hold the relay key cannot speak for a node
+/// (nor, through one, for any device).
+fn packet_key(relay: &caucus_protocol::identity::DeviceKeys) -> Result<hmac::Key, ClusterError> {
+    struct Len;
+    impl hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let secret = relay.to_secret_bytes();
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    hkdf::Salt::new(hkdf::HKDF_SHA256, b"caucus cluster v1")
+        .extract(&secret)
+        .expand(&[b"packets between relay nodes"], Len)
+        .and_then(|okm| okm.fill(&mut key[..]))
+        .map_err(|_| ClusterError::PacketKey)?;
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, &key[..]))
+}
+
+/// `message` as sent: its HMAC-SHA256 tag, then its JSON.
+fn seal(key: &hmac::Key, message: &impl Serialize) -> Option<Vec<u8>> {
+    let json = serde_json::to_vec(message).ok()?;
+    let tag = hmac::sign(key, &json);
+    let mut sealed = Vec::with_capacity(TAG + json.len());
+    sealed.extend_from_slice(tag.as_ref());
+    sealed.extend_from_slice(&json);
+    Some(sealed)
+}
+
+/// A message as sent, if its tag is the cluster's.
+fn open<T: for<'de> Deserialize<'de>>(key: &hmac::Key, sealed: &[u8]) -> Option<T> {
+    let (tag, json) = sealed.split_at_checked(TAG)?;
+    hmac::verify(key, json, tag).ok()?;
+    serde_json::from_slice(json).ok()
+}
+
+/// The length of a packet's tag.
+const TAG: usize = 32;
 
 /// The packets.
 #[derive(Serialize, Deserialize)]
@@ -190,6 +233,9 @@ pub enum ClusterError {
         "this node's relay key is not the one the cluster's other nodes use: give every node the same key (docs/cluster.md)"
     )]
     OtherRelay,
+    /// The key for packets between nodes could not be derived.
+    #[error("could not derive the key for packets between the nodes")]
+    PacketKey,
     /// The system gave no randomness for a node's name.
     #[error("no randomness for a node's name")]
     NoRandomness,
@@ -200,6 +246,7 @@ pub(crate) struct Cluster {
     node: String,
     prefix: String,
     nats: async_nats::Client,
+    key: hmac::Key,
     leases: Leases,
     lease: Duration,
     outgoing: mpsc::Sender<(String, Body)>,
@@ -225,9 +272,11 @@ impl Cluster {
         settings: &ClusterSettings,
         node: String,
         store: &str,
-        relay: &caucus_protocol::identity::Fingerprint,
+        relay: &caucus_protocol::identity::DeviceKeys,
         health: Arc<Health>,
     ) -> Result<(Arc<Self>, Outgoing), ClusterError> {
+        let key = packet_key(relay)?;
+        let relay = &relay.fingerprint();
         let url = settings.nats.as_str();
         let lease = settings.lease;
         let leases = Leases::new(lease::pool(store)?, node.clone(), lease);
@@ -262,6 +311,7 @@ impl Cluster {
             node,
             prefix: format!("caucus.{}", settings.name),
             nats,
+            key,
             leases,
             lease,
             outgoing,
@@ -504,7 +554,9 @@ impl Cluster {
 
     /// Take in one packet from a peer.
     fn receive(&self, hub: &Arc<Hub>, packet: Packet) {
-        let Packet { from, seq, body } = packet;
+        let Packet {
+            from, seq, body, ..
+        } = packet;
         let in_order = {
             let mut state = lock(&self.state);
             let now = Instant::now();
@@ -727,26 +779,27 @@ impl Cluster {
                     }
                     for (to, body) in batch.drain(..) {
                         let seq = sent.entry(to.clone()).or_default();
-                        let packet = Packet { from: self.node.clone(), seq: *seq, body };
+                        let subject = self.subject(&to);
+                        let packet = Packet { from: self.node.clone(), to, seq: *seq, body };
                         *seq += 1;
-                        match serde_json::to_vec(&packet) {
-                            Ok(bytes) => {
-                                if let Err(e) = self.nats.publish(self.subject(&to), bytes.into()).await {
-                                    tracing::warn!(peer = %to, error = %e, "publish failed");
+                        match seal(&self.key, &packet) {
+                            Some(bytes) => {
+                                if let Err(e) = self.nats.publish(subject, bytes.into()).await {
+                                    tracing::warn!(peer = %packet.to, error = %e, "publish failed");
                                 }
                             }
-                            Err(e) => tracing::error!(error = %e, "a packet did not encode"),
+                            None => tracing::error!("a packet did not encode"),
                         }
                     }
                 }
                 Some(message) = inbox.next() => {
-                    match serde_json::from_slice::<Packet>(&message.payload) {
-                        Ok(packet) => self.receive(&hub, packet),
-                        Err(e) => tracing::warn!(error = %e, "a packet from another node did not decode"),
+                    match open::<Packet>(&self.key, &message.payload) {
+                        Some(packet) if packet.to == self.node => self.receive(&hub, packet),
+                        _ => tracing::warn!("a packet on this node's subject is not from a node of this cluster, or not for this node: dropped"),
                     }
                 }
                 Some(message) = alive.next() => {
-                    if let Ok(Alive { node }) = serde_json::from_slice(&message.payload)
+                    if let Some(Alive { node }) = open(&self.key, &message.payload)
                         && node != self.node
                     {
                         let now = Instant::now();
@@ -754,7 +807,7 @@ impl Cluster {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if let Ok(bytes) = serde_json::to_vec(&Alive { node: self.node.clone() }) {
+                    if let Some(bytes) = seal(&self.key, &Alive { node: self.node.clone() }) {
                         let _ = self.nats.publish(format!("{}.alive", self.prefix), bytes.into()).await;
                     }
                     self.check_peers();
