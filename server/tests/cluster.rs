@@ -350,6 +350,44 @@ async fn a_mediation_spread_over_three_nodes_sees_one_order() {
     assert!(received[0].repeats.is_empty());
 }
 
+/// One poster's messages: each text, the envelope it was last sealed in,
+/// and the index it was acknowledged at.
+#[derive(Default)]
+struct Poster {
+    messages: Vec<(String, Envelope, Option<u64>)>,
+    /// Request id → message.
+    ids: HashMap<u64, usize>,
+}
+
+impl Poster {
+    /// Take `replies`: an `ok` acknowledges its message; a refusal means
+    /// the connection must resume (returned true).
+    fn take(&mut self, replies: &HashMap<u64, Reply>) -> bool {
+        let mut resume = false;
+        for (id, reply) in replies {
+            let Some(&k) = self.ids.get(id) else { continue };
+            match reply {
+                Reply::Ok {
+                    index: Some(index), ..
+                } => self.messages[k].2 = Some(*index),
+                _ => resume = true,
+            }
+        }
+        resume
+    }
+
+    /// What the poster's own catch-up showed stored is acknowledged too.
+    fn stored(&mut self, received: &Received) {
+        for (index, hash) in &received.envelopes {
+            for message in &mut self.messages {
+                if message.1.hash() == *hash {
+                    message.2 = Some(*index);
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_under_load_loses_nothing_acknowledged() {
     let mut cluster = Cluster::start();
@@ -366,22 +404,23 @@ async fn a_node_killed_under_load_loses_nothing_acknowledged() {
     let room = m.joint_room;
 
     let mut received: Vec<Received> = (0..4).map(|_| Received::default()).collect();
-    // Every post sealed, in order, per poster; those acknowledged.
-    let mut sealed: HashMap<usize, Vec<Envelope>> = HashMap::new();
-    let mut acked: BTreeMap<u64, Digest> = BTreeMap::new();
+    let mut posters: HashMap<usize, Poster> = HashMap::new();
     let mut next_id: u64 = 1000;
-    let mut ids: HashMap<u64, (usize, usize)> = HashMap::new();
     const ROUNDS: usize = 12;
     const BURST: usize = 10;
     let mut killed = false;
-    for round in 0..ROUNDS {
-        // Each poster pipelines a burst.
+    for round in 0..ROUNDS + 10 {
+        // Each poster pipelines a burst, for ROUNDS rounds.
         for i in [1, 2] {
             for n in 0..BURST {
-                let envelope = seal(&mut m, i, room, &format!("{i}/{round}/{n}"));
-                let list = sealed.entry(i).or_default();
-                list.push(envelope.clone());
-                ids.insert(next_id, (i, list.len() - 1));
+                if round >= ROUNDS {
+                    break;
+                }
+                let text = format!("{i}/{round}/{n}");
+                let envelope = seal(&mut m, i, room, &text);
+                let poster = posters.entry(i).or_default();
+                poster.messages.push((text, envelope.clone(), None));
+                poster.ids.insert(next_id, poster.messages.len() - 1);
                 let frame = post_frame(next_id, &envelope);
                 next_id += 1;
                 m.client(i).send_text(frame).await;
@@ -393,8 +432,8 @@ async fn a_node_killed_under_load_loses_nothing_acknowledged() {
             cluster.nodes[0].child.wait().unwrap();
             killed = true;
         }
-        let mut replies = HashMap::new();
         for i in 0..4 {
+            let mut replies = HashMap::new();
             let open = pump(
                 m.client(i),
                 room,
@@ -403,85 +442,101 @@ async fn a_node_killed_under_load_loses_nothing_acknowledged() {
                 Duration::from_millis(300),
             )
             .await;
-            if !open {
-                // Closed (its node died, or the session moved): resume at
-                // a live node from the cursor, then send again every post
-                // not yet acknowledged, in order.
-                let url = if i == 0 {
-                    cluster.url(1)
-                } else {
-                    urls[i].clone()
-                };
-                let after = received[i].last();
-                resume(&mut m, i, &url, room, after).await;
-                if let Some(list) = sealed.get(&i) {
-                    let done: Vec<usize> = ids
-                        .iter()
-                        .filter(|(_, (who, _))| *who == i)
-                        .filter(|(_, (_, k))| acked.values().any(|h| *h == list[*k].hash()))
-                        .map(|(_, (_, k))| *k)
-                        .collect();
-                    for (k, envelope) in list.iter().enumerate() {
-                        if !done.contains(&k) {
-                            ids.insert(next_id, (i, k));
-                            let frame = post_frame(next_id, envelope);
-                            next_id += 1;
-                            m.client(i).send_text(frame).await;
-                        }
-                    }
+            let refused = posters.get_mut(&i).is_some_and(|p| p.take(&replies));
+            if open && !refused {
+                continue;
+            }
+            // Closed (its node died, or the session moved) or refused while
+            // it moved: resume at a live node from the cursor, learn from
+            // the catch-up which of its own posts are stored, and send the
+            // others again, in order (sealed anew if a later one of the
+            // same sender got in before them).
+            let url = if i == 0 {
+                cluster.url(1)
+            } else {
+                urls[i].clone()
+            };
+            let after = received[i].last();
+            resume(&mut m, i, &url, room, after).await;
+            let mut replies = HashMap::new();
+            pump(
+                m.client(i),
+                room,
+                &mut received[i],
+                &mut replies,
+                Duration::ZERO,
+            )
+            .await;
+            let Some(poster) = posters.get_mut(&i) else {
+                continue;
+            };
+            poster.take(&replies);
+            poster.stored(&received[i]);
+            let last_stored = poster.messages.iter().rposition(|msg| msg.2.is_some());
+            let unstored: Vec<usize> = (0..poster.messages.len())
+                .filter(|k| poster.messages[*k].2.is_none())
+                .collect();
+            // A message left behind by a later one of the same sender can
+            // never be stored as sealed: seal every unstored one anew.
+            let again = unstored
+                .first()
+                .is_some_and(|first| last_stored.is_some_and(|last| *first < last));
+            for k in unstored {
+                if again {
+                    let text = posters[&i].messages[k].0.clone();
+                    let envelope = seal(&mut m, i, room, &text);
+                    posters.get_mut(&i).unwrap().messages[k].1 = envelope;
                 }
+                let poster = posters.get_mut(&i).unwrap();
+                poster.ids.insert(next_id, k);
+                let frame = post_frame(next_id, &poster.messages[k].1);
+                next_id += 1;
+                m.client(i).send_text(frame).await;
             }
         }
-        for (id, reply) in replies {
-            if let (
-                Reply::Ok {
-                    index: Some(index), ..
-                },
-                Some((i, k)),
-            ) = (&reply, ids.get(&id))
-            {
-                let hash = sealed[i][*k].hash();
-                if let Some(held) = acked.insert(*index, hash) {
-                    assert_eq!(held, hash, "index {index} acknowledged for two envelopes");
-                }
-            }
-        }
-    }
-    // Let everything settle, then every reader has every acknowledged
-    // envelope, once, in one gap-free order shared by all.
-    for _ in 0..10 {
-        let mut replies = HashMap::new();
-        for (i, got) in received.iter_mut().enumerate() {
-            let client = m.client(i);
-            let open = pump(client, room, got, &mut replies, Duration::from_millis(500)).await;
-            assert!(
-                open,
-                "participant {i} was closed after the node's death was dealt with"
-            );
-        }
-        for (id, reply) in replies {
-            if let (
-                Reply::Ok {
-                    index: Some(index), ..
-                },
-                Some((i, k)),
-            ) = (&reply, ids.get(&id))
-            {
-                acked.insert(*index, sealed[i][*k].hash());
-            }
+        let done = posters.values().all(|p| {
+            p.messages.len() == ROUNDS * BURST && p.messages.iter().all(|msg| msg.2.is_some())
+        });
+        if round >= ROUNDS && done {
+            break;
         }
     }
     assert!(killed);
+    // Every message acknowledged once, at one index each, and the indexes
+    // are one gap-free order.
+    let mut acked: BTreeMap<u64, Digest> = BTreeMap::new();
+    for poster in posters.values() {
+        for (text, envelope, index) in &poster.messages {
+            let index = index.unwrap_or_else(|| panic!("{text} never acknowledged"));
+            assert!(
+                acked.insert(index, envelope.hash()).is_none(),
+                "index {index} twice"
+            );
+        }
+    }
     let total = 2 * ROUNDS * BURST;
-    assert_eq!(
-        acked.len(),
-        total,
-        "every post acknowledged once in the end"
-    );
     assert_eq!(
         acked.keys().copied().collect::<Vec<_>>(),
         (1..=total as u64).collect::<Vec<_>>()
     );
+    // Every reader has every acknowledged envelope, once: the posters have
+    // the other's.
+    let mut replies = HashMap::new();
+    for (i, got) in received.iter_mut().enumerate() {
+        let all = |g: &Received, _: &HashMap<u64, Reply>| {
+            g.envelopes.len()
+                >= total
+                    - if matches!(i, 1 | 2) {
+                        ROUNDS * BURST
+                    } else {
+                        0
+                    }
+        };
+        assert!(
+            pump_until(m.client(i), room, got, &mut replies, all).await,
+            "reader {i}"
+        );
+    }
     for (i, got) in received.iter().enumerate() {
         assert!(
             got.repeats.is_empty(),
@@ -489,7 +544,8 @@ async fn a_node_killed_under_load_loses_nothing_acknowledged() {
             got.repeats
         );
         for (index, hash) in &acked {
-            let own = matches!(i, 1 | 2) && sealed[&i].iter().any(|e| e.hash() == *hash);
+            let own =
+                matches!(i, 1 | 2) && posters[&i].messages.iter().any(|msg| msg.1.hash() == *hash);
             if !own {
                 assert_eq!(
                     got.envelopes.get(index),
@@ -569,23 +625,22 @@ async fn without_nats_a_node_refuses_what_another_decides_and_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packets_on_nats_from_outside_the_cluster_are_dropped() {
     let cluster = Cluster::start();
+    // Whoever can use NATS sees the nodes' subjects, so their names…
+    let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+    let mut packets = nats.subscribe("caucus.caucus.node.*").await.unwrap();
     let urls = [cluster.url(0), cluster.url(1)];
     let mut m = Mediation::start_across(&urls).await;
-    // Whoever can publish on NATS learns the nodes' names from their
-    // heartbeats (authenticated, not secret)…
-    let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
-    let mut alive = nats.subscribe("caucus.caucus.alive").await.unwrap();
     let mut nodes = std::collections::HashSet::new();
-    while nodes.len() < 3 {
-        let message = tokio::time::timeout(Duration::from_secs(10), alive.next())
+    while nodes.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(10), packets.next())
             .await
             .unwrap()
             .unwrap();
-        let heartbeat: serde_json::Value = serde_json::from_slice(&message.payload[32..]).unwrap();
-        nodes.insert(heartbeat["node"].as_str().unwrap().to_owned());
+        let name = message.subject.rsplit('.').next().unwrap().to_owned();
+        nodes.insert(name);
     }
-    // …but packets it makes up, with no tag or a wrong one, to close every
-    // connection of every node, are dropped.
+    // …but packets it makes up, plain or with a nonce of its own, to close
+    // every connection of every node, are dropped.
     for to in &nodes {
         for from in &nodes {
             for conn in 1..10u64 {
@@ -594,11 +649,12 @@ async fn packets_on_nats_from_outside_the_cluster_are_dropped() {
                     "body": {"type": "close", "conn": conn, "code": 1012}
                 });
                 let json = serde_json::to_vec(&packet).unwrap();
-                let mut tagged = vec![7u8; 32];
-                tagged.extend_from_slice(&json);
+                let mut sealed = vec![7u8; 24];
+                sealed.extend_from_slice(&json);
+                sealed.extend_from_slice(&[0; 16]);
                 let subject = format!("caucus.caucus.node.{to}");
                 nats.publish(subject.clone(), json.into()).await.unwrap();
-                nats.publish(subject, tagged.into()).await.unwrap();
+                nats.publish(subject, sealed.into()).await.unwrap();
             }
         }
     }

@@ -28,8 +28,10 @@ use std::time::Duration;
 use caucus_protocol::identity::PublicIdentity;
 use caucus_protocol::ids::SessionId;
 use caucus_protocol::wire::{Encoded, ErrorCode};
+use chacha20poly1305::aead::Aead;
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use futures_util::StreamExt;
-use ring::{hkdf, hmac};
+use ring::hkdf;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -89,11 +91,13 @@ struct Alive {
     node: String,
 }
 
-/// The key that authenticates what the nodes say to each other: derived
+/// The key that seals what the nodes say to each other: derived
 /// (HKDF-SHA256) from the relay key every node holds, so that whoever can
-/// publish on NATS but does not hold the relay key cannot speak for a node
-/// (nor, through one, for any device).
-fn packet_key(relay: &caucus_protocol::identity::DeviceKeys) -> Result<hmac::Key, ClusterError> {
+/// read or publish on NATS but does not hold the relay key learns nothing
+/// of it and cannot speak for a node (nor, through one, for any device).
+fn packet_key(
+    relay: &caucus_protocol::identity::DeviceKeys,
+) -> Result<XChaCha20Poly1305, ClusterError> {
     struct Len;
     impl hkdf::KeyType for Len {
         fn len(&self) -> usize {
@@ -107,28 +111,31 @@ fn packet_key(relay: &caucus_protocol::identity::DeviceKeys) -> Result<hmac::Key
         .expand(&[b"packets between relay nodes"], Len)
         .and_then(|okm| okm.fill(&mut key[..]))
         .map_err(|_| ClusterError::PacketKey)?;
-    Ok(hmac::Key::new(hmac::HMAC_SHA256, &key[..]))
+    XChaCha20Poly1305::new_from_slice(&key[..]).map_err(|_| ClusterError::PacketKey)
 }
 
-/// `message` as sent: its HMAC-SHA256 tag, then its JSON.
-fn seal(key: &hmac::Key, message: &impl Serialize) -> Option<Vec<u8>> {
-    let json = serde_json::to_vec(message).ok()?;
-    let tag = hmac::sign(key, &json);
-    let mut sealed = Vec::with_capacity(TAG + json.len());
-    sealed.extend_from_slice(tag.as_ref());
-    sealed.extend_from_slice(&json);
-    Some(sealed)
+/// `message` as sent: a random 24-byte nonce, then its JSON sealed with
+/// XChaCha20-Poly1305.
+fn seal(key: &XChaCha20Poly1305, message: &impl Serialize) -> Option<Vec<u8>> {
+    let json = zeroize::Zeroizing::new(serde_json::to_vec(message).ok()?);
+    let mut nonce = [0u8; NONCE];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).ok()?;
+    let sealed = key.encrypt(&XNonce::from(nonce), json.as_slice()).ok()?;
+    let mut packet = Vec::with_capacity(NONCE + sealed.len());
+    packet.extend_from_slice(&nonce);
+    packet.extend_from_slice(&sealed);
+    Some(packet)
 }
 
-/// A message as sent, if its tag is the cluster's.
-fn open<T: for<'de> Deserialize<'de>>(key: &hmac::Key, sealed: &[u8]) -> Option<T> {
-    let (tag, json) = sealed.split_at_checked(TAG)?;
-    hmac::verify(key, json, tag).ok()?;
-    serde_json::from_slice(json).ok()
+/// A message as sent, if it opens under the cluster's key.
+fn open<T: for<'de> Deserialize<'de>>(key: &XChaCha20Poly1305, packet: &[u8]) -> Option<T> {
+    let (nonce, sealed) = packet.split_first_chunk::<NONCE>()?;
+    let json = zeroize::Zeroizing::new(key.decrypt(&XNonce::from(*nonce), sealed).ok()?);
+    serde_json::from_slice(&json).ok()
 }
 
-/// The length of a packet's tag.
-const TAG: usize = 32;
+/// The length of a packet's nonce.
+const NONCE: usize = 24;
 
 /// The packets.
 #[derive(Serialize, Deserialize)]
@@ -246,7 +253,7 @@ pub(crate) struct Cluster {
     node: String,
     prefix: String,
     nats: async_nats::Client,
-    key: hmac::Key,
+    key: XChaCha20Poly1305,
     leases: Leases,
     lease: Duration,
     outgoing: mpsc::Sender<(String, Body)>,
