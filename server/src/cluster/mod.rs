@@ -52,6 +52,10 @@ pub(crate) const MOVED: &str = "the relay moved a session between its nodes: rec
 /// The refusal of a request for a session between two nodes.
 const MOVING: &str = "the relay is moving this session between its nodes; try again shortly";
 
+/// How many leases a session routed here but not held in memory stays this
+/// node's (a `create_session` waiting for its commit, say).
+const IDLE_LEASES: u32 = 10;
+
 /// How often a node says it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -215,7 +219,9 @@ struct State {
     remotes: HashMap<(String, ConnId), mpsc::Sender<RemoteInput>>,
     /// Until when this node's leases are known good (its last renewal).
     held_until: Option<Instant>,
-    /// Sessions claimed here, and when.
+    /// Sessions routed here, and when last: one not held in memory is
+    /// given up only once it has been idle for [`IDLE_LEASES`] leases, so
+    /// that no request under way loses its session to the renewal.
     claimed: HashMap<SessionId, Instant>,
     /// The sessions this node held at its last renewal.
     held: HashSet<SessionId>,
@@ -354,11 +360,16 @@ impl Cluster {
         for _ in 0..3 {
             let now = Instant::now();
             {
-                let state = lock(&self.state);
+                let mut state = lock(&self.state);
                 if let Some(known) = state.owners.get(session)
                     && known.until > now
                 {
-                    return Ok(known.route.clone());
+                    let route = known.route.clone();
+                    if route == Route::Here {
+                        // In use: not to be given up meanwhile.
+                        state.claimed.insert(*session, now);
+                    }
+                    return Ok(route);
                 }
             }
             let owner = self
@@ -666,17 +677,17 @@ impl Cluster {
     }
 
     /// Say this node lives for another lease, and give up the sessions it
-    /// no longer holds (neither loaded in `hub` nor claimed within a
-    /// lease). A node that cannot say so before its last lease runs out
+    /// no longer holds (neither loaded in `hub` nor routed here within
+    /// [`IDLE_LEASES`] leases). A node that cannot say so before its last lease runs out
     /// decides for nothing more: every session it holds is evicted.
     async fn renew(&self, hub: &Hub) {
         let started = Instant::now();
         let (held, released) = {
             let mut state = lock(&self.state);
-            let lease = self.lease;
+            let idle = self.lease * IDLE_LEASES;
             state
                 .claimed
-                .retain(|_, at| started.duration_since(*at) < lease);
+                .retain(|_, at| started.duration_since(*at) < idle);
             let held: HashSet<SessionId> = hub
                 .loaded()
                 .into_iter()
