@@ -64,6 +64,8 @@ pub(crate) struct Report {
     /// the lowest saturation among the setups.
     half_load_posts_per_sec: f64,
     rows: Vec<Row>,
+    /// The runs that failed and were started again, and why.
+    retries: Vec<String>,
 }
 
 /// The throwaway servers.
@@ -161,10 +163,41 @@ async fn one_run(
         drive::drive(Kind::Caucus, sessions, socks, mode, timing, &watch).await
     }
     .await;
+    if let Err(e) = &result {
+        eprintln!("{}: {e:#}", store.name());
+        for (n, relay) in relays.iter().enumerate() {
+            for line in relay.warnings(5) {
+                eprintln!("  node {n}: {line}");
+            }
+        }
+    }
     for relay in relays {
         relay.stop().await;
     }
     result
+}
+
+/// [`one_run`], started once more if it fails (a relay may refuse a request
+/// `unavailable`, "try again later", as a client would); counts the retries.
+#[allow(clippy::too_many_arguments)]
+async fn run_retrying(
+    store: Store,
+    servers: &Servers,
+    bins: &Bins,
+    scratch: &Path,
+    sessions: &Arc<Vec<Session>>,
+    mode: Mode,
+    timing: Timing,
+    retries: &mut Vec<String>,
+) -> anyhow::Result<Run> {
+    match one_run(store, servers, bins, scratch, sessions, mode, timing).await {
+        Ok(run) => Ok(run),
+        Err(e) => {
+            retries.push(format!("{}: {e:#}", store.name()));
+            eprintln!("starting that run again");
+            one_run(store, servers, bins, scratch, sessions, mode, timing).await
+        }
+    }
 }
 
 /// Measure every setup: the relay on sled, on PostgreSQL, and a cluster of
@@ -195,9 +228,10 @@ pub(crate) async fn measure(
             half_load: Vec::new(),
         })
         .collect();
+    let mut retries = Vec::new();
     for round in 0..repeat {
         for (store, row) in stores.iter().zip(&mut rows) {
-            let run = one_run(
+            let run = run_retrying(
                 *store,
                 &servers,
                 bins,
@@ -205,6 +239,7 @@ pub(crate) async fn measure(
                 sessions,
                 Mode::Closed { window },
                 timing,
+                &mut retries,
             )
             .await
             .with_context(|| store.name())?;
@@ -238,7 +273,7 @@ pub(crate) async fn measure(
     }
     for round in 0..repeat {
         for (store, row) in stores.iter().zip(&mut rows) {
-            let run = one_run(
+            let run = run_retrying(
                 *store,
                 &servers,
                 bins,
@@ -248,6 +283,7 @@ pub(crate) async fn measure(
                     posts_per_sec: half,
                 },
                 timing,
+                &mut retries,
             )
             .await
             .with_context(|| store.name())?;
@@ -261,6 +297,7 @@ pub(crate) async fn measure(
     Ok(Report {
         half_load_posts_per_sec: half,
         rows,
+        retries,
     })
 }
 
@@ -315,5 +352,10 @@ pub(crate) fn print(r: &Report) {
             med(s, |x| x.commit_ms),
             med(s, |x| x.commit_group),
         );
+    }
+    println!();
+    println!("Runs started again: {}", r.retries.len());
+    for why in &r.retries {
+        println!("- {why}");
     }
 }

@@ -172,6 +172,20 @@ impl Relay {
         self.dir.join("data").join("relay.key")
     }
 
+    /// The last `n` warnings and errors the relay logged.
+    pub(crate) fn warnings(&self, n: usize) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
+        let found: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        found
+            .iter()
+            .skip(found.len().saturating_sub(n))
+            .map(|l| (*l).to_owned())
+            .collect()
+    }
+
     /// Stop it and remove its scratch directory.
     pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
