@@ -359,3 +359,18 @@ pub(crate) fn print(r: &Report) {
         println!("- {why}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_of_a_server_url() {
+        assert_eq!(
+            port_of("postgres://postgres@127.0.0.1:5433/caucus_test_1").unwrap(),
+            5433
+        );
+        assert_eq!(port_of("nats://127.0.0.1:4222").unwrap(), 4222);
+        assert!(port_of("postgres://localhost/caucus").is_err());
+    }
+}
