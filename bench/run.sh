@@ -2,6 +2,7 @@
 # The Caucus benchmark, end to end (docs/performance.md):
 #
 #   bench/run.sh [caucus-bench flags…]     e.g. bench/run.sh --repeat 5 --json figures.json
+#   bench/run.sh --only-cluster --cluster-nodes 1,2,3     several relays (issue 16)
 #
 # Installs nats-server from Debian's package if it is missing, builds the
 # relay, the bare relay and the load generator in release mode, raises the
@@ -25,6 +26,23 @@ if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; t
 fi
 NATS="$(command -v nats-server || echo /usr/sbin/nats-server)"
 
+# Several relays (--cluster-nodes) need PostgreSQL: caucus-bench starts a
+# throwaway server from the binaries on PATH or Debian's
+# /usr/lib/postgresql/<version>/bin (as `nobody` when run as root).
+case " $* " in
+*" --cluster-nodes"*)
+    if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        echo "installing PostgreSQL (Debian package)…" >&2
+        SUDO=""
+        if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+        # The package starts a cluster of its own; the benchmark runs its own.
+        $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
+    fi
+    ;;
+esac
+
 cargo build --release --locked -p caucus-server -p caucus-bench
 
 # 10,000 client sockets in the load generator and as many in the relay, plus
@@ -37,4 +55,4 @@ if [ "$want" -lt 10100 ]; then
     echo "warning: only $want file descriptors; pass --idle-connections N with N < $((want - 100))" >&2
 fi
 
-exec target/release/caucus-bench --nats "$NATS" "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/caucus-bench" --nats "$NATS" "$@"

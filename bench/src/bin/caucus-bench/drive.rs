@@ -69,6 +69,74 @@ pub(crate) struct Run {
     pub(crate) commit_ms: f64,
     /// Caucus only: mean batches per group commit.
     pub(crate) commit_group: f64,
+    /// PostgreSQL's CPU (all its processes), in cores, when it is watched.
+    pub(crate) store_cpu: f64,
+    /// Bytes PostgreSQL wrote to storage per second, when it is watched.
+    pub(crate) store_write_bytes_per_sec: f64,
+    /// Growth of PostgreSQL's data files per second, when it is watched.
+    pub(crate) store_growth_bytes_per_sec: f64,
+    /// nats-server's CPU, in cores, when it is watched.
+    pub(crate) nats_cpu: f64,
+}
+
+/// The processes a run samples over its measured interval.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Watch {
+    /// Each relay (node): its process id and URL.
+    pub(crate) relays: Vec<(u32, String)>,
+    /// PostgreSQL's server process and its data directory.
+    pub(crate) postgres: Option<(u32, std::path::PathBuf)>,
+    /// nats-server's process.
+    pub(crate) nats: Option<u32>,
+}
+
+impl Watch {
+    /// One relay.
+    pub(crate) fn relay(pid: u32, url: &str) -> Self {
+        Self {
+            relays: vec![(pid, url.to_owned())],
+            ..Self::default()
+        }
+    }
+
+    async fn commits(&self) -> crate::procs::Commits {
+        let mut all = crate::procs::Commits::default();
+        for (_, url) in &self.relays {
+            all = all.plus(crate::procs::commits(url).await);
+        }
+        all
+    }
+
+    /// CPU seconds of the relays, PostgreSQL and nats-server; PostgreSQL's
+    /// bytes written and the size of its data files.
+    fn sample(&self) -> [f64; 5] {
+        let relays = self
+            .relays
+            .iter()
+            .map(|(pid, _)| crate::procs::cpu_seconds(&pid.to_string()))
+            .sum();
+        let (store, written, size) = match &self.postgres {
+            Some((pid, data)) => (
+                crate::procs::tree_cpu_seconds(*pid),
+                crate::procs::tree_write_bytes(*pid),
+                crate::procs::du_bytes(&data.join("base")),
+            ),
+            None => (0.0, 0.0, 0.0),
+        };
+        let nats = self.nats.map_or(0.0, crate::procs::tree_cpu_seconds);
+        [relays, store, written, size, nats]
+    }
+}
+
+/// Which node each member connects to, when there are several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Member `i` of every session to node `i % n`: most requests are
+    /// forwarded to the session's owner (its mediator's node).
+    Spread,
+    /// Session `s`, all its members, to node `s % n`: the sessions are
+    /// spread, each on its owner's node.
+    ByOwner,
 }
 
 struct Slot {
@@ -370,16 +438,32 @@ pub(crate) async fn join_all(
     url: &str,
     sessions: &Arc<Vec<Session>>,
 ) -> anyhow::Result<Vec<Ws>> {
+    join_nodes(kind, &[url.to_owned()], Placement::Spread, sessions).await
+}
+
+/// [`join_all`] over several nodes, placed by `placement`.
+pub(crate) async fn join_nodes(
+    kind: Kind,
+    urls: &[String],
+    placement: Placement,
+    sessions: &Arc<Vec<Session>>,
+) -> anyhow::Result<Vec<Ws>> {
     let gate = Arc::new(Semaphore::new(32));
     let mut tasks = Vec::new();
+    let nodes = urls.len().max(1);
     for s in 0..sessions.len() {
-        let (gate, sessions, url) = (gate.clone(), sessions.clone(), url.to_owned());
+        let (gate, sessions, urls) = (gate.clone(), sessions.clone(), urls.to_vec());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire().await?;
             let session = sessions.get(s).context("session")?;
             let mut socks = Vec::new();
             for member in 0..session.members.len() {
-                socks.push(join(kind, &url, session, member).await?);
+                let node = match placement {
+                    Placement::Spread => member % nodes,
+                    Placement::ByOwner => s % nodes,
+                };
+                let url = urls.get(node).context("no such node")?;
+                socks.push(join(kind, url, session, member).await?);
             }
             Ok::<_, anyhow::Error>(socks)
         }));
@@ -409,17 +493,16 @@ pub(crate) struct Timing {
     pub(crate) measure: Duration,
 }
 
-/// Drive `sockets` (from [`join_all`]) with `mode`; `relay_pid` is sampled
-/// for CPU over the measured interval.
+/// Drive `sockets` (from [`join_all`]) with `mode`; the processes of
+/// `watch` are sampled over the measured interval.
 pub(crate) async fn drive(
     kind: Kind,
     sessions: &Arc<Vec<Session>>,
     sockets: Vec<Ws>,
     mode: Mode,
     timing: Timing,
-    relay: (u32, &str),
+    watch: &Watch,
 ) -> anyhow::Result<Run> {
-    let (relay_pid, relay_url) = relay;
     // Slots: each member's pool, in member order.
     let mut slots = Vec::new();
     let mut keys = HashMap::new();
@@ -502,23 +585,20 @@ pub(crate) async fn drive(
             stop_rx.clone(),
         )));
     }
-    let pid = relay_pid.to_string();
     tokio::time::sleep(timing.warmup).await;
     table.measuring.store(true, Ordering::Relaxed);
-    let commits0 = crate::procs::commits(relay_url).await;
-    let (relay0, self0, t0) = (
-        crate::procs::cpu_seconds(&pid),
+    let commits0 = watch.commits().await;
+    let (before, self0, t0) = (
+        watch.sample(),
         crate::procs::cpu_seconds("self"),
         Instant::now(),
     );
     tokio::time::sleep(timing.measure).await;
     table.measuring.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
-    let (relay1, self1) = (
-        crate::procs::cpu_seconds(&pid),
-        crate::procs::cpu_seconds("self"),
-    );
-    let commits = commits0.since(crate::procs::commits(relay_url).await);
+    let (after, self1) = (watch.sample(), crate::procs::cpu_seconds("self"));
+    let rate = |i: usize| (after[i] - before[i]) / elapsed;
+    let commits = commits0.since(watch.commits().await);
     let _ = stop_tx.send(true);
     let mut samples = Vec::new();
     for w in writers {
@@ -534,13 +614,22 @@ pub(crate) async fn drive(
         posts_per_sec: table.posted.load(Ordering::Relaxed) as f64 / elapsed,
         delivered_per_sec: table.delivered.load(Ordering::Relaxed) as f64 / elapsed,
         latency,
-        relay_cpu: (relay1 - relay0) / elapsed,
-        relay_peak_mib: crate::procs::mem_kib(&pid, "VmHWM:") / 1024.0,
+        relay_cpu: rate(0),
+        relay_peak_mib: watch
+            .relays
+            .iter()
+            .map(|(pid, _)| crate::procs::mem_kib(&pid.to_string(), "VmHWM:"))
+            .sum::<f64>()
+            / 1024.0,
         loadgen_cpu: (self1 - self0) / elapsed,
         errors: table.errors.load(Ordering::Relaxed),
         unknown: table.unknown.load(Ordering::Relaxed),
         commit_ms: 1000.0 * commits.seconds / commits.groups.max(1.0),
         commit_group: commits.batches / commits.groups.max(1.0),
+        store_cpu: rate(1),
+        store_write_bytes_per_sec: rate(2),
+        store_growth_bytes_per_sec: rate(3),
+        nats_cpu: rate(4),
     })
 }
 

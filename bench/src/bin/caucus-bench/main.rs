@@ -7,8 +7,12 @@
 //! `--unsafe-ack-before-commit`), the bare relay (`bare-relay`) and
 //! nats-server. It reports throughput, latency, relay CPU and memory, the
 //! memory of idle connections, the catch-up rate and the clients'
-//! cryptography, then checks the targets.
+//! cryptography, then checks the targets. With `--cluster-nodes 1,2,3` it
+//! also measures several relays (issue 16: the relay on PostgreSQL and
+//! clusters on PostgreSQL and NATS, beside the relay on sled; `cluster.rs`),
+//! and with `--only-cluster` nothing else.
 
+mod cluster;
 mod crypto;
 mod documents;
 mod drive;
@@ -79,6 +83,14 @@ struct Args {
     /// Leave nats-server out.
     #[arg(long)]
     no_nats: bool,
+    /// Also measure several relays (docs/cluster.md): the relay on sled, on
+    /// PostgreSQL, and clusters of these numbers of nodes on PostgreSQL and
+    /// NATS (e.g. `1,2,3`), with a throwaway PostgreSQL and nats-server.
+    #[arg(long, value_delimiter = ',')]
+    cluster_nodes: Vec<usize>,
+    /// Measure only the several relays of `--cluster-nodes`.
+    #[arg(long, requires = "cluster_nodes")]
+    only_cluster: bool,
     /// Write the figures as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -101,6 +113,7 @@ struct Report {
     catchup_envelopes: u64,
     crypto: Vec<crypto::Crypto>,
     documents: Vec<documents::Transfer>,
+    cluster: Option<cluster::Report>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -147,7 +160,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 window: args.window,
             },
             timing,
-            (0, url),
+            &drive::Watch::relay(0, url),
         )
         .await?;
         println!("{run:#?}");
@@ -167,10 +180,55 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     };
     let scratch = std::env::temp_dir().join(format!("caucus-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
-    let result = measure_all(&args, &bins, &scratch, sessions, connections, timing).await;
+    let result = async {
+        let mut report = if args.only_cluster {
+            Report {
+                machine: machine(),
+                sessions: sessions.len(),
+                connections,
+                ..Report::default()
+            }
+        } else {
+            measure_all(
+                &args,
+                &bins,
+                &scratch,
+                sessions.clone(),
+                connections,
+                timing,
+            )
+            .await?
+        };
+        if !args.cluster_nodes.is_empty() {
+            report.cluster = Some(
+                cluster::measure(
+                    &args.cluster_nodes,
+                    &bins,
+                    &scratch,
+                    &sessions,
+                    (args.window, args.repeat, timing),
+                )
+                .await?,
+            );
+        }
+        Ok::<_, anyhow::Error>(report)
+    }
+    .await;
     let _ = std::fs::remove_dir_all(&scratch);
     let report = result?;
-    print_report(&report);
+    if args.only_cluster {
+        println!();
+        println!("Caucus benchmark — {}", report.machine);
+        println!(
+            "{} sessions, {} connections",
+            report.sessions, report.connections
+        );
+    } else {
+        print_report(&report);
+    }
+    if let Some(c) = &report.cluster {
+        cluster::print(c);
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
@@ -329,7 +387,7 @@ async fn one_run(
             socks,
             mode,
             timing,
-            (relay.pid(), &relay.url),
+            &drive::Watch::relay(relay.pid(), &relay.url),
         )
         .await
     }

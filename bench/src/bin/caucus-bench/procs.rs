@@ -57,9 +57,34 @@ fn free_port() -> anyhow::Result<u16> {
 impl Relay {
     /// Start one relay of `kind` on loopback with its own scratch directory.
     pub(crate) async fn start(kind: Kind, bins: &Bins, scratch: &Path) -> anyhow::Result<Self> {
+        Self::start_with(kind, bins, scratch, &[], None).await
+    }
+
+    /// Start a Caucus relay with further flags (`--store postgres://…`,
+    /// `--nats …`), holding a copy of the relay key at `key` if given (every
+    /// node of a cluster holds the first node's).
+    pub(crate) async fn start_node(
+        bins: &Bins,
+        scratch: &Path,
+        flags: &[String],
+        key: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(Kind::Caucus, bins, scratch, flags, key).await
+    }
+
+    async fn start_with(
+        kind: Kind,
+        bins: &Bins,
+        scratch: &Path,
+        flags: &[String],
+        key: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let dir = scratch.join(format!("{kind:?}-{port}"));
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(dir.join("data"))?;
+        if let Some(key) = key {
+            std::fs::copy(key, dir.join("data").join("relay.key"))?;
+        }
         let listen = format!("127.0.0.1:{port}");
         let mut cmd = match kind {
             Kind::Caucus | Kind::CaucusNoFlush => {
@@ -78,6 +103,7 @@ impl Relay {
                     // Likewise each device's document upload budget (16 MiB/s
                     // by default), so that a document measures the relay.
                     .args(["--upload-bytes-per-sec", "4294967295"])
+                    .args(flags)
                     .env("RUST_LOG", "warn");
                 if kind == Kind::CaucusNoFlush {
                     c.arg("--unsafe-ack-before-commit");
@@ -141,6 +167,25 @@ impl Relay {
         self.child.id().unwrap_or(0)
     }
 
+    /// Its relay key (a Caucus relay's).
+    pub(crate) fn key(&self) -> PathBuf {
+        self.dir.join("data").join("relay.key")
+    }
+
+    /// The last `n` warnings and errors the relay logged.
+    pub(crate) fn warnings(&self, n: usize) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
+        let found: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        found
+            .iter()
+            .skip(found.len().saturating_sub(n))
+            .map(|l| (*l).to_owned())
+            .collect()
+    }
+
     /// Stop it and remove its scratch directory.
     pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
@@ -148,22 +193,105 @@ impl Relay {
     }
 }
 
+/// The numeric fields of `/proc/PID/stat` after the parenthesised command
+/// name (so index 0 is the state, 1 the parent, 11 and 12 utime and stime,
+/// 13 and 14 the reaped children's, in clock ticks of 100 per second).
+fn stat_fields(pid: &str) -> Vec<f64> {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Vec::new();
+    };
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .collect()
+}
+
+fn field(fields: &[f64], i: usize) -> f64 {
+    fields.get(i).copied().unwrap_or(0.0)
+}
+
 /// CPU seconds (user + system) used so far by process `pid` (`self` works).
 pub(crate) fn cpu_seconds(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the line, in clock ticks (100 per second).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(11) + tick(12)) / 100.0
+    let f = stat_fields(pid);
+    (field(&f, 11) + field(&f, 12)) / 100.0
+}
+
+/// Every process id on the machine.
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|c| field(&stat_fields(&c.to_string()), 1) == f64::from(pid))
+        .collect()
+}
+
+/// A server process found by its command (`postgres`, `nats-server`) and a
+/// `-p PORT` among its arguments, with its arguments.
+pub(crate) fn find_server(command: &str, port: u16) -> Option<(u32, Vec<String>)> {
+    let port = port.to_string();
+    all_pids().into_iter().find_map(|pid| {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        if comm.trim() != command {
+            return None;
+        }
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        args.windows(2)
+            .any(|w| w[0] == "-p" && w[1] == port)
+            .then_some((pid, args))
+    })
+}
+
+/// CPU seconds used so far by server `pid` and all its processes: its own,
+/// its children's that have ended, and its live children's (PostgreSQL's
+/// backends, writers and checkpointer).
+pub(crate) fn tree_cpu_seconds(pid: u32) -> f64 {
+    let own = stat_fields(&pid.to_string());
+    let live: f64 = children(pid)
+        .into_iter()
+        .map(|c| cpu_seconds(&c.to_string()))
+        .sum();
+    (field(&own, 11) + field(&own, 12) + field(&own, 13) + field(&own, 14)) / 100.0 + live
+}
+
+/// Bytes that server `pid` and its live children have caused to be written
+/// to storage so far (`/proc/PID/io`, `write_bytes`).
+pub(crate) fn tree_write_bytes(pid: u32) -> f64 {
+    std::iter::once(pid)
+        .chain(children(pid))
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/io")).ok())
+        .filter_map(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .sum()
+}
+
+/// Bytes of the files under `dir`, all the way down.
+pub(crate) fn du_bytes(dir: &Path) -> f64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => du_bytes(&e.path()),
+            Ok(m) => m.len() as f64,
+            Err(_) => 0.0,
+        })
+        .sum()
 }
 
 /// A `/proc/PID/status` memory figure in KiB (`VmRSS`, `VmHWM`).
@@ -202,6 +330,15 @@ pub(crate) struct Commits {
 }
 
 impl Commits {
+    /// Two relays' counters together.
+    pub(crate) fn plus(self, other: Self) -> Self {
+        Self {
+            groups: self.groups + other.groups,
+            batches: self.batches + other.batches,
+            seconds: self.seconds + other.seconds,
+        }
+    }
+
     /// The commits between `self` (earlier) and `later`.
     pub(crate) fn since(self, later: Self) -> Self {
         Self {
