@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use caucus_protocol::identity::PublicIdentity;
 use caucus_protocol::ids::SessionId;
-use caucus_protocol::wire::{Encoded, ErrorCode};
+use caucus_protocol::wire::{Encoded, ErrorCode, Reply, ServerFrame};
 use chacha20poly1305::aead::Aead;
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use futures_util::StreamExt;
@@ -75,6 +75,14 @@ const REMOTE_QUEUE: usize = 1024;
 
 /// How long a forwarded `subscribe` waits for its catch-up.
 const CATCHUP_WAIT: Duration = Duration::from_secs(30);
+
+/// The id of the request `frame` refuses, if it is a refusal.
+fn refused(frame: &str) -> Option<u64> {
+    match serde_json::from_str(frame) {
+        Ok(ServerFrame::Reply(Reply::Error { id, .. })) => id,
+        _ => None,
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -200,8 +208,9 @@ struct Local {
     outbox: Arc<Outbox>,
     /// The nodes that hold state for it.
     nodes: HashSet<String>,
-    /// Its forwarded `subscribe`s waiting for their catch-ups, by request.
-    catchups: HashMap<u64, oneshot::Sender<Catchup>>,
+    /// Its forwarded `subscribe`s waiting for their catch-ups, by request
+    /// (`None`: the owner refused it).
+    catchups: HashMap<u64, oneshot::Sender<Option<Catchup>>>,
 }
 
 /// What a node believes about who owns a session.
@@ -483,8 +492,10 @@ impl Cluster {
             return Ok(None);
         };
         match tokio::time::timeout(CATCHUP_WAIT, waiting).await {
-            Ok(Ok(catchup)) => Ok(Some(catchup)),
-            _ => {
+            Ok(Ok(Some(catchup))) => Ok(Some(catchup)),
+            // Refused by the owner: its reply was written as it came.
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(_)) | Err(_) => {
                 if let Some(local) = lock(&self.state).locals.get_mut(&conn) {
                     local.catchups.retain(|_, tx| !tx.is_closed());
                 }
@@ -607,7 +618,19 @@ impl Cluster {
                 lock(&self.state).remotes.remove(&(from, conn));
             }
             Body::Frames { conn, frames } => {
-                if let Some(outbox) = self.outbox(conn) {
+                let outbox = lock(&self.state).locals.get_mut(&conn).map(|l| {
+                    // A subscribe the owner refused: its reply is among
+                    // these frames, and no catch-up follows.
+                    if !l.catchups.is_empty() {
+                        for id in frames.iter().filter_map(|f| refused(f)) {
+                            if let Some(waiting) = l.catchups.remove(&id) {
+                                let _ = waiting.send(None);
+                            }
+                        }
+                    }
+                    l.outbox.clone()
+                });
+                if let Some(outbox) = outbox {
                     for frame in frames {
                         outbox.push(frame);
                     }
@@ -625,13 +648,13 @@ impl Cluster {
                     .get_mut(&conn)
                     .and_then(|l| l.catchups.remove(&id));
                 if let Some(waiting) = waiting {
-                    let _ = waiting.send(Catchup {
+                    let _ = waiting.send(Some(Catchup {
                         conn,
                         session,
                         frames,
                         rooms,
                         owner: Some(from),
-                    });
+                    }));
                 }
             }
             Body::Close { conn, code } => {
