@@ -234,6 +234,8 @@ struct State {
     claimed: HashMap<SessionId, Instant>,
     /// The sessions this node held at its last renewal.
     held: HashSet<SessionId>,
+    /// Peers that went silent, until heard from again.
+    silent: HashSet<String>,
 }
 
 /// Why a node could not join its cluster.
@@ -386,7 +388,7 @@ impl Cluster {
                 .claim(session)
                 .await
                 .map_err(|e| unavailable(&e))?;
-            if let Some(route) = self.learn(session, &owner.node, now) {
+            if let Some(route) = self.learn(session, &owner, now) {
                 return Ok(route);
             }
             // The holder is silent: wait its lease out, then take it.
@@ -400,7 +402,8 @@ impl Cluster {
 
     /// What `node` holding `session`'s lease means here: the route, unless
     /// the holder is a peer gone silent.
-    fn learn(&self, session: &SessionId, node: &str, now: Instant) -> Option<Route> {
+    fn learn(&self, session: &SessionId, owner: &lease::Owner, now: Instant) -> Option<Route> {
+        let node = owner.node.as_str();
         let mut state = lock(&self.state);
         if node == self.node {
             state.claimed.insert(*session, now);
@@ -416,10 +419,23 @@ impl Cluster {
             );
             return Some(Route::Here);
         }
-        let alive = state
-            .peers
-            .get(node)
-            .is_some_and(|p| now.duration_since(p.heard) < SILENCE);
+        let alive = match state.peers.get(node) {
+            Some(peer) => now.duration_since(peer.heard) < SILENCE,
+            // Not heard from yet (this node has just started): alive if
+            // PostgreSQL says so and it has not gone silent here; it is
+            // judged by its heartbeats from now on.
+            None if owner.remaining > Duration::ZERO && !state.silent.contains(node) => {
+                state.peers.insert(
+                    node.to_owned(),
+                    Peer {
+                        heard: now,
+                        next: 0,
+                    },
+                );
+                true
+            }
+            None => false,
+        };
         if !alive {
             return None;
         }
@@ -589,6 +605,7 @@ impl Cluster {
         let in_order = {
             let mut state = lock(&self.state);
             let now = Instant::now();
+            state.silent.remove(&from);
             let peer = state.peers.entry(from.clone()).or_insert(Peer {
                 heard: now,
                 next: 0,
@@ -769,7 +786,10 @@ impl Cluster {
             .collect();
         for node in silent {
             tracing::warn!(peer = %node, "a relay node went silent: its sessions move");
-            lock(&self.state).peers.remove(&node);
+            let mut state = lock(&self.state);
+            state.peers.remove(&node);
+            state.silent.insert(node.clone());
+            drop(state);
             self.break_link(&node);
         }
     }
@@ -844,7 +864,9 @@ impl Cluster {
                         && node != self.node
                     {
                         let now = Instant::now();
-                        lock(&self.state).peers.entry(node).or_insert(Peer { heard: now, next: 0 }).heard = now;
+                        let mut state = lock(&self.state);
+                        state.silent.remove(&node);
+                        state.peers.entry(node).or_insert(Peer { heard: now, next: 0 }).heard = now;
                     }
                 }
                 _ = heartbeat.tick() => {
