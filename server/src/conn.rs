@@ -454,13 +454,7 @@ pub(crate) async fn serve_remote(
                     }
                 }
                 Some(RemoteInput::Unsubscribe(session)) => {
-                    hub.unsubscribe(&Catchup {
-                        owner: None,
-                        conn: conn.id,
-                        session,
-                        frames: Vec::new(),
-                        rooms: Vec::new(),
-                    });
+                    hub.unfollow(conn.id, &session);
                 }
             }
         }

@@ -1234,12 +1234,17 @@ impl Hub {
             cluster.unsubscribe(owner, catchup.conn, catchup.session);
             return;
         }
-        let Some(state) = lock(&self.sessions).get(&catchup.session).cloned() else {
+        self.unfollow(catchup.conn, &catchup.session);
+    }
+
+    /// `conn` no longer follows `session`, which this node decides.
+    pub(crate) fn unfollow(&self, conn: ConnId, session: &SessionId) {
+        let Some(state) = lock(&self.sessions).get(session).cloned() else {
             return;
         };
         let mut s = lock(&state);
-        if s.followers.remove(&catchup.conn).is_some() {
-            s.broadcast_presence(catchup.session);
+        if s.followers.remove(&conn).is_some() {
+            s.broadcast_presence(*session);
         }
     }
 
