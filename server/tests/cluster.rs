@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use caucus_protocol::content::{Content, Sharing};
@@ -21,76 +20,19 @@ use caucus_protocol::wire::{
     Encoded, ErrorCode, Event, Reply, Request, RequestBody, RoomCursor, ServerFrame,
 };
 use caucus_server::CLOSE_MOVED;
+use caucus_testkit::Cluster;
 use futures_util::StreamExt;
 use support::{Client, Mediation};
 use tokio_tungstenite::tungstenite::Message;
 
-/// One relay node: a `caucus-server` process.
-struct Node {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Three nodes on one database and one NATS server, with one relay key.
-struct Cluster {
-    nodes: Vec<Node>,
-    nats: caucus_testkit::Nats,
-    postgres: caucus_testkit::Postgres,
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let postgres = caucus_testkit::Postgres::start();
-        let nats = caucus_testkit::Nats::start();
-        let mut nodes: Vec<Node> = Vec::new();
-        for _ in 0..3 {
-            let dir = tempfile::tempdir().unwrap();
-            // Every node holds the first node's relay key.
-            if let Some(first) = nodes.first() {
-                std::fs::copy(
-                    first._dir.path().join("relay.key"),
-                    dir.path().join("relay.key"),
-                )
-                .unwrap();
-            }
-            let log = std::env::var("CAUCUS_TEST_LOG").unwrap_or_else(|_| "warn".into());
-            let (child, url) = support::spawn_binary_with(
-                dir.path(),
-                &log,
-                Stdio::inherit(),
-                &[
-                    "--store",
-                    postgres.url(),
-                    "--nats",
-                    nats.url(),
-                    "--lease-secs",
-                    "2",
-                ],
-            );
-            nodes.push(Node {
-                child,
-                url,
-                _dir: dir,
-            });
-        }
-        Self {
-            nodes,
-            nats,
-            postgres,
-        }
-    }
-
-    fn url(&self, node: usize) -> String {
-        self.nodes[node].url.clone()
-    }
+/// Three nodes on one database and one NATS server, with one relay key,
+/// leases of 2 s.
+fn start_cluster() -> Cluster {
+    Cluster::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_caucus-server")),
+        3,
+        &["--lease-secs", "2"],
+    )
 }
 
 fn copy(keys: &DeviceKeys) -> DeviceKeys {
@@ -234,10 +176,14 @@ async fn resume(m: &mut Mediation, i: usize, url: &str, room: RoomId, after: u64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mediation_spread_over_three_nodes_sees_one_order() {
-    let cluster = Cluster::start();
+    let cluster = start_cluster();
     // The mediator creates the session at node 0, which owns it; the
     // claimant is at node 1, the solicitor at node 2, the defendant at 0.
-    let urls = [cluster.url(0), cluster.url(1), cluster.url(2)];
+    let urls = [
+        cluster.nodes[0].url.clone(),
+        cluster.nodes[1].url.clone(),
+        cluster.nodes[2].url.clone(),
+    ];
     let mut m = Mediation::start_across(&urls).await;
     let room = m.claimant_room;
 
@@ -390,15 +336,15 @@ impl Poster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_under_load_loses_nothing_acknowledged() {
-    let mut cluster = Cluster::start();
+    let mut cluster = start_cluster();
     // The session is owned by node 0, where the mediator made it; the
     // posters sit at nodes 1 and 2, the readers at 0 (the mediator) and 2
     // (the defendant). All are in the joint room.
     let urls = [
-        cluster.url(0),
-        cluster.url(1),
-        cluster.url(2),
-        cluster.url(2),
+        cluster.nodes[0].url.clone(),
+        cluster.nodes[1].url.clone(),
+        cluster.nodes[2].url.clone(),
+        cluster.nodes[2].url.clone(),
     ];
     let mut m = Mediation::start_across(&urls).await;
     let room = m.joint_room;
@@ -428,8 +374,7 @@ async fn a_node_killed_under_load_loses_nothing_acknowledged() {
         }
         if round == ROUNDS / 3 && !killed {
             // No goodbye: SIGKILL, with posts in flight through it.
-            cluster.nodes[0].child.kill().unwrap();
-            cluster.nodes[0].child.wait().unwrap();
+            cluster.kill(0);
             killed = true;
         }
         for i in 0..4 {
@@ -452,7 +397,7 @@ async fn a_node_killed_under_load_loses_nothing_acknowledged() {
             // others again, in order (sealed anew if a later one of the
             // same sender got in before them).
             let url = if i == 0 {
-                cluster.url(1)
+                cluster.nodes[1].url.clone()
             } else {
                 urls[i].clone()
             };
@@ -559,7 +504,7 @@ async fn a_node_killed_under_load_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_another_relay_key_refuses_to_join() {
-    let cluster = Cluster::start();
+    let cluster = start_cluster();
     let dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_caucus-server"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -596,8 +541,8 @@ async fn health(url: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_nats_a_node_refuses_what_another_decides_and_says_so() {
-    let cluster = Cluster::start();
-    let urls = [cluster.url(0), cluster.url(1)];
+    let cluster = start_cluster();
+    let urls = [cluster.nodes[0].url.clone(), cluster.nodes[1].url.clone()];
     let mut m = Mediation::start_across(&urls).await;
     assert_eq!(health(&urls[1]).await, (200, "ok".into()));
     // NATS goes: node 1 can no longer reach node 0, which decides for the
@@ -624,11 +569,11 @@ async fn without_nats_a_node_refuses_what_another_decides_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packets_on_nats_from_outside_the_cluster_are_dropped() {
-    let cluster = Cluster::start();
+    let cluster = start_cluster();
     // Whoever can use NATS sees the nodes' subjects, so their names…
     let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
     let mut packets = nats.subscribe("caucus.caucus.node.*").await.unwrap();
-    let urls = [cluster.url(0), cluster.url(1)];
+    let urls = [cluster.nodes[0].url.clone(), cluster.nodes[1].url.clone()];
     let mut m = Mediation::start_across(&urls).await;
     let mut nodes = std::collections::HashSet::new();
     while nodes.len() < 2 {

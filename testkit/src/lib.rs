@@ -33,9 +33,16 @@
 //!   server shared in a `static` ([`Postgres::shared`]) does not outlive
 //!   the tests.
 //!
+//! [`Cluster`] starts relay nodes as processes of the relay's binary on one
+//! of each (docs/cluster.md), sharing the first node's relay key.
+//!
 //! [`Postgres::start`] and the other plain constructors panic, with the
 //! error's message, when the server cannot be had: that is how a test
 //! fails. The `try_` forms return the [`Error`].
+
+mod relays;
+
+pub use relays::{Cluster, Node};
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};

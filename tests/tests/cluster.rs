@@ -9,9 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)] // test helpers
 
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,79 +17,9 @@ use std::time::Duration;
 use caucus_client::{Admission, Client, Event, StateDir};
 use caucus_protocol::content::Sharing;
 use caucus_protocol::ids::{RoomId, SessionId};
+use caucus_testkit::Cluster;
 use caucus_tests::{WAIT, wait_for};
 use tokio::net::{TcpListener, TcpStream};
-
-/// One relay node: a process, killed when dropped.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Three nodes on one database and one NATS server, holding one relay key.
-struct Cluster {
-    nodes: Vec<Node>,
-    nats: caucus_testkit::Nats,
-    postgres: caucus_testkit::Postgres,
-}
-
-impl Cluster {
-    /// Start it, its public URL (the one the clients know) `url`.
-    fn start(url: &str) -> Self {
-        let postgres = caucus_testkit::Postgres::start();
-        let nats = caucus_testkit::Nats::start();
-        let mut nodes: Vec<Node> = Vec::new();
-        for _ in 0..3 {
-            let dir = tempfile::tempdir().unwrap();
-            // Every node holds the first node's relay key.
-            if let Some(first) = nodes.first() {
-                std::fs::copy(
-                    first.dir.path().join("relay.key"),
-                    dir.path().join("relay.key"),
-                )
-                .unwrap();
-            }
-            let mut child = Command::new(env!("CARGO_BIN_EXE_caucus-node"))
-                .args(["--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(dir.path())
-                .args(["--store", postgres.url(), "--nats", nats.url()])
-                .args(["--lease-secs", "2", "--public-url", url])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut line = String::new();
-            std::io::BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            let addr = line
-                .trim()
-                .strip_prefix("caucus-server listening on ws://")
-                .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-                .parse()
-                .unwrap();
-            nodes.push(Node { child, addr, dir });
-        }
-        Self {
-            nodes,
-            nats,
-            postgres,
-        }
-    }
-
-    /// `kill -9` node `i`, and wait until it is gone.
-    fn kill(&mut self, i: usize) {
-        self.nodes[i].child.kill().unwrap();
-        self.nodes[i].child.wait().unwrap();
-    }
-}
 
 /// The load balancer in front of the nodes, as in production: one address
 /// for the clients (the client library takes one relay URL, and an invite
@@ -115,8 +43,18 @@ impl Balancer {
     async fn start() -> (Cluster, Self) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}", listener.local_addr().unwrap());
-        let cluster = Cluster::start(&url);
-        let nodes: Arc<Vec<SocketAddr>> = Arc::new(cluster.nodes.iter().map(|n| n.addr).collect());
+        let cluster = Cluster::start(
+            std::path::Path::new(env!("CARGO_BIN_EXE_caucus-node")),
+            3,
+            &["--lease-secs", "2", "--public-url", &url],
+        );
+        let nodes: Arc<Vec<SocketAddr>> = Arc::new(
+            cluster
+                .nodes
+                .iter()
+                .map(caucus_testkit::Node::addr)
+                .collect(),
+        );
         let chosen = Arc::new(Mutex::new(Vec::new()));
         let next = Arc::new(AtomicUsize::new(0));
         let log = chosen.clone();
