@@ -211,6 +211,17 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
+    /// The input not yet read.
+    pub fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
+    /// The next `n` bytes, as they are (the reading side of
+    /// [`Writer::fixed`]).
+    pub fn fixed(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        self.take(n)
+    }
+
     /// Fail unless all input has been read.
     pub fn finish(&self) -> Result<(), DecodeError> {
         if self.rest.is_empty() {
@@ -351,6 +362,13 @@ pub trait Canonical: Sized {
     /// Decode exactly one value from `bytes`, with nothing left over.
     fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         Reader::decode_all(bytes, Self::decode)
+    }
+
+    /// [`Canonical::from_bytes`] of bytes the caller gives up: a value that
+    /// keeps its encoding (an [`crate::envelope::Envelope`]) keeps these
+    /// instead of copying them.
+    fn from_vec(bytes: Vec<u8>) -> Result<Self, DecodeError> {
+        Self::from_bytes(&bytes)
     }
 }
 

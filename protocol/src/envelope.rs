@@ -17,6 +17,8 @@
 //!   The header says only the [`ContentClass`] of the sender's role.
 //! * **Signature** by the sender over `bytes(header) || bytes(ciphertext)`.
 
+use std::ops::Range;
+
 use crate::codec::{Canonical, DecodeError, Reader, Writer};
 use crate::content::{Content, ContentClass};
 use crate::crypto::{Digest, Signature, label};
@@ -96,12 +98,20 @@ impl Canonical for Header {
 
 /// A sealed, signed message as it travels and is stored:
 /// `bytes(header) || bytes(ciphertext) || signature(64)`.
+///
+/// It keeps its canonical encoding as received or sealed, so that storing,
+/// sending and hashing it copy nothing and encode nothing again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
-    header_bytes: Vec<u8>,
+    /// The canonical encoding.
+    bytes: Vec<u8>,
     header: Header,
-    ciphertext: Vec<u8>,
+    /// Where `header`'s canonical bytes and the ciphertext lie in `bytes`.
+    header_at: Range<usize>,
+    ciphertext_at: Range<usize>,
     signature: Signature,
+    /// [`Envelope::hash`], computed once.
+    hash: Digest,
 }
 
 impl Envelope {
@@ -122,13 +132,83 @@ impl Envelope {
         let ciphertext = key
             .message_key(&header_bytes)
             .seal_once(&header_bytes, &plaintext)?;
-        let signature = sender.sign(label::ENVELOPE, &signed_body(&header_bytes, &ciphertext));
-        Ok(Self {
-            header_bytes,
-            header,
-            ciphertext,
+        let mut w = Writer::new();
+        w.bytes(&header_bytes).bytes(&ciphertext);
+        let mut bytes = w.into_bytes();
+        let signature = sender.sign(label::ENVELOPE, &bytes);
+        bytes.extend_from_slice(&signature.0);
+        Ok(Self::from_vec(bytes)?)
+    }
+
+    /// The envelope whose canonical encoding is `bytes`, and how long that
+    /// encoding is (`bytes` may go on).
+    fn parse(bytes: &[u8]) -> Result<(Parts, usize), DecodeError> {
+        let mut r = Reader::new(bytes);
+        // Where the part just read lies: it ends where the rest begins.
+        let at = |r: &Reader<'_>, part: &[u8]| {
+            let end = bytes.len() - r.rest().len();
+            end - part.len()..end
+        };
+        let header = r.bytes()?;
+        let header_at = at(&r, header);
+        let ciphertext = r.bytes()?;
+        let ciphertext_at = at(&r, ciphertext);
+        let signature = Signature::decode(&mut r)?;
+        let parts = Parts {
+            header: Header::from_bytes(header)?,
+            header_at,
+            ciphertext_at,
             signature,
-        })
+        };
+        Ok((parts, bytes.len() - r.rest().len()))
+    }
+
+    fn from_parts(bytes: Vec<u8>, p: Parts) -> Self {
+        let hash = Digest::of(label::ENVELOPE_HASH, &[&bytes[..p.ciphertext_at.end]]);
+        Self {
+            bytes,
+            header: p.header,
+            header_at: p.header_at,
+            ciphertext_at: p.ciphertext_at,
+            signature: p.signature,
+            hash,
+        }
+    }
+
+    /// The header of the envelope whose canonical encoding is `bytes`,
+    /// checking that the whole is one well-formed envelope but neither
+    /// copying nor hashing it (a relay's catch-up, which sends the bytes as
+    /// stored).
+    pub fn header_of(bytes: &[u8]) -> Result<Header, DecodeError> {
+        let (parts, len) = Self::parse(bytes)?;
+        if len < bytes.len() {
+            return Err(DecodeError::TrailingBytes(bytes.len() - len));
+        }
+        Ok(parts.header)
+    }
+
+    /// The canonical encoding.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The canonical encoding, given up.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    fn header_bytes(&self) -> &[u8] {
+        &self.bytes[self.header_at.clone()]
+    }
+
+    fn ciphertext(&self) -> &[u8] {
+        &self.bytes[self.ciphertext_at.clone()]
+    }
+
+    /// What the sender signed: `bytes(header) || bytes(ciphertext)`, the
+    /// encoding less the signature.
+    fn signed_body(&self) -> &[u8] {
+        &self.bytes[..self.ciphertext_at.end]
     }
 
     /// The header, readable by anyone (check the envelope before trusting it).
@@ -139,15 +219,12 @@ impl Envelope {
     /// The envelope hash that names this message (chain links, forwards,
     /// consents): `SHA-256(label "caucus/v1/envelope-hash" || bytes(header) || bytes(ciphertext))`.
     pub fn hash(&self) -> Digest {
-        Digest::of(
-            label::ENVELOPE_HASH,
-            &[&signed_body(&self.header_bytes, &self.ciphertext)],
-        )
+        self.hash
     }
 
     /// The size in bytes of the ciphertext.
     pub fn ciphertext_len(&self) -> usize {
-        self.ciphertext.len()
+        self.ciphertext_at.len()
     }
 
     /// Check the signature by `sender` (the relay does this before storing;
@@ -155,7 +232,7 @@ impl Envelope {
     pub fn verify(&self, sender: &PublicIdentity) -> Result<(), Error> {
         sender.verify(
             label::ENVELOPE,
-            &signed_body(&self.header_bytes, &self.ciphertext),
+            self.signed_body(),
             &self.signature,
             "envelope",
         )
@@ -165,36 +242,43 @@ impl Envelope {
     /// the header), check the padding and decode the content. Who may send
     /// that content is the caller's to check.
     pub(crate) fn decrypt(&self, key: &RoomKey) -> Result<Content, Error> {
-        if self.ciphertext.len() > MAX_CIPHERTEXT_LEN {
+        if self.ciphertext_len() > MAX_CIPHERTEXT_LEN {
             return Err(Error::TooLarge);
         }
+        let header = self.header_bytes();
         let plaintext = zeroize::Zeroizing::new(
-            key.message_key(&self.header_bytes)
-                .open_once(&self.header_bytes, &self.ciphertext)?,
+            key.message_key(header)
+                .open_once(header, self.ciphertext())?,
         );
         Ok(Content::from_bytes(unpad(&plaintext, CONTENT_MIN)?)?)
     }
 }
 
-fn signed_body(header: &[u8], ciphertext: &[u8]) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.bytes(header).bytes(ciphertext);
-    w.into_bytes()
+/// An envelope read from its encoding, less the encoding.
+struct Parts {
+    header: Header,
+    header_at: Range<usize>,
+    ciphertext_at: Range<usize>,
+    signature: Signature,
 }
 
 impl Canonical for Envelope {
     fn encode(&self, w: &mut Writer) {
-        w.bytes(&self.header_bytes).bytes(&self.ciphertext);
-        self.signature.encode(w);
+        w.fixed(&self.bytes);
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let header_bytes = r.bytes()?.to_vec();
-        let header = Header::from_bytes(&header_bytes)?;
-        Ok(Self {
-            header_bytes,
-            header,
-            ciphertext: r.bytes()?.to_vec(),
-            signature: Signature::decode(r)?,
-        })
+        let (parts, len) = Self::parse(r.rest())?;
+        let bytes = r.fixed(len)?.to_vec();
+        Ok(Self::from_parts(bytes, parts))
+    }
+    fn from_vec(bytes: Vec<u8>) -> Result<Self, DecodeError> {
+        let (parts, len) = Self::parse(&bytes)?;
+        if len < bytes.len() {
+            return Err(DecodeError::TrailingBytes(bytes.len() - len));
+        }
+        Ok(Self::from_parts(bytes, parts))
+    }
+    fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::from_vec(bytes.to_vec())
     }
 }

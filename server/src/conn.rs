@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::hub::{Catchup, ConnId, Hub, Refusal};
 use crate::limits::Ticket;
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Frame, Outbox};
 use crate::store::InviteRecord;
 
 /// Close code: the client fell behind its outbound queue.
@@ -104,17 +104,17 @@ struct Writer<'a, S> {
 }
 
 impl<S: futures_util::Sink<Message> + Unpin> Writer<'_, S> {
-    async fn feed(&mut self, frame: &str) -> Result<(), WriteError> {
+    async fn feed(&mut self, frame: Frame) -> Result<(), WriteError> {
         Metrics::add(&self.hub.metrics.bytes_out, frame.len() as u64);
         let limit = self.hub.config.write_timeout;
-        bounded(limit, self.sink.feed(Message::text(frame))).await
+        bounded(limit, self.sink.feed(Message::Text(frame))).await
     }
 
     async fn flush(&mut self) -> Result<(), WriteError> {
         bounded(self.hub.config.write_timeout, self.sink.flush()).await
     }
 
-    async fn send(&mut self, frame: &str) -> Result<(), WriteError> {
+    async fn send(&mut self, frame: Frame) -> Result<(), WriteError> {
         self.feed(frame).await?;
         self.flush().await
     }
@@ -127,8 +127,8 @@ impl<S: futures_util::Sink<Message> + Unpin> Writer<'_, S> {
 async fn write_queued<S>(
     hub: &Hub,
     sink: &mut S,
-    first: Arc<str>,
-    queue: &mut tokio::sync::mpsc::Receiver<Arc<str>>,
+    first: Frame,
+    queue: &mut tokio::sync::mpsc::Receiver<Frame>,
     outbox: &Outbox,
 ) -> Result<(), WriteError>
 where
@@ -138,7 +138,7 @@ where
     let mut next = Some(first);
     let mut written = 0;
     while let Some(frame) = next.take() {
-        out.feed(&frame).await?;
+        out.feed(frame).await?;
         written += 1;
         if written < WRITE_BATCH && !outbox.lagged() {
             next = queue.try_recv().ok();
@@ -160,7 +160,7 @@ where
     S: futures_util::Sink<Message> + Unpin,
 {
     let mut out = Writer { hub, sink };
-    for frame in &catchup.frames {
+    for frame in std::mem::take(&mut catchup.frames) {
         out.feed(frame).await?;
     }
     for mut part in std::mem::take(&mut catchup.rooms) {
@@ -175,12 +175,12 @@ where
                     hub.metrics.reject(code);
                     let refusal = serde_json::to_string(&Reply::error(Some(id), code, message))
                         .map_err(|_| WriteError::Broken)?;
-                    return out.send(&refusal).await;
+                    return out.send(refusal.into()).await;
                 }
             };
             for (index, frame) in page {
                 if let Some(frame) = frame {
-                    out.feed(&frame).await?;
+                    out.feed(frame).await?;
                     Metrics::add(&hub.metrics.envelopes_out, 1);
                 }
                 part.after = index;
@@ -189,7 +189,7 @@ where
         }
     }
     let reply = serde_json::to_string(&Reply::ok(id)).map_err(|_| WriteError::Broken)?;
-    out.send(&reply).await
+    out.send(reply.into()).await
 }
 
 /// What a connection knows of itself.
@@ -367,7 +367,7 @@ pub(crate) async fn serve<S>(
         };
         let _ = tokio::time::timeout(limit, async {
             while !slow && let Ok(frame) = queue.try_recv() {
-                if sink.send(Message::text(frame.as_ref())).await.is_err() {
+                if sink.send(Message::Text(frame)).await.is_err() {
                     break;
                 }
             }

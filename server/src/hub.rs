@@ -30,7 +30,7 @@ use caucus_protocol::wire::{
 use crate::cluster::{CLOSE_MOVED, Cluster, Route};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Frame, Outbox};
 use crate::relay_key::RelayIdentity;
 use crate::store::{
     self, Commit, DocumentRecord, InviteRecord, Key, Kind, Location, PresenceRecord, SessionRecord,
@@ -91,7 +91,7 @@ pub(crate) struct Catchup {
     /// The session.
     pub(crate) session: SessionId,
     /// Rosters, key bundles, join requests and statuses, in order.
-    pub(crate) frames: Vec<Arc<str>>,
+    pub(crate) frames: Vec<Frame>,
     /// Per room, what of its log to send.
     pub(crate) rooms: Vec<RoomCatchup>,
 }
@@ -112,7 +112,7 @@ fn record_json<T: serde::Serialize>(record: &T) -> Result<Vec<u8>> {
 }
 
 /// A serialized frame.
-fn frame<T: serde::Serialize>(value: &T) -> Result<Arc<str>> {
+fn frame<T: serde::Serialize>(value: &T) -> Result<Frame> {
     serde_json::to_string(value)
         .map(Into::into)
         .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))
@@ -630,7 +630,7 @@ impl Hub {
             for (index, bytes) in self.store.log(id, &room, 1, u64::MAX, usize::MAX).await? {
                 // A stored envelope that no longer decodes is no chain head;
                 // its catch-up reports the damage (13.5.9).
-                if let Ok(envelope) = Envelope::from_bytes(&bytes) {
+                if let Ok(envelope) = Envelope::from_vec(bytes) {
                     rules.record(&envelope, index);
                 }
                 last = last.max(index);
@@ -788,7 +788,7 @@ impl Hub {
             return Err(e.into());
         }
         let mut s = lock(&state);
-        let event: Arc<str> = frame(&Event::Roster {
+        let event: Frame = frame(&Event::Roster {
             v: PROTOCOL_VERSION,
             session: id,
             roster: Encoded(signed.clone()),
@@ -1049,7 +1049,7 @@ impl Hub {
             let index = s.next.get(&h.room).copied().unwrap_or(0) + 1;
             s.rules.record(&envelope, index);
             let mut batch = store::Batch::default();
-            let bytes = envelope.to_bytes();
+            let bytes = envelope.into_bytes();
             let event = crate::outbox::envelope_frame(index, &bytes);
             batch.insert(Key::Log(h.session, h.room, index), bytes);
             let delivery_state = state.clone();
@@ -1256,16 +1256,16 @@ impl Hub {
         session: &SessionId,
         part: &RoomCatchup,
         limit: usize,
-    ) -> Result<Vec<(u64, Option<Arc<str>>)>> {
+    ) -> Result<Vec<(u64, Option<Frame>)>> {
         let from = part.after.saturating_add(1);
         self.store
             .log(session, &part.room, from, part.upto, limit)
             .await?
             .into_iter()
             .map(|(index, bytes)| {
-                let envelope = Envelope::from_bytes(&bytes)
+                let header = Envelope::header_of(&bytes)
                     .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
-                if envelope.header().epoch < part.since {
+                if header.epoch < part.since {
                     return Ok((index, None));
                 }
                 Ok((index, Some(crate::outbox::envelope_frame(index, &bytes))))

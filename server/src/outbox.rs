@@ -11,13 +11,38 @@ use std::sync::{Arc, OnceLock};
 use caucus_protocol::envelope::PROTOCOL_VERSION;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// One frame of text for a client: shared, so that delivering an envelope
+/// to every follower and writing it to each socket copies it no more than
+/// the socket write does.
+pub(crate) type Frame = Utf8Bytes;
+
+/// Frames in a packet between relay nodes (`#[serde(with = "outbox::frames")]`),
+/// as a JSON list of strings.
+pub(crate) mod frames {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Frame;
+
+    pub(crate) fn serialize<S: Serializer>(frames: &[Frame], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(frames.iter().map(Frame::as_str))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Frame>, D::Error> {
+        Ok(Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(Frame::from)
+            .collect())
+    }
+}
 
 /// An `envelope` event frame for the envelope whose canonical bytes are
 /// `envelope`: exactly the JSON of serializing `Event::Envelope`, written
 /// directly. The hot paths (every delivery, every envelope of a catch-up)
 /// so skip decoding and re-encoding the envelope and scanning its
 /// base64url, which never needs escaping, for characters to escape.
-pub(crate) fn envelope_frame(index: u64, envelope: &[u8]) -> Arc<str> {
+pub(crate) fn envelope_frame(index: u64, envelope: &[u8]) -> Frame {
     let b64 = caucus_protocol::b64::encode(envelope);
     let mut frame = String::with_capacity(b64.len() + 64);
     let _ = write!(
@@ -31,7 +56,7 @@ pub(crate) fn envelope_frame(index: u64, envelope: &[u8]) -> Arc<str> {
 
 /// The sending half of one connection's queue.
 pub(crate) struct Outbox {
-    tx: mpsc::Sender<Arc<str>>,
+    tx: mpsc::Sender<Frame>,
     lagged: AtomicBool,
     /// A close asked for, with its code and reason.
     closing: OnceLock<(u16, &'static str)>,
@@ -40,7 +65,7 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// A queue of `capacity` frames and its receiving half.
-    pub(crate) fn new(capacity: usize) -> (Arc<Self>, mpsc::Receiver<Arc<str>>) {
+    pub(crate) fn new(capacity: usize) -> (Arc<Self>, mpsc::Receiver<Frame>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (
             Arc::new(Self {
@@ -55,7 +80,7 @@ impl Outbox {
 
     /// Queue a frame; if the queue is full, mark the connection lagging.
     /// Returns whether the frame was queued.
-    pub(crate) fn push(&self, frame: Arc<str>) -> bool {
+    pub(crate) fn push(&self, frame: Frame) -> bool {
         if self.lagged.load(Ordering::Relaxed) {
             return false;
         }

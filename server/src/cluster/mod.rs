@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use crate::config::ClusterSettings;
 use crate::health::{Health, Link};
 use crate::hub::{Catchup, ConnId, Hub, Refusal, RoomCatchup};
-use crate::outbox::Outbox;
+use crate::outbox::{Frame, Outbox};
 pub(crate) use lease::Leases;
 
 /// Close code: the node that decides for one of the connection's sessions
@@ -166,13 +166,18 @@ pub(crate) enum Body {
     /// not follow `session` after all.
     Unsubscribe { conn: ConnId, session: SessionId },
     /// From an owner: frames for connection `conn`, in order.
-    Frames { conn: ConnId, frames: Vec<Arc<str>> },
+    Frames {
+        conn: ConnId,
+        #[serde(with = "crate::outbox::frames")]
+        frames: Vec<Frame>,
+    },
     /// From an owner: the catch-up of `conn`'s `subscribe` request `id`.
     Catchup {
         conn: ConnId,
         id: u64,
         session: SessionId,
-        frames: Vec<Arc<str>>,
+        #[serde(with = "crate::outbox::frames")]
+        frames: Vec<Frame>,
         rooms: Vec<RoomCatchup>,
     },
     /// From an owner: close connection `conn` with `code`.
@@ -530,7 +535,7 @@ impl Cluster {
     }
 
     /// Send a connection served here for `node` its frames.
-    pub(crate) fn frames(&self, node: &str, conn: ConnId, frames: Vec<Arc<str>>) {
+    pub(crate) fn frames(&self, node: &str, conn: ConnId, frames: Vec<Frame>) {
         self.send(node, Body::Frames { conn, frames });
     }
 

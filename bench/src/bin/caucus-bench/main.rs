@@ -98,6 +98,9 @@ struct Args {
     /// URL at saturation (for `perf record -p`), and print the run.
     #[arg(long)]
     drive_url: Option<String>,
+    /// With `--drive-url`: the relay's process id, to count its CPU.
+    #[arg(long, requires = "drive_url", default_value_t = 0)]
+    drive_pid: u32,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -160,7 +163,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 window: args.window,
             },
             timing,
-            &drive::Watch::relay(0, url),
+            &drive::Watch::relay(args.drive_pid, url),
         )
         .await?;
         println!("{run:#?}");
