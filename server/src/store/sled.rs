@@ -227,14 +227,10 @@ pub(super) fn open(
 ) -> Result<(Reader, tokio::task::JoinHandle<()>), StoreError> {
     let db = sled::Config::new().path(dir).open()?;
     let tree = db.open_tree("caucus")?;
-    let committer = tokio::spawn(run_committer(
-        db,
-        tree.clone(),
-        commits,
-        metrics,
-        durable,
-        failed,
-    ));
+    let flusher_tree = tree.clone();
+    let committer = tokio::task::spawn_blocking(move || {
+        run_committer(db, &flusher_tree, commits, &metrics, durable, &failed);
+    });
     Ok((Reader { tree }, committer))
 }
 
@@ -245,23 +241,34 @@ type Applied = Vec<(Outcome, Box<dyn FnOnce(Outcome) + Send>)>;
 /// the flusher; applying the next group overlaps with flushing the last.
 /// Not `durable`: run each follow-up as soon as its commit is applied and
 /// leave the flush to sled's own background flusher (every 500 ms).
-async fn run_committer(
+///
+/// It runs on a thread of its own: sled's writes are synchronous, and a
+/// group of 512 takes milliseconds, which on a runtime worker would hold up
+/// every connection queued behind it there.
+fn run_committer(
     db: sled::Db,
-    tree: sled::Tree,
+    tree: &sled::Tree,
     mut rx: mpsc::Receiver<Commit>,
-    metrics: Arc<Metrics>,
+    metrics: &Arc<Metrics>,
     durable: bool,
-    failed: Arc<AtomicBool>,
+    failed: &Arc<AtomicBool>,
 ) {
     let (to_flusher, applied_groups) = mpsc::channel(4);
-    let flusher = tokio::spawn(run_flusher(
+    let runtime = tokio::runtime::Handle::current();
+    let flusher = runtime.spawn(run_flusher(
         db.clone(),
         applied_groups,
         metrics.clone(),
         failed.clone(),
     ));
     let mut group = Vec::with_capacity(MAX_GROUP);
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP
+            && let Ok(next) = rx.try_recv()
+        {
+            group.push(next);
+        }
         let started = Instant::now();
         let size = group.len();
         let mut applied: Applied = Vec::with_capacity(size);
@@ -269,7 +276,7 @@ async fn run_committer(
             let result = if failed.load(Ordering::Acquire) {
                 Err(StoreError::Failed)
             } else {
-                apply(batch, &tree).map_err(|e| {
+                apply(batch, tree).map_err(|e| {
                     tracing::error!(error = %e, "a commit failed: the store takes no more writes");
                     failed.store(true, Ordering::Release);
                     StoreError::Sled(e)
@@ -283,12 +290,12 @@ async fn run_committer(
         }
         if !durable {
             metrics.observe_commit(started.elapsed(), size);
-        } else if to_flusher.send((started, applied)).await.is_err() {
+        } else if to_flusher.blocking_send((started, applied)).is_err() {
             break;
         }
     }
     drop(to_flusher);
-    let _ = flusher.await;
+    let _ = runtime.block_on(flusher);
     let _ = db.flush();
 }
 
