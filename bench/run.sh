@@ -9,7 +9,10 @@
 # file-descriptor limit for the 10,000-connection measurement, and runs
 # caucus-bench, which starts each relay on loopback in turn (its own scratch
 # directory under $TMPDIR), drives it, prints the figures, the ratios and
-# each target as met or not met, and stops every relay it started. A
+# each target as met or not met, and stops every relay it started. The
+# durable peer is NATS JetStream (the same nats-server with file storage,
+# every publish and every delivery acknowledged). The figures are also
+# drawn as SVG charts into $CHARTS (default target/bench-charts). A
 # default run takes about five minutes on two cores.
 set -euo pipefail
 
@@ -55,4 +58,7 @@ if [ "$want" -lt 10100 ]; then
     echo "warning: only $want file descriptors; pass --idle-connections N with N < $((want - 100))" >&2
 fi
 
-exec "${CARGO_TARGET_DIR:-target}/release/caucus-bench" --nats "$NATS" "$@"
+charts=(--charts "${CHARTS:-target/bench-charts}")
+case " $* " in *" --charts"*) charts=() ;; esac
+
+exec "${CARGO_TARGET_DIR:-target}/release/caucus-bench" --nats "$NATS" "${charts[@]}" "$@"

@@ -2,13 +2,15 @@
 //!
 //! The pieces of the Caucus benchmark that are pure logic, kept here so that
 //! they have unit tests: percentiles, the deterministic generator of session
-//! shapes and message sizes, the NATS text protocol parser, the bare relay's
-//! framing, and how a delivered frame is matched to the envelope that was
-//! sent. The load generator (`caucus-bench`) and the bare relay
+//! shapes and message sizes, the NATS text protocol parser and the
+//! JetStream requests, the bare relay's framing, how a delivered frame is
+//! matched to the envelope that was sent, and the SVG charts. The load generator (`caucus-bench`) and the bare relay
 //! (`bare-relay`) are the binaries; `bench/run.sh` runs the whole benchmark
 //! and `docs/performance.md` explains it.
 
 pub mod bare;
+pub mod charts;
+pub mod jetstream;
 pub mod nats;
 pub mod stats;
 

@@ -10,6 +10,9 @@ pub enum Op<'a> {
     Msg {
         /// The subject.
         subject: &'a str,
+        /// The reply subject, if the publisher gave one (a JetStream
+        /// delivery's is where its acknowledgement goes).
+        reply: Option<&'a str>,
         /// The payload.
         payload: &'a [u8],
     },
@@ -45,7 +48,8 @@ impl Parser {
             let line = buf.get(pos..eol).unwrap_or_default();
             let text = std::str::from_utf8(line).map_err(|_| BadOp("not UTF-8".into()))?;
             if let Some(args) = text.strip_prefix("MSG ") {
-                let parts: Vec<&str> = args.split(' ').collect();
+                // nats-server writes an empty reply-to as a second space.
+                let parts: Vec<&str> = args.split(' ').filter(|p| !p.is_empty()).collect();
                 let len: usize = parts
                     .last()
                     .and_then(|l| l.parse().ok())
@@ -58,6 +62,8 @@ impl Parser {
                 let payload = buf.get(start..end).unwrap_or_default();
                 on(Op::Msg {
                     subject: parts.first().copied().unwrap_or_default(),
+                    // `MSG <subject> <sid> [reply-to] <#bytes>`
+                    reply: parts.get(2).filter(|_| parts.len() == 4).copied(),
                     payload,
                 });
                 pos = end + 2;
@@ -87,9 +93,23 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
 
 /// A `PUB` operation.
 pub fn publish(subject: &str, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(payload.len() + subject.len() + 24);
+    publish_to(subject, None, payload)
+}
+
+/// A `PUB` operation with a reply subject, where an answer goes (a
+/// JetStream publish's acknowledgement, an API request's reply).
+pub fn request(subject: &str, reply: &str, payload: &[u8]) -> Vec<u8> {
+    publish_to(subject, Some(reply), payload)
+}
+
+fn publish_to(subject: &str, reply: Option<&str>, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(payload.len() + subject.len() + 64);
     v.extend_from_slice(b"PUB ");
     v.extend_from_slice(subject.as_bytes());
+    if let Some(reply) = reply {
+        v.push(b' ');
+        v.extend_from_slice(reply.as_bytes());
+    }
     v.extend_from_slice(format!(" {}\r\n", payload.len()).as_bytes());
     v.extend_from_slice(payload);
     v.extend_from_slice(b"\r\n");
@@ -108,20 +128,38 @@ mod tests {
     #[test]
     fn operations_split_across_frames_are_reassembled() {
         let mut p = Parser::default();
-        let stream = b"INFO {\"x\":1}\r\nMSG room.a 3 5\r\nhello\r\nPING\r\nMSG b 1 0\r\n\r\n+OK\r\nPONG\r\n";
+        let stream = b"INFO {\"x\":1}\r\nMSG room.a 3 5\r\nhello\r\nPING\r\nMSG b 1 0\r\n\r\n+OK\r\nMSG c 2 $JS.ACK.x 2\r\nhi\r\nMSG d 1  2\r\nok\r\nPONG\r\n";
         let mut seen = Vec::new();
         for chunk in stream.chunks(7) {
             p.feed(chunk, |op| {
                 seen.push(match op {
-                    Op::Msg { subject, payload } => {
-                        format!("{subject}:{}", String::from_utf8_lossy(payload))
-                    }
+                    Op::Msg {
+                        subject,
+                        reply,
+                        payload,
+                    } => format!(
+                        "{subject}:{}{}",
+                        String::from_utf8_lossy(payload),
+                        reply.map(|r| format!(" reply {r}")).unwrap_or_default()
+                    ),
                     other => format!("{other:?}"),
                 })
             })
             .unwrap();
         }
-        assert_eq!(seen, ["Info", "room.a:hello", "Ping", "b:", "Ok", "Pong"]);
+        assert_eq!(
+            seen,
+            [
+                "Info",
+                "room.a:hello",
+                "Ping",
+                "b:",
+                "Ok",
+                "c:hi reply $JS.ACK.x",
+                "d:ok",
+                "Pong"
+            ]
+        );
         assert!(p.buf.is_empty());
     }
 
@@ -138,5 +176,6 @@ mod tests {
         assert_eq!(got, [b"a\r\nb".to_vec()]);
         assert!(Parser::default().feed(b"BOGUS\r\n", |_| {}).is_err());
         assert_eq!(publish("s", b"xy"), b"PUB s 2\r\nxy\r\n");
+        assert_eq!(request("s", "r.1", b"xy"), b"PUB s r.1 2\r\nxy\r\n");
     }
 }

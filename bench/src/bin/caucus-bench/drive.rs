@@ -10,7 +10,8 @@
 //! acknowledges. A Caucus relay stores each envelope once and refuses
 //! another at a sequence number it holds, so there a slot is sent once and
 //! a sender whose pool is spent falls silent; the other relays take a pool
-//! round and round.
+//! round and round. On JetStream a slot also waits for its publish's
+//! acknowledgement (the `PubAck`: stored), and the post is counted then.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use caucus_bench::{key_in_event, key_of, nats};
+use caucus_bench::{jetstream, key_in_event, key_of, nats};
 use caucus_protocol::auth::AuthTarget;
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::identity::DeviceKeys;
@@ -77,6 +78,9 @@ pub(crate) struct Run {
     pub(crate) store_growth_bytes_per_sec: f64,
     /// nats-server's CPU, in cores, when it is watched.
     pub(crate) nats_cpu: f64,
+    /// Seconds to connect and set up every member before the run
+    /// (JetStream: the streams and consumers too), when measured.
+    pub(crate) setup_secs: f64,
 }
 
 /// The processes a run samples over its measured interval.
@@ -152,6 +156,9 @@ struct Table {
     slots: Vec<Slot>,
     keys: HashMap<Box<str>, u32>,
     free: Vec<mpsc::UnboundedSender<u32>>,
+    /// The relay acknowledges each post (JetStream's `PubAck`): a slot
+    /// counts that down with its deliveries, and the post counts then.
+    acked: bool,
     measuring: AtomicBool,
     delivered: AtomicU64,
     posted: AtomicU64,
@@ -166,11 +173,28 @@ impl Table {
 
     fn sent(&self, slot: u32, at_ns: u64) {
         if let Some(s) = self.slots.get(slot as usize) {
-            s.remaining.store(s.recipients, Ordering::Relaxed);
+            s.remaining
+                .store(s.recipients + u32::from(self.acked), Ordering::Relaxed);
             s.sent_ns.store(at_ns, Ordering::Release);
-            if self.measuring.load(Ordering::Relaxed) {
+            if !self.acked && self.measuring.load(Ordering::Relaxed) {
                 self.posted.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// The relay acknowledged `slot` (stored it).
+    fn acknowledged(&self, slot: u32) {
+        if self.measuring.load(Ordering::Relaxed) {
+            self.posted.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count_down(slot);
+    }
+
+    fn count_down(&self, slot: u32) {
+        if let Some(s) = self.slots.get(slot as usize)
+            && s.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.release(slot);
         }
     }
 
@@ -182,7 +206,10 @@ impl Table {
         }
     }
 
-    fn delivered(&self, key: Option<&str>, samples: &mut Vec<u32>) {
+    /// Member `to` received the envelope of `key`. A member's own post is
+    /// not a delivery (only JetStream sends it back: a consumer cannot
+    /// leave its publisher out).
+    fn delivered(&self, key: Option<&str>, to: u32, samples: &mut Vec<u32>) {
         let Some(&slot) = key.and_then(|k| self.keys.get(k)) else {
             self.unknown.fetch_add(1, Ordering::Relaxed);
             return;
@@ -190,15 +217,16 @@ impl Table {
         let Some(s) = self.slots.get(slot as usize) else {
             return;
         };
+        if s.owner == to {
+            return;
+        }
         if self.measuring.load(Ordering::Relaxed) {
             let now = self.now_ns();
             let sent = s.sent_ns.load(Ordering::Acquire);
             self.delivered.fetch_add(1, Ordering::Relaxed);
             samples.push((now.saturating_sub(sent) / 1000).min(u64::from(u32::MAX)) as u32);
         }
-        if s.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.release(slot);
-        }
+        self.count_down(slot);
     }
 
     fn refused(&self, slot: u32) {
@@ -408,27 +436,107 @@ async fn join(kind: Kind, url: &str, session: &Session, member: usize) -> anyhow
             }
             ops.push_str("PING\r\n");
             ws.send(Message::binary(ops.into_bytes())).await?;
-            let mut parser = nats::Parser::default();
-            loop {
-                let data = next_text(&mut ws).await?;
-                let mut pong = false;
-                let mut err = None;
-                parser
-                    .feed(data.as_bytes(), |op| match op {
-                        nats::Op::Pong => pong = true,
-                        nats::Op::Err(e) => err = Some(e.to_owned()),
-                        _ => {}
-                    })
-                    .map_err(|e| anyhow!("nats: {e:?}"))?;
-                if let Some(e) = err {
-                    bail!("nats: {e}");
-                }
-                if pong {
-                    return Ok(ws);
-                }
+            nats_until(&mut ws, |op| Ok(op == nats::Op::Pong)).await?;
+            Ok(ws)
+        }
+        Kind::JetStream => {
+            // The mediator creates the session's stream; then each member
+            // creates one consumer per room it is in (nats-server 2.9 takes
+            // one filter subject per consumer), delivered to its inbox.
+            let mut ws = connect(url, false).await?;
+            let (stream, inbox) = (stream_name(session), inbox(session, member));
+            let reply = format!("ack.{inbox}.setup");
+            let mut ops = nats::CONNECT.as_bytes().to_vec();
+            // A push consumer of nats-server 2.9 delivers only when its
+            // deliver subject has interest of its own: no wildcard there.
+            let mut subs = format!("SUB ack.{inbox}.* 1\r\n");
+            for r in 0..m.rooms.len() {
+                subs.push_str(&format!("SUB in.{inbox}.{r} {}\r\n", r + 2));
             }
+            ops.extend_from_slice(subs.as_bytes());
+            if member == 0 {
+                let mut rooms: Vec<&str> = session
+                    .members
+                    .iter()
+                    .flat_map(|m| m.rooms.iter().map(|r| r.as_ref()))
+                    .collect();
+                rooms.sort_unstable();
+                rooms.dedup();
+                ops.extend(jetstream::create_stream(&stream, &rooms, &reply));
+                ws.send(Message::binary(std::mem::take(&mut ops))).await?;
+                jetstream_answers(&mut ws, 1)
+                    .await
+                    .context("stream create")?;
+            }
+            for (r, room) in m.rooms.iter().enumerate() {
+                ops.extend(jetstream::create_consumer(
+                    &stream,
+                    &format!("m{member}r{r}"),
+                    room,
+                    &format!("in.{inbox}.{r}"),
+                    &reply,
+                ));
+            }
+            ws.send(Message::binary(ops)).await?;
+            jetstream_answers(&mut ws, m.rooms.len())
+                .await
+                .context("consumer create")?;
+            Ok(ws)
         }
     }
+}
+
+/// The JetStream stream of `session`'s rooms (one stream a session, as a
+/// Caucus session is one log).
+fn stream_name(session: &Session) -> String {
+    format!("S{}", caucus_protocol::b64::encode(&session.id.0))
+}
+
+/// The subject token of `member` of `session` on JetStream: its deliveries
+/// come to `in.<inbox>.<room>`, its acknowledgements to `ack.<inbox>.<slot>`.
+fn inbox(session: &Session, member: usize) -> String {
+    format!("{}.{member}", stream_name(session))
+}
+
+/// Read NATS operations until `done` says so; a `-ERR` fails.
+async fn nats_until(
+    ws: &mut Ws,
+    mut done: impl FnMut(nats::Op<'_>) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let mut parser = nats::Parser::default();
+    loop {
+        let data = next_text(ws).await?;
+        let mut finished = Ok(false);
+        parser
+            .feed(data.as_bytes(), |op| {
+                if let Ok(false) = finished {
+                    finished = match op {
+                        nats::Op::Err(e) => Err(anyhow!("nats: {e}")),
+                        op => done(op),
+                    };
+                }
+            })
+            .map_err(|e| anyhow!("nats: {e:?}"))?;
+        if finished? {
+            return Ok(());
+        }
+    }
+}
+
+/// Wait for `n` answers of the JetStream API, each a success.
+async fn jetstream_answers(ws: &mut Ws, n: usize) -> anyhow::Result<()> {
+    let mut left = n;
+    if left == 0 {
+        return Ok(());
+    }
+    nats_until(ws, |op| {
+        if let nats::Op::Msg { payload, .. } = op {
+            jetstream::api_reply(payload)?;
+            left -= 1;
+        }
+        Ok(left == 0)
+    })
+    .await
 }
 
 /// Connect every member of every session: sessions in parallel (a few at a
@@ -475,14 +583,20 @@ pub(crate) async fn join_nodes(
     Ok(all)
 }
 
-/// The frame that posts `envelope` (base64url) in `room` on `kind`.
-fn post_frame(kind: Kind, slot: u32, room: &str, envelope: &str) -> Message {
+/// The frame that posts `envelope` (base64url) in `room` on `kind`, as the
+/// member of JetStream `inbox`.
+fn post_frame(kind: Kind, slot: u32, room: &str, envelope: &str, inbox: &str) -> Message {
     match kind {
         Kind::Caucus | Kind::CaucusNoFlush => Message::text(format!(
             "{{\"v\":1,\"id\":{slot},\"type\":\"post\",\"envelope\":\"{envelope}\"}}"
         )),
         Kind::Bare => Message::text(caucus_bench::bare::publish(room, envelope)),
         Kind::Nats => Message::binary(nats::publish(room, envelope.as_bytes())),
+        Kind::JetStream => Message::binary(nats::request(
+            room,
+            &format!("ack.{inbox}.{slot}"),
+            envelope.as_bytes(),
+        )),
     }
 }
 
@@ -509,7 +623,10 @@ pub(crate) async fn drive(
     let mut frames: Vec<Vec<(u32, Message)>> = Vec::new();
     let mut free_tx = Vec::new();
     let mut free_rx = Vec::new();
-    for member in sessions.iter().flat_map(|s| s.members.iter()) {
+    let members = sessions
+        .iter()
+        .flat_map(|s| (s.members.iter().enumerate()).map(move |(i, m)| (m, inbox(s, i))));
+    for (member, inbox) in members {
         let owner = frames.len() as u32;
         let mut mine = Vec::new();
         for m in &member.pool {
@@ -523,7 +640,7 @@ pub(crate) async fn drive(
             if let Some(k) = key_of(&m.envelope) {
                 keys.insert(k.into(), slot);
             }
-            mine.push((slot, post_frame(kind, slot, &m.room, &m.envelope)));
+            mine.push((slot, post_frame(kind, slot, &m.room, &m.envelope, &inbox)));
         }
         frames.push(mine);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -538,6 +655,7 @@ pub(crate) async fn drive(
         slots,
         keys,
         free: free_tx,
+        acked: kind == Kind::JetStream,
         measuring: AtomicBool::new(false),
         delivered: AtomicU64::new(0),
         posted: AtomicU64::new(0),
@@ -561,6 +679,7 @@ pub(crate) async fn drive(
         let once = matches!(kind, Kind::Caucus | Kind::CaucusNoFlush);
         readers.push(tokio::spawn(read(
             kind,
+            n as u32,
             source,
             table.clone(),
             ctrl_tx,
@@ -630,6 +749,7 @@ pub(crate) async fn drive(
         store_write_bytes_per_sec: rate(2),
         store_growth_bytes_per_sec: rate(3),
         nats_cpu: rate(4),
+        setup_secs: 0.0,
     })
 }
 
@@ -688,9 +808,11 @@ async fn write(
     let _ = sink.close().await;
 }
 
-/// One receiver: count deliveries, note acknowledgements and refusals.
+/// One receiver, member `me`: count deliveries, note acknowledgements and
+/// refusals; on JetStream acknowledge every delivery.
 async fn read(
     kind: Kind,
+    me: u32,
     mut source: Source,
     table: Arc<Table>,
     ctrl: mpsc::UnboundedSender<Message>,
@@ -713,7 +835,7 @@ async fn read(
             Kind::Caucus | Kind::CaucusNoFlush => {
                 let text = text.unwrap_or_default();
                 if text.starts_with("{\"type\":\"envelope\"") {
-                    table.delivered(key_in_event(text), &mut samples);
+                    table.delivered(key_in_event(text), me, &mut samples);
                 } else if text.starts_with("{\"type\":\"error\"") {
                     match serde_json::from_str::<Reply>(text) {
                         Ok(Reply::Error { id: Some(id), .. }) => table.refused(id as u32),
@@ -723,21 +845,41 @@ async fn read(
                     }
                 }
             }
-            Kind::Bare => table.delivered(text.and_then(key_of), &mut samples),
-            Kind::Nats => {
+            Kind::Bare => table.delivered(text.and_then(key_of), me, &mut samples),
+            Kind::Nats | Kind::JetStream => {
+                // What to send back: PONGs and (JetStream) acknowledgements,
+                // in one frame.
+                let mut answer = Vec::new();
                 let fed = parser.feed(bytes, |op| match op {
-                    nats::Op::Msg { payload, .. } => {
+                    // JetStream: a publish's acknowledgement (or refusal).
+                    nats::Op::Msg {
+                        subject, payload, ..
+                    } if subject.starts_with("ack.") => {
+                        let slot = subject.rsplit('.').next().and_then(|s| s.parse().ok());
+                        match (slot, jetstream::pub_ack(payload)) {
+                            (Some(slot), Ok(_)) => table.acknowledged(slot),
+                            (Some(slot), Err(_)) => table.refused(slot),
+                            (None, _) => {
+                                table.unknown.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    nats::Op::Msg { reply, payload, .. } => {
                         let text = std::str::from_utf8(payload).ok();
-                        table.delivered(text.and_then(key_of), &mut samples);
+                        table.delivered(text.and_then(key_of), me, &mut samples);
+                        if let Some(reply) = reply {
+                            answer.extend(jetstream::ack(reply));
+                        }
                     }
-                    nats::Op::Ping => {
-                        let _ = ctrl.send(Message::binary(b"PONG\r\n".to_vec()));
-                    }
+                    nats::Op::Ping => answer.extend_from_slice(b"PONG\r\n"),
                     nats::Op::Err(_) => {
                         table.errors.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {}
                 });
+                if !answer.is_empty() {
+                    let _ = ctrl.send(Message::binary(answer));
+                }
                 if fed.is_err() {
                     break;
                 }

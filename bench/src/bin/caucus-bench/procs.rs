@@ -20,6 +20,9 @@ pub(crate) enum Kind {
     Bare,
     /// nats-server, websocket listener.
     Nats,
+    /// nats-server with JetStream: file storage, publishes acknowledged
+    /// once stored, durable push consumers acknowledging every delivery.
+    JetStream,
 }
 
 impl Kind {
@@ -29,6 +32,7 @@ impl Kind {
             Self::CaucusNoFlush => "caucus (ack before commit)",
             Self::Bare => "bare relay",
             Self::Nats => "nats-server",
+            Self::JetStream => "nats jetstream (file, acked)",
         }
     }
 }
@@ -115,12 +119,19 @@ impl Relay {
                 c.args(["--listen", &listen]);
                 c
             }
-            Kind::Nats => {
+            Kind::Nats | Kind::JetStream => {
                 let conf = dir.join("nats.conf");
+                // JetStream: file storage in the run's directory; how often
+                // it syncs to disk is the server's default (docs/performance.md).
+                let jetstream = if kind == Kind::JetStream {
+                    format!("jetstream {{\n  store_dir: {:?}\n}}\n", dir.join("js"))
+                } else {
+                    String::new()
+                };
                 std::fs::write(
                     &conf,
                     format!(
-                        "listen: 127.0.0.1:{}\nmax_connections: 20000\nwebsocket {{\n  listen: \"{listen}\"\n  no_tls: true\n  compression: false\n}}\n",
+                        "listen: 127.0.0.1:{}\nmax_connections: 20000\nwebsocket {{\n  listen: \"{listen}\"\n  no_tls: true\n  compression: false\n}}\n{jetstream}",
                         free_port()?
                     ),
                 )?;
