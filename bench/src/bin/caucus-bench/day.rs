@@ -90,11 +90,12 @@ pub(crate) struct Flags {
     /// back 1–10 s later.
     #[arg(id = "day-churn", long = "day-churn", default_value_t = 0.05)]
     churn: f64,
-    /// Most connections per load-generator process.
+    /// Most connections per load-generator process (fewer per process
+    /// keep the load generator's own delays out of the latency).
     #[arg(
         id = "day-worker-connections",
         long = "day-worker-connections",
-        default_value_t = 10_000
+        default_value_t = 5_000
     )]
     worker_connections: usize,
     /// Further day runs halving the gap between the most sessions that held
