@@ -3,6 +3,7 @@
 #
 #   bench/run.sh [caucus-bench flags…]     e.g. bench/run.sh --repeat 5 --json figures.json
 #   bench/run.sh --only-cluster --cluster-nodes 1,2,3     several relays (issue 16)
+#   bench/run.sh --only-day --day-sessions 1000,2500      a mediation service's day
 #
 # Installs nats-server from Debian's package if it is missing, builds the
 # relay, the bare relay and the load generator in release mode, raises the
@@ -13,7 +14,8 @@
 # durable peer is NATS JetStream (the same nats-server with file storage,
 # every publish and every delivery acknowledged). The figures are also
 # drawn as SVG charts into $CHARTS (default target/bench-charts). A
-# default run takes about five minutes on two cores.
+# default run takes about five minutes on two cores, and the service's day
+# (`--day-sessions`, on by default) about seven more.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -50,6 +52,9 @@ cargo build --release --locked -p caucus-server -p caucus-bench
 
 # 10,000 client sockets in the load generator and as many in the relay, plus
 # the relays' own files: each process needs well over 10,000 descriptors.
+# The service's day holds as many connections as the relay's limit allows
+# (its load generator spreads them over several processes) and reports the
+# numbers of sessions beyond it as blocked.
 want=20000
 hard="$(ulimit -Hn)"
 if [ "$hard" != "unlimited" ] && [ "$hard" -lt "$want" ]; then want="$hard"; fi

@@ -66,6 +66,18 @@ pub fn key_in_event(frame: &str) -> Option<&str> {
     key_of(rest.get(..end)?)
 }
 
+/// The unsigned number of field `name` in a relay frame (`"index":7` in
+/// `{"type":"ok","v":1,"id":3,"index":7}` or an `envelope` event), found
+/// without parsing the whole JSON; `None` if it has none.
+pub fn number_in(frame: &str, name: &str) -> Option<u64> {
+    let at = frame.find(&format!("\"{name}\":"))? + name.len() + 3;
+    let rest = frame.get(at..)?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest.get(..end)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -82,6 +94,17 @@ mod tests {
             key_in_event(r#"{"type":"ok","v":1,"id":3,"index":9}"#),
             None
         );
+    }
+
+    #[test]
+    fn numbers_are_read_from_frames() {
+        let ok = r#"{"type":"ok","v":1,"id":3,"index":79}"#;
+        assert_eq!(number_in(ok, "id"), Some(3));
+        assert_eq!(number_in(ok, "index"), Some(79));
+        let event = r#"{"type":"envelope","v":1,"index":12,"envelope":"AAAA"}"#;
+        assert_eq!(number_in(event, "index"), Some(12));
+        assert_eq!(number_in(r#"{"type":"ok","v":1,"id":3}"#, "index"), None);
+        assert_eq!(number_in(r#"{"index":"x"}"#, "index"), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! acknowledgement (the `PubAck`: stored), and the post is counted then.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,11 +26,11 @@ use caucus_protocol::codec::Canonical;
 use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::SessionId;
 use caucus_protocol::wire::{
-    Encoded, Event, Reply, Request, RequestBody, SUBPROTOCOL, ServerFrame,
+    Encoded, Event, Reply, Request, RequestBody, RoomCursor, SUBPROTOCOL, ServerFrame,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -249,6 +250,17 @@ fn client_config() -> WebSocketConfig {
 
 /// Open a websocket to `url`, offering the Caucus subprotocol if `caucus`.
 pub(crate) async fn connect(url: &str, caucus: bool) -> anyhow::Result<Ws> {
+    connect_from(url, caucus, None).await
+}
+
+/// [`connect`] from the local address `source` if given (bound before
+/// connecting: each local address has its own ephemeral ports, so that more
+/// connections than one address has ports can reach one relay).
+pub(crate) async fn connect_from(
+    url: &str,
+    caucus: bool,
+    source: Option<IpAddr>,
+) -> anyhow::Result<Ws> {
     let mut request = url.into_client_request()?;
     if caucus {
         request
@@ -257,14 +269,19 @@ pub(crate) async fn connect(url: &str, caucus: bool) -> anyhow::Result<Ws> {
     }
     let mut tries = 0;
     loop {
-        match tokio_tungstenite::connect_async_with_config(
-            request.clone(),
-            Some(client_config()),
-            true,
-        )
-        .await
-        {
-            Ok((ws, _)) => return Ok(ws),
+        let attempt = match source {
+            None => tokio_tungstenite::connect_async_with_config(
+                request.clone(),
+                Some(client_config()),
+                true,
+            )
+            .await
+            .map(|(ws, _)| ws)
+            .map_err(anyhow::Error::from),
+            Some(ip) => bound(url, ip, request.clone()).await,
+        };
+        match attempt {
+            Ok(ws) => return Ok(ws),
             Err(e) if tries < 20 => {
                 tries += 1;
                 tracing_less_sleep(e.to_string(), tries).await;
@@ -272,6 +289,33 @@ pub(crate) async fn connect(url: &str, caucus: bool) -> anyhow::Result<Ws> {
             Err(e) => return Err(anyhow!("connect {url}: {e}")),
         }
     }
+}
+
+/// A websocket to `url` (`ws://IP:PORT/…`) over a socket bound to `source`.
+async fn bound(
+    url: &str,
+    source: IpAddr,
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+) -> anyhow::Result<Ws> {
+    let addr: SocketAddr = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .context("not a ws://IP:PORT URL")?
+        .parse()?;
+    let socket = match source {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        request,
+        MaybeTlsStream::Plain(stream),
+        Some(client_config()),
+    )
+    .await?;
+    Ok(ws)
 }
 
 async fn tracing_less_sleep(_why: String, tries: u32) {
@@ -322,7 +366,11 @@ pub(crate) async fn request(ws: &mut Ws, id: u64, body: RequestBody) -> anyhow::
 
 /// Connect to a Caucus relay and authenticate as `keys`.
 pub(crate) async fn caucus_login(url: &str, keys: &DeviceKeys) -> anyhow::Result<Ws> {
-    let mut ws = connect(url, true).await?;
+    caucus_auth(connect(url, true).await?, url, keys).await
+}
+
+/// Answer the relay's challenge on `ws` (a connection to `url`) as `keys`.
+pub(crate) async fn caucus_auth(mut ws: Ws, url: &str, keys: &DeviceKeys) -> anyhow::Result<Ws> {
     let (nonce, relay) = loop {
         let frame = next_text(&mut ws).await?;
         if let Ok(ServerFrame::Event(e)) = serde_json::from_str::<ServerFrame>(&frame)
@@ -351,24 +399,38 @@ pub(crate) async fn caucus_subscribe(
     id: u64,
     session: SessionId,
 ) -> anyhow::Result<u64> {
+    let mut envelopes = 0;
+    caucus_resume(ws, id, session, (0, Vec::new()), |_| envelopes += 1).await?;
+    Ok(envelopes)
+}
+
+/// Subscribe to `session` from `(roster_after, rooms)`; each envelope event
+/// of the catch-up is given to `each`; returns once the catch-up's `ok` has
+/// arrived.
+pub(crate) async fn caucus_resume(
+    ws: &mut Ws,
+    id: u64,
+    session: SessionId,
+    (roster_after, rooms): (u64, Vec<RoomCursor>),
+    mut each: impl FnMut(&str),
+) -> anyhow::Result<()> {
     let text = serde_json::to_string(&Request {
         v: caucus_protocol::envelope::PROTOCOL_VERSION,
         id,
         body: RequestBody::Subscribe {
             session,
-            roster_after: 0,
-            rooms: Vec::new(),
+            roster_after,
+            rooms,
         },
     })?;
     ws.send(Message::text(text)).await?;
     let ok = format!("{{\"type\":\"ok\",\"v\":1,\"id\":{id}}}");
-    let mut envelopes = 0;
     loop {
         let frame = next_text(ws).await?;
         if frame.starts_with("{\"type\":\"envelope\"") {
-            envelopes += 1;
+            each(&frame);
         } else if frame == ok {
-            return Ok(envelopes);
+            return Ok(());
         } else if frame.starts_with("{\"type\":\"error\"")
             && frame.contains(&format!("\"id\":{id},"))
         {
@@ -585,7 +647,13 @@ pub(crate) async fn join_nodes(
 
 /// The frame that posts `envelope` (base64url) in `room` on `kind`, as the
 /// member of JetStream `inbox`.
-fn post_frame(kind: Kind, slot: u32, room: &str, envelope: &str, inbox: &str) -> Message {
+pub(crate) fn post_frame(
+    kind: Kind,
+    slot: u32,
+    room: &str,
+    envelope: &str,
+    inbox: &str,
+) -> Message {
     match kind {
         Kind::Caucus | Kind::CaucusNoFlush => Message::text(format!(
             "{{\"v\":1,\"id\":{slot},\"type\":\"post\",\"envelope\":\"{envelope}\"}}"

@@ -11,11 +11,14 @@
 //! cryptography, then checks the targets. With `--cluster-nodes 1,2,3` it
 //! also measures several relays (issue 16: the relay on PostgreSQL and
 //! clusters on PostgreSQL and NATS, beside the relay on sled; `cluster.rs`),
-//! and with `--only-cluster` nothing else. With `--charts DIR` it draws the
+//! and with `--only-cluster` nothing else. Then a mediation service's day
+//! (`day.rs`: thousands of sessions at the pace people write, on one
+//! relay; `--day-sessions`, `--only-day`). With `--charts DIR` it draws the
 //! figures as SVG charts there (`figures.rs`).
 
 mod cluster;
 mod crypto;
+mod day;
 mod documents;
 mod drive;
 mod figures;
@@ -107,6 +110,8 @@ struct Args {
     /// With `--drive-url`: the relay's process id, to count its CPU.
     #[arg(long, requires = "drive_url", default_value_t = 0)]
     drive_pid: u32,
+    #[command(flatten)]
+    day: day::Flags,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -123,6 +128,7 @@ struct Report {
     crypto: Vec<crypto::Crypto>,
     documents: Vec<documents::Transfer>,
     cluster: Option<cluster::Report>,
+    day: Option<day::Report>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -135,6 +141,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
+    if let Some(spec) = &args.day.worker {
+        return day::worker(spec).await;
+    }
+    if args.day.only {
+        return only_day(&args).await;
+    }
     let timing = Timing {
         warmup: Duration::from_secs_f64(args.warmup),
         measure: Duration::from_secs_f64(args.measure),
@@ -176,17 +188,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let here = std::env::current_exe()?;
-    let dir = args
-        .bin_dir
-        .clone()
-        .or_else(|| here.parent().map(PathBuf::from))
-        .context("no binary directory")?;
-    let bins = Bins {
-        caucus: dir.join("caucus-server"),
-        bare: dir.join("bare-relay"),
-        nats: args.nats.clone(),
-    };
+    let bins = bins(&args)?;
     let scratch = std::env::temp_dir().join(format!("caucus-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let result = async {
@@ -220,6 +222,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 .await?,
             );
         }
+        if !args.only_cluster && !args.day.sessions.is_empty() {
+            report.day = Some(day::measure(&args.day, &bins, &scratch, args.seed).await?);
+        }
         Ok::<_, anyhow::Error>(report)
     }
     .await;
@@ -237,6 +242,46 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     if let Some(c) = &report.cluster {
         cluster::print(c);
+    }
+    if let Some(d) = &report.day {
+        day::print(d);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+/// Where the relays' binaries are.
+fn bins(args: &Args) -> anyhow::Result<Bins> {
+    let here = std::env::current_exe()?;
+    let dir = args
+        .bin_dir
+        .clone()
+        .or_else(|| here.parent().map(PathBuf::from))
+        .context("no binary directory")?;
+    Ok(Bins {
+        caucus: dir.join("caucus-server"),
+        bare: dir.join("bare-relay"),
+        nats: args.nats.clone(),
+    })
+}
+
+/// `--only-day`: the service's day alone.
+async fn only_day(args: &Args) -> anyhow::Result<()> {
+    let scratch = std::env::temp_dir().join(format!("caucus-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let day = day::measure(&args.day, &bins(args)?, &scratch, args.seed).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let report = Report {
+        machine: machine(),
+        day: Some(day?),
+        ..Report::default()
+    };
+    println!();
+    println!("Caucus benchmark — {}", report.machine);
+    if let Some(d) = &report.day {
+        day::print(d);
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

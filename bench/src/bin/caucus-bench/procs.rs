@@ -45,6 +45,11 @@ pub(crate) struct Bins {
     pub(crate) nats: PathBuf,
 }
 
+/// The most connections the benchmark lets a Caucus relay hold (its
+/// default is 20,000): as many as its descriptors allow, for the service's
+/// day (`day.rs`).
+pub(crate) const MAX_CONNECTIONS: usize = 100_000;
+
 /// A running relay; killed when dropped.
 pub(crate) struct Relay {
     pub(crate) url: String,
@@ -101,7 +106,8 @@ impl Relay {
                     // lift them.
                     .args(["--rate-per-sec", "1000000", "--rate-burst", "1000000"])
                     .args(["--ip-rate-per-sec", "1000000", "--ip-rate-burst", "1000000"])
-                    .args(["--max-connections", "20000"])
+                    .arg("--max-connections")
+                    .arg(MAX_CONNECTIONS.to_string())
                     .args(["--max-connections-per-ip", "20000"])
                     .args(["--max-handshakes-per-ip", "20000"])
                     // Likewise each device's document upload budget (16 MiB/s
@@ -316,6 +322,31 @@ pub(crate) fn mem_kib(pid: &str, field: &str) -> f64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0.0)
+}
+
+/// The file descriptors process `pid` may open (`self` works), from
+/// `/proc/PID/limits`: the soft limit, then the hard one (`u64::MAX` for
+/// unlimited, 0 if unknown).
+pub(crate) fn open_files_limits(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let mut values = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|v| {
+            if v == "unlimited" {
+                u64::MAX
+            } else {
+                v.parse().unwrap_or(0)
+            }
+        });
+    (values.next().unwrap_or(0), values.next().unwrap_or(0))
+}
+
+/// How many file descriptors process `pid` has open.
+pub(crate) fn open_files(pid: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// The machine's memory, KiB.

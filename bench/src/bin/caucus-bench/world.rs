@@ -77,6 +77,27 @@ pub(crate) fn build(plan: Plan) -> anyhow::Result<Vec<Session>> {
         .collect()
 }
 
+/// One session built from its own `seed` (the service's day builds each
+/// session on its own, in parallel), with `pool` envelopes per member.
+pub(crate) fn session_of(seed: u64, pool: usize) -> anyhow::Result<Session> {
+    session(&mut Shape::new(seed), pool, 0)
+}
+
+/// How many members (connections) [`session_of`] gives the session of
+/// `seed`, known without building it.
+pub(crate) fn members_of(seed: u64) -> usize {
+    1 + party_sizes(&mut Shape::new(seed))
+        .iter()
+        .map(|&n| n as usize)
+        .sum::<usize>()
+}
+
+/// A session's shape, its first draws: 2–3 parties of 1–3 members each.
+fn party_sizes(shape: &mut Shape) -> Vec<u64> {
+    let parties = shape.between(2, 3);
+    (0..parties).map(|_| shape.between(1, 3)).collect()
+}
+
 fn b64_room(id: &RoomId) -> Arc<str> {
     caucus_protocol::b64::encode(&id.0).into()
 }
@@ -92,12 +113,11 @@ fn session(shape: &mut Shape, pool: usize, long_pool: usize) -> anyhow::Result<S
     let mediator = DeviceKeys::generate().map_err(p)?;
     let mut builder = RosterBuilder::new(id, &mediator, "Mediator").map_err(p)?;
     let mut devices: Vec<(DeviceKeys, Option<usize>)> = Vec::new();
-    let parties = shape.between(2, 3) as usize;
     let mut party_ids = Vec::new();
-    for n in 0..parties {
+    for (n, size) in party_sizes(shape).into_iter().enumerate() {
         let party = builder.add_party(&format!("Party {n}")).map_err(p)?;
         party_ids.push(party);
-        for m in 0..shape.between(1, 3) {
+        for m in 0..size {
             let keys = DeviceKeys::generate().map_err(p)?;
             builder
                 .add_member(
