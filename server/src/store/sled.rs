@@ -216,6 +216,13 @@ fn apply(batch: Batch, tree: &sled::Tree) -> sled::Result<()> {
     }
 }
 
+/// The most sled keeps of the tree in memory (its default is 1 GiB). A
+/// relay's memory should grow with its connections and the sessions they
+/// follow, not with what it has stored: what is written is read back only
+/// by catch-ups, and the pages sled evicts stay in the system's file cache
+/// (docs/performance.md, "A mediation service's day").
+const CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Open (or create) the sled store in `dir` and start its committer on
 /// `commits`.
 pub(super) fn open(
@@ -225,7 +232,10 @@ pub(super) fn open(
     durable: bool,
     failed: Arc<AtomicBool>,
 ) -> Result<(Reader, tokio::task::JoinHandle<()>), StoreError> {
-    let db = sled::Config::new().path(dir).open()?;
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_BYTES)
+        .open()?;
     let tree = db.open_tree("caucus")?;
     let flusher_tree = tree.clone();
     let committer = tokio::task::spawn_blocking(move || {
