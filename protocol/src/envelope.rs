@@ -176,6 +176,53 @@ impl Envelope {
     }
 }
 
+/// An envelope with its hash, and its sender's signature checked ahead of
+/// [`SessionView::open_checked`](crate::session::SessionView::open_checked)
+/// where the sender's identity was known: the part of opening that needs
+/// nothing of the session's state, so that a client can do it for a page of
+/// a catch-up on several threads at once. Opening relies on the check only
+/// if it was made with the key the roster gives the sender at that moment,
+/// and checks the signature itself otherwise (one rule: an envelope is
+/// opened only with its sender's signature verified, by
+/// [`Envelope::verify`]).
+#[derive(Debug, Clone)]
+pub struct CheckedEnvelope {
+    envelope: Envelope,
+    hash: Digest,
+    /// The signing key whose signature held, if one was checked.
+    signer: Option<[u8; 32]>,
+}
+
+impl CheckedEnvelope {
+    /// Hash `envelope`, and check its signature by `sender` if given (a
+    /// signature that does not hold is left for opening to refuse).
+    pub fn check(envelope: Envelope, sender: Option<&PublicIdentity>) -> Self {
+        let signer = sender
+            .filter(|s| envelope.verify(s).is_ok())
+            .map(|s| *s.signing_key());
+        Self {
+            hash: envelope.hash(),
+            envelope,
+            signer,
+        }
+    }
+
+    /// The envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// Its hash ([`Envelope::hash`]).
+    pub fn hash(&self) -> Digest {
+        self.hash
+    }
+
+    /// Whether its signature was checked, and held, with `sender`'s key.
+    pub(crate) fn signed_by(&self, sender: &PublicIdentity) -> bool {
+        self.signer.as_ref() == Some(sender.signing_key())
+    }
+}
+
 fn signed_body(header: &[u8], ciphertext: &[u8]) -> Vec<u8> {
     let mut w = Writer::new();
     w.bytes(header).bytes(ciphertext);

@@ -48,6 +48,9 @@ pub(crate) struct CatchUp {
     pub(crate) per_sec: Vec<f64>,
     /// Seconds from opening the state directory to caught up and saved.
     pub(crate) seconds: Vec<f64>,
+    /// CPU microseconds per envelope the client's process spent meanwhile
+    /// (all its threads): a figure that a busy machine changes less.
+    pub(crate) cpu_us_per_envelope: Vec<f64>,
     /// Seconds a `caucus send` took, [`SEND_BEHIND`] messages behind.
     pub(crate) send_seconds: Vec<f64>,
 }
@@ -139,13 +142,7 @@ pub(crate) async fn measure(
     result
 }
 
-async fn run(
-    url: &str,
-    dir: &Path,
-    n: usize,
-    repeat: usize,
-    seed: u64,
-) -> anyhow::Result<CatchUp> {
+async fn run(url: &str, dir: &Path, n: usize, repeat: usize, seed: u64) -> anyhow::Result<CatchUp> {
     let mut shape = Shape::new(seed);
     let state = |name: &str| -> anyhow::Result<StateDir> {
         let path = dir.join(name);
@@ -184,10 +181,7 @@ async fn run(
     eprintln!("client catch-up: the mediator posts {n} messages…");
     let started = Instant::now();
     post(&mediator, &session, &room, n, &mut shape).await?;
-    eprintln!(
-        "  posted in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("  posted in {:.1} s", started.elapsed().as_secs_f64());
 
     let mut out = CatchUp {
         envelopes: n,
@@ -196,15 +190,20 @@ async fn run(
     let mut caught_up = None;
     for run in 0..repeat.max(1) {
         let copy = copy_of(&member_dir, dir, &format!("member-{run}")).await?;
+        let cpu = crate::procs::cpu_seconds("self");
         let started = Instant::now();
         let client = Client::open(StateDir::open(&copy)?, url).await?;
         let took = started.elapsed().as_secs_f64();
+        let cpu_us = (crate::procs::cpu_seconds("self") - cpu) * 1e6 / n as f64;
         let held = messages(&client, &session) - before;
         anyhow::ensure!(held == n, "the member caught up {held} of {n} messages");
         drop(client);
         let rate = n as f64 / took;
-        eprintln!("client catch-up: {n} envelopes in {took:.2} s, {rate:.0} per second");
+        eprintln!(
+            "client catch-up: {n} envelopes in {took:.2} s, {rate:.0} per second, {cpu_us:.0} µs of CPU each"
+        );
         out.seconds.push(took);
+        out.cpu_us_per_envelope.push(cpu_us);
         out.per_sec.push(rate);
         if let Some(old) = caught_up.replace(copy) {
             let _ = std::fs::remove_dir_all(old);
@@ -235,10 +234,11 @@ async fn run(
 pub(crate) fn print(c: &CatchUp) {
     let median = caucus_bench::stats::median;
     println!(
-        "Native client catch-up after reconnect: {} envelopes opened, verified and saved in {:.2} s, {:.0} envelopes/s; `caucus send` {SEND_BEHIND} messages behind: {:.2} s",
+        "Native client catch-up after reconnect: {} envelopes opened, verified and saved in {:.2} s, {:.0} envelopes/s, {:.0} µs of the client's CPU each; `caucus send` {SEND_BEHIND} messages behind: {:.2} s",
         c.envelopes,
         median(&c.seconds),
         median(&c.per_sec),
+        median(&c.cpu_us_per_envelope),
         median(&c.send_seconds),
     );
 }
