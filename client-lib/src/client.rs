@@ -50,12 +50,8 @@ pub(crate) fn clock() -> Timestamp {
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many frames that have already arrived are handled before one save:
-/// a catch-up's page. Each save syncs the log and the snapshot to disk,
-/// which costs about as much as reading a hundred envelopes.
-const BATCH: usize = 1024;
-
-/// A page ends sooner once it holds this many bytes of frames.
-const BATCH_BYTES: usize = 4 << 20;
+/// a page of a catch-up.
+const BATCH: usize = 256;
 
 /// What the driver task and the methods share.
 struct Shared {
@@ -326,14 +322,11 @@ async fn drive(
                         // together, handled in order, one save.
                         let mut next = frame;
                         let mut texts = Vec::new();
-                        let (mut handled, mut bytes) = (0, 0);
+                        let mut handled = 0;
                         let mut closed = false;
                         loop {
                             match next {
-                                Some(Ok(Message::Text(text))) => {
-                                    bytes += text.len();
-                                    texts.push(text);
-                                }
+                                Some(Ok(Message::Text(text))) => texts.push(text),
                                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                                     closed = true;
                                     break;
@@ -341,7 +334,7 @@ async fn drive(
                                 Some(Ok(_)) => {}
                             }
                             handled += 1;
-                            if handled >= BATCH || bytes >= BATCH_BYTES {
+                            if handled >= BATCH {
                                 break;
                             }
                             match ws.next().now_or_never() {

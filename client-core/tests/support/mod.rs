@@ -35,7 +35,7 @@ use caucus_protocol::wire::{
 pub const RELAY: &str = "ws://sim.invalid";
 
 /// How many frames a device handles before it saves (as the native driver).
-pub const BATCH: usize = 1024;
+pub const BATCH: usize = 256;
 
 /// A connection's id.
 pub type Conn = usize;
