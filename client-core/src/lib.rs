@@ -78,7 +78,7 @@ mod transfer;
 pub use commands::Admission;
 pub use error::ClientError;
 pub use event::{DocumentInfo, Event, Warning};
-pub use machine::{KEY_WAIT_MS, Knock, Link, Machine, REPLY_TIMEOUT_MS, Timestamp};
+pub use machine::{KEY_WAIT_MS, Knock, Link, Machine, REPLY_TIMEOUT_MS, ReadFrame, Timestamp};
 pub use offers::{Direction, OfferEntry};
 pub use ops::{OpId, Outcome, Sent};
 pub use state::{Changes, InviteEntry, Kept, Membership, SessionChanges};

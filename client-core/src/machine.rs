@@ -8,7 +8,7 @@ use caucus_protocol::builder::RosterBuilder;
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::content::{Content, SystemEvent};
 use caucus_protocol::deletion::SignedDeletionStatement;
-use caucus_protocol::envelope::{Envelope, PROTOCOL_VERSION};
+use caucus_protocol::envelope::{CheckedEnvelope, PROTOCOL_VERSION};
 use caucus_protocol::identity::{DeviceKeys, Fingerprint, PublicIdentity};
 use caucus_protocol::ids::{PartyId, RoomId, SessionId};
 use caucus_protocol::invite::{Invite, JoinRequest};
@@ -125,6 +125,22 @@ impl Queued {
 pub(crate) struct InFlight {
     pub(crate) op: OpId,
     deadline: Timestamp,
+}
+
+/// A frame from the relay as [`Machine::read_frame`] read it, for
+/// [`Machine::handle_read`].
+#[derive(Debug)]
+pub struct ReadFrame(Read);
+
+#[derive(Debug)]
+enum Read {
+    /// An envelope, hashed and perhaps its signature checked.
+    Envelope {
+        index: u64,
+        envelope: Box<CheckedEnvelope>,
+    },
+    /// Any other frame, or why it could not be read.
+    Frame(std::result::Result<ServerFrame, wire::ServerFrameError>),
 }
 
 /// A Caucus device as a state machine: frames and the time in; frames to
@@ -368,14 +384,56 @@ impl Machine {
                 .any(|op| matches!(op.origin, Origin::Resume))
     }
 
-    /// Handle one text frame from the relay.
+    /// Handle one text frame from the relay: [`Machine::read_frame`], then
+    /// [`Machine::handle_read`].
     pub fn handle_frame(&mut self, text: &str, now: Timestamp) {
+        let frame = self.read_frame(text);
+        self.handle_read(frame, now);
+    }
+
+    /// Read one text frame from the relay, without changing anything:
+    /// parse it, and for an envelope, hash it and check its signature if
+    /// its sender is in a roster held here ([`CheckedEnvelope`]). This is
+    /// most of the work a message costs, and it needs only `&self`: a
+    /// driver that has a page of frames (a catch-up) may read them on
+    /// several threads at once, then hand them to [`Machine::handle_read`]
+    /// in the order they came. Opening still checks everything else, and
+    /// the signature too unless it was checked here with the key the
+    /// roster gives the sender when the envelope is opened.
+    pub fn read_frame(&self, text: &str) -> ReadFrame {
+        ReadFrame(match wire::parse_server_frame(text) {
+            Ok(ServerFrame::Event(event)) => match *event {
+                wire::Event::Envelope {
+                    index, envelope, ..
+                } => {
+                    let h = envelope.0.header();
+                    let sender = self
+                        .sessions
+                        .get(&h.session)
+                        .and_then(|s| s.view.history().identity(&h.sender));
+                    Read::Envelope {
+                        index,
+                        envelope: Box::new(CheckedEnvelope::check(envelope.0, sender)),
+                    }
+                }
+                other => Read::Frame(Ok(ServerFrame::Event(Box::new(other)))),
+            },
+            other => Read::Frame(other),
+        })
+    }
+
+    /// Handle one frame read by [`Machine::read_frame`]. Frames must be
+    /// handled in the order they came.
+    pub fn handle_read(&mut self, frame: ReadFrame, now: Timestamp) {
         self.now = now;
-        match wire::parse_server_frame(text) {
-            Ok(ServerFrame::Reply(reply)) => self.on_reply(reply),
-            Ok(ServerFrame::Event(event)) => self.on_event(*event),
-            Err(wire::ServerFrameError::UnsupportedVersion(v)) => self.other_version(v, now),
-            Err(e) => tracing::warn!(error = %e, "unreadable frame from the relay"),
+        match frame.0 {
+            Read::Envelope { index, envelope } => self.on_envelope(index, &envelope),
+            Read::Frame(Ok(ServerFrame::Reply(reply))) => self.on_reply(reply),
+            Read::Frame(Ok(ServerFrame::Event(event))) => self.on_event(*event),
+            Read::Frame(Err(wire::ServerFrameError::UnsupportedVersion(v))) => {
+                self.other_version(v, now);
+            }
+            Read::Frame(Err(e)) => tracing::warn!(error = %e, "unreadable frame from the relay"),
         }
         self.progress();
     }
@@ -1172,7 +1230,7 @@ impl Machine {
             }
             wire::Event::Envelope {
                 index, envelope, ..
-            } => self.on_envelope(index, envelope.0),
+            } => self.on_envelope(index, &CheckedEnvelope::check(envelope.0, None)),
             wire::Event::JoinRequest { request, .. } => self.on_join_request(request.0),
             wire::Event::Declined { session, .. } => {
                 self.events.push_back(Event::Declined { session });
@@ -1368,25 +1426,27 @@ impl Machine {
         }
     }
 
-    fn on_envelope(&mut self, index: u64, envelope: Envelope) {
+    fn on_envelope(&mut self, index: u64, checked: &CheckedEnvelope) {
+        let envelope = checked.envelope();
+        let hash = checked.hash();
         let session = envelope.header().session;
         let room = envelope.header().room;
         let sender = envelope.header().sender;
         let me = self.keys.fingerprint();
-        if sender == me && self.posting(&envelope.hash()).is_some() {
+        if sender == me && self.posting(&hash).is_some() {
             // Our own post, unconfirmed or awaiting its reply, met in a
             // catch-up or on this device's other connection: stored after
             // all, and recorded now, once.
             if let Some(state) = self.sessions.get_mut(&session) {
                 state.advance(room, index);
             }
-            self.confirmed(session, index, &envelope.hash());
+            self.confirmed(session, index, &hash);
             return;
         }
         let Some(state) = self.sessions.get_mut(&session) else {
             return;
         };
-        let outcome = state.view.open(&envelope);
+        let outcome = state.view.open_checked(checked);
         // The cursor moves past a message once it is opened, or refused for
         // good; a key that may still come (a bundle in flight) does not
         // count as for good, so the message is fetched again next time.
@@ -1428,7 +1488,7 @@ impl Machine {
             // or on this device's other connection): nothing new.
             Err(caucus_protocol::Error::Replay { .. }) if sender == me => {}
             // A message held already, delivered again: nothing to do.
-            Err(caucus_protocol::Error::Replay { .. }) if state.has(&envelope.hash()) => {}
+            Err(caucus_protocol::Error::Replay { .. }) if state.has(&hash) => {}
             // Another message at a place in the sender's sequence that one
             // already holds: two histories.
             Err(

@@ -825,6 +825,135 @@ fn a_crash_at_any_point_loses_nothing_acknowledged_and_records_nothing_twice() {
     );
 }
 
+/// What a device showed of a catch-up, the same in any world: the texts,
+/// and each warning's kind (and words, but for a gap's, which name a
+/// sender).
+fn shown(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { text, .. } => Some(text.clone()),
+            Event::Warning {
+                kind: Warning::Gap { missing, .. },
+                ..
+            } => Some(format!("gap {missing:?}")),
+            Event::Warning { kind, detail, .. } => Some(format!("{kind:?}: {detail}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The claimant misses five messages, the third of which the relay
+/// damaged (its signature) or replaced with one signed by someone else
+/// naming the mediator as sender; it catches up on all five in one batch.
+/// Returns what it showed, kept and saved.
+fn catch_up_with_a_bad_envelope(read_ahead: bool, forged: bool) -> (Vec<String>, Vec<String>) {
+    let mut w = World::new();
+    w.read_ahead = read_ahead;
+    let (med, claimant, _, session, parties) = mediation(&mut w);
+    w.disconnect(claimant);
+    let room = w.m(med).party_room(&session, &parties[0]).unwrap();
+    let mut third = 0;
+    for i in 0..5 {
+        let sent = match w.ask(med, |m, now| {
+            m.send(&session, &room, &format!("m{i}"), Sharing::MayShare, now)
+        }) {
+            Ok(Outcome::Sent(sent)) => sent,
+            other => panic!("{other:?}"),
+        };
+        if i == 2 {
+            third = sent.index;
+        }
+    }
+    let outsider = DeviceKeys::generate().unwrap();
+    w.relay.alter_envelope(&session, &room, third, |mut bytes| {
+        if forged {
+            // The same header and ciphertext, signed by another key.
+            use caucus_protocol::codec::{Canonical, Reader, Writer};
+            let mut r = Reader::new(&bytes);
+            let (header, ciphertext) = (r.bytes().unwrap(), r.bytes().unwrap());
+            let mut body = Writer::new();
+            body.bytes(header).bytes(ciphertext);
+            let signature =
+                outsider.sign(caucus_protocol::crypto::label::ENVELOPE, &body.into_bytes());
+            let mut out = Writer::new();
+            out.bytes(header).bytes(ciphertext);
+            signature.encode(&mut out);
+            out.into_bytes()
+        } else {
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            bytes
+        }
+    });
+    w.events(claimant);
+    w.connect(claimant);
+    let seen = shown(&w.events(claimant));
+    w.crash(claimant);
+    w.connect(claimant);
+    let kept = texts(&w.m(claimant).history(&session));
+    (seen, kept)
+}
+
+#[test]
+fn a_batch_with_a_badly_signed_envelope_refuses_it_alone_as_one_frame_at_a_time_does() {
+    for forged in [false, true] {
+        let (seen, kept) = catch_up_with_a_bad_envelope(true, forged);
+        assert_eq!(
+            seen,
+            [
+                "m0",
+                "m1",
+                "Verification: envelope refused: bad signature on envelope",
+                "gap 3..=3",
+                "m3",
+                "m4"
+            ],
+            "forged: {forged}"
+        );
+        assert!(kept.ends_with(&["m0", "m1", "m3", "m4"].map(String::from)));
+        assert_eq!((seen, kept), catch_up_with_a_bad_envelope(false, forged));
+    }
+}
+
+/// A roster admitting a new member and that member's first message arrive
+/// in one batch: the message is read before its sender is known here, so
+/// its signature is checked as it is opened, and it opens.
+#[test]
+fn a_message_from_a_member_admitted_in_the_same_batch_is_checked_as_it_opens() {
+    let mut w = World::new();
+    let (med, claimant, _, session, parties) = mediation(&mut w);
+    w.disconnect(claimant);
+    let link = invite(
+        &mut w,
+        med,
+        session,
+        parties[0],
+        "partner",
+        Admission::Automatic,
+    );
+    let partner = w.device("partner");
+    let now = w.now;
+    let (_, op) = w.m(partner).join(&link, now).unwrap();
+    w.outcome(partner, op).unwrap();
+    w.run();
+    say(
+        &mut w,
+        partner,
+        session,
+        "I am the claimant's partner",
+        Sharing::MayShare,
+    );
+    w.events(claimant);
+    w.connect(claimant);
+    let events = w.events(claimant);
+    assert_eq!(
+        shown(&events),
+        ["I am the claimant's partner"],
+        "{events:?}"
+    );
+}
+
 /// The bytes a device writes to catch up on `n` envelopes.
 fn catch_up_bytes(n: usize) -> (u64, u64, u64) {
     let mut w = World::new();
@@ -1717,4 +1846,50 @@ fn the_author_is_warned_of_a_receipt_for_a_mediator_only_document_shared_without
         )),
         "the author is warned"
     );
+}
+
+/// A device that crashes in the middle of a catch-up, after its first page
+/// was saved, keeps that page; the next catch-up goes on from there, and
+/// every message is held once, in order.
+#[test]
+fn a_crash_in_the_middle_of_a_catch_up_keeps_the_pages_saved_and_goes_on_from_there() {
+    let mut w = World::new();
+    let (med, claimant, _, session, parties) = mediation(&mut w);
+    w.disconnect(claimant);
+    let room = w.m(med).party_room(&session, &parties[0]).unwrap();
+    let n = support::BATCH + 50;
+    for i in 0..n {
+        w.ask(med, |m, now| {
+            m.send(&session, &room, &format!("m{i}"), Sharing::MayShare, now)
+        })
+        .unwrap();
+    }
+    w.connect_only(claimant);
+    // The challenge, the answer, the catch-up's first page, its save.
+    let mut steps = 0;
+    while w.devices[claimant].disk.sessions[&session].1.len() < support::BATCH / 2 {
+        assert!(w.step(), "the catch-up stopped");
+        steps += 1;
+        assert!(steps < 20, "no page was saved");
+    }
+    let saved = w.devices[claimant].disk.sessions[&session].1.len();
+    assert!(saved < n, "the whole catch-up in one page");
+    w.crash(claimant);
+    // What the crash left: the pages saved, in order.
+    let kept: Vec<String> = texts(&w.m(claimant).history(&session))
+        .into_iter()
+        .filter(|t| t.starts_with('m'))
+        .collect();
+    assert_eq!(
+        kept,
+        (0..saved).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    w.connect(claimant);
+    let held: Vec<String> = texts(&w.m(claimant).history(&session))
+        .into_iter()
+        .filter(|t| t.starts_with('m'))
+        .collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    assert_eq!(held, expected);
+    assert!(warnings(&mut w, claimant).is_empty());
 }

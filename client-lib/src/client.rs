@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use caucus_client_core::{
-    Admission, ClientError, Event, Kept, Knock, Link, Machine, OfferEntry, OpId, Outcome, Sent,
-    Timestamp,
+    Admission, ClientError, Event, Kept, Knock, Link, Machine, OfferEntry, OpId, Outcome,
+    ReadFrame, Sent, Timestamp,
 };
 use caucus_protocol::agreement::{Agreement, SignedAgreement};
 use caucus_protocol::codec::Canonical;
@@ -25,7 +25,7 @@ use caucus_protocol::session::Opened;
 use caucus_protocol::wire::PartyStatus;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::documents::FileIo;
 use crate::store::StateDir;
@@ -49,7 +49,8 @@ pub(crate) fn clock() -> Timestamp {
 /// How long [`Client::open`] waits for the relay to catch its sessions up.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How many frames that have already arrived are handled before one save.
+/// How many frames that have already arrived are handled before one save:
+/// a page of a catch-up.
 const BATCH: usize = 256;
 
 /// What the driver task and the methods share.
@@ -65,6 +66,8 @@ struct Shared {
     caught_up: watch::Sender<Ready>,
     /// The files of the transfers in progress.
     files: Mutex<HashMap<OpId, FileIo>>,
+    /// How many threads read a page of frames ([`read_frames`]).
+    readers: usize,
 }
 
 /// How far the connection has come, for [`Client::open`] to wait on.
@@ -159,12 +162,55 @@ impl Shared {
         Ok(frames)
     }
 
+    /// Hand the machine `texts`, frames from the relay, in order. Reading
+    /// them (parsing, and checking each envelope's signature: most of what
+    /// a message costs) needs only the machine's `&self`, so a page of them
+    /// (a catch-up) is read on every core at once; then each is handled in
+    /// turn, where every other check is made.
+    fn handle_frames(&self, texts: &[Utf8Bytes]) {
+        let mut m = self.machine();
+        let read = read_frames(&m, texts, self.readers);
+        for frame in read {
+            m.handle_read(frame, clock());
+        }
+    }
+
     /// Every waiter gets `why`: the driver has stopped.
     fn fail_all(&self, why: &str) {
         for (_, waiter) in self.waiters().drain() {
             let _ = waiter.send(Err(ClientError::Connection(why.to_owned())));
         }
     }
+}
+
+/// Fewer frames than this are read on the driver's thread alone: starting
+/// threads would cost more than it saves.
+const READ_ALONE: usize = 16;
+
+/// `texts` read by `m` ([`Machine::read_frame`]), in order, on up to
+/// `readers` threads.
+fn read_frames(m: &Machine, texts: &[Utf8Bytes], readers: usize) -> Vec<ReadFrame> {
+    let read = |part: &[Utf8Bytes]| -> Vec<ReadFrame> {
+        part.iter().map(|t| m.read_frame(t.as_str())).collect()
+    };
+    if readers < 2 || texts.len() < READ_ALONE {
+        return read(texts);
+    }
+    let (first, rest) = texts.split_at(texts.len().div_ceil(readers));
+    std::thread::scope(|scope| {
+        let others: Vec<_> = rest
+            .chunks(first.len())
+            .map(|part| scope.spawn(move || read(part)))
+            .collect();
+        let mut out = read(first);
+        for other in others {
+            match other.join() {
+                Ok(part) => out.extend(part),
+                Err(panicked) => std::panic::resume_unwind(panicked),
+            }
+        }
+        out
+    })
 }
 
 /// How the driver's wait ended.
@@ -272,15 +318,15 @@ async fn drive(
                     Woken::Nudged => {}
                     Woken::Timeout => shared.machine().handle_timeout(clock()),
                     Woken::Frame(frame) => {
-                        // This frame, and those already here: one save.
+                        // This frame, and those already here: read
+                        // together, handled in order, one save.
                         let mut next = frame;
+                        let mut texts = Vec::new();
                         let mut handled = 0;
                         let mut closed = false;
                         loop {
                             match next {
-                                Some(Ok(Message::Text(text))) => {
-                                    shared.machine().handle_frame(text.as_str(), clock());
-                                }
+                                Some(Ok(Message::Text(text))) => texts.push(text),
                                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                                     closed = true;
                                     break;
@@ -296,6 +342,7 @@ async fn drive(
                                 None => break,
                             }
                         }
+                        shared.handle_frames(&texts);
                         if closed {
                             break;
                         }
@@ -377,6 +424,7 @@ impl Client {
             waiters: Mutex::new(HashMap::new()),
             caught_up,
             files: Mutex::new(HashMap::new()),
+            readers: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         });
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(drive(shared.clone(), events_tx, stopped, first));

@@ -254,6 +254,48 @@ impl Envelope {
     }
 }
 
+/// An envelope with its sender's signature checked ahead of
+/// [`SessionView::open_checked`](crate::session::SessionView::open_checked)
+/// where the sender's identity was known: the part of opening that needs
+/// nothing of the session's state, so that a client can do it for a page of
+/// a catch-up on several threads at once. Opening relies on the check only
+/// if it was made with the key the roster gives the sender at that moment,
+/// and checks the signature itself otherwise (one rule: an envelope is
+/// opened only with its sender's signature verified, by
+/// [`Envelope::verify`]).
+#[derive(Debug, Clone)]
+pub struct CheckedEnvelope {
+    envelope: Envelope,
+    /// The signing key whose signature held, if one was checked.
+    signer: Option<[u8; 32]>,
+}
+
+impl CheckedEnvelope {
+    /// Check `envelope`'s signature by `sender` if given (a signature that
+    /// does not hold is left for opening to refuse).
+    pub fn check(envelope: Envelope, sender: Option<&PublicIdentity>) -> Self {
+        let signer = sender
+            .filter(|s| envelope.verify(s).is_ok())
+            .map(|s| *s.signing_key());
+        Self { envelope, signer }
+    }
+
+    /// The envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// Its hash ([`Envelope::hash`]).
+    pub fn hash(&self) -> Digest {
+        self.envelope.hash()
+    }
+
+    /// Whether its signature was checked, and held, with `sender`'s key.
+    pub(crate) fn signed_by(&self, sender: &PublicIdentity) -> bool {
+        self.signer.as_ref() == Some(sender.signing_key())
+    }
+}
+
 /// An envelope read from its encoding, less the encoding.
 struct Parts {
     header: Header,

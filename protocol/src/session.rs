@@ -20,7 +20,7 @@ use crate::content::{
 };
 use crate::crypto::Digest;
 use crate::document::DocumentRef;
-use crate::envelope::{Envelope, Header};
+use crate::envelope::{CheckedEnvelope, Envelope, Header};
 use crate::error::Error;
 use crate::history::RosterHistory;
 use crate::identity::{DeviceKeys, Fingerprint, PublicIdentity};
@@ -417,15 +417,33 @@ impl SessionView {
     /// room: from the chain head the roster that began it recorded, so a
     /// member who joins late sees no gap for what came before.
     pub fn open(&mut self, envelope: &Envelope) -> Result<Opened, Error> {
+        self.open_with(envelope, envelope.hash(), None)
+    }
+
+    /// [`SessionView::open`] an envelope hashed, and perhaps its signature
+    /// checked, ahead (see [`CheckedEnvelope`]): every check is the same,
+    /// in the same order; the signature is checked here unless it was
+    /// checked already with the key the roster gives the sender.
+    pub fn open_checked(&mut self, checked: &CheckedEnvelope) -> Result<Opened, Error> {
+        self.open_with(checked.envelope(), checked.hash(), Some(checked))
+    }
+
+    fn open_with(
+        &mut self,
+        envelope: &Envelope,
+        hash: Digest,
+        checked: Option<&CheckedEnvelope>,
+    ) -> Result<Opened, Error> {
         let h = envelope.header();
-        let hash = envelope.hash();
         let (epoch, role) = self.rosters.check_header(h, &hash)?;
         let key = self
             .keys
             .get(&(h.room, h.epoch))
             .ok_or(Error::MissingRoomKey { epoch: h.epoch })?;
         let identity = self.rosters.identity(&h.sender).ok_or(Error::NotAMember)?;
-        envelope.verify(identity)?;
+        if !checked.is_some_and(|c| c.signed_by(identity)) {
+            envelope.verify(identity)?;
+        }
         h.class.check(role)?;
         let content = envelope.decrypt(key)?;
         content.content_type().check_sender(role, epoch.kind)?;

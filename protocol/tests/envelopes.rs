@@ -432,3 +432,66 @@ fn a_post_parses_alike_however_it_is_spelled_and_keeps_its_exact_bytes() {
         assert_eq!(parse_request(text).unwrap_err().code, *code, "{text}");
     }
 }
+
+/// A signature checked ahead of opening (a client reading a page of a
+/// catch-up on several threads) counts only if it held with the key the
+/// roster gives the header's sender: a bad signature, or one made by
+/// another key, is refused by `open_checked` exactly as by `open`, and
+/// leaves the sender's chain as it was.
+#[test]
+fn a_signature_checked_ahead_counts_only_with_the_senders_key() {
+    use caucus_protocol::envelope::CheckedEnvelope;
+    use caucus_protocol::identity::DeviceKeys;
+    let mut f = Fixture::new();
+    let good = f
+        .claimant
+        .view
+        .seal(&f.claimant.keys, &f.claimant_room, &text("mine"))
+        .unwrap();
+    let mut bytes = good.to_bytes();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let badly_signed = Envelope::from_bytes(&bytes).unwrap();
+    // Someone else's signature on a header naming the claimant, checked
+    // ahead with the key that made it.
+    let outsider = DeviceKeys::generate().unwrap();
+    let key = f
+        .claimant
+        .view
+        .room_key(&f.claimant_room, good.header().epoch)
+        .unwrap()
+        .clone();
+    let forged =
+        Envelope::seal(&outsider, &key, good.header().clone(), &text("not theirs")).unwrap();
+    let claimant = f.claimant.keys.public().clone();
+    for (envelope, checked_with) in [
+        (&badly_signed, Some(&claimant)),
+        (&badly_signed, None),
+        (&forged, Some(outsider.public())),
+        (&forged, None),
+    ] {
+        assert_eq!(
+            f.mediator.view.open(envelope),
+            Err(Error::BadSignature("envelope"))
+        );
+        let checked = CheckedEnvelope::check(envelope.clone(), checked_with);
+        assert_eq!(checked.hash(), envelope.hash());
+        assert_eq!(
+            f.mediator.view.open_checked(&checked),
+            Err(Error::BadSignature("envelope"))
+        );
+    }
+    // Checked ahead with the sender's key, or not at all: it opens, once.
+    let checked = CheckedEnvelope::check(good.clone(), Some(&claimant));
+    let opened = f.mediator.view.open_checked(&checked).unwrap();
+    assert_eq!((opened.content, opened.header.seq), (text("mine"), 1));
+    assert_eq!(f.mediator.view.open(&good), Err(Error::Replay { seq: 1 }));
+    assert_eq!(
+        f.solicitor
+            .view
+            .open_checked(&CheckedEnvelope::check(good, None))
+            .unwrap()
+            .content,
+        text("mine")
+    );
+}

@@ -145,6 +145,26 @@ impl SimRelay {
         conn
     }
 
+    /// Change the stored envelope at `index` in `room` (its bytes, as
+    /// `alter` makes them): a relay that damages or forges one.
+    pub fn alter_envelope(
+        &mut self,
+        session: &SessionId,
+        room: &RoomId,
+        index: u64,
+        alter: impl FnOnce(Vec<u8>) -> Vec<u8>,
+    ) {
+        use caucus_protocol::codec::Canonical;
+        let stored = &mut self
+            .sessions
+            .get_mut(session)
+            .unwrap()
+            .logs
+            .get_mut(room)
+            .unwrap()[usize::try_from(index - 1).unwrap()];
+        *stored = Envelope::from_bytes(&alter(stored.to_bytes())).unwrap();
+    }
+
     /// The connection is gone.
     pub fn disconnect(&mut self, conn: Conn) {
         self.conns.remove(&conn);
@@ -664,6 +684,10 @@ pub struct World {
     pub relay: SimRelay,
     pub devices: Vec<Device>,
     pub now: Timestamp,
+    /// Whether a device reads each batch of frames before it handles them
+    /// (`read_frame`, then `handle_read`), as the native driver does, or
+    /// handles each as it reads it (`handle_frame`), as the browser's.
+    pub read_ahead: bool,
 }
 
 impl World {
@@ -672,6 +696,7 @@ impl World {
             relay: SimRelay::new(),
             devices: Vec::new(),
             now: Timestamp::from_millis(1_800_000_000_000),
+            read_ahead: true,
         }
     }
 
@@ -697,10 +722,15 @@ impl World {
     }
 
     pub fn connect(&mut self, d: usize) {
+        self.connect_only(d);
+        self.run();
+    }
+
+    /// Connect device `d`, and let nothing move yet (see [`World::step`]).
+    pub fn connect_only(&mut self, d: usize) {
         let conn = self.relay.connect();
         self.devices[d].conn = Some(conn);
         self.devices[d].machine.connected(self.now);
-        self.run();
     }
 
     pub fn disconnect(&mut self, d: usize) {
@@ -744,27 +774,51 @@ impl World {
     /// answers; frames are delivered. Each delivery costs a millisecond.
     pub fn run(&mut self) {
         for _ in 0..100_000 {
-            let mut moved = false;
-            for d in 0..self.devices.len() {
-                moved |= self.flush(d);
-            }
-            // Up to a batch of frames, then every device saves: as the
-            // native driver does with frames that have already arrived.
-            for _ in 0..BATCH {
-                let Some((conn, text)) = self.relay.out.pop_front() else {
-                    break;
-                };
-                moved = true;
-                if let Some(d) = self.devices.iter().position(|d| d.conn == Some(conn)) {
-                    self.devices[d].machine.handle_frame(&text, self.now);
-                }
-            }
-            if !moved {
+            if !self.step() {
                 return;
             }
-            self.now = self.now.plus_millis(1);
         }
         panic!("the world did not settle");
+    }
+
+    /// One round of [`World::run`]: every device saves and sends, then up
+    /// to a batch of frames is delivered. Whether anything moved.
+    pub fn step(&mut self) -> bool {
+        let mut moved = false;
+        for d in 0..self.devices.len() {
+            moved |= self.flush(d);
+        }
+        // Up to a batch of frames, then every device saves: as the
+        // native driver does with frames that have already arrived,
+        // each device's read first (`read_frame`), then handled in
+        // order.
+        let mut batch: Vec<Vec<String>> = vec![Vec::new(); self.devices.len()];
+        for _ in 0..BATCH {
+            let Some((conn, text)) = self.relay.out.pop_front() else {
+                break;
+            };
+            moved = true;
+            if let Some(d) = self.devices.iter().position(|d| d.conn == Some(conn)) {
+                batch[d].push(text);
+            }
+        }
+        for (d, texts) in batch.into_iter().enumerate() {
+            let machine = &mut self.devices[d].machine;
+            if self.read_ahead {
+                let read: Vec<_> = texts.iter().map(|t| machine.read_frame(t)).collect();
+                for frame in read {
+                    machine.handle_read(frame, self.now);
+                }
+            } else {
+                for text in &texts {
+                    machine.handle_frame(text, self.now);
+                }
+            }
+        }
+        if moved {
+            self.now = self.now.plus_millis(1);
+        }
+        moved
     }
 
     /// Device `d` saves and sends what it has, and nothing is delivered.

@@ -16,6 +16,7 @@
 //! relay; `--day-sessions`, `--only-day`). With `--charts DIR` it draws the
 //! figures as SVG charts there (`figures.rs`).
 
+mod client_catchup;
 mod cluster;
 mod crypto;
 mod day;
@@ -71,6 +72,9 @@ struct Args {
     /// Envelopes in the catch-up measurement (0 skips).
     #[arg(long, default_value_t = 10_000)]
     catchup: usize,
+    /// Envelopes a native client catches up on after reconnecting (0 skips).
+    #[arg(long, default_value_t = 10_000)]
+    client_catchup: usize,
     /// MiB in the document transfer measurement (0 skips).
     #[arg(long, default_value_t = 50)]
     document_mib: u64,
@@ -125,6 +129,7 @@ struct Report {
     idle_kib_per_connection: Vec<(String, f64)>,
     catchup_per_sec: Vec<f64>,
     catchup_envelopes: u64,
+    client_catchup: Option<client_catchup::CatchUp>,
     crypto: Vec<crypto::Crypto>,
     documents: Vec<documents::Transfer>,
     cluster: Option<cluster::Report>,
@@ -430,6 +435,12 @@ async fn measure_all(
         report.catchup_envelopes = count;
         report.catchup_per_sec = rates;
     }
+    if args.client_catchup > 0 {
+        report.client_catchup = Some(
+            client_catchup::measure(bins, scratch, args.client_catchup, args.repeat, args.seed)
+                .await?,
+        );
+    }
     Ok(report)
 }
 
@@ -720,6 +731,9 @@ fn print_report(r: &Report) {
         "Catch-up after reconnect: {} envelopes at {catchup:.0} envelopes/s",
         r.catchup_envelopes
     );
+    if let Some(c) = &r.client_catchup {
+        client_catchup::print(c);
+    }
     println!(
         "Client crypto, one core, 1 KiB: {:.0} seal+sign+verify+open/s (seal+sign {:.0}/s, verify+open {:.0}/s; Ed25519 sign {:.0}/s, verify {:.0}/s)",
         crypto(|c| c.roundtrip_per_sec),
@@ -816,5 +830,8 @@ fn print_report(r: &Report) {
             "| catch-up of 10,000 envelopes >= 50,000/s | {catchup:.0}/s | {} |",
             status(catchup >= 50_000.0)
         );
+    }
+    if let Some(c) = &r.client_catchup {
+        println!("{}", client_catchup::target_row(c));
     }
 }
