@@ -107,6 +107,10 @@ struct Args {
     /// Draw the figures as SVG charts into this directory.
     #[arg(long)]
     charts: Option<PathBuf>,
+    /// Only draw the charts (into `--charts`) from a report saved with
+    /// `--json`.
+    #[arg(long, requires = "charts")]
+    charts_from: Option<PathBuf>,
     /// Profiling aid: only drive an already running Caucus relay at this
     /// URL at saturation (for `perf record -p`), and print the run.
     #[arg(long)]
@@ -151,6 +155,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     if args.day.only {
         return only_day(&args).await;
+    }
+    if let (Some(from), Some(dir)) = (&args.charts_from, &args.charts) {
+        let report =
+            std::fs::read_to_string(from).with_context(|| format!("reading {}", from.display()))?;
+        return figures::write(&serde_json::from_str(&report)?, dir);
     }
     let timing = Timing {
         warmup: Duration::from_secs_f64(args.warmup),
@@ -251,8 +260,16 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     if let Some(d) = &report.day {
         day::print(d);
     }
+    save(&args, &report)
+}
+
+/// Write the report as JSON (`--json`) and draw its charts (`--charts`).
+fn save(args: &Args, report: &Report) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(path, serde_json::to_string_pretty(report)?)?;
+    }
+    if let Some(dir) = &args.charts {
+        figures::write(&serde_json::to_value(report)?, dir)?;
     }
     Ok(())
 }
@@ -288,15 +305,7 @@ async fn only_day(args: &Args) -> anyhow::Result<()> {
     if let Some(d) = &report.day {
         day::print(d);
     }
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-    }
-    if let Some(dir) = &args.charts
-        && !args.only_cluster
-    {
-        figures::write(&report, dir)?;
-    }
-    Ok(())
+    save(args, &report)
 }
 
 async fn measure_all(
