@@ -95,6 +95,20 @@ fn svg(
     Ok(text)
 }
 
+/// The legend, upper left, as every chart here draws it.
+fn legend<'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+) -> Result<(), ChartError> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font((FONT, 14))
+        .draw()?;
+    Ok(())
+}
+
 /// Delivered envelopes per second at saturation, one horizontal bar per
 /// relay (in the order given, top to bottom), the value printed beside
 /// each.
@@ -216,14 +230,7 @@ pub fn latency_per_relay(relays: &[(&str, [f64; 3])]) -> Result<String, ChartErr
                     + Text::new(ms(v[k]), (0, -3), label.clone())
             }))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 14))
-            .draw()?;
-        Ok(())
+        legend(&mut chart)
     })
 }
 
@@ -299,14 +306,7 @@ pub fn sessions_vs_p99(points: &[(usize, f64, f64)]) -> Result<String, ChartErro
                     + Text::new(ms(y(p)), (0, dy), value.clone())
             }))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 14))
-            .draw()?;
-        Ok(())
+        legend(&mut chart)
     })
 }
 
