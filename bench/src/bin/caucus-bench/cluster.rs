@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
-use caucus_bench::stats::median;
 use serde::Serialize;
 
 use crate::drive::{self, Mode, Placement, Run, Timing, Watch};
+use crate::med;
 use crate::procs::{self, Bins, Kind, Relay};
 use crate::world::Session;
 
@@ -258,14 +258,7 @@ pub(crate) async fn measure(
     }
     let half = rows
         .iter()
-        .map(|r| {
-            median(
-                &r.saturation
-                    .iter()
-                    .map(|x| x.posts_per_sec)
-                    .collect::<Vec<_>>(),
-            )
-        })
+        .map(|r| med(&r.saturation, |x| x.posts_per_sec))
         .fold(f64::INFINITY, f64::min)
         / 2.0;
     if !half.is_finite() || half <= 0.0 {
@@ -299,10 +292,6 @@ pub(crate) async fn measure(
         rows,
         retries,
     })
-}
-
-fn med(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
-    median(&runs.iter().map(f).collect::<Vec<_>>())
 }
 
 /// Print the tables of docs/performance.md, "Several relays (issue 16)".

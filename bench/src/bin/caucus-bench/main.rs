@@ -643,6 +643,7 @@ fn machine() -> String {
     format!("{cores} × {cpu}, {:.1} GiB RAM", mem / 1024.0 / 1024.0)
 }
 
+/// The median of `f` over `runs`.
 fn med(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
     median(&runs.iter().map(f).collect::<Vec<_>>())
 }
