@@ -1428,7 +1428,7 @@ impl Machine {
 
     fn on_envelope(&mut self, index: u64, checked: &CheckedEnvelope) {
         let envelope = checked.envelope();
-        let hash = checked.hash();
+        let hash = envelope.hash();
         let session = envelope.header().session;
         let room = envelope.header().room;
         let sender = envelope.header().sender;

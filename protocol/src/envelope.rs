@@ -285,11 +285,6 @@ impl CheckedEnvelope {
         &self.envelope
     }
 
-    /// Its hash ([`Envelope::hash`]).
-    pub fn hash(&self) -> Digest {
-        self.envelope.hash()
-    }
-
     /// Whether its signature was checked, and held, with `sender`'s key.
     pub(crate) fn signed_by(&self, sender: &PublicIdentity) -> bool {
         self.signer.as_ref() == Some(sender.signing_key())

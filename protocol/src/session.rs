@@ -417,24 +417,24 @@ impl SessionView {
     /// room: from the chain head the roster that began it recorded, so a
     /// member who joins late sees no gap for what came before.
     pub fn open(&mut self, envelope: &Envelope) -> Result<Opened, Error> {
-        self.open_with(envelope, envelope.hash(), None)
+        self.open_with(envelope, None)
     }
 
-    /// [`SessionView::open`] an envelope hashed, and perhaps its signature
-    /// checked, ahead (see [`CheckedEnvelope`]): every check is the same,
+    /// [`SessionView::open`] an envelope whose signature was perhaps
+    /// checked ahead (see [`CheckedEnvelope`]): every check is the same,
     /// in the same order; the signature is checked here unless it was
     /// checked already with the key the roster gives the sender.
     pub fn open_checked(&mut self, checked: &CheckedEnvelope) -> Result<Opened, Error> {
-        self.open_with(checked.envelope(), checked.hash(), Some(checked))
+        self.open_with(checked.envelope(), Some(checked))
     }
 
     fn open_with(
         &mut self,
         envelope: &Envelope,
-        hash: Digest,
         checked: Option<&CheckedEnvelope>,
     ) -> Result<Opened, Error> {
         let h = envelope.header();
+        let hash = envelope.hash();
         let (epoch, role) = self.rosters.check_header(h, &hash)?;
         let key = self
             .keys
