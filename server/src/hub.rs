@@ -627,10 +627,10 @@ impl Hub {
             .unwrap_or_default();
         for room in rooms {
             let mut last = 0;
-            for (index, bytes) in self.store.log(id, &room, 1, u64::MAX, usize::MAX).await? {
-                // A stored envelope that no longer decodes is no chain head;
-                // its catch-up reports the damage (13.5.9).
-                if let Ok(envelope) = Envelope::from_vec(bytes) {
+            for (index, stored) in self.store.log(id, &room, 1, u64::MAX, usize::MAX).await? {
+                // A stored envelope that can no longer be read or decoded is
+                // no chain head; its catch-up reports the damage (13.5.9).
+                if let Some(envelope) = stored.ok().and_then(|b| Envelope::from_vec(b).ok()) {
                     rules.record(&envelope, index);
                 }
                 last = last.max(index);
@@ -1262,7 +1262,8 @@ impl Hub {
             .log(session, &part.room, from, part.upto, limit)
             .await?
             .into_iter()
-            .map(|(index, bytes)| {
+            .map(|(index, stored)| {
+                let bytes = stored?;
                 let header = Envelope::header_of(&bytes)
                     .map_err(|e| Refusal::from(StoreError::Corrupt(e.to_string())))?;
                 if header.epoch < part.since {

@@ -179,12 +179,19 @@ async fn a_catch_up_that_fails_leaves_the_connection_not_following() {
             })
             .unwrap();
         let tree = db.open_tree("caucus").unwrap();
-        let mut key = vec![b'L'];
+        // Where the envelope is (operations.md section 7): segment, then
+        // offset, big-endian; one byte of the envelope is changed there.
+        let mut key = vec![b'E'];
         key.extend_from_slice(&session.0);
         key.extend_from_slice(&room.0);
         key.extend_from_slice(&index.to_be_bytes());
-        assert!(tree.insert(key, &b"not an envelope"[..]).unwrap().is_some());
-        db.flush().unwrap();
+        let position = tree.get(key).unwrap().unwrap();
+        let segment = u64::from_be_bytes(position[..8].try_into().unwrap());
+        let offset = u64::from_be_bytes(position[8..16].try_into().unwrap());
+        let file = dir.path().join(format!("envelopes/{segment:016x}.log"));
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[offset as usize + 48 + 20] ^= 0x20;
+        std::fs::write(&file, bytes).unwrap();
     }
     let relay = Relay::start_in(dir, &[]).await;
     let [mediator_keys, claimant_keys] = keys;

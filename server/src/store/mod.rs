@@ -23,7 +23,9 @@
 //!
 //! Only ciphertext and the metadata of `docs/security.md` §2 are stored.
 
+mod log;
 pub(crate) mod postgres;
+mod segments;
 pub(crate) mod sled;
 
 use std::sync::Arc;
@@ -44,6 +46,9 @@ pub enum StoreError {
     /// sled failed.
     #[error("store: {0}")]
     Sled(#[from] ::sled::Error),
+    /// The sled engine's envelope log failed.
+    #[error("envelope log: {0}")]
+    Log(#[from] std::io::Error),
     /// PostgreSQL failed, or could not be reached.
     #[error("PostgreSQL: {0}")]
     Postgres(String),
@@ -64,6 +69,10 @@ pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
 }
+
+/// An envelope as the store read it: its bytes, or why they could not be
+/// read (its record is damaged), which harms that envelope alone.
+pub(crate) type Stored = Result<Vec<u8>, StoreError>;
 
 /// Where the relay keeps its records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -433,7 +442,7 @@ impl Store {
     }
 
     /// Up to `limit` envelopes of a room with index in `from..=to`, in
-    /// index order.
+    /// index order, each as read.
     pub(crate) async fn log(
         &self,
         session: &SessionId,
@@ -441,7 +450,7 @@ impl Store {
         from: u64,
         to: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<(u64, Stored)>, StoreError> {
         match &self.engine {
             Engine::Sled(r) => r.log(session, room, from, to, limit),
             Engine::Postgres(r) => r.log(session, room, from, to, limit).await,

@@ -52,7 +52,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Statement};
 
-use super::{Batch, Commit, EXIT_STORE_FAILED, Key, Kind, MAX_GROUP, StoreError};
+use super::{Batch, Commit, EXIT_STORE_FAILED, Key, Kind, MAX_GROUP, StoreError, Stored};
 use crate::metrics::Metrics;
 
 mod embedded {
@@ -295,7 +295,7 @@ impl Reader {
         from: u64,
         to: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<(u64, Stored)>, StoreError> {
         // No stored index is above i64::MAX.
         let (Ok(from), to) = (i64::try_from(from), i64::try_from(to).unwrap_or(i64::MAX)) else {
             return Ok(Vec::new());
@@ -324,7 +324,7 @@ impl Reader {
                     .map_err(|_| StoreError::Corrupt("a log index".into()))?;
                 let index =
                     u64::try_from(index).map_err(|_| StoreError::Corrupt("a log index".into()))?;
-                Ok((index, value_at(row, 1)?))
+                Ok((index, Ok(value_at(row, 1)?)))
             })
             .collect()
     }

@@ -1,10 +1,12 @@
 //! The sled engine: one tree, keys spelt as bytes that sort as the records
 //! do, written in groups by one committer task so that many acknowledged
-//! envelopes share one flush.
+//! envelopes share one flush. The envelopes themselves are appended to the
+//! envelope log beside the tree ([`super::segments`]), and the tree keeps
+//! where, a block of positions at a time ([`super::log`]).
 //!
-//! A commit of one write (every post) is applied with a plain `insert`, and
-//! only a commit of several with sled's `apply_batch`: sled 0.34 writes out
-//! and syncs its IO buffer twice for every `apply_batch`, whatever its size,
+//! A commit of one write is applied with a plain `insert`, and only a
+//! commit of several with sled's `apply_batch`: sled 0.34 writes out and
+//! syncs its IO buffer twice for every `apply_batch`, whatever its size,
 //! which cost about 150 µs of CPU per post when every post was applied that
 //! way (docs/performance.md).
 //!
@@ -13,7 +15,9 @@
 //! | `S` session | session record (JSON): mediator fingerprint, when closed |
 //! | `R` session version(u64 BE) | signed roster, canonical bytes |
 //! | `B` session seq(u64 BE) | signed key bundle, canonical bytes |
-//! | `L` session room index(u64 BE) | envelope, canonical bytes |
+//! | `E` session room first-index(u64 BE) | a block of envelope positions: for each, index(u64 BE), segment(u64 BE), offset(u64 BE), length(u32 BE) |
+//! | `G` session segment(u64 BE) | nothing: the session has envelopes in that segment |
+//! | `K` | the envelope log's checkpoint: segment(u64 BE), offset(u64 BE) |
 //! | `I` session invite | invite record (JSON): token hash, expiry, state |
 //! | `W` session invite | a waiting join request, canonical bytes |
 //! | `P` session | presence (JSON): the party members' statuses and the mediators' locations |
@@ -21,12 +25,17 @@
 //! | `C` session file index(u32 BE) | a document's chunk, as uploaded |
 //! | `D` session | after erasure: the signed deletion statement, canonical bytes |
 //!
+//! A group's flush syncs the segment its envelopes were appended to and,
+//! if the group wrote anything else, flushes the tree, both at once; a
+//! group of posts only needs the first (see [`super::log`]).
+//!
 //! A flush that fails leaves what it covered neither known stored nor known
 //! lost: none of their follow-ups runs (no reply is sent), and the process
 //! exits, so that the relay starts again from what is on disk, as
 //! PostgreSQL does after a failed fsync. A relay that fails to apply a
 //! commit exits too, once what was applied before it is flushed.
 
+use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,17 +44,19 @@ use std::time::{Duration, Instant};
 use caucus_protocol::ids::{ID_LEN, RoomId, SessionId};
 use tokio::sync::mpsc;
 
-use super::{Batch, Commit, EXIT_STORE_FAILED, Key, Kind, MAX_GROUP, Outcome, StoreError};
+use super::log::{Log, Tails};
+use super::segments::{SEGMENT_BYTES, Segments};
+use super::{Commit, EXIT_STORE_FAILED, Key, Kind, MAX_GROUP, Outcome, StoreError, Stored};
 use crate::metrics::Metrics;
 
 impl Kind {
     /// The first byte of its keys.
-    fn tag(self) -> u8 {
+    pub(super) fn tag(self) -> u8 {
         match self {
             Kind::Session => b'S',
             Kind::Roster => b'R',
             Kind::Bundle => b'B',
-            Kind::Log => b'L',
+            Kind::Log => b'E',
             Kind::Invite => b'I',
             Kind::Waiting => b'W',
             Kind::Presence => b'P',
@@ -57,7 +68,7 @@ impl Kind {
 }
 
 /// The bytes before a session's keys of `kind`.
-fn prefix(kind: Kind, session: &SessionId) -> Vec<u8> {
+pub(super) fn prefix(kind: Kind, session: &SessionId) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + ID_LEN + ID_LEN + 8);
     k.push(kind.tag());
     k.extend_from_slice(&session.0);
@@ -65,7 +76,7 @@ fn prefix(kind: Kind, session: &SessionId) -> Vec<u8> {
 }
 
 /// A key as sled holds it.
-fn encode(key: &Key) -> Vec<u8> {
+pub(super) fn encode(key: &Key) -> Vec<u8> {
     let mut k = prefix(key.kind(), key.session());
     match key {
         Key::Session(_) | Key::Presence(_) | Key::Deleted(_) => {}
@@ -85,7 +96,7 @@ fn encode(key: &Key) -> Vec<u8> {
 }
 
 /// A key of `kind` from its bytes.
-fn decode(kind: Kind, bytes: &[u8]) -> Result<Key, StoreError> {
+pub(super) fn decode(kind: Kind, bytes: &[u8]) -> Result<Key, StoreError> {
     fn take<const N: usize>(rest: &mut &[u8]) -> Option<[u8; N]> {
         let (head, tail) = rest.split_first_chunk::<N>()?;
         *rest = tail;
@@ -123,26 +134,53 @@ fn decode(kind: Kind, bytes: &[u8]) -> Result<Key, StoreError> {
     parse().ok_or_else(|| StoreError::Corrupt(format!("a key of kind {kind:?}")))
 }
 
-/// Reads from the sled tree.
+/// Reads from the sled tree and the envelope log.
 #[derive(Clone)]
 pub(crate) struct Reader {
     tree: sled::Tree,
+    segments: Segments,
+    tails: Tails,
 }
 
 impl Reader {
     pub(super) fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Key::Log(session, room, index) = key {
+            let found = self.log(session, room, *index, *index, 1)?.pop();
+            return found.map(|(_, envelope)| envelope).transpose();
+        }
         Ok(self.tree.get(encode(key))?.map(|v| v.to_vec()))
     }
 
+    /// The records of `kind` from `from` on, as the tree keeps them.
     fn scan(
         &self,
         kind: Kind,
         from: &[u8],
-    ) -> impl Iterator<Item = Result<(Key, Vec<u8>), StoreError>> {
+    ) -> impl Iterator<Item = Result<(Key, sled::IVec), StoreError>> {
         self.tree.scan_prefix(from).map(move |item| {
             let (k, v) = item?;
-            Ok((decode(kind, &k)?, v.to_vec()))
+            Ok((decode(kind, &k)?, v))
         })
+    }
+
+    /// Every envelope of a session, by room, then index.
+    fn envelopes(&self, session: &SessionId) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+        let mut envelopes = Vec::new();
+        let mut positions = self
+            .tails
+            .session(&self.tree, session)?
+            .into_iter()
+            .peekable();
+        while let Some((room, index, position)) = positions.next() {
+            let mut these = vec![(index, position)];
+            while let Some((_, index, position)) = positions.next_if(|(r, ..)| *r == room) {
+                these.push((index, position));
+            }
+            for (index, envelope) in self.segments.read_room(session, &room, these)? {
+                envelopes.push((Key::Log(*session, room, index), envelope?));
+            }
+        }
+        Ok(envelopes)
     }
 
     pub(super) fn records(
@@ -150,7 +188,12 @@ impl Reader {
         kind: Kind,
         session: &SessionId,
     ) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
-        self.scan(kind, &prefix(kind, session)).collect()
+        if kind == Kind::Log {
+            return self.envelopes(session);
+        }
+        self.scan(kind, &prefix(kind, session))
+            .map(|item| item.map(|(key, value)| (key, value.to_vec())))
+            .collect()
     }
 
     pub(super) fn log(
@@ -160,24 +203,32 @@ impl Reader {
         from: u64,
         to: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let from = encode(&Key::Log(*session, *room, from));
-        let to = encode(&Key::Log(*session, *room, to));
-        self.tree
-            .range(from..=to)
-            .take(limit)
-            .map(|item| {
-                let (k, v) = item?;
-                match decode(Kind::Log, &k)? {
-                    Key::Log(_, _, index) => Ok((index, v.to_vec())),
-                    _ => Err(StoreError::Corrupt("a log key".into())),
-                }
-            })
-            .collect()
+    ) -> Result<Vec<(u64, Stored)>, StoreError> {
+        let positions = self
+            .tails
+            .positions(&self.tree, session, room, from, to, limit)?;
+        self.segments.read_room(session, room, positions)
     }
 
     pub(super) fn all(&self, kind: Kind) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
-        self.scan(kind, &[kind.tag()]).collect()
+        if kind != Kind::Log {
+            return self
+                .scan(kind, &[kind.tag()])
+                .map(|item| item.map(|(key, value)| (key, value.to_vec())))
+                .collect();
+        }
+        let mut sessions: Vec<SessionId> = Vec::new();
+        for key in self.tree.scan_prefix([kind.tag()]).keys() {
+            let session = *decode(kind, &key?)?.session();
+            if sessions.last() != Some(&session) {
+                sessions.push(session);
+            }
+        }
+        let mut all = Vec::new();
+        for session in sessions {
+            all.extend(self.envelopes(&session)?);
+        }
+        Ok(all)
     }
 
     pub(super) fn session_records(
@@ -186,6 +237,13 @@ impl Reader {
     ) -> Result<Vec<(Key, u64)>, StoreError> {
         let mut records = Vec::new();
         for &kind in Kind::OF_A_SESSION {
+            if kind == Kind::Log {
+                for (room, index, position) in self.tails.session(&self.tree, session)? {
+                    let key = Key::Log(*session, room, index);
+                    records.push((key.clone(), key.len() + u64::from(position.len)));
+                }
+                continue;
+            }
             for item in self.scan(kind, &prefix(kind, session)) {
                 let (key, value) = item?;
                 let size = key.len() + value.len() as u64;
@@ -196,26 +254,6 @@ impl Reader {
     }
 }
 
-/// Apply `batch` to `tree`, atomically.
-fn apply(batch: Batch, tree: &sled::Tree) -> sled::Result<()> {
-    let mut writes = batch.writes.into_iter();
-    match (writes.next(), writes.len()) {
-        (None, _) => Ok(()),
-        (Some((key, Some(value))), 0) => tree.insert(encode(&key), value).map(drop),
-        (Some((key, None)), 0) => tree.remove(encode(&key)).map(drop),
-        (Some(first), _) => {
-            let mut batch = sled::Batch::default();
-            for (key, value) in std::iter::once(first).chain(writes) {
-                match value {
-                    Some(value) => batch.insert(encode(&key), value),
-                    None => batch.remove(encode(&key)),
-                }
-            }
-            tree.apply_batch(batch)
-        }
-    }
-}
-
 /// The most sled keeps of the tree in memory (its default is 1 GiB). A
 /// relay's memory should grow with its connections and the sessions they
 /// follow, not with what it has stored: what is written is read back only
@@ -223,8 +261,8 @@ fn apply(batch: Batch, tree: &sled::Tree) -> sled::Result<()> {
 /// (docs/performance.md, "A mediation service's day").
 const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
-/// Open (or create) the sled store in `dir` and start its committer on
-/// `commits`.
+/// Open (or create) the sled store in `dir`, with its envelope log, and
+/// start its committer on `commits`.
 pub(super) fn open(
     dir: &Path,
     commits: mpsc::Receiver<Commit>,
@@ -237,15 +275,32 @@ pub(super) fn open(
         .cache_capacity(CACHE_BYTES)
         .open()?;
     let tree = db.open_tree("caucus")?;
-    let flusher_tree = tree.clone();
+    let (segments, appender) = Segments::open(dir)?;
+    let log = Log::open(&db, &tree, segments, appender, SEGMENT_BYTES)?;
+    let reader = Reader {
+        tree: tree.clone(),
+        segments: log.segments.clone(),
+        tails: log.tails.clone(),
+    };
     let committer = tokio::task::spawn_blocking(move || {
-        run_committer(db, &flusher_tree, commits, &metrics, durable, &failed);
+        run_committer(db, &tree, log, commits, &metrics, durable, &failed);
     });
-    Ok((Reader { tree }, committer))
+    Ok((reader, committer))
 }
 
 /// Commits applied but not yet flushed, with their follow-ups.
 type Applied = Vec<(Outcome, Box<dyn FnOnce(Outcome) + Send>)>;
+
+/// A group applied, for the flusher: when it began, its commits, the
+/// segment to sync, whether the tree must be flushed, and the segments to
+/// delete once the group is durable.
+struct Group {
+    started: Instant,
+    applied: Applied,
+    file: Option<Arc<File>>,
+    tree: bool,
+    unheld: Vec<u64>,
+}
 
 /// Apply queued commits in order, up to 512 at a time, and hand each group to
 /// the flusher; applying the next group overlaps with flushing the last.
@@ -258,6 +313,7 @@ type Applied = Vec<(Outcome, Box<dyn FnOnce(Outcome) + Send>)>;
 fn run_committer(
     db: sled::Db,
     tree: &sled::Tree,
+    mut log: Log,
     mut rx: mpsc::Receiver<Commit>,
     metrics: &Arc<Metrics>,
     durable: bool,
@@ -267,10 +323,15 @@ fn run_committer(
     let runtime = tokio::runtime::Handle::current();
     let flusher = runtime.spawn(run_flusher(
         db.clone(),
+        log.segments.clone(),
         applied_groups,
         metrics.clone(),
         failed.clone(),
     ));
+    let fail = |what: &str, e: &StoreError| {
+        tracing::error!(error = %e, "{what} failed: the store takes no more writes");
+        failed.store(true, Ordering::Release);
+    };
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -282,42 +343,87 @@ fn run_committer(
         let started = Instant::now();
         let size = group.len();
         let mut applied: Applied = Vec::with_capacity(size);
+        let mut wrote_tree = false;
         for Commit { batch, then } in group.drain(..) {
             let result = if failed.load(Ordering::Acquire) {
                 Err(StoreError::Failed)
             } else {
-                apply(batch, tree).map_err(|e| {
-                    tracing::error!(error = %e, "a commit failed: the store takes no more writes");
-                    failed.store(true, Ordering::Release);
-                    StoreError::Sled(e)
-                })
+                log.apply(tree, batch)
+                    .map(|wrote| wrote_tree |= wrote)
+                    .inspect_err(|e| fail("a commit", e))
             };
-            if durable {
-                applied.push((result, then));
-            } else {
-                then(result);
+            applied.push((result, then));
+        }
+        let mut file = None;
+        let mut unheld = Vec::new();
+        if !failed.load(Ordering::Acquire) {
+            let written = log.write(tree).and_then(|f| {
+                file = f;
+                let mut u = log.reclaim(tree)?;
+                u.extend(log.rotate(tree)?);
+                Ok(u)
+            });
+            match written {
+                Ok(u) => unheld = u,
+                Err(e) => {
+                    fail("writing the envelope log", &e);
+                    for (result, _) in &mut applied {
+                        *result = Err(StoreError::Failed);
+                    }
+                }
             }
         }
         if !durable {
             metrics.observe_commit(started.elapsed(), size);
-        } else if to_flusher.blocking_send((started, applied)).is_err() {
+            remove_segments(&log.segments, &unheld);
+            for (result, then) in applied {
+                then(result);
+            }
+        } else if to_flusher
+            .blocking_send(Group {
+                started,
+                applied,
+                file,
+                tree: wrote_tree,
+                unheld,
+            })
+            .is_err()
+        {
             break;
         }
     }
     drop(to_flusher);
     let _ = runtime.block_on(flusher);
+    // Stopping: the next opening need read nothing back into the tails.
+    if !failed.load(Ordering::Acquire)
+        && let Err(e) = log.checkpoint(tree, None)
+    {
+        tracing::warn!(error = %e, "the envelope log's checkpoint was not written");
+    }
     let _ = db.flush();
 }
 
+/// Delete segments no session holds any more.
+fn remove_segments(segments: &Segments, unheld: &[u64]) {
+    for &id in unheld {
+        if let Err(e) = segments.remove(id) {
+            tracing::warn!(segment = id, error = %e, "an envelope log segment no one holds was not deleted");
+        }
+    }
+}
+
 /// Flush the groups the committer has applied, every group waiting at once,
-/// then run their follow-ups in commit order. A flush covers every write
-/// applied before it starts, so no follow-up runs before its batch is
-/// durable. Flushes start at least `MIN_FLUSH_INTERVAL` apart: each costs
-/// about 300 µs of CPU in sled whatever it carries, so under light load
-/// the groups that arrive within that interval share one.
+/// then run their follow-ups in commit order. A flush syncs the segments
+/// the groups appended to and, if any group wrote anything else, flushes the
+/// tree, which covers every write applied before it starts; so no follow-up
+/// runs before its batch is durable. Flushes start at least
+/// `MIN_FLUSH_INTERVAL` apart: each costs CPU whatever it carries (about
+/// 300 µs in sled), so under light load the groups that arrive within that
+/// interval share one.
 async fn run_flusher(
     db: sled::Db,
-    mut rx: mpsc::Receiver<(Instant, Applied)>,
+    segments: Segments,
+    mut rx: mpsc::Receiver<Group>,
     metrics: Arc<Metrics>,
     failed: Arc<AtomicBool>,
 ) {
@@ -332,15 +438,37 @@ async fn run_flusher(
             }
         }
         last_flush = Some(Instant::now());
-        if let Err(e) = db.flush_async().await {
+        let mut files: Vec<Arc<File>> = Vec::new();
+        for file in groups.iter().filter_map(|g| g.file.as_ref()) {
+            if !files.iter().any(|f| Arc::ptr_eq(f, file)) {
+                files.push(file.clone());
+            }
+        }
+        let synced =
+            tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()));
+        let tree = groups.iter().any(|g| g.tree);
+        let flushed = async {
+            if tree {
+                db.flush_async().await.map(drop)
+            } else {
+                Ok(())
+            }
+        };
+        let (synced, flushed) = tokio::join!(synced, flushed);
+        let synced = synced.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = synced
+            .map_err(StoreError::Log)
+            .and(flushed.map_err(StoreError::Sled))
+        {
             // What the flush covered may or may not be on disk: nothing is
             // said of it, and the relay starts again from the disk.
             tracing::error!(error = %e, "flush failed: stopping, to start again from what is on disk");
             std::process::exit(EXIT_STORE_FAILED);
         }
-        for (started, applied) in groups.drain(..) {
-            metrics.observe_commit(started.elapsed(), applied.len());
-            for (result, then) in applied {
+        for group in groups.drain(..) {
+            metrics.observe_commit(group.started.elapsed(), group.applied.len());
+            remove_segments(&segments, &group.unheld);
+            for (result, then) in group.applied {
                 then(result);
             }
         }

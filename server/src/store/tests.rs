@@ -75,7 +75,7 @@ pub(super) async fn reads_return_what_was_written_in_key_order(store: &Store) {
     let log = store.log(&s, &r1, 2, 256, 10).await.unwrap();
     let indexes: Vec<u64> = log.iter().map(|(i, _)| *i).collect();
     assert_eq!(indexes, [2, 3, 256]);
-    assert_eq!(log[0].1, b"r1-2");
+    assert_eq!(log[0].1.as_deref().unwrap(), b"r1-2");
     assert_eq!(store.log(&s, &r1, 1, u64::MAX, 2).await.unwrap().len(), 2);
     assert!(
         store
@@ -179,9 +179,14 @@ pub(super) async fn indexes_sort_as_numbers(store: &Store) {
     let sorted = [0, 1, 255, 256, 1 << 32];
     let log = store.log(&s, &room, 0, u64::MAX, 10).await.unwrap();
     assert_eq!(log.iter().map(|(i, _)| *i).collect::<Vec<_>>(), sorted);
-    assert!(log.iter().all(|(i, v)| v == i.to_string().as_bytes()));
+    assert!(
+        log.iter()
+            .all(|(i, v)| v.as_deref().unwrap() == i.to_string().as_bytes())
+    );
     let from_256 = store.log(&s, &room, 256, 1 << 32, 1).await.unwrap();
-    assert_eq!(from_256, [(256, b"256".to_vec())]);
+    assert_eq!(from_256.len(), 1);
+    assert_eq!(from_256[0].0, 256);
+    assert_eq!(from_256[0].1.as_deref().unwrap(), b"256");
     let rosters = store.records(Kind::Roster, &s).await.unwrap();
     let expected: Vec<Key> = sorted.iter().map(|i| Key::Roster(s, *i)).collect();
     assert_eq!(
@@ -293,7 +298,155 @@ async fn sled_keeps_the_store_promises() {
         })
         .unwrap();
     let tree = db.open_tree("caucus").unwrap();
-    assert_eq!(tree.len(), 2 + 19);
+    // The records but the nine envelopes, a block of positions for each of
+    // the three rooms with envelopes, a `G` record for each of the two
+    // sessions with envelopes, and the checkpoint.
+    assert_eq!(tree.len(), 2 + 19 - 9 + 3 + 2 + 1);
+}
+
+/// The envelope files (`envelopes/*.log`) in a sled store's directory, and
+/// whether any holds `needle`.
+fn segment_files(dir: &std::path::Path, needle: &[u8]) -> (usize, bool) {
+    let mut count = 0;
+    let mut found = false;
+    for entry in std::fs::read_dir(dir.join("envelopes")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        count += 1;
+        found |= bytes.windows(needle.len()).any(|w| w == needle);
+    }
+    (count, found)
+}
+
+/// Open the sled store in `dir`, once the last one to open it has let go.
+async fn reopen(dir: &std::path::Path) -> Opened {
+    for _ in 0..100 {
+        match Store::open(
+            &StoreLocation::Sled,
+            dir,
+            16,
+            Arc::new(Metrics::default()),
+            true,
+            None,
+        )
+        .await
+        {
+            Ok(opened) => return opened,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    panic!("the sled store did not open again");
+}
+
+/// An erased session's envelopes leave the disk with the last segment
+/// that held them: once every session with envelopes in a segment is
+/// erased, the file is deleted, and what other sessions wrote stays.
+#[tokio::test(flavor = "current_thread")]
+async fn sled_deletes_a_segment_once_no_session_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, room) = (SessionId([1; 16]), SessionId([2; 16]), RoomId([3; 16]));
+    let write = |session: SessionId, marker: &str| {
+        let mut batch = Batch::default();
+        batch.insert(Key::Session(session), b"{}".to_vec());
+        for index in 1..=3 {
+            batch.insert(Key::Log(session, room, index), format!("{marker}-{index}"));
+        }
+        batch
+    };
+    let erase = |session: SessionId| {
+        let mut batch = Batch::default();
+        batch.remove(Key::Session(session));
+        for index in 1..=3 {
+            batch.remove(Key::Log(session, room, index));
+        }
+        batch
+    };
+    // Each opening appends to a segment of its own: a's in the first, a's
+    // and b's in the second.
+    let (store, committer) = reopen(dir.path()).await;
+    store.commit(write(a, "alpha")).await.unwrap();
+    drop(store);
+    committer.await.unwrap();
+    let (store, committer) = reopen(dir.path()).await;
+    let mut more = Batch::default();
+    more.insert(Key::Log(a, room, 4), b"alpha-4".to_vec());
+    store.commit(more).await.unwrap();
+    store.commit(write(b, "bravo")).await.unwrap();
+    assert_eq!(segment_files(dir.path(), b"alpha-1"), (2, true));
+
+    let mut gone = erase(a);
+    gone.remove(Key::Log(a, room, 4));
+    store.commit(gone).await.unwrap();
+    // The first segment held only a's envelopes; the second (appended to)
+    // holds b's too.
+    assert_eq!(segment_files(dir.path(), b"alpha-1"), (1, false));
+    assert_eq!(segment_files(dir.path(), b"alpha-4"), (1, true));
+    assert_eq!(store.log(&b, &room, 1, 3, 10).await.unwrap().len(), 3);
+    drop(store);
+    committer.await.unwrap();
+
+    // Reopened: a third segment to append to; the second is still b's.
+    let (store, committer) = reopen(dir.path()).await;
+    assert_eq!(segment_files(dir.path(), b"bravo-2"), (2, true));
+    assert_eq!(
+        store.get(&Key::Log(b, room, 2)).await.unwrap(),
+        Some(b"bravo-2".to_vec())
+    );
+    store.commit(erase(b)).await.unwrap();
+    assert_eq!(segment_files(dir.path(), b"bravo-2"), (1, false));
+    assert_eq!(segment_files(dir.path(), b"alpha-4"), (1, false));
+    drop(store);
+    committer.await.unwrap();
+}
+
+/// A store written before the envelope log, with its envelopes in the
+/// tree, is read as it was once opened: the envelopes are moved into the
+/// log, and the tree keeps only where they are.
+#[tokio::test(flavor = "current_thread")]
+async fn sled_moves_envelopes_kept_in_the_tree_into_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, room) = (SessionId([4; 16]), RoomId([5; 16]));
+    {
+        let db = ::sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("caucus").unwrap();
+        for index in 1..=1500u64 {
+            let mut key = vec![b'L'];
+            key.extend_from_slice(&s.0);
+            key.extend_from_slice(&room.0);
+            key.extend_from_slice(&index.to_be_bytes());
+            tree.insert(key, format!("envelope {index}").as_bytes())
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let (store, committer) = reopen(dir.path()).await;
+    let log = store.log(&s, &room, 1, u64::MAX, usize::MAX).await.unwrap();
+    assert_eq!(log.len(), 1500);
+    assert!(
+        log.iter()
+            .all(|(i, v)| v.as_deref().unwrap() == format!("envelope {i}").as_bytes())
+    );
+    assert_eq!(
+        store.session_records(&s).await.unwrap()[0],
+        (Key::Log(s, room, 1), Key::Log(s, room, 1).len() + 10)
+    );
+    drop(store);
+    committer.await.unwrap();
+    let db = (0..100)
+        .find_map(|_| {
+            ::sled::open(dir.path())
+                .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(50)))
+                .ok()
+        })
+        .unwrap();
+    let tree = db.open_tree("caucus").unwrap();
+    assert_eq!(tree.scan_prefix(b"L").count(), 0);
+    // Blocks of positions, 28 bytes each (operations.md section 7).
+    let positions: usize = tree
+        .scan_prefix(b"E")
+        .values()
+        .map(|v| v.unwrap().len() / 28)
+        .sum();
+    assert_eq!(positions, 1500);
 }
 
 /// Under a fence, a node stores only into the sessions whose leases it
