@@ -688,8 +688,16 @@ pub const MAX_JSON_INTEGER: u64 = (1 << 53) - 1;
 /// JSON tree or another copy of the envelope ([`parse_post`]); anything that
 /// path does not take as it stands is parsed in full here, which decides.
 pub fn parse_request(text: &str) -> Result<Request, FrameError> {
-    if let Some(post) = parse_post(text) {
-        return Ok(post);
+    parse_request_keeping_envelope(text).map(|(request, _)| request)
+}
+
+/// [`parse_request`], also giving, for a `post` as clients send it, its
+/// envelope's base64url as it stands in `text`. Decoding takes only the
+/// canonical spelling, so it is what encoding the envelope again would
+/// give: a relay can deliver the envelope without encoding it again.
+pub fn parse_request_keeping_envelope(text: &str) -> Result<(Request, Option<&str>), FrameError> {
+    if let Some((post, envelope)) = parse_post(text) {
+        return Ok((post, Some(envelope)));
     }
     let fail = |id, code, message: String| FrameError { id, code, message };
     let value: serde_json::Value = serde_json::from_str(text)
@@ -748,7 +756,7 @@ pub fn parse_request(text: &str) -> Result<Request, FrameError> {
     }
     let body = serde_json::from_value(body)
         .map_err(|e| fail(Some(id), ErrorCode::Malformed, e.to_string()))?;
-    Ok(Request { v, id, body })
+    Ok((Request { v, id, body }, None))
 }
 
 /// A `post` frame with exactly its four fields, its envelope's base64url
@@ -767,21 +775,23 @@ struct PostFrame<'a> {
 /// pass over the text, with its envelope decoded once into the buffer it
 /// keeps. `None` for anything else, including every frame
 /// [`parse_request`] would refuse; what this returns, the full parse
-/// returns too (`tests/wire.rs` checks the two agree).
-fn parse_post(text: &str) -> Option<Request> {
+/// returns too (`tests/wire.rs` checks the two agree). With the request,
+/// the envelope's base64url as it stands in the text.
+fn parse_post(text: &str) -> Option<(Request, &str)> {
     let frame: PostFrame<'_> = serde_json::from_str(text).ok()?;
     if frame.kind != "post" || frame.v != u64::from(PROTOCOL_VERSION) || frame.id > MAX_JSON_INTEGER
     {
         return None;
     }
     let envelope = Envelope::from_vec(crate::b64::decode(frame.envelope)?).ok()?;
-    Some(Request {
+    let request = Request {
         v: PROTOCOL_VERSION,
         id: frame.id,
         body: RequestBody::Post {
             envelope: Encoded(envelope),
         },
-    })
+    };
+    Some((request, frame.envelope))
 }
 
 /// The first number in `value` that is not an integer from 0 to

@@ -366,7 +366,9 @@ fn every_single_byte_change_is_rejected_exhaustively() {
 
 #[test]
 fn a_post_parses_alike_however_it_is_spelled_and_keeps_its_exact_bytes() {
-    use caucus_protocol::wire::{Encoded, ErrorCode, RequestBody, parse_request};
+    use caucus_protocol::wire::{
+        Encoded, ErrorCode, RequestBody, parse_request, parse_request_keeping_envelope,
+    };
     let mut f = Fixture::new();
     let env = f
         .claimant
@@ -397,6 +399,14 @@ fn a_post_parses_alike_however_it_is_spelled_and_keeps_its_exact_bytes() {
         assert_eq!(parsed.as_bytes(), env.to_bytes().as_slice());
         assert_eq!(parsed.into_bytes(), env.to_bytes());
     }
+    // The one-pass read also gives the envelope's text as sent, which is
+    // its encoding; the full parse (here, of the escaped spelling) none.
+    let kept: Vec<Option<&str>> = spellings
+        .iter()
+        .map(|text| parse_request_keeping_envelope(text).unwrap().1)
+        .collect();
+    assert_eq!(kept[..3], [Some(b64.as_str()); 3]);
+    assert_eq!(kept[3], None);
     // What the one-pass read does not take is refused as before: a field a
     // post does not have, another version, an id above 2^53 - 1, an
     // envelope with a byte more or less.

@@ -23,7 +23,9 @@ use caucus_protocol::deletion::SignedDeletionStatement;
 use caucus_protocol::envelope::PROTOCOL_VERSION;
 use caucus_protocol::identity::PublicIdentity;
 use caucus_protocol::ids::SessionId;
-use caucus_protocol::wire::{Encoded, ErrorCode, Event, Reply, RequestBody, parse_request};
+use caucus_protocol::wire::{
+    Encoded, ErrorCode, Event, Reply, RequestBody, parse_request_keeping_envelope,
+};
 use futures_util::FutureExt;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -502,7 +504,7 @@ impl Conn {
     /// here first.
     async fn handle(&mut self, text: &str, ticket: Option<&Ticket>) -> Option<(Catchup, u64)> {
         Metrics::add(&self.hub.metrics.bytes_in, text.len() as u64);
-        let request = match parse_request(text) {
+        let (request, envelope_text) = match parse_request_keeping_envelope(text) {
             Ok(r) => r,
             Err(e) => {
                 self.hub.metrics.reject(e.code);
@@ -512,7 +514,10 @@ impl Conn {
         };
         let id = request.id;
         let kind = request.body.kind();
-        let reply = match self.dispatch(id, text, request.body, ticket).await {
+        let reply = match self
+            .dispatch(id, text, request.body, envelope_text, ticket)
+            .await
+        {
             Ok(Outcome::Done) => Reply::ok(id),
             Ok(Outcome::Uploading(chunks)) => Reply::uploading(id, chunks),
             Ok(Outcome::Chunk(data)) => Reply::chunk(id, data),
@@ -534,6 +539,7 @@ impl Conn {
         id: u64,
         text: &str,
         body: RequestBody,
+        envelope_text: Option<&str>,
         ticket: Option<&Ticket>,
     ) -> Result<Outcome, Refusal> {
         let ok = Ok(Outcome::Done);
@@ -614,7 +620,8 @@ impl Conn {
             RequestBody::Post { envelope } => {
                 // Answered by the committer once durable, without holding
                 // up this connection.
-                hub.post(&me, envelope.0, id, &self.outbox).await?;
+                hub.post(&me, envelope.0, envelope_text, id, &self.outbox)
+                    .await?;
                 Ok(Outcome::Later)
             }
             RequestBody::Subscribe {

@@ -1009,11 +1009,13 @@ impl Hub {
     /// its commit; once durable it is delivered to the room and the reply to
     /// `request` is queued on `outbox`. Synchronous, and replies are sent by
     /// the committer in commit order, so a connection's posts take indexes,
-    /// and get their replies, in the order it sent them.
+    /// and get their replies, in the order it sent them. `envelope_text`,
+    /// if given, is the envelope's base64url as the request spelt it.
     pub(crate) async fn post(
         &self,
         caller: &Fingerprint,
         envelope: Envelope,
+        envelope_text: Option<&str>,
         request: u64,
         outbox: &Arc<Outbox>,
     ) -> Result<()> {
@@ -1050,7 +1052,11 @@ impl Hub {
             s.rules.record(&envelope, index);
             let mut batch = store::Batch::default();
             let bytes = envelope.into_bytes();
-            let event = crate::outbox::envelope_frame(index, &bytes);
+            // Its base64url as the poster sent it is its encoding.
+            let event = match envelope_text {
+                Some(b64) => crate::outbox::envelope_frame_of(index, b64),
+                None => crate::outbox::envelope_frame(index, &bytes),
+            };
             batch.insert(Key::Log(h.session, h.room, index), bytes);
             let delivery_state = state.clone();
             let metrics = self.metrics.clone();

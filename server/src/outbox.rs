@@ -43,13 +43,17 @@ pub(crate) mod frames {
 /// so skip decoding and re-encoding the envelope and scanning its
 /// base64url, which never needs escaping, for characters to escape.
 pub(crate) fn envelope_frame(index: u64, envelope: &[u8]) -> Frame {
-    let b64 = caucus_protocol::b64::encode(envelope);
+    envelope_frame_of(index, &caucus_protocol::b64::encode(envelope))
+}
+
+/// [`envelope_frame`] for an envelope whose unpadded base64url is `b64`.
+pub(crate) fn envelope_frame_of(index: u64, b64: &str) -> Frame {
     let mut frame = String::with_capacity(b64.len() + 64);
     let _ = write!(
         frame,
         "{{\"type\":\"envelope\",\"v\":{PROTOCOL_VERSION},\"index\":{index},\"envelope\":\""
     );
-    frame.push_str(&b64);
+    frame.push_str(b64);
     frame.push_str("\"}");
     frame.into()
 }
