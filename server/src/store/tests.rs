@@ -288,20 +288,26 @@ async fn sled_keeps_the_store_promises() {
     reads_return_what_was_written_in_key_order(&store).await;
     drop(store);
     committer.await.unwrap();
-    // And it is on disk. (sled's flusher thread lets go of the directory's
-    // lock a moment after the last handle is dropped.)
-    let db = (0..100)
-        .find_map(|_| {
-            ::sled::open(dir.path())
-                .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(50)))
-                .ok()
-        })
-        .unwrap();
-    let tree = db.open_tree("caucus").unwrap();
+    // And it is on disk.
+    let tree = raw_tree(dir.path());
     // The records but the nine envelopes, a block of positions for each of
     // the three rooms with envelopes, a `G` record for each of the two
     // sessions with envelopes, and the checkpoint.
     assert_eq!(tree.len(), 2 + 19 - 9 + 3 + 2 + 1);
+}
+
+/// The tree of the sled store in `dir`, opened directly once the store has
+/// let go of it (sled's flusher thread lets go of the directory's lock a
+/// moment after the last handle is dropped).
+fn raw_tree(dir: &std::path::Path) -> ::sled::Tree {
+    let db = (0..100)
+        .find_map(|_| {
+            ::sled::open(dir)
+                .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(50)))
+                .ok()
+        })
+        .unwrap();
+    db.open_tree("caucus").unwrap()
 }
 
 /// The envelope files (`envelopes/*.log`) in a sled store's directory, and
@@ -431,14 +437,7 @@ async fn sled_moves_envelopes_kept_in_the_tree_into_the_log() {
     );
     drop(store);
     committer.await.unwrap();
-    let db = (0..100)
-        .find_map(|_| {
-            ::sled::open(dir.path())
-                .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(50)))
-                .ok()
-        })
-        .unwrap();
-    let tree = db.open_tree("caucus").unwrap();
+    let tree = raw_tree(dir.path());
     assert_eq!(tree.scan_prefix(b"L").count(), 0);
     // Blocks of positions, 28 bytes each (operations.md section 7).
     let positions: usize = tree
