@@ -128,6 +128,22 @@ struct Tail {
     floor: u64,
 }
 
+impl Tail {
+    /// Its positions as a block to write, with the block's key, leaving the
+    /// tail empty; `None` if it is empty.
+    fn take_block(&mut self, session: &SessionId, room: &RoomId) -> Option<(Vec<u8>, Vec<u8>)> {
+        let (first, last) = (
+            self.entries.first_key_value()?,
+            self.entries.last_key_value()?,
+        );
+        let key = encode(&Key::Log(*session, *room, *first.0));
+        self.floor = self.floor.max(*last.0);
+        let bytes = block(&self.entries);
+        self.entries.clear();
+        Some((key, bytes))
+    }
+}
+
 /// Every room's tail, shared by the committer and the readers. A reader
 /// holds the lock while it reads blocks and tail together, so that it never
 /// misses positions being moved from one to the other.
@@ -366,17 +382,8 @@ impl Log {
         let mut tails = self.tails.lock();
         let mut batch = also.unwrap_or_default();
         for ((session, room), tail) in tails.iter_mut() {
-            if let Some((first, last)) = tail
-                .entries
-                .first_key_value()
-                .zip(tail.entries.last_key_value())
-            {
-                batch.insert(
-                    encode(&Key::Log(*session, *room, *first.0)),
-                    block(&tail.entries),
-                );
-                tail.floor = tail.floor.max(*last.0);
-                tail.entries.clear();
+            if let Some((key, block)) = tail.take_block(session, room) {
+                batch.insert(key, block);
             }
         }
         let mut at = self.appender.id().to_be_bytes().to_vec();
@@ -482,24 +489,13 @@ impl Log {
             tree.insert(g, &[])?;
         }
         let mut tails = self.tails.lock();
-        for room in self.full.drain(..) {
-            let Some(tail) = tails.get_mut(&room) else {
-                continue;
-            };
-            let Some((first, last)) = tail
-                .entries
-                .first_key_value()
-                .zip(tail.entries.last_key_value())
-            else {
-                continue;
-            };
-            let (session, room) = room;
-            tree.insert(
-                encode(&Key::Log(session, room, *first.0)),
-                block(&tail.entries),
-            )?;
-            tail.floor = *last.0;
-            tail.entries.clear();
+        for (session, room) in self.full.drain(..) {
+            if let Some((key, block)) = tails
+                .get_mut(&(session, room))
+                .and_then(|tail| tail.take_block(&session, &room))
+            {
+                tree.insert(key, block)?;
+            }
         }
         Ok(file)
     }
