@@ -220,10 +220,9 @@ impl Segments {
             buf.resize((end - first.offset) as usize, 0);
             let read = read_at(&*self.file(first.segment)?, &mut buf, first.offset)?;
             for &(index, p) in these {
-                let start = (p.offset - first.offset) as usize;
-                let envelope = buf
-                    .get(start..start + (p.end() - p.offset) as usize)
-                    .filter(|_| start + (p.end() - p.offset) as usize <= read)
+                let (start, end) = (p.offset - first.offset, p.end() - first.offset);
+                let envelope = buf[..read]
+                    .get(start as usize..end as usize)
                     .ok_or_else(|| StoreError::Corrupt("an envelope's record is cut short".into()))
                     .and_then(|record| check(record, &record_key(session, room, index)))
                     .map(<[u8]>::to_vec);
