@@ -444,8 +444,15 @@ async fn run_flusher(
                 files.push(file.clone());
             }
         }
-        let synced =
-            tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()));
+        // Groups that appended no envelope have no segment to sync.
+        let synced = async move {
+            if files.is_empty() {
+                return Ok(());
+            }
+            tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        };
         let tree = groups.iter().any(|g| g.tree);
         let flushed = async {
             if tree {
@@ -455,7 +462,6 @@ async fn run_flusher(
             }
         };
         let (synced, flushed) = tokio::join!(synced, flushed);
-        let synced = synced.unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(e) = synced
             .map_err(StoreError::Log)
             .and(flushed.map_err(StoreError::Sled))
