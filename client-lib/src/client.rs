@@ -162,17 +162,38 @@ impl Shared {
         Ok(frames)
     }
 
-    /// Hand the machine `texts`, frames from the relay, in order. Reading
-    /// them (parsing, and checking each envelope's signature: most of what
-    /// a message costs) needs only the machine's `&self`, so a page of them
-    /// (a catch-up) is read on every core at once; then each is handled in
-    /// turn, where every other check is made.
-    fn handle_frames(&self, texts: &[Utf8Bytes]) {
+    /// Read `texts`, frames from the relay ([`Machine::read_frame`]):
+    /// parsing them and checking each envelope's signature, most of what a
+    /// message costs, needs only the machine's `&self`, so a page of them
+    /// (a catch-up) is read on every core at once.
+    fn read(&self, texts: &[Utf8Bytes]) -> Vec<ReadFrame> {
+        read_frames(&self.machine(), texts, self.readers)
+    }
+
+    /// Hand the machine frames [`Shared::read`] read, in the order they
+    /// came: every other check is made here.
+    fn handle(&self, read: Vec<ReadFrame>) {
         let mut m = self.machine();
-        let read = read_frames(&m, texts, self.readers);
         for frame in read {
             m.handle_read(frame, clock());
         }
+    }
+
+    /// Start saving what changed on a blocking thread, if anything did. The
+    /// machine sends nothing until [`Shared::flush`] has seen it saved, so
+    /// the caller awaits the save before it flushes.
+    fn save_aside(self: &Arc<Self>) -> Result<Option<tokio::task::JoinHandle<Result<()>>>> {
+        let changes = {
+            let mut m = self.machine();
+            if !m.has_changes() {
+                return Ok(None);
+            }
+            m.take_changes()?
+        };
+        let shared = self.clone();
+        Ok(Some(tokio::task::spawn_blocking(move || {
+            shared.dir.apply(&changes)
+        })))
     }
 
     /// Every waiter gets `why`: the driver has stopped.
@@ -211,6 +232,35 @@ fn read_frames(m: &Machine, texts: &[Utf8Bytes], readers: usize) -> Vec<ReadFram
         }
         out
     })
+}
+
+/// Pages of frames handled one after another before the driver saves,
+/// sends and looks for commands again.
+const PIPELINED: usize = 16;
+
+/// `first` and the frames already here behind it, up to [`BATCH`]: their
+/// texts, and whether the connection closed among them.
+fn gather(
+    first: Option<std::result::Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ws: &mut Socket,
+) -> (Vec<Utf8Bytes>, bool) {
+    let mut next = first;
+    let mut texts = Vec::new();
+    for taken in 1.. {
+        match next {
+            Some(Ok(Message::Text(text))) => texts.push(text),
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return (texts, true),
+            Some(Ok(_)) => {}
+        }
+        if taken == BATCH {
+            break;
+        }
+        match ws.next().now_or_never() {
+            Some(more) => next = more,
+            None => break,
+        }
+    }
+    (texts, false)
 }
 
 /// How the driver's wait ended.
@@ -318,31 +368,34 @@ async fn drive(
                     Woken::Nudged => {}
                     Woken::Timeout => shared.machine().handle_timeout(clock()),
                     Woken::Frame(frame) => {
-                        // This frame, and those already here: read
-                        // together, handled in order, one save.
-                        let mut next = frame;
-                        let mut texts = Vec::new();
-                        let mut handled = 0;
-                        let mut closed = false;
-                        loop {
-                            match next {
-                                Some(Ok(Message::Text(text))) => texts.push(text),
-                                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                                    closed = true;
-                                    break;
-                                }
-                                Some(Ok(_)) => {}
-                            }
-                            handled += 1;
-                            if handled >= BATCH {
+                        // This frame and those already here are a page:
+                        // read together, handled in order. Pages already
+                        // behind it (a catch-up) follow at once, each
+                        // page's changes saved on another thread while
+                        // the next is read, and the next handled once
+                        // they are saved.
+                        let (texts, mut closed) = gather(frame, &mut ws);
+                        let mut read = shared.read(&texts);
+                        for _ in 1..PIPELINED {
+                            shared.handle(read);
+                            read = Vec::new();
+                            if closed {
                                 break;
                             }
-                            match ws.next().now_or_never() {
-                                Some(more) => next = more,
-                                None => break,
+                            let Some(frame) = ws.next().now_or_never() else {
+                                break;
+                            };
+                            let (texts, now_closed) = gather(frame, &mut ws);
+                            closed = now_closed;
+                            let saving = shared.save_aside()?;
+                            read = shared.read(&texts);
+                            if let Some(saving) = saving {
+                                saving
+                                    .await
+                                    .map_err(|e| ClientError::Io(std::io::Error::other(e)))??;
                             }
                         }
-                        shared.handle_frames(&texts);
+                        shared.handle(read);
                         if closed {
                             break;
                         }
