@@ -1848,7 +1848,6 @@ mod tests {
         let read = StoreError::Postgres("connection reset".into());
         assert_eq!(code(read), ErrorCode::Unavailable);
         assert_eq!(code(StoreError::Overloaded), ErrorCode::Overloaded);
-        assert_eq!(code(StoreError::Failed), ErrorCode::Internal);
         assert_eq!(
             code(StoreError::Corrupt("a log key".into())),
             ErrorCode::Internal

@@ -584,3 +584,56 @@ async fn the_relay_stores_a_document_as_opaque_chunks_and_never_its_key_or_conte
     // It does hold the sealed chunks, as uploaded (so the search meant something).
     assert!(contains(&stored, &file.sealed(1)));
 }
+
+/// sled 0.34 writes a page of more than 128 KiB (a leaf holding a few
+/// chunks, say) to a file of its own under `blobs/`. When that write fails,
+/// sled keeps the place the page took in its log buffer, and no later flush
+/// of the tree ever ends. So a relay whose store fails must stop then and
+/// there (to start again from the disk), not flush what came before: a
+/// relay that waited on such a flush answered nothing, and never stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_whose_store_cannot_write_a_large_page_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = support::spawn_binary(dir.path(), "warn", Stdio::null());
+    let relay = Relay::external(&url, dir);
+    let mut m = Mediation::start(&relay).await;
+    let session = m.session;
+    let (one, two) = (file_of(48), file_of(48));
+    upload(&mut m.claimant, one.upload(session)).await;
+    upload(&mut m.defendant, two.upload(session)).await;
+    std::fs::remove_dir_all(relay.dir.path().join("blobs")).unwrap();
+    // Two members upload at once, so that commits that write the tree
+    // share a group with the one that fails.
+    tokio::join!(
+        send_all(&mut m.claimant, session, &one),
+        send_all(&mut m.defendant, session, &two)
+    );
+    let mut status = None;
+    for _ in 0..300 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(status) = status else {
+        child.kill().unwrap();
+        panic!("the relay went on, or hung, after its store failed");
+    };
+    assert_eq!(status.code(), Some(75), "{status:?}");
+}
+
+/// Send every chunk of `file` without waiting for replies, until the
+/// connection fails.
+async fn send_all(c: &mut Client, session: SessionId, file: &File) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    for index in 0..file.chunks() {
+        let id = 100 + u64::from(index);
+        let body = file.chunk(session, index);
+        let text = serde_json::to_string(&Request { v: 1, id, body }).unwrap();
+        if c.ws.send(Message::text(text)).await.is_err() {
+            break;
+        }
+    }
+}

@@ -18,8 +18,9 @@
 //! A failed commit stops all writing, so that `internal` always means
 //! nothing was stored and the stored indexes never have a gap
 //! (protocol.md 13.6): the commit is not stored (its writes stand or fall
-//! together), and every commit after it is refused unapplied. What each
-//! engine does next is in its module.
+//! together), and no commit after it is applied: PostgreSQL's store refuses
+//! them until it has recovered, and a sled relay exits. What each engine
+//! does next is in its module.
 //!
 //! Only ciphertext and the metadata of `docs/security.md` §2 are stored.
 
@@ -61,9 +62,6 @@ pub enum StoreError {
     /// Too many commits are waiting.
     #[error("store is overloaded")]
     Overloaded,
-    /// An earlier commit failed: the store takes no more writes.
-    #[error("store failed earlier; nothing more is written")]
-    Failed,
     /// The database cannot be reached just now: nothing was read or
     /// written, and trying again later may work.
     #[error("store unavailable: {0}")]
@@ -326,7 +324,7 @@ impl Store {
         let (failed_again, failures) = watch::channel(0);
         let (engine, committer) = match location {
             StoreLocation::Sled => {
-                let (reader, committer) = sled::open(dir, rx, metrics, durable, failed.clone())?;
+                let (reader, committer) = sled::open(dir, rx, metrics, durable)?;
                 (Engine::Sled(reader), committer)
             }
             StoreLocation::Postgres(url) => {
@@ -372,13 +370,11 @@ impl Store {
     }
 
     /// Queue `commit` without waiting; fails at once if the queue is full,
-    /// or if an earlier commit failed.
+    /// or if an earlier commit failed (PostgreSQL: a sled relay whose
+    /// commit fails exits).
     pub(crate) fn submit(&self, commit: Commit) -> Result<(), StoreError> {
         if self.failed.load(Ordering::Acquire) {
-            return Err(match self.engine {
-                Engine::Sled(_) => StoreError::Failed,
-                Engine::Postgres(_) => StoreError::Unavailable("the store is recovering".into()),
-            });
+            return Err(StoreError::Unavailable("the store is recovering".into()));
         }
         self.enqueue(commit)
     }

@@ -33,12 +33,18 @@
 //! lost: none of their follow-ups runs (no reply is sent), and the process
 //! exits, so that the relay starts again from what is on disk, as
 //! PostgreSQL does after a failed fsync. A relay that fails to apply a
-//! commit exits too, once what was applied before it is flushed.
+//! commit, or to append to the envelope log, exits there and then, with
+//! nothing applied since the last flush answered, and flushes nothing more:
+//! when sled 0.34 fails to write a page of its own (one of more than
+//! 128 KiB, which it keeps in a file under `blobs/`), it keeps the place
+//! the page took in its log buffer, and no later flush of the tree ever
+//! ends, not even the one sled makes when the last handle on a tree goes.
+//! For the same reason a relay that stops and fails to write its last
+//! checkpoint neither flushes nor lets go of its handles.
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use caucus_protocol::ids::{ID_LEN, RoomId, SessionId};
@@ -268,7 +274,6 @@ pub(super) fn open(
     commits: mpsc::Receiver<Commit>,
     metrics: Arc<Metrics>,
     durable: bool,
-    failed: Arc<AtomicBool>,
 ) -> Result<(Reader, tokio::task::JoinHandle<()>), StoreError> {
     let db = sled::Config::new()
         .path(dir)
@@ -283,7 +288,7 @@ pub(super) fn open(
         tails: log.tails.clone(),
     };
     let committer = tokio::task::spawn_blocking(move || {
-        run_committer(db, &tree, log, commits, &metrics, durable, &failed);
+        run_committer(db, tree, log, commits, &metrics, durable);
     });
     Ok((reader, committer))
 }
@@ -312,12 +317,11 @@ struct Group {
 /// every connection queued behind it there.
 fn run_committer(
     db: sled::Db,
-    tree: &sled::Tree,
+    tree: sled::Tree,
     mut log: Log,
     mut rx: mpsc::Receiver<Commit>,
     metrics: &Arc<Metrics>,
     durable: bool,
-    failed: &Arc<AtomicBool>,
 ) {
     let (to_flusher, applied_groups) = mpsc::channel(4);
     let runtime = tokio::runtime::Handle::current();
@@ -326,12 +330,7 @@ fn run_committer(
         log.segments.clone(),
         applied_groups,
         metrics.clone(),
-        failed.clone(),
     ));
-    let fail = |what: &str, e: &StoreError| {
-        tracing::error!(error = %e, "{what} failed: the store takes no more writes");
-        failed.store(true, Ordering::Release);
-    };
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -345,34 +344,19 @@ fn run_committer(
         let mut applied: Applied = Vec::with_capacity(size);
         let mut wrote_tree = false;
         for Commit { batch, then } in group.drain(..) {
-            let result = if failed.load(Ordering::Acquire) {
-                Err(StoreError::Failed)
-            } else {
-                log.apply(tree, batch)
-                    .map(|wrote| wrote_tree |= wrote)
-                    .inspect_err(|e| fail("a commit", e))
-            };
-            applied.push((result, then));
+            wrote_tree |= log
+                .apply(&tree, batch)
+                .unwrap_or_else(|e| stop_failed("a commit", &e));
+            applied.push((Ok(()), then));
         }
-        let mut file = None;
-        let mut unheld = Vec::new();
-        if !failed.load(Ordering::Acquire) {
-            let written = log.write(tree).and_then(|f| {
-                file = f;
-                let mut u = log.reclaim(tree)?;
-                u.extend(log.rotate(tree)?);
-                Ok(u)
-            });
-            match written {
-                Ok(u) => unheld = u,
-                Err(e) => {
-                    fail("writing the envelope log", &e);
-                    for (result, _) in &mut applied {
-                        *result = Err(StoreError::Failed);
-                    }
-                }
-            }
-        }
+        let (file, unheld) = log
+            .write(&tree)
+            .and_then(|file| {
+                let mut unheld = log.reclaim(&tree)?;
+                unheld.extend(log.rotate(&tree)?);
+                Ok((file, unheld))
+            })
+            .unwrap_or_else(|e| stop_failed("writing the envelope log", &e));
         if !durable {
             metrics.observe_commit(started.elapsed(), size);
             remove_segments(&log.segments, &unheld);
@@ -395,12 +379,26 @@ fn run_committer(
     drop(to_flusher);
     let _ = runtime.block_on(flusher);
     // Stopping: the next opening need read nothing back into the tails.
-    if !failed.load(Ordering::Acquire)
-        && let Err(e) = log.checkpoint(tree, None)
-    {
-        tracing::warn!(error = %e, "the envelope log's checkpoint was not written");
+    match log.checkpoint(&tree, None) {
+        Ok(()) => {
+            let _ = db.flush();
+        }
+        Err(e) => {
+            // Nothing is lost: the next opening reads the envelope log
+            // back from the checkpoint before. But no flush (module
+            // documentation), and sled flushes when the last handle on a
+            // tree goes: these never go.
+            tracing::warn!(error = %e, "the envelope log's checkpoint was not written");
+            std::mem::forget((db, tree));
+        }
     }
-    let _ = db.flush();
+}
+
+/// A write or a flush failed: stop the relay, to start again from what is
+/// on disk (module documentation).
+fn stop_failed(what: &str, e: &StoreError) -> ! {
+    tracing::error!(error = %e, "{what} failed: stopping, to start again from what is on disk");
+    std::process::exit(EXIT_STORE_FAILED);
 }
 
 /// Delete segments no session holds any more.
@@ -425,7 +423,6 @@ async fn run_flusher(
     segments: Segments,
     mut rx: mpsc::Receiver<Group>,
     metrics: Arc<Metrics>,
-    failed: Arc<AtomicBool>,
 ) {
     const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(2);
     let mut groups = Vec::new();
@@ -468,8 +465,7 @@ async fn run_flusher(
         {
             // What the flush covered may or may not be on disk: nothing is
             // said of it, and the relay starts again from the disk.
-            tracing::error!(error = %e, "flush failed: stopping, to start again from what is on disk");
-            std::process::exit(EXIT_STORE_FAILED);
+            stop_failed("a flush", &e);
         }
         for group in groups.drain(..) {
             metrics.observe_commit(group.started.elapsed(), group.applied.len());
@@ -477,10 +473,6 @@ async fn run_flusher(
             for (result, then) in group.applied {
                 then(result);
             }
-        }
-        if failed.load(Ordering::Acquire) {
-            tracing::error!("a commit failed: stopping, to start again from what is on disk");
-            std::process::exit(EXIT_STORE_FAILED);
         }
     }
 }
