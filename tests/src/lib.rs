@@ -13,15 +13,46 @@ use caucus_client::{Client, Event};
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A relay running in this process.
+/// A relay running in this process. Dropped, it stops before its data
+/// directory is removed.
 pub struct Relay {
     /// Its websocket URL.
     pub url: String,
-    /// Its data directory.
-    pub dir: tempfile::TempDir,
     /// The flags it was started with, to start again with.
     flags: Vec<String>,
-    running: caucus_server::Running,
+    // Before `dir`: fields are dropped in order.
+    running: Stopping,
+    /// Its data directory.
+    pub dir: tempfile::TempDir,
+}
+
+/// A running relay that stops when dropped, so that it never writes to a
+/// data directory already removed: its writes would fail (and a relay whose
+/// store fails exits, taking the test process with it).
+struct Stopping(Option<caucus_server::Running>);
+
+impl Stopping {
+    async fn stop(mut self) {
+        if let Some(running) = self.0.take() {
+            running.stop().await.unwrap();
+        }
+    }
+}
+
+impl Drop for Stopping {
+    fn drop(&mut self) {
+        let Some(running) = self.0.take() else {
+            return;
+        };
+        // Blocking a worker until the relay has stopped needs a
+        // multi-threaded runtime (every test here has one).
+        if let Ok(handle) = tokio::runtime::Handle::try_current()
+            && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            && let Err(e) = tokio::task::block_in_place(|| handle.block_on(running.stop()))
+        {
+            eprintln!("the relay did not stop well: {e}");
+        }
+    }
 }
 
 impl Relay {
@@ -35,7 +66,7 @@ impl Relay {
     /// the same address and data directory.
     pub async fn restart(self) -> Self {
         let addr = self.url.trim_start_matches("ws://").to_string();
-        self.running.stop().await.unwrap();
+        self.running.stop().await;
         let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
         Self::start_at(self.dir, &addr, &flags).await
     }
@@ -54,7 +85,7 @@ impl Relay {
 
     /// Stop gracefully; the data directory, to look into.
     pub async fn stop(self) -> tempfile::TempDir {
-        self.running.stop().await.unwrap();
+        self.running.stop().await;
         self.dir
     }
 
@@ -65,9 +96,9 @@ impl Relay {
         let running = caucus_server::Server::spawn(&all).await.unwrap();
         Self {
             url: running.url().to_string(),
-            dir,
             flags: flags.iter().map(|f| (*f).to_owned()).collect(),
-            running,
+            running: Stopping(Some(running)),
+            dir,
         }
     }
 }
