@@ -4,7 +4,7 @@
 //! machine's; the methods here only ask it and wait for the outcome.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use caucus_client_core::{
@@ -68,6 +68,57 @@ struct Shared {
     files: Mutex<HashMap<OpId, FileIo>>,
     /// How many threads read a page of frames ([`read_frames`]).
     readers: usize,
+    /// Saves under way on a blocking thread ([`Shared::save_aside`]).
+    aside: Aside,
+}
+
+/// How many saves are under way aside. The state directory must get the
+/// machine's changes in the order the machine gave them (an older snapshot
+/// written over a newer one, or a session's files written again after it
+/// was erased, would lose what came between): so a save made under the
+/// machine lock ([`Shared::save`]) first waits until none is under way.
+/// A save aside counts from when its changes are taken, under the machine
+/// lock, until it has been applied, or dropped unapplied.
+#[derive(Default)]
+struct Aside {
+    under_way: Mutex<usize>,
+    ended: Condvar,
+}
+
+impl Aside {
+    fn count(&self) -> MutexGuard<'_, usize> {
+        self.under_way
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wait until no save is under way aside.
+    fn wait(&self) {
+        let mut count = self.count();
+        while *count > 0 {
+            count = self
+                .ended
+                .wait(count)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// One save under way aside, until it is dropped.
+struct UnderWay(Arc<Shared>);
+
+impl UnderWay {
+    fn begin(shared: &Arc<Shared>) -> Self {
+        *shared.aside.count() += 1;
+        Self(shared.clone())
+    }
+}
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        *self.0.aside.count() -= 1;
+        self.0.aside.ended.notify_all();
+    }
 }
 
 /// How far the connection has come, for [`Client::open`] to wait on.
@@ -93,21 +144,26 @@ pub struct Client {
 
 impl Shared {
     fn machine(&self) -> MutexGuard<'_, Machine> {
-        self.machine
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.machine.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn waiters(&self) -> MutexGuard<'_, HashMap<OpId, oneshot::Sender<Result<Outcome>>>> {
-        self.waiters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn files(&self) -> MutexGuard<'_, HashMap<OpId, FileIo>> {
-        self.files
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.files.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Save what `m`, the machine under its lock, changed, after every
+    /// save under way aside ([`Aside`]).
+    fn save(&self, m: &mut Machine) -> Result<()> {
+        if !m.has_changes() {
+            return Ok(());
+        }
+        let changes = m.take_changes()?;
+        self.aside.wait();
+        self.dir.apply(&changes)
     }
 
     /// Save what changed, then take what is to be sent, doing the file IO
@@ -120,10 +176,7 @@ impl Shared {
             let mut m = self.machine();
             let mut files = self.files();
             loop {
-                if m.has_changes() {
-                    let changes = m.take_changes()?;
-                    self.dir.apply(&changes)?;
-                }
+                self.save(&mut m)?;
                 match m.poll_transmit() {
                     Some(frame) => frames.push(frame),
                     None if m.has_changes() => {}
@@ -181,18 +234,18 @@ impl Shared {
 
     /// Start saving what changed on a blocking thread, if anything did. The
     /// machine sends nothing until [`Shared::flush`] has seen it saved, so
-    /// the caller awaits the save before it flushes.
+    /// the caller awaits the save before it flushes; and a save under the
+    /// machine lock meanwhile waits for it ([`Aside`]).
     fn save_aside(self: &Arc<Self>) -> Result<Option<tokio::task::JoinHandle<Result<()>>>> {
-        let changes = {
+        let (changes, under_way) = {
             let mut m = self.machine();
             if !m.has_changes() {
                 return Ok(None);
             }
-            m.take_changes()?
+            (m.take_changes()?, UnderWay::begin(self))
         };
-        let shared = self.clone();
         Ok(Some(tokio::task::spawn_blocking(move || {
-            shared.dir.apply(&changes)
+            under_way.0.dir.apply(&changes)
         })))
     }
 
@@ -478,6 +531,7 @@ impl Client {
             caught_up,
             files: Mutex::new(HashMap::new()),
             readers: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            aside: Aside::default(),
         });
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(drive(shared.clone(), events_tx, stopped, first));
@@ -758,8 +812,7 @@ impl Client {
     pub fn erase(&self, session: &SessionId) -> Result<()> {
         let mut m = self.shared.machine();
         m.erase(session)?;
-        let changes = m.take_changes()?;
-        self.shared.dir.apply(&changes)
+        self.shared.save(&mut m)
     }
 
     /// Withdraw this device's party from the mediation: a signed notice in

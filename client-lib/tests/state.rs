@@ -315,3 +315,76 @@ fn an_encrypted_directory_keeps_its_argon2id_parameters_and_salt_in_its_keyfile(
         .unwrap();
     eprintln!("opening an encrypted state directory: {fastest:?} (fastest of 3)");
 }
+
+/// A member erases a session while its messages pour in, pages of them
+/// saved on another thread while the next is read: the session's files are
+/// gone for good, not written again by a save that was under way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_erased_while_its_messages_pour_in_stays_erased_on_disk() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().display().to_string();
+    let relay = caucus_server::Server::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_dir,
+        "--rate-per-sec",
+        "100000",
+        "--rate-burst",
+        "100000",
+    ])
+    .await
+    .unwrap();
+    let url = relay.url().to_string();
+    let mediator_dir = tempfile::tempdir().unwrap();
+    let mediator = Client::open(StateDir::open(mediator_dir.path()).unwrap(), &url)
+        .await
+        .unwrap();
+    let (session, parties) = mediator
+        .create_session("Ms Mediator", &["Partner A", "Partner B"])
+        .await
+        .unwrap();
+    let link = mediator
+        .invite(
+            &session,
+            &parties[0],
+            "Dr A",
+            caucus_client::now() + 600,
+            caucus_client::Admission::Automatic,
+        )
+        .await
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let (member, _) = Client::join(StateDir::open(root.path()).unwrap(), &link)
+        .await
+        .unwrap();
+    while !matches!(member.next_event().await, Some(Event::Joined { .. })) {}
+    member.sync(&session).await.unwrap();
+    let room = mediator.party_room(&session, &parties[0]).unwrap();
+    let text = "x".repeat(200);
+    let sending = futures_util::future::join_all(
+        (0..1500).map(|_| mediator.send(&session, &room, &text, Sharing::MayShare)),
+    );
+    let erasing = async {
+        while !matches!(member.next_event().await, Some(Event::Message { .. })) {}
+        member.erase(&session).unwrap();
+    };
+    let (sent, ()) = tokio::join!(sending, erasing);
+    assert!(sent.iter().all(Result::is_ok));
+    // What was still coming has come, and been passed over.
+    while member
+        .next_event_within(std::time::Duration::from_millis(500))
+        .await
+        .is_some()
+    {}
+    drop(member);
+    let dir = reopen(root.path(), None).await;
+    assert_eq!(dir.sessions().unwrap(), Vec::new());
+    for ext in ["log", "state"] {
+        let path = root
+            .path()
+            .join("sessions")
+            .join(format!("{session}.{ext}"));
+        assert!(!path.exists(), "{} is back", path.display());
+    }
+}
