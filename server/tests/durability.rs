@@ -262,12 +262,9 @@ async fn a_relay_whose_store_fails_stops_and_never_calls_a_stored_post_refused()
     for index in &acked {
         assert!(indexes.contains(index), "acknowledged {index} lost");
     }
-    for hash in &refused {
-        assert!(
-            !stored.iter().any(|(_, h)| h == hash),
-            "refused as internal, yet stored"
-        );
-    }
+    // sled's relay stops at the failed write, answering nothing after the
+    // last flush: it refuses nothing.
+    assert_eq!(refused, Vec::new());
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -293,8 +293,9 @@ pub(super) fn open(
     Ok((reader, committer))
 }
 
-/// Commits applied but not yet flushed, with their follow-ups.
-type Applied = Vec<(Outcome, Box<dyn FnOnce(Outcome) + Send>)>;
+/// The follow-ups of commits applied but not yet flushed: each is stored
+/// once the flush is done.
+type Applied = Vec<Box<dyn FnOnce(Outcome) + Send>>;
 
 /// A group applied, for the flusher: when it began, its commits, the
 /// segment to sync, whether the tree must be flushed, and the segments to
@@ -347,7 +348,7 @@ fn run_committer(
             wrote_tree |= log
                 .apply(&tree, batch)
                 .unwrap_or_else(|e| stop_failed("a commit", &e));
-            applied.push((Ok(()), then));
+            applied.push(then);
         }
         let (file, unheld) = log
             .write(&tree)
@@ -360,8 +361,8 @@ fn run_committer(
         if !durable {
             metrics.observe_commit(started.elapsed(), size);
             remove_segments(&log.segments, &unheld);
-            for (result, then) in applied {
-                then(result);
+            for then in applied {
+                then(Ok(()));
             }
         } else if to_flusher
             .blocking_send(Group {
@@ -394,6 +395,10 @@ fn run_committer(
     }
 }
 
+/// How long a flush may take before the relay stops as if it had failed
+/// ([`run_flusher`]): far beyond any flush of a working disk.
+const FLUSH_LIMIT: Duration = Duration::from_secs(60);
+
 /// A write or a flush failed: stop the relay, to start again from what is
 /// on disk (module documentation).
 fn stop_failed(what: &str, e: &StoreError) -> ! {
@@ -418,6 +423,12 @@ fn remove_segments(segments: &Segments, unheld: &[u64]) {
 /// `MIN_FLUSH_INTERVAL` apart: each costs CPU whatever it carries (about
 /// 300 µs in sled), so under light load the groups that arrive within that
 /// interval share one.
+///
+/// A flush that has not ended after [`FLUSH_LIMIT`] stops the relay as one
+/// that failed: sled may never end one after a failed write of its own
+/// (module documentation), and the committer's are not its only writes (a
+/// read may rewrite a page). A relay waiting on it would answer nothing
+/// and never stop.
 async fn run_flusher(
     db: sled::Db,
     segments: Segments,
@@ -458,7 +469,16 @@ async fn run_flusher(
                 Ok(())
             }
         };
-        let (synced, flushed) = tokio::join!(synced, flushed);
+        let (synced, flushed) =
+            tokio::time::timeout(FLUSH_LIMIT, async { tokio::join!(synced, flushed) })
+                .await
+                .unwrap_or_else(|_| {
+                    let late = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("not done after {} s", FLUSH_LIMIT.as_secs()),
+                    );
+                    stop_failed("a flush", &StoreError::Log(late))
+                });
         if let Err(e) = synced
             .map_err(StoreError::Log)
             .and(flushed.map_err(StoreError::Sled))
@@ -470,8 +490,8 @@ async fn run_flusher(
         for group in groups.drain(..) {
             metrics.observe_commit(group.started.elapsed(), group.applied.len());
             remove_segments(&segments, &group.unheld);
-            for (result, then) in group.applied {
-                then(result);
+            for then in group.applied {
+                then(Ok(()));
             }
         }
     }
