@@ -45,12 +45,27 @@ impl Drop for Stopping {
             return;
         };
         // Blocking a worker until the relay has stopped needs a
-        // multi-threaded runtime (every test here has one).
-        if let Ok(handle) = tokio::runtime::Handle::try_current()
-            && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-            && let Err(e) = tokio::task::block_in_place(|| handle.block_on(running.stop()))
-        {
-            eprintln!("the relay did not stop well: {e}");
+        // multi-threaded runtime: every test here has one.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime left to run the relay
+        };
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            assert!(
+                std::thread::panicking(),
+                "a test with a relay runs on a multi-threaded runtime"
+            );
+            return;
+        }
+        let stopped = tokio::task::block_in_place(|| {
+            handle.block_on(tokio::time::timeout(WAIT, running.stop()))
+        });
+        match stopped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("the relay did not stop well: {e}"),
+            Err(_) if std::thread::panicking() => {
+                eprintln!("the relay did not stop within {WAIT:?}")
+            }
+            Err(_) => panic!("the relay did not stop within {WAIT:?}"),
         }
     }
 }
