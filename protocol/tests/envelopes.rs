@@ -441,6 +441,28 @@ fn a_post_parses_alike_however_it_is_spelled_and_keeps_its_exact_bytes() {
     for (text, code) in &refused {
         assert_eq!(parse_request(text).unwrap_err().code, *code, "{text}");
     }
+    // The relay passes the text as sent on as the envelope's encoding, so
+    // only the canonical spelling is read: none padded, and none whose
+    // last character carries bits beyond the bytes.
+    let rem = env.to_bytes().len() % 3;
+    assert_ne!(rem, 0, "this envelope's encoding has no unused bits");
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let (head, last) = b64.split_at(b64.len() - 1);
+    let value = alphabet
+        .iter()
+        .position(|&c| c == last.as_bytes()[0])
+        .unwrap();
+    let loose = format!("{head}{}", char::from(alphabet[value | 1]));
+    let padded = format!("{b64}{}", "=".repeat(3 - rem));
+    for spelling in [loose, padded] {
+        let text = format!(r#"{{"type":"post","v":1,"id":7,"envelope":"{spelling}"}}"#);
+        assert_eq!(
+            parse_request_keeping_envelope(&text).unwrap_err().code,
+            ErrorCode::Malformed,
+            "{text}"
+        );
+        assert_eq!(parse_request(&text).unwrap_err().code, ErrorCode::Malformed);
+    }
 }
 
 /// A signature checked ahead of opening (a client reading a page of a
