@@ -274,7 +274,7 @@ impl Server {
         let mut backoff = AcceptBackoff::default();
         let mut tasks = JoinSet::new();
         let sweeper = tokio::spawn(sweep(hub.clone(), stop_rx.clone()));
-        tokio::spawn(reload_after_store_failures(hub.clone(), stop_rx.clone()));
+        let reloader = tokio::spawn(reload_after_store_failures(hub.clone(), stop_rx.clone()));
         tracing::info!(addr = %listener.local_addr()?, data_dir = %hub.config.data_dir.display(), relay = %hub.relay.keys.fingerprint(), urls = %hub.relay.urls(), "relay listening");
         log_web_client(&hub.config.web);
         tokio::pin!(shutdown);
@@ -336,8 +336,12 @@ impl Server {
         .await;
         if drained.is_err() {
             tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
         }
+        // Nothing holds the store once they are done, so that it is closed
+        // (its files let go) when this returns.
         let _ = sweeper.await;
+        let _ = reloader.await;
         drop(router);
         drop(shared);
         drop(hub);

@@ -584,3 +584,15 @@ async fn each_mediator_has_a_location_and_statuses_and_locations_survive_a_resta
         MediatorWhereabouts::WithYou(defendant_room)
     );
 }
+
+/// Once `stop` returns, nothing of the relay holds its store: another
+/// relay (or the same one, restarted) opens the data directory at once,
+/// whose sled files are locked while any handle on them lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_relay_has_let_go_of_its_data_directory() {
+    let mut dir = tempfile::tempdir().unwrap();
+    for _ in 0..100 {
+        let relay = Relay::start_in(dir, &[]).await;
+        dir = relay.stop().await;
+    }
+}

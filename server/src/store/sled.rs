@@ -275,6 +275,7 @@ pub(super) fn open(
     metrics: Arc<Metrics>,
     durable: bool,
 ) -> Result<(Reader, tokio::task::JoinHandle<()>), StoreError> {
+    wait_unlocked(dir);
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(CACHE_BYTES)
@@ -291,6 +292,25 @@ pub(super) fn open(
         run_committer(db, tree, log, commits, &metrics, durable);
     });
     Ok((reader, committer))
+}
+
+/// Wait, for a while, until no one holds the lock on the tree's file.
+/// sled lets go of it only once the last of its IO threads working for the
+/// tree has, a moment after the tree is dropped: so a relay started again
+/// in the same process, on the same directory, right after it stopped,
+/// could be refused. Past the wait, sled's own opening says why it cannot.
+fn wait_unlocked(dir: &Path) {
+    const PATIENCE: Duration = Duration::from_secs(2);
+    let Ok(file) = File::open(dir.join("db")) else {
+        return; // a new store
+    };
+    let since = Instant::now();
+    while let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
+        if since.elapsed() > PATIENCE {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The follow-ups of commits applied but not yet flushed: each is stored
