@@ -193,36 +193,66 @@ fn a_directory_holding_unencrypted_state_is_not_opened_with_a_passphrase() {
 /// encrypted, catch up on the same `CAUCUS_CATCHUP_N` messages (default 200):
 /// the encrypted log is longer by a nonce and a tag (40 bytes) a record.
 /// How long each took is printed.
+/// A relay that lets its members post as fast as it answers, and a
+/// mediator's session on it.
+struct Busy {
+    url: String,
+    mediator: Client,
+    session: caucus_protocol::ids::SessionId,
+    parties: Vec<caucus_protocol::ids::PartyId>,
+    /// The relay (stopped first) and the directories.
+    _relay: (caucus_server::Running, tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Busy {
+    async fn start() -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let data_dir = data.path().display().to_string();
+        let relay = caucus_server::Server::spawn(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_dir,
+            "--rate-per-sec",
+            "100000",
+            "--rate-burst",
+            "100000",
+        ])
+        .await
+        .unwrap();
+        let url = relay.url().to_string();
+        let mediator_dir = tempfile::tempdir().unwrap();
+        let mediator = Client::open(StateDir::open(mediator_dir.path()).unwrap(), &url)
+            .await
+            .unwrap();
+        let (session, parties) = mediator
+            .create_session("Ms Mediator", &["Partner A", "Partner B"])
+            .await
+            .unwrap();
+        Self {
+            url,
+            mediator,
+            session,
+            parties,
+            _relay: (relay, data, mediator_dir),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_catch_up_writes_a_nonce_and_a_tag_more_per_record() {
     let n: u64 = std::env::var("CAUCUS_CATCHUP_N")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let data = tempfile::tempdir().unwrap();
-    let data_dir = data.path().display().to_string();
-    // The mediator posts as fast as the relay answers.
-    let relay = caucus_server::Server::spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data_dir,
-        "--rate-per-sec",
-        "100000",
-        "--rate-burst",
-        "100000",
-    ])
-    .await
-    .unwrap();
-    let url = relay.url().to_string();
-    let mediator_dir = tempfile::tempdir().unwrap();
-    let mediator = Client::open(StateDir::open(mediator_dir.path()).unwrap(), &url)
-        .await
-        .unwrap();
-    let (session, parties) = mediator
-        .create_session("Ms Mediator", &["Partner A", "Partner B"])
-        .await
-        .unwrap();
+    let Busy {
+        url,
+        mediator,
+        session,
+        parties,
+        _relay: _running,
+        ..
+    } = Busy::start().await;
     let devices = [None, Some(PASSPHRASE)].map(|p| (tempfile::tempdir().unwrap(), p));
     for (i, (root, passphrase)) in devices.iter().enumerate() {
         let link = mediator
@@ -321,29 +351,13 @@ fn an_encrypted_directory_keeps_its_argon2id_parameters_and_salt_in_its_keyfile(
 /// gone for good, not written again by a save that was under way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_erased_while_its_messages_pour_in_stays_erased_on_disk() {
-    let data = tempfile::tempdir().unwrap();
-    let data_dir = data.path().display().to_string();
-    let relay = caucus_server::Server::spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data_dir,
-        "--rate-per-sec",
-        "100000",
-        "--rate-burst",
-        "100000",
-    ])
-    .await
-    .unwrap();
-    let url = relay.url().to_string();
-    let mediator_dir = tempfile::tempdir().unwrap();
-    let mediator = Client::open(StateDir::open(mediator_dir.path()).unwrap(), &url)
-        .await
-        .unwrap();
-    let (session, parties) = mediator
-        .create_session("Ms Mediator", &["Partner A", "Partner B"])
-        .await
-        .unwrap();
+    let Busy {
+        mediator,
+        session,
+        parties,
+        _relay: _running,
+        ..
+    } = Busy::start().await;
     let link = mediator
         .invite(
             &session,
