@@ -608,15 +608,7 @@ async fn a_relay_whose_store_cannot_write_a_large_page_stops_at_once() {
         send_all(&mut m.claimant, session, &one),
         send_all(&mut m.defendant, session, &two)
     );
-    let mut status = None;
-    for _ in 0..300 {
-        status = child.try_wait().unwrap();
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let Some(status) = status else {
+    let Some(status) = support::exited_within(&mut child, Duration::from_secs(30)).await else {
         child.kill().unwrap();
         panic!("the relay went on, or hung, after its store failed");
     };

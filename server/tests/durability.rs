@@ -207,15 +207,8 @@ async fn a_relay_whose_store_fails_stops_and_never_calls_a_stored_post_refused()
         }
     }
     // The relay stopped by itself, rather than go on refusing.
-    let mut status = None;
-    for _ in 0..100 {
-        status = child.try_wait().unwrap();
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let Some(status) = status else {
+    let Some(status) = support::exited_within(&mut child, std::time::Duration::from_secs(10)).await
+    else {
         child.kill().unwrap();
         panic!(
             "the relay went on after its store failed ({} refused)",

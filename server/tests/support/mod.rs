@@ -451,6 +451,23 @@ pub fn spawn_binary(
     spawn_binary_with(data, log, stderr, &[])
 }
 
+/// How a relay's child process ended, if it did within `limit`.
+pub async fn exited_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// [`spawn_binary`] with more flags. SIGTERM stops it at once (no drain)
 /// unless `flags` give a `--drain-secs`.
 pub fn spawn_binary_with(
