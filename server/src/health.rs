@@ -2,7 +2,8 @@
 //! check (`/healthz`) and for `/metrics`.
 //!
 //! A relay can serve unless it is draining (it was told to shut down), its
-//! store has failed (its committer takes no more writes), or the link to
+//! store has failed (PostgreSQL's takes no more writes until it recovers;
+//! a sled relay whose store fails exits instead), or the link to
 //! the other relays of its cluster is down. [`Health`] holds what others
 //! set (the drain, the cluster link); the store is asked at each check.
 
