@@ -288,8 +288,12 @@ pub(super) fn open(
         segments: log.segments.clone(),
         tails: log.tails.clone(),
     };
+    let dir = dir.to_path_buf();
     let committer = tokio::task::spawn_blocking(move || {
         run_committer(db, tree, log, commits, &metrics, durable);
+        // The relay's stop awaits this, once nothing else holds the store:
+        // its files are then let go too.
+        wait_unlocked(&dir);
     });
     Ok((reader, committer))
 }
@@ -298,7 +302,10 @@ pub(super) fn open(
 /// sled lets go of it only once the last of its IO threads working for the
 /// tree has, a moment after the tree is dropped: so a relay started again
 /// in the same process, on the same directory, right after it stopped,
-/// could be refused. Past the wait, sled's own opening says why it cannot.
+/// could be refused, and so could a look into a stopped relay's tree. So
+/// the committer waits for it once it has let go of the tree (a stop
+/// awaits the committer), and an opening waits for it too. Past the wait,
+/// sled's own opening says why it cannot.
 fn wait_unlocked(dir: &Path) {
     const PATIENCE: Duration = Duration::from_secs(2);
     let Ok(file) = File::open(dir.join("db")) else {
