@@ -1,6 +1,8 @@
 //! The JSON frames between client and relay.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
+mod common;
+
 use caucus_protocol::auth::AuthTarget;
 use caucus_protocol::codec::Canonical;
 use caucus_protocol::crypto::Digest;
@@ -8,7 +10,7 @@ use caucus_protocol::identity::DeviceKeys;
 use caucus_protocol::ids::{RoomId, SessionId};
 use caucus_protocol::wire::{
     Encoded, ErrorCode, Event, MAX_JSON_INTEGER, Reply, Request, RequestBody, RoomCursor,
-    ServerFrame, parse_request, parse_server_frame,
+    ServerFrame, ServerFrameError, parse_request, parse_server_frame,
 };
 
 fn auth_request() -> Request {
@@ -297,3 +299,69 @@ fn a_challenge_without_the_relay_or_its_rotations_is_not_a_challenge() {
         );
     }
 }
+
+/// An `envelope` event, most of a catch-up, reads the same however its JSON
+/// is spelled (fields in any order, spaces, a field it does not know, an
+/// escaped character); one of another version is that version's, and one
+/// whose index or envelope does not decode is unreadable.
+#[test]
+fn an_envelope_event_reads_the_same_however_it_is_spelled() {
+    let mut f = common::Fixture::new();
+    let envelope = f
+        .claimant
+        .view
+        .seal(&f.claimant.keys, &f.claimant_room, &common::text("hello"))
+        .unwrap();
+    let b64 = serde_json::to_string(&Encoded(envelope.clone())).unwrap();
+    let b64 = b64.trim_matches('"');
+    let event = Ok(ServerFrame::Event(Box::new(Event::Envelope {
+        v: 1,
+        index: 7,
+        envelope: Encoded(envelope),
+    })));
+    let escaped = format!("\\u{:04x}{}", b64.as_bytes()[0], &b64[1..]);
+    for (frame, read) in [
+        (
+            format!(r#"{{"type":"envelope","v":1,"index":7,"envelope":"{b64}"}}"#),
+            event.clone(),
+        ),
+        (
+            format!(r#"{{ "envelope" : "{b64}", "index":7, "v":1, "type":"envelope" }}"#),
+            event.clone(),
+        ),
+        (
+            format!(r#"{{"type":"envelope","v":1,"index":7,"envelope":"{b64}","later":true}}"#),
+            event.clone(),
+        ),
+        (
+            format!(r#"{{"type":"envelope","v":1,"index":7,"envelope":"{escaped}"}}"#),
+            event.clone(),
+        ),
+        (
+            format!(r#"{{"type":"envelope","v":2,"index":7,"envelope":"{b64}"}}"#),
+            Err(ServerFrameError::UnsupportedVersion(2)),
+        ),
+    ] {
+        assert_eq!(parse_server_frame(&frame), read, "{frame}");
+    }
+    for broken in [
+        format!(r#"{{"type":"envelope","v":1,"index":"7","envelope":"{b64}"}}"#),
+        format!(r#"{{"type":"envelope","v":1,"index":-7,"envelope":"{b64}"}}"#),
+        format!(r#"{{"type":"envelope","v":1,"envelope":"{b64}"}}"#),
+        format!(r#"{{"type":"envelope","v":1,"index":7,"envelope":"{b64}="}}"#),
+        format!(
+            r#"{{"type":"envelope","v":1,"index":7,"envelope":"{}"}}"#,
+            &b64[..b64.len() - 4]
+        ),
+        r#"{"type":"envelope","v":1,"index":7,"envelope":"!!"}"#.to_owned(),
+    ] {
+        assert!(
+            matches!(
+                parse_server_frame(&broken),
+                Err(ServerFrameError::Unreadable(_))
+            ),
+            "{broken}"
+        );
+    }
+}
+
