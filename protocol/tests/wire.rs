@@ -364,4 +364,3 @@ fn an_envelope_event_reads_the_same_however_it_is_spelled() {
         );
     }
 }
-

@@ -71,7 +71,7 @@ pub struct Server {
     /// The store, asked at each health check whether it still takes writes.
     store: Store,
     health: Arc<Health>,
-    committer: tokio::task::JoinHandle<()>,
+    committer: crate::store::CommitterTask,
     /// What this node sends the cluster's other nodes, if it is in one.
     outgoing: Option<crate::cluster::Outgoing>,
 }
@@ -345,13 +345,20 @@ impl Server {
         drop(router);
         drop(shared);
         drop(hub);
-        let _ = committer.await;
+        let closed = committer.await;
         // Every commit is done: other nodes may take this one's sessions.
         if let Some(cluster) = cluster {
             cluster.leave().await;
         }
-        tracing::info!("stopped");
-        Ok(())
+        match closed {
+            // The store could not be closed cleanly: nothing is lost, but
+            // whoever runs the relay should hear of it.
+            Ok(Err(e)) => Err(e.into()),
+            Ok(Ok(())) | Err(_) => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
     }
 }
 

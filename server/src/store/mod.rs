@@ -302,7 +302,11 @@ pub(crate) const MAX_GROUP: usize = 512;
 /// What opening a store gives: the store, and its committer's task, which
 /// ends once every [`Store`] clone is dropped and every queued commit is
 /// done.
-pub(crate) type Opened = (Store, tokio::task::JoinHandle<()>);
+pub(crate) type Opened = (Store, CommitterTask);
+
+/// A store's committer task: an error if it could not close the store
+/// cleanly (nothing is lost; the next start has more to read back).
+pub(crate) type CommitterTask = tokio::task::JoinHandle<Result<(), StoreError>>;
 
 impl Store {
     /// Open (or create) the store at `location` (sled in `dir`) and start

@@ -52,7 +52,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Statement};
 
-use super::{Batch, Commit, EXIT_STORE_FAILED, Key, Kind, MAX_GROUP, StoreError, Stored};
+use super::{
+    Batch, Commit, CommitterTask, EXIT_STORE_FAILED, Key, Kind, MAX_GROUP, StoreError, Stored,
+};
 use crate::metrics::Metrics;
 
 mod embedded {
@@ -504,7 +506,7 @@ pub(super) async fn open(
     failed: Arc<AtomicBool>,
     failures: watch::Sender<u64>,
     fence: Option<&str>,
-) -> Result<(Reader, tokio::task::JoinHandle<()>), StoreError> {
+) -> Result<(Reader, CommitterTask), StoreError> {
     let config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| StoreError::Postgres(format!("the store's URL: {}", describe(&e))))?;
@@ -531,17 +533,19 @@ pub(super) async fn open(
         .max_size(READERS)
         .build()
         .map_err(|e| StoreError::Postgres(format!("the readers' pool: {e}")))?;
-    let committer = tokio::spawn(
-        Committer {
-            config,
-            writer,
-            metrics,
-            failed,
-            failures,
-            fence: fence.map(str::to_owned),
-        }
-        .run(commits),
-    );
+    let committing = Committer {
+        config,
+        writer,
+        metrics,
+        failed,
+        failures,
+        fence: fence.map(str::to_owned),
+    };
+    let committer = tokio::spawn(async move {
+        committing.run(commits).await;
+        // Nothing to close: every commit is in PostgreSQL once answered.
+        Ok(())
+    });
     Ok((Reader { pool, sql }, committer))
 }
 

@@ -52,7 +52,9 @@ use tokio::sync::mpsc;
 
 use super::log::{Log, Tails};
 use super::segments::{SEGMENT_BYTES, Segments};
-use super::{Commit, EXIT_STORE_FAILED, Key, Kind, MAX_GROUP, Outcome, StoreError, Stored};
+use super::{
+    Commit, CommitterTask, EXIT_STORE_FAILED, Key, Kind, MAX_GROUP, Outcome, StoreError, Stored,
+};
 use crate::metrics::Metrics;
 
 impl Kind {
@@ -274,7 +276,7 @@ pub(super) fn open(
     commits: mpsc::Receiver<Commit>,
     metrics: Arc<Metrics>,
     durable: bool,
-) -> Result<(Reader, tokio::task::JoinHandle<()>), StoreError> {
+) -> Result<(Reader, CommitterTask), StoreError> {
     wait_unlocked(dir);
     let db = sled::Config::new()
         .path(dir)
@@ -290,10 +292,11 @@ pub(super) fn open(
     };
     let dir = dir.to_path_buf();
     let committer = tokio::task::spawn_blocking(move || {
-        run_committer(db, tree, log, commits, &metrics, durable);
+        let closed = run_committer(db, tree, log, commits, &metrics, durable);
         // The relay's stop awaits this, once nothing else holds the store:
         // its files are then let go too.
         wait_unlocked(&dir);
+        closed
     });
     Ok((reader, committer))
 }
@@ -350,7 +353,7 @@ fn run_committer(
     mut rx: mpsc::Receiver<Commit>,
     metrics: &Arc<Metrics>,
     durable: bool,
-) {
+) -> Result<(), StoreError> {
     let (to_flusher, applied_groups) = mpsc::channel(4);
     let runtime = tokio::runtime::Handle::current();
     let flusher = runtime.spawn(run_flusher(
@@ -409,15 +412,17 @@ fn run_committer(
     // Stopping: the next opening need read nothing back into the tails.
     match log.checkpoint(&tree, None) {
         Ok(()) => {
-            let _ = db.flush();
+            db.flush()?;
+            Ok(())
         }
         Err(e) => {
             // Nothing is lost: the next opening reads the envelope log
             // back from the checkpoint before. But no flush (module
             // documentation), and sled flushes when the last handle on a
             // tree goes: these never go.
-            tracing::warn!(error = %e, "the envelope log's checkpoint was not written");
+            tracing::error!(error = %e, "the envelope log's checkpoint was not written");
             std::mem::forget((db, tree));
+            Err(e)
         }
     }
 }

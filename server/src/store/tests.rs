@@ -234,7 +234,7 @@ async fn postgres_keeps_the_store_promises() {
     a_large_value_round_trips(&store).await;
     indexes_sort_as_numbers(&store).await;
     drop(store);
-    committer.await.unwrap();
+    committer.await.unwrap().unwrap();
 }
 
 /// A second relay on the same database finds the schema made (applying the
@@ -262,7 +262,7 @@ async fn postgres_reopened_store_reads_what_was_committed() {
     batch.insert(key.clone(), b"envelope".to_vec());
     store.commit(batch).await.unwrap();
     drop(store);
-    committer.await.unwrap();
+    committer.await.unwrap().unwrap();
     let (store, _) = open(&location, std::path::Path::new("")).await;
     assert_eq!(store.get(&key).await.unwrap(), Some(b"envelope".to_vec()));
     assert_eq!(
@@ -287,7 +287,7 @@ async fn sled_keeps_the_store_promises() {
     a_group_of_commits_applies_in_order(&store).await;
     reads_return_what_was_written_in_key_order(&store).await;
     drop(store);
-    committer.await.unwrap();
+    committer.await.unwrap().unwrap();
     // And it is on disk.
     let tree = raw_tree(dir.path());
     // The records but the nine envelopes, a block of positions for each of
@@ -371,7 +371,7 @@ async fn sled_deletes_a_segment_once_no_session_holds_it() {
     let (store, committer) = reopen(dir.path()).await;
     store.commit(write(a, "alpha")).await.unwrap();
     drop(store);
-    committer.await.unwrap();
+    committer.await.unwrap().unwrap();
     let (store, committer) = reopen(dir.path()).await;
     let mut more = Batch::default();
     more.insert(Key::Log(a, room, 4), b"alpha-4".to_vec());
@@ -388,7 +388,7 @@ async fn sled_deletes_a_segment_once_no_session_holds_it() {
     assert_eq!(segment_files(dir.path(), b"alpha-4"), (1, true));
     assert_eq!(store.log(&b, &room, 1, 3, 10).await.unwrap().len(), 3);
     drop(store);
-    committer.await.unwrap();
+    committer.await.unwrap().unwrap();
 
     // Reopened: a third segment to append to; the second is still b's.
     let (store, committer) = reopen(dir.path()).await;
@@ -401,7 +401,7 @@ async fn sled_deletes_a_segment_once_no_session_holds_it() {
     assert_eq!(segment_files(dir.path(), b"bravo-2"), (1, false));
     assert_eq!(segment_files(dir.path(), b"alpha-4"), (1, false));
     drop(store);
-    committer.await.unwrap();
+    committer.await.unwrap().unwrap();
 }
 
 /// A store written before the envelope log, with its envelopes in the
@@ -436,7 +436,7 @@ async fn sled_moves_envelopes_kept_in_the_tree_into_the_log() {
         (Key::Log(s, room, 1), Key::Log(s, room, 1).len() + 10)
     );
     drop(store);
-    committer.await.unwrap();
+    committer.await.unwrap().unwrap();
     let tree = raw_tree(dir.path());
     assert_eq!(tree.scan_prefix(b"L").count(), 0);
     // Blocks of positions, 28 bytes each (operations.md section 7).
