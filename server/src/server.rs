@@ -235,7 +235,10 @@ impl Server {
     /// Serve until `shutdown` resolves; then drain: answer `/healthz` with
     /// `503 draining` and go on serving, new connections included, for the
     /// drain period (`--drain-secs`); then stop accepting, close every
-    /// connection with 1001, and finish every queued commit.
+    /// connection with 1001, and finish every queued commit. An error if
+    /// the store could not then be closed cleanly (its last checkpoint or
+    /// flush failed): nothing acknowledged is lost, but the next start has
+    /// more to read back.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         self.run_until(shutdown, std::future::pending()).await
     }
