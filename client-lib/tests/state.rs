@@ -189,10 +189,6 @@ fn a_directory_holding_unencrypted_state_is_not_opened_with_a_passphrase() {
     ));
 }
 
-/// Two members of one party, one keeping its state in the clear and one
-/// encrypted, catch up on the same `CAUCUS_CATCHUP_N` messages (default 200):
-/// the encrypted log is longer by a nonce and a tag (40 bytes) a record.
-/// How long each took is printed.
 /// A relay that lets its members post as fast as it answers, and a
 /// mediator's session on it.
 struct Busy {
@@ -239,6 +235,10 @@ impl Busy {
     }
 }
 
+/// Two members of one party, one keeping its state in the clear and one
+/// encrypted, catch up on the same `CAUCUS_CATCHUP_N` messages (default 200):
+/// the encrypted log is longer by a nonce and a tag (40 bytes) a record.
+/// How long each took is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_catch_up_writes_a_nonce_and_a_tag_more_per_record() {
     let n: u64 = std::env::var("CAUCUS_CATCHUP_N")
