@@ -51,8 +51,10 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     sessions: usize,
     /// Envelopes sealed ahead of time per member: a Caucus relay takes each
-    /// once, so a member posts at most this many per run.
-    #[arg(long, default_value_t = 128)]
+    /// once, so a member posts at most this many per run. At 128 the pools
+    /// ran out within a saturation run here, which capped Caucus's figure
+    /// (docs/performance.md, sixth run).
+    #[arg(long, default_value_t = 512)]
     pool: usize,
     /// Undelivered envelopes each sender may have at saturation.
     #[arg(long, default_value_t = 4)]
