@@ -113,7 +113,6 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 
 /// Serve one accepted connection (after TLS, if any): HTTP requests until
 /// it closes, shuts down or upgrades; then, for an upgrade, the websocket.
-/// The head of each request must arrive within the header timeout.
 /// `ticket` holds the connection's place among its address's connections
 /// until it ends.
 pub(crate) async fn serve<S>(
@@ -125,16 +124,48 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let hub = shared.hub.clone();
+    // A fresh receiver: one that has seen the stop already still sees it.
+    let stop = shared.stop.clone();
+    // HTTP in a box of its own, gone once the socket is upgraded: an idle
+    // websocket keeps nothing of hyper's. Both phases are boxed in
+    // statements of their own, since `Box::pin(f).await` would keep room
+    // for `f` here as well (docs/performance.md, seventh run).
+    let http = Box::pin(http(shared, router, stream));
+    let Some(Upgraded { ws, permit, id }) = http.await else {
+        return;
+    };
+    tracing::debug!(conn = id, %peer, "connection");
+    let websocket = Box::pin(crate::conn::serve(hub, ws, id, stop, ticket));
+    websocket.await;
+    drop(permit);
+}
+
+/// A websocket handed over by hyper, on the socket it was accepted on.
+struct Upgraded<S> {
+    ws: WebSocketStream<S>,
+    permit: OwnedSemaphorePermit,
+    id: u64,
+}
+
+/// Serve HTTP requests on `stream` until it closes, the relay shuts down,
+/// or a websocket handshake is answered `101`: then the websocket, on the
+/// bare socket again. The head of each request must arrive within the
+/// header timeout.
+async fn http<S>(shared: Arc<Shared>, router: Router, stream: S) -> Option<Upgraded<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (handoff, mut accepted) = mpsc::channel(1);
     let handoff = Handoff(handoff);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
         request.extensions_mut().insert(handoff.clone());
         router.clone().oneshot(request)
     });
-    let hub = shared.hub.clone();
+    let config = &shared.hub.config;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(hub.config.header)
+        .header_read_timeout(config.header)
         .max_buf_size(MAX_HEAD);
     let connection = http
         .serve_connection(TokioIo::new(stream), service)
@@ -149,28 +180,35 @@ pub(crate) async fn serve<S>(
             let _ = connection.as_mut().await;
         }
     }
-    let Ok(Accepted {
+    let Accepted {
         upgrade,
         permit,
         id,
-    }) = accepted.try_recv()
-    else {
-        return;
-    };
-    let upgraded = match upgrade.await {
-        Ok(upgraded) => upgraded,
+    } = accepted.try_recv().ok()?;
+    let parts = match upgrade.await.map(|u| u.downcast::<TokioIo<S>>()) {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(_)) => {
+            // hyper hands back the socket it was given, whose type is
+            // `TokioIo<S>`: this cannot happen.
+            tracing::error!(conn = id, "the upgraded socket is not the one accepted");
+            return None;
+        }
         Err(e) => {
             tracing::debug!(conn = id, error = %e, "handshake failed");
-            return;
+            return None;
         }
     };
-    tracing::debug!(conn = id, %peer, "connection");
-    let config = crate::conn::ws_config(&hub.config);
-    let ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    // A fresh receiver: one that has seen the stop already still sees it.
-    crate::conn::serve(hub, ws, id, shared.stop.clone(), ticket).await;
-    drop(permit);
+    // What the client sent after its handshake, if anything, comes first:
+    // copied, since taking the `Bytes` as a `Vec` would keep hyper's whole
+    // read buffer (8 KiB) as the websocket's for its life.
+    let ws = WebSocketStream::from_partially_read(
+        parts.io.into_inner(),
+        parts.read_buf.to_vec(),
+        Role::Server,
+        Some(crate::conn::ws_config(config)),
+    )
+    .await;
+    Some(Upgraded { ws, permit, id })
 }
 
 impl Shared {

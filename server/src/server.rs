@@ -313,6 +313,10 @@ impl Server {
                     let shared = shared.clone();
                     let router = router.clone();
                     let tls = tls.clone();
+                    // Each phase's future is boxed in a statement of its
+                    // own: in `Box::pin(f).await`, rustc keeps room for `f`
+                    // in the task too, for the connection's life
+                    // (docs/performance.md, seventh run).
                     tasks.spawn(async move {
                         match tls {
                             // A socket that does not finish its TLS
@@ -320,11 +324,15 @@ impl Server {
                             // dropped.
                             Some(tls) => {
                                 let limit = shared.hub.config.header;
-                                if let Ok(Ok(stream)) = tokio::time::timeout(limit, Box::pin(tls.accept(stream))).await {
-                                    Box::pin(crate::http::serve(shared, router, stream, peer, ticket)).await;
-                                }
+                                let accept = tokio::time::timeout(limit, Box::pin(tls.accept(stream)));
+                                let Ok(Ok(stream)) = accept.await else { return };
+                                let serve = Box::pin(crate::http::serve(shared, router, stream, peer, ticket));
+                                serve.await;
                             }
-                            None => Box::pin(crate::http::serve(shared, router, stream, peer, ticket)).await,
+                            None => {
+                                let serve = Box::pin(crate::http::serve(shared, router, stream, peer, ticket));
+                                serve.await;
+                            }
                         }
                     });
                 }
