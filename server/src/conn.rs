@@ -26,7 +26,6 @@ use caucus_protocol::ids::SessionId;
 use caucus_protocol::wire::{
     Encoded, ErrorCode, Event, Reply, RequestBody, parse_request_keeping_envelope,
 };
-use futures_util::FutureExt;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -40,7 +39,7 @@ use crate::config::Config;
 use crate::hub::{Catchup, ConnId, Hub, Refusal};
 use crate::limits::Ticket;
 use crate::metrics::Metrics;
-use crate::outbox::{Frame, Outbox};
+use crate::outbox::{Frame, Outbox, Queue};
 use crate::store::InviteRecord;
 
 /// Close code: the client fell behind its outbound queue.
@@ -130,7 +129,7 @@ async fn write_queued<S>(
     hub: &Hub,
     sink: &mut S,
     first: Frame,
-    queue: &mut tokio::sync::mpsc::Receiver<Frame>,
+    queue: &mut Queue,
     outbox: &Outbox,
 ) -> Result<(), WriteError>
 where
@@ -143,7 +142,7 @@ where
         out.feed(frame).await?;
         written += 1;
         if written < WRITE_BATCH && !outbox.lagged() {
-            next = queue.try_recv().ok();
+            next = queue.try_recv();
         }
     }
     out.flush().await
@@ -290,7 +289,6 @@ pub(crate) async fn serve<S>(
                 _ => break too_slow(&hub),
             },
             frame = queue.recv() => {
-                let Some(frame) = frame else { break None };
                 match write_queued(&hub, &mut sink, frame, &mut queue, &outbox).await {
                     Ok(()) => {}
                     Err(WriteError::Stalled) => break too_slow(&hub),
@@ -368,7 +366,7 @@ pub(crate) async fn serve<S>(
             config.write_timeout
         };
         let _ = tokio::time::timeout(limit, async {
-            while !slow && let Ok(frame) = queue.try_recv() {
+            while !slow && let Some(frame) = queue.try_recv() {
                 if sink.send(Message::Text(frame)).await.is_err() {
                     break;
                 }
@@ -436,16 +434,13 @@ pub(crate) async fn serve_remote(
                     _ => CLOSE_TOO_SLOW,
                 };
                 // What is queued goes first.
-                while queue.recv_many(&mut frames, WRITE_BATCH).now_or_never().unwrap_or(0) > 0 {
+                while queue.take(&mut frames, WRITE_BATCH) > 0 {
                     cluster.frames(&node, remote, std::mem::take(&mut frames));
                 }
                 cluster.close(&node, remote, code);
                 break;
             }
-            n = queue.recv_many(&mut frames, WRITE_BATCH) => {
-                if n == 0 {
-                    break;
-                }
+            _ = queue.recv_many(&mut frames, WRITE_BATCH) => {
                 cluster.frames(&node, remote, std::mem::take(&mut frames));
             }
             next = input.recv() => match next {
