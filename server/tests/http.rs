@@ -159,6 +159,63 @@ async fn a_websocket_is_accepted_on_any_path_even_a_pages_or_healthzs() {
 }
 
 #[tokio::test]
+async fn a_frame_sent_with_the_handshake_is_read_once_the_socket_is_upgraded() {
+    let relay = Relay::start().await;
+    let mut socket = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    // A request in the same write as the handshake: hyper reads it with the
+    // head, and the websocket must start from it. A masked text frame (RFC
+    // 6455 section 5.2), readable but unauthenticated.
+    let payload = br#"{"v":1,"id":7}"#;
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut bytes = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: caucus.v1\r\n\r\n",
+        relay.addr
+    )
+    .into_bytes();
+    bytes.extend([0x81, 0x80 | payload.len() as u8]);
+    bytes.extend(mask);
+    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    socket.write_all(&bytes).await.unwrap();
+    // The `101` head, then the websocket (with whatever came behind it).
+    let mut read = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0; 1024];
+        let n = tokio::time::timeout(support::WAIT, socket.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&read));
+        read.extend(&chunk[..n]);
+        if let Some(i) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    assert!(read.starts_with(b"HTTP/1.1 101"), "{read:?}");
+    let mut ws = tokio_tungstenite::WebSocketStream::from_partially_read(
+        socket,
+        read[head_end..].to_vec(),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    let mut texts = Vec::new();
+    while texts.len() < 2 {
+        match tokio::time::timeout(support::WAIT, ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Text(t))) => texts.push(t.to_string()),
+            other => panic!("{other:?} after {texts:?}"),
+        }
+    }
+    assert!(texts[0].contains(r#""type":"challenge""#), "{texts:?}");
+    assert!(texts[1].contains(r#""type":"error""#), "{texts:?}");
+    assert!(texts[1].contains(r#""id":7"#), "{texts:?}");
+}
+
+#[tokio::test]
 async fn only_websockets_take_connection_slots() {
     let relay = Relay::start_with(&["--max-connections", "1"]).await;
     // An open HTTP connection does not hold a slot...
