@@ -109,10 +109,15 @@ impl Outbox {
     /// Queue a frame; if the queue is full, mark the connection lagging.
     /// Returns whether the frame was queued.
     pub(crate) fn push(&self, frame: Frame) -> bool {
-        if self.lagged.load(Ordering::Relaxed) || self.gone.load(Ordering::Relaxed) {
+        if self.lagged.load(Ordering::Relaxed) {
             return false;
         }
         let mut frames = self.frames();
+        // Read under the lock that dropping the queue takes to set it, so
+        // that no frame is kept after the queue has emptied it.
+        if self.gone.load(Ordering::Relaxed) {
+            return false;
+        }
         if frames.len() >= self.capacity {
             drop(frames);
             self.lagged.store(true, Ordering::Relaxed);
@@ -208,8 +213,9 @@ impl Queue {
 
 impl Drop for Queue {
     fn drop(&mut self) {
+        let mut frames = self.0.frames();
         self.0.gone.store(true, Ordering::Relaxed);
-        *self.0.frames() = VecDeque::new();
+        *frames = VecDeque::new();
     }
 }
 
