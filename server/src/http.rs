@@ -149,9 +149,9 @@ struct Upgraded<S> {
 }
 
 /// Serve HTTP requests on `stream` until it closes, the relay shuts down,
-/// or a websocket handshake is answered `101`: then the websocket, on the
-/// bare socket again. The head of each request must arrive within the
-/// header timeout.
+/// or a websocket handshake is answered `101`: then the websocket, on
+/// `stream` itself (TCP, or TLS over it), without hyper's wrapper. The head
+/// of each request must arrive within the header timeout.
 async fn http<S>(shared: Arc<Shared>, router: Router, stream: S) -> Option<Upgraded<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
